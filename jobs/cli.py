@@ -1,0 +1,226 @@
+"""The `maskjob` command line (SPEC 1): export, validate, verify, demo.
+
+Exit codes: 0 all items exported; 1 the job finished but some items failed (each is in the
+manifest with its reason) or `verify` found a problem; 2 usage, config or input error found
+before any work started. A tqdm progress bar on a terminal, plain log lines otherwise; the Dask
+dashboard address is printed at start. `run(argv) -> int` is the in-process entry for tests.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+from maskcore.errors import ConfigError, InputError, MaskjobError
+from maskcore.formats.supervisely import META_FILE, parse_meta
+
+from . import config as jobconfig
+from .listing import ItemRef, detect_format, list_supervisely
+from .storage import Root, parse_storage_options
+
+log = logging.getLogger("maskjob")
+
+EXIT_OK, EXIT_ITEMS_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class UsageFailure(click.ClickException):
+    exit_code = EXIT_USAGE
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s maskjob %(levelname)s %(message)s", stream=sys.stderr)
+    for noisy in ("distributed", "bokeh", "tornado", "asyncio", "fsspec", "s3fs", "botocore",
+                  "aiobotocore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _roots(input_url: str, output_url: str | None, storage_options: Sequence[str]
+           ) -> tuple[Root, Root | None]:
+    try:
+        opts = parse_storage_options(list(storage_options))
+    except ValueError as e:
+        raise UsageFailure(str(e)) from None
+    return Root(input_url, opts), (Root(output_url, opts) if output_url else None)
+
+
+def _prepare(input_url: str, spec: jobconfig.JobSpec, source: Root
+             ) -> tuple[Any, list[ItemRef], bytes]:
+    """Read the input's metadata and list its items; config checks that need classes."""
+    fmt = spec.input_format if spec.input_format != "auto" else detect_format(source)
+    if fmt != "supervisely":
+        raise InputError(f"Expected an input format this build reads (supervisely). Got {fmt}.")
+    try:
+        meta_bytes = source.read(META_FILE)
+    except FileNotFoundError:
+        raise InputError(f"Expected {META_FILE} at the root of {input_url}. Got none.") from None
+    classes = parse_meta(meta_bytes)
+    spec.check_classes(classes)
+    refs = list_supervisely(source)
+    return classes, refs, meta_bytes
+
+
+def _client(scheduler: str | None, workers: int | None) -> tuple[Any, Any]:
+    """(client, cluster or None); None, None for in-process runs (workers == 0)."""
+    if workers == 0 and not scheduler:
+        return None, None
+    from distributed import Client, LocalCluster
+
+    address = scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS")
+    if address:
+        return Client(address), None
+    n = workers or os.cpu_count() or 1
+    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                           dashboard_address=":0", silence_logs=logging.WARNING)
+    return Client(cluster), cluster
+
+
+def do_export(input_url: str, output_url: str, *, formats: Sequence[str], config: str | None,
+              sets: Sequence[str], scheduler: str | None, workers: int | None,
+              input_format: str | None, storage_options: Sequence[str]) -> int:
+    from tqdm import tqdm
+
+    from .graph import export
+
+    try:
+        spec = jobconfig.load(config, sets, formats, input_format)
+        source, dest = _roots(input_url, output_url, storage_options)
+        assert dest is not None
+        classes, refs, meta_bytes = _prepare(input_url, spec, source)
+    except (ConfigError, InputError) as e:
+        raise UsageFailure(str(e)) from None
+    spec = dataclasses.replace(
+        spec, supervisely=dataclasses.replace(spec.supervisely, meta_json=meta_bytes))
+    log.info("input %s: %d items in %d classes; output %s; formats %s", input_url, len(refs),
+             len(classes), output_url, ",".join(spec.formats))
+    client, cluster = _client(scheduler, workers)
+    try:
+        if client is not None:
+            log.info("dashboard: %s", client.dashboard_link)
+        bar = tqdm(total=len(refs), unit="img", disable=not sys.stderr.isatty(),
+                   dynamic_ncols=True)
+        state = {"done": 0, "logged": 0}
+
+        def progress(n: int) -> None:
+            bar.update(n)
+            state["done"] += n
+            if bar.disable and state["done"] - state["logged"] >= max(len(refs) // 10, 1):
+                state["logged"] = state["done"]
+                log.info("progress: %d/%d items", state["done"], len(refs))
+
+        result = export(source=source, dest=dest, refs=refs, classes=classes, spec=spec,
+                        client=client, progress=progress)
+        bar.close()
+    finally:
+        if client is not None:
+            client.close()
+        if cluster is not None:
+            cluster.close()
+    s = result.summary.to_dict()
+    log.info("done: %d items, %d ok, %d failed, %d outputs in %.1fs (%d partitions resumed)",
+             s["items"], s["ok"], s["failed"], s["outputs"], result.seconds, result.skipped)
+    for f in s["failures"][:20]:
+        log.warning("failed: %s/%s: %s", f["dataset"], f["item"], f["error"])
+    return EXIT_ITEMS_FAILED if s["failed"] else EXIT_OK
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+def main(verbose: bool) -> None:
+    """maskjob: annotated image datasets -> segmentation masks, on Dask."""
+    _setup_logging(verbose)
+
+
+@main.command("export")
+@click.argument("input_url", metavar="INPUT")
+@click.argument("output_url", metavar="OUTPUT")
+@click.option("--format", "formats", multiple=True, help="Output format (repeatable).")
+@click.option("--config", type=click.Path(dir_okay=False), help="YAML job or DTL save_masks JSON.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a config key.")
+@click.option("--scheduler", help="Address of a running Dask scheduler.")
+@click.option("--workers", type=click.IntRange(min=0),
+              help="Local worker processes (default: CPU count; 0 = run in this process).")
+@click.option("--input-format", help="Input format, when detection is not wanted.")
+@click.option("--storage-option", "storage_options", multiple=True, metavar="KEY=VALUE",
+              help="fsspec storage option, e.g. endpoint_url=http://127.0.0.1:9000.")
+def export_cmd(input_url: str, output_url: str, formats: tuple[str, ...], config: str | None,
+               sets: tuple[str, ...], scheduler: str | None, workers: int | None,
+               input_format: str | None, storage_options: tuple[str, ...]) -> None:
+    """Export INPUT (path or URL) to masks under OUTPUT."""
+    sys.exit(do_export(input_url, output_url, formats=formats, config=config, sets=sets,
+                       scheduler=scheduler, workers=workers, input_format=input_format,
+                       storage_options=storage_options))
+
+
+@main.command("validate")
+@click.argument("input_url", metavar="INPUT")
+@click.option("--config", type=click.Path(dir_okay=False))
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE")
+@click.option("--format", "formats", multiple=True)
+@click.option("--input-format")
+@click.option("--storage-option", "storage_options", multiple=True, metavar="KEY=VALUE")
+def validate_cmd(input_url: str, config: str | None, sets: tuple[str, ...],
+                 formats: tuple[str, ...], input_format: str | None,
+                 storage_options: tuple[str, ...]) -> None:
+    """Check the config and the input (every annotation parsed) without a cluster."""
+    from .validate import validate
+
+    try:
+        spec = jobconfig.load(config, sets, formats, input_format)
+        source, _ = _roots(input_url, None, storage_options)
+        classes, refs, _ = _prepare(input_url, spec, source)
+    except (ConfigError, InputError) as e:
+        raise UsageFailure(str(e)) from None
+    sys.exit(validate(source, refs, classes, spec))
+
+
+@main.command("verify")
+@click.argument("output_url", metavar="OUTPUT")
+@click.option("--storage-option", "storage_options", multiple=True, metavar="KEY=VALUE")
+def verify_cmd(output_url: str, storage_options: tuple[str, ...]) -> None:
+    """Re-check every output object against the manifest (exists, size, checksum)."""
+    from .verify import verify
+
+    dest, _ = _roots(output_url, None, storage_options)
+    sys.exit(verify(dest))
+
+
+@main.command("demo")
+@click.argument("output_url", metavar="[OUTPUT]", default="demo-out")
+@click.option("--workers", type=click.IntRange(min=0), default=None)
+def demo_cmd(output_url: str, workers: int | None) -> None:
+    """Build a small sample project and export it with every mask kind."""
+    from .demo import make_demo_project
+
+    project, config_path = make_demo_project(output_url)
+    log.info("sample project written to %s", project)
+    rc = do_export(project, output_url, formats=("supervisely",), config=config_path, sets=(),
+                   scheduler=None, workers=workers, input_format=None, storage_options=())
+    log.info("open %s/supervisely to see the masks; manifest: %s/manifest.json",
+             output_url, output_url)
+    sys.exit(rc)
+
+
+def run(argv: Sequence[str]) -> int:
+    """Run the CLI in this process and return its exit code (for tests and embedding)."""
+    try:
+        main.main(args=list(argv), prog_name="maskjob", standalone_mode=False)
+    except SystemExit as e:
+        return int(e.code or 0)
+    except click.ClickException as e:
+        e.show()
+        return e.exit_code
+    except MaskjobError as e:
+        click.echo(f"Error: {e}", err=True)
+        return EXIT_USAGE
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,195 @@
+"""Plan partitions, run them on Dask with a bounded number in flight, then finalize.
+
+    plan -> submit (bounded, retries) -> finalize barrier
+
+- Plan: items (sorted keys) cut into partitions of `partition_size`; `_manifest/plan.json`
+  records the plan's fingerprint. A rerun with the same plan skips every partition whose
+  manifest part exists (one listing of `_manifest/`, no HEAD per output); a different plan
+  (input or settings changed) discards the old parts first.
+- Submit: futures with explicit keys, at most `max_in_flight` at once (default: twice the
+  cluster's threads), `retries=2` for exceptions; a killed worker is rescheduled by Dask.
+  `workers=0` runs the partitions in this process (debugging, unit tests).
+- Finalize (only when every partition committed): dataset-level files of each format, the
+  merged `manifest.jsonl` (parts streamed in order), then `manifest.json` LAST - its presence
+  means the export completed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from maskcore import __version__
+from maskcore.formats import FORMATS
+from maskcore.manifest import ManifestEntry, Summary, summarize
+
+from .listing import ItemRef
+from .storage import Root, redact
+from .tasks import MANIFEST_DIR, PartitionJob, part_key, process_partition
+
+log = logging.getLogger("maskjob")
+
+PLAN_KEY = f"{MANIFEST_DIR}/plan.json"
+MANIFEST_LINES = "manifest.jsonl"
+MANIFEST_SUMMARY = "manifest.json"
+
+
+@dataclass
+class RunResult:
+    summary: Summary
+    partitions: int
+    skipped: int
+    seconds: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def chunk(items: list[ItemRef], size: int) -> list[tuple[ItemRef, ...]]:
+    return [tuple(items[i:i + size]) for i in range(0, len(items), size)]
+
+
+def plan_fingerprint(items: list[ItemRef], partition_size: int, config_hash: str) -> str:
+    h = hashlib.sha256()
+    h.update(f"{partition_size}|{config_hash}|{__version__}\n".encode())
+    for r in items:
+        h.update(f"{r.dataset}\x00{r.name}\x00{r.ann_key}\x00{r.image_key}\n".encode())
+    return "sha256:" + h.hexdigest()
+
+
+def committed_parts(dest: Root) -> set[int]:
+    done = set()
+    for key in dest.list_files(MANIFEST_DIR):
+        name = key.rsplit("/", 1)[-1]
+        if name.startswith("part-") and name.endswith(".jsonl"):
+            try:
+                done.add(int(name[5:-6]))
+            except ValueError:
+                continue
+    return done
+
+
+def prepare_plan(dest: Root, fingerprint: str, n_parts: int) -> set[int]:
+    """Committed partitions that belong to this plan (stale parts are removed)."""
+    try:
+        previous = json.loads(dest.read(PLAN_KEY))
+    except (FileNotFoundError, ValueError):
+        previous = None
+    done = committed_parts(dest)
+    if previous is None or previous.get("fingerprint") != fingerprint:
+        if done:
+            log.info("input or settings changed since the last run: discarding %d old parts",
+                     len(done))
+            dest.delete([part_key(p) for p in sorted(done)])
+        for stale in (MANIFEST_SUMMARY, MANIFEST_LINES):
+            if dest.exists(stale):
+                dest.delete([stale])
+        dest.write(PLAN_KEY, json.dumps({"fingerprint": fingerprint, "partitions": n_parts})
+                   .encode())
+        return set()
+    return {p for p in done if p < n_parts}
+
+
+def run_partitions(jobs: list[PartitionJob], *, client: Any | None, max_in_flight: int,
+                   on_done: Callable[[dict[str, int]], None]) -> None:
+    if client is None:
+        for j in jobs:
+            on_done(process_partition(j))
+        return
+    from distributed import as_completed
+
+    if max_in_flight <= 0:
+        threads = sum(client.nthreads().values()) or 1
+        max_in_flight = 2 * threads
+    token = hashlib.sha1(f"{jobs[0].dest.url}{time.time_ns()}".encode()).hexdigest()[:8] \
+        if jobs else ""
+    queue = iter(jobs)
+
+    def submit(j: PartitionJob) -> Any:
+        return client.submit(process_partition, j, key=f"maskjob-part-{j.pid:05d}-{token}",
+                             retries=2, pure=False)
+
+    initial = [submit(j) for _, j in zip(range(max_in_flight), queue, strict=False)]
+    ac = as_completed(initial)
+    for fut in ac:
+        counts = fut.result()
+        fut.release()
+        on_done(counts)
+        nxt = next(queue, None)
+        if nxt is not None:
+            ac.add(submit(nxt))
+
+
+def finalize(dest: Root, n_parts: int, dataset_blobs: Iterable[Any], meta: dict[str, Any]
+             ) -> Summary:
+    """Sidecars, merged manifest lines, then the summary last."""
+    dest.write_many({b.key: b.data for b in dataset_blobs})
+    fs, _ = dest.fs_path
+    summary = Summary()
+    with fs.open(dest.full(MANIFEST_LINES), "wb") as out:
+        for pid in range(n_parts):
+            data = dest.read(part_key(pid))
+            out.write(data)
+            for line in data.decode().splitlines():
+                if line.strip():
+                    summary.add(ManifestEntry.from_line(line))
+    body = {**meta, "summary": summary.to_dict()}
+    dest.write(MANIFEST_SUMMARY, json.dumps(body, indent=2, ensure_ascii=False).encode())
+    return summary
+
+
+def export(
+    *,
+    source: Root,
+    dest: Root,
+    refs: list[ItemRef],
+    classes: Any,
+    spec: Any,
+    client: Any | None,
+    progress: Callable[[int], None] | None = None,
+) -> RunResult:
+    started = time.time()
+    options = {"supervisely": spec.supervisely}
+    parts = chunk(refs, spec.partition_size)
+    fp = plan_fingerprint(refs, spec.partition_size, spec.config_hash)
+    done = prepare_plan(dest, fp, len(parts))
+    jobs = [PartitionJob(pid, items, source, dest, classes, spec.formats, options, spec.limits)
+            for pid, items in enumerate(parts) if pid not in done]
+    if progress and done:
+        progress(sum(len(parts[p]) for p in done))
+
+    def on_done(counts: dict[str, int]) -> None:
+        if progress:
+            progress(counts["items"])
+
+    run_partitions(jobs, client=client, max_in_flight=spec.max_in_flight, on_done=on_done)
+    blobs = [b for f in spec.formats for b in FORMATS[f].dataset_files(classes, options[f])]
+    ended = time.time()
+    meta = {
+        "software": {"name": "maskjob", "version": __version__,
+                     "python": sys.version.split()[0]},
+        "input": {"url": source.url, "storage_options": redact(source.storage_options)},
+        "output": {"url": dest.url},
+        "formats": list(spec.formats),
+        "config": spec.raw,
+        "config_hash": spec.config_hash,
+        "started": datetime.fromtimestamp(started, UTC).isoformat(),
+        "ended": datetime.fromtimestamp(ended, UTC).isoformat(),
+        "seconds": round(ended - started, 3),
+        "items_per_second": round(len(refs) / max(ended - started, 1e-9), 2),
+        "partitions": len(parts),
+        "partitions_resumed": len(done),
+        "host": os.uname().nodename,
+    }
+    summary = finalize(dest, len(parts), blobs, meta)
+    return RunResult(summary, len(parts), len(done), ended - started)
+
+
+def read_summary_lines(dest: Root) -> Summary:
+    return summarize(dest.read(MANIFEST_LINES).decode().splitlines())

@@ -1,0 +1,77 @@
+"""Find the items of an input dataset: format detection and the Supervisely project listing.
+
+Runs on the driver and keeps keys only (never pixels): an `ItemRef` is (dataset, name,
+ann_key, image_key). Items are returned sorted by (dataset, name), so partitions are
+deterministic and a rerun plans the same partitions.
+
+A Supervisely project has `meta.json` at its root (folder, `.tar`, or any fsspec URL);
+datasets are top-level folders and `<dataset>/datasets/<child>` (SDK layout, reference B.1).
+An image without an annotation, or an annotation without an image, is still an item: it fails
+alone with that reason (the SDK would silently skip the whole dataset).
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass
+
+from maskcore.errors import InputError
+from maskcore.formats import supervisely as sly
+from maskcore.paths import check_relative
+
+from .storage import Root
+
+
+@dataclass(frozen=True)
+class ItemRef:
+    dataset: str
+    name: str
+    ann_key: str | None
+    image_key: str | None
+    problem: str | None = None  # a reason the item cannot be exported, known from listing
+
+
+def detect_format(root: Root) -> str:
+    if root.exists(sly.META_FILE):
+        return "supervisely"
+    raise InputError(
+        f"Expected a dataset at {root.url}: a Supervisely project (meta.json at the root). "
+        "Got no such file instead; name the format with --input-format if it is another."
+    )
+
+
+def list_supervisely(root: Root) -> list[ItemRef]:
+    images: dict[tuple[str, str], str] = {}
+    anns: dict[tuple[str, str], str] = {}
+    for key in root.list_files():
+        parent, fname = posixpath.split(key)
+        ds, kind = posixpath.split(parent)
+        if not ds or kind not in (sly.IMG_DIR, sly.ANN_DIR):
+            continue
+        if not next(iter(sly.dataset_dirs([ds])), None):
+            continue
+        try:
+            check_relative(key)
+        except Exception:
+            continue  # a key that could escape (tar members): never read, never written
+        if kind == sly.IMG_DIR:
+            images[(ds, fname)] = key
+        elif fname.endswith(".json"):
+            anns[(ds, fname)] = key
+    refs: list[ItemRef] = []
+    used_anns: set[tuple[str, str]] = set()
+    for (ds, name), img_key in images.items():
+        ann_key = None
+        for candidate in sly.ann_names_for(name):
+            if (ds, candidate) in anns and (ds, candidate) not in used_anns:
+                ann_key = anns[(ds, candidate)]
+                used_anns.add((ds, candidate))
+                break
+        refs.append(ItemRef(ds, name, ann_key, img_key,
+                            None if ann_key else "no annotation file in ann/ for this image"))
+    for (ds, fname), ann_key in anns.items():
+        if (ds, fname) not in used_anns:
+            name = fname[: -len(".json")]
+            refs.append(ItemRef(ds, name, ann_key, None))
+    refs.sort(key=lambda r: (r.dataset, r.name))
+    return refs

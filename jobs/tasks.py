@@ -1,0 +1,118 @@
+"""process_partition(): the one place where I/O meets the kernel.
+
+A partition is a list of item keys. For each item: read the annotation, parse, render once,
+let every requested format encode from the same stamps, and collect the blobs; the partition's
+blobs are written concurrently in batches (bounded bytes in flight), then - last - its manifest
+part `_manifest/part-NNNNN.jsonl`. The part's existence is the partition's commit: a rerun
+skips committed partitions, and since every key is a pure function of (output, format, item),
+a retried partition overwrites its own half-written objects and never duplicates them.
+
+Per-item data errors (`ItemError`, `InputError`) become `failed` manifest lines; anything else
+(storage down, worker killed) propagates, so Dask retries the whole partition.
+Returns only counts: the driver never receives pixels or manifest rows.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from maskcore.errors import InputError, ItemError
+from maskcore.formats import FORMATS
+from maskcore.formats.base import Blob, ItemContext, ItemOutput
+from maskcore.formats.supervisely import parse_annotation
+from maskcore.limits import Limits
+from maskcore.manifest import ManifestEntry, fingerprint
+from maskcore.model import ClassTable
+
+from .listing import ItemRef
+from .storage import Root
+
+log = logging.getLogger("maskjob")
+
+MANIFEST_DIR = "_manifest"
+FLUSH_BYTES = 64 * 1024 * 1024
+
+
+def part_key(pid: int) -> str:
+    return f"{MANIFEST_DIR}/part-{pid:05d}.jsonl"
+
+
+@dataclass(frozen=True)
+class PartitionJob:
+    """Everything a worker needs for one partition (small and picklable: keys, no pixels)."""
+
+    pid: int
+    items: tuple[ItemRef, ...]
+    source: Root
+    dest: Root
+    classes: ClassTable
+    formats: tuple[str, ...]
+    options: dict[str, Any] = field(default_factory=dict)
+    limits: Limits = field(default_factory=Limits)
+
+
+def _export_item(job: PartitionJob, ref: ItemRef) -> tuple[ManifestEntry, list[Blob]]:
+    entry = ManifestEntry(dataset=ref.dataset, item=ref.name, status="ok")
+    if ref.problem:
+        raise ItemError(ref.problem)
+    if ref.ann_key is None:
+        raise ItemError("Expected an annotation file for this image. Got none instead.")
+    ann = job.source.read(ref.ann_key)
+    entry.inputs["annotation"] = fingerprint(ref.ann_key, ann)
+    item = parse_annotation(ann, job.classes, dataset=ref.dataset, name=ref.name,
+                            image_key=ref.image_key, ann_key=ref.ann_key, limits=job.limits)
+
+    def read_image() -> bytes:
+        assert ref.image_key is not None
+        data = job.source.read(ref.image_key)
+        entry.inputs["image"] = fingerprint(ref.image_key, data)
+        return data
+
+    ctx = ItemContext(item, job.classes, read_image if ref.image_key else None, ann, job.limits)
+    blobs: list[Blob] = []
+    first: ItemOutput | None = None
+    for name in job.formats:
+        result = FORMATS[name].write_item(ctx, job.options[name])
+        first = first or result
+        blobs.extend(result.blobs)
+    if first is not None:
+        entry.class_pixels = first.class_pixels or {}
+        entry.instances = first.instances or 0
+    entry.outputs = [fingerprint(b.key, b.data) for b in blobs]
+    return entry, blobs
+
+
+def process_partition(job: PartitionJob) -> dict[str, int]:
+    """Export one partition; write its outputs, then its manifest part. Returns counts."""
+    lines: list[str] = []
+    pending: dict[str, bytes] = {}
+    pending_bytes = 0
+    counts = {"items": 0, "ok": 0, "failed": 0, "outputs": 0, "bytes": 0}
+    for ref in job.items:
+        try:
+            entry, blobs = _export_item(job, ref)
+        except (ItemError, InputError) as e:
+            entry = ManifestEntry(dataset=ref.dataset, item=ref.name, status="failed",
+                                  error=str(e))
+            blobs = []
+        except MemoryError:
+            entry = ManifestEntry(dataset=ref.dataset, item=ref.name, status="failed",
+                                  error="Expected an item that fits in worker memory. "
+                                        "Got a MemoryError instead.")
+            blobs = []
+        counts["items"] += 1
+        counts[entry.status] += 1
+        for b in blobs:
+            pending[b.key] = b.data
+            pending_bytes += len(b.data)
+            counts["outputs"] += 1
+            counts["bytes"] += len(b.data)
+        if pending_bytes >= FLUSH_BYTES:
+            job.dest.write_many(pending)
+            pending, pending_bytes = {}, 0
+        lines.append(entry.to_line())
+    job.dest.write_many(pending)
+    job.dest.write(part_key(job.pid), "".join(lines).encode())
+    return counts

@@ -1,0 +1,85 @@
+"""The pycocotools pixel rule (COCO `annToMask`, CVAT polygons and boxes) and CVAT's ellipses.
+
+`window(geometry, W, H) -> (left, top, mask) | None` rasterizes a polygon (one or more float
+parts, unioned), a box, or an RLE into a bbox-sized window, pixel-identical to pycocotools on
+the full frame: pycocotools snaps every vertex to `trunc(5 * v + 0.5)` on a 5x grid and then
+works in integers, so the window offset is applied on that integer grid (exact), never by
+subtracting floats (which would move vertices that sit on a grid boundary, such as x = 12.3).
+
+`ellipse_window(e, W, H)` is CVAT's recipe: `cv2.ellipse` with the centre and radii rounded
+half-to-even, the angle in degrees, filled, boundary included.
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+from pycocotools import mask as coco_mask
+
+from .model import CocoPolygon, Ellipse, Geometry, Rectangle
+
+SCALE = 5.0
+
+
+def _snap(v: np.ndarray) -> np.ndarray:
+    """pycocotools' (int)(scale * v + .5), C truncation toward zero."""
+    return np.trunc(SCALE * v + 0.5)
+
+
+def _box_polygon(r: Rectangle) -> np.ndarray:
+    """A CVAT/COCO box [x, y, w, h] is rasterized as the polygon of its corners."""
+    x0, y0, x1, y1 = float(r.left), float(r.top), float(r.right), float(r.bottom)
+    return np.array([x0, y0, x1, y0, x1, y1, x0, y1], dtype=np.float64)
+
+
+def window(g: Geometry, width: int, height: int) -> tuple[int, int, np.ndarray] | None:
+    if isinstance(g, Rectangle):
+        parts: tuple[np.ndarray, ...] = (_box_polygon(g),)
+    elif isinstance(g, CocoPolygon):
+        parts = tuple(np.asarray(p, dtype=np.float64) for p in g.parts if len(p) >= 6)
+    else:
+        raise TypeError(f"Expected a geometry of the coco rule. Got {type(g).__name__} instead.")
+    if not parts:
+        return None
+    xs = np.concatenate([p[0::2] for p in parts])
+    ys = np.concatenate([p[1::2] for p in parts])
+    if not (np.all(np.isfinite(xs)) and np.all(np.isfinite(ys))):
+        return None
+    left = max(0, math.floor(float(xs.min())) - 1)
+    top = max(0, math.floor(float(ys.min())) - 1)
+    right = min(width - 1, math.ceil(float(xs.max())) + 1)
+    bottom = min(height - 1, math.ceil(float(ys.max())) + 1)
+    if right < left or bottom < top:
+        return None
+    w, h = right - left + 1, bottom - top + 1
+    shifted = []
+    for p in parts:
+        q = p.copy()
+        if left:
+            q[0::2] = (_snap(p[0::2]) - SCALE * left) / SCALE
+        if top:
+            q[1::2] = (_snap(p[1::2]) - SCALE * top) / SCALE
+        shifted.append(q.tolist())
+    rles = coco_mask.frPyObjects(shifted, h, w)
+    rle = coco_mask.merge(rles) if len(rles) > 1 else rles[0]
+    m = coco_mask.decode(rle)
+    if not m.any():
+        return None
+    return left, top, np.ascontiguousarray(m)
+
+
+def ellipse_window(e: Ellipse, width: int, height: int) -> tuple[int, int, np.ndarray] | None:
+    cx, cy = round(e.cx), round(e.cy)
+    rx, ry = round(e.rx), round(e.ry)
+    reach = max(abs(rx), abs(ry)) + 2
+    left, top = max(0, cx - reach), max(0, cy - reach)
+    right, bottom = min(width - 1, cx + reach), min(height - 1, cy + reach)
+    if right < left or bottom < top:
+        return None
+    m = np.zeros((bottom - top + 1, right - left + 1), np.uint8)
+    cv2.ellipse(m, (cx - left, cy - top), (rx, ry), e.angle, 0, 360, 1, thickness=-1)
+    if not m.any():
+        return None
+    return left, top, m

@@ -1,0 +1,75 @@
+"""What every writer gets and gives: the per-item context and the output blobs.
+
+`ItemContext` is made once per item by the task. It renders stamps lazily, once per
+(rule, thickness, templated) - so several formats share one rendering - and decodes the image
+lazily, only if some output needs pixels. Writers return `Blob`s (key relative to the output
+root, bytes) and never touch storage; `jobs/tasks.py` writes them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..encode import decode_image
+from ..errors import ItemError
+from ..limits import DEFAULT_LIMITS, Limits
+from ..model import ClassTable, Item
+from ..rasterize import Stamp, render
+
+
+@dataclass(frozen=True)
+class Blob:
+    key: str
+    data: bytes
+
+
+@dataclass
+class ItemOutput:
+    """A writer's result for one item: blobs to write and facts for the manifest."""
+
+    blobs: list[Blob] = field(default_factory=list)
+    class_pixels: dict[str, int] | None = None
+    instances: int | None = None
+
+
+@dataclass
+class ItemContext:
+    item: Item
+    classes: ClassTable
+    read_image: Callable[[], bytes] | None = None
+    ann_bytes: bytes | None = None
+    limits: Limits = DEFAULT_LIMITS
+    _stamps: dict[tuple[str, int, bool], list[Stamp | None]] = field(default_factory=dict)
+    _image: np.ndarray | None = None
+    _image_bytes: bytes | None = None
+
+    def stamps(self, *, rule: str = "opencv", thickness: int = 2, templated: bool = False
+               ) -> list[Stamp | None]:
+        key = (rule, thickness, templated)
+        if key not in self._stamps:
+            self._stamps[key] = render(self.item, self.classes, rule=rule, thickness=thickness,
+                                       templated=templated)
+        return self._stamps[key]
+
+    def image_bytes(self) -> bytes:
+        if self._image_bytes is None:
+            if self.read_image is None or self.item.image_key is None:
+                raise ItemError("Expected an image file for this item. Got none instead.")
+            self._image_bytes = self.read_image()
+        return self._image_bytes
+
+    def image(self) -> np.ndarray:
+        """The decoded image (BGR), which must have the annotation's size."""
+        if self._image is None:
+            img = decode_image(self.image_bytes(), self.limits, name=f"image {self.item.name}")
+            h, w = img.shape[:2]
+            if (w, h) != (self.item.width, self.item.height):
+                raise ItemError(
+                    f"Expected the image to be {self.item.width}x{self.item.height} as its "
+                    f"annotation says. Got {w}x{h} instead."
+                )
+            self._image = img
+        return self._image

@@ -1,0 +1,414 @@
+"""Supervisely project format: constants shared by reader and writer, and the pure parsers.
+
+`parse_meta(bytes) -> ClassTable` and `parse_annotation(bytes, classes, ...) -> Item` turn a
+project's `meta.json` and one `ann/<image>.json` into the model, with the Supervisely SDK's
+load rules (reference/supervisely.md B.3-B.6):
+
+- coordinates are `[x, y]`; floats are floored (SDK >= 6.73.160);
+- geometry is chosen by the class's `shape` in meta, or by the object's `geometryType` for
+  classes of shape `any`; a mismatch is an error, as in the SDK;
+- bitmaps are `base64(zlib(PNG))` (or plain base64 PNG); RGBA -> alpha > 0, gray -> != 0;
+  the mask is cut to its tight bounding box;
+- labels whose bounding box is not inside the image are cropped to it (`crop.py`), exactly as
+  `Annotation.__init__` does; oriented boxes are never cropped.
+
+Unlike the SDK, a bad object fails its item with a message naming the object, never a whole
+dataset, and tags are ignored rather than validated (they do not affect masks).
+Listing a project folder is I/O and lives in `jobs/`; the layout rules it needs are here.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import zlib
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import cv2
+import numpy as np
+
+from .. import crop
+from ..errors import InputError, ItemError, expected
+from ..limits import DEFAULT_LIMITS, Limits, check_coordinate, check_image_size, png_header_size
+from ..model import (
+    AlphaMask,
+    Bitmap,
+    ClassInfo,
+    ClassTable,
+    Cuboid2d,
+    Geometry,
+    Graph,
+    Item,
+    Label,
+    MultiPolygon,
+    Node,
+    OrientedBBox,
+    Point,
+    Polygon,
+    Polyline,
+    Rectangle,
+)
+
+# ---------------------------------------------------------------------------- layout constants
+META_FILE = "meta.json"
+IMG_DIR = "img"
+ANN_DIR = "ann"
+NESTED_DIR = "datasets"
+RESERVED_DIRS = frozenset({"img", "ann", "img_info", "meta", "seg", "blob", "datasets"})
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".mpo", ".bmp", ".png", ".webp", ".tiff", ".tif", ".nrrd", ".jfif"}
+)
+MACHINE_COLOR_FILE = "obj_class_to_machine_color.json"
+SEMANTIC_COLOR_FILE = "obj_class_to_semantic_color.json"
+
+SHAPES = frozenset(
+    {
+        "polygon",
+        "rectangle",
+        "bitmap",
+        "alpha_mask",
+        "line",
+        "point",
+        "graph",
+        "cuboid_2d",
+        "multipolygon",
+        "oriented_bbox",
+        "any",
+    }
+)
+CUBOID_VERTICES = (
+    "face1-topleft",
+    "face1-topright",
+    "face1-bottomright",
+    "face1-bottomleft",
+    "face2-topleft",
+    "face2-topright",
+    "face2-bottomright",
+    "face2-bottomleft",
+)
+
+
+# ---------------------------------------------------------------------------- meta.json
+def hex_to_rgb(value: object, where: str) -> tuple[int, int, int]:
+    if not isinstance(value, str) or len(value) != 7 or not value.startswith("#"):
+        raise InputError(f"{where}: " + expected("a colour like '#1A2B3C'", value))
+    try:
+        return (int(value[1:3], 16), int(value[3:5], 16), int(value[5:7], 16))
+    except ValueError:
+        raise InputError(f"{where}: " + expected("a colour like '#1A2B3C'", value)) from None
+
+
+def _template_colors(config: Any, where: str) -> dict[str, Any]:
+    """Graph templates store hex colours; the SDK turns them into RGB lists on load."""
+    if not isinstance(config, dict):
+        return {}
+    out: dict[str, Any] = dict(config)
+    nodes = config.get("nodes")
+    if isinstance(nodes, dict):
+        out["nodes"] = {
+            k: ({**v, "color": hex_to_rgb(v["color"], f"{where}.nodes.{k}")}
+                if isinstance(v, dict) and "color" in v else v)
+            for k, v in nodes.items()
+        }
+    edges = config.get("edges")
+    if isinstance(edges, list):
+        out["edges"] = [
+            ({**e, "color": hex_to_rgb(e["color"], f"{where}.edges[{i}]")}
+             if isinstance(e, dict) and "color" in e else e)
+            for i, e in enumerate(edges)
+        ]
+    return out
+
+
+def parse_meta(data: bytes) -> ClassTable:
+    """meta.json -> ClassTable in file order (the order that gives machine indices)."""
+    try:
+        meta = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InputError(f"{META_FILE}: " + expected("valid JSON", str(e))) from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("classes", []), list):
+        raise InputError(f"{META_FILE}: " + expected("an object with a 'classes' list", meta))
+    classes = []
+    seen: set[str] = set()
+    for i, c in enumerate(meta.get("classes", [])):
+        where = f"{META_FILE} classes[{i}]"
+        if not isinstance(c, dict) or not isinstance(c.get("title"), str) or not c["title"]:
+            raise InputError(f"{where}: " + expected("an object with a non-empty 'title'", c))
+        title = c["title"]
+        if title in seen:
+            raise InputError(f"{where}: " + expected("unique class titles", title))
+        seen.add(title)
+        shape = c.get("shape", "any")
+        if shape not in SHAPES:
+            shape = "any"  # the SDK maps unknown shapes to AnyGeometry (never drawn)
+        color = hex_to_rgb(c.get("color", "#000000"), f"{where}.color")
+        config = c.get("geometry_config") or {}
+        if shape == "graph":
+            config = _template_colors(config, f"{where}.geometry_config")
+        classes.append(ClassInfo(title, color, shape, config if isinstance(config, dict) else {}))
+    return ClassTable(tuple(classes))
+
+
+# ---------------------------------------------------------------------------- annotation
+def _xy(v: object, limits: Limits, where: str) -> tuple[int, int]:
+    if not isinstance(v, list | tuple) or len(v) != 2:
+        raise ItemError(expected("a point [x, y]", v), where=where)
+    x = check_coordinate(v[0], limits, where)
+    y = check_coordinate(v[1], limits, where)
+    return int(np.floor(x)), int(np.floor(y))
+
+
+def _points(v: object, limits: Limits, where: str, minimum: int) -> np.ndarray:
+    if not isinstance(v, list):
+        raise ItemError(expected("a list of [x, y] points", v), where=where)
+    if len(v) < minimum:
+        raise ItemError(expected(f"at least {minimum} points", f"{len(v)} points"), where=where)
+    return np.array([_xy(p, limits, where) for p in v], dtype=np.int64).reshape(-1, 2)
+
+
+def _pad_polygon(ring: np.ndarray) -> np.ndarray:
+    """The SDK pads a polygon of 1-2 points by repeating its last point."""
+    while len(ring) < 3:
+        ring = np.vstack([ring, ring[-1:]])
+    return ring
+
+
+def _polygon_from(points: object, limits: Limits, where: str) -> Polygon:
+    if not isinstance(points, dict):
+        raise ItemError(expected("'points' with 'exterior' and 'interior'", points), where=where)
+    ext = _pad_polygon(_points(points.get("exterior"), limits, where + " exterior", 1))
+    interior = points.get("interior", [])
+    if not isinstance(interior, list):
+        raise ItemError(expected("'interior' as a list of rings", interior), where=where)
+    holes = tuple(
+        _pad_polygon(_points(r, limits, f"{where} interior[{k}]", 1))
+        for k, r in enumerate(interior)
+    )
+    return Polygon(ext, holes)
+
+
+def _decode_png_b64(data: object, limits: Limits, where: str) -> tuple[bytes, bool]:
+    """base64 text -> (PNG bytes, was_zlib). Checks the PNG header size before decoding."""
+    if not isinstance(data, str):
+        raise ItemError(expected("base64 text in bitmap.data", data), where=where)
+    try:
+        raw = base64.b64decode(data, validate=False)
+    except (binascii.Error, ValueError):
+        raise ItemError(expected("valid base64 in bitmap.data", data[:40]), where=where) from None
+    was_zlib = True
+    try:
+        d = zlib.decompressobj()
+        png = d.decompress(raw, limits.max_inflated_bytes)
+        if d.unconsumed_tail:
+            raise ItemError(
+                "Expected bitmap data of a sane size. Got a zlib stream that inflates past "
+                f"{limits.max_inflated_bytes} bytes instead (a decompression bomb?).",
+                where=where,
+            )
+    except zlib.error:
+        png, was_zlib = raw, False
+    try:
+        w, h = png_header_size(png)
+    except ItemError as e:
+        raise ItemError(str(e), where=where) from None
+    if w == 0 or h == 0 or w * h > limits.max_image_pixels or max(w, h) > limits.max_image_side:
+        raise ItemError(
+            expected(f"a bitmap of at most {limits.max_image_pixels} pixels",
+                     f"{w}x{h} (PNG header)"),
+            where=where,
+        )
+    return png, was_zlib
+
+
+def _imdecode(png: bytes, flags: int, where: str) -> np.ndarray:
+    arr = cv2.imdecode(np.frombuffer(png, np.uint8), flags)
+    if arr is None:
+        raise ItemError("Expected a decodable PNG in bitmap.data. Got corrupt data instead.",
+                        where=where)
+    return arr
+
+
+def _bitmap_from(obj: dict[str, Any], limits: Limits, where: str, alpha: bool) -> Geometry | None:
+    bm = obj.get("bitmap")
+    if not isinstance(bm, dict):
+        raise ItemError(expected("a 'bitmap' object with 'origin' and 'data'", bm), where=where)
+    left, top = _xy(bm.get("origin"), limits, where + " origin")
+    png, was_zlib = _decode_png_b64(bm.get("data"), limits, where)
+    if alpha:
+        arr = _imdecode(png, cv2.IMREAD_GRAYSCALE, where)
+        values = arr if arr.ndim == 2 else arr[:, :, 0]
+        covered = values > 0
+    else:
+        arr = _imdecode(png, cv2.IMREAD_UNCHANGED, where)
+        if was_zlib:
+            if arr.ndim == 3 and arr.shape[2] >= 4:
+                covered = arr[:, :, 3] > 0
+            elif arr.ndim == 2:
+                covered = arr != 0
+            else:
+                raise ItemError(
+                    expected("a 1-channel or RGBA bitmap PNG", f"{arr.shape[2]} channels"),
+                    where=where,
+                )
+        else:  # plain base64 PNG: any channel non-zero (SDK rule)
+            covered = arr != 0 if arr.ndim == 2 else np.any(arr != 0, axis=2)
+    if not covered.any():
+        raise ItemError("Expected a bitmap with at least one pixel set. Got an empty one instead.",
+                        where=where)
+    rows = np.flatnonzero(covered.any(axis=1))
+    cols = np.flatnonzero(covered.any(axis=0))
+    r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    if alpha:
+        return AlphaMask(left + int(c0), top + int(r0), np.ascontiguousarray(values[r0:r1, c0:c1]))
+    return Bitmap(left + int(c0), top + int(r0), np.ascontiguousarray(covered[r0:r1, c0:c1]))
+
+
+def _nodes_from(v: object, limits: Limits, where: str) -> tuple[Node, ...]:
+    if not isinstance(v, dict) or not v:
+        raise ItemError(expected("a non-empty mapping of nodes {id: {'loc': [x, y]}}", v),
+                        where=where)
+    nodes = []
+    for name, n in v.items():
+        if not isinstance(n, dict):
+            raise ItemError(expected("a node {'loc': [x, y]}", n), where=f"{where} node {name}")
+        x, y = _xy(n.get("loc"), limits, f"{where} node {name}")
+        nodes.append(Node(str(name), x, y, bool(n.get("disabled", False))))
+    return tuple(nodes)
+
+
+def parse_geometry(shape: str, obj: dict[str, Any], limits: Limits, where: str) -> Geometry | None:
+    """One object's geometry by shape name; None for shapes that draw nothing (`any`)."""
+    points = obj.get("points")
+    if shape == "polygon":
+        return _polygon_from(points, limits, where)
+    if shape == "rectangle":
+        if not isinstance(points, dict):
+            raise ItemError(expected("'points' with 2 exterior corners", points), where=where)
+        pts = _points(points.get("exterior"), limits, where, 2)
+        if len(pts) != 2:
+            raise ItemError(expected("exactly 2 corner points", f"{len(pts)} points"), where=where)
+        (x0, y0), (x1, y1) = pts.tolist()
+        return Rectangle(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
+    if shape == "oriented_bbox":
+        if not isinstance(points, dict):
+            raise ItemError(expected("'points' with 2 exterior corners", points), where=where)
+        pts = _points(points.get("exterior"), limits, where, 2)
+        if len(pts) != 2:
+            raise ItemError(expected("exactly 2 corner points", f"{len(pts)} points"), where=where)
+        (x0, y0), (x1, y1) = pts.tolist()
+        angle = check_coordinate(obj.get("angle", 0.0), limits, where + " angle")
+        return OrientedBBox(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1), angle)
+    if shape in ("bitmap", "alpha_mask"):
+        return _bitmap_from(obj, limits, where, alpha=shape == "alpha_mask")
+    if shape == "line":
+        if not isinstance(points, dict):
+            raise ItemError(expected("'points' with an exterior polyline", points), where=where)
+        return Polyline(_points(points.get("exterior"), limits, where, 2))
+    if shape == "point":
+        if not isinstance(points, dict):
+            raise ItemError(expected("'points' with one exterior point", points), where=where)
+        pts = _points(points.get("exterior"), limits, where, 1)
+        if len(pts) != 1:
+            raise ItemError(expected("exactly 1 point", f"{len(pts)} points"), where=where)
+        return Point(int(pts[0, 0]), int(pts[0, 1]))
+    if shape == "graph":
+        return Graph(_nodes_from(obj.get("nodes"), limits, where))
+    if shape == "cuboid_2d":
+        nodes = _nodes_from(obj.get("vertices"), limits, where)
+        names = {n.name for n in nodes}
+        missing = [v for v in CUBOID_VERTICES if v not in names]
+        if missing:
+            raise ItemError(expected("the 8 cuboid vertices", f"missing {missing}"), where=where)
+        return Cuboid2d(nodes)
+    if shape == "multipolygon":
+        parts = obj.get("parts")
+        if not isinstance(parts, list) or not parts:
+            raise ItemError(expected("'parts': a non-empty list of polygons", parts), where=where)
+        return MultiPolygon(
+            tuple(_polygon_from(p, limits, f"{where} part {k}") for k, p in enumerate(parts))
+        )
+    return None  # 'any' and unknown shapes draw nothing (SDK AnyGeometry)
+
+
+def parse_annotation(
+    data: bytes,
+    classes: ClassTable,
+    *,
+    dataset: str,
+    name: str,
+    image_key: str | None = None,
+    ann_key: str | None = None,
+    limits: Limits = DEFAULT_LIMITS,
+) -> Item:
+    """One `ann/<image>.json` -> Item (labels in annotation order, cropped as the SDK does)."""
+    if len(data) > limits.max_annotation_bytes:
+        raise ItemError(expected(f"an annotation of at most {limits.max_annotation_bytes} bytes",
+                                 f"{len(data)} bytes"))
+    try:
+        ann = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ItemError(expected("valid annotation JSON", str(e))) from None
+    if not isinstance(ann, dict):
+        raise ItemError(expected("an annotation object", ann))
+    size = ann.get("size")
+    if not isinstance(size, dict):
+        raise ItemError(expected("'size': {'height': H, 'width': W}", size))
+    width, height = size.get("width"), size.get("height")
+    check_image_size(width, height, limits)
+    assert isinstance(width, int) and isinstance(height, int)
+    objects = ann.get("objects", [])
+    if not isinstance(objects, list):
+        raise ItemError(expected("'objects' as a list", objects))
+    if len(objects) > limits.max_objects:
+        raise ItemError(expected(f"at most {limits.max_objects} objects", len(objects)))
+    name_to_index = {c.name: i for i, c in enumerate(classes.classes)}
+    labels: list[Label] = []
+    for k, obj in enumerate(objects):
+        where = f"objects[{k}]"
+        if not isinstance(obj, dict):
+            raise ItemError(expected("an object", obj), where=where)
+        title = obj.get("classTitle")
+        where = f"objects[{k}] ({title})"
+        if title not in name_to_index:
+            raise ItemError(expected(f"a class declared in {META_FILE}", title), where=where)
+        ci = name_to_index[title]
+        shape = classes[ci].shape
+        if shape == "any":
+            shape = obj.get("geometryType") or obj.get("shape") or "any"
+            if shape not in SHAPES:
+                shape = "any"
+        else:
+            declared = obj.get("geometryType") or obj.get("shape")
+            if declared is not None and declared != shape:
+                raise ItemError(expected(f"geometryType '{shape}' (the class shape)", declared),
+                                where=where)
+        geometry = parse_geometry(shape, obj, limits, where)
+        if geometry is None:
+            continue
+        for g in crop.to_image(geometry, width, height):
+            labels.append(Label(ci, g))
+    return Item(dataset, name, width, height, tuple(labels), image_key, ann_key)
+
+
+# ---------------------------------------------------------------------------- project layout
+def ann_names_for(image_name: str) -> Sequence[str]:
+    """Annotation file names the SDK accepts for an image: 'a.jpg.json', legacy 'a.json'."""
+    stem = image_name.rsplit(".", 1)[0] if "." in image_name else image_name
+    return (image_name + ".json", stem + ".json")
+
+
+def dataset_dirs(relative_dirs: Sequence[str]) -> Iterator[str]:
+    """Which of the given directories (relative, '/'-separated) are datasets of a project.
+
+    A dataset is a top-level directory, or `<dataset>/datasets/<child>`, that is not reserved.
+    """
+    for d in sorted(relative_dirs):
+        parts = d.split("/")
+        if not parts or parts[-1] in RESERVED_DIRS:
+            continue
+        if len(parts) == 1 or (len(parts) >= 3 and len(parts) % 2 == 1 and all(
+            parts[i] == NESTED_DIR for i in range(1, len(parts), 2)
+        )):
+            yield d

@@ -1,0 +1,97 @@
+"""Manifest entries, merging and the summary (pure: bytes in, bytes out).
+
+One JSON line per item (SPEC 2): `dataset`, `item`, `status` (ok | failed | unchanged),
+`error`, `inputs` ({role: {key, size, checksum}}), `outputs` ([{key, size, checksum}]),
+`class_pixels` ({class: pixels}), `instances`. Checksums are `md5:<hex>` of the bytes written,
+which is also the ETag S3 gives a single-part upload.
+The summary (`manifest.json`) is computed from the merged lines in one streaming pass.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+STATUSES = ("ok", "failed", "unchanged")
+
+
+def checksum(data: bytes) -> str:
+    return "md5:" + hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+def fingerprint(key: str, data: bytes) -> dict[str, Any]:
+    return {"key": key, "size": len(data), "checksum": checksum(data)}
+
+
+@dataclass
+class ManifestEntry:
+    dataset: str
+    item: str
+    status: str
+    error: str | None = None
+    inputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    outputs: list[dict[str, Any]] = field(default_factory=list)
+    class_pixels: dict[str, int] = field(default_factory=dict)
+    instances: int = 0
+
+    def to_line(self) -> str:
+        return json.dumps(asdict(self), ensure_ascii=False, sort_keys=False) + "\n"
+
+    @classmethod
+    def from_line(cls, line: str) -> ManifestEntry:
+        d = json.loads(line)
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+
+def entry_id(dataset: str, item: str) -> str:
+    return f"{dataset}/{item}"
+
+
+@dataclass
+class Summary:
+    """Totals accumulated line by line (constant memory but for per-class totals)."""
+
+    items: int = 0
+    by_status: Counter = field(default_factory=Counter)
+    outputs: int = 0
+    bytes_written: int = 0
+    instances: int = 0
+    class_pixels: Counter = field(default_factory=Counter)
+    failures: list[dict[str, str]] = field(default_factory=list)
+    max_failures_listed: int = 1000
+
+    def add(self, e: ManifestEntry) -> None:
+        self.items += 1
+        self.by_status[e.status] += 1
+        self.outputs += len(e.outputs)
+        self.bytes_written += sum(int(o.get("size", 0)) for o in e.outputs)
+        self.instances += e.instances
+        self.class_pixels.update(e.class_pixels)
+        if e.status == "failed" and len(self.failures) < self.max_failures_listed:
+            self.failures.append({"dataset": e.dataset, "item": e.item, "error": e.error or ""})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "items": self.items,
+            "ok": self.by_status.get("ok", 0),
+            "failed": self.by_status.get("failed", 0),
+            "unchanged": self.by_status.get("unchanged", 0),
+            "outputs": self.outputs,
+            "bytes_written": self.bytes_written,
+            "instances": self.instances,
+            "class_pixels": dict(sorted(self.class_pixels.items())),
+            "failures": self.failures,
+            "failures_truncated": self.by_status.get("failed", 0) > len(self.failures),
+        }
+
+
+def summarize(lines: Iterable[str]) -> Summary:
+    s = Summary()
+    for line in lines:
+        if line.strip():
+            s.add(ManifestEntry.from_line(line))
+    return s

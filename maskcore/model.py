@@ -1,0 +1,205 @@
+"""The data model shared by readers, the kernel and the writers: plain frozen dataclasses.
+
+Coordinates are image pixels: `x` is the column, `y` the row, (0, 0) the centre of the top-left
+pixel. Integer geometries (the OpenCV rule) hold int64 numpy arrays; the pycocotools rule keeps
+float coordinates (`CocoPolygon`). A geometry never knows its class: a `Label` pairs the two.
+
+Arrays inside these dataclasses are treated as immutable by convention: nobody writes to them
+after a reader made them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+RGB = tuple[int, int, int]
+
+
+# --------------------------------------------------------------------------- geometries
+@dataclass(frozen=True, eq=False)
+class Polygon:
+    """A filled ring (`exterior`, (N, 2) int64 x,y) with holes (`interiors`)."""
+
+    exterior: np.ndarray
+    interiors: tuple[np.ndarray, ...] = ()
+
+
+@dataclass(frozen=True, eq=False)
+class MultiPolygon:
+    parts: tuple[Polygon, ...]
+
+
+@dataclass(frozen=True)
+class Rectangle:
+    """Inclusive pixel corners: the rectangle covers columns left..right and rows top..bottom."""
+
+    left: int
+    top: int
+    right: int
+    bottom: int
+
+
+@dataclass(frozen=True)
+class OrientedBBox:
+    """A rectangle rotated by `angle` radians about its integer centre (Supervisely rule)."""
+
+    left: int
+    top: int
+    right: int
+    bottom: int
+    angle: float
+
+
+@dataclass(frozen=True, eq=False)
+class Bitmap:
+    """A boolean mask whose top-left pixel sits at (left, top)."""
+
+    left: int
+    top: int
+    mask: np.ndarray
+
+
+@dataclass(frozen=True, eq=False)
+class AlphaMask:
+    """0..255 opacity whose top-left pixel sits at (left, top); covered where alpha > 0."""
+
+    left: int
+    top: int
+    alpha: np.ndarray
+
+
+@dataclass(frozen=True, eq=False)
+class Polyline:
+    points: np.ndarray
+
+
+@dataclass(frozen=True)
+class Point:
+    x: int
+    y: int
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    x: int
+    y: int
+    disabled: bool = False
+
+
+@dataclass(frozen=True)
+class Graph:
+    """Keypoints: nodes, with edges and colours coming from the class template."""
+
+    nodes: tuple[Node, ...]
+
+
+@dataclass(frozen=True)
+class Cuboid2d:
+    """Eight named vertices (face1-topleft ... face2-bottomleft); drawn as five filled faces."""
+
+    vertices: tuple[Node, ...]
+
+
+@dataclass(frozen=True, eq=False)
+class CocoPolygon:
+    """Float polygons (one or more parts, x0,y0,x1,y1,...), rasterized by pycocotools' rule."""
+
+    parts: tuple[np.ndarray, ...]
+
+
+@dataclass(frozen=True, eq=False)
+class Ellipse:
+    """CVAT ellipse: centre, radii, rotation in degrees; rasterized by OpenCV as CVAT does."""
+
+    cx: float
+    cy: float
+    rx: float
+    ry: float
+    angle: float = 0.0
+
+
+Geometry = (
+    Polygon
+    | MultiPolygon
+    | Rectangle
+    | OrientedBBox
+    | Bitmap
+    | AlphaMask
+    | Polyline
+    | Point
+    | Graph
+    | Cuboid2d
+    | CocoPolygon
+    | Ellipse
+)
+
+
+# --------------------------------------------------------------------------- classes, labels, items
+@dataclass(frozen=True)
+class ClassInfo:
+    """One class of the input, in input order (its index + 1 is its machine value)."""
+
+    name: str
+    color: RGB
+    shape: str = "any"
+    geometry_config: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+
+@dataclass(frozen=True)
+class ClassTable:
+    """The input's class list; position i (from 0) has machine index i + 1, background is 0."""
+
+    classes: tuple[ClassInfo, ...]
+
+    def index_of(self, name: str) -> int:
+        for i, c in enumerate(self.classes):
+            if c.name == name:
+                return i
+        raise KeyError(name)
+
+    def names(self) -> list[str]:
+        return [c.name for c in self.classes]
+
+    def __len__(self) -> int:
+        return len(self.classes)
+
+    def __getitem__(self, i: int) -> ClassInfo:
+        return self.classes[i]
+
+
+@dataclass(frozen=True)
+class Label:
+    """One object: its class (position in the ClassTable), geometry and drawing keys."""
+
+    class_index: int
+    geometry: Geometry
+    z_order: int = 0
+    group: int = 0
+
+
+@dataclass(frozen=True)
+class Item:
+    """One image with its labels, in annotation order.
+
+    `dataset` is the dataset path ("ds1" or "ds1/datasets/child"), `name` the image file name,
+    `image_key` where to read the image bytes (relative to the input root), `ann_key` where the
+    annotation came from; `ann_bytes` is kept so writers can copy the annotation verbatim.
+    """
+
+    dataset: str
+    name: str
+    width: int
+    height: int
+    labels: tuple[Label, ...]
+    image_key: str | None = None
+    ann_key: str | None = None
+
+    @property
+    def stem(self) -> str:
+        """The image name without its last extension ('a.b.jpg' -> 'a.b')."""
+        head, dot, _ext = self.name.rpartition(".")
+        return head if dot and head else self.name
