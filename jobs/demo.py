@@ -61,7 +61,7 @@ def _scene(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
 
 def _bitmap(mask: np.ndarray, alpha: bool = False) -> str:
     if alpha:
-        ok, buf = cv2.imencode(".png", mask.astype(np.uint8))
+        _ok, buf = cv2.imencode(".png", mask.astype(np.uint8))
     else:
         rgba = np.zeros((*mask.shape, 4), np.uint8)
         rgba[mask > 0] = (255, 255, 255, 255)

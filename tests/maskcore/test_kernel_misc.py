@@ -1,0 +1,83 @@
+"""Encoders, compositing arithmetic, output-path safety, and the purity of maskcore."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from maskcore import compose, encode, paths
+from maskcore.errors import ItemError
+from maskcore.rasterize import Stamp
+
+
+def test_bilevel_png_decodes_to_the_frame_in_cv2_and_pillow():
+    f = np.zeros((37, 29), np.uint8)
+    f[5:20, 3:27] = 255
+    data = encode.png_bilevel(f, (5, 20))
+    assert (cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) == f).all()
+    assert (np.asarray(Image.open(io.BytesIO(data)).convert("L")) == f).all()
+
+
+def test_sixteen_bit_png_round_trips():
+    m = np.arange(600, dtype=np.uint16).reshape(20, 30)
+    back = cv2.imdecode(np.frombuffer(encode.png(m), np.uint8), cv2.IMREAD_UNCHANGED)
+    assert back.dtype == np.uint16 and (back == m).all()
+
+
+def test_alpha_blend_matches_the_sdk_float_formula():
+    """canvas*(1-a) + a*colour in float64, a = alpha/255, truncated, only where alpha > 0."""
+    rng = np.random.default_rng(0)
+    canvas = rng.integers(0, 256, (6, 7, 3), dtype=np.uint8)
+    alpha = rng.integers(0, 256, (6, 7), dtype=np.uint8)
+    alpha[0, 0] = 0
+    s = Stamp(0, 0, 0, (alpha > 0).astype(np.uint8), alpha=alpha)
+    got = compose.paint_colors(canvas.copy(), [s], [(10, 200, 77)])
+    a = alpha / 255.0
+    want = canvas.copy()
+    for ch, c in enumerate((77, 200, 10)):  # BGR
+        plane = want[:, :, ch]
+        plane[alpha > 0] = (plane * (1 - a) + a * np.where(alpha > 0, c, 0))[alpha > 0]
+    assert (got == want).all() and got[0, 0].tolist() == canvas[0, 0].tolist()
+
+
+def test_cumulative_blend_is_floor_of_half_sum_per_label():
+    img = np.full((4, 4, 3), 101, np.uint8)
+    s = Stamp(0, 1, 1, np.ones((2, 2), np.uint8))
+    out = compose.blend_cumulative(img.copy(), [s, s], [(0, 0, 0), (255, 255, 255)])
+    assert out[1, 1].tolist() == [(50 + 255) // 2] * 3 and out[0, 0].tolist() == [101] * 3
+
+
+def test_flat_blend_keeps_image_where_fg_is_black():
+    img = np.full((2, 2, 3), 9, np.uint8)
+    fg = np.zeros_like(img)
+    fg[0, 0] = (1, 1, 1)
+    out = compose.blend_flat(img, fg)
+    assert out[0, 0].tolist() == [5, 5, 5] and out[1, 1].tolist() == [9, 9, 9]
+
+
+@pytest.mark.parametrize("bad", ["../x", "/abs", "a/../../b", "a\\b", "c:/x", "a//b", ""])
+def test_keys_never_escape_the_root(bad):
+    with pytest.raises(ItemError):
+        paths.check_relative(bad)
+
+
+def test_untrusted_names_become_single_components():
+    assert paths.component("a/b") == "a_b" and paths.component("..") == "_.."
+    assert paths.join("supervisely", "ds", "masks", paths.component("../../etc")) == \
+        "supervisely/ds/masks/.._.._etc"
+
+
+def test_maskcore_never_imports_dask_or_fsspec():
+    code = ("import sys, maskcore, maskcore.formats, maskcore.compose, maskcore.encode, "
+            "maskcore.manifest, maskcore.crop; "
+            "bad = [m for m in sys.modules if m.split('.')[0] in "
+            "('dask', 'distributed', 'fsspec', 's3fs', 'jobs')]; print(bad); "
+            "sys.exit(1 if bad else 0)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
