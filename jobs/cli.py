@@ -18,10 +18,9 @@ from typing import Any
 import click
 
 from maskcore.errors import ConfigError, InputError, MaskjobError
-from maskcore.formats.supervisely import META_FILE, parse_meta
 
 from . import config as jobconfig
-from .listing import ItemRef, detect_format, list_supervisely
+from .listing import Listing, list_input
 from .storage import Root, parse_storage_options
 
 log = logging.getLogger("maskjob")
@@ -50,20 +49,11 @@ def _roots(input_url: str, output_url: str | None, storage_options: Sequence[str
     return Root(input_url, opts), (Root(output_url, opts) if output_url else None)
 
 
-def _prepare(input_url: str, spec: jobconfig.JobSpec, source: Root
-             ) -> tuple[Any, list[ItemRef], bytes]:
+def _prepare(spec: jobconfig.JobSpec, source: Root) -> Listing:
     """Read the input's metadata and list its items; config checks that need classes."""
-    fmt = spec.input_format if spec.input_format != "auto" else detect_format(source)
-    if fmt != "supervisely":
-        raise InputError(f"Expected an input format this build reads (supervisely). Got {fmt}.")
-    try:
-        meta_bytes = source.read(META_FILE)
-    except FileNotFoundError:
-        raise InputError(f"Expected {META_FILE} at the root of {input_url}. Got none.") from None
-    classes = parse_meta(meta_bytes)
-    spec.check_classes(classes)
-    refs = list_supervisely(source)
-    return classes, refs, meta_bytes
+    listing = list_input(source, spec.input_format)
+    spec.check_classes(listing.classes)
+    return listing
 
 
 def _client(scheduler: str | None, workers: int | None) -> tuple[Any, Any]:
@@ -92,11 +82,15 @@ def do_export(input_url: str, output_url: str, *, formats: Sequence[str], config
         spec = jobconfig.load(config, sets, formats, input_format)
         source, dest = _roots(input_url, output_url, storage_options)
         assert dest is not None
-        classes, refs, meta_bytes = _prepare(input_url, spec, source)
+        listing = _prepare(spec, source)
     except (ConfigError, InputError) as e:
         raise UsageFailure(str(e)) from None
-    spec = dataclasses.replace(
-        spec, supervisely=dataclasses.replace(spec.supervisely, meta_json=meta_bytes))
+    classes, refs = listing.classes, listing.refs
+    if "supervisely" in spec.formats and listing.meta_json:
+        options = dict(spec.options)
+        options["supervisely"] = dataclasses.replace(options["supervisely"],
+                                                     meta_json=listing.meta_json)
+        spec = dataclasses.replace(spec, options=options)
     log.info("input %s: %d items in %d classes; output %s; formats %s", input_url, len(refs),
              len(classes), output_url, ",".join(spec.formats))
     client, cluster = _client(scheduler, workers)
@@ -115,7 +109,7 @@ def do_export(input_url: str, output_url: str, *, formats: Sequence[str], config
                 log.info("progress: %d/%d items", state["done"], len(refs))
 
         result = export(source=source, dest=dest, refs=refs, classes=classes, spec=spec,
-                        client=client, progress=progress)
+                        reader=listing.reader, client=client, progress=progress)
         bar.close()
     finally:
         if client is not None:
@@ -174,10 +168,10 @@ def validate_cmd(input_url: str, config: str | None, sets: tuple[str, ...],
     try:
         spec = jobconfig.load(config, sets, formats, input_format)
         source, _ = _roots(input_url, None, storage_options)
-        classes, refs, _ = _prepare(input_url, spec, source)
+        listing = _prepare(spec, source)
     except (ConfigError, InputError) as e:
         raise UsageFailure(str(e)) from None
-    sys.exit(validate(source, refs, classes, spec))
+    sys.exit(validate(source, listing, spec))
 
 
 @main.command("verify")

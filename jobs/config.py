@@ -25,12 +25,12 @@ import yaml
 
 from maskcore.errors import ConfigError, expected
 from maskcore.formats import FORMATS, INPUT_FORMATS
-from maskcore.formats.supervisely_masks import SuperviselyOptions
 from maskcore.limits import Limits
 from maskcore.model import ClassTable
 
-TOP_KEYS = ("formats", "input_format", "partition_size", "max_in_flight", "supervisely",
-            "limits", "images_url")
+BASE_KEYS = ("formats", "input_format", "partition_size", "max_in_flight", "limits",
+             "images_url")
+TOP_KEYS = BASE_KEYS + tuple(FORMATS)
 APP_DEFAULTS: dict[str, Any] = {"human_style": "app", "thickness": 2}
 DTL_DEFAULTS: dict[str, Any] = {"human_style": "dtl", "thickness": 1, "masks_semantic_rgb": False,
                                 "masks_instances": False}
@@ -43,7 +43,7 @@ class JobSpec:
     input_format: str = "auto"
     partition_size: int = 50
     max_in_flight: int = 0  # 0: 2 x the cluster's threads
-    supervisely: SuperviselyOptions = field(default_factory=SuperviselyOptions)
+    options: Mapping[str, Any] = field(default_factory=dict)  # format name -> its Options
     limits: Limits = field(default_factory=Limits)
     images_url: str | None = None
     source: str = "defaults"
@@ -54,9 +54,13 @@ class JobSpec:
         canon = json.dumps(self.raw, sort_keys=True, default=str).encode()
         return "sha256:" + hashlib.sha256(canon).hexdigest()
 
+    @property
+    def supervisely(self) -> Any:
+        return self.options["supervisely"]
+
     def check_classes(self, classes: ClassTable) -> None:
-        if "supervisely" in self.formats:
-            self.supervisely.check_classes(classes, "supervisely")
+        for name in self.formats:
+            self.options[name].check_classes(classes, name)
 
 
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
@@ -148,11 +152,15 @@ def load(path: str | None = None, sets: Sequence[str] = (), formats: Sequence[st
                                                                   else 1) <= v <= hi:
             raise ConfigError(expected(f"an integer in range for {k}", v), key=k)
         sizes[k] = v
-    sly_raw = tree.get("supervisely", {}) or {}
-    if not isinstance(sly_raw, dict):
-        raise ConfigError(expected("a mapping of supervisely settings", sly_raw), key="supervisely")
-    defaults = DTL_DEFAULTS if source == "dtl" else APP_DEFAULTS
-    sly = SuperviselyOptions.from_mapping(sly_raw, prefix="supervisely", defaults=defaults)
+    options: dict[str, Any] = {}
+    for name, module in FORMATS.items():
+        raw = tree.get(name, {}) or {}
+        if not isinstance(raw, dict):
+            raise ConfigError(expected(f"a mapping of {name} settings", raw), key=name)
+        defaults: Mapping[str, Any] = {}
+        if name == "supervisely":
+            defaults = DTL_DEFAULTS if source == "dtl" else APP_DEFAULTS
+        options[name] = module.Options.from_mapping(raw, prefix=name, defaults=defaults)
     lim_raw = tree.get("limits", {}) or {}
     if not isinstance(lim_raw, dict):
         raise ConfigError(expected("a mapping of limits", lim_raw), key="limits")
@@ -170,7 +178,7 @@ def load(path: str | None = None, sets: Sequence[str] = (), formats: Sequence[st
         input_format=in_fmt,
         partition_size=sizes["partition_size"],
         max_in_flight=sizes["max_in_flight"],
-        supervisely=sly,
+        options=options,
         limits=Limits(**lim_raw),
         images_url=images_url,
         source=source,

@@ -151,16 +151,17 @@ def export(
     refs: list[ItemRef],
     classes: Any,
     spec: Any,
+    reader: str,
     client: Any | None,
     progress: Callable[[int], None] | None = None,
 ) -> RunResult:
     started = time.time()
-    options = {"supervisely": spec.supervisely}
+    options = {name: spec.options[name] for name in spec.formats}
     parts = chunk(refs, spec.partition_size)
     fp = plan_fingerprint(refs, spec.partition_size, spec.config_hash)
     done = prepare_plan(dest, fp, len(parts))
-    jobs = [PartitionJob(pid, items, source, dest, classes, spec.formats, options, spec.limits)
-            for pid, items in enumerate(parts) if pid not in done]
+    jobs = [PartitionJob(pid, items, source, dest, classes, spec.formats, options, spec.limits,
+                         reader) for pid, items in enumerate(parts) if pid not in done]
     if progress and done:
         progress(sum(len(parts[p]) for p in done))
 

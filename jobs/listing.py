@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from maskcore.errors import InputError
 from maskcore.formats import supervisely as sly
+from maskcore.model import ClassTable
 from maskcore.paths import check_relative
 
 from .storage import Root
@@ -29,18 +30,38 @@ class ItemRef:
     ann_key: str | None
     image_key: str | None
     problem: str | None = None  # a reason the item cannot be exported, known from listing
+    ann_inline: bytes | None = None  # the item's annotation, for formats with one big file
+
+
+@dataclass(frozen=True)
+class Listing:
+    """What the driver knows of an input: format, class list, items (keys only)."""
+
+    reader: str
+    classes: ClassTable
+    refs: list[ItemRef]
+    meta_json: bytes = b""  # the Supervisely meta.json as it stands, when the input has one
 
 
 def detect_format(root: Root) -> str:
-    if root.exists(sly.META_FILE):
-        return "supervisely"
+    for name, probe in DETECTORS:
+        if probe(root):
+            return name
     raise InputError(
         f"Expected a dataset at {root.url}: a Supervisely project (meta.json at the root). "
         "Got no such file instead; name the format with --input-format if it is another."
     )
 
 
-def list_supervisely(root: Root) -> list[ItemRef]:
+def list_supervisely(root: Root) -> Listing:
+    try:
+        meta = root.read(sly.META_FILE)
+    except FileNotFoundError:
+        raise InputError(f"Expected {sly.META_FILE} at the root of {root.url}. Got none.") from None
+    return Listing(sly.NAME, sly.parse_meta(meta), list_supervisely_items(root), meta)
+
+
+def list_supervisely_items(root: Root) -> list[ItemRef]:
     images: dict[tuple[str, str], str] = {}
     anns: dict[tuple[str, str], str] = {}
     for key in root.list_files():
@@ -75,3 +96,19 @@ def list_supervisely(root: Root) -> list[ItemRef]:
             refs.append(ItemRef(ds, name, ann_key, None))
     refs.sort(key=lambda r: (r.dataset, r.name))
     return refs
+
+
+# Detection order matters: the first probe that answers True names the input format.
+DETECTORS = [
+    ("supervisely", lambda root: root.exists(sly.META_FILE)),
+]
+LISTERS = {
+    "supervisely": list_supervisely,
+}
+
+
+def list_input(root: Root, input_format: str = "auto") -> Listing:
+    fmt = detect_format(root) if input_format == "auto" else input_format
+    if fmt not in LISTERS:
+        raise InputError(f"Expected an input format in {sorted(LISTERS)}. Got {fmt!r} instead.")
+    return LISTERS[fmt](root)

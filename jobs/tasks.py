@@ -19,9 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from maskcore.errors import InputError, ItemError
-from maskcore.formats import FORMATS
+from maskcore.formats import FORMATS, INPUT_FORMATS
 from maskcore.formats.base import Blob, ItemContext, ItemOutput
-from maskcore.formats.supervisely import parse_annotation
 from maskcore.limits import Limits
 from maskcore.manifest import ManifestEntry, fingerprint
 from maskcore.model import ClassTable
@@ -51,18 +50,20 @@ class PartitionJob:
     formats: tuple[str, ...]
     options: dict[str, Any] = field(default_factory=dict)
     limits: Limits = field(default_factory=Limits)
+    reader: str = "supervisely"
 
 
 def _export_item(job: PartitionJob, ref: ItemRef) -> tuple[ManifestEntry, list[Blob]]:
     entry = ManifestEntry(dataset=ref.dataset, item=ref.name, status="ok")
     if ref.problem:
         raise ItemError(ref.problem)
-    if ref.ann_key is None:
+    if ref.ann_inline is None and ref.ann_key is None:
         raise ItemError("Expected an annotation file for this image. Got none instead.")
-    ann = job.source.read(ref.ann_key)
-    entry.inputs["annotation"] = fingerprint(ref.ann_key, ann)
-    item = parse_annotation(ann, job.classes, dataset=ref.dataset, name=ref.name,
-                            image_key=ref.image_key, ann_key=ref.ann_key, limits=job.limits)
+    ann = ref.ann_inline if ref.ann_inline is not None else job.source.read(ref.ann_key or "")
+    entry.inputs["annotation"] = fingerprint(ref.ann_key or "", ann)
+    reader = INPUT_FORMATS[job.reader]
+    item = reader.parse_item(ann, job.classes, dataset=ref.dataset, name=ref.name,
+                             image_key=ref.image_key, ann_key=ref.ann_key, limits=job.limits)
 
     def read_image() -> bytes:
         assert ref.image_key is not None
@@ -70,7 +71,8 @@ def _export_item(job: PartitionJob, ref: ItemRef) -> tuple[ManifestEntry, list[B
         entry.inputs["image"] = fingerprint(ref.image_key, data)
         return data
 
-    ctx = ItemContext(item, job.classes, read_image if ref.image_key else None, ann, job.limits)
+    ctx = ItemContext(item, job.classes, read_image if ref.image_key else None, ann, job.limits,
+                      reader.RULE, job.dest.uri, job.source.uri)
     blobs: list[Blob] = []
     first: ItemOutput | None = None
     for name in job.formats:

@@ -9,24 +9,27 @@ from __future__ import annotations
 import logging
 
 from maskcore.errors import InputError, ItemError
-from maskcore.formats.supervisely import parse_annotation
+from maskcore.formats import INPUT_FORMATS
 
-from .listing import ItemRef
+from .listing import Listing
 from .storage import Root
 
 log = logging.getLogger("maskjob")
 
 
-def validate(source: Root, refs: list[ItemRef], classes, spec) -> int:
+def validate(source: Root, listing: Listing, spec) -> int:
     bad = 0
-    for ref in refs:
+    reader = INPUT_FORMATS[listing.reader]
+    for ref in listing.refs:
         try:
-            if ref.problem or ref.ann_key is None:
+            if ref.problem or (ref.ann_key is None and ref.ann_inline is None):
                 raise ItemError(ref.problem or "no annotation file")
-            parse_annotation(source.read(ref.ann_key), classes, dataset=ref.dataset,
-                             name=ref.name, limits=spec.limits)
+            ann = ref.ann_inline if ref.ann_inline is not None else source.read(ref.ann_key or "")
+            reader.parse_item(ann, listing.classes, dataset=ref.dataset, name=ref.name,
+                              image_key=ref.image_key, ann_key=ref.ann_key, limits=spec.limits)
         except (ItemError, InputError) as e:
             bad += 1
             log.warning("bad item %s/%s: %s", ref.dataset, ref.name, e)
-    log.info("validated %d items in %d classes: %d bad", len(refs), len(classes), bad)
+    log.info("validated %d items in %d classes: %d bad", len(listing.refs), len(listing.classes),
+             bad)
     return 1 if bad else 0

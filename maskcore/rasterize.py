@@ -15,6 +15,9 @@ Pixel rules (SPEC 2.5):
   `templated=True` draws graphs as `Label.draw` does with the class template (edges and node
   colours); `False` as `geometry.draw` without config (enabled nodes only).
 - `coco`: pycocotools' (polygons and boxes, area-unbiased, pixel centres at +0.5); see `_coco.py`.
+  Bitmaps paint as they are under both rules; polylines, points, graphs and cuboids are not
+  painted under the coco rule (CVAT's exporter ignores them). Float `CocoPolygon`s and CVAT
+  `Ellipse`s always use their own rule, whatever the item's.
 
 `sdk_area(geometry)` is the SDK's `label.area`, which orders the app's machine masks.
 Memory: a stamp holds at most its window (uint8, or uint16 for templates of > 255 parts).
@@ -33,17 +36,22 @@ from .model import (
     Bitmap,
     ClassTable,
     CocoPolygon,
+    Cuboid2d,
     Ellipse,
     Geometry,
     Graph,
     Item,
     MultiPolygon,
     OrientedBBox,
+    Point,
     Polygon,
+    Polyline,
     Rectangle,
 )
 
 RULES = ("opencv", "coco")
+# CVAT's mask export paints no polylines, points, skeletons or cuboids (reference A.5).
+NOT_PAINTED_BY_COCO = (Polyline, Point, Graph, Cuboid2d)
 
 
 @dataclass(frozen=True, eq=False)
@@ -172,8 +180,10 @@ def render(
     stamps: list[Stamp | None] = []
     for i, label in enumerate(item.labels):
         g = label.geometry
-        if rule == "coco" or isinstance(g, CocoPolygon | Ellipse):
+        if isinstance(g, CocoPolygon | Ellipse) or (rule == "coco" and isinstance(g, Rectangle)):
             stamps.append(_coco_stamp(i, g, item))
+        elif rule == "coco" and isinstance(g, NOT_PAINTED_BY_COCO):
+            stamps.append(None)
         else:
             template = classes[label.class_index].geometry_config if templated else None
             stamps.append(_opencv_stamp(i, g, item, thickness, template))

@@ -1,17 +1,30 @@
 """The format registry: one line per format. Readers and writers live beside this file.
 
-FORMATS: output format name -> writer module (each has NAME, write_item, dataset_files).
-INPUT_FORMATS: input format name -> reader module.
+Writer modules (FORMATS) offer:
+    NAME                                  the format name, also the output sub-folder
+    Options                               frozen dataclass with
+        .from_mapping(raw, *, prefix, defaults) -> Options   (validates, ConfigError naming keys)
+        .check_classes(classes, prefix)                      (checks needing the class list)
+    write_item(ctx: ItemContext, opts) -> ItemOutput         (blobs of one item, pure)
+    dataset_files(classes, opts) -> list[Blob]               (sidecars written at finalize)
+
+Reader modules (INPUT_FORMATS) offer:
+    NAME, RULE                            the pixel rule of its items ("opencv" | "coco")
+    parse_classes(bytes) -> ClassTable
+    parse_item(bytes, classes, *, dataset, name, image_key, ann_key, limits) -> Item
+Listing an input (I/O) is done per reader in jobs/listing.py.
 """
 
 from __future__ import annotations
 
+from types import ModuleType
+
 from . import supervisely, supervisely_masks
 
-FORMATS = {
+FORMATS: dict[str, ModuleType] = {
     supervisely_masks.NAME: supervisely_masks,
 }
 
-INPUT_FORMATS = {
-    "supervisely": supervisely,
+INPUT_FORMATS: dict[str, ModuleType] = {
+    supervisely.NAME: supervisely,
 }

@@ -42,12 +42,20 @@ class ItemContext:
     read_image: Callable[[], bytes] | None = None
     ann_bytes: bytes | None = None
     limits: Limits = DEFAULT_LIMITS
+    rule: str = "opencv"
+    output_uri: Callable[[str], str] = str  # output key -> its final URL (for frame lists)
+    input_uri: Callable[[str], str] = str  # input key -> its URL (image sources)
     _stamps: dict[tuple[str, int, bool], list[Stamp | None]] = field(default_factory=dict)
     _image: np.ndarray | None = None
     _image_bytes: bytes | None = None
 
-    def stamps(self, *, rule: str = "opencv", thickness: int = 2, templated: bool = False
+    def stamps(self, *, thickness: int = 2, templated: bool = False, rule: str | None = None
                ) -> list[Stamp | None]:
+        """Stamps of every label, rendered once per (rule, thickness, templated); the rule
+        defaults to the one of the tool the annotations came from (SPEC 2.5)."""
+        rule = rule or self.rule
+        if rule == "coco":
+            thickness, templated = 1, False  # no strokes or templates under pycocotools' rule
         key = (rule, thickness, templated)
         if key not in self._stamps:
             self._stamps[key] = render(self.item, self.classes, rule=rule, thickness=thickness,

@@ -52,6 +52,8 @@ from ..model import (
 )
 
 # ---------------------------------------------------------------------------- layout constants
+NAME = "supervisely"
+RULE = "opencv"  # the pixel rule of items read from Supervisely projects (SPEC 2.5)
 META_FILE = "meta.json"
 IMG_DIR = "img"
 ANN_DIR = "ann"
@@ -412,3 +414,8 @@ def dataset_dirs(relative_dirs: Sequence[str]) -> Iterator[str]:
             parts[i] == NESTED_DIR for i in range(1, len(parts), 2)
         )):
             yield d
+
+
+# Reader interface (see formats/__init__.py): every reader module offers these two names.
+parse_classes = parse_meta
+parse_item = parse_annotation

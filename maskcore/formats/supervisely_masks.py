@@ -136,6 +136,9 @@ class SuperviselyOptions:
                                       key=f"{prefix}.{k}.{c}")
 
 
+Options = SuperviselyOptions  # writer interface (see formats/__init__.py)
+
+
 def _present(stamps: list[Stamp | None]) -> list[Stamp]:
     return [s for s in stamps if s is not None]
 
@@ -248,11 +251,17 @@ def _human(ctx: ItemContext, opts: SuperviselyOptions, tmpl: list[Stamp]) -> np.
     return np.hstack([image, green, compose.blend_flat(image, fg)])
 
 
+def meta_json(classes: ClassTable) -> bytes:
+    """A Supervisely meta.json for classes read from another format."""
+    out = [{"title": c.name, "shape": c.shape, "color": "#{:02X}{:02X}{:02X}".format(*c.color),
+            "geometry_config": c.geometry_config} for c in classes.classes]
+    return json.dumps({"classes": out, "tags": [], "projectType": "images"}, indent=2,
+                      ensure_ascii=False).encode()
+
+
 def dataset_files(classes: ClassTable, opts: SuperviselyOptions) -> list[Blob]:
     """Project-level sidecars, written once at finalize."""
-    blobs = []
-    if opts.meta_json:
-        blobs.append(Blob(paths.join(NAME, META_FILE), opts.meta_json))
+    blobs = [Blob(paths.join(NAME, META_FILE), opts.meta_json or meta_json(classes))]
     if opts.masks_machine and not opts.dtl:
         blobs.append(Blob(paths.join(NAME, MACHINE_COLOR_FILE),
                           json.dumps(machine_colors(classes), indent=2).encode()))
