@@ -73,7 +73,8 @@ def _client(scheduler: str | None, workers: int | None) -> tuple[Any, Any]:
 
 def do_export(input_url: str, output_url: str, *, formats: Sequence[str], config: str | None,
               sets: Sequence[str], scheduler: str | None, workers: int | None,
-              input_format: str | None, storage_options: Sequence[str]) -> int:
+              input_format: str | None, storage_options: Sequence[str],
+              incremental: bool = False) -> int:
     from tqdm import tqdm
 
     from .graph import export
@@ -109,7 +110,8 @@ def do_export(input_url: str, output_url: str, *, formats: Sequence[str], config
                 log.info("progress: %d/%d items", state["done"], len(refs))
 
         result = export(source=source, dest=dest, refs=refs, classes=classes, spec=spec,
-                        reader=listing.reader, client=client, progress=progress)
+                        reader=listing.reader, client=client, progress=progress,
+                        incremental=incremental)
         bar.close()
     finally:
         if client is not None:
@@ -117,8 +119,9 @@ def do_export(input_url: str, output_url: str, *, formats: Sequence[str], config
         if cluster is not None:
             cluster.close()
     s = result.summary.to_dict()
-    log.info("done: %d items, %d ok, %d failed, %d outputs in %.1fs (%d partitions resumed)",
-             s["items"], s["ok"], s["failed"], s["outputs"], result.seconds, result.skipped)
+    log.info("done: %d items, %d ok, %d unchanged, %d failed, %d outputs in %.1fs "
+             "(%d partitions resumed)", s["items"], s["ok"], s["unchanged"], s["failed"],
+             s["outputs"], result.seconds, result.skipped)
     for f in s["failures"][:20]:
         log.warning("failed: %s/%s: %s", f["dataset"], f["item"], f["error"])
     return EXIT_ITEMS_FAILED if s["failed"] else EXIT_OK
@@ -143,13 +146,17 @@ def main(verbose: bool) -> None:
 @click.option("--input-format", help="Input format, when detection is not wanted.")
 @click.option("--storage-option", "storage_options", multiple=True, metavar="KEY=VALUE",
               help="fsspec storage option, e.g. endpoint_url=http://127.0.0.1:9000.")
+@click.option("--incremental", is_flag=True,
+              help="Re-export only items whose annotation, image or settings changed since the "
+                   "last manifest; carry the rest forward; remove outputs of deleted items.")
 def export_cmd(input_url: str, output_url: str, formats: tuple[str, ...], config: str | None,
                sets: tuple[str, ...], scheduler: str | None, workers: int | None,
-               input_format: str | None, storage_options: tuple[str, ...]) -> None:
+               input_format: str | None, storage_options: tuple[str, ...],
+               incremental: bool) -> None:
     """Export INPUT (path or URL) to masks under OUTPUT."""
     sys.exit(do_export(input_url, output_url, formats=formats, config=config, sets=sets,
                        scheduler=scheduler, workers=workers, input_format=input_format,
-                       storage_options=storage_options))
+                       storage_options=storage_options, incremental=incremental))
 
 
 @main.command("validate")

@@ -55,6 +55,17 @@ class JobSpec:
         return "sha256:" + hashlib.sha256(canon).hexdigest()
 
     @property
+    def settings_hash(self) -> str:
+        """Hash of what shapes the outputs (formats and their settings, software version):
+        an item whose inputs and settings hash are unchanged need not be exported again."""
+        from maskcore import __version__
+
+        eff = {"formats": list(self.formats), "version": __version__,
+               **{f: self.raw.get(f, {}) for f in self.formats}, "source": self.source}
+        canon = json.dumps(eff, sort_keys=True, default=str).encode()
+        return "sha256:" + hashlib.sha256(canon).hexdigest()[:32]
+
+    @property
     def supervisely(self) -> Any:
         return self.options["supervisely"]
 

@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -38,6 +39,7 @@ from .tasks import MANIFEST_DIR, PartitionJob, part_key, process_partition
 log = logging.getLogger("maskjob")
 
 PLAN_KEY = f"{MANIFEST_DIR}/plan.json"
+BASELINE_KEY = f"{MANIFEST_DIR}/baseline.jsonl"
 MANIFEST_LINES = "manifest.jsonl"
 MANIFEST_SUMMARY = "manifest.json"
 
@@ -94,6 +96,35 @@ def prepare_plan(dest: Root, fingerprint: str, n_parts: int) -> set[int]:
                    .encode())
         return set()
     return {p for p in done if p < n_parts}
+
+
+def load_baseline(dest: Root) -> dict[tuple[str, str], str]:
+    """The previous completed run's manifest lines by (dataset, item), for --incremental.
+
+    A completed run (manifest.json present) is copied to `_manifest/baseline.jsonl` first, so
+    an incremental run that crashes and is rerun still compares against the same baseline."""
+    if dest.exists(MANIFEST_SUMMARY) and dest.exists(MANIFEST_LINES):
+        dest.write(BASELINE_KEY, dest.read(MANIFEST_LINES))
+    try:
+        data = dest.read(BASELINE_KEY).decode()
+    except FileNotFoundError:
+        return {}
+    out = {}
+    for line in data.splitlines():
+        if line.strip():
+            e = json.loads(line)
+            out[(e["dataset"], e["item"])] = line
+    return out
+
+
+def removed_outputs(baseline: dict[tuple[str, str], str], refs: list[ItemRef]) -> list[str]:
+    """Output keys of items that were in the baseline and are gone from the input."""
+    present = {(r.dataset, r.name) for r in refs}
+    keys = []
+    for k, line in baseline.items():
+        if k not in present:
+            keys.extend(o["key"] for o in json.loads(line).get("outputs", []))
+    return keys
 
 
 def run_partitions(jobs: list[PartitionJob], *, client: Any | None, max_in_flight: int,
@@ -154,14 +185,23 @@ def export(
     reader: str,
     client: Any | None,
     progress: Callable[[int], None] | None = None,
+    incremental: bool = False,
 ) -> RunResult:
     started = time.time()
     options = {name: spec.options[name] for name in spec.formats}
+    removed: list[str] = []
+    if incremental:
+        baseline = load_baseline(dest)
+        removed = removed_outputs(baseline, refs)
+        refs = [dataclasses.replace(r, previous=baseline.get((r.dataset, r.name)))
+                for r in refs]
     parts = chunk(refs, spec.partition_size)
-    fp = plan_fingerprint(refs, spec.partition_size, spec.config_hash)
+    fp = plan_fingerprint(refs, spec.partition_size,
+                          f"{spec.config_hash}|incremental={incremental}")
     done = prepare_plan(dest, fp, len(parts))
     jobs = [PartitionJob(pid, items, source, dest, classes, spec.formats, options, spec.limits,
-                         reader) for pid, items in enumerate(parts) if pid not in done]
+                         reader, spec.settings_hash, incremental)
+            for pid, items in enumerate(parts) if pid not in done]
     if progress and done:
         progress(sum(len(parts[p]) for p in done))
 
@@ -170,6 +210,11 @@ def export(
             progress(counts["items"])
 
     run_partitions(jobs, client=client, max_in_flight=spec.max_in_flight, on_done=on_done)
+    if removed:
+        log.info("removing %d outputs of %d items deleted from the input", len(removed),
+                 len({k.rsplit("/", 1)[0] for k in removed}))
+        existing = [k for k in removed if dest.exists(k)]
+        dest.delete(existing)
     blobs = [b for f in spec.formats for b in FORMATS[f].dataset_files(classes, options[f])]
     ended = time.time()
     meta = {
@@ -186,6 +231,8 @@ def export(
         "items_per_second": round(len(refs) / max(ended - started, 1e-9), 2),
         "partitions": len(parts),
         "partitions_resumed": len(done),
+        "incremental": incremental,
+        "outputs_removed": len(removed),
         "host": os.uname().nodename,
     }
     summary = finalize(dest, len(parts), blobs, meta)

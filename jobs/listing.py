@@ -31,6 +31,9 @@ class ItemRef:
     image_key: str | None
     problem: str | None = None  # a reason the item cannot be exported, known from listing
     ann_inline: bytes | None = None  # the item's annotation, for formats with one big file
+    ann_tag: str | None = None  # size + ETag/mtime of the annotation object (incremental runs)
+    image_tag: str | None = None
+    previous: str | None = None  # the item's line of the previous manifest (incremental runs)
 
 
 @dataclass(frozen=True)
@@ -64,7 +67,8 @@ def list_supervisely(root: Root) -> Listing:
 def list_supervisely_items(root: Root) -> list[ItemRef]:
     images: dict[tuple[str, str], str] = {}
     anns: dict[tuple[str, str], str] = {}
-    for key in root.list_files():
+    tags: dict[str, str] = {}
+    for key, tag in root.list_tags():
         parent, fname = posixpath.split(key)
         ds, kind = posixpath.split(parent)
         if not ds or kind not in (sly.IMG_DIR, sly.ANN_DIR):
@@ -75,6 +79,7 @@ def list_supervisely_items(root: Root) -> list[ItemRef]:
             check_relative(key)
         except Exception:
             continue  # a key that could escape (tar members): never read, never written
+        tags[key] = tag
         if kind == sly.IMG_DIR:
             images[(ds, fname)] = key
         elif fname.endswith(".json"):
@@ -89,11 +94,12 @@ def list_supervisely_items(root: Root) -> list[ItemRef]:
                 used_anns.add((ds, candidate))
                 break
         refs.append(ItemRef(ds, name, ann_key, img_key,
-                            None if ann_key else "no annotation file in ann/ for this image"))
+                            None if ann_key else "no annotation file in ann/ for this image",
+                            ann_tag=tags.get(ann_key or ""), image_tag=tags[img_key]))
     for (ds, fname), ann_key in anns.items():
         if (ds, fname) not in used_anns:
             name = fname[: -len(".json")]
-            refs.append(ItemRef(ds, name, ann_key, None))
+            refs.append(ItemRef(ds, name, ann_key, None, ann_tag=tags[ann_key]))
     refs.sort(key=lambda r: (r.dataset, r.name))
     return refs
 

@@ -107,6 +107,23 @@ class Root:
             rel = p[len(base_norm):].lstrip("/") if p.startswith(base_norm) else p
             yield rel
 
+    def list_tags(self, prefix: str = "") -> Iterator[tuple[str, str]]:
+        """(key, tag) of every file under `prefix`, sorted; the tag (size and ETag, or size
+        and mtime) changes whenever the object is replaced: incremental runs compare it."""
+        fs, base = self.fs_path
+        top = posixpath.join(base, prefix) if prefix else base
+        try:
+            found = fs.find(top, detail=True)
+        except FileNotFoundError:
+            return
+        base_norm = base.rstrip("/")
+        for p in sorted(found):
+            info = found[p]
+            rel = p[len(base_norm):].lstrip("/") if p.startswith(base_norm) else p
+            version = info.get("ETag") or info.get("etag") or info.get("mtime") or \
+                info.get("LastModified") or ""
+            yield rel, f"{info.get('size', '')}-{str(version).strip(chr(34))}"
+
     def write_many(self, objects: Mapping[str, bytes]) -> None:
         if not objects:
             return

@@ -51,16 +51,40 @@ class PartitionJob:
     options: dict[str, Any] = field(default_factory=dict)
     limits: Limits = field(default_factory=Limits)
     reader: str = "supervisely"
+    settings_hash: str = ""
+    incremental: bool = False
+
+
+def _unchanged(job: PartitionJob, ref: ItemRef) -> ManifestEntry | None:
+    """The previous entry carried forward, when annotation, image and settings are the same."""
+    if not (job.incremental and ref.previous):
+        return None
+    prev = ManifestEntry.from_line(ref.previous)
+    if prev.status not in ("ok", "unchanged"):
+        return None
+    same = (prev.inputs.get("settings") == job.settings_hash
+            and prev.inputs.get("annotation", {}).get("tag") == ref.ann_tag
+            and prev.inputs.get("image", {}).get("tag") == ref.image_tag)
+    if not same:
+        return None
+    prev.status = "unchanged"
+    return prev
 
 
 def _export_item(job: PartitionJob, ref: ItemRef) -> tuple[ManifestEntry, list[Blob]]:
+    carried = _unchanged(job, ref)
+    if carried is not None:
+        return carried, []
     entry = ManifestEntry(dataset=ref.dataset, item=ref.name, status="ok")
+    entry.inputs["settings"] = job.settings_hash
+    if ref.image_key:
+        entry.inputs["image"] = {"key": ref.image_key, "tag": ref.image_tag}
     if ref.problem:
         raise ItemError(ref.problem)
     if ref.ann_inline is None and ref.ann_key is None:
         raise ItemError("Expected an annotation file for this image. Got none instead.")
     ann = ref.ann_inline if ref.ann_inline is not None else job.source.read(ref.ann_key or "")
-    entry.inputs["annotation"] = fingerprint(ref.ann_key or "", ann)
+    entry.inputs["annotation"] = {**fingerprint(ref.ann_key or "", ann), "tag": ref.ann_tag}
     reader = INPUT_FORMATS[job.reader]
     item = reader.parse_item(ann, job.classes, dataset=ref.dataset, name=ref.name,
                              image_key=ref.image_key, ann_key=ref.ann_key, limits=job.limits)
@@ -68,7 +92,7 @@ def _export_item(job: PartitionJob, ref: ItemRef) -> tuple[ManifestEntry, list[B
     def read_image() -> bytes:
         assert ref.image_key is not None
         data = job.source.read(ref.image_key)
-        entry.inputs["image"] = fingerprint(ref.image_key, data)
+        entry.inputs["image"] = {**fingerprint(ref.image_key, data), "tag": ref.image_tag}
         return data
 
     ctx = ItemContext(item, job.classes, read_image if ref.image_key else None, ann, job.limits,
@@ -91,7 +115,7 @@ def process_partition(job: PartitionJob) -> dict[str, int]:
     lines: list[str] = []
     pending: dict[str, bytes] = {}
     pending_bytes = 0
-    counts = {"items": 0, "ok": 0, "failed": 0, "outputs": 0, "bytes": 0}
+    counts = {"items": 0, "ok": 0, "failed": 0, "unchanged": 0, "outputs": 0, "bytes": 0}
     for ref in job.items:
         try:
             entry, blobs = _export_item(job, ref)
