@@ -23,7 +23,7 @@ from maskcore.paths import check_relative
 from .storage import Root
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ItemRef:
     dataset: str
     name: str

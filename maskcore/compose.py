@@ -6,7 +6,8 @@ are; `colors` are given as RGB and swapped here.
 
 - `paint_index`: a class or instance index map (uint8/16/32), a value per stamp.
 - `paint_colors`: solid colours (a template graph's parts keep their own colours unless
-  `flat=True`); an alpha mask blends exactly as the SDK's AlphaMask.draw:
+  `flat=True`, which also paints alpha masks as plain coverage); otherwise an alpha mask
+  blends exactly as the SDK's AlphaMask.draw:
   `canvas * (1 - a) + a * colour` in float64 with a = alpha / 255, truncated, where alpha > 0.
 - `blend_cumulative`: the export-as-masks app's human overlay: per stamp, the covered pixels
   become floor((previous + painted) / 2).
@@ -37,8 +38,9 @@ def _bgr(c: RGB) -> np.ndarray:
 
 
 def _paint_one(region: np.ndarray, s: Stamp, color: RGB, flat: bool) -> None:
-    """Paint one stamp into `region` (its window of a BGR canvas), in place."""
-    if s.alpha is not None:
+    """Paint one stamp into `region` (its window of a BGR canvas), in place. `flat` paints
+    every covered pixel in `color` (machine masks: alpha counts as coverage, one colour)."""
+    if s.alpha is not None and not flat:
         covered = s.alpha > 0
         a = s.alpha / 255.0
         bgr = _bgr(color)

@@ -294,9 +294,10 @@ def parse_geometry(shape: str, obj: dict[str, Any], limits: Limits, where: str) 
         (x0, y0), (x1, y1) = pts.tolist()
         return Rectangle(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
     if shape == "oriented_bbox":
-        if not isinstance(points, dict):
-            raise ItemError(expected("'points' with 2 exterior corners", points), where=where)
-        pts = _points(points.get("exterior"), limits, where, 2)
+        # SDK 6.74: "points": [[x1, y1], [x2, y2]] (a plain list); the exterior form is
+        # accepted too
+        corners = points.get("exterior") if isinstance(points, dict) else points
+        pts = _points(corners, limits, where, 2)
         if len(pts) != 2:
             raise ItemError(expected("exactly 2 corner points", f"{len(pts)} points"), where=where)
         (x0, y0), (x1, y1) = pts.tolist()
