@@ -1,6 +1,7 @@
 """process_partition(): the one place where I/O meets the kernel.
 
-A partition is a list of item keys. For each item: read the annotation, parse, render once,
+A partition is a list of item keys. Inputs are read a few items ahead on threads (object
+storage latency overlaps rendering). For each item: parse the annotation, render once,
 let every requested format encode from the same stamps, and collect the blobs; the partition's
 blobs are written concurrently in batches (bounded bytes in flight), then - last - its manifest
 part `_manifest/part-NNNNN.jsonl`. The part's existence is the partition's commit: a rerun
@@ -15,6 +16,9 @@ Returns only counts: the driver never receives pixels or manifest rows.
 from __future__ import annotations
 
 import logging
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +36,7 @@ log = logging.getLogger("maskjob")
 
 MANIFEST_DIR = "_manifest"
 FLUSH_BYTES = 64 * 1024 * 1024
+READ_AHEAD = 4  # items whose inputs are being read while the current one renders
 
 
 def part_key(pid: int) -> str:
@@ -71,10 +76,60 @@ def _unchanged(job: PartitionJob, ref: ItemRef) -> ManifestEntry | None:
     return prev
 
 
-def _export_item(job: PartitionJob, ref: ItemRef) -> tuple[ManifestEntry, list[Blob]]:
+def _needs_image(job: PartitionJob) -> bool:
+    return any(getattr(job.options[f], "needs_image", lambda: False)() for f in job.formats)
+
+
+@dataclass
+class _Fetched:
+    """An item's input bytes, read ahead on a thread while earlier items are rendered."""
+
+    ann: bytes | None = None
+    image: bytes | None = None
+    error: BaseException | None = None
+
+
+def _fetch(job: PartitionJob, ref: ItemRef, with_image: bool) -> _Fetched:
+    got = _Fetched()
+    try:
+        if ref.ann_inline is None and ref.ann_key is not None and not ref.problem:
+            got.ann = job.source.read(ref.ann_key)
+        if with_image and ref.image_key is not None and not ref.problem:
+            got.image = job.source.read(ref.image_key)
+    except FileNotFoundError as e:  # vanished since listing: that item fails alone
+        got.error = ItemError(f"Expected the input object to exist. Got {e} instead.")
+    return got
+
+
+def _read_ahead(job: PartitionJob, refs: tuple[ItemRef, ...], window: int = READ_AHEAD
+                ) -> Iterator[tuple[ItemRef, Future[_Fetched] | None]]:
+    """Yield (ref, future of its bytes); at most `window` items are in flight, so object-store
+    latency overlaps rendering while worker memory stays bounded."""
+    with_image = _needs_image(job)
+    with ThreadPoolExecutor(max_workers=min(window, 8), thread_name_prefix="read") as pool:
+        pending: deque[tuple[ItemRef, Future[_Fetched] | None]] = deque()
+        it = iter(refs)
+        for ref in it:
+            fut = None if _unchanged(job, ref) else pool.submit(_fetch, job, ref, with_image)
+            pending.append((ref, fut))
+            if len(pending) >= window:
+                break
+        while pending:
+            yield pending.popleft()
+            nxt = next(it, None)
+            if nxt is not None:
+                fut = None if _unchanged(job, nxt) else pool.submit(_fetch, job, nxt, with_image)
+                pending.append((nxt, fut))
+
+
+def _export_item(job: PartitionJob, ref: ItemRef, fetched: Future[_Fetched] | None = None
+                 ) -> tuple[ManifestEntry, list[Blob]]:
     carried = _unchanged(job, ref)
     if carried is not None:
         return carried, []
+    got = fetched.result() if fetched is not None else _Fetched()
+    if got.error is not None:
+        raise got.error
     entry = ManifestEntry(dataset=ref.dataset, item=ref.name, status="ok")
     entry.inputs["settings"] = job.settings_hash
     if ref.image_key:
@@ -83,7 +138,8 @@ def _export_item(job: PartitionJob, ref: ItemRef) -> tuple[ManifestEntry, list[B
         raise ItemError(ref.problem)
     if ref.ann_inline is None and ref.ann_key is None:
         raise ItemError("Expected an annotation file for this image. Got none instead.")
-    ann = ref.ann_inline if ref.ann_inline is not None else job.source.read(ref.ann_key or "")
+    ann = ref.ann_inline if ref.ann_inline is not None else (
+        got.ann if got.ann is not None else job.source.read(ref.ann_key or ""))
     entry.inputs["annotation"] = {**fingerprint(ref.ann_key or "", ann), "tag": ref.ann_tag}
     reader = INPUT_FORMATS[job.reader]
     item = reader.parse_item(ann, job.classes, dataset=ref.dataset, name=ref.name,
@@ -91,7 +147,7 @@ def _export_item(job: PartitionJob, ref: ItemRef) -> tuple[ManifestEntry, list[B
 
     def read_image() -> bytes:
         assert ref.image_key is not None
-        data = job.source.read(ref.image_key)
+        data = got.image if got.image is not None else job.source.read(ref.image_key)
         entry.inputs["image"] = {**fingerprint(ref.image_key, data), "tag": ref.image_tag}
         return data
 
@@ -116,9 +172,9 @@ def process_partition(job: PartitionJob) -> dict[str, int]:
     pending: dict[str, bytes] = {}
     pending_bytes = 0
     counts = {"items": 0, "ok": 0, "failed": 0, "unchanged": 0, "outputs": 0, "bytes": 0}
-    for ref in job.items:
+    for ref, fetched in _read_ahead(job, job.items):
         try:
-            entry, blobs = _export_item(job, ref)
+            entry, blobs = _export_item(job, ref, fetched)
         except (ItemError, InputError) as e:
             entry = ManifestEntry(dataset=ref.dataset, item=ref.name, status="failed",
                                   error=str(e))

@@ -64,6 +64,10 @@ class SuperviselyOptions:
     def dtl(self) -> bool:
         return self.gt_machine_color is not None
 
+    def needs_image(self) -> bool:
+        """Whether an item's image bytes are needed (read ahead by the task)."""
+        return self.masks_human or self.images
+
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any], *, prefix: str, defaults: Mapping[str, Any]
                      ) -> SuperviselyOptions:
