@@ -51,7 +51,7 @@ def _roots(input_url: str, output_url: str | None, storage_options: Sequence[str
 
 def _prepare(spec: jobconfig.JobSpec, source: Root) -> Listing:
     """Read the input's metadata and list its items; config checks that need classes."""
-    listing = list_input(source, spec.input_format)
+    listing = list_input(source, spec.input_format, spec.images_url)
     spec.check_classes(listing.classes)
     return listing
 
@@ -109,9 +109,9 @@ def do_export(input_url: str, output_url: str, *, formats: Sequence[str], config
                 state["logged"] = state["done"]
                 log.info("progress: %d/%d items", state["done"], len(refs))
 
-        result = export(source=source, dest=dest, refs=refs, classes=classes, spec=spec,
-                        reader=listing.reader, client=client, progress=progress,
-                        incremental=incremental)
+        result = export(source=listing.image_root or source, dest=dest, refs=refs,
+                        classes=classes, spec=spec, reader=listing.reader, client=client,
+                        progress=progress, incremental=incremental)
         bar.close()
     finally:
         if client is not None:

@@ -23,7 +23,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -32,6 +32,7 @@ from maskcore import __version__
 from maskcore.formats import FORMATS
 from maskcore.manifest import ManifestEntry, Summary, summarize
 
+from .assemble import assemble
 from .listing import ItemRef
 from .storage import Root, redact
 from .tasks import MANIFEST_DIR, PartitionJob, part_key, process_partition
@@ -157,6 +158,31 @@ def run_partitions(jobs: list[PartitionJob], *, client: Any | None, max_in_fligh
             ac.add(submit(nxt))
 
 
+def _parts(dest: Root, n_parts: int, batch: int = 64) -> Iterator[bytes]:
+    """The committed manifest parts in order, fetched `batch` at a time concurrently."""
+    for start in range(0, n_parts, batch):
+        keys = [part_key(p) for p in range(start, min(n_parts, start + batch))]
+        got = dest.read_many(keys)
+        for k in keys:
+            yield got[k]
+
+
+def _entries(dest: Root, n_parts: int) -> Iterator[ManifestEntry]:
+    """Every manifest line of the run, streamed from the committed parts."""
+    for data in _parts(dest, n_parts):
+        for line in data.decode().splitlines():
+            if line.strip():
+                yield ManifestEntry.from_line(line)
+
+
+def _open_output(dest: Root, key: str) -> Any:
+    """A binary file to stream one large output object into (an archive)."""
+    path = dest.full(key)
+    if dest.is_local:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+    return dest.fs.open(path, "wb")
+
+
 def finalize(dest: Root, n_parts: int, dataset_blobs: Iterable[Any], meta: dict[str, Any]
              ) -> Summary:
     """Sidecars, merged manifest lines, then the summary last."""
@@ -164,12 +190,12 @@ def finalize(dest: Root, n_parts: int, dataset_blobs: Iterable[Any], meta: dict[
     fs, _ = dest.fs_path
     summary = Summary()
     with fs.open(dest.full(MANIFEST_LINES), "wb") as out:
-        for pid in range(n_parts):
-            data = dest.read(part_key(pid))
+        for data in _parts(dest, n_parts):
             out.write(data)
             for line in data.decode().splitlines():
                 if line.strip():
                     summary.add(ManifestEntry.from_line(line))
+    assemble(dest, meta, summary)  # frames.jsonl, zarr groups + consolidation, preview.html
     body = {**meta, "summary": summary.to_dict()}
     dest.write(MANIFEST_SUMMARY, json.dumps(body, indent=2, ensure_ascii=False).encode())
     return summary
@@ -216,6 +242,11 @@ def export(
         existing = [k for k in removed if dest.exists(k)]
         dest.delete(existing)
     blobs = [b for f in spec.formats for b in FORMATS[f].dataset_files(classes, options[f])]
+    for f in spec.formats:  # writers whose sidecars list the exported items (cvat)
+        hook = getattr(FORMATS[f], "finalize_files", None)
+        if hook is not None:
+            blobs += hook(classes, options[f], _entries(dest, len(parts)), dest.read,
+                          lambda key: _open_output(dest, key))
     ended = time.time()
     meta = {
         "software": {"name": "maskjob", "version": __version__,
@@ -223,6 +254,8 @@ def export(
         "input": {"url": source.url, "storage_options": redact(source.storage_options)},
         "output": {"url": dest.url},
         "formats": list(spec.formats),
+        "classes": [{"index": i, "name": c.name, "color": list(c.color)}
+                    for i, c in enumerate(classes.classes, start=1)],
         "config": spec.raw,
         "config_hash": spec.config_hash,
         "started": datetime.fromtimestamp(started, UTC).isoformat(),

@@ -17,9 +17,12 @@ from dataclasses import dataclass
 
 from maskcore.errors import InputError
 from maskcore.formats import supervisely as sly
+from maskcore.formats.base import pack_parts
 from maskcore.model import ClassTable
 from maskcore.paths import check_relative
 
+from . import listing_cvat
+from .listing_coco import detect_coco, list_coco
 from .storage import Root
 
 
@@ -34,6 +37,7 @@ class ItemRef:
     ann_tag: str | None = None  # size + ETag/mtime of the annotation object (incremental runs)
     image_tag: str | None = None
     previous: str | None = None  # the item's line of the previous manifest (incremental runs)
+    ann_more: tuple[str, ...] = ()  # further annotation objects, read after ann_key
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,7 @@ class Listing:
     classes: ClassTable
     refs: list[ItemRef]
     meta_json: bytes = b""  # the Supervisely meta.json as it stands, when the input has one
+    image_root: Root | None = None  # where image keys resolve, when not in the input (COCO)
 
 
 def detect_format(root: Root) -> str:
@@ -107,14 +112,36 @@ def list_supervisely_items(root: Root) -> list[ItemRef]:
 # Detection order matters: the first probe that answers True names the input format.
 DETECTORS = [
     ("supervisely", lambda root: root.exists(sly.META_FILE)),
+    ("cvat", listing_cvat.detect),
+    ("coco", detect_coco),  # last: any JSON file or folder of JSONs
 ]
 LISTERS = {
     "supervisely": list_supervisely,
+    "cvat": listing_cvat.list_cvat,
+    "coco": list_coco,
 }
+TAKES_IMAGES_URL = ("coco",)  # listers whose images may live elsewhere (config images_url)
 
 
-def list_input(root: Root, input_format: str = "auto") -> Listing:
+def read_annotation(root: Root, ref: ItemRef) -> bytes:
+    """An item's annotation bytes: inline, its object, or with `ann_more` all its objects
+    packed (`pack_parts`: a Segmentation Mask item is a class PNG and an object PNG)."""
+    if ref.ann_inline is not None:
+        return ref.ann_inline
+    data = root.read(ref.ann_key or "")
+    if ref.ann_more:
+        data = pack_parts([data, *(root.read(k) for k in ref.ann_more)])
+    return data
+
+
+def list_input(root: Root, input_format: str = "auto", images_url: str | None = None
+               ) -> Listing:
     fmt = detect_format(root) if input_format == "auto" else input_format
     if fmt not in LISTERS:
         raise InputError(f"Expected an input format in {sorted(LISTERS)}. Got {fmt!r} instead.")
-    return LISTERS[fmt](root)
+    if images_url is None:
+        return LISTERS[fmt](root)
+    if fmt not in TAKES_IMAGES_URL:
+        raise InputError(f"Expected images_url only for {list(TAKES_IMAGES_URL)} inputs. Got "
+                         f"it for a {fmt} input instead.")
+    return LISTERS[fmt](root, images_url=images_url)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+import threading
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ from typing import Any
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
+from fsspec.implementations.tar import TarFileSystem
+from fsspec.implementations.zip import ZipFileSystem
 
 from maskcore.paths import check_relative
 
@@ -29,9 +32,18 @@ SECRET_HINTS = ("secret", "token", "password", "key")
 
 
 def redact(options: Mapping[str, Any]) -> dict[str, Any]:
-    """Storage options safe to print or record: secrets replaced by '***'."""
-    return {k: ("***" if any(h in k.lower() for h in SECRET_HINTS) and k != "endpoint_url"
-                else v) for k, v in options.items()}
+    """Storage options safe to print or record: secrets replaced by '***', at any depth
+    (`client_kwargs.aws_secret_access_key`, `config_kwargs...` nest)."""
+    def clean(k: str, v: Any) -> Any:
+        if any(h in str(k).lower() for h in SECRET_HINTS) and k != "endpoint_url":
+            return "***"
+        if isinstance(v, Mapping):
+            return {kk: clean(kk, vv) for kk, vv in v.items()}
+        if isinstance(v, list | tuple):
+            return [clean(k, x) for x in v]
+        return v
+
+    return {k: clean(k, v) for k, v in options.items()}
 
 
 def parse_storage_options(pairs: list[str] | tuple[str, ...]) -> dict[str, Any]:
@@ -83,7 +95,22 @@ class Root:
         return fs.unstrip_protocol(full)
 
     def read(self, key: str) -> bytes:
-        return self.fs.cat_file(self.full(key))
+        fs = self.fs
+        if isinstance(fs, ARCHIVE_FILESYSTEMS):  # one shared file handle: not thread-safe
+            with _ARCHIVE_LOCK:
+                return fs.cat_file(self.full(key))
+        return fs.cat_file(self.full(key))
+
+    def read_many(self, keys: list[str]) -> dict[str, bytes]:
+        """Several objects with one concurrent call (s3fs batches the GETs)."""
+        if not keys:
+            return {}
+        fs = self.fs
+        if isinstance(fs, ARCHIVE_FILESYSTEMS):
+            return {k: self.read(k) for k in keys}
+        full = {self.full(k): k for k in keys}
+        got = fs.cat(list(full))
+        return {full[p]: data for p, data in got.items()}
 
     def exists(self, key: str) -> bool:
         return self.fs.exists(self.full(key))
@@ -99,7 +126,7 @@ class Root:
         fs, base = self.fs_path
         top = posixpath.join(base, prefix) if prefix else base
         try:
-            found = fs.find(top)
+            found = _find(fs, top)
         except FileNotFoundError:
             return
         base_norm = base.rstrip("/")
@@ -113,7 +140,7 @@ class Root:
         fs, base = self.fs_path
         top = posixpath.join(base, prefix) if prefix else base
         try:
-            found = fs.find(top, detail=True)
+            found = _find(fs, top, detail=True)
         except FileNotFoundError:
             return
         base_norm = base.rstrip("/")
@@ -143,6 +170,17 @@ class Root:
             self.fs.rm([self.full(k) for k in keys])
 
 
+def _find(fs: fsspec.AbstractFileSystem, top: str, **kwargs: Any) -> Any:
+    """fs.find that leaves no listing behind in the filesystem's cache (s3fs keeps one): other
+    processes write under the listed prefix afterwards (workers commit manifest parts), and
+    s3fs answers info/exists/cat_file of a path from a cached listing of its parent - so an
+    object written after the listing would be reported missing (FileNotFoundError)."""
+    try:
+        return fs.find(top, **kwargs)
+    finally:
+        fs.invalidate_cache()
+
+
 def _atomic_local_write(path: str, data: bytes) -> None:
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     tmp = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
@@ -151,14 +189,18 @@ def _atomic_local_write(path: str, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+_ARCHIVE_LOCK = threading.Lock()
+ARCHIVE_FILESYSTEMS = (TarFileSystem, ZipFileSystem)
+
 _FS_CACHE: dict[tuple[str, str], tuple[fsspec.AbstractFileSystem, str]] = {}
 
 
 def _open(url: str, options: dict[str, Any]) -> tuple[fsspec.AbstractFileSystem, str]:
     key = (url, repr(sorted(options.items())))
     if key not in _FS_CACHE:
-        if url.endswith(".tar") and "::" not in url and not url.startswith("tar://"):
-            fs = fsspec.filesystem("tar", fo=url, target_options=options or None)
+        if url.endswith((".tar", ".zip")) and "::" not in url and \
+                not url.startswith(("tar://", "zip://")):
+            fs = fsspec.filesystem(url[-3:], fo=url, target_options=options or None)
             _FS_CACHE[key] = (fs, "")
         else:
             fs, path = fsspec.core.url_to_fs(url, **options)

@@ -3,10 +3,11 @@
 A partition is a list of item keys. Inputs are read a few items ahead on threads (object
 storage latency overlaps rendering). For each item: parse the annotation, render once,
 let every requested format encode from the same stamps, and collect the blobs; the partition's
-blobs are written concurrently in batches (bounded bytes in flight), then - last - its manifest
-part `_manifest/part-NNNNN.jsonl`. The part's existence is the partition's commit: a rerun
-skips committed partitions, and since every key is a pure function of (output, format, item),
-a retried partition overwrites its own half-written objects and never duplicates them.
+blobs are written concurrently in batches on a background thread while later items render
+(bounded bytes in flight), then - last - its manifest part `_manifest/part-NNNNN.jsonl`.
+The part's existence is the partition's commit: a rerun skips committed partitions, and since
+every key is a pure function of (output, format, item), a retried partition overwrites its
+own half-written objects and never duplicates them.
 
 Per-item data errors (`ItemError`, `InputError`) become `failed` manifest lines; anything else
 (storage down, worker killed) propagates, so Dask retries the whole partition.
@@ -29,13 +30,14 @@ from maskcore.limits import Limits
 from maskcore.manifest import ManifestEntry, fingerprint
 from maskcore.model import ClassTable
 
-from .listing import ItemRef
+from .listing import ItemRef, read_annotation
 from .storage import Root
 
 log = logging.getLogger("maskjob")
 
 MANIFEST_DIR = "_manifest"
-FLUSH_BYTES = 64 * 1024 * 1024
+FLUSH_BYTES = 32 * 1024 * 1024
+FLUSH_OBJECTS = 256
 READ_AHEAD = 4  # items whose inputs are being read while the current one renders
 
 
@@ -93,7 +95,7 @@ def _fetch(job: PartitionJob, ref: ItemRef, with_image: bool) -> _Fetched:
     got = _Fetched()
     try:
         if ref.ann_inline is None and ref.ann_key is not None and not ref.problem:
-            got.ann = job.source.read(ref.ann_key)
+            got.ann = read_annotation(job.source, ref)
         if with_image and ref.image_key is not None and not ref.problem:
             got.image = job.source.read(ref.image_key)
     except FileNotFoundError as e:  # vanished since listing: that item fails alone
@@ -139,7 +141,7 @@ def _export_item(job: PartitionJob, ref: ItemRef, fetched: Future[_Fetched] | No
     if ref.ann_inline is None and ref.ann_key is None:
         raise ItemError("Expected an annotation file for this image. Got none instead.")
     ann = ref.ann_inline if ref.ann_inline is not None else (
-        got.ann if got.ann is not None else job.source.read(ref.ann_key or ""))
+        got.ann if got.ann is not None else read_annotation(job.source, ref))
     entry.inputs["annotation"] = {**fingerprint(ref.ann_key or "", ann), "tag": ref.ann_tag}
     reader = INPUT_FORMATS[job.reader]
     item = reader.parse_item(ann, job.classes, dataset=ref.dataset, name=ref.name,
@@ -151,8 +153,10 @@ def _export_item(job: PartitionJob, ref: ItemRef, fetched: Future[_Fetched] | No
         entry.inputs["image"] = {**fingerprint(ref.image_key, data), "tag": ref.image_tag}
         return data
 
-    ctx = ItemContext(item, job.classes, read_image if ref.image_key else None, ann, job.limits,
-                      reader.RULE, job.dest.uri, job.source.uri)
+    # the annotation is copied verbatim only into a project of its own format
+    own_ann = ann if job.reader == "supervisely" else None
+    ctx = ItemContext(item, job.classes, read_image if ref.image_key else None, own_ann,
+                      job.limits, reader.RULE, job.dest.uri, job.source.uri)
     blobs: list[Blob] = []
     first: ItemOutput | None = None
     for name in job.formats:
@@ -166,35 +170,67 @@ def _export_item(job: PartitionJob, ref: ItemRef, fetched: Future[_Fetched] | No
     return entry, blobs
 
 
+class _BackgroundWriter:
+    """Writes batches of blobs on one thread while the partition goes on rendering; at most one
+    batch is in flight and one filling, so memory stays bounded (~2 x FLUSH_BYTES)."""
+
+    def __init__(self, dest: Root) -> None:
+        self.dest = dest
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="write")
+        self.inflight: Future[None] | None = None
+
+    def submit(self, batch: dict[str, bytes]) -> None:
+        self.wait()
+        if batch:
+            self.inflight = self.pool.submit(self.dest.write_many, batch)
+
+    def wait(self) -> None:
+        if self.inflight is not None:
+            fut, self.inflight = self.inflight, None
+            fut.result()  # a storage error propagates: Dask retries the partition
+
+    def close(self) -> None:
+        try:
+            self.wait()
+        finally:
+            self.pool.shutdown(wait=True)
+
+
 def process_partition(job: PartitionJob) -> dict[str, int]:
     """Export one partition; write its outputs, then its manifest part. Returns counts."""
     lines: list[str] = []
     pending: dict[str, bytes] = {}
     pending_bytes = 0
     counts = {"items": 0, "ok": 0, "failed": 0, "unchanged": 0, "outputs": 0, "bytes": 0}
-    for ref, fetched in _read_ahead(job, job.items):
-        try:
-            entry, blobs = _export_item(job, ref, fetched)
-        except (ItemError, InputError) as e:
-            entry = ManifestEntry(dataset=ref.dataset, item=ref.name, status="failed",
-                                  error=str(e))
-            blobs = []
-        except MemoryError:
-            entry = ManifestEntry(dataset=ref.dataset, item=ref.name, status="failed",
-                                  error="Expected an item that fits in worker memory. "
-                                        "Got a MemoryError instead.")
-            blobs = []
-        counts["items"] += 1
-        counts[entry.status] += 1
-        for b in blobs:
-            pending[b.key] = b.data
-            pending_bytes += len(b.data)
-            counts["outputs"] += 1
-            counts["bytes"] += len(b.data)
-        if pending_bytes >= FLUSH_BYTES:
-            job.dest.write_many(pending)
-            pending, pending_bytes = {}, 0
-        lines.append(entry.to_line())
-    job.dest.write_many(pending)
+    writer = _BackgroundWriter(job.dest)
+    try:
+        for ref, fetched in _read_ahead(job, job.items):
+            try:
+                entry, blobs = _export_item(job, ref, fetched)
+            except (ItemError, InputError) as e:
+                entry = ManifestEntry(dataset=ref.dataset, item=ref.name, status="failed",
+                                      error=str(e))
+                blobs = []
+            except MemoryError:
+                entry = ManifestEntry(dataset=ref.dataset, item=ref.name, status="failed",
+                                      error="Expected an item that fits in worker memory. "
+                                            "Got a MemoryError instead.")
+                blobs = []
+            counts["items"] += 1
+            counts[entry.status] += 1
+            for b in blobs:
+                pending[b.key] = b.data
+                pending_bytes += len(b.data)
+                counts["outputs"] += 1
+                counts["bytes"] += len(b.data)
+            if pending_bytes >= FLUSH_BYTES or len(pending) >= FLUSH_OBJECTS:
+                writer.submit(pending)
+                pending, pending_bytes = {}, 0
+            lines.append(entry.to_line())
+        writer.submit(pending)
+        writer.wait()
+    finally:
+        writer.close()
+    # the commit: written only after every output of the partition is stored
     job.dest.write(part_key(job.pid), "".join(lines).encode())
     return counts

@@ -11,7 +11,7 @@ import logging
 from maskcore.errors import InputError, ItemError
 from maskcore.formats import INPUT_FORMATS
 
-from .listing import Listing
+from .listing import Listing, read_annotation
 from .storage import Root
 
 log = logging.getLogger("maskjob")
@@ -24,7 +24,7 @@ def validate(source: Root, listing: Listing, spec) -> int:
         try:
             if ref.problem or (ref.ann_key is None and ref.ann_inline is None):
                 raise ItemError(ref.problem or "no annotation file")
-            ann = ref.ann_inline if ref.ann_inline is not None else source.read(ref.ann_key or "")
+            ann = read_annotation(source, ref)
             reader.parse_item(ann, listing.classes, dataset=ref.dataset, name=ref.name,
                               image_key=ref.image_key, ann_key=ref.ann_key, limits=spec.limits)
         except (ItemError, InputError) as e:

@@ -19,12 +19,17 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import supervisely, supervisely_masks
+from . import clearml, coco, cvat, cvat_masks, supervisely, supervisely_masks, zarr_masks
 
 FORMATS: dict[str, ModuleType] = {
     supervisely_masks.NAME: supervisely_masks,
+    cvat_masks.NAME: cvat_masks,
+    clearml.NAME: clearml,
+    zarr_masks.NAME: zarr_masks,
 }
 
 INPUT_FORMATS: dict[str, ModuleType] = {
     supervisely.NAME: supervisely,
+    cvat.NAME: cvat,  # CVAT for images 1.1 XML and Segmentation Mask 1.1
+    coco.NAME: coco,
 }

@@ -19,6 +19,28 @@ from ..limits import DEFAULT_LIMITS, Limits
 from ..model import ClassTable, Item
 from ..rasterize import Stamp, render
 
+PACK_MAGIC = b"MJPARTS1"
+
+
+def pack_parts(parts: list[bytes]) -> bytes:
+    """Several input files of one item as one bytes (readers take one): magic, count, sizes."""
+    head = PACK_MAGIC + len(parts).to_bytes(4, "big")
+    return b"".join([head, *(len(p).to_bytes(8, "big") for p in parts), *parts])
+
+
+def unpack_parts(data: bytes) -> list[bytes]:
+    if not data.startswith(PACK_MAGIC) or len(data) < 12:
+        raise ItemError("Expected packed item files. Got other bytes instead.")
+    n = int.from_bytes(data[8:12], "big")
+    sizes = [int.from_bytes(data[12 + 8 * k:20 + 8 * k], "big") for k in range(n)]
+    pos, out = 12 + 8 * n, []
+    for size in sizes:
+        out.append(data[pos:pos + size])
+        pos += size
+    if pos != len(data):
+        raise ItemError("Expected packed item files. Got truncated bytes instead.")
+    return out
+
 
 @dataclass(frozen=True)
 class Blob:

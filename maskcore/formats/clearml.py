@@ -1,0 +1,147 @@
+"""Writer of the `clearml` format: Hyper-Dataset masks, labels and frames (SPEC 2.3).
+
+Layout under `clearml/`:
+- `masks/<dataset>/<stem>.png`: RGB PNG, class i (position in the class list, from 1) painted
+  as (i, i, i), background (0, 0, 0) - the pixel values `set_masks_labels` maps (reference C.2);
+  labels in drawing order (`indexed.py`: z_order, then annotation order, later on top);
+- `mask_labels.json`: `{"_all_": [{"value": [r, g, b], "labels": [name]}, ...]}`, background
+  first - the form ClearML stores as version metadata (reference C.1);
+- `frames.jsonl`: one frame per image, assembled at finalize (jobs/assemble.py) from the
+  per-item frames `_frames/<dataset>/<stem>.json` that `write_item` returns, so no process ever
+  holds more than a batch of frames. A frame is in the shape `DataEntryImage.from_api_object`
+  reads (clearml.hyperdatasets, reference C.1/C.3): `sources[]` with the image `uri`, `width`,
+  `height`, `timestamp` 0 and `masks[]` {id "00", content_type, uri, timestamp}; `rois[]` with
+  `label`, `sources` and `mask` {id, value} for each class present in the mask.
+URIs are final: the image's input URL and the mask's output URL (`ItemContext.input_uri` /
+`output_uri`), so users register frames without uploading anything.
+
+More than 255 classes cannot be written as (i, i, i) in 8 bits: a config error before any work.
+"""
+
+from __future__ import annotations
+
+import json
+import mimetypes
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+
+from .. import paths
+from ..errors import ConfigError, expected
+from ..model import ClassTable
+from . import indexed
+from .base import Blob, ItemContext, ItemOutput
+
+NAME = "clearml"
+MASKS_DIR = "masks"
+FRAMES_DIR = "_frames"
+FRAMES_FILE = "frames.jsonl"
+LABELS_FILE = "mask_labels.json"
+MASK_ID = "00"
+MAX_CLASSES = 255
+
+
+@dataclass(frozen=True)
+class ClearmlOptions:
+    """`source_id`: the frame's source (sub-entry) name; the new SDK's default is
+    'image_entry_0', the legacy SingleFrame's 'default'. `thickness`: strokes of lines and
+    points (Supervisely inputs), as in the supervisely writer."""
+
+    source_id: str = "image_entry_0"
+    thickness: int = 2
+
+    @classmethod
+    def from_mapping(cls, raw: Mapping[str, Any], *, prefix: str, defaults: Mapping[str, Any]
+                     ) -> ClearmlOptions:
+        merged = {**defaults, **raw}
+        for k in merged:
+            if k not in cls.__dataclass_fields__:
+                raise ConfigError(expected(f"one of {sorted(cls.__dataclass_fields__)}", k),
+                                  key=f"{prefix}.{k}")
+        sid = merged.get("source_id", cls.source_id)
+        if not isinstance(sid, str) or not sid:
+            raise ConfigError(expected("a non-empty source id", sid), key=f"{prefix}.source_id")
+        t = merged.get("thickness", cls.thickness)
+        if isinstance(t, bool) or not isinstance(t, int) or not 1 <= t <= 1000:
+            raise ConfigError(expected("an integer thickness in 1..1000", t),
+                              key=f"{prefix}.thickness")
+        return cls(source_id=sid, thickness=t)
+
+    def check_classes(self, classes: ClassTable, prefix: str) -> None:
+        if len(classes) > MAX_CLASSES:
+            raise ConfigError(expected(f"at most {MAX_CLASSES} classes for (i, i, i) mask "
+                                       "values in 8-bit RGB", f"{len(classes)} classes"),
+                              key=prefix)
+
+
+Options = ClearmlOptions  # writer interface (see formats/__init__.py)
+
+
+def mask_key(dataset: str, stem: str) -> str:
+    return paths.join(NAME, MASKS_DIR, dataset, stem + ".png")
+
+
+def frame_key(dataset: str, stem: str) -> str:
+    return paths.join(NAME, FRAMES_DIR, dataset, stem + ".json")
+
+
+def _content_type(name: str) -> str:
+    return mimetypes.guess_type(name)[0] or "application/octet-stream"
+
+
+def frame(ctx: ItemContext, opts: ClearmlOptions, mask_uri: str, present: list[int]
+          ) -> dict[str, Any]:
+    """The frame dict of one item; `present` are the class indices (from 1) in its mask."""
+    item = ctx.item
+    source: dict[str, Any] = {"id": opts.source_id}
+    if item.image_key is not None:
+        source["uri"] = ctx.input_uri(item.image_key)
+        source["content_type"] = _content_type(item.name)
+    source.update({
+        "width": item.width, "height": item.height, "timestamp": 0,
+        "masks": [{"id": MASK_ID, "content_type": "image/png", "uri": mask_uri,
+                   "timestamp": 0}],
+    })
+    rois = [{"label": [ctx.classes[i - 1].name], "sources": [opts.source_id],
+             "meta": {"_type": "mask"}, "mask": {"id": MASK_ID, "value": [i, i, i]}}
+            for i in present]
+    return {"id": paths.join(item.dataset, item.name), "meta": {"dataset": item.dataset,
+                                                              "image": item.name},
+            "sources": [source], "rois": rois}
+
+
+def gray_rgb_png(index: np.ndarray) -> bytes:
+    """An 8-bit RGB PNG of (v, v, v). PNG filter NONE: on such masks 40% smaller and ~15% faster
+    than OpenCV's default (SUB), which finds nothing to predict across the equal channels."""
+    ok, buf = cv2.imencode(".png", cv2.merge([index, index, index]),
+                           [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_NONE])
+    if not ok:
+        raise ValueError(f"cv2.imencode failed for an array of shape {index.shape}")
+    return buf.tobytes()
+
+
+def write_item(ctx: ItemContext, opts: ClearmlOptions) -> ItemOutput:
+    item = ctx.item
+    m = indexed.maps(ctx, opts.thickness)
+    key = mask_key(item.dataset, item.stem)
+    doc = frame(ctx, opts, ctx.output_uri(key), m.present)
+    data = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
+    blobs = [Blob(key, gray_rgb_png(m.classes)),
+             Blob(frame_key(item.dataset, item.stem), data)]
+    return ItemOutput(blobs, dict(m.class_pixels), len(m.stamps))
+
+
+def mask_labels(classes: ClassTable) -> dict[str, Any]:
+    values = [{"value": [0, 0, 0], "labels": ["background"]}]
+    values += [{"value": [i, i, i], "labels": [c.name]}
+               for i, c in enumerate(classes.classes, start=1)]
+    return {"_all_": values}
+
+
+def dataset_files(classes: ClassTable, opts: ClearmlOptions) -> list[Blob]:
+    """mask_labels.json; frames.jsonl is assembled from the per-item frames at finalize."""
+    return [Blob(paths.join(NAME, LABELS_FILE),
+                 json.dumps(mask_labels(classes), indent=2, ensure_ascii=False).encode())]

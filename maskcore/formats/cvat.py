@@ -1,0 +1,619 @@
+"""CVAT inputs: "CVAT for images 1.1" XML tasks and "Segmentation Mask 1.1" archives.
+
+Constants shared by the reader, the `cvat` writer (`cvat_masks.py`) and the listing
+(`jobs/listing_cvat.py`), and the pure parsers (bytes in, model out). One reader name, `cvat`,
+covers both CVAT formats; `parse_item` tells them apart by the bytes it is given:
+
+- `<image ...>` element bytes (the listing cuts them out of annotations.xml, one per item):
+  shapes in CVAT's own order (reference/cvat_clearml.md A.5, A.6): labels are returned sorted by
+  z_order (stable, as CVAT's `group_by_frame`), then rotated boxes last within their z_order
+  (CVAT's `RotatedBoxesToPolygons` appends the polygons it makes). Geometries:
+  polygon -> CocoPolygon (float points rounded to 2 decimals in float64, as CVAT's datumaro
+  stores them); box -> CocoPolygon of its corners computed with datumaro's float arithmetic
+  (`Bbox(x, y, x1 - x, y1 - y).as_polygon()`), rotated about its centre as CVAT does;
+  ellipse -> Ellipse with CVAT's points `[cx, cy, cx + rx, cy - ry]` turned back into radii;
+  mask (`rle`, `left`, `top`, `width`, `height`; row-major runs starting with a 0-run) ->
+  Bitmap; polyline -> Polyline and points -> Point (floored; the coco rule does not paint
+  them, as CVAT's mask export). Cuboids, skeletons and tags paint nothing in CVAT's mask
+  export and are skipped.
+- a Segmentation Mask item: the SegmentationClass PNG alone, or `base.pack_parts([class PNG,
+  SegmentationObject PNG])`; classes come from `parse_labelmap` (datumaro's importer rules,
+  A.4, A.9) as a `LabelMapClasses`. 1-channel PNGs hold labelmap line indices, 3-channel ones
+  colours (alpha ignored; palette PNGs decode to colours, as in datumaro). With an object PNG:
+  one Bitmap per instance id in ascending order (an instance spanning several classes takes the
+  largest labelmap index, as datumaro), and an empty placeholder for every unused id below the
+  largest, so that exporting again numbers the instances exactly as they were. Without one: one
+  Bitmap per class present. Unlike datumaro, the background label is never an annotation, a
+  16-bit PNG is an error (datumaro wraps it to 8 bits) and an instance lying on background only
+  is an error.
+
+Class index i (from 0) is the i-th CVAT label (skeleton sub-labels, which CVAT lists with a
+`<parent>`, are skipped: they paint nothing) or the i-th labelmap line that is not background.
+"""
+
+from __future__ import annotations
+
+import math
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import IO, Any
+
+import cv2
+import numpy as np
+
+from ..errors import InputError, ItemError, expected
+from ..limits import DEFAULT_LIMITS, Limits, check_coordinate, check_image_size, png_header_size
+from ..model import (
+    RGB,
+    Bitmap,
+    ClassInfo,
+    ClassTable,
+    CocoPolygon,
+    Ellipse,
+    Geometry,
+    Item,
+    Label,
+    Point,
+    Polyline,
+)
+from ..palette import voc_color
+from .base import PACK_MAGIC, unpack_parts
+
+NAME = "cvat"
+RULE = "coco"  # pycocotools for polygons and boxes; ellipses by OpenCV (SPEC 2.5)
+
+# CVAT for images 1.1 task layout
+ANNOTATIONS_FILE = "annotations.xml"
+IMAGES_DIR = "images"
+
+# Segmentation Mask 1.1 layout (datumaro voc_segmentation)
+LABELMAP_FILE = "labelmap.txt"
+LABELMAP_HEADER = "# label:color_rgb:parts:actions"
+SEGM_LIST_DIR = "ImageSets/Segmentation"
+CLASS_DIR = "SegmentationClass"
+OBJECT_DIR = "SegmentationObject"
+VOC_IMAGES_DIR = "JPEGImages"
+MASK_EXT = ".png"
+DEFAULT_SUBSET = "default"
+BACKGROUND = "background"
+VOID_COLOR: RGB = (224, 224, 192)  # VOC index 255
+
+# datumaro's default labelmap when an archive has none: VOC classes, then `ignored`
+VOC_LABELS = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",
+              "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant",
+              "sheep", "sofa", "train", "tvmonitor")
+
+
+# ---------------------------------------------------------------------------- names
+def item_id(name: str) -> str:
+    """CVAT's item id: the image name minus its last extension, sub-folders kept
+    ('dir/sub/img.with.dots.jpg' -> 'dir/sub/img.with.dots')."""
+    head, sep, tail = name.rpartition("/")
+    stem, dot, _ext = tail.rpartition(".")
+    stem = stem if dot and stem else tail
+    return f"{head}{sep}{stem}"
+
+
+def subset_problem(subset: str) -> str | None:
+    """Why `subset` cannot name an ImageSets/Segmentation list, or None if it can.
+
+    datumaro's importer skips list files whose name has '_' (VOC per-class lists look like
+    `cat_train.txt`): such a subset would silently vanish on import.
+    """
+    if not subset or subset in (".", "..") or any(c in subset for c in "/\\\x00\n\r"):
+        return expected("a subset name usable as a file name", subset)
+    if "_" in subset:
+        return expected("a subset name without '_' (CVAT's importer skips list files whose "
+                        "name has '_')", subset)
+    return None
+
+
+# ---------------------------------------------------------------------------- CVAT XML
+def _reject_doctype(head: bytes, where: str) -> None:
+    """No DTD: CVAT writes none, and entities are how XML bombs explode."""
+    if b"<!DOCTYPE" in head or b"<!ENTITY" in head:
+        raise InputError(f"{where}: " + expected("XML without a DOCTYPE (CVAT writes none)",
+                                                 "a DOCTYPE/ENTITY declaration"))
+
+
+def _hex_color(value: str | None, fallback: RGB) -> RGB:
+    if value is None:
+        return fallback
+    v = value.strip()
+    if len(v) == 7 and v[0] == "#":
+        try:
+            return (int(v[1:3], 16), int(v[3:5], 16), int(v[5:7], 16))
+        except ValueError:
+            pass
+    raise InputError(f"{ANNOTATIONS_FILE}: " + expected("a label colour like '#fa3253'", value))
+
+
+def classes_from_meta(meta: ET.Element) -> ClassTable:
+    """The `<labels>` of a task, job or project meta -> ClassTable in file order."""
+    labels = None
+    for path in ("task/labels", "project/labels", "job/labels", "labels"):
+        labels = meta.find(path)
+        if labels is not None:
+            break
+    if labels is None:
+        raise InputError(f"{ANNOTATIONS_FILE}: " + expected(
+            "<meta><task|project|job><labels> with the task's labels", "no <labels>"))
+    out: list[ClassInfo] = []
+    seen: set[str] = set()
+    for el in labels.findall("label"):
+        if (el.findtext("parent") or "").strip():
+            continue  # skeleton sub-label: paints nothing
+        name = el.findtext("name")
+        if not name:
+            raise InputError(f"{ANNOTATIONS_FILE}: " + expected("a <name> in every <label>",
+                                                                ET.tostring(el)[:80]))
+        if name in seen:
+            raise InputError(f"{ANNOTATIONS_FILE}: " + expected("unique label names", name))
+        seen.add(name)
+        out.append(ClassInfo(name, _hex_color(el.findtext("color"), voc_color(len(out) + 1))))
+    return ClassTable(tuple(out))
+
+
+def iter_task(stream: IO[bytes]) -> Iterator[ClassTable | tuple[dict[str, str], bytes]]:
+    """Stream a CVAT for images 1.1 annotations.xml: yields the ClassTable (from `<meta>`)
+    first, then `(image attributes, <image> element bytes)` per image, in file order.
+    Memory: one `<image>` element at a time."""
+    depth = 0
+    root: ET.Element | None = None
+    classes_sent = False
+    head = stream.read(1 << 16)
+    while b"<annotations" not in head and len(head) < 1 << 22:  # a DTD must precede the root
+        more = stream.read(1 << 16)
+        if not more:
+            break
+        head += more
+    root_at = head.find(b"<annotations")
+    _reject_doctype(head if root_at < 0 else head[:root_at], ANNOTATIONS_FILE)
+    parser = ET.XMLPullParser(events=("start", "end"))
+    chunk = head
+    try:
+        while chunk:
+            parser.feed(chunk)
+            for event, el in parser.read_events():
+                if event == "start":
+                    depth += 1
+                    if depth == 1:
+                        root = el
+                        if el.tag != "annotations":
+                            raise InputError(f"{ANNOTATIONS_FILE}: " + expected(
+                                "<annotations> at the root (CVAT for images 1.1)", el.tag))
+                    elif depth == 2 and el.tag == "track":
+                        raise InputError(f"{ANNOTATIONS_FILE}: " + expected(
+                            "CVAT for images 1.1 (<image> elements)",
+                            "<track> elements (CVAT for video 1.1); export the task as "
+                            "'CVAT for images 1.1'"))
+                    continue
+                depth -= 1
+                if depth != 1:
+                    continue
+                assert root is not None
+                if el.tag == "meta":
+                    yield classes_from_meta(el)
+                    classes_sent = True
+                elif el.tag == "image":
+                    if not classes_sent:
+                        raise InputError(f"{ANNOTATIONS_FILE}: " + expected(
+                            "<meta> with the labels before the first <image>", "<image>"))
+                    yield dict(el.attrib), ET.tostring(el)
+                root.remove(el)
+            chunk = stream.read(1 << 20)
+        parser.close()
+    except ET.ParseError as e:
+        raise InputError(f"{ANNOTATIONS_FILE}: " + expected("well-formed XML", str(e))) from None
+    if not classes_sent:
+        raise InputError(f"{ANNOTATIONS_FILE}: " + expected("a <meta> element with labels",
+                                                            "none"))
+
+
+def parse_task_classes(data: bytes) -> ClassTable:
+    """The ClassTable of a whole annotations.xml (small inputs, tests)."""
+    import io
+
+    for first in iter_task(io.BytesIO(data)):
+        assert isinstance(first, ClassTable)
+        return first
+    raise InputError(f"{ANNOTATIONS_FILE}: " + expected("a <meta> element with labels", "none"))
+
+
+def _number(el: ET.Element, key: str, limits: Limits, where: str, default: float | None = None
+            ) -> float:
+    raw = el.get(key)
+    if raw is None:
+        if default is not None:
+            return default
+        raise ItemError(expected(f"attribute '{key}'", None), where=where)
+    try:
+        v = float(raw)
+    except ValueError:
+        raise ItemError(expected(f"a number in '{key}'", raw), where=where) from None
+    return check_coordinate(v, limits, f"{where} {key}")
+
+
+def _int_attr(el: ET.Element, key: str, where: str, default: int = 0) -> int:
+    raw = el.get(key)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ItemError(expected(f"an integer in '{key}'", raw), where=where) from None
+
+
+def _points(el: ET.Element, limits: Limits, where: str, minimum: int) -> np.ndarray:
+    raw = el.get("points")
+    if raw is None:
+        raise ItemError(expected("attribute 'points'", None), where=where)
+    try:
+        pts = [tuple(float(v) for v in p.split(",")) for p in raw.split(";") if p.strip()]
+    except ValueError:
+        raise ItemError(expected("points like 'x1,y1;x2,y2'", raw[:60]), where=where) from None
+    if any(len(p) != 2 for p in pts):
+        raise ItemError(expected("points like 'x1,y1;x2,y2'", raw[:60]), where=where)
+    if len(pts) < minimum:
+        raise ItemError(expected(f"at least {minimum} points", len(pts)), where=where)
+    arr = np.array(pts, dtype=np.float64).reshape(-1, 2)
+    for v in arr.ravel():
+        check_coordinate(float(v), limits, where)
+    return arr
+
+
+def fork_round(values: list[float] | np.ndarray) -> np.ndarray:
+    """CVAT's datumaro keeps every shape's points as float64 rounded to 2 decimals
+    (`np.around(points, 2)`; upstream datumaro 1.13 goes through float32 instead, which moves
+    vertices on pycocotools' snap boundaries such as 9.9)."""
+    return np.around(np.asarray(values, dtype=np.float64), 2)
+
+
+def box_polygon(xtl: float, ytl: float, xbr: float, ybr: float, rotation: float) -> np.ndarray:
+    """A CVAT box as the float polygon CVAT's mask export rasterizes (A.5), in the same float
+    operations: `Bbox(x, y, x1 - x, y1 - y)` stores rounded `[x, y, x + w, y + h]`; unrotated it
+    paints `as_polygon()` (x + w recomputed from the stored points, not rounded); rotated,
+    `RotatedBoxesToPolygons` turns the stored corners about their centre by `radians(rotation)`
+    into a Polygon, whose points are rounded again."""
+    x0, y0, x1, y1 = fork_round([xtl, ytl, xtl + (xbr - xtl), ytl + (ybr - ytl)]).tolist()
+    if not rotation:
+        w, h = x1 - x0, y1 - y0  # Bbox.get_bbox()
+        return np.array([x0, y0, x0 + w, y0, x0 + w, y0 + h, x0, y0 + h], dtype=np.float64)
+    angle = math.radians(rotation)
+    cx, cy = x0 + (x1 - x0) / 2, y0 + (y1 - y0) / 2
+    c, s = math.cos(angle), math.sin(angle)
+    out = []
+    for x, y in ((x0, y0), (x1, y0), (x1, y1), (x0, y1)):
+        out += [cx + c * (x - cx) - s * (y - cy), cy + s * (x - cx) + c * (y - cy)]
+    return fork_round(out)
+
+
+def rle_mask(el: ET.Element, limits: Limits, where: str) -> Bitmap | None:
+    """A CVAT `<mask>`: runs over its width x height box, row-major, starting with a 0-run."""
+    left = _int_attr(el, "left", where)
+    top = _int_attr(el, "top", where)
+    width = _int_attr(el, "width", where, -1)
+    height = _int_attr(el, "height", where, -1)
+    check_coordinate(left, limits, f"{where} left")
+    check_coordinate(top, limits, f"{where} top")
+    check_image_size(width, height, limits, what="mask")
+    raw = el.get("rle", "")
+    try:
+        counts = np.array([int(v) for v in raw.replace(" ", "").split(",") if v], dtype=np.int64)
+    except ValueError:
+        raise ItemError(expected("'rle' as comma-separated integers", raw[:60]),
+                        where=where) from None
+    if counts.size and counts.min() < 0:
+        raise ItemError(expected("non-negative run lengths in 'rle'", int(counts.min())),
+                        where=where)
+    total = int(counts.sum())
+    if total != width * height:
+        raise ItemError(expected(f"runs adding up to width x height = {width * height}", total),
+                        where=where)
+    values = (np.arange(counts.size) % 2).astype(bool)
+    mask = np.repeat(values, counts).reshape(height, width)
+    if not mask.any():
+        return None
+    return Bitmap(left, top, mask)
+
+
+def _shape(el: ET.Element, limits: Limits, where: str) -> tuple[Geometry | None, bool]:
+    """(geometry, is a rotated box) of one shape element; geometry None: skipped kind."""
+    tag = el.tag
+    if tag == "polygon":
+        pts = _points(el, limits, where, 3)
+        return CocoPolygon((fork_round(pts.ravel()),)), False
+    if tag == "box":
+        xtl, ytl = _number(el, "xtl", limits, where), _number(el, "ytl", limits, where)
+        xbr, ybr = _number(el, "xbr", limits, where), _number(el, "ybr", limits, where)
+        rotation = _number(el, "rotation", limits, where, 0.0)
+        return CocoPolygon((box_polygon(xtl, ytl, xbr, ybr, rotation),)), bool(rotation)
+    if tag == "ellipse":
+        cx, cy = _number(el, "cx", limits, where), _number(el, "cy", limits, where)
+        rx, ry = _number(el, "rx", limits, where), _number(el, "ry", limits, where)
+        rotation = _number(el, "rotation", limits, where, 0.0)
+        right, top = cx + rx, cy - ry  # CVAT stores [cx, cy, rightX, topY]
+        return Ellipse(cx, cy, right - cx, cy - top, rotation), False
+    if tag == "mask":
+        return rle_mask(el, limits, where), False
+    if tag == "polyline":
+        pts = np.floor(_points(el, limits, where, 2)).astype(np.int64)
+        return Polyline(pts), False
+    return None, False
+
+
+def parse_image_element(data: bytes, classes: ClassTable, *, dataset: str, name: str,
+                        image_key: str | None, ann_key: str | None, limits: Limits) -> Item:
+    """One `<image>` element of annotations.xml -> Item (labels in CVAT's paint order)."""
+    if len(data) > limits.max_annotation_bytes:
+        raise ItemError(expected(f"an <image> element of at most {limits.max_annotation_bytes} "
+                                 "bytes", len(data)))
+    if b"<!DOCTYPE" in data or b"<!ENTITY" in data:
+        raise ItemError(expected("an <image> element without DTD declarations", "a DOCTYPE"))
+    try:
+        el = ET.fromstring(data)
+    except ET.ParseError as e:
+        raise ItemError(expected("a well-formed <image> element", str(e))) from None
+    if el.tag != "image":
+        raise ItemError(expected("an <image> element", el.tag))
+    where_img = f"<image name={el.get('name')!r}>"
+    try:
+        width, height = int(el.get("width", "")), int(el.get("height", ""))
+    except ValueError:
+        raise ItemError(expected("integer 'width' and 'height'",
+                                 (el.get("width"), el.get("height"))), where=where_img) from None
+    check_image_size(width, height, limits)
+    shapes = list(el)
+    if len(shapes) > limits.max_objects:
+        raise ItemError(expected(f"at most {limits.max_objects} shapes", len(shapes)))
+    index = {c.name: i for i, c in enumerate(classes.classes)}
+    found: list[tuple[int, bool, int, Label]] = []
+    for k, sh in enumerate(shapes):
+        label_name = sh.get("label")
+        where = f"<{sh.tag}> #{k} ({label_name})"
+        if sh.tag in ("tag", "cuboid", "skeleton"):
+            continue
+        if sh.tag not in ("polygon", "box", "ellipse", "mask", "polyline", "points"):
+            raise ItemError(expected("a CVAT shape (box, polygon, polyline, points, ellipse, "
+                                     "mask, cuboid, skeleton, tag)", sh.tag), where=where)
+        if label_name not in index:
+            raise ItemError(expected("a label declared in <meta><labels>", label_name),
+                            where=where)
+        ci = index[label_name]
+        z = _int_attr(sh, "z_order", where)
+        group = _int_attr(sh, "group_id", where)
+        if sh.tag == "points":
+            for x, y in np.floor(_points(sh, limits, where, 1)).astype(np.int64).tolist():
+                found.append((z, False, k, Label(ci, Point(x, y), z, group)))
+            continue
+        geometry, rotated = _shape(sh, limits, where)
+        if sh.tag == "mask" and geometry is None:
+            geometry = CocoPolygon(())  # an empty mask still takes its place (instance number)
+        if geometry is not None:
+            found.append((z, rotated, k, Label(ci, geometry, z, group)))
+    found.sort(key=lambda t: (t[0], t[1], t[2]))
+    return Item(dataset, name, width, height, tuple(t[3] for t in found), image_key, ann_key)
+
+
+# ---------------------------------------------------------------------------- labelmap.txt
+@dataclass(frozen=True)
+class LabelMapEntry:
+    name: str
+    color: RGB | None
+    parts: tuple[str, ...] = ()
+    actions: tuple[str, ...] = ()
+
+
+def parse_labelmap(data: bytes | None, where: str = LABELMAP_FILE) -> list[LabelMapEntry]:
+    """labelmap.txt with datumaro's importer rules (A.4): whole-line '#' comments and blank
+    lines skipped, exactly 4 ':'-separated fields, names not stripped, duplicate names refused,
+    colour 'r,g,b' (int() of each part, so spaces are tolerated) or empty. None: datumaro's
+    default VOC labelmap."""
+    if data is None:
+        entries = [LabelMapEntry(n, voc_color(i)) for i, n in enumerate(VOC_LABELS)]
+        return [*entries, LabelMapEntry("ignored", VOID_COLOR)]
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"{where}: " + expected("UTF-8 text", "undecodable bytes")) from None
+    out: list[LabelMapEntry] = []
+    seen: set[str] = set()
+    for n, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line[0] == "#":
+            continue
+        fields = line.split(":")
+        if len(fields) != 4:
+            raise InputError(f"{where} line {n}: " + expected(
+                "4 ':'-separated fields (name:r,g,b:parts:actions)", line))
+        name = fields[0]
+        if name in seen:
+            raise InputError(f"{where} line {n}: " + expected("a label defined once", name))
+        seen.add(name)
+        color = None
+        if fields[1]:
+            parts = fields[1].split(",")
+            try:
+                values = tuple(int(p) for p in parts)
+            except ValueError:
+                values = ()
+            if len(values) != 3 or not all(0 <= v <= 255 for v in values):
+                raise InputError(f"{where} line {n}: " + expected(
+                    f"an 'r,g,b' colour of label {name!r}", fields[1]))
+            color = (values[0], values[1], values[2])
+        out.append(LabelMapEntry(
+            name, color,
+            tuple(s.strip() for s in fields[2].split(",")) if fields[2] else (),
+            tuple(s.strip() for s in fields[3].split(",")) if fields[3] else ()))
+    if not out:
+        raise InputError(f"{where}: " + expected("at least one label line", "none"))
+    return out
+
+
+@dataclass(frozen=True)
+class LabelMapClasses(ClassTable):
+    """Classes of a Segmentation Mask archive (every labelmap line but the background) and
+    what decoding its PNGs needs: the background's line, the number of lines, and the inverse
+    colormap (colour -> line; the last line wins on a duplicate colour, as in datumaro)."""
+
+    background_line: int | None = None
+    lines: int = 0
+    colormap: tuple[tuple[RGB, int], ...] = ()
+
+    def line_to_class(self) -> np.ndarray:
+        """Array: labelmap line -> class index + 1 (0 for the background line)."""
+        lut = np.zeros(max(self.lines, 1), np.int64)
+        k = 0
+        for line in range(self.lines):
+            if line != self.background_line:
+                k += 1
+                lut[line] = k
+        return lut
+
+
+def labelmap_classes(entries: list[LabelMapEntry]) -> LabelMapClasses:
+    """Entries -> classes. Colours: as declared; if no line declares one, the VOC colour of the
+    line index (datumaro). Background: the first line coloured (0, 0, 0), else the line named
+    'background' (datumaro's exporter rule), else none."""
+    has_colors = any(e.color is not None for e in entries)
+    colors = [e.color if has_colors else voc_color(i) for i, e in enumerate(entries)]
+    bg = next((i for i, c in enumerate(colors) if c == (0, 0, 0)), None)
+    if bg is None:
+        bg = next((i for i, e in enumerate(entries) if e.name == BACKGROUND), None)
+    classes = tuple(ClassInfo(e.name, c if c is not None else voc_color(i), "bitmap")
+                    for i, (e, c) in enumerate(zip(entries, colors, strict=True)) if i != bg)
+    inverse: dict[RGB, int] = {}
+    for i, c in enumerate(colors):
+        if c is not None:
+            inverse[c] = i
+    return LabelMapClasses(classes, bg, len(entries), tuple(inverse.items()))
+
+
+def parse_labelmap_classes(data: bytes | None) -> LabelMapClasses:
+    return labelmap_classes(parse_labelmap(data))
+
+
+# ---------------------------------------------------------------------------- mask PNGs
+_VOC_INSTANCE = {voc_color(i): i for i in range(256)}
+
+
+def _decode_png(data: bytes, limits: Limits, where: str) -> np.ndarray:
+    try:
+        w, h = png_header_size(data)
+    except ItemError:
+        raise ItemError(expected("a PNG", f"{len(data)} bytes that are not one"),
+                        where=where) from None
+    check_image_size(w, h, limits, what=where)
+    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if arr is None:
+        raise ItemError(expected("a decodable PNG", "corrupt data"), where=where)
+    if arr.dtype != np.uint8:
+        raise ItemError(expected("an 8-bit mask PNG", f"{arr.dtype} samples (datumaro would "
+                                 "wrap them to 8 bits)"), where=where)
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    if arr.ndim == 3 and arr.shape[2] not in (3, 4):
+        raise ItemError(expected("a 1-, 3- or 4-channel mask PNG", arr.shape[2]), where=where)
+    return arr
+
+
+def _unpaint(arr: np.ndarray, colormap: dict[RGB, int], where: str) -> np.ndarray:
+    """BGR(A) pixels -> indices through `colormap` (RGB -> index); unknown colour: ItemError."""
+    bgr = arr[:, :, :3].astype(np.uint32)
+    keys = (bgr[:, :, 2] << 16) | (bgr[:, :, 1] << 8) | bgr[:, :, 0]
+    uniq, inverse = np.unique(keys.ravel(), return_inverse=True)
+    lut = np.empty(uniq.size, np.int64)
+    for k, key in enumerate(uniq.tolist()):
+        rgb = (key >> 16, (key >> 8) & 255, key & 255)
+        if rgb not in colormap:
+            raise ItemError(expected("colours declared in the labelmap",
+                                     f"undeclared colour {rgb}"), where=where)
+        lut[k] = colormap[rgb]
+    return lut[inverse].reshape(keys.shape)
+
+
+def class_lines(data: bytes, classes: LabelMapClasses, limits: Limits, where: str) -> np.ndarray:
+    """A SegmentationClass PNG -> labelmap line per pixel."""
+    arr = _decode_png(data, limits, where)
+    if arr.ndim == 2:
+        top = int(arr.max()) if arr.size else 0
+        if top >= classes.lines:
+            raise ItemError(expected(f"indices below {classes.lines} (the labelmap's lines)",
+                                     f"index {top}"), where=where)
+        return arr.astype(np.int64)
+    return _unpaint(arr, dict(classes.colormap), where)
+
+
+def object_ids(data: bytes, limits: Limits, where: str) -> np.ndarray:
+    """A SegmentationObject PNG -> instance id per pixel (VOC instance colours, or raw ids)."""
+    arr = _decode_png(data, limits, where)
+    if arr.ndim == 2:
+        return arr.astype(np.int64)
+    return _unpaint(arr, _VOC_INSTANCE, where)
+
+
+def _bitmap(sel: np.ndarray) -> Bitmap:
+    rows = np.flatnonzero(sel.any(axis=1))
+    cols = np.flatnonzero(sel.any(axis=0))
+    r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    return Bitmap(c0, r0, np.ascontiguousarray(sel[r0:r1, c0:c1]))
+
+
+def parse_mask_item(data: bytes, classes: ClassTable, *, dataset: str, name: str,
+                    image_key: str | None, ann_key: str | None, limits: Limits) -> Item:
+    """A Segmentation Mask item (class PNG, or pack_parts([class PNG, object PNG])) -> Item."""
+    if not isinstance(classes, LabelMapClasses):
+        raise ItemError(expected("the classes of a labelmap.txt", type(classes).__name__))
+    stem = item_id(name)
+    class_where = f"{CLASS_DIR}/{stem}{MASK_EXT}"
+    object_where = f"{OBJECT_DIR}/{stem}{MASK_EXT}"
+    parts = unpack_parts(data) if data.startswith(PACK_MAGIC) else [data]
+    lines = class_lines(parts[0], classes, limits, class_where)
+    height, width = lines.shape
+    to_class = classes.line_to_class()
+    labels: list[Label] = []
+    if len(parts) > 1:
+        ids = object_ids(parts[1], limits, object_where)
+        if ids.shape != lines.shape:
+            raise ItemError(expected(f"{object_where} of the class mask's size {width}x{height}",
+                                     f"{ids.shape[1]}x{ids.shape[0]}"))
+        combo = np.unique((lines << 16) | ids)  # per (line, id), ascending: the last line wins
+        owner: dict[int, int] = {}
+        for v in combo.tolist():
+            if v & 0xFFFF:
+                owner[v & 0xFFFF] = v >> 16
+        for inst in range(1, max(owner, default=0) + 1):
+            if inst not in owner:
+                labels.append(Label(0, CocoPolygon(())))  # keeps the numbering of the ids
+                continue
+            ci = int(to_class[owner[inst]]) - 1
+            if ci < 0:
+                raise ItemError(expected(f"instance {inst} of {object_where} on a labelled class",
+                                         "only background pixels in " + class_where))
+            labels.append(Label(ci, _bitmap(ids == inst)))
+    else:
+        for line in np.unique(lines).tolist():
+            ci = int(to_class[line]) - 1
+            if ci >= 0:
+                labels.append(Label(ci, _bitmap(lines == line)))
+    return Item(dataset, name, width, height, tuple(labels), image_key, ann_key)
+
+
+# ---------------------------------------------------------------------------- reader interface
+def parse_classes(data: bytes) -> ClassTable:
+    """annotations.xml -> its labels; anything else is taken as a labelmap.txt."""
+    if data.lstrip().startswith(b"<"):
+        return parse_task_classes(data)
+    return parse_labelmap_classes(data)
+
+
+def parse_item(data: bytes, classes: ClassTable, *, dataset: str, name: str,
+               image_key: str | None = None, ann_key: str | None = None,
+               limits: Limits = DEFAULT_LIMITS) -> Item:
+    """One item of either CVAT format, told apart by its bytes (see module docstring)."""
+    kwargs: dict[str, Any] = dict(dataset=dataset, name=name, image_key=image_key,
+                                  ann_key=ann_key, limits=limits)
+    if data.lstrip()[:1] == b"<":
+        return parse_image_element(data, classes, **kwargs)
+    return parse_mask_item(data, classes, **kwargs)

@@ -1,0 +1,307 @@
+"""Writer of the `cvat` format: CVAT "Segmentation Mask 1.1" (SPEC 2.2), pixel-exact with CVAT.
+
+Layout under `cvat/`: `labelmap.txt`, `ImageSets/Segmentation/<subset>.txt`,
+`SegmentationClass/<id>.png`, `SegmentationObject/<id>.png` (8-bit RGB), and with `zip: true`
+`cvat/segmentation_mask_1.1.zip` holding the same tree as CVAT's own archive (stored, no
+directory entries). `<id>` is the image name minus its last extension, sub-folders kept;
+`<subset>` is the item's dataset (a CVAT subset, or "default").
+
+Painting is datumaro's pipeline as CVAT runs it (reference/cvat_clearml.md A.1, A.5, A.6):
+every polygon, box, ellipse and mask is one mask (even an empty one, which still takes its
+place in the numbering); masks sharing a non-zero group are merged into one instance with the
+label and z_order of the member with the most pixels (the first one on a tie); the instances
+(ungrouped ones first in input order, then groups by ascending id) are sorted by z_order
+(stable) and painted in turn, later on top, instance k (from 1) painting index k; an instance
+of the background class paints 0 (it erases), still using up its number. The class PNG is the
+labelmap colour of each pixel's class, the object PNG the VOC colour of its index.
+Stamps come from the kernel (`ctx.stamps()`): painting one member after another with the same
+index is the union datumaro computes, so no mask is merged or drawn twice.
+
+Labelmap: `background` first (the input's class named 'background' if there is one, whose
+shapes then paint background, else `background:0,0,0::`), then the classes in input order.
+Colours: `colors: source` = the input's class colours (what CVAT does with label colours);
+`colors: voc` = the VOC colour of the labelmap line (datumaro's colours when none are given).
+CVAT itself sorts labelmap lines by name; we keep background first, which upstream datumaro
+needs (A.6) and which imports identically. Duplicate colours would make a class unreachable
+on import, so they are refused before any work (ConfigError), as are names that a labelmap
+cannot hold.
+
+More than 255 instances in an image: the object PNG cannot number them. `instance_overflow:
+error` (default) fails that item with the count; `wrap` writes CVAT's aliasing (index k gets
+the colour of k mod 256; 255 is the VOC void colour).
+
+Items (a decision on reference A.7 / D.5): CVAT lists images without annotations in the subset
+list but writes no PNG for them, and drops images whose annotations paint nothing (points only)
+from the list. We list every exported item and write both PNGs for all of them (all-background
+when nothing paints): a training loader can read `<id>.png` for every listed id, CVAT and
+datumaro import such an item as "no annotations", and every PNG CVAT does write is identical.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import IO, Any
+
+import cv2
+import numpy as np
+
+from .. import compose, encode, paths
+from ..errors import ConfigError, ItemError, expected
+from ..manifest import ManifestEntry
+from ..model import RGB, ClassTable, Label
+from ..palette import index_dtype, voc_color
+from ..rasterize import NOT_PAINTED_BY_COCO, Stamp
+from .base import Blob, ItemContext, ItemOutput
+from .cvat import (
+    BACKGROUND,
+    CLASS_DIR,
+    LABELMAP_FILE,
+    LABELMAP_HEADER,
+    MASK_EXT,
+    OBJECT_DIR,
+    SEGM_LIST_DIR,
+    item_id,
+    subset_problem,
+)
+
+NAME = "cvat"
+COLORS = ("source", "voc")
+OVERFLOW = ("error", "wrap")
+ZIP_NAME = "segmentation_mask_1.1.zip"
+MAX_INSTANCES = 255
+VOC_INSTANCE_BGR = np.array([voc_color(i)[::-1] for i in range(256)], np.uint8)
+
+
+@dataclass(frozen=True)
+class CvatOptions:
+    colors: str = "source"
+    instance_overflow: str = "error"
+    zip: bool = False
+
+    @classmethod
+    def from_mapping(cls, raw: Mapping[str, Any], *, prefix: str, defaults: Mapping[str, Any]
+                     ) -> CvatOptions:
+        merged = {**defaults, **raw}
+        known = tuple(cls.__dataclass_fields__)
+        for k in merged:
+            if k not in known:
+                raise ConfigError(expected(f"one of {list(known)}", k), key=f"{prefix}.{k}")
+        colors = merged.get("colors", "source")
+        if colors not in COLORS:
+            raise ConfigError(expected(f"one of {list(COLORS)}", colors), key=f"{prefix}.colors")
+        overflow = merged.get("instance_overflow", "error")
+        if overflow not in OVERFLOW:
+            raise ConfigError(expected(f"one of {list(OVERFLOW)}", overflow),
+                              key=f"{prefix}.instance_overflow")
+        zipped = merged.get("zip", False)
+        if not isinstance(zipped, bool):
+            raise ConfigError(expected("true or false", zipped), key=f"{prefix}.zip")
+        return cls(colors, overflow, zipped)
+
+    def check_classes(self, classes: ClassTable, prefix: str) -> None:
+        """Every class must fit a labelmap line, and no two lines may share a colour."""
+        for c in classes.classes:
+            bad = (not c.name or c.name != c.name.strip() or c.name[0] == "#"
+                   or any(ch in c.name for ch in ":\n\r"))
+            if bad:
+                raise ConfigError(expected(
+                    "class names a labelmap.txt line can hold (no ':', no line break, no "
+                    "leading '#' or surrounding spaces)", c.name), key=prefix)
+        seen: dict[RGB, str] = {}
+        for name, color in labelmap(classes, self):
+            if color in seen:
+                raise ConfigError(expected(
+                    "a distinct colour per labelmap line (CVAT's importer would read one as "
+                    "the other); set colors: voc to use VOC colours",
+                    f"{seen[color]!r} and {name!r} both {list(color)}"), key=f"{prefix}.colors")
+            seen[color] = name
+
+
+Options = CvatOptions  # writer interface (see formats/__init__.py)
+
+
+# ---------------------------------------------------------------------------- labelmap
+def background_class(classes: ClassTable) -> int | None:
+    return next((i for i, c in enumerate(classes.classes) if c.name == BACKGROUND), None)
+
+
+def class_lines(classes: ClassTable) -> list[int]:
+    """Labelmap line of each class (background first)."""
+    bg = background_class(classes)
+    out, line = [], 1
+    for i in range(len(classes)):
+        if i == bg:
+            out.append(0)
+        else:
+            out.append(line)
+            line += 1
+    return out
+
+
+def labelmap(classes: ClassTable, opts: CvatOptions) -> list[tuple[str, RGB]]:
+    """(name, colour) per labelmap line, background first."""
+    bg = background_class(classes)
+    bg_color = classes[bg].color if bg is not None else (0, 0, 0)
+    lines = [(BACKGROUND, bg_color)] + [(c.name, c.color) for i, c in enumerate(classes.classes)
+                                        if i != bg]
+    if opts.colors == "voc":
+        lines = [(name, voc_color(k)) for k, (name, _) in enumerate(lines)]
+    return lines
+
+
+def labelmap_text(classes: ClassTable, opts: CvatOptions) -> bytes:
+    rows = [LABELMAP_HEADER] + [f"{n}:{r},{g},{b}::" for n, (r, g, b) in labelmap(classes, opts)]
+    return ("\n".join(rows) + "\n").encode("utf-8")
+
+
+# ---------------------------------------------------------------------------- painting
+def _is_mask(label: Label, stamp: Stamp | None, rule: str) -> bool:
+    """Does the label become a mask in CVAT's pipeline (and so take an instance number)?"""
+    if rule == "coco":
+        return not isinstance(label.geometry, NOT_PAINTED_BY_COCO)
+    return stamp is not None
+
+
+def instances(labels: tuple[Label, ...], stamps: list[Stamp | None], rule: str
+              ) -> list[tuple[int, list[Stamp]]]:
+    """(class index, member stamps) per instance, in paint order (see module docstring)."""
+    ungrouped: list[tuple[int, int, list[Stamp]]] = []
+    groups: dict[int, list[int]] = {}
+    for i, (lab, s) in enumerate(zip(labels, stamps, strict=True)):
+        if not _is_mask(lab, s, rule):
+            continue
+        if lab.group:
+            groups.setdefault(lab.group, []).append(i)
+        else:
+            ungrouped.append((lab.z_order, lab.class_index, [s] if s is not None else []))
+    merged = []
+    for gid in sorted(groups):
+        members = groups[gid]
+        areas = [stamps[i].pixel_count if stamps[i] is not None else 0 for i in members]
+        leader = labels[members[areas.index(max(areas))]]
+        merged.append((leader.z_order, leader.class_index,
+                       [stamps[i] for i in members if stamps[i] is not None]))
+    ordered = sorted(ungrouped + merged, key=lambda t: t[0])  # stable: ties keep the order
+    return [(ci, members) for _, ci, members in ordered]
+
+
+def paint(ctx: ItemContext, opts: CvatOptions) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """(index map, index -> class line, index -> class index or -1) of one item."""
+    item = ctx.item
+    stamps = ctx.stamps()
+    found = instances(item.labels, stamps, ctx.rule)
+    lines = class_lines(ctx.classes)
+    bg = background_class(ctx.classes)
+    n = len(found)
+    line_of = np.zeros(n + 1, np.int64)
+    class_of = [-1] * (n + 1)
+    flat: list[Stamp] = []
+    values: list[int] = []
+    top = 0
+    for k, (ci, members) in enumerate(found, start=1):
+        if ci == bg:
+            value = 0  # background erases, and its number stays unused
+        else:
+            value, top = k, k
+            line_of[k] = lines[ci]
+            class_of[k] = ci
+        flat += members
+        values += [value] * len(members)
+    if top > MAX_INSTANCES and opts.instance_overflow == "error":
+        raise ItemError(expected(
+            f"at most {MAX_INSTANCES} instances in one image (SegmentationObject PNGs hold "
+            "8-bit instance colours; set cvat.instance_overflow: wrap for CVAT's aliasing)",
+            top))
+    index = compose.paint_index(flat, values, item.height, item.width, index_dtype(n))
+    return index, line_of, class_of
+
+
+def write_item(ctx: ItemContext, opts: CvatOptions) -> ItemOutput:
+    item = ctx.item
+    problem = subset_problem(item.dataset)
+    if problem:
+        raise ItemError(f"dataset {item.dataset!r} as a Segmentation Mask subset: {problem}")
+    rel = item_id(item.name) + MASK_EXT
+    index, line_of, class_of = paint(ctx, opts)
+    colors = np.array([c[::-1] for _, c in labelmap(ctx.classes, opts)], np.uint8)
+    class_lut = colors[line_of]  # index -> BGR
+    if index.dtype == np.uint8:  # cv2's 256-entry colour LUT: a few times numpy's gather
+        lut = np.zeros((256, 3), np.uint8)
+        lut[:len(class_lut)] = class_lut
+        class_png = cv2.applyColorMap(index, lut.reshape(256, 1, 3))
+        object_png = cv2.applyColorMap(index, VOC_INSTANCE_BGR.reshape(256, 1, 3))
+        if index.size < 1 << 24:  # calcHist counts in float32: exact below 2^24
+            counts = cv2.calcHist([index], [0], None, [256], [0, 256]).ravel().astype(np.int64)
+        else:
+            counts = np.bincount(index.ravel(), minlength=256)
+    else:
+        class_png = np.take(class_lut, index, axis=0)
+        object_png = VOC_INSTANCE_BGR[(index & 0xFF).astype(np.uint8)]
+        counts = np.bincount(index.ravel(), minlength=len(class_of))
+    out = ItemOutput(blobs=[
+        Blob(paths.join(NAME, CLASS_DIR, rel), encode.png(class_png)),
+        Blob(paths.join(NAME, OBJECT_DIR, rel), encode.png(object_png)),
+    ])
+    pixels: dict[str, int] = {}
+    for k, ci in enumerate(class_of):
+        if ci >= 0 and counts[k]:
+            name = ctx.classes[ci].name
+            pixels[name] = pixels.get(name, 0) + int(counts[k])
+    out.class_pixels = pixels
+    out.instances = sum(1 for ci in class_of if ci >= 0)
+    return out
+
+
+# ---------------------------------------------------------------------------- finalize
+def dataset_files(classes: ClassTable, opts: CvatOptions) -> list[Blob]:
+    return [Blob(paths.join(NAME, LABELMAP_FILE), labelmap_text(classes, opts))]
+
+
+def subset_lists(entries: Iterable[ManifestEntry]) -> list[Blob]:
+    """ImageSets/Segmentation/<subset>.txt: the ids of the exported items, in manifest order."""
+    lists: dict[str, list[str]] = {}
+    for e in entries:
+        if e.status in ("ok", "unchanged"):
+            lists.setdefault(e.dataset, []).append(item_id(e.item))
+    return [Blob(paths.join(NAME, SEGM_LIST_DIR, subset + ".txt"),
+                 "".join(i + "\n" for i in ids).encode("utf-8"))
+            for subset, ids in sorted(lists.items())]
+
+
+def finalize_files(classes: ClassTable, opts: CvatOptions, entries: Iterable[ManifestEntry],
+                   read: Callable[[str], bytes], open_write: Callable[[str], IO[bytes]]
+                   ) -> list[Blob]:
+    """Sidecars that need the exported items: the subset lists, and the zip on request
+    (streamed into `open_write(key)`, one PNG in memory at a time)."""
+    listed = list(entries)
+    blobs = subset_lists(listed)
+    if opts.zip:
+        with open_write(paths.join(NAME, ZIP_NAME)) as f:
+            write_zip(f, dataset_files(classes, opts) + blobs, listed, read)
+    return blobs
+
+
+def write_zip(f: IO[bytes], sidecars: list[Blob], entries: Iterable[ManifestEntry],
+              read: Callable[[str], bytes]) -> None:
+    """CVAT's archive layout: paths relative to `cvat/`, ZIP_STORED, no directory entries."""
+    prefix = NAME + "/"
+    with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as z:
+        for b in sidecars:
+            z.writestr(b.key[len(prefix):], b.data)
+        for e in entries:
+            if e.status not in ("ok", "unchanged"):
+                continue
+            for o in e.outputs:
+                key = o["key"]
+                if key.startswith(prefix) and key.endswith(MASK_EXT):
+                    z.writestr(key[len(prefix):], read(key))
+
+
+def zip_bytes(sidecars: list[Blob], entries: Iterable[ManifestEntry],
+              read: Callable[[str], bytes]) -> bytes:
+    buf = io.BytesIO()
+    write_zip(buf, sidecars, entries, read)
+    return buf.getvalue()

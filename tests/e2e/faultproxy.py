@@ -1,0 +1,214 @@
+"""A loopback HTTP proxy in front of an S3 endpoint that injects transient faults.
+
+Clients (s3fs/botocore, in this process or in Dask worker processes) talk to the proxy as if it
+were S3 (`endpoint_url=proxy.url`); the proxy forwards each request to the upstream endpoint
+(moto) and relays the answer, except for the requests it chooses to fail:
+
+- ``"503"``: answer ``503 SlowDown`` with S3's XML error body, without forwarding (what S3 does
+  while it scales a prefix);
+- ``"reset"``: read the request, then reset the TCP connection without answering;
+- ``"reset_after"``: forward the request (the write *is* applied upstream), then reset the
+  connection instead of relaying the answer - the client cannot know its request succeeded.
+
+Which requests fail: those whose method is in ``methods`` and that are the ``first`` N, every
+``every``-th, or a random ``rate`` fraction (seeded), capped at ``max_faults``; for each
+method, the fault kinds cycle through ``modes``. ``counters`` tells what happened, per method
+and outcome.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import random
+import socket
+import struct
+import threading
+from collections import Counter
+from collections.abc import Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
+              "trailer", "transfer-encoding", "upgrade", "expect"}
+SLOW_DOWN = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
+             b"<Message>Please reduce your request rate.</Message>"
+             b"<RequestId>faultproxy</RequestId></Error>")
+
+
+class FaultProxy:
+    def __init__(self, upstream: str, *, methods: Sequence[str] = ("PUT", "GET"),
+                 every: int = 0, first: int = 0, rate: float = 0.0, seed: int = 0,
+                 max_faults: int | None = None,
+                 modes: Sequence[str] = ("503", "reset", "reset_after")) -> None:
+        parts = urlsplit(upstream)
+        assert parts.hostname and parts.port, upstream
+        self.upstream = (parts.hostname, parts.port)
+        self.methods = {m.upper() for m in methods}
+        self.every, self.first, self.rate = every, first, rate
+        self.max_faults = max_faults
+        for m in modes:
+            assert m in ("503", "reset", "reset_after"), m
+        self.modes = tuple(modes)
+        self.counters: Counter[str] = Counter()
+        self._rng = random.Random(seed)
+        self._lock = threading.Lock()
+        self._matched = 0
+        self._faults = 0
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> FaultProxy:
+        proxy = self
+
+        class Handler(_Handler):
+            owner = proxy
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        kwargs={"poll_interval": 0.1}, daemon=True,
+                                        name="faultproxy")
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> FaultProxy:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None, "start() the proxy first"
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    @property
+    def faults(self) -> int:
+        return self._faults
+
+    # -- policy ------------------------------------------------------------------------------
+    def decide(self, method: str) -> str | None:
+        """The fault to inject for this request, or None to forward it."""
+        with self._lock:
+            self.counters[f"{method} requests"] += 1
+            if method not in self.methods:
+                return None
+            self._matched += 1
+            n = self._matched
+            if self.max_faults is not None and self._faults >= self.max_faults:
+                return None
+            hit = (n <= self.first or (self.every > 0 and n % self.every == 0)
+                   or (self.rate > 0 and self._rng.random() < self.rate))
+            if not hit:
+                return None
+            nth = self.counters[f"{method} faults"]  # kinds cycle per method
+            mode = self.modes[nth % len(self.modes)]
+            self._faults += 1
+            self.counters[f"{method} faults"] += 1
+            self.counters[f"{method} {mode}"] += 1
+            return mode
+
+
+class _Handler(BaseHTTPRequestHandler):
+    owner: FaultProxy
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def _read_body(self) -> bytes:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            chunks = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    break
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+            return b"".join(chunks)
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def _reset(self) -> None:
+        """Abort the connection with a TCP RST (SO_LINGER 0), answering nothing."""
+        self.close_connection = True
+        try:
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                       struct.pack("ii", 1, 0))
+            self.connection.close()
+        except OSError:
+            pass
+
+    def _forward(self, body: bytes) -> tuple[int, str, list[tuple[str, str]], bytes]:
+        conn = http.client.HTTPConnection(*self.owner.upstream, timeout=60)
+        try:
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
+            if self.command not in ("GET", "HEAD", "DELETE") or body:
+                headers["Content-Length"] = str(len(body))
+            conn.request(self.command, self.path, body=body or None, headers=headers)
+            resp = conn.getresponse()
+            data = resp.read()
+            return resp.status, resp.reason, resp.getheaders(), data
+        finally:
+            conn.close()
+
+    def _handle(self) -> None:
+        body = self._read_body()
+        mode = self.owner.decide(self.command)
+        if mode == "503":
+            self.send_response_only(503, "Slow Down")
+            self.send_header("Content-Type", "application/xml")
+            self.send_header("Content-Length", str(len(SLOW_DOWN)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(SLOW_DOWN)
+            return
+        if mode == "reset":
+            self._reset()
+            return
+        try:
+            status, reason, headers, data = self._forward(body)
+        except OSError:
+            with self.owner._lock:
+                self.owner.counters["upstream errors"] += 1
+            self._reset()
+            return
+        if mode == "reset_after":
+            self._reset()
+            return
+        with self.owner._lock:
+            self.owner.counters[f"{self.command} forwarded"] += 1
+        self.send_response_only(status, reason)
+        for k, v in headers:
+            if k.lower() in HOP_BY_HOP or k.lower() == "content-length":
+                continue
+            self.send_header(k, v)
+        if self.command == "HEAD":
+            length = dict((k.lower(), v) for k, v in headers).get("content-length")
+            if length is not None:
+                self.send_header("Content-Length", length)
+        else:
+            self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if self.command != "HEAD" and data:
+            self.wfile.write(data)
+
+    do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
+
+    def finish(self) -> None:
+        with contextlib.suppress(OSError):
+            super().finish()

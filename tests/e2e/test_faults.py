@@ -1,0 +1,210 @@
+"""Faults injected for real (SPEC 4): a Dask worker process SIGKILLed mid-job, the driver
+SIGKILLed mid-job and the same command run again, and S3 answering 503 SlowDown or resetting
+connections. Each run must finish with every item exactly once, nothing stray, and `verify`
+passing; the resumed run must not redo committed partitions."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from jobs.cli import run
+
+from .faultproxy import FaultProxy
+from .helpers import (
+    VENV_BIN,
+    LoopbackCluster,
+    check_complete_export,
+    cluster_idle,
+    committed_parts,
+    demo_config,
+    demo_project,
+    die_with_parent,
+    enable_versioning,
+    project_items,
+    read_manifest,
+    stop_process,
+    upload_folder,
+    versions,
+    wait_for,
+)
+
+pytestmark = [pytest.mark.s3, pytest.mark.cluster, pytest.mark.timeout(120)]
+
+COPIES = 2  # 8 demo items x 3 = 24 items, 12 partitions of 2: a job of several seconds
+
+
+@pytest.fixture
+def big_s3_demo(s3, bucket, tmp_path):
+    project = demo_project(tmp_path, copies=COPIES)
+    src, dst = f"s3://{bucket('in')}/proj", f"s3://{bucket('out')}/run"
+    upload_folder(s3, project, src)
+    return project, src, dst
+
+
+class WorkerKiller(threading.Thread):
+    """Once `after` partitions are committed, SIGKILL the worker process that is running a
+    partition (found through the scheduler: the worker processing a partition task, asked for
+    its pid; checked to be a child process of the `dask worker` command)."""
+
+    def __init__(self, fs, url: str, cluster: LoopbackCluster, after: int) -> None:
+        super().__init__(daemon=True, name="worker-killer")
+        self.fs, self.url, self.cluster, self.after = fs, url, cluster, after
+        self.killed: dict = {}
+        self.error: BaseException | None = None
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        try:
+            with self.cluster.client() as c:
+                deadline = time.monotonic() + 45
+                while not self.stop.is_set() and time.monotonic() < deadline:
+                    parts = committed_parts(self.fs, self.url)
+                    if len(parts) >= self.after:
+                        busy = {w: keys for w, keys in c.processing().items()
+                                if any(str(k).startswith("maskjob-part-") for k in keys)}
+                        if busy:
+                            address, keys = sorted(busy.items())[0]
+                            pid = c.run(os.getpid, workers=[address])[address]
+                            children = psutil.Process(self.cluster.worker.pid).children(
+                                recursive=True)
+                            assert pid in {p.pid for p in children}, "not a dask worker child"
+                            os.kill(pid, signal.SIGKILL)
+                            psutil.Process(pid).wait(timeout=10)  # dead: it writes no more
+                            pids = [int(m.group(1)) for k in keys
+                                    if (m := re.match(r"maskjob-part-(\d+)-", str(k)))]
+                            after = committed_parts(self.fs, self.url)
+                            self.killed = {"address": address, "pid": pid, "partitions": pids,
+                                           "parts_committed": len(parts),
+                                           "lost": [p for p in pids
+                                                    if f"_manifest/part-{p:05d}.jsonl"
+                                                    not in after]}
+                            return
+                    time.sleep(0.05)
+        except BaseException as e:  # reported by the test
+            self.error = e
+
+
+def test_a_worker_killed_mid_job_costs_a_retry_not_the_job(s3, big_s3_demo, cluster):
+    project, src, dst = big_s3_demo
+    items = project_items(project)
+    killer = WorkerKiller(s3, dst, cluster, after=2)
+    killer.start()
+    try:
+        rc = run(["export", src, dst, "--config", demo_config(project), "--set",
+                  "partition_size=2", "--scheduler", cluster.address])
+    finally:
+        killer.stop.set()
+        killer.join(timeout=30)
+    assert killer.error is None, killer.error
+    assert killer.killed, "no worker was killed: the job ended first"
+    n_parts = len(items) // 2
+    assert killer.killed["parts_committed"] < n_parts, "the kill came after the job"
+    assert rc == 0
+    summary, _ = check_complete_export(s3, dst, items)
+    assert summary["partitions"] == n_parts
+    assert run(["verify", dst]) == 0
+    # The partition the dead worker was running had not committed when it died, and is
+    # committed now: Dask ran it again elsewhere, over whatever the dead process half-wrote
+    # (check_complete_export found no stray or missing object, verify found no bad one).
+    # (`lost` is empty only if the kill landed between the part's PUT and the task's end.)
+    for pid in killer.killed["lost"]:
+        assert s3.exists(f"{dst.removeprefix('s3://')}/_manifest/part-{pid:05d}.jsonl")
+    # the killed process is really gone, and its nanny brought a new one up
+    assert not psutil.pid_exists(killer.killed["pid"])
+    cluster.wait_for_workers(2, timeout=30)
+    assert killer.killed["address"] not in cluster.workers()
+    assert f"Worker process {killer.killed['pid']} was killed by signal 9" in \
+        cluster.log("worker.log", tail=None)
+
+
+def test_a_driver_killed_mid_job_resumes_without_redoing_committed_partitions(
+        s3, big_s3_demo, cluster, tmp_path: Path):
+    project, src, dst = big_s3_demo
+    items = project_items(project)
+    n_parts = len(items) // 2
+    enable_versioning(s3, dst.removeprefix("s3://").split("/")[0])  # every PUT is a version
+    cmd = [str(VENV_BIN / "maskjob"), "export", src, dst, "--config", demo_config(project),
+           "--set", "partition_size=2", "--scheduler", cluster.address]
+
+    with open(tmp_path / "driver1.log", "wb") as log:
+        driver = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=os.environ,
+                                  start_new_session=True, preexec_fn=die_with_parent)
+    try:
+        wait_for(lambda: len(committed_parts(s3, dst)) >= 3 or driver.poll() is not None, 60,
+                 "3 committed partitions", interval=0.05)
+        assert driver.poll() is None, ("the driver ended before it could be killed:\n"
+                                       + (tmp_path / "driver1.log").read_text()[-3000:])
+        os.killpg(driver.pid, signal.SIGKILL)
+        assert driver.wait(timeout=10) == -signal.SIGKILL
+    finally:
+        stop_process(driver, grace=1)
+    assert not s3.exists(f"{dst.removeprefix('s3://')}/manifest.json")
+
+    # Tasks the dead driver left running finish on their own (their results are dropped);
+    # wait for them, so the snapshot below is what the rerun will find.
+    wait_for(lambda: cluster_idle(cluster), 30, "the cluster to go idle", interval=0.2)
+    before = versions(s3, dst)
+    parts_before = sorted(k for k in before if k.startswith("_manifest/part-"))
+    assert 3 <= len(parts_before) < n_parts, parts_before
+    assert all(len(v) == 1 for v in before.values() if v)
+
+    rerun = subprocess.run(cmd, capture_output=True, env=os.environ, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr.decode()[-3000:]
+    summary, lines = check_complete_export(s3, dst, items)
+    assert summary["partitions_resumed"] == len(parts_before)
+    assert f"({len(parts_before)} partitions resumed)" in rerun.stderr.decode()
+
+    after = versions(s3, dst)
+    for key in parts_before:  # committed partitions: not redone, not even their manifest part
+        assert after[key] == before[key], f"{key} was written again"
+    resumed_items = set()
+    for key in parts_before:
+        body = s3.cat_file(f"{dst.removeprefix('s3://')}/{key}").decode()
+        resumed_items |= {(e["dataset"], e["item"])
+                          for e in map(json.loads, filter(str.strip, body.splitlines()))}
+    assert len(resumed_items) == 2 * len(parts_before)
+    resumed_outputs = [o["key"] for e in lines if (e["dataset"], e["item"]) in resumed_items
+                       for o in e["outputs"]]
+    for key in resumed_outputs:  # nor their outputs
+        assert after[key] == before[key], f"{key} of a committed partition was written again"
+    assert run(["verify", dst]) == 0
+
+
+def test_transient_s3_failures_cost_retries_not_the_job(s3, bucket, tmp_path, cluster, moto):
+    """Every 4th GET/PUT through the proxy fails (30 faults during the export, 6 more during
+    verify): 503 SlowDown, a reset before the request reaches S3, or a reset after S3 applied
+    it (the client cannot tell it succeeded). Driver and workers all go through the proxy."""
+    project = demo_project(tmp_path, copies=1)  # 16 items, ~250 PUTs
+    src, dst = f"s3://{bucket('in')}/proj", f"s3://{bucket('out')}/run"
+    upload_folder(s3, project, src)
+    items = project_items(project)
+    with FaultProxy(moto.endpoint, methods=("GET", "PUT"), every=4, max_faults=30) as proxy:
+        proxy_url = proxy.url
+        rc = run(["export", src, dst, "--config", demo_config(project),
+                  "--scheduler", cluster.address,
+                  "--storage-option", f"endpoint_url={proxy.url}"])
+        counters = dict(proxy.counters)
+        print("fault proxy during export:", counters)
+        assert rc == 0, counters
+        proxy.max_faults = proxy.faults + 6  # verify reads through faults too
+        assert run(["verify", dst, "--storage-option", f"endpoint_url={proxy.url}"]) == 0
+        assert proxy.faults == proxy.max_faults
+    for kind in ("PUT 503", "PUT reset", "PUT reset_after", "GET 503", "GET reset",
+                 "GET reset_after"):
+        assert counters.get(kind, 0) > 0, (kind, counters)
+    summary, _ = check_complete_export(s3, dst, items)  # checked on moto directly
+    assert summary["input"]["storage_options"] == {"endpoint_url": proxy_url}
+    assert run(["verify", dst]) == 0
+    assert len(committed_parts(s3, dst)) == summary["partitions"]
+    _, lines = read_manifest(s3, dst)
+    assert len(lines) == len(items)

@@ -1,0 +1,361 @@
+"""CVAT reader (XML <image> elements), labelmap and Segmentation Mask importer, and the `cvat`
+writer's painting rules, on small hand-made inputs (pixels decoded, never bytes compared)."""
+
+from __future__ import annotations
+
+import io
+
+import cv2
+import numpy as np
+import pytest
+from pycocotools import mask as coco_mask
+
+from maskcore.errors import ConfigError, InputError, ItemError
+from maskcore.formats import cvat, cvat_masks
+from maskcore.formats.base import ItemContext, pack_parts
+from maskcore.model import Bitmap, ClassInfo, ClassTable, CocoPolygon, Ellipse, Point, Polyline
+from maskcore.palette import voc_color
+
+CLASSES = ClassTable((ClassInfo("person", (255, 0, 0)), ClassInfo("car", (0, 255, 0)),
+                      ClassInfo("Zebra", (0, 0, 255))))
+
+
+def element(body: str, w: int = 32, h: int = 24) -> bytes:
+    return f'<image id="0" name="x.jpg" width="{w}" height="{h}">{body}</image>'.encode()
+
+
+def parse(body: str, classes: ClassTable = CLASSES, **kw) -> cvat.Item:
+    return cvat.parse_item(element(body, **kw), classes, dataset="default", name="x.jpg")
+
+
+def export(item, classes=CLASSES, **opts):
+    ctx = ItemContext(item, classes, rule=cvat.RULE)
+    options = cvat_masks.CvatOptions.from_mapping(opts, prefix="cvat", defaults={})
+    out = cvat_masks.write_item(ctx, options)
+    cls, obj = (cv2.imdecode(np.frombuffer(b.data, np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1]
+                for b in out.blobs)
+    return cls, obj, out
+
+
+def rgb_at(img, x, y):
+    return tuple(int(v) for v in img[y, x])
+
+
+# ---------------------------------------------------------------------------- XML reader
+def test_task_classes_in_order_with_colours_and_sublabels_skipped():
+    xml = (b'<?xml version="1.0"?><annotations><version>1.1</version><meta><task><labels>'
+           b'<label><name>b</name><color>#0a0B0c</color></label>'
+           b'<label><name>a</name><color>#ffffff</color></label>'
+           b'<label><name>nose</name><color>#123456</color><parent>skel</parent></label>'
+           b'</labels></task></meta></annotations>')
+    classes = cvat.parse_classes(xml)
+    assert classes.names() == ["b", "a"] and classes[0].color == (10, 11, 12)
+
+
+def test_task_rejects_doctype_tracks_and_duplicate_labels():
+    with pytest.raises(InputError, match="DOCTYPE"):
+        cvat.parse_classes(b'<!DOCTYPE x [<!ENTITY a "b">]><annotations/>')
+    with pytest.raises(InputError, match="DOCTYPE"):  # not hidden behind a long comment
+        cvat.parse_classes(b"<!--" + b"x" * 100_000 + b'--><!DOCTYPE x [<!ENTITY a "b">]>'
+                           b"<annotations/>")
+    dup = (b"<annotations><meta><task><labels><label><name>a</name></label><label><name>a"
+           b"</name></label></labels></task></meta></annotations>")
+    with pytest.raises(InputError, match="unique label names"):
+        cvat.parse_classes(dup)
+    track = (b"<annotations><meta><task><labels><label><name>a</name></label></labels></task>"
+             b'</meta><track id="0" label="a"/></annotations>')
+    with pytest.raises(InputError, match="CVAT for video"):
+        list(cvat.iter_task(io.BytesIO(track)))
+
+
+def test_shapes_become_geometries_in_cvat_paint_order():
+    item = parse('<box label="car" xtl="1" ytl="2" xbr="5" ybr="6" rotation="10" z_order="0"/>'
+                 '<polygon label="person" points="1.234,1;9,1;5,8" z_order="1"/>'
+                 '<ellipse label="Zebra" cx="10" cy="10" rx="3.5" ry="2" z_order="0"/>'
+                 '<polyline label="car" points="1.7,1;5,5"/>'
+                 '<points label="car" points="1,1;2.9,3"/>'
+                 '<mask label="car" rle="1, 2, 3" left="4" top="5" width="3" height="2"/>'
+                 '<tag label="car"/>')
+    kinds = [type(lab.geometry).__name__ for lab in item.labels]
+    # z 0 in input order, the rotated box last at z 0, then z 1
+    assert kinds == ["Ellipse", "Polyline", "Point", "Point", "Bitmap", "CocoPolygon",
+                     "CocoPolygon"]
+    assert item.labels[-1].class_index == 0 and item.labels[-1].z_order == 1
+    assert item.labels[-1].geometry.parts[0].tolist() == [1.23, 1, 9, 1, 5, 8]  # 2 decimals
+    e = item.labels[0].geometry
+    assert isinstance(e, Ellipse) and (e.cx, e.rx, e.ry) == (10, 3.5, 2)
+    assert isinstance(item.labels[1].geometry, Polyline)
+    assert isinstance(item.labels[2].geometry, Point) and item.labels[3].geometry.x == 2
+    bm = item.labels[4].geometry
+    assert isinstance(bm, Bitmap) and (bm.left, bm.top) == (4, 5)
+    assert bm.mask.astype(int).tolist() == [[0, 1, 1], [0, 0, 0]]
+
+
+def test_box_polygon_uses_datumaro_float_arithmetic_and_cvat_rotation():
+    p = cvat.box_polygon(0.7, 0.1, 12.3, 9.9, 0.0)
+    w = 12.3 - 0.7
+    assert p.tolist() == [0.7, 0.1, 0.7 + w, 0.1, 0.7 + w, 0.1 + (9.9 - 0.1), 0.7,
+                          0.1 + (9.9 - 0.1)]
+    r = cvat.box_polygon(0, 0, 10, 4, 90.0).reshape(-1, 2)
+    assert r.tolist() == [[7.0, -3.0], [7.0, 7.0], [3.0, 7.0], [3.0, -3.0]]
+
+
+def test_box_pixels_equal_pycocotools_on_the_full_frame():
+    item = parse('<box label="car" xtl="2.3" ytl="1.7" xbr="20.9" ybr="15.1" rotation="33.3"/>')
+    _, obj, _ = export(item)
+    poly = cvat.box_polygon(2.3, 1.7, 20.9, 15.1, 33.3).tolist()
+    want = coco_mask.decode(coco_mask.frPyObjects([poly], 24, 32)[0]).astype(bool)
+    assert ((obj != 0).any(axis=2) == want).all()
+
+
+def test_ellipse_is_cvat_cv2_recipe_with_round_half_even():
+    item = parse('<ellipse label="car" cx="15.5" cy="10" rx="6.5" ry="3" rotation="20"/>')
+    _, obj, _ = export(item)
+    want = np.zeros((24, 32), np.uint8)
+    cv2.ellipse(want, (16, 10), (6, 3), 20.0, 0, 360, 255, thickness=-1)
+    assert ((obj != 0).any(axis=2) == (want > 0)).all()
+
+
+@pytest.mark.parametrize("body, reason", [
+    ('<polygon label="dog" points="1,1;2,2;3,1"/>', "dog"),
+    ('<polygon label="car" points="1,1;2,2"/>', "at least 3 points"),
+    ('<polygon label="car" points="1,1;nan,2;3,3"/>', "finite"),
+    ('<polygon label="car" points="1,1;2;3,3"/>', "points like"),
+    ('<box label="car" xtl="1" ytl="1" xbr="1e9" ybr="3"/>', "coordinate within"),
+    ('<mask label="car" rle="1, 2" left="0" top="0" width="2" height="2"/>', "adding up"),
+    ('<mask label="car" rle="1, -1, 4" left="0" top="0" width="2" height="2"/>', "non-negative"),
+    ('<cube label="car"/>', "CVAT shape"),
+    ('<box label="car" xtl="1" ytl="1" xbr="3" ybr="3" z_order="x"/>', "integer"),
+])
+def test_bad_shapes_fail_the_item_with_a_reason(body, reason):
+    with pytest.raises(ItemError, match=reason):
+        parse(body)
+
+
+def test_bad_image_elements_fail_the_item():
+    with pytest.raises(ItemError, match="well-formed"):
+        cvat.parse_item(b"<image", CLASSES, dataset="d", name="x")
+    with pytest.raises(ItemError, match="width"):
+        cvat.parse_item(b'<image name="x" width="0" height="3"/>', CLASSES, dataset="d", name="x")
+
+
+def test_item_id_keeps_folders_and_drops_the_last_extension():
+    assert cvat.item_id("dir/sub/img.with.dots.jpg") == "dir/sub/img.with.dots"
+    assert cvat.item_id("noext") == "noext" and cvat.item_id("a.b/c") == "a.b/c"
+    assert cvat.item_id(".hidden") == ".hidden"
+
+
+# ---------------------------------------------------------------------------- painting
+def test_z_order_then_input_order_later_wins_and_instances_numbered_in_paint_order():
+    item = parse('<box label="car" xtl="0" ytl="0" xbr="10" ybr="10" z_order="1"/>'
+                 '<box label="person" xtl="5" ytl="5" xbr="15" ybr="15"/>'
+                 '<box label="Zebra" xtl="8" ytl="8" xbr="20" ybr="20"/>')
+    cls, obj, out = export(item)
+    assert rgb_at(cls, 6, 6) == (0, 255, 0)  # car z=1 on top of person
+    assert rgb_at(cls, 12, 12) == (0, 0, 255)  # Zebra after person at z 0
+    assert rgb_at(obj, 6, 6) == voc_color(3) and rgb_at(obj, 12, 12) == voc_color(2)
+    assert rgb_at(cls, 25, 20) == (0, 0, 0) and out.instances == 3
+
+
+def test_group_merged_under_largest_member_label_and_z():
+    item = parse('<box label="car" xtl="0" ytl="0" xbr="4" ybr="4" group_id="2" z_order="9"/>'
+                 '<box label="person" xtl="10" ytl="0" xbr="20" ybr="10" group_id="2"/>'
+                 '<box label="Zebra" xtl="2" ytl="2" xbr="12" ybr="6" z_order="1"/>')
+    cls, obj, out = export(item)
+    assert rgb_at(cls, 1, 1) == (255, 0, 0)  # the car became person
+    assert rgb_at(cls, 3, 3) == (0, 0, 255)  # the group took the person's z 0: Zebra on top
+    assert rgb_at(obj, 1, 1) == rgb_at(obj, 15, 5) == voc_color(1)
+    assert out.instances == 2
+
+
+def test_background_class_erases_and_keeps_its_number():
+    classes = ClassTable((*CLASSES.classes, ClassInfo("background", (9, 9, 9))))
+    item = parse('<box label="car" xtl="0" ytl="0" xbr="10" ybr="10"/>'
+                 '<box label="background" xtl="2" ytl="2" xbr="4" ybr="4"/>'
+                 '<box label="person" xtl="20" ytl="0" xbr="25" ybr="5"/>', classes)
+    cls, obj, _ = export(item, classes)
+    assert rgb_at(cls, 3, 3) == (9, 9, 9) and rgb_at(obj, 3, 3) == (0, 0, 0)
+    assert rgb_at(cls, 30, 20) == (9, 9, 9)  # unannotated = the background label's colour
+    assert rgb_at(obj, 22, 2) == voc_color(3)  # number 2 was used by the background shape
+    assert cvat_masks.labelmap_text(classes, cvat_masks.CvatOptions()).decode().splitlines()[
+        :2] == ["# label:color_rgb:parts:actions", "background:9,9,9::"]
+
+
+def test_empty_shapes_keep_their_instance_number():
+    item = parse('<polygon label="car" points="100,100;120,100;110,120"/>'
+                 '<box label="person" xtl="0" ytl="0" xbr="5" ybr="5"/>')
+    _, obj, _ = export(item)
+    assert rgb_at(obj, 2, 2) == voc_color(2)
+
+
+def test_polylines_and_points_paint_nothing_and_empty_items_are_background():
+    item = parse('<polyline label="car" points="0,0;30,20"/><points label="car" points="3,3"/>')
+    cls, obj, out = export(item)
+    assert not cls.any() and not obj.any() and out.instances == 0 and out.class_pixels == {}
+
+
+def test_voc_colours_by_labelmap_line():
+    item = parse('<box label="Zebra" xtl="0" ytl="0" xbr="4" ybr="4"/>')
+    cls, _, _ = export(item, colors="voc")
+    assert rgb_at(cls, 1, 1) == voc_color(3)
+    text = cvat_masks.labelmap_text(CLASSES, cvat_masks.CvatOptions(colors="voc")).decode()
+    assert text.splitlines()[1:] == ["background:0,0,0::", "person:128,0,0::",
+                                     "car:0,128,0::", "Zebra:128,128,0::"]
+
+
+def test_more_than_255_instances_error_or_wrap():
+    boxes = "".join(f'<box label="car" xtl="{k % 30}" ytl="{k // 30}" xbr="{k % 30 + 1}" '
+                    f'ybr="{k // 30 + 1}"/>' for k in range(300))
+    item = parse(boxes)
+    with pytest.raises(ItemError, match=r"at most 255 instances.*instance_overflow: wrap"):
+        export(item)
+    _, obj, out = export(item, instance_overflow="wrap")
+    last = item.labels[-1].geometry.parts[0]
+    assert rgb_at(obj, int(last[0]), int(last[1])) == voc_color(300 % 256)
+    assert out.instances == 300
+
+
+def test_subset_names_that_cvat_cannot_import_fail_the_item():
+    item = cvat.parse_item(element(""), CLASSES, dataset="my_train", name="x.jpg")
+    with pytest.raises(ItemError, match="without '_'"):
+        export(item)
+
+
+# ---------------------------------------------------------------------------- options
+def test_options_are_validated_with_the_key_named():
+    make = cvat_masks.CvatOptions.from_mapping
+    with pytest.raises(ConfigError, match=r"cvat\.colour"):
+        make({"colour": "voc"}, prefix="cvat", defaults={})
+    with pytest.raises(ConfigError, match=r"cvat\.colors"):
+        make({"colors": "rainbow"}, prefix="cvat", defaults={})
+    with pytest.raises(ConfigError, match=r"cvat\.instance_overflow"):
+        make({"instance_overflow": "ignore"}, prefix="cvat", defaults={})
+    with pytest.raises(ConfigError, match=r"cvat\.zip"):
+        make({"zip": "yes"}, prefix="cvat", defaults={})
+    assert make({"zip": True}, prefix="cvat", defaults={}).zip
+
+
+def test_check_classes_refuses_duplicate_colours_and_bad_names():
+    opts = cvat_masks.CvatOptions()
+    dup = ClassTable((ClassInfo("a", (1, 2, 3)), ClassInfo("b", (1, 2, 3))))
+    with pytest.raises(ConfigError, match="colors: voc"):
+        opts.check_classes(dup, "cvat")
+    cvat_masks.CvatOptions(colors="voc").check_classes(dup, "cvat")
+    black = ClassTable((ClassInfo("road", (0, 0, 0)),))
+    with pytest.raises(ConfigError, match="'background' and 'road'"):
+        opts.check_classes(black, "cvat")
+    for bad in ("a:b", " pad", "#x", "line\nbreak"):
+        with pytest.raises(ConfigError, match="labelmap"):
+            opts.check_classes(ClassTable((ClassInfo(bad, (1, 1, 1)),)), "cvat")
+
+
+# ---------------------------------------------------------------------------- labelmap
+def test_labelmap_parsing_follows_datumaro_importer_rules():
+    text = (b"# label:color_rgb:parts:actions\n\nbackground:0,0,0::\n cat: 10, 20 ,30:p1, p2:\n"
+            b"dog:1,2,3::# inline comment is an action\nnocolor:::\n")
+    entries = cvat.parse_labelmap(text)
+    assert [e.name for e in entries] == ["background", "cat", "dog", "nocolor"]
+    assert entries[1].color == (10, 20, 30) and entries[1].parts == ("p1", "p2")
+    assert entries[2].actions == ("# inline comment is an action",)
+    classes = cvat.labelmap_classes(entries)
+    assert classes.names() == ["cat", "dog", "nocolor"] and classes.background_line == 0
+    assert dict(classes.colormap) == {(0, 0, 0): 0, (10, 20, 30): 1, (1, 2, 3): 2}
+
+
+@pytest.mark.parametrize("text, reason", [
+    (b"a:1,2,3:\n", "4 ':'-separated"),
+    (b"a:1,2::\n", "colour"),
+    (b"a:1,2,300::\n", "colour"),
+    (b"a:::\na:::\n", "defined once"),
+    (b"# only a comment\n", "at least one label"),
+])
+def test_bad_labelmaps_are_input_errors_with_the_line(text, reason):
+    with pytest.raises(InputError, match=reason):
+        cvat.parse_labelmap(text)
+
+
+def test_colourless_labelmap_gets_voc_colours_and_no_labelmap_the_voc_default():
+    classes = cvat.labelmap_classes(cvat.parse_labelmap(b"background:::\na:::\nb:::\n"))
+    assert [c.color for c in classes.classes] == [voc_color(1), voc_color(2)]
+    default = cvat.parse_labelmap_classes(None)
+    assert default.names()[0] == "aeroplane" and default.names()[-1] == "ignored"
+    assert dict(default.colormap)[(224, 224, 192)] == 21
+
+
+# ---------------------------------------------------------------------------- mask import
+LM = cvat.labelmap_classes(cvat.parse_labelmap(
+    b"background:0,0,0::\nperson:255,0,0::\ncar:0,255,0::\n"))
+
+
+def png(arr) -> bytes:
+    return cv2.imencode(".png", arr)[1].tobytes()
+
+
+def rgb_png(rgb: np.ndarray) -> bytes:
+    return png(np.ascontiguousarray(rgb[:, :, ::-1]))
+
+
+def import_item(class_png: bytes, object_png: bytes | None = None):
+    data = class_png if object_png is None else pack_parts([class_png, object_png])
+    return cvat.parse_item(data, LM, dataset="default", name="a.b.png")
+
+
+def test_class_and_object_pngs_become_instance_bitmaps():
+    cls = np.zeros((10, 12, 3), np.uint8)
+    obj = np.zeros_like(cls)
+    cls[1:4, 1:4] = (255, 0, 0)
+    obj[1:4, 1:4] = voc_color(1)
+    cls[5:9, 5:11] = (0, 255, 0)
+    obj[5:9, 5:11] = voc_color(3)  # id 2 unused: a placeholder keeps the numbering
+    item = import_item(rgb_png(cls), rgb_png(obj))
+    assert (item.width, item.height) == (12, 10)
+    assert [lab.class_index for lab in item.labels] == [0, 0, 1]
+    assert isinstance(item.labels[1].geometry, CocoPolygon) and not item.labels[1].geometry.parts
+    bm = item.labels[2].geometry
+    assert (bm.left, bm.top, bm.mask.shape) == (5, 5, (4, 6))
+
+
+def test_instance_spanning_classes_takes_the_largest_line():
+    cls = np.zeros((4, 4), np.uint8)
+    cls[0, 0], cls[0, 1] = 1, 2
+    obj = np.zeros((4, 4), np.uint8)
+    obj[0, :2] = 1
+    item = import_item(png(cls), png(obj))
+    assert [lab.class_index for lab in item.labels] == [1]
+
+
+def test_class_only_import_one_bitmap_per_class_background_skipped():
+    cls = np.zeros((4, 5), np.uint8)
+    cls[0, 0], cls[3, 4] = 2, 1
+    item = import_item(png(cls))
+    assert [lab.class_index for lab in item.labels] == [0, 1]
+
+
+def test_mask_import_errors_name_the_file_and_the_value():
+    bad = np.zeros((4, 4, 3), np.uint8)
+    bad[0, 0] = (1, 2, 3)
+    with pytest.raises(ItemError, match=r"SegmentationClass/a\.b\.png.*\(1, 2, 3\)"):
+        import_item(rgb_png(bad))
+    idx = np.full((4, 4), 7, np.uint8)
+    with pytest.raises(ItemError, match="index 7"):
+        import_item(png(idx))
+    obj = np.zeros((4, 4, 3), np.uint8)
+    obj[0, 0] = (243, 243, 243)
+    with pytest.raises(ItemError, match=r"SegmentationObject/a\.b\.png.*243"):
+        import_item(png(np.zeros((4, 4), np.uint8)), rgb_png(obj))
+    lone = np.zeros((4, 4), np.uint8)
+    lone[1, 1] = 1
+    with pytest.raises(ItemError, match="only background"):
+        import_item(png(np.zeros((4, 4), np.uint8)), png(lone))
+    with pytest.raises(ItemError, match="8-bit"):
+        import_item(png(np.zeros((4, 4), np.uint16)))
+    with pytest.raises(ItemError, match="not one"):
+        import_item(b"\x89PNG nope")
+    with pytest.raises(ItemError, match="size"):
+        import_item(png(np.zeros((4, 4), np.uint8)), png(np.zeros((4, 5), np.uint8)))
+
+
+def test_subset_problem():
+    assert cvat.subset_problem("Train") is None and cvat.subset_problem("default") is None
+    assert "'_'" in cvat.subset_problem("my_train")
+    assert cvat.subset_problem("a/b") and cvat.subset_problem("")
