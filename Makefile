@@ -16,6 +16,7 @@ demo: $(STAMP)  ## build a sample project and export it on a local Dask cluster
 	$(VENV)/bin/maskjob demo demo-out
 
 test: $(STAMP)  ## lint + the whole test suite (real moto S3 server, real Dask clusters)
+	bash scripts/ensure-browser.sh
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 

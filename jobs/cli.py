@@ -203,8 +203,8 @@ def demo_cmd(output_url: str, workers: int | None) -> None:
     log.info("sample project written to %s", project)
     rc = do_export(project, output_url, formats=("supervisely",), config=config_path, sets=(),
                    scheduler=None, workers=workers, input_format=None, storage_options=())
-    log.info("open %s/supervisely to see the masks; manifest: %s/manifest.json",
-             output_url, output_url)
+    log.info("open %s/preview.html for a look at the result (masks in %s/supervisely, "
+             "manifest %s/manifest.json)", output_url, output_url, output_url)
     sys.exit(rc)
 
 

@@ -3,9 +3,10 @@
     plan -> submit (bounded, retries) -> finalize barrier
 
 - Plan: items (sorted keys) cut into partitions of `partition_size`; `_manifest/plan.json`
-  records the plan's fingerprint. A rerun with the same plan skips every partition whose
-  manifest part exists (one listing of `_manifest/`, no HEAD per output); a different plan
-  (input or settings changed) discards the old parts first.
+  records the plan's fingerprint (keys, object tags, settings). A rerun of an unfinished run
+  with the same plan skips every partition whose manifest part exists (one listing of
+  `_manifest/`, no HEAD per output); a different plan (input or settings changed) or a finished
+  run (manifest.json present) discards the old parts first.
 - Submit: futures with explicit keys, at most `max_in_flight` at once (default: twice the
   cluster's threads), `retries=2` for exceptions; a killed worker is rescheduled by Dask.
   `workers=0` runs the partitions in this process (debugging, unit tests).
@@ -61,8 +62,9 @@ def chunk(items: list[ItemRef], size: int) -> list[tuple[ItemRef, ...]]:
 def plan_fingerprint(items: list[ItemRef], partition_size: int, config_hash: str) -> str:
     h = hashlib.sha256()
     h.update(f"{partition_size}|{config_hash}|{__version__}\n".encode())
-    for r in items:
-        h.update(f"{r.dataset}\x00{r.name}\x00{r.ann_key}\x00{r.image_key}\n".encode())
+    for r in items:  # the tags: a changed object is a new plan, never a resumed one
+        h.update(f"{r.dataset}\x00{r.name}\x00{r.ann_key}\x00{r.image_key}\x00{r.ann_tag}"
+                 f"\x00{r.image_tag}\n".encode())
     return "sha256:" + h.hexdigest()
 
 
@@ -85,7 +87,8 @@ def prepare_plan(dest: Root, fingerprint: str, n_parts: int) -> set[int]:
     except (FileNotFoundError, ValueError):
         previous = None
     done = committed_parts(dest)
-    if previous is None or previous.get("fingerprint") != fingerprint:
+    completed = dest.exists(MANIFEST_SUMMARY)  # a finished run is never resumed, only redone
+    if previous is None or previous.get("fingerprint") != fingerprint or completed:
         if done:
             log.info("input or settings changed since the last run: discarding %d old parts",
                      len(done))

@@ -98,6 +98,9 @@ def sdk_area(g: Geometry) -> float:
         return float(np.count_nonzero(g.mask))
     if isinstance(g, AlphaMask):
         return float(np.count_nonzero(g.alpha))
+    if isinstance(g, CocoPolygon):  # other sources: the same shoelace, on float vertices
+        return sum(_polygon_area(np.asarray(p, np.float64).reshape(-1, 2)) for p in g.parts
+                   if len(p) >= 6)
     return 0.0
 
 

@@ -115,6 +115,7 @@ class CocoSplit:
 
 
 def _stem(name: str) -> str:
+    """The stem outputs are named by: the rule of `Item.stem`."""
     head, dot, _ext = name.rpartition(".")
     return head if dot and head else name
 
@@ -172,8 +173,9 @@ def split_dataset(data: bytes, where: str = "COCO JSON") -> CocoSplit:
             continue
         names.add(raw)
         stems[stem] = raw
-        anns = per_image[rec["id"]]
-        used = {a.get("category_id") for a in anns if isinstance(a, dict)}
+        anns = per_image.pop(rec["id"])  # freed as it goes: the driver holds the JSON once
+        used = {a.get("category_id") for a in anns
+                if isinstance(a, dict) and _is_id(a.get("category_id"))}
         cats = [[cid, by_id[cid]] for cid in by_id if cid in used]
         inline = json.dumps({"image": rec, "annotations": anns, "categories": cats},
                             separators=(",", ":"), ensure_ascii=False,
@@ -349,8 +351,10 @@ def parse_item(
         raise ItemError(expected(f"at most {limits.max_objects} annotations", len(anns)))
     index_of = {c.name: i for i, c in enumerate(classes.classes)}
     category = {}
-    for pair in doc.get("categories", []):
-        if isinstance(pair, list) and len(pair) == 2 and pair[1] in index_of:
+    pairs = doc.get("categories")
+    for pair in pairs if isinstance(pairs, list) else []:
+        if isinstance(pair, list) and len(pair) == 2 and _is_id(pair[0]) and \
+                isinstance(pair[1], str) and pair[1] in index_of:
             category[pair[0]] = index_of[pair[1]]
     labels = []
     for k, ann in enumerate(anns):

@@ -24,7 +24,6 @@ GOOD = {"street/a.jpg", "b.png", "c.png"}
 FAILED = {"d.png": "category_id declared", "e.png": "finite coordinates",
           "f.png": "RLE 'size'", "../evil.jpg": "relative to the images folder"}
 
-pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
 
 def export(inp, out, *extra) -> int:

@@ -9,14 +9,11 @@ import json
 import shutil
 from pathlib import Path
 
-import pytest
-
 from jobs.cli import run
 from jobs.demo import make_demo_project
 from maskcore.formats import FORMATS
 
 COCO = Path(__file__).resolve().parents[1] / "data" / "coco_small"
-pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 ALL = [f for f in ("supervisely", "clearml", "zarr", "cvat") if f in FORMATS]
 
 

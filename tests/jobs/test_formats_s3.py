@@ -21,7 +21,6 @@ UNSET = ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOIN
          "AWS_REGION", "FSSPEC_S3_ENDPOINT_URL", "FSSPEC_S3", "DASK_SCHEDULER_ADDRESS")
 
 pytestmark = [pytest.mark.s3,
-              pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning"),
               pytest.mark.filterwarnings("ignore:Consolidated metadata:UserWarning")]
 
 

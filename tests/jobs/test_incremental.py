@@ -52,3 +52,21 @@ def test_incremental_rerun_touches_only_what_changed(project, tmp_path):
     # settings changed: everything is exported again
     assert run([*args, "--incremental", "--set", "supervisely.thickness=3"]) == 0
     assert {v["status"] for v in lines(out).values()} == {"ok"}
+
+
+def test_two_incremental_runs_in_a_row_see_a_content_change(project, tmp_path):
+    """A second incremental run after a completed one must not replay the committed parts
+    when an annotation's content changed (the plan includes the objects' tags)."""
+    p = project()
+    p.add("ds", "a.png", [rect("car", 1, 1, 5, 5)])
+    p.add("ds", "b.png", [rect("car", 1, 1, 5, 5)])
+    out = tmp_path / "out"
+    args = ["export", str(p.root), str(out), "--workers", "0", "--incremental"]
+    assert run(args) == 0
+    assert run(args) == 0
+    assert {v["status"] for v in lines(out).values()} == {"unchanged"}
+    p.add("ds", "a.png", [rect("car", 1, 1, 30, 30)], image=False)
+    assert run(args) == 0
+    got = lines(out)
+    assert got["a.png"]["status"] == "ok" and got["b.png"]["status"] == "unchanged"
+    assert got["a.png"]["class_pixels"] == {"car": 30 * 30}

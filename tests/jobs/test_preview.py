@@ -22,7 +22,6 @@ from tests.conftest import poly, rect
 COCO = Path(__file__).resolve().parents[1] / "data" / "coco_small"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
-pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
 
 def thumbnails(page: str) -> list[np.ndarray]:

@@ -20,8 +20,6 @@ from maskcore.model import Bitmap, CocoPolygon
 from maskcore.palette import voc_color
 from maskcore.rasterize import render
 
-pytestmark = pytest.mark.filterwarnings(  # pycocotools' own numpy 2 deprecation
-    "ignore:__array__ implementation:DeprecationWarning")
 CATS = [{"id": 3, "name": "car"}, {"id": 1, "name": "person"}, {"id": 7, "name": "tree"}]
 
 
@@ -277,3 +275,43 @@ def test_limits_bound_one_item():
                         limits=Limits(max_annotation_bytes=10))
     with pytest.raises(ItemError, match="valid per-image COCO JSON"):
         coco.parse_item(b"{nope", split.classes, dataset="ds", name="a.jpg")
+
+
+def test_malformed_values_fail_cleanly_never_crash():
+    """Random values of the wrong type anywhere in the file: the split raises InputError or
+    marks images, and parsing an image raises ItemError, never anything else."""
+    rng = np.random.default_rng(3)
+    weird = [None, True, -1, 2 ** 70, 1.5, float("nan"), "x", "", [], [1], [[1, 2]], {},
+             {"size": [4, 4], "counts": "0"}, {"counts": [1, 2]}]
+    base = {"images": [{"id": 1, "file_name": "a.jpg", "width": 8, "height": 6}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 3, "iscrowd": 0,
+                             "segmentation": [[0, 0, 5, 0, 5, 5]], "bbox": [0, 0, 5, 5]}],
+            "categories": [{"id": 3, "name": "car"}]}
+    paths = [("images", 0, "id"), ("images", 0, "file_name"), ("images", 0, "width"),
+             ("images", 0, "height"), ("annotations", 0, "image_id"),
+             ("annotations", 0, "category_id"), ("annotations", 0, "segmentation"),
+             ("annotations", 0, "bbox"), ("categories", 0, "id"), ("categories", 0, "name"),
+             ("annotations", 0), ("images", 0), ("categories", 0)]
+    for _ in range(400):
+        d = json.loads(json.dumps(base))
+        for _ in range(int(rng.integers(1, 3))):
+            path = paths[int(rng.integers(len(paths)))]
+            value = weird[int(rng.integers(len(weird)))]
+            node = d
+            for p in path[:-1]:
+                ok = (isinstance(node, dict) and p in node) or (
+                    isinstance(node, list) and isinstance(p, int) and p < len(node))
+                node = node[p] if ok else None
+            if isinstance(node, dict):
+                node[path[-1]] = value
+            elif isinstance(node, list) and node:
+                node[0] = value
+        data = json.dumps(d).encode()
+        try:
+            split = coco.split_dataset(data)
+        except InputError:
+            continue
+        for im in split.images:
+            if im.problem is None:
+                with contextlib.suppress(ItemError):
+                    coco.parse_item(im.inline, split.classes, dataset="ds", name=im.name)
