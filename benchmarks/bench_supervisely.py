@@ -567,7 +567,7 @@ def render_report(res: dict) -> str:
         "",
         "```",
         "make bench                             # = .venv/bin/python benchmarks/run_all.py",
-        ".venv/bin/python benchmarks/run_all.py --quick   # ~1 min smoke run, prints only",
+        ".venv/bin/python benchmarks/run_all.py --quick   # ~1-2 min smoke run, prints only",
         "```",
         "",
         "`run_all.py` creates the SDK venv on first use (`$MASKJOB_ORACLE_CACHE/sly-6.74.51`, "
@@ -669,6 +669,10 @@ def render_report(res: dict) -> str:
         "through PIL. Decoded values are what is compared.",
         "",
         "## Hot spots (ours, cProfile, per image)",
+        "",
+        "cProfile sees the main thread only: input reads and output writes that "
+        "`process_partition` overlaps on threads show up as `_thread.lock.acquire` (waiting "
+        "for them).",
         "",
     ]
     for c in CONFIGS:

@@ -118,7 +118,8 @@ def main() -> None:
     ap.add_argument("--thickness", type=int, default=2)
     ap.add_argument("--json", type=Path)
     ap.add_argument("--limit", type=int, default=0)
-    ap.add_argument("--warmup", action="store_true", help="machine mask of the first image once, untimed (first-call costs)")
+    ap.add_argument("--warmup", action="store_true",
+                    help="machine mask of the first image once, untimed (first-call costs)")
     args = ap.parse_args()
     kinds = set(args.kinds.split(","))
     t = args.thickness
