@@ -26,6 +26,13 @@ from .storage import Root, parse_storage_options
 log = logging.getLogger("maskjob")
 
 EXIT_OK, EXIT_ITEMS_FAILED, EXIT_USAGE = 0, 1, 2
+WORKER_ENV = {
+    "MALLOC_TRIM_THRESHOLD_": 268435456,
+    "MALLOC_MMAP_THRESHOLD_": 33554432,
+    "OMP_NUM_THREADS": 1,
+    "OPENBLAS_NUM_THREADS": 1,
+    "MKL_NUM_THREADS": 1,
+}
 
 
 class UsageFailure(click.ClickException):
@@ -65,9 +72,15 @@ def _client(scheduler: str | None, workers: int | None) -> tuple[Any, Any]:
     address = scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS")
     if address:
         return Client(address), None
+    import dask
+
     n = workers or os.cpu_count() or 1
-    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                           dashboard_address=":0", silence_logs=logging.WARNING)
+    # Dask starts workers with MALLOC_TRIM_THRESHOLD_=65536, which turns every full-frame
+    # array into a fresh mmap (40x the page faults, ~25% more CPU, BENCHMARKS.md); a worker
+    # here holds one image at a time, so let glibc keep and reuse those pages.
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": WORKER_ENV}):
+        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                               dashboard_address=":0", silence_logs=logging.WARNING)
     return Client(cluster), cluster
 
 

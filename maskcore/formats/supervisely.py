@@ -167,6 +167,14 @@ def _points(v: object, limits: Limits, where: str, minimum: int) -> np.ndarray:
         raise ItemError(expected("a list of [x, y] points", v), where=where)
     if len(v) < minimum:
         raise ItemError(expected(f"at least {minimum} points", f"{len(v)} points"), where=where)
+    try:  # fast path: one numpy conversion for the whole ring
+        arr = np.asarray(v, dtype=np.float64)
+    except (TypeError, ValueError):
+        arr = None
+    if (arr is not None and arr.ndim == 2 and arr.shape[1] == 2 and np.isfinite(arr).all()
+            and (np.abs(arr) <= limits.max_coordinate).all()):
+        return np.floor(arr).astype(np.int64)
+    # slow path, point by point, for a message that names what is wrong
     return np.array([_xy(p, limits, where) for p in v], dtype=np.int64).reshape(-1, 2)
 
 
