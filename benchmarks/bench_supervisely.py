@@ -272,6 +272,20 @@ def machine_info() -> dict:
 
 
 # ---------------------------------------------------------------------------- the benchmark
+START, END = "<!-- bench:supervisely -->", "<!-- /bench:supervisely -->"
+
+
+def write_section(path: Path, report: str) -> None:
+    """Replace only this benchmark's section of BENCHMARKS.md; other benchmarks' tables stay."""
+    old = path.read_text() if path.exists() else ""
+    block = f"{START}\n{report.rstrip()}\n{END}"
+    if START in old and END in old:
+        new = old[:old.index(START)] + block + old[old.index(END) + len(END):]
+    else:
+        new = block + "\n" + old
+    path.write_text(new)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true",
@@ -483,8 +497,8 @@ def _run(args, n_images, rounds, scale_rounds, peer_memory, write, pin, main_pro
     print()
     print(report)
     if write:
-        (REPO / "BENCHMARKS.md").write_text(report)
-        log("wrote BENCHMARKS.md")
+        write_section(REPO / "BENCHMARKS.md", report)
+        log("wrote the Supervisely section of BENCHMARKS.md")
     log(f"total {results['seconds']:.0f}s; raw results in {DATA / 'last-results.json'}")
     return 0 if ok else 1
 

@@ -228,22 +228,22 @@ def write_item(ctx: ItemContext, opts: CvatOptions) -> ItemOutput:
     index, line_of, class_of = paint(ctx, opts)
     colors = np.array([c[::-1] for _, c in labelmap(ctx.classes, opts)], np.uint8)
     class_lut = colors[line_of]  # index -> BGR
-    if index.dtype == np.uint8:  # cv2's 256-entry colour LUT: a few times numpy's gather
-        lut = np.zeros((256, 3), np.uint8)
-        lut[:len(class_lut)] = class_lut
-        class_png = cv2.applyColorMap(index, lut.reshape(256, 1, 3))
-        object_png = cv2.applyColorMap(index, VOC_INSTANCE_BGR.reshape(256, 1, 3))
+    if index.dtype == np.uint8:
+        # paletted PNGs: every decoder expands them to exactly CVAT's RGB masks, and they cost
+        # a third of encoding the RGB images (BENCHMARKS.md)
+        class_data = encode.png_palette(index, class_lut[:, ::-1])
+        object_data = encode.png_palette(index, VOC_INSTANCE_BGR[:, ::-1])
         if index.size < 1 << 24:  # calcHist counts in float32: exact below 2^24
             counts = cv2.calcHist([index], [0], None, [256], [0, 256]).ravel().astype(np.int64)
         else:
             counts = np.bincount(index.ravel(), minlength=256)
     else:
-        class_png = np.take(class_lut, index, axis=0)
-        object_png = VOC_INSTANCE_BGR[(index & 0xFF).astype(np.uint8)]
+        class_data = encode.png(np.take(class_lut, index, axis=0))
+        object_data = encode.png(VOC_INSTANCE_BGR[(index & 0xFF).astype(np.uint8)])
         counts = np.bincount(index.ravel(), minlength=len(class_of))
     out = ItemOutput(blobs=[
-        Blob(paths.join(NAME, CLASS_DIR, rel), encode.png(class_png)),
-        Blob(paths.join(NAME, OBJECT_DIR, rel), encode.png(object_png)),
+        Blob(paths.join(NAME, CLASS_DIR, rel), class_data),
+        Blob(paths.join(NAME, OBJECT_DIR, rel), object_data),
     ])
     pixels: dict[str, int] = {}
     for k, ci in enumerate(class_of):
