@@ -7,10 +7,12 @@ decoded or allocated.
 
 from __future__ import annotations
 
+import json
 import math
 import struct
 import zlib
 from dataclasses import dataclass
+from typing import Any
 
 from .errors import ItemError, expected
 
@@ -80,3 +82,14 @@ def inflate(data: bytes, limits: Limits) -> bytes:
             "bytes. Got more instead (a decompression bomb?)."
         )
     return out
+
+
+def load_json(data: bytes, limits: Limits, what: str) -> Any:
+    """Parse an item's JSON, refusing oversized input first; ItemError names `what`."""
+    if len(data) > limits.max_annotation_bytes:
+        raise ItemError(expected(f"{what} of at most {limits.max_annotation_bytes} bytes",
+                                 f"{len(data)} bytes"))
+    try:
+        return json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ItemError(expected(f"valid {what}", str(e))) from None

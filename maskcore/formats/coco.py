@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError, ItemError, expected
-from ..limits import DEFAULT_LIMITS, Limits, check_image_size
+from ..limits import DEFAULT_LIMITS, Limits, check_image_size, load_json
 from ..model import Bitmap, ClassInfo, ClassTable, CocoPolygon, Geometry, Item, Label
 from ..palette import voc_color
 from ..paths import check_relative
@@ -332,13 +332,7 @@ def parse_item(
     limits: Limits = DEFAULT_LIMITS,
 ) -> Item:
     """One per-image JSON from `split_dataset` -> Item (labels in annotation order)."""
-    if len(data) > limits.max_annotation_bytes:
-        raise ItemError(expected(f"annotations of at most {limits.max_annotation_bytes} bytes",
-                                 f"{len(data)} bytes"))
-    try:
-        doc = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ItemError(expected("valid per-image COCO JSON", str(e))) from None
+    doc = load_json(data, limits, "per-image COCO JSON")
     if not isinstance(doc, dict) or not isinstance(doc.get("image"), dict) or \
             not isinstance(doc.get("annotations"), list):
         raise ItemError(expected("{'image': {...}, 'annotations': [...]}", doc))

@@ -31,7 +31,14 @@ import numpy as np
 
 from .. import crop
 from ..errors import InputError, ItemError, expected
-from ..limits import DEFAULT_LIMITS, Limits, check_coordinate, check_image_size, png_header_size
+from ..limits import (
+    DEFAULT_LIMITS,
+    Limits,
+    check_coordinate,
+    check_image_size,
+    load_json,
+    png_header_size,
+)
 from ..model import (
     AlphaMask,
     Bitmap,
@@ -354,13 +361,7 @@ def parse_annotation(
     limits: Limits = DEFAULT_LIMITS,
 ) -> Item:
     """One `ann/<image>.json` -> Item (labels in annotation order, cropped as the SDK does)."""
-    if len(data) > limits.max_annotation_bytes:
-        raise ItemError(expected(f"an annotation of at most {limits.max_annotation_bytes} bytes",
-                                 f"{len(data)} bytes"))
-    try:
-        ann = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ItemError(expected("valid annotation JSON", str(e))) from None
+    ann = load_json(data, limits, "annotation JSON")
     if not isinstance(ann, dict):
         raise ItemError(expected("an annotation object", ann))
     size = ann.get("size")
