@@ -1,12 +1,14 @@
 """deploy/ is validated offline: every manifest parses, the nightly CronJob never overlaps,
 the DaskJob carries the runner + cluster the operator needs, workers recycle themselves, and
-no credentials are committed. With kubernetes-validate installed, core kinds are schema-checked
-too (strict)."""
+no credentials are committed; core kinds pass kubernetes-validate (strict, Kubernetes 1.32) and
+the DaskJobs a schema of the operator's required fields."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -72,11 +74,30 @@ def test_kustomization_resources_exist():
         assert (DEPLOY / "k8s" / r).exists(), r
 
 
-@pytest.mark.skipif(shutil.which("kubernetes-validate") is None,
-                    reason="kubernetes-validate not installed")
+KUBE_VALIDATE = (shutil.which("kubernetes-validate", path=str(Path(sys.executable).parent))
+                 or shutil.which("kubernetes-validate"))
+
+
+@pytest.mark.skipif(KUBE_VALIDATE is None, reason="kubernetes-validate not installed")
 def test_core_kinds_pass_kubernetes_validate_strict():
     files = [str(DEPLOY / "k8s" / f) for f in ("serviceaccount.yaml", "role.yaml",
-                                               "configmap.yaml", "cronjob.yaml")]
-    r = subprocess.run(["kubernetes-validate", "--strict", "-k", "1.32.0", *files],
+                                               "configmap.yaml", "cronjob.yaml",
+                                               "secret-example.yaml")]
+    r = subprocess.run([KUBE_VALIDATE, "--strict", "-k", "1.32.0", *files],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_daskjobs_match_the_operator_schema():
+    """Both DaskJobs (one-off, and the nightly one in the ConfigMap) against a JSON schema of
+    the fields the operator requires; a wrong type is caught."""
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = json.loads((Path(__file__).parent / "data/daskjob.schema.json").read_text())
+    [one_off] = docs("k8s/daskjob.yaml")
+    [cm] = docs("k8s/configmap.yaml")
+    nightly = yaml.safe_load(cm["data"]["nightly-daskjob.yaml"])
+    for job in (one_off, nightly):
+        jsonschema.validate(job, schema)
+    one_off["spec"]["cluster"]["spec"]["worker"]["replicas"] = "two"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(one_off, schema)
