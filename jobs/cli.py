@@ -47,6 +47,14 @@ def _setup_logging(verbose: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def _quiet_dask() -> None:
+    """distributed configures its own loggers at INFO on import; keep the driver's log to
+    maskjob's lines and warnings."""
+    for name in list(logging.root.manager.loggerDict):
+        if name.split(".")[0] in ("distributed", "bokeh", "tornado"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def _roots(input_url: str, output_url: str | None, storage_options: Sequence[str]
            ) -> tuple[Root, Root | None]:
     try:
@@ -68,6 +76,8 @@ def _client(scheduler: str | None, workers: int | None) -> tuple[Any, Any]:
     if workers == 0 and not scheduler:
         return None, None
     from distributed import Client, LocalCluster
+
+    _quiet_dask()
 
     address = scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS")
     if address:
