@@ -58,21 +58,25 @@ def png_palette(index: np.ndarray, palette_rgb: np.ndarray) -> bytes:
     """An 8-bit paletted PNG of a uint8 index map: decodes (cv2, Pillow .convert("RGB"),
     datumaro) to exactly the RGB image `palette_rgb[index]`, at a fraction of the cost of
     encoding that RGB image (one byte per pixel, runs deflated with Z_RLE)."""
+    return png_palettes(index, [palette_rgb])[0]
+
+
+def png_palettes(index: np.ndarray, palettes: list[np.ndarray]) -> list[bytes]:
+    """One paletted PNG per palette, all of the same index map: the pixel data is deflated
+    once and shared (a class mask and an instance mask of one image differ only in colours)."""
     height, width = index.shape
     raw = np.zeros((height, width + 1), np.uint8)  # filter byte 0 (None) on every row
     raw[:, 1:] = index
-    pal = np.zeros((256, 3), np.uint8)
-    pal[:len(palette_rgb)] = palette_rgb[:256]
     z = zlib.compressobj(1, zlib.DEFLATED, 15, 9, zlib.Z_RLE)
-    data = z.compress(raw.tobytes()) + z.flush()
-    header = struct.pack(">IIBBBBB", width, height, 8, 3, 0, 0, 0)
-    return b"".join((
-        b"\x89PNG\r\n\x1a\n",
-        _chunk(b"IHDR", header),
-        _chunk(b"PLTE", pal.tobytes()),
-        _chunk(b"IDAT", data),
-        _chunk(b"IEND", b""),
-    ))
+    idat = _chunk(b"IDAT", z.compress(raw.tobytes()) + z.flush())
+    ihdr = _chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 3, 0, 0, 0))
+    out = []
+    for palette_rgb in palettes:
+        pal = np.zeros((256, 3), np.uint8)
+        pal[:len(palette_rgb)] = palette_rgb[:256]
+        out.append(b"".join((b"\x89PNG\r\n\x1a\n", ihdr, _chunk(b"PLTE", pal.tobytes()),
+                             idat, _chunk(b"IEND", b""))))
+    return out
 
 
 def decode_image(data: bytes, limits: Limits, *, name: str = "image") -> np.ndarray:

@@ -258,8 +258,9 @@ def _points(el: ET.Element, limits: Limits, where: str, minimum: int) -> np.ndar
     if len(pts) < minimum:
         raise ItemError(expected(f"at least {minimum} points", len(pts)), where=where)
     arr = np.array(pts, dtype=np.float64).reshape(-1, 2)
-    for v in arr.ravel():
-        check_coordinate(float(v), limits, where)
+    if not (np.isfinite(arr).all() and (np.abs(arr) <= limits.max_coordinate).all()):
+        for v in arr.ravel():  # name the offending value
+            check_coordinate(float(v), limits, where)
     return arr
 
 

@@ -231,8 +231,8 @@ def write_item(ctx: ItemContext, opts: CvatOptions) -> ItemOutput:
     if index.dtype == np.uint8:
         # paletted PNGs: every decoder expands them to exactly CVAT's RGB masks, and they cost
         # a third of encoding the RGB images (BENCHMARKS.md)
-        class_data = encode.png_palette(index, class_lut[:, ::-1])
-        object_data = encode.png_palette(index, VOC_INSTANCE_BGR[:, ::-1])
+        class_data, object_data = encode.png_palettes(
+            index, [class_lut[:, ::-1], VOC_INSTANCE_BGR[:, ::-1]])
         if index.size < 1 << 24:  # calcHist counts in float32: exact below 2^24
             counts = cv2.calcHist([index], [0], None, [256], [0, 256]).ravel().astype(np.int64)
         else:

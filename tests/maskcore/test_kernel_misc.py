@@ -81,3 +81,17 @@ def test_maskcore_never_imports_dask_or_fsspec():
             "sys.exit(1 if bad else 0)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_paletted_pngs_decode_to_the_rgb_images_in_cv2_and_pillow():
+    """Two palettes over one index map (class and instance colours) share their pixel data and
+    each decodes to exactly palette[index]."""
+    rng = np.random.default_rng(5)
+    index = rng.integers(0, 7, (33, 47), dtype=np.uint8)
+    pals = [rng.integers(0, 256, (7, 3), dtype=np.uint8), rng.integers(0, 256, (256, 3),
+                                                                        dtype=np.uint8)]
+    for data, pal in zip(encode.png_palettes(index, pals), pals, strict=True):
+        rgb = pal[index]
+        bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        assert (bgr[:, :, ::-1] == rgb).all()
+        assert (np.asarray(Image.open(io.BytesIO(data)).convert("RGB")) == rgb).all()
