@@ -103,30 +103,33 @@ def _fetch(job: PartitionJob, ref: ItemRef, with_image: bool) -> _Fetched:
     return got
 
 
+_Ahead = tuple[ItemRef, ManifestEntry | None, Future[_Fetched] | None]
+
+
 def _read_ahead(job: PartitionJob, refs: tuple[ItemRef, ...], window: int = READ_AHEAD
-                ) -> Iterator[tuple[ItemRef, Future[_Fetched] | None]]:
-    """Yield (ref, future of its bytes); at most `window` items are in flight, so object-store
-    latency overlaps rendering while worker memory stays bounded."""
+                ) -> Iterator[_Ahead]:
+    """Yield (ref, its carried-forward entry if unchanged, else the future of its bytes); at
+    most `window` items are in flight, so object-store latency overlaps rendering while worker
+    memory stays bounded. Unchanged items are decided here, once, and never read."""
     with_image = _needs_image(job)
     with ThreadPoolExecutor(max_workers=min(window, 8), thread_name_prefix="read") as pool:
-        pending: deque[tuple[ItemRef, Future[_Fetched] | None]] = deque()
+
+        def start(ref: ItemRef) -> _Ahead:
+            carried = _unchanged(job, ref)
+            fut = None if carried else pool.submit(_fetch, job, ref, with_image)
+            return ref, carried, fut
+
         it = iter(refs)
-        for ref in it:
-            fut = None if _unchanged(job, ref) else pool.submit(_fetch, job, ref, with_image)
-            pending.append((ref, fut))
-            if len(pending) >= window:
-                break
+        pending: deque[_Ahead] = deque(start(r) for _, r in zip(range(window), it, strict=False))
         while pending:
             yield pending.popleft()
             nxt = next(it, None)
             if nxt is not None:
-                fut = None if _unchanged(job, nxt) else pool.submit(_fetch, job, nxt, with_image)
-                pending.append((nxt, fut))
+                pending.append(start(nxt))
 
 
-def _export_item(job: PartitionJob, ref: ItemRef, fetched: Future[_Fetched] | None = None
-                 ) -> tuple[ManifestEntry, list[Blob]]:
-    carried = _unchanged(job, ref)
+def _export_item(job: PartitionJob, ref: ItemRef, carried: ManifestEntry | None = None,
+                 fetched: Future[_Fetched] | None = None) -> tuple[ManifestEntry, list[Blob]]:
     if carried is not None:
         return carried, []
     got = fetched.result() if fetched is not None else _Fetched()
@@ -204,9 +207,9 @@ def process_partition(job: PartitionJob) -> dict[str, int]:
     counts = {"items": 0, "ok": 0, "failed": 0, "unchanged": 0, "outputs": 0, "bytes": 0}
     writer = _BackgroundWriter(job.dest)
     try:
-        for ref, fetched in _read_ahead(job, job.items):
+        for ref, carried, fetched in _read_ahead(job, job.items):
             try:
-                entry, blobs = _export_item(job, ref, fetched)
+                entry, blobs = _export_item(job, ref, carried, fetched)
             except (ItemError, InputError) as e:
                 entry = ManifestEntry(dataset=ref.dataset, item=ref.name, status="failed",
                                       error=str(e))
