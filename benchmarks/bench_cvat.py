@@ -42,17 +42,17 @@ OURS = """
 import json, sys, time
 import cv2
 cv2.setNumThreads(1)
-import jobs.graph
+import jobs.run
 from jobs.cli import run
 items = [0.0]
-inner = jobs.graph.process_partition
+inner = jobs.run.process_partition
 def timed_partition(job):
     t = time.perf_counter()
     try:
         return inner(job)
     finally:
         items[0] += time.perf_counter() - t
-jobs.graph.process_partition = timed_partition
+jobs.run.process_partition = timed_partition
 started = time.perf_counter()
 rc = run(["export", sys.argv[1], sys.argv[2], "--format", "cvat", "--workers", "0"])
 print(json.dumps({"seconds": time.perf_counter() - started, "items": items[0], "rc": rc}))

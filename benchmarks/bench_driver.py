@@ -25,8 +25,8 @@ sys.path.insert(0, str(ROOT))
 
 def plan(n: int) -> dict:
     from jobs.config import load
-    from jobs.graph import chunk, plan_fingerprint
     from jobs.listing import ItemRef
+    from jobs.plan import chunk, plan_fingerprint
     from jobs.storage import Root
     from jobs.tasks import PartitionJob
     from maskcore.model import ClassInfo, ClassTable
@@ -52,9 +52,9 @@ def plan(n: int) -> dict:
 
 
 def finalize(n: int, per_part: int = 50) -> dict:
-    from jobs.graph import finalize as do_finalize
+    from jobs.finalize import finalize as do_finalize
+    from jobs.manifest_store import part_key
     from jobs.storage import Root
-    from jobs.tasks import part_key
     from maskcore.manifest import ManifestEntry
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,4 +1,4 @@
-"""Finishing steps that need every item, run once by `graph.finalize` on the driver, after the
+"""Finishing steps that need every item, run once by `finalize.finalize` on the driver, after the
 merged `manifest.jsonl` and before `manifest.json` (which stays the last object written):
 
 - clearml: `clearml/frames.jsonl`, the per-item frames of the exported items in manifest order;

@@ -100,7 +100,7 @@ def do_export(input_url: str, output_url: str, *, formats: Sequence[str], config
               incremental: bool = False) -> int:
     from tqdm import tqdm
 
-    from .graph import export
+    from .job import export
 
     try:
         spec = jobconfig.load(config, sets, formats, input_format)

@@ -31,18 +31,14 @@ from maskcore.manifest import ManifestEntry, fingerprint
 from maskcore.model import ClassTable
 
 from .listing import ItemRef, read_annotation
+from .manifest_store import part_key
 from .storage import Root
 
 log = logging.getLogger("maskjob")
 
-MANIFEST_DIR = "_manifest"
 FLUSH_BYTES = 32 * 1024 * 1024
 FLUSH_OBJECTS = 256
 READ_AHEAD = 4  # items whose inputs are being read while the current one renders
-
-
-def part_key(pid: int) -> str:
-    return f"{MANIFEST_DIR}/part-{pid:05d}.jsonl"
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from maskcore.manifest import ManifestEntry, checksum
 
-from .graph import MANIFEST_LINES, MANIFEST_SUMMARY
+from .manifest_store import MANIFEST_LINES, MANIFEST_SUMMARY
 from .storage import Root
 
 log = logging.getLogger("maskjob")
