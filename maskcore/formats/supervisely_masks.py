@@ -230,7 +230,7 @@ def write_item(ctx: ItemContext, opts: SuperviselyOptions) -> ItemOutput:
                                   encode.png(canvas)))
         if opts.masks_human:
             out.blobs.append(Blob(paths.join(base, "masks_human", png_name),
-                                  encode.png(_human(ctx, opts, tmpl))))
+                                  encode.png_photo(_human(ctx, opts, tmpl))))
 
     if opts.masks_instances and drawn:
         frame = np.zeros((h, w), np.uint8)
