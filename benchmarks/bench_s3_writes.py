@@ -143,7 +143,8 @@ class WriteLog:
 
 def install_hooks(wlog: WriteLog) -> None:
     """Time Root.write_many inside process_partition (the export itself is unchanged)."""
-    from jobs import graph, storage
+    from jobs import run as graph
+    from jobs import storage
 
     original_write_many = storage.Root.write_many
     original_process = graph.process_partition

@@ -40,7 +40,7 @@ import cv2
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from jobs import graph  # noqa: E402
+from jobs import job as graph  # noqa: E402  (the driver flow; run_partitions is patched there)
 from jobs.cli import run  # noqa: E402
 from jobs.storage import Root  # noqa: E402
 from jobs.tasks import PartitionJob, process_partition  # noqa: E402
