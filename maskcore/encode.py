@@ -1,18 +1,19 @@
 """Fast PNG encoders, settings chosen from reference/perf.md.
 
-- `png(array)`: `cv2.imencode` with DEFAULT parameters (level 1 + RLE + SUB inside OpenCV: 3-5x
-  faster than Pillow's defaults; setting a compression level explicitly would lose that).
-  Accepts 2-D uint8/uint16 (grayscale, 8 or 16 bit) and (H, W, 3) uint8 BGR.
+Every encoder writes its own PNG container around one IDAT deflated by ISA-L (python-isal) at
+level 1: 8-12x faster than zlib level 1 (what cv2's default PNG uses) on masks, for files up to
+~1.7x larger (reference/perf.md; benchmarks/bench_png.py). The pixels decode identically.
+
+- `png(array)`: 2-D uint8/uint16 (grayscale, 8 or 16 bit) or (H, W, 3) uint8 BGR (stored RGB),
+  rows unfiltered (masks are runs of a few values).
 - `png_palette(index, palette)`: an 8-bit paletted PNG of a class or instance index map;
   decoders expand it to exactly the RGB image, so it stands in for an RGB colour mask at a
   fraction of the cost.
 - `png_bilevel(frame)`: a 1-bit grayscale PNG of a 0/255 (or 0/1) frame, decoded as 0/255 by
   every reader. Instance masks are mostly empty rows, so only the rows that hold the object are
-  bit-packed; the rest is a constant row, and zlib at level 1 eats it at memory speed.
+  bit-packed; the rest is a constant row, deflated at memory speed.
 - `png_photo(image)`: an RGB PNG of photographic content (the human masks: an image beside its
-  overlay). Photos defeat Z_RLE, so cv2's default spends ~170 ms per 1080p pair in zlib; rows
-  SUB-filtered with numpy and deflated by ISA-L at level 1 decode to the same pixels ~5x faster
-  and smaller (BENCHMARKS.md, benchmarks/bench_png.py).
+  overlay): rows SUB-filtered with numpy, ~5x faster than cv2's default and smaller files.
 - `jpeg`/`decode_image`: image decode with OpenCV, as the Supervisely SDK reads images
   (IMREAD_COLOR: EXIF orientation applied, alpha dropped, 16-bit reduced to 8-bit).
 """
@@ -31,10 +32,23 @@ from .limits import Limits, check_image_size
 
 
 def png(array: np.ndarray) -> bytes:
-    ok, buf = cv2.imencode(".png", array)
-    if not ok:
-        raise ValueError(f"cv2.imencode failed for an array of shape {array.shape}")
-    return buf.tobytes()
+    """PNG of a mask: 2-D uint8/uint16 (grayscale, 8 or 16 bit) or (H, W, 3) uint8 BGR (saved
+    as RGB). Rows unfiltered, deflated by ISA-L at level 1: masks are runs of few values, and
+    this is ~8x faster than cv2's default (zlib Z_RLE) for files ~1.5x larger."""
+    if array.ndim == 2 and array.dtype in (np.uint8, np.uint16):
+        depth, color_type = array.dtype.itemsize * 8, 0
+        rows = array.astype(">u2", copy=False) if array.dtype == np.uint16 else array
+    elif array.ndim == 3 and array.shape[2] == 3 and array.dtype == np.uint8:
+        depth, color_type = 8, 2
+        rows = cv2.cvtColor(array, cv2.COLOR_BGR2RGB)
+    else:
+        raise ValueError(f"png takes 2-D uint8/uint16 or (H, W, 3) uint8. Got {array.shape} "
+                         f"{array.dtype}.")
+    height, width = array.shape[:2]
+    raw = np.empty((height, rows.nbytes // height + 1), np.uint8)
+    raw[:, 0] = 0  # filter type None
+    raw[:, 1:] = rows.reshape(height, -1).view(np.uint8)
+    return _png(width, height, depth, color_type, isal_zlib.compress(raw, 1))
 
 
 def png_photo(image: np.ndarray) -> bytes:
@@ -47,13 +61,18 @@ def png_photo(image: np.ndarray) -> bytes:
     raw[:, 0] = 1  # filter type SUB: each byte minus the byte of the pixel to its left
     raw[:, 1:4] = rgb[:, :3]
     np.subtract(rgb[:, 3:], rgb[:, :-3], out=raw[:, 4:])
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"".join((
-        b"\x89PNG\r\n\x1a\n",
-        _chunk(b"IHDR", header),
-        _chunk(b"IDAT", isal_zlib.compress(raw, 1)),
-        _chunk(b"IEND", b""),
-    ))
+    return _png(width, height, 8, 2, isal_zlib.compress(raw, 1))
+
+
+def _png(width: int, height: int, depth: int, color_type: int, idat: bytes,
+         plte: bytes | None = None) -> bytes:
+    """A PNG file from its deflated pixel stream (IHDR, optional PLTE, one IDAT, IEND)."""
+    header = struct.pack(">IIBBBBB", width, height, depth, color_type, 0, 0, 0)
+    parts = [b"\x89PNG\r\n\x1a\n", _chunk(b"IHDR", header)]
+    if plte is not None:
+        parts.append(_chunk(b"PLTE", plte))
+    parts += [_chunk(b"IDAT", idat), _chunk(b"IEND", b"")]
+    return b"".join(parts)
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:
@@ -69,19 +88,13 @@ def png_bilevel(frame: np.ndarray, rows: tuple[int, int] | None = None) -> bytes
     r0, r1 = rows if rows is not None else (0, height)
     if r1 > r0:
         raw[r0:r1, 1:] = np.packbits(frame[r0:r1] != 0, axis=1)
-    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    return b"".join((
-        b"\x89PNG\r\n\x1a\n",
-        _chunk(b"IHDR", header),
-        _chunk(b"IDAT", zlib.compress(raw.tobytes(), 1)),
-        _chunk(b"IEND", b""),
-    ))
+    return _png(width, height, 1, 0, isal_zlib.compress(raw, 1))
 
 
 def png_palette(index: np.ndarray, palette_rgb: np.ndarray) -> bytes:
     """An 8-bit paletted PNG of a uint8 index map: decodes (cv2, Pillow .convert("RGB"),
     datumaro) to exactly the RGB image `palette_rgb[index]`, at a fraction of the cost of
-    encoding that RGB image (one byte per pixel, runs deflated with Z_RLE)."""
+    encoding that RGB image (one byte per pixel)."""
     return png_palettes(index, [palette_rgb])[0]
 
 
@@ -89,17 +102,15 @@ def png_palettes(index: np.ndarray, palettes: list[np.ndarray]) -> list[bytes]:
     """One paletted PNG per palette, all of the same index map: the pixel data is deflated
     once and shared (a class mask and an instance mask of one image differ only in colours)."""
     height, width = index.shape
-    raw = np.zeros((height, width + 1), np.uint8)  # filter byte 0 (None) on every row
+    raw = np.empty((height, width + 1), np.uint8)
+    raw[:, 0] = 0  # filter type None
     raw[:, 1:] = index
-    z = zlib.compressobj(1, zlib.DEFLATED, 15, 9, zlib.Z_RLE)
-    idat = _chunk(b"IDAT", z.compress(raw.tobytes()) + z.flush())
-    ihdr = _chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 3, 0, 0, 0))
+    idat = isal_zlib.compress(raw, 1)
     out = []
     for palette_rgb in palettes:
         pal = np.zeros((256, 3), np.uint8)
         pal[:len(palette_rgb)] = palette_rgb[:256]
-        out.append(b"".join((b"\x89PNG\r\n\x1a\n", ihdr, _chunk(b"PLTE", pal.tobytes()),
-                             idat, _chunk(b"IEND", b""))))
+        out.append(_png(width, height, 8, 3, idat, pal.tobytes()))
     return out
 
 
