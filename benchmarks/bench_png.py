@@ -29,9 +29,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import datagen  # noqa: E402
+import datagen
 
-from maskcore import encode  # noqa: E402
+from maskcore import encode
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:
