@@ -461,7 +461,8 @@ def test_images_are_pinned_and_one_image_runs_every_role():
 
     assert dask_version == dask.__version__, "the image's Dask is not the one tests run with"
     # pip must not move dask off the image's release while installing maskjob.
-    assert '"dask==${DASK_VERSION}"' in dockerfile and '"distributed==${DASK_VERSION}"' in dockerfile
+    for pin in ('"dask==${DASK_VERSION}"', '"distributed==${DASK_VERSION}"'):
+        assert pin in dockerfile
     assert "COPY deploy/dask.yaml /etc/dask/" in dockerfile
 
 
@@ -512,6 +513,10 @@ def test_dask_objects_match_the_operator_schemas():
     job, cluster = one("DaskJob"), one("DaskCluster")
     jsonschema.validate(job, job_schema)
     jsonschema.validate(cluster, cluster_schema)
+    generated = copy.deepcopy(job)
+    generated["metadata"]["generateName"] = generated["metadata"].pop("name") + "-"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(generated, job_schema)
     job["spec"]["cluster"]["spec"]["worker"]["replicas"] = "two"
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(job, job_schema)
@@ -576,7 +581,7 @@ def fake_jobqueue(monkeypatch):
                              host="127.0.0.1", dashboard_address=None)
 
         def scale(self, n=None, jobs=0, **kw):
-            seen["jobs"] = jobs
+            seen.setdefault("jobs", []).append(jobs)  # close() scales to 0 after
             return super().scale(jobs)
 
     module = types.ModuleType("dask_jobqueue")
@@ -607,16 +612,20 @@ def test_slurm_recipe_loads_its_config_waits_for_workers_and_forwards_every_opti
                                                                  "walltime: \"01:00:00\"")
     config.write_text(text)
     out = tmp_path / "out"
-    with dask.config.set({}):  # keep the loaded jobqueue config out of the other tests
-        started = time.monotonic()
+    saved = copy.deepcopy(dask.config.config)  # the recipe loads its file into the global config
+    started = time.monotonic()
+    try:
         rc = recipe.main(["--jobqueue-config", str(config), "--jobs", "2", "--min-workers", "2",
                           "--wait-timeout", "60", "--",
                           str(SLY_PROJECT), str(out), "--format", "supervisely", "--format",
                           "zarr", "--set", "supervisely.masks_human=false", "--incremental"])
+    finally:
+        dask.config.config.clear()
+        dask.config.config.update(saved)
     assert rc == 0, rc
     assert time.monotonic() - started < 120
     assert fake_jobqueue["config"]["walltime"] == "01:00:00"  # read from the given file
-    assert fake_jobqueue["jobs"] == 2
+    assert fake_jobqueue["jobs"][0] == 2
     manifest = json.loads((out / "manifest.json").read_text())
     assert (out / "supervisely").is_dir() and (out / "zarr").is_dir()
     assert json.dumps(manifest).count("masks_human") >= 1
