@@ -632,6 +632,34 @@ def test_slurm_recipe_loads_its_config_waits_for_workers_and_forwards_every_opti
     assert not list((out / "supervisely").rglob("masks_human/*.png"))
 
 
+def test_slurm_job_script_from_the_real_dask_jobqueue(tmp_path):
+    """With dask-jobqueue installed (the `deploy` extra): the SLURMCluster built from the
+    loaded jobqueue.yaml writes the job script we mean (no job is submitted)."""
+    pytest.importorskip("dask_jobqueue")
+    import dask
+
+    recipe = load_slurm_recipe()
+    saved = copy.deepcopy(dask.config.config)
+    try:
+        recipe.load_jobqueue_config(DEPLOY / "slurm/jobqueue.yaml")
+        # Tests listen on loopback only (a login node listens where the compute nodes reach it).
+        dask.config.set({"jobqueue.slurm.scheduler-options": {
+            "host": "127.0.0.1", "dashboard_address": "127.0.0.1:0"}})
+        from dask_jobqueue import SLURMCluster
+
+        with SLURMCluster() as cluster:
+            script = cluster.job_script()
+    finally:
+        dask.config.config.clear()
+        dask.config.config.update(saved)
+    assert "#SBATCH --exclusive" in script and "#SBATCH -t 04:00:00" in script
+    assert f"export DASK_CONFIG={DEPLOY / 'dask.yaml'}" in script
+    worker_line = script.strip().splitlines()[-1]
+    assert worker_line.startswith(sys.executable)  # the driver's own Python
+    assert "--nthreads 1" in worker_line and "--nworkers 8" in worker_line
+    assert "--lifetime 3h50m --lifetime-stagger 5m --lifetime-restart" in worker_line
+
+
 @pytest.mark.cluster
 def test_slurm_recipe_gives_up_with_exit_3_when_no_worker_comes(monkeypatch, tmp_path):
     from distributed import LocalCluster

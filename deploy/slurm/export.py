@@ -11,7 +11,8 @@ script only adds `--scheduler ADDRESS`. In order:
    (exit 2 on a usage error, or when it already names a cluster: --scheduler, --workers,
    --scheduler-file);
 2. the jobqueue config (default: jobqueue.yaml beside this script) is loaded into Dask's config,
-   where SLURMCluster reads its `jobqueue.slurm` settings;
+   where SLURMCluster reads its `jobqueue.slurm` settings; the job script's prologue gets
+   `export DASK_CONFIG=<deploy/dask.yaml>` (the workers' malloc settings, as in the image);
 3. a SLURMCluster starts (its scheduler runs in this process), --jobs SLURM jobs are requested,
    and the script waits until at least --min-workers workers have connected (exit 3 after
    --wait-timeout: nothing was exported, rerun when the queue allows);
@@ -35,6 +36,8 @@ import yaml
 
 EXIT_USAGE, EXIT_INFRA, EXIT_INTERRUPTED = 2, 3, 130
 DEFAULT_CONFIG = Path(__file__).with_name("jobqueue.yaml")
+# The Dask config the image installs as /etc/dask/maskjob.yaml (nanny pre-spawn environment).
+WORKER_DASK_CONFIG = Path(__file__).resolve().parents[1] / "dask.yaml"
 # Options that pick a cluster: this script provides it.
 CLUSTER_OPTIONS = ("scheduler", "workers", "scheduler_file")
 
@@ -59,6 +62,10 @@ def load_jobqueue_config(path: Path) -> dict:
     slurm = (config.get("jobqueue") or {}).get("slurm")
     if not isinstance(slurm, dict):
         raise click.UsageError(f"{path}: no jobqueue.slurm section")
+    key = next((k for k in ("job_script_prologue", "job-script-prologue") if k in slurm),
+               "job-script-prologue")
+    # Shared filesystem assumed, as for the workers' Python itself (see jobqueue.yaml).
+    slurm[key] = [*(slurm.get(key) or []), f"export DASK_CONFIG={WORKER_DASK_CONFIG}"]
     dask.config.update(dask.config.config, config, priority="new")
     return slurm
 
