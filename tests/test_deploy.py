@@ -367,6 +367,20 @@ def test_the_job_file_in_the_configmap_is_a_valid_maskjob_config(tmp_path):
     assert list(spec.formats) == ["supervisely"]
 
 
+# Top-level values of the dask-kubernetes-operator chart (its values.yaml) and under `rbac`.
+OPERATOR_CHART_VALUES = {"image", "imagePullSecrets", "nameOverride", "fullnameOverride",
+                         "serviceAccount", "rbac", "podAnnotations", "podSecurityContext",
+                         "securityContext", "resources", "volumes", "volumeMounts",
+                         "nodeSelector", "tolerations", "affinity", "kopfArgs", "metrics",
+                         "workerAllocation"}
+
+
+def test_operator_values_are_keys_of_the_chart():
+    values = yaml.safe_load((DEPLOY / "helm/values-operator.yaml").read_text())
+    assert set(values) <= OPERATOR_CHART_VALUES, set(values) - OPERATOR_CHART_VALUES
+    assert set(values["rbac"]) <= {"create", "cluster"}
+
+
 def test_rbac_and_namespace_agree_with_the_operator_values():
     values = yaml.safe_load((DEPLOY / "helm/values-operator.yaml").read_text())
     watched = [a.split("=", 1)[1] for a in values["kopfArgs"] if a.startswith("--namespace=")]
