@@ -632,18 +632,22 @@ def test_slurm_recipe_loads_its_config_waits_for_workers_and_forwards_every_opti
         rc = recipe.main(["--jobqueue-config", str(config), "--jobs", "2", "--min-workers", "2",
                           "--wait-timeout", "60", "--",
                           str(SLY_PROJECT), str(out), "--format", "supervisely", "--format",
-                          "zarr", "--set", "supervisely.masks_human=false", "--incremental"])
+                          "zarr", "--set", "supervisely.masks_human=true", "--incremental"])
     finally:
         dask.config.config.clear()
         dask.config.config.update(saved)
     assert rc == 0, rc
     assert time.monotonic() - started < 120
     assert fake_jobqueue["config"]["walltime"] == "01:00:00"  # read from the given file
+    assert fake_jobqueue["config"]["job-script-prologue"] == [
+        f"export DASK_CONFIG={(DEPLOY / 'dask.yaml').resolve()}"]
     assert fake_jobqueue["jobs"][0] == 2
+    # Every forwarded option took effect in the export the recipe ran.
     manifest = json.loads((out / "manifest.json").read_text())
-    assert (out / "supervisely").is_dir() and (out / "zarr").is_dir()
-    assert json.dumps(manifest).count("masks_human") >= 1
-    assert not list((out / "supervisely").rglob("masks_human/*.png"))
+    assert manifest["formats"] == ["supervisely", "zarr"] and manifest["incremental"] is True
+    assert manifest["config"]["supervisely"] == {"masks_human": True}
+    assert list((out / "supervisely").rglob("masks_human/*.png"))
+    assert manifest["summary"]["ok"] == 8
 
 
 def test_slurm_job_script_from_the_real_dask_jobqueue(tmp_path):
