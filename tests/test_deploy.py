@@ -455,6 +455,16 @@ def all_images() -> list[str]:
             for c in pod.get("initContainers", []) + pod["containers"]]
 
 
+def dockerfile_base(dockerfile: str) -> tuple[str, str] | None:
+    """(dask release, Python minor) of a Dockerfile's ghcr.io/dask/dask base, ARGs resolved;
+    None when the base is not pinned to both."""
+    args = dict(re.findall(r"^ARG\s+(\w+)=(\S+)", dockerfile, flags=re.M))
+    [base] = re.findall(r"^FROM\s+(\S+)", dockerfile, flags=re.M)
+    base = re.sub(r"\$\{(\w+)\}", lambda m: args.get(m.group(1), ""), base)
+    m = re.fullmatch(r"ghcr\.io/dask/dask:(\d+\.\d+\.\d+)-py(\d+\.\d+)", base)
+    return m.groups() if m else None
+
+
 def test_images_are_pinned_and_one_image_runs_every_role():
     version = PYPROJECT["project"]["version"]
     # Driver, scheduler and workers run the maskjob image built from deploy/Dockerfile, tagged
@@ -464,10 +474,9 @@ def test_images_are_pinned_and_one_image_runs_every_role():
     from packaging.version import Version
 
     dockerfile = (DEPLOY / "Dockerfile").read_text()
-    [base] = re.findall(r"^FROM\s+(\S+)", dockerfile, flags=re.M)
-    m = re.fullmatch(r"ghcr\.io/dask/dask:(\d+\.\d+\.\d+)-py(\d+\.\d+)", base)
-    assert m, f"base image not pinned to a release and Python: {base}"
-    dask_version, python = m.groups()
+    pinned = dockerfile_base(dockerfile)
+    assert pinned, "base image not pinned to a Dask release and a Python minor"
+    dask_version, python = pinned
     [dask_req] = [r for r in PYPROJECT["project"]["dependencies"] if r.startswith("dask[")]
     assert Version(dask_version) in SpecifierSet(dask_req.split("]", 1)[1])
     assert Version(python) in SpecifierSet(PYPROJECT["project"]["requires-python"])
@@ -475,9 +484,14 @@ def test_images_are_pinned_and_one_image_runs_every_role():
 
     assert dask_version == dask.__version__, "the image's Dask is not the one tests run with"
     # pip must not move dask off the image's release while installing maskjob.
-    for pin in ('"dask==${DASK_VERSION}"', '"distributed==${DASK_VERSION}"'):
+    for pin in ('"dask==${DASK_RELEASE}"', '"distributed==${DASK_RELEASE}"'):
         assert pin in dockerfile
     assert "COPY deploy/dask.yaml /etc/dask/" in dockerfile
+    # Floating or partial tags are refused.
+    for bad in ("FROM ghcr.io/dask/dask:latest", "FROM ghcr.io/dask/dask:2026.7.1",
+                "FROM ghcr.io/dask/dask:latest-py3.13", "ARG R\nFROM ghcr.io/dask/dask:${R}-py3.13",
+                "FROM python:3.11-slim"):
+        assert dockerfile_base(bad) is None, bad
 
 
 def test_the_two_dask_clusters_run_identical_workers_and_schedulers():
