@@ -113,7 +113,7 @@ class Composition:
     `class_of`: instance number -> class index from 1 (0 for background instances and for 0);
     `top`: the largest number painted (a background instance's number is not painted);
     `class_pixels`: visible pixels per class present; `present`: class indices present,
-    ascending; `instances`: the non-background instances.
+    ascending; `instances`: the non-background instances; `not_painted`: see `not_painted`.
     """
 
     order: list[Instance]
@@ -124,6 +124,7 @@ class Composition:
     present: list[int]
     instances: int
     n_classes: int
+    not_painted: dict[str, int] = field(default_factory=dict)
     _class_map: np.ndarray | None = field(default=None, repr=False)
 
     def class_map(self) -> np.ndarray:
@@ -160,7 +161,8 @@ def compose(item: Item, classes: ClassTable, stamps: Sequence[Stamp | None], rul
     present = [int(i) for i in np.flatnonzero(per_class[1:]) + 1]
     pixels = {classes[i - 1].name: int(per_class[i]) for i in present}
     instances = sum(1 for inst in order if inst.class_index != BACKGROUND_CLASS)
-    return Composition(order, index, class_of, top, pixels, present, instances, len(classes))
+    return Composition(order, index, class_of, top, pixels, present, instances, len(classes),
+                       not_painted(item, rule))
 
 
 def not_painted(item: Item, rule: str) -> dict[str, int]:

@@ -69,6 +69,7 @@ class ItemOutput:
     blobs: list[Blob] = field(default_factory=list)
     class_pixels: dict[str, int] | None = None
     instances: int | None = None
+    not_painted: dict[str, int] | None = None  # {kind: count}, see order.not_painted
 
 
 @dataclass

@@ -127,7 +127,7 @@ def write_item(ctx: ItemContext, opts: ClearmlOptions) -> ItemOutput:
     data = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
     blobs = [Blob(key, gray_rgb_png(comp.class_map())),
              Blob(frame_key(item.dataset, item.stem), data)]
-    return ItemOutput(blobs, dict(comp.class_pixels), comp.instances)
+    return ItemOutput(blobs, dict(comp.class_pixels), comp.instances, dict(comp.not_painted))
 
 
 def mask_labels(classes: ClassTable) -> dict[str, Any]:

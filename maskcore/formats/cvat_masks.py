@@ -165,7 +165,8 @@ def write_item(ctx: ItemContext, opts: CvatOptions) -> ItemOutput:
     return ItemOutput(blobs=[
         Blob(paths.join(NAME, CLASS_DIR, rel), class_data),
         Blob(paths.join(NAME, OBJECT_DIR, rel), object_data),
-    ], class_pixels=dict(comp.class_pixels), instances=comp.instances)
+    ], class_pixels=dict(comp.class_pixels), instances=comp.instances,
+        not_painted=dict(comp.not_painted))
 
 
 # ---------------------------------------------------------------------------- finalize

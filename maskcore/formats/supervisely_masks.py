@@ -191,6 +191,7 @@ def write_item(ctx: ItemContext, opts: SuperviselyOptions) -> ItemOutput:
     comp = ctx.composition(thickness=opts.thickness)
     out.class_pixels = dict(comp.class_pixels)
     out.instances = comp.instances
+    out.not_painted = dict(comp.not_painted)
     drawn = _present(ctx.stamps(thickness=opts.thickness, templated=False), labels)
 
     if opts.masks_machine:

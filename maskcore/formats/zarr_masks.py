@@ -223,7 +223,7 @@ def write_item(ctx: ItemContext, opts: ZarrOptions) -> ItemOutput:
     for name, a in arrays.items():
         blobs.append(Blob(paths.join(base, name, META_FILE), _dumps(metas[name])))
         blobs.append(Blob(paths.join(base, name, "c", "0", "0"), encode_shard(a, opts.chunk)))
-    return ItemOutput(blobs, dict(comp.class_pixels), comp.instances)
+    return ItemOutput(blobs, dict(comp.class_pixels), comp.instances, dict(comp.not_painted))
 
 
 def root_attributes(classes: ClassTable) -> dict[str, Any]:
