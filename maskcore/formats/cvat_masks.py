@@ -108,6 +108,10 @@ class CvatOptions:
                 raise ConfigError(expected(
                     "class names a labelmap.txt line can hold (no ':', no line break, no "
                     "leading '#' or surrounding spaces)", c.name), key=prefix)
+            if c.name == BACKGROUND:  # a Supervisely class: CVAT/COCO readers make it background
+                raise ConfigError(expected(
+                    "no class named 'background' (the labelmap's first line is the background; "
+                    "a second one would not import): rename the class", c.name), key=prefix)
         seen: dict[RGB, str] = {}
         for name, color in labelmap(classes, self):
             if color in seen:

@@ -244,7 +244,7 @@ def test_check_classes_refuses_duplicate_colours_and_bad_names():
     black = ClassTable((ClassInfo("road", (0, 0, 0)),))
     with pytest.raises(ConfigError, match="'background' and 'road'"):
         opts.check_classes(black, "cvat")
-    for bad in ("a:b", " pad", "#x", "line\nbreak"):
+    for bad in ("a:b", " pad", "#x", "line\nbreak", "background"):
         with pytest.raises(ConfigError, match="labelmap"):
             opts.check_classes(ClassTable((ClassInfo(bad, (1, 1, 1)),)), "cvat")
 
