@@ -8,6 +8,12 @@ Defaults differ by source, as the tools they replace do:
 - a YAML job gets the export-as-masks app's defaults (human_style app, thickness 2);
 - a DTL JSON layer gets the DTL layer's (human_style dtl, thickness 1);
 explicit keys always win, and `--set a.b=value` (value parsed as YAML) wins over both.
+
+Render settings are job-level (`render: {thickness: N}`): each item is rendered once and every
+format encodes from that rendering (SPEC 2.5). A format's own `thickness` key (the DTL layer's
+name, kept for compatibility) sets the render thickness; two values that disagree (two
+formats, or a format and `render`) are a ConfigError naming the key. `resolve_render` does it
+and hands the value to every format's options.
 S3 credentials never come from here; a `storage_options` key is refused.
 """
 
@@ -25,15 +31,28 @@ import yaml
 
 from maskcore.errors import ConfigError, expected
 from maskcore.formats import FORMATS, INPUT_FORMATS
+from maskcore.formats.base import check_thickness
 from maskcore.limits import Limits
 from maskcore.model import ClassTable
 
 BASE_KEYS = ("formats", "input_format", "partition_size", "max_in_flight", "limits",
-             "images_url")
+             "images_url", "render")
 TOP_KEYS = BASE_KEYS + tuple(FORMATS)
-APP_DEFAULTS: dict[str, Any] = {"human_style": "app", "thickness": 2}
-DTL_DEFAULTS: dict[str, Any] = {"human_style": "dtl", "thickness": 1, "masks_semantic_rgb": False,
+APP_DEFAULTS: dict[str, Any] = {"human_style": "app"}
+DTL_DEFAULTS: dict[str, Any] = {"human_style": "dtl", "masks_semantic_rgb": False,
                                 "masks_instances": False}
+APP_RENDER: dict[str, Any] = {"thickness": 2}  # the export-as-masks app's
+DTL_RENDER: dict[str, Any] = {"thickness": 1}  # the DTL save_masks layer's
+RENDER_KEYS = tuple(APP_RENDER)
+
+
+@dataclass(frozen=True)
+class Render:
+    """Job-level render settings: one rendering per item, shared by every format.
+    `thickness`: stroke of lines, points and graph nodes under the OpenCV rule (Supervisely
+    inputs; the pycocotools rule of CVAT and COCO inputs draws no strokes)."""
+
+    thickness: int = 2
 DTL_IGNORED = ("archive_name",)  # ml-nodes layer setting with no meaning here
 
 
@@ -46,6 +65,7 @@ class JobSpec:
     options: Mapping[str, Any] = field(default_factory=dict)  # format name -> its Options
     limits: Limits = field(default_factory=Limits)
     images_url: str | None = None
+    render: Render = field(default_factory=Render)
     source: str = "defaults"
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
@@ -61,7 +81,9 @@ class JobSpec:
         from maskcore import __version__
 
         eff = {"formats": list(self.formats), "version": __version__,
-               **{f: self.raw.get(f, {}) for f in self.formats}, "source": self.source}
+               **{f: {k: v for k, v in (self.raw.get(f) or {}).items() if k not in RENDER_KEYS}
+                  for f in self.formats},
+               "render": {"thickness": self.render.thickness}, "source": self.source}
         canon = json.dumps(eff, sort_keys=True, default=str).encode()
         return "sha256:" + hashlib.sha256(canon).hexdigest()[:32]
 
@@ -126,6 +148,35 @@ def _load_file(path: str) -> tuple[dict[str, Any], str]:
     return data, "yaml"
 
 
+def resolve_render(tree: Mapping[str, Any], defaults: Mapping[str, Any]) -> Render:
+    """The job's render settings: the `render` section, else the formats' own `thickness`
+    keys (all equal), else `defaults`; ConfigError naming the key on a bad or conflicting one."""
+    raw = tree.get("render", {}) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(expected("a mapping of render settings", raw), key="render")
+    for k in raw:
+        if k not in RENDER_KEYS:
+            raise ConfigError(expected(f"one of {list(RENDER_KEYS)}", k), key=f"render.{k}")
+    chosen: dict[str, tuple[Any, str]] = {k: (v, f"render.{k}") for k, v in raw.items()}
+    for name in FORMATS:
+        own = tree.get(name)
+        if not isinstance(own, dict):
+            continue
+        for k in RENDER_KEYS:
+            if k not in own:
+                continue
+            where = f"{name}.{k}"
+            check_thickness({k: own[k]}, name)
+            if k in chosen and chosen[k][0] != own[k]:
+                raise ConfigError(expected(
+                    f"one {k} for the whole job (render settings are job-level: every format "
+                    f"encodes from one rendering; set render.{k})",
+                    f"{chosen[k][1]}={chosen[k][0]!r} and {where}={own[k]!r}"), key=where)
+            chosen.setdefault(k, (own[k], where))
+    values = {k: chosen[k][0] if k in chosen else defaults[k] for k in RENDER_KEYS}
+    return Render(thickness=check_thickness(values, "render"))
+
+
 def load(path: str | None = None, sets: Sequence[str] = (), formats: Sequence[str] = (),
          input_format: str | None = None) -> JobSpec:
     """Build and validate the JobSpec from a file, --set overrides and CLI flags."""
@@ -163,15 +214,18 @@ def load(path: str | None = None, sets: Sequence[str] = (), formats: Sequence[st
                                                                   else 1) <= v <= hi:
             raise ConfigError(expected(f"an integer in range for {k}", v), key=k)
         sizes[k] = v
+    render = resolve_render(tree, DTL_RENDER if source == "dtl" else APP_RENDER)
     options: dict[str, Any] = {}
     for name, module in FORMATS.items():
         raw = tree.get(name, {}) or {}
         if not isinstance(raw, dict):
             raise ConfigError(expected(f"a mapping of {name} settings", raw), key=name)
-        defaults: Mapping[str, Any] = {}
+        defaults: dict[str, Any] = {}
         if name == "supervisely":
-            defaults = DTL_DEFAULTS if source == "dtl" else APP_DEFAULTS
-        options[name] = module.Options.from_mapping(raw, prefix=name, defaults=defaults)
+            defaults = dict(DTL_DEFAULTS if source == "dtl" else APP_DEFAULTS)
+        defaults["thickness"] = render.thickness
+        own = {k: v for k, v in raw.items() if k not in RENDER_KEYS}
+        options[name] = module.Options.from_mapping(own, prefix=name, defaults=defaults)
     lim_raw = tree.get("limits", {}) or {}
     if not isinstance(lim_raw, dict):
         raise ConfigError(expected("a mapping of limits", lim_raw), key="limits")
@@ -192,6 +246,7 @@ def load(path: str | None = None, sets: Sequence[str] = (), formats: Sequence[st
         options=options,
         limits=Limits(**lim_raw),
         images_url=images_url,
+        render=render,
         source=source,
         raw=tree,
     )

@@ -2,7 +2,10 @@
 
 One JSON line per item (SPEC 2): `dataset`, `item`, `status` (ok | failed | unchanged),
 `error`, `inputs` ({role: {key, size, checksum}}), `outputs` ([{key, size, checksum}]),
-`class_pixels` ({class: pixels}), `instances`. Checksums are `md5:<hex>` of the bytes written,
+`class_pixels` ({class: pixels}), `instances`, and `not_painted` ({kind: count}: what the
+annotation holds but no mask shows - tags, attributes, occluded flags, polylines, points,
+skeletons, cuboids under CVAT's rule - so nothing is dropped without a trace; omitted from
+older lines, read back as {}). Checksums are `md5:<hex>` of the bytes written,
 which is also the ETag S3 gives a single-part upload.
 The summary (`manifest.json`) is computed from the merged lines in one streaming pass.
 """
@@ -37,6 +40,7 @@ class ManifestEntry:
     outputs: list[dict[str, Any]] = field(default_factory=list)
     class_pixels: dict[str, int] = field(default_factory=dict)
     instances: int = 0
+    not_painted: dict[str, int] = field(default_factory=dict)
 
     def to_line(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False, sort_keys=False) + "\n"
@@ -61,6 +65,7 @@ class Summary:
     bytes_written: int = 0
     instances: int = 0
     class_pixels: Counter = field(default_factory=Counter)
+    not_painted: Counter = field(default_factory=Counter)
     failures: list[dict[str, str]] = field(default_factory=list)
     max_failures_listed: int = 1000
 
@@ -71,6 +76,7 @@ class Summary:
         self.bytes_written += sum(int(o.get("size", 0)) for o in e.outputs)
         self.instances += e.instances
         self.class_pixels.update(e.class_pixels)
+        self.not_painted.update(e.not_painted or {})
         if e.status == "failed" and len(self.failures) < self.max_failures_listed:
             self.failures.append({"dataset": e.dataset, "item": e.item, "error": e.error or ""})
 
@@ -84,6 +90,7 @@ class Summary:
             "bytes_written": self.bytes_written,
             "instances": self.instances,
             "class_pixels": dict(sorted(self.class_pixels.items())),
+            "not_painted": dict(sorted(self.not_painted.items())),
             "failures": self.failures,
             "failures_truncated": self.by_status.get("failed", 0) > len(self.failures),
         }

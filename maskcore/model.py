@@ -149,17 +149,39 @@ class ClassInfo:
     geometry_config: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
 
+BACKGROUND = "background"  # the label name that means background (CVAT, datumaro)
+BACKGROUND_CLASS = -1  # Label.class_index of a shape drawn with the background label
+
+
 @dataclass(frozen=True)
 class ClassTable:
-    """The input's class list; position i (from 0) has machine index i + 1, background is 0."""
+    """The input's class list; position i (from 0) has class index i + 1, background is 0.
+
+    A label named `background` in a CVAT or COCO input is not a class (CVAT and datumaro treat
+    it as the background): readers leave it out of `classes`, record its colour in
+    `background` ((0, 0, 0) when it declares none) and give its shapes `BACKGROUND_CLASS`, so
+    they paint index 0 (they erase what is below them, as in CVAT's export). `background` is
+    None when the input declares no such label.
+    """
 
     classes: tuple[ClassInfo, ...]
+    background: RGB | None = None
 
     def index_of(self, name: str) -> int:
+        """Position of class `name`; BACKGROUND_CLASS for a declared background label."""
         for i, c in enumerate(self.classes):
             if c.name == name:
                 return i
+        if name == BACKGROUND and self.background is not None:
+            return BACKGROUND_CLASS
         raise KeyError(name)
+
+    def lookup(self) -> dict[str, int]:
+        """{name: class index} of every label, the background label included."""
+        out = {c.name: i for i, c in enumerate(self.classes)}
+        if self.background is not None:
+            out.setdefault(BACKGROUND, BACKGROUND_CLASS)
+        return out
 
     def names(self) -> list[str]:
         return [c.name for c in self.classes]
@@ -168,12 +190,15 @@ class ClassTable:
         return len(self.classes)
 
     def __getitem__(self, i: int) -> ClassInfo:
+        if i < 0:
+            raise IndexError(f"Expected a class position >= 0. Got {i} instead.")
         return self.classes[i]
 
 
 @dataclass(frozen=True)
 class Label:
-    """One object: its class (position in the ClassTable), geometry and drawing keys."""
+    """One object: its class (position in the ClassTable, or BACKGROUND_CLASS), geometry and
+    drawing keys."""
 
     class_index: int
     geometry: Geometry
@@ -187,7 +212,9 @@ class Item:
 
     `dataset` is the dataset path ("ds1" or "ds1/datasets/child"), `name` the image file name,
     `image_key` where to read the image bytes (relative to the input root), `ann_key` where the
-    annotation came from; `ann_bytes` is kept so writers can copy the annotation verbatim.
+    annotation came from. `not_painted` counts what the annotation holds but no output paints
+    and the reader kept no label for (tags, skeletons, cuboids, attributes, occluded flags:
+    CVAT's mask export ignores them); see `order.not_painted` for the whole count.
     """
 
     dataset: str
@@ -197,6 +224,7 @@ class Item:
     labels: tuple[Label, ...]
     image_key: str | None = None
     ann_key: str | None = None
+    not_painted: tuple[tuple[str, int], ...] = ()  # (kind, count) the reader kept no label of
 
     @property
     def stem(self) -> str:

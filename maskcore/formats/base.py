@@ -1,25 +1,39 @@
 """What every writer gets and gives: the per-item context and the output blobs.
 
 `ItemContext` is made once per item by the task. It renders stamps lazily, once per
-(rule, thickness, templated) - so several formats share one rendering - and decodes the image
-lazily, only if some output needs pixels. Writers return `Blob`s (key relative to the output
-root, bytes) and never touch storage; `jobs/tasks.py` writes them.
+(rule, thickness, templated) - so several formats share one rendering - composes them once
+(`composition`: one drawing order, one class / instance map, one histogram for every writer),
+and decodes the image lazily, only if some output needs pixels. Writers return `Blob`s (key
+relative to the output root, bytes) and never touch storage; `jobs/tasks.py` writes them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from ..encode import decode_image
-from ..errors import ItemError
+from ..errors import ConfigError, ItemError, expected
 from ..limits import DEFAULT_LIMITS, Limits
 from ..model import ClassTable, Item
+from ..order import Composition, compose
 from ..rasterize import Stamp, render
 
 PACK_MAGIC = b"MJPARTS1"
+MAX_THICKNESS = 1000
+
+
+def check_thickness(merged: Mapping[str, Any], prefix: str, default: int = 2) -> int:
+    """The render thickness a writer's options carry (jobs/config.py sets it from the job's
+    `render` section): an integer in 1..MAX_THICKNESS, else ConfigError naming the key."""
+    t = merged.get("thickness", default)
+    if isinstance(t, bool) or not isinstance(t, int) or not 1 <= t <= MAX_THICKNESS:
+        raise ConfigError(expected(f"an integer thickness in 1..{MAX_THICKNESS}", t),
+                          key=f"{prefix}.thickness")
+    return t
 
 
 def pack_parts(parts: list[bytes]) -> bytes:
@@ -55,6 +69,7 @@ class ItemOutput:
     blobs: list[Blob] = field(default_factory=list)
     class_pixels: dict[str, int] | None = None
     instances: int | None = None
+    not_painted: dict[str, int] | None = None  # {kind: count}, see order.not_painted
 
 
 @dataclass
@@ -68,6 +83,7 @@ class ItemContext:
     output_uri: Callable[[str], str] = str  # output key -> its final URL (for frame lists)
     input_uri: Callable[[str], str] = str  # input key -> its URL (image sources)
     _stamps: dict[tuple[str, int, bool], list[Stamp | None]] = field(default_factory=dict)
+    _compositions: dict[int, Composition] = field(default_factory=dict)
     _image: np.ndarray | None = None
     _image_bytes: bytes | None = None
 
@@ -83,6 +99,15 @@ class ItemContext:
             self._stamps[key] = render(self.item, self.classes, rule=rule, thickness=thickness,
                                        templated=templated)
         return self._stamps[key]
+
+    def composition(self, *, thickness: int = 2) -> Composition:
+        """The item's class / instance maps in the drawing order of its rule (order.py),
+        composed once per thickness (the job's render setting) and shared by every writer."""
+        key = 1 if self.rule == "coco" else thickness  # no strokes under pycocotools' rule
+        if key not in self._compositions:
+            self._compositions[key] = compose(self.item, self.classes,
+                                              self.stamps(thickness=thickness), self.rule)
+        return self._compositions[key]
 
     def image_bytes(self) -> bytes:
         if self._image_bytes is None:

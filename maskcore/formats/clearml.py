@@ -3,9 +3,10 @@
 Layout under `clearml/`:
 - `masks/<dataset>/<stem>.png`: RGB PNG, class i (position in the class list, from 1) painted
   as (i, i, i), background (0, 0, 0) - the pixel values `set_masks_labels` maps (reference C.2);
-  labels in drawing order (`indexed.py`: z_order, then annotation order, later on top);
-- `mask_labels.json`: `{"_all_": [{"value": [r, g, b], "labels": [name]}, ...]}`, background
-  first - the form ClearML stores as version metadata (reference C.1);
+  the item's class map (`ctx.composition()`, maskcore/order.py: the drawing order of its input,
+  shared with every writer); a `background` label of the input is background (0, 0, 0);
+- `mask_labels.json`: `{"_all_": [{"value": [r, g, b], "labels": [name]}, ...]}`, ONE
+  background entry first - the form ClearML stores as version metadata (reference C.1);
 - `frames.jsonl`: one frame per image, assembled at finalize (jobs/assemble.py) from the
   per-item frames `_frames/<dataset>/<stem>.json` that `write_item` returns, so no process ever
   holds more than a batch of frames. A frame is in the shape `DataEntryImage.from_api_object`
@@ -32,8 +33,7 @@ import numpy as np
 from .. import paths
 from ..errors import ConfigError, expected
 from ..model import ClassTable
-from . import indexed
-from .base import Blob, ItemContext, ItemOutput
+from .base import Blob, ItemContext, ItemOutput, check_thickness
 
 NAME = "clearml"
 MASKS_DIR = "masks"
@@ -47,8 +47,8 @@ MAX_CLASSES = 255
 @dataclass(frozen=True)
 class ClearmlOptions:
     """`source_id`: the frame's source (sub-entry) name; the new SDK's default is
-    'image_entry_0', the legacy SingleFrame's 'default'. `thickness`: strokes of lines and
-    points (Supervisely inputs), as in the supervisely writer."""
+    'image_entry_0', the legacy SingleFrame's 'default'. `thickness`: the job's render setting
+    (jobs/config.py sets it from the `render` section)."""
 
     source_id: str = "image_entry_0"
     thickness: int = 2
@@ -64,11 +64,7 @@ class ClearmlOptions:
         sid = merged.get("source_id", cls.source_id)
         if not isinstance(sid, str) or not sid:
             raise ConfigError(expected("a non-empty source id", sid), key=f"{prefix}.source_id")
-        t = merged.get("thickness", cls.thickness)
-        if isinstance(t, bool) or not isinstance(t, int) or not 1 <= t <= 1000:
-            raise ConfigError(expected("an integer thickness in 1..1000", t),
-                              key=f"{prefix}.thickness")
-        return cls(source_id=sid, thickness=t)
+        return cls(source_id=sid, thickness=check_thickness(merged, prefix))
 
     def check_classes(self, classes: ClassTable, prefix: str) -> None:
         if len(classes) > MAX_CLASSES:
@@ -125,13 +121,13 @@ def gray_rgb_png(index: np.ndarray) -> bytes:
 
 def write_item(ctx: ItemContext, opts: ClearmlOptions) -> ItemOutput:
     item = ctx.item
-    m = indexed.maps(ctx, opts.thickness)
+    comp = ctx.composition(thickness=opts.thickness)
     key = mask_key(item.dataset, item.stem)
-    doc = frame(ctx, opts, ctx.output_uri(key), m.present)
+    doc = frame(ctx, opts, ctx.output_uri(key), comp.present)
     data = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
-    blobs = [Blob(key, gray_rgb_png(m.classes)),
+    blobs = [Blob(key, gray_rgb_png(comp.class_map())),
              Blob(frame_key(item.dataset, item.stem), data)]
-    return ItemOutput(blobs, dict(m.class_pixels), len(m.stamps))
+    return ItemOutput(blobs, dict(comp.class_pixels), comp.instances, dict(comp.not_painted))
 
 
 def mask_labels(classes: ClassTable) -> dict[str, Any]:

@@ -7,6 +7,8 @@ turns such a per-image JSON into an Item.
 
 Classes are the categories in file order (class index i + 1 for the i-th); COCO has no colours,
 so class colours are the Pascal VOC colormap by index, as datumaro gives colourless labels.
+A category named `background` (datumaro's exporter writes one) is not a class but the
+background (model.ClassTable): its annotations paint background.
 Category names must be unique (outputs name classes).
 
 Geometry, under pycocotools' rule (RULE = "coco", SPEC 2.5), so masks equal `COCO.annToMask`:
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import json
 import posixpath
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +38,7 @@ import numpy as np
 
 from ..errors import InputError, ItemError, expected
 from ..limits import DEFAULT_LIMITS, Limits, check_image_size, load_json
-from ..model import Bitmap, ClassInfo, ClassTable, CocoPolygon, Geometry, Item, Label
+from ..model import BACKGROUND, Bitmap, ClassInfo, ClassTable, CocoPolygon, Geometry, Item, Label
 from ..palette import voc_color
 from ..paths import check_relative
 
@@ -88,8 +91,9 @@ def _classes(categories: list[Any], where: str) -> tuple[ClassTable, dict[int, s
             raise InputError(f"{at}: " + expected("unique category names", name))
         by_id[c["id"]] = name
         names.add(name)
-        classes.append(ClassInfo(name, voc_color(i + 1), "any"))
-    return ClassTable(tuple(classes)), by_id
+        if name != BACKGROUND:
+            classes.append(ClassInfo(name, voc_color(len(classes) + 1), "any"))
+    return ClassTable(tuple(classes), (0, 0, 0) if BACKGROUND in names else None), by_id
 
 
 def parse_classes(data: bytes) -> ClassTable:
@@ -343,7 +347,7 @@ def parse_item(
     anns = doc["annotations"]
     if len(anns) > limits.max_objects:
         raise ItemError(expected(f"at most {limits.max_objects} annotations", len(anns)))
-    index_of = {c.name: i for i, c in enumerate(classes.classes)}
+    index_of = classes.lookup()
     category = {}
     pairs = doc.get("categories")
     for pair in pairs if isinstance(pairs, list) else []:
@@ -351,6 +355,7 @@ def parse_item(
                 isinstance(pair[1], str) and pair[1] in index_of:
             category[pair[0]] = index_of[pair[1]]
     labels = []
+    ignored: Counter[str] = Counter()
     for k, ann in enumerate(anns):
         where = f"annotations[{k}]"
         if not isinstance(ann, dict):
@@ -364,5 +369,10 @@ def parse_item(
         g = _geometry(ann, width, height, limits, where)
         if g is not None:
             labels.append(Label(category[cid], g))
-    return Item(dataset, name, width, height, tuple(labels), image_key, ann_key)
+        attrs = ann.get("attributes")
+        if isinstance(attrs, dict):  # datumaro writes them; no mask shows them
+            ignored["occluded"] += attrs.get("occluded") is True
+            ignored["attribute"] += sum(1 for a in attrs if a != "occluded")
+    return Item(dataset, name, width, height, tuple(labels), image_key, ann_key,
+                tuple((kind, n) for kind, n in sorted(ignored.items()) if n))
 

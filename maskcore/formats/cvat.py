@@ -29,12 +29,18 @@ covers both CVAT formats; `parse_item` tells them apart by the bytes it is given
 
 Class index i (from 0) is the i-th CVAT label (skeleton sub-labels, which CVAT lists with a
 `<parent>`, are skipped: they paint nothing) or the i-th labelmap line that is not background.
+A label named `background` is not a class (CVAT's and datumaro's rule; datumaro's exporters
+write one without a colour): the ClassTable records its colour (black when it has none) and its
+shapes get BACKGROUND_CLASS, painting background. Labels without a colour get the VOC colour of
+their labelmap line (background first), as datumaro generates them. Tags, cuboids, skeletons,
+attributes and occluded flags are counted per item (`Item.not_painted`).
 """
 
 from __future__ import annotations
 
 import math
 import xml.etree.ElementTree as ET
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Any
@@ -141,6 +147,7 @@ def classes_from_meta(meta: ET.Element) -> ClassTable:
             "<meta><task|project|job><labels> with the task's labels", "no <labels>"))
     out: list[ClassInfo] = []
     seen: set[str] = set()
+    background: RGB | None = None
     for el in labels.findall("label"):
         if (el.findtext("parent") or "").strip():
             continue  # skeleton sub-label: paints nothing
@@ -151,8 +158,12 @@ def classes_from_meta(meta: ET.Element) -> ClassTable:
         if name in seen:
             raise InputError(f"{ANNOTATIONS_FILE}: " + expected("unique label names", name))
         seen.add(name)
-        out.append(ClassInfo(name, _hex_color(el.findtext("color"), voc_color(len(out) + 1))))
-    return ClassTable(tuple(out))
+        color = el.findtext("color") or None  # datumaro writes labels without a colour
+        if name == BACKGROUND:
+            background = _hex_color(color, (0, 0, 0))
+            continue
+        out.append(ClassInfo(name, _hex_color(color, voc_color(len(out) + 1))))
+    return ClassTable(tuple(out), background)
 
 
 def iter_task(stream: IO[bytes]) -> Iterator[ClassTable | tuple[dict[str, str], bytes]]:
@@ -368,13 +379,17 @@ def parse_image_element(data: bytes, classes: ClassTable, *, dataset: str, name:
     shapes = list(el)
     if len(shapes) > limits.max_objects:
         raise ItemError(expected(f"at most {limits.max_objects} shapes", len(shapes)))
-    index = {c.name: i for i, c in enumerate(classes.classes)}
+    index = classes.lookup()
     found: list[tuple[int, bool, int, Label]] = []
+    ignored: Counter[str] = Counter()
     for k, sh in enumerate(shapes):
         label_name = sh.get("label")
         where = f"<{sh.tag}> #{k} ({label_name})"
+        ignored["attribute"] += len(sh.findall("attribute"))
         if sh.tag in ("tag", "cuboid", "skeleton"):
+            ignored[sh.tag] += 1
             continue
+        ignored["occluded"] += sh.get("occluded") == "1"
         if sh.tag not in ("polygon", "box", "ellipse", "mask", "polyline", "points"):
             raise ItemError(expected("a CVAT shape (box, polygon, polyline, points, ellipse, "
                                      "mask, cuboid, skeleton, tag)", sh.tag), where=where)
@@ -394,7 +409,8 @@ def parse_image_element(data: bytes, classes: ClassTable, *, dataset: str, name:
         if geometry is not None:
             found.append((z, rotated, k, Label(ci, geometry, z, group)))
     found.sort(key=lambda t: (t[0], t[1], t[2]))
-    return Item(dataset, name, width, height, tuple(t[3] for t in found), image_key, ann_key)
+    return Item(dataset, name, width, height, tuple(t[3] for t in found), image_key, ann_key,
+                tuple((kind, n) for kind, n in sorted(ignored.items()) if n))
 
 
 # ---------------------------------------------------------------------------- labelmap.txt
@@ -488,7 +504,10 @@ def labelmap_classes(entries: list[LabelMapEntry]) -> LabelMapClasses:
     for i, c in enumerate(colors):
         if c is not None:
             inverse[c] = i
-    return LabelMapClasses(classes, bg, len(entries), tuple(inverse.items()))
+    bg_color = (colors[bg] or (0, 0, 0)) if bg is not None else None
+    return LabelMapClasses(classes, background=bg_color,
+                           background_line=bg, lines=len(entries),
+                           colormap=tuple(inverse.items()))
 
 
 def parse_labelmap_classes(data: bytes | None) -> LabelMapClasses:

@@ -6,19 +6,15 @@ Layout under `cvat/`: `labelmap.txt`, `ImageSets/Segmentation/<subset>.txt`,
 directory entries). `<id>` is the image name minus its last extension, sub-folders kept;
 `<subset>` is the item's dataset (a CVAT subset, or "default").
 
-Painting is datumaro's pipeline as CVAT runs it (reference/cvat_clearml.md A.1, A.5, A.6):
-every polygon, box, ellipse and mask is one mask (even an empty one, which still takes its
-place in the numbering); masks sharing a non-zero group are merged into one instance with the
-label and z_order of the member with the most pixels (the first one on a tie); the instances
-(ungrouped ones first in input order, then groups by ascending id) are sorted by z_order
-(stable) and painted in turn, later on top, instance k (from 1) painting index k; an instance
-of the background class paints 0 (it erases), still using up its number. The class PNG is the
-labelmap colour of each pixel's class, the object PNG the VOC colour of its index.
-Stamps come from the kernel (`ctx.stamps()`): painting one member after another with the same
-index is the union datumaro computes, so no mask is merged or drawn twice.
+Painting is the item's composition (`ctx.composition()`, maskcore/order.py), shared with every
+other writer: for CVAT and COCO inputs it is datumaro's pipeline as CVAT runs it
+(reference/cvat_clearml.md A.1, A.5, A.6: groups merged into one instance, ungrouped masks
+first, z_order, background instances erasing and keeping their number). The class PNG is the
+labelmap colour of each pixel's class, the object PNG the VOC colour of its instance number.
 
-Labelmap: `background` first (the input's class named 'background' if there is one, whose
-shapes then paint background, else `background:0,0,0::`), then the classes in input order.
+Labelmap: `background` first (coloured as the input's `background` label if it declares one,
+whose shapes then paint background, else `background:0,0,0::`), then the classes in input
+order, so the line of class index i is i.
 Colours: `colors: source` = the input's class colours (what CVAT does with label colours);
 `colors: voc` = the VOC colour of the labelmap line (datumaro's colours when none are given).
 CVAT itself sorts labelmap lines by name; we keep background first, which upstream datumaro
@@ -45,16 +41,14 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import IO, Any
 
-import cv2
 import numpy as np
 
-from .. import compose, encode, paths
+from .. import encode, paths
 from ..errors import ConfigError, ItemError, expected
 from ..manifest import ManifestEntry
-from ..model import RGB, ClassTable, Label
-from ..palette import index_dtype, voc_color
-from ..rasterize import NOT_PAINTED_BY_COCO, Stamp
-from .base import Blob, ItemContext, ItemOutput
+from ..model import RGB, ClassTable
+from ..palette import voc_color
+from .base import Blob, ItemContext, ItemOutput, check_thickness
 from .cvat import (
     BACKGROUND,
     CLASS_DIR,
@@ -77,9 +71,13 @@ VOC_INSTANCE_BGR = np.array([voc_color(i)[::-1] for i in range(256)], np.uint8)
 
 @dataclass(frozen=True)
 class CvatOptions:
+    """`thickness`: the job's render setting (strokes under the OpenCV rule; set by
+    jobs/config.py from the `render` section, never per format)."""
+
     colors: str = "source"
     instance_overflow: str = "error"
     zip: bool = False
+    thickness: int = 2
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any], *, prefix: str, defaults: Mapping[str, Any]
@@ -99,7 +97,7 @@ class CvatOptions:
         zipped = merged.get("zip", False)
         if not isinstance(zipped, bool):
             raise ConfigError(expected("true or false", zipped), key=f"{prefix}.zip")
-        return cls(colors, overflow, zipped)
+        return cls(colors, overflow, zipped, check_thickness(merged, prefix))
 
     def check_classes(self, classes: ClassTable, prefix: str) -> None:
         """Every class must fit a labelmap line, and no two lines may share a colour."""
@@ -110,6 +108,10 @@ class CvatOptions:
                 raise ConfigError(expected(
                     "class names a labelmap.txt line can hold (no ':', no line break, no "
                     "leading '#' or surrounding spaces)", c.name), key=prefix)
+            if c.name == BACKGROUND:  # a Supervisely class: CVAT/COCO readers make it background
+                raise ConfigError(expected(
+                    "no class named 'background' (the labelmap's first line is the background; "
+                    "a second one would not import): rename the class", c.name), key=prefix)
         seen: dict[RGB, str] = {}
         for name, color in labelmap(classes, self):
             if color in seen:
@@ -124,29 +126,12 @@ Options = CvatOptions  # writer interface (see formats/__init__.py)
 
 
 # ---------------------------------------------------------------------------- labelmap
-def background_class(classes: ClassTable) -> int | None:
-    return next((i for i, c in enumerate(classes.classes) if c.name == BACKGROUND), None)
-
-
-def class_lines(classes: ClassTable) -> list[int]:
-    """Labelmap line of each class (background first)."""
-    bg = background_class(classes)
-    out, line = [], 1
-    for i in range(len(classes)):
-        if i == bg:
-            out.append(0)
-        else:
-            out.append(line)
-            line += 1
-    return out
-
-
 def labelmap(classes: ClassTable, opts: CvatOptions) -> list[tuple[str, RGB]]:
-    """(name, colour) per labelmap line, background first."""
-    bg = background_class(classes)
-    bg_color = classes[bg].color if bg is not None else (0, 0, 0)
-    lines = [(BACKGROUND, bg_color)] + [(c.name, c.color) for i, c in enumerate(classes.classes)
-                                        if i != bg]
+    """(name, colour) per labelmap line: background first (the colour of the input's
+    `background` label, else black), then the classes in input order, so class index i (from
+    1) is line i."""
+    bg_color = classes.background if classes.background is not None else (0, 0, 0)
+    lines = [(BACKGROUND, bg_color)] + [(c.name, c.color) for c in classes.classes]
     if opts.colors == "voc":
         lines = [(name, voc_color(k)) for k, (name, _) in enumerate(lines)]
     return lines
@@ -158,101 +143,34 @@ def labelmap_text(classes: ClassTable, opts: CvatOptions) -> bytes:
 
 
 # ---------------------------------------------------------------------------- painting
-def _is_mask(label: Label, stamp: Stamp | None, rule: str) -> bool:
-    """Does the label become a mask in CVAT's pipeline (and so take an instance number)?"""
-    if rule == "coco":
-        return not isinstance(label.geometry, NOT_PAINTED_BY_COCO)
-    return stamp is not None
-
-
-def instances(labels: tuple[Label, ...], stamps: list[Stamp | None], rule: str
-              ) -> list[tuple[int, list[Stamp]]]:
-    """(class index, member stamps) per instance, in paint order (see module docstring)."""
-    ungrouped: list[tuple[int, int, list[Stamp]]] = []
-    groups: dict[int, list[int]] = {}
-    for i, (lab, s) in enumerate(zip(labels, stamps, strict=True)):
-        if not _is_mask(lab, s, rule):
-            continue
-        if lab.group:
-            groups.setdefault(lab.group, []).append(i)
-        else:
-            ungrouped.append((lab.z_order, lab.class_index, [s] if s is not None else []))
-    merged = []
-    for gid in sorted(groups):
-        members = groups[gid]
-        areas = [stamps[i].pixel_count if stamps[i] is not None else 0 for i in members]
-        leader = labels[members[areas.index(max(areas))]]
-        merged.append((leader.z_order, leader.class_index,
-                       [stamps[i] for i in members if stamps[i] is not None]))
-    ordered = sorted(ungrouped + merged, key=lambda t: t[0])  # stable: ties keep the order
-    return [(ci, members) for _, ci, members in ordered]
-
-
-def paint(ctx: ItemContext, opts: CvatOptions) -> tuple[np.ndarray, np.ndarray, list[int]]:
-    """(index map, index -> class line, index -> class index or -1) of one item."""
-    item = ctx.item
-    stamps = ctx.stamps()
-    found = instances(item.labels, stamps, ctx.rule)
-    lines = class_lines(ctx.classes)
-    bg = background_class(ctx.classes)
-    n = len(found)
-    line_of = np.zeros(n + 1, np.int64)
-    class_of = [-1] * (n + 1)
-    flat: list[Stamp] = []
-    values: list[int] = []
-    top = 0
-    for k, (ci, members) in enumerate(found, start=1):
-        if ci == bg:
-            value = 0  # background erases, and its number stays unused
-        else:
-            value, top = k, k
-            line_of[k] = lines[ci]
-            class_of[k] = ci
-        flat += members
-        values += [value] * len(members)
-    if top > MAX_INSTANCES and opts.instance_overflow == "error":
-        raise ItemError(expected(
-            f"at most {MAX_INSTANCES} instances in one image (SegmentationObject PNGs hold "
-            "8-bit instance colours; set cvat.instance_overflow: wrap for CVAT's aliasing)",
-            top))
-    index = compose.paint_index(flat, values, item.height, item.width, index_dtype(n))
-    return index, line_of, class_of
-
-
 def write_item(ctx: ItemContext, opts: CvatOptions) -> ItemOutput:
     item = ctx.item
     problem = subset_problem(item.dataset)
     if problem:
         raise ItemError(f"dataset {item.dataset!r} as a Segmentation Mask subset: {problem}")
     rel = item_id(item.name) + MASK_EXT
-    index, line_of, class_of = paint(ctx, opts)
+    comp = ctx.composition(thickness=opts.thickness)
+    if comp.top > MAX_INSTANCES and opts.instance_overflow == "error":
+        raise ItemError(expected(
+            f"at most {MAX_INSTANCES} instances in one image (SegmentationObject PNGs hold "
+            "8-bit instance colours; set cvat.instance_overflow: wrap for CVAT's aliasing)",
+            comp.top))
+    index = comp.index
     colors = np.array([c[::-1] for _, c in labelmap(ctx.classes, opts)], np.uint8)
-    class_lut = colors[line_of]  # index -> BGR
+    class_lut = colors[comp.class_of]  # instance number -> BGR of its class line
     if index.dtype == np.uint8:
         # paletted PNGs: every decoder expands them to exactly CVAT's RGB masks, and they cost
         # a third of encoding the RGB images (BENCHMARKS.md)
         class_data, object_data = encode.png_palettes(
             index, [class_lut[:, ::-1], VOC_INSTANCE_BGR[:, ::-1]])
-        if index.size < 1 << 24:  # calcHist counts in float32: exact below 2^24
-            counts = cv2.calcHist([index], [0], None, [256], [0, 256]).ravel().astype(np.int64)
-        else:
-            counts = np.bincount(index.ravel(), minlength=256)
     else:
         class_data = encode.png(np.take(class_lut, index, axis=0))
         object_data = encode.png(VOC_INSTANCE_BGR[(index & 0xFF).astype(np.uint8)])
-        counts = np.bincount(index.ravel(), minlength=len(class_of))
-    out = ItemOutput(blobs=[
+    return ItemOutput(blobs=[
         Blob(paths.join(NAME, CLASS_DIR, rel), class_data),
         Blob(paths.join(NAME, OBJECT_DIR, rel), object_data),
-    ])
-    pixels: dict[str, int] = {}
-    for k, ci in enumerate(class_of):
-        if ci >= 0 and counts[k]:
-            name = ctx.classes[ci].name
-            pixels[name] = pixels.get(name, 0) + int(counts[k])
-    out.class_pixels = pixels
-    out.instances = sum(1 for ci in class_of if ci >= 0)
-    return out
+    ], class_pixels=dict(comp.class_pixels), instances=comp.instances,
+        not_painted=dict(comp.not_painted))
 
 
 # ---------------------------------------------------------------------------- finalize

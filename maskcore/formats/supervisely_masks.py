@@ -7,9 +7,11 @@ Layout under `supervisely/`: `meta.json`, `obj_class_to_machine_color.json` (app
 
 Two families of rules, picked by the options (reference/supervisely.md A.3-A.6, B.9):
 - app (export-as-masks; no `gt_machine_color`): machine = grayscale class index (meta order
-  from 1), labels drawn largest SDK area first, graphs as enabled nodes; 16-bit when there are
-  more than 255 classes. Semantic = class colours on black in annotation order. Human (`app`)
-  = original | cumulative 50% overlay. Instances = each object alone, 0/255, 1-bit PNG.
+  from 1): the item's class map (`ctx.composition()`, maskcore/order.py, shared with every
+  writer; for Supervisely projects labels drawn largest SDK area first, graphs as enabled
+  nodes); 16-bit when there are more than 255 classes. Semantic = class colours on black in
+  annotation order. Human (`app`) = original | cumulative 50% overlay. Instances = each object
+  alone, 0/255, 1-bit PNG.
 - DTL (`gt_machine_color` given): machine = RGB in the user's colours, annotation order,
   classes missing from the map left as background. Human (`dtl`) = original | 1-px green
   column | floor((fg + image) / 2) where fg is not black, human colours with black lifted to
@@ -29,15 +31,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import cv2
 import numpy as np
 
 from .. import compose, encode, paths
 from ..errors import ConfigError, expected
-from ..model import RGB, ClassTable
-from ..palette import index_dtype, machine_colors, rgb
-from ..rasterize import Stamp, sdk_area
-from .base import Blob, ItemContext, ItemOutput
+from ..model import RGB, ClassTable, Label
+from ..palette import machine_colors, rgb
+from ..rasterize import Stamp
+from .base import Blob, ItemContext, ItemOutput, check_thickness
 from .supervisely import MACHINE_COLOR_FILE, META_FILE, SEMANTIC_COLOR_FILE
 
 NAME = "supervisely"
@@ -82,10 +83,7 @@ class SuperviselyOptions:
                   "images", "annotations"):
             if k in merged and not isinstance(merged[k], bool):
                 raise ConfigError(expected("true or false", merged[k]), key=f"{prefix}.{k}")
-        t = merged.get("thickness", 2)
-        if isinstance(t, bool) or not isinstance(t, int) or not 1 <= t <= 1000:
-            raise ConfigError(expected("an integer thickness in 1..1000", t),
-                              key=f"{prefix}.thickness")
+        t = check_thickness(merged, prefix)
         style = merged.get("human_style", "app")
         if style not in HUMAN_STYLES:
             raise ConfigError(expected(f"one of {HUMAN_STYLES}", style),
@@ -144,8 +142,10 @@ class SuperviselyOptions:
 Options = SuperviselyOptions  # writer interface (see formats/__init__.py)
 
 
-def _present(stamps: list[Stamp | None]) -> list[Stamp]:
-    return [s for s in stamps if s is not None]
+def _present(stamps: list[Stamp | None], labels: tuple[Label, ...]) -> list[Stamp]:
+    """The stamps that paint, in annotation order, but those of the background label (CVAT and
+    COCO inputs), which erase in index masks and have no colour of their own."""
+    return [s for s in stamps if s is not None and labels[s.label].class_index >= 0]
 
 
 def _human_colors(classes: ClassTable, opts: SuperviselyOptions) -> dict[int, RGB]:
@@ -162,14 +162,6 @@ def _human_colors(classes: ClassTable, opts: SuperviselyOptions) -> dict[int, RG
         return out
     over = opts.gt_human_color or {}
     return {i: over.get(c.name, c.color) for i, c in enumerate(classes.classes)}
-
-
-def _histogram(index: np.ndarray, n: int) -> np.ndarray:
-    """Pixels per value 0..n-1 (cv2.calcHist is ~2x numpy's bincount on uint8 maps; its float32
-    counts are exact up to 2**24, so larger frames take bincount)."""
-    if index.dtype == np.uint8 and index.size <= 1 << 24:
-        return cv2.calcHist([index], [0], None, [256], [0, 256]).ravel().astype(np.int64)[:n]
-    return np.bincount(index.ravel(), minlength=n)
 
 
 def _instance_names(ctx: ItemContext, stamps: list[Stamp]) -> list[str]:
@@ -194,34 +186,31 @@ def write_item(ctx: ItemContext, opts: SuperviselyOptions) -> ItemOutput:
     png_name = paths.component(item.stem) + ".png"
     out = ItemOutput()
     labels = item.labels
-    plain = ctx.stamps(thickness=opts.thickness, templated=False)
-
-    # class index map in the app's order: the class_pixels of the manifest, and machine masks
-    drawn = _present(plain)
-    by_area = sorted(drawn, key=lambda s: -sdk_area(labels[s.label].geometry))
-    dtype = index_dtype(len(classes))
-    index = compose.paint_index(by_area, [labels[s.label].class_index + 1 for s in by_area],
-                                h, w, dtype)
-    counts = _histogram(index, len(classes) + 1)
-    out.class_pixels = {classes[i - 1].name: int(c) for i, c in enumerate(counts) if i and c}
-    out.instances = len(drawn)
+    # class map and class_pixels: the item's composition (order.py), shared with every writer;
+    # for Supervisely inputs the app's order (largest SDK area first)
+    comp = ctx.composition(thickness=opts.thickness)
+    out.class_pixels = dict(comp.class_pixels)
+    out.instances = comp.instances
+    out.not_painted = dict(comp.not_painted)
+    drawn = _present(ctx.stamps(thickness=opts.thickness, templated=False), labels)
 
     if opts.masks_machine:
         if opts.dtl:
             assert opts.gt_machine_color is not None
             colors = {i: opts.gt_machine_color[c.name] for i, c in enumerate(classes.classes)
                       if c.name in opts.gt_machine_color}
-            tmpl = _present(ctx.stamps(thickness=opts.thickness, templated=True))
+            tmpl = _present(ctx.stamps(thickness=opts.thickness, templated=True), labels)
             mapped = [s for s in tmpl if labels[s.label].class_index in colors]
             canvas = compose.paint_colors(
                 np.zeros((h, w, 3), np.uint8), mapped,
                 [colors[labels[s.label].class_index] for s in mapped], flat=True)
             out.blobs.append(Blob(paths.join(base, "masks_machine", png_name), encode.png(canvas)))
         else:
-            out.blobs.append(Blob(paths.join(base, "masks_machine", png_name), encode.png(index)))
+            out.blobs.append(Blob(paths.join(base, "masks_machine", png_name),
+                                  encode.png(comp.class_map())))
 
     if opts.masks_semantic_rgb or opts.masks_human:
-        tmpl = _present(ctx.stamps(thickness=opts.thickness, templated=True))
+        tmpl = _present(ctx.stamps(thickness=opts.thickness, templated=True), labels)
         if opts.masks_semantic_rgb:
             canvas = compose.paint_colors(np.zeros((h, w, 3), np.uint8), tmpl,
                                           [classes[labels[s.label].class_index].color

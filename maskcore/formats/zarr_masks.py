@@ -5,8 +5,9 @@
   0 is background);
 - per image, group `<dataset>/<stem>` (sub-folders of the image name kept) with attrs `image`
   (the file name) and `image_uri`, and two 2-D arrays (height, width):
-  `class` (class index, uint8; uint16 beyond 255 classes) and `instance` (0 background, labels
-  numbered from 1 in drawing order - see indexed.py; uint16, uint32 beyond 65535 objects);
+  `class` (class index, uint8; uint16 beyond 255 classes) and `instance` (0 background,
+  instances numbered from 1 in drawing order: the item's composition, maskcore/order.py, the
+  numbers of the cvat writer's SegmentationObject; uint16, uint32 beyond 65535);
 - each array is ONE shard (`sharding_indexed`, inner chunks of `chunk` x `chunk`, zstd), so an
   image costs two data objects, a tile read fetches one inner chunk by byte range, and every
   array is written whole by the one task that renders its item: one writer per shard, no
@@ -45,8 +46,7 @@ from numcodecs.zstd import Zstd
 from .. import paths
 from ..errors import ConfigError, expected
 from ..model import ClassTable
-from . import indexed
-from .base import Blob, ItemContext, ItemOutput
+from .base import Blob, ItemContext, ItemOutput, check_thickness
 
 NAME = "zarr"
 META_FILE = "zarr.json"
@@ -60,7 +60,7 @@ class ZarrOptions:
     """`chunk`: side of the inner chunks (tile reads); `consolidated`: consolidate the whole
     store's metadata into the root at finalize (set false for stores of millions of images:
     the root document grows with every array, and item groups stay consolidated anyway);
-    `thickness`: strokes of lines and points (Supervisely inputs)."""
+    `thickness`: the job's render setting (jobs/config.py sets it from the `render` section)."""
 
     chunk: int = 512
     consolidated: bool = True
@@ -82,11 +82,8 @@ class ZarrOptions:
         if not isinstance(consolidated, bool):
             raise ConfigError(expected("true or false", consolidated),
                               key=f"{prefix}.consolidated")
-        t = merged.get("thickness", cls.thickness)
-        if isinstance(t, bool) or not isinstance(t, int) or not 1 <= t <= 1000:
-            raise ConfigError(expected("an integer thickness in 1..1000", t),
-                              key=f"{prefix}.thickness")
-        return cls(chunk=chunk, consolidated=consolidated, thickness=t)
+        return cls(chunk=chunk, consolidated=consolidated,
+                   thickness=check_thickness(merged, prefix))
 
     def check_classes(self, classes: ClassTable, prefix: str) -> None:
         """Any number of classes fits (uint16 beyond 255)."""
@@ -214,8 +211,9 @@ def group_path(dataset: str, stem: str) -> str:
 
 def write_item(ctx: ItemContext, opts: ZarrOptions) -> ItemOutput:
     item = ctx.item
-    m = indexed.maps(ctx, opts.thickness)
-    arrays = {"class": m.classes, "instance": m.instances(item.height, item.width)}
+    comp = ctx.composition(thickness=opts.thickness)
+    idtype = np.uint16 if comp.top <= 65535 else np.uint32
+    arrays = {"class": comp.class_map(), "instance": comp.instance_map(idtype)}
     base = paths.join(NAME, group_path(item.dataset, item.stem))
     metas = {name: array_meta(a.shape, a.dtype, opts.chunk) for name, a in arrays.items()}
     attrs: dict[str, Any] = {"image": item.name}
@@ -225,7 +223,7 @@ def write_item(ctx: ItemContext, opts: ZarrOptions) -> ItemOutput:
     for name, a in arrays.items():
         blobs.append(Blob(paths.join(base, name, META_FILE), _dumps(metas[name])))
         blobs.append(Blob(paths.join(base, name, "c", "0", "0"), encode_shard(a, opts.chunk)))
-    return ItemOutput(blobs, dict(m.class_pixels), len(m.stamps))
+    return ItemOutput(blobs, dict(comp.class_pixels), comp.instances, dict(comp.not_painted))
 
 
 def root_attributes(classes: ClassTable) -> dict[str, Any]:

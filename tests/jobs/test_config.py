@@ -69,3 +69,36 @@ def test_unknown_class_in_colour_map_exits_2_before_any_work(tmp_path, project, 
 def test_bad_cli_usage_and_missing_input_exit_2(tmp_path):
     assert run(["export", str(tmp_path / "nothing"), str(tmp_path / "o"), "--workers", "0"]) == 2
     assert run(["export"]) == 2
+
+
+def test_render_section_is_job_level_and_reaches_every_format(tmp_path):
+    spec = config.load(write(tmp_path, "r.yaml", "render: {thickness: 4}\n"
+                             "formats: [supervisely, cvat, clearml, zarr]\n"))
+    assert spec.render.thickness == 4
+    assert {spec.options[f].thickness for f in ("supervisely", "cvat", "clearml", "zarr")} == {4}
+    # a format's own thickness (the DTL name) is the job's render thickness, for every format
+    old = config.load(write(tmp_path, "o.yaml", "zarr: {thickness: 3}\n"))
+    assert old.render.thickness == 3 and old.supervisely.thickness == 3
+    assert config.load().render.thickness == 2  # the app's default; DTL's is 1 (above)
+
+
+@pytest.mark.parametrize(("text", "key"), [
+    ("supervisely: {thickness: 1}\nzarr: {thickness: 2}\n", "zarr.thickness"),
+    ("render: {thickness: 3}\nclearml: {thickness: 2}\n", "clearml.thickness"),
+    ("render: {thickness: 0}\n", "render.thickness"),
+    ("render: {width: 2}\n", "render.width"),
+    ("render: 3\n", "render"),
+])
+def test_render_conflicts_and_bad_values_name_the_key(tmp_path, text, key):
+    with pytest.raises(ConfigError) as e:
+        config.load(write(tmp_path, "bad.yaml", text))
+    assert e.value.key == key
+    if "zarr.thickness" in key:
+        assert "supervisely.thickness=1 and zarr.thickness=2" in str(e.value)
+
+
+def test_settings_hash_sees_the_render_thickness_wherever_it_is_set(tmp_path):
+    a = config.load(write(tmp_path, "a.yaml", "render: {thickness: 3}\n"))
+    b = config.load(write(tmp_path, "b.yaml", "supervisely: {thickness: 3}\n"))
+    c = config.load(write(tmp_path, "c.yaml", "render: {thickness: 2}\n"))
+    assert a.settings_hash == b.settings_hash != c.settings_hash

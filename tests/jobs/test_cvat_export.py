@@ -183,7 +183,8 @@ def test_images_are_found_beside_the_task_for_other_formats(tmp_path):
     keys = {r.name: r.image_key for r in listing.refs}
     assert keys["dir/sub/img.with.dots.jpg"] == "images/Train/dir/sub/img.with.dots.jpg"
     assert keys["astronaut.jpg"] == "images/astronaut.jpg"
-    assert listing.classes.names()[-1] == "background"
+    # the task's `background` label is the background, not a class (issue 12)
+    assert listing.classes.names()[-1] == "unused" and listing.classes.background == (0, 0, 0)
     assert all(r.ann_inline and r.ann_inline.startswith(b"<image") for r in listing.refs)
 
 

@@ -85,3 +85,27 @@ def test_all_formats_render_each_item_once(tmp_path, monkeypatch):
     for name, *_ in calls:
         per_item[name] = per_item.get(name, 0) + 1
     assert per_item == {"street/a.jpg": 1, "b.png": 1, "c.png": 1}
+
+
+def class_pixels(out: Path) -> dict[str, tuple]:
+    got = {}
+    for line in (out / "manifest.jsonl").read_text().splitlines():
+        e = json.loads(line)
+        got[e["dataset"] + "/" + e["item"]] = (e["status"], e["class_pixels"], e["instances"])
+    return got
+
+
+def test_class_pixels_are_the_same_whatever_the_formats_and_their_order(tmp_path):
+    """One composition per item: the manifest's class_pixels and instances do not depend on
+    which format comes first (lines 3 px wide everywhere: the job's render thickness)."""
+    project, config = make_demo_project(str(tmp_path / "demo"))
+    shutil.rmtree(Path(project) / "street" / "datasets")
+    seen = []
+    for k, fmts in enumerate([ALL, ALL[::-1], ["zarr"], ["supervisely"]]):
+        out = tmp_path / f"run{k}"
+        args = [a for f in fmts for a in ("--format", f)]
+        assert run(["export", project, str(out), "--workers", "0", "--config", config,
+                    "--set", "supervisely.thickness=3", *args]) == 0
+        seen.append(class_pixels(out))
+    assert any(v[1] for v in seen[0].values())
+    assert all(s == seen[0] for s in seen[1:])

@@ -98,21 +98,22 @@ def test_more_than_255_classes_is_a_config_error():
 
 
 def test_clearml_and_zarr_of_one_pass_share_one_composition():
-    from maskcore.formats import indexed, zarr_masks
+    from maskcore.formats import zarr_masks
 
     ctx = ctx_for([Label(0, Rectangle(0, 0, 9, 9)), Label(2, Rectangle(5, 5, 20, 20))])
     a = clearml.write_item(ctx, opts())
-    first = indexed.maps(ctx, 2)
+    first = ctx.composition(thickness=2)
     z = zarr_masks.write_item(ctx, zarr_masks.Options())
-    assert indexed.maps(ctx, 2) is first  # composed once for the item
-    assert a.class_pixels == z.class_pixels == {"road": 75, "sky": 256}
+    assert ctx.composition(thickness=2) is first  # composed once for the item
+    # a Supervisely item: the app's order, largest area first, so road (100 px) is on top
+    assert a.class_pixels == z.class_pixels == {"road": 100, "sky": 231}
     other = ctx_for([Label(0, Rectangle(0, 0, 9, 9))])
-    assert indexed.maps(other, 2) is not first  # a new item, a new composition
+    assert other.composition(thickness=2) is not first  # a new item, a new composition
 
 
 @pytest.mark.parametrize("dtype, n", [(np.uint8, 4), (np.uint8, 256), (np.uint16, 300)])
 def test_histogram_equals_bincount(dtype, n):
-    from maskcore.formats.indexed import histogram
+    from maskcore.order import histogram
 
     rng = np.random.default_rng(n)
     m = rng.integers(0, n, (70, 90)).astype(dtype)

@@ -169,7 +169,7 @@ def test_group_merged_under_largest_member_label_and_z():
 
 
 def test_background_class_erases_and_keeps_its_number():
-    classes = ClassTable((*CLASSES.classes, ClassInfo("background", (9, 9, 9))))
+    classes = ClassTable(CLASSES.classes, background=(9, 9, 9))
     item = parse('<box label="car" xtl="0" ytl="0" xbr="10" ybr="10"/>'
                  '<box label="background" xtl="2" ytl="2" xbr="4" ybr="4"/>'
                  '<box label="person" xtl="20" ytl="0" xbr="25" ybr="5"/>', classes)
@@ -244,7 +244,7 @@ def test_check_classes_refuses_duplicate_colours_and_bad_names():
     black = ClassTable((ClassInfo("road", (0, 0, 0)),))
     with pytest.raises(ConfigError, match="'background' and 'road'"):
         opts.check_classes(black, "cvat")
-    for bad in ("a:b", " pad", "#x", "line\nbreak"):
+    for bad in ("a:b", " pad", "#x", "line\nbreak", "background"):
         with pytest.raises(ConfigError, match="labelmap"):
             opts.check_classes(ClassTable((ClassInfo(bad, (1, 1, 1)),)), "cvat")
 

@@ -111,8 +111,8 @@ def cvat_rle_mask(counts, left, top, width, height, h, w):
 
 def load_task(task: Path):
     root = ET.parse(task / "annotations.xml").getroot()
-    labels = [(el.findtext("name"), hex_rgb(el.findtext("color")))
-              for el in root.find("meta/task/labels").findall("label")]
+    labels = [(el.findtext("name"), hex_rgb(c) if (c := el.findtext("color")) else None)
+              for el in root.find("meta/task/labels").findall("label")]  # datumaro: no colour
     names = [n for n, _ in labels]
     items = []
     for img in root.findall("image"):

@@ -6,6 +6,8 @@
 #   tests/oracles/run_datumaro_oracle.sh --rebuild-fixture   # rebuild tests/data/cvat_task first
 #   tests/oracles/run_datumaro_oracle.sh --check-import DIR  # strict datumaro import of DIR
 #   tests/oracles/run_datumaro_oracle.sh --setup-only        # just create the venv
+#   tests/oracles/run_datumaro_oracle.sh --fidelity          # files datumaro WRITES + goldens
+#                                                            # (datumaro_fidelity.py, issue 12)
 #
 # datumaro lives in its own cached venv, never in maskjob's:
 # $MASKJOB_ORACLE_CACHE/datumaro-1.13.12 (default ~/.cache/maskjob/datumaro-1.13.12), created on
@@ -22,11 +24,13 @@ PY="${PYTHON:-python3}"
 
 rebuild_fixture=0
 setup_only=0
+fidelity=0
 args=()
 for a in "$@"; do
   case "$a" in
     --rebuild-fixture) rebuild_fixture=1 ;;
     --setup-only) setup_only=1 ;;
+    --fidelity) fidelity=1 ;;
     *) args+=("$a") ;;
   esac
 done
@@ -51,4 +55,7 @@ if [ "$rebuild_fixture" = 1 ]; then
 fi
 
 cd "$HERE"
+if [ "$fidelity" = 1 ]; then
+  exec "$VENV/bin/python" datumaro_fidelity.py --repo "$REPO"
+fi
 exec "$VENV/bin/python" datumaro_oracle.py --repo "$REPO" ${args[@]+"${args[@]}"}
