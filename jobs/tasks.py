@@ -165,6 +165,7 @@ def _export_item(job: PartitionJob, ref: ItemRef, carried: ManifestEntry | None 
     if first is not None:
         entry.class_pixels = first.class_pixels or {}
         entry.instances = first.instances or 0
+        entry.not_painted = first.not_painted or {}
     entry.outputs = [fingerprint(b.key, b.data) for b in blobs]
     return entry, blobs
 
