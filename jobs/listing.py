@@ -157,6 +157,12 @@ def spooled_listing(reader: str, classes: ClassTable, fill: Callable[[Spool], in
                    **kw)  # type: ignore[arg-type]
 
 
+def safe_key(key: str) -> bool:
+    """`check_relative` without raising (it runs once per listed file)."""
+    return bool(key) and key[0] != "/" and "\\" not in key and "\x00" not in key and \
+        key[1:2] != ":" and not any(p in ("", ".", "..") for p in key.split("/"))
+
+
 def stem(name: str) -> str:
     """The stem outputs are named by: the one rule, `maskcore.model.Item.stem`."""
     return Item("", name, 0, 0, ()).stem
@@ -167,7 +173,7 @@ def iter_tags(root: Root, prefix: str = "") -> Iterator[tuple[str, str]]:
     """(key, tag) of every file under `prefix`, in no particular order, streamed: an
     os.scandir walk on local disk (tags as `Root.list_tags` gives them), else
     `Root.list_tags` (s3fs returns one listing of the prefix already)."""
-    fs, base = root.fs_path
+    _fs, base = root.fs_path
     if not root.is_local:
         yield from root.list_tags(prefix)
         return

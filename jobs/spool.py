@@ -14,6 +14,7 @@ never from two threads at once.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import shutil
@@ -42,16 +43,19 @@ class Spool:
 
     def insert(self, sql: str, rows: Iterable[tuple[Any, ...]]) -> int:
         """Run `sql` for every row of an iterable (streamed in batches, one transaction per
-        batch); returns the number of rows."""
+        batch unless the caller opened one); returns the number of rows."""
         n = 0
         it = iter(rows)
         while True:
             batch = list(itertools.islice(it, BATCH))
             if not batch:
                 return n
-            self.db.execute("BEGIN")
-            self.db.executemany(sql, batch)
-            self.db.execute("COMMIT")
+            if self.db.in_transaction:  # the caller's transaction
+                self.db.executemany(sql, batch)
+            else:
+                self.db.execute("BEGIN")
+                self.db.executemany(sql, batch)
+                self.db.execute("COMMIT")
             n += len(batch)
 
     def rows(self, sql: str, params: Iterable[Any] = ()) -> Iterator[tuple[Any, ...]]:
@@ -83,7 +87,5 @@ class Spool:
         self.close()
 
     def __del__(self) -> None:  # a forgotten spool still leaves no files behind
-        try:
+        with contextlib.suppress(Exception):
             self.close()
-        except Exception:
-            pass
