@@ -147,17 +147,12 @@ class _CocoFile:
             yield from _items(self.fs, self.path, key + ".item", self.where)
 
 
-def _image_rows(cf: _CocoFile, spool: Spool) -> Iterator[tuple[Any, ...]]:
-    """(dataset, name, seq, id key, record JSON, problem, ann_key) of each image record, the
-    rules of `coco.split_dataset` kept: the first record of an id, file name or stem wins."""
-    def first(kind: str, value: str, name: str) -> str | None:
-        """None if `value` is new, else the file name that had it first."""
-        if spool.execute("INSERT OR IGNORE INTO seen VALUES (?, ?, ?, ?)",
-                         (cf.dataset, kind, value, name)).rowcount == 1:
-            return None
-        return spool.scalar("SELECT name FROM seen WHERE ds = ? AND kind = ? AND value = ?",
-                            (cf.dataset, kind, value))
+DUP_ID, DUP = "=dup id", "=dup stem"  # problems decided in SQL, worded when streamed
 
+
+def _image_rows(cf: _CocoFile) -> Iterator[tuple[Any, ...]]:
+    """(dataset, name, seq, id key, record JSON, problem, ann_key, stem) of each image
+    record; duplicate ids, names and stems are decided afterwards in SQL (`_first_wins`)."""
     for k, rec in enumerate(cf.items("images")):
         raw = rec.get("file_name") if isinstance(rec, dict) else None
         name = raw if isinstance(raw, str) and raw else f"images[{k}]"
@@ -165,25 +160,40 @@ def _image_rows(cf: _CocoFile, spool: Spool) -> Iterator[tuple[Any, ...]]:
         problem = None
         if idk is None:
             problem = expected("an image record with an integer or string 'id'", rec)
-        elif first("id", idk, name) is not None:
-            problem = expected("unique image ids", rec["id"])
-            idk = None
         elif not isinstance(raw, str) or not raw:
             problem = expected("a non-empty 'file_name'", raw)
         elif not listing.safe_key(raw):
             problem = expected(
                 "a file_name relative to the images folder (no '..', not absolute)", raw)
-        elif first("name", raw, raw) is not None:
-            problem = expected("unique file names", raw)
-        else:
-            other = first("stem", listing.stem(raw), raw)
-            if other is not None:
-                problem = expected("one image per file stem (masks are named <stem>.png)",
-                                   f"{raw} and {other}")
-        if problem is None and cf.first is None:
-            cf.first = raw
-        yield (cf.dataset, name, k, idk, json.dumps(rec, **_DUMPS) if problem is None else None,
-               problem, cf.where)
+        yield (cf.dataset, name, k, idk, json.dumps(rec, **_DUMPS), problem, cf.where,
+               listing.stem(name) if problem is None else None)
+
+
+def _first_wins(spool: Spool) -> None:
+    """The rules of `coco.split_dataset`: a later record of an id fails (its annotations go
+    to the first); of the records left, the first of each output stem wins and the others
+    fail (same file name, or same stem)."""
+    spool.execute("CREATE INDEX images_id ON images (ds, idk, seq)")
+    spool.execute("UPDATE images SET problem = ? WHERE idk IS NOT NULL AND seq > "
+                  "(SELECT min(j.seq) FROM images j WHERE j.ds = images.ds AND "
+                  "j.idk = images.idk)", (DUP_ID,))
+    spool.execute("CREATE INDEX images_stem ON images (ds, stem, seq)")
+    spool.execute("UPDATE images SET problem = ? WHERE problem IS NULL AND seq > "
+                  "(SELECT min(j.seq) FROM images j WHERE j.ds = images.ds AND "
+                  "j.stem = images.stem AND j.problem IS NULL)", (DUP,))
+
+
+def _worded(spool: Spool, ds: str, name: str, rec: str, problem: str) -> str:
+    if problem == DUP_ID:
+        return expected("unique image ids", json.loads(rec)["id"])
+    if problem == DUP:
+        first = spool.scalar("SELECT name FROM images WHERE ds = ? AND stem = ? AND "
+                             "problem IS NULL", (ds, listing.stem(name)))
+        if first == name:
+            return expected("unique file names", name)
+        return expected("one image per file stem (masks are named <stem>.png)",
+                        f"{name} and {first}")
+    return problem
 
 
 def _ann_rows(cf: _CocoFile) -> Iterator[tuple[Any, ...]]:
@@ -254,10 +264,8 @@ def _fill(spool: Spool, root: Root, cfs: list[_CocoFile], fixed: Root | None
     """Stream every file into the spool, list each images folder once; returns the count and
     the root image keys are relative to (the common folder of the images folders)."""
     fs = root.fs
-    spool.execute("CREATE TABLE seen (ds TEXT, kind TEXT, value TEXT, name TEXT, "
-                  "PRIMARY KEY (ds, kind, value))")
     spool.execute("CREATE TABLE images (ds TEXT, name TEXT, seq INT, idk TEXT, rec TEXT, "
-                  "problem TEXT, ann_key TEXT)")
+                  "problem TEXT, ann_key TEXT, stem TEXT)")
     spool.execute("CREATE TABLE anns (ds TEXT, idk TEXT, seq INT, cid, ann TEXT)")
     spool.execute("CREATE TABLE files (key TEXT, tag TEXT)")
     spool.execute("CREATE TABLE prefixes (ds TEXT PRIMARY KEY, prefix TEXT)")
@@ -265,9 +273,14 @@ def _fill(spool: Spool, root: Root, cfs: list[_CocoFile], fixed: Root | None
     count = 0
     folders = {}
     for cf in cfs:
-        count += spool.insert("INSERT INTO images VALUES (?, ?, ?, ?, ?, ?, ?)",
-                              _image_rows(cf, spool))
+        count += spool.insert("INSERT INTO images VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                              _image_rows(cf))
         spool.insert("INSERT INTO anns VALUES (?, ?, ?, ?, ?)", _ann_rows(cf))
+    spool.execute("COMMIT")
+    _first_wins(spool)
+    for cf in cfs:
+        cf.first = spool.scalar("SELECT name FROM images WHERE ds = ? AND problem IS NULL "
+                                "ORDER BY seq LIMIT 1", (cf.dataset,))
         folders[cf.dataset] = "" if fixed else _images_dir(fs, cf.path, cf.dataset, cf.first)
     if fixed is not None:
         image_root = fixed
@@ -280,16 +293,14 @@ def _fill(spool: Spool, root: Root, cfs: list[_CocoFile], fixed: Root | None
     for prefix in sorted(set(prefixes.values())):  # each images folder listed once
         spool.insert("INSERT INTO files VALUES (?, ?)",
                      listing.iter_tags(image_root, prefix.rstrip("/")))
-    spool.execute("DROP TABLE seen")
-    spool.execute("COMMIT")
     spool.execute("CREATE INDEX images_order ON images (ds, name, seq)")
-    spool.execute("CREATE INDEX images_id ON images (ds, idk)")
     spool.execute("CREATE INDEX anns_image ON anns (ds, idk, seq)")
     spool.execute("CREATE INDEX files_key ON files (key)")
     for cf in cfs:
         cf.orphans += spool.scalar(
             "SELECT count(*) FROM anns a WHERE a.ds = ? AND NOT EXISTS (SELECT 1 FROM images i "
-            "WHERE i.ds = a.ds AND i.idk = a.idk)", (cf.dataset,)) or 0
+            "WHERE i.ds = a.ds AND i.idk = a.idk AND i.problem IS NOT ?)",
+            (cf.dataset, DUP_ID)) or 0
         if cf.orphans:
             log.warning("%s: %d annotations name no image of the file; they are not exported",
                         cf.where, cf.orphans)
@@ -306,7 +317,7 @@ def _refs(spool: Spool, by_ds: dict[str, dict[Any, str]]) -> Iterator[listing.It
     for (ds, name, _seq, ann_key, rec, problem, image_key, image_tag), group in \
             itertools.groupby(rows, key=lambda r: r[:8]):
         if problem is not None:
-            yield listing.ItemRef(ds, name, ann_key, None, problem)
+            yield listing.ItemRef(ds, name, ann_key, None, _worded(spool, ds, name, rec, problem))
             continue
         anns, used = [], set()
         for *_, cid, ann in group:
