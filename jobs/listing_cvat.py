@@ -1,26 +1,33 @@
 """Listing of CVAT inputs (driver side, keys only): CVAT for images 1.1 tasks and Segmentation
-Mask 1.1 archives, as folders, zips (`jobs/storage.py` opens `.zip` URLs as archives) or any
-fsspec URL. One input format name, `cvat`, for both; the layout tells them apart.
+Mask 1.1 archives, as folders, zips (`jobs/storage.py` opens `.zip` URLs as archives; a zip
+holding one top-level folder is read inside it) or any fsspec URL. One input format name,
+`cvat`, for all; the layout tells them apart. An input that is none of them is an InputError.
 
-- Task: `annotations.xml` (+ `images/`). The XML is streamed once; each `<image>` element's
-  bytes go into `ItemRef.ann_inline`, so workers never re-read the whole XML. Items keep the
-  XML's order (CVAT's frame order); dataset = the image's `subset` attribute or "default"; the
-  image file is `images/<subset>/<name>` (project exports) or `images/<name>`.
+- Task: `annotations.xml` (dataset = each image's `subset` attribute, else "default"), or
+  datumaro's layout: `<subset>.xml` files beside `images/` (dataset = the file's stem), or
+  INPUT naming one such XML file. The XML is streamed once with expat, keeping no element:
+  each `<image>` element's bytes, cut from the file by byte offsets, go into
+  `ItemRef.ann_inline` (workers never re-read the XML). Items and ONE listing of `images/`
+  are spooled to disk (`jobs/spool.py`) and joined there: the image file is
+  `images/<dataset>/<name>` (project exports) or `images/<name>`; an item whose image is not
+  in that listing fails with that reason; a second `<image>` of a name fails. Refs stream
+  sorted by (dataset, name).
 - Segmentation Mask: `labelmap.txt` (optional: datumaro's VOC default), subset lists
   `ImageSets/Segmentation/<subset>.txt` (without lists: every SegmentationClass PNG, subset
   "default"), `SegmentationClass/<id>.png`, `SegmentationObject/<id>.png`, images (optional)
   `JPEGImages/<id>.<ext>`. The class PNG is the item's `ann_key`, the object PNG its
   `ann_more`. An id listed without any mask PNG is an image without annotations: its size is
   read from its image's header here (it becomes an empty `<image>` element), or it fails.
+  (This listing still holds its key sets in memory.)
 
 Safety: names that could escape the input (absolute, `..`, backslashes) make their item fail
-and are never read; an annotations.xml or archive member declaring an absurd size is refused.
+and are never read; an XML with a DOCTYPE/ENTITY, not in UTF-8, or declaring an absurd size,
+and an archive member declaring an absurd size, are refused.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import posixpath
 import re
 import xml.etree.ElementTree as ET
@@ -48,15 +55,17 @@ XML_HEAD = 1 << 12  # bytes read to tell a CVAT XML (an <annotations> root) from
 
 
 def _xml_files(root: Root) -> list[str]:
-    """datumaro's layout: `<subset>.xml` files at the top of INPUT, each holding <annotations>."""
+    """datumaro's layout: `<subset>.xml` files at the top of INPUT, each holding <annotations>
+    (one listing of the top level only)."""
+    fs, path = root.fs_path
     try:
-        keys = [k for k in root.list_files() if "/" not in k and k.lower().endswith(".xml")
-                and not k.startswith(".")] if not root.is_local else sorted(
-            e.name for e in os.scandir(root.path) if e.is_file()
-            and e.name.lower().endswith(".xml") and not e.name.startswith("."))
+        found = fs.ls(path, detail=True)
     except (FileNotFoundError, NotADirectoryError):
         return []
-    return [k for k in keys if _is_cvat_xml(root, k)]
+    keys = sorted(posixpath.basename(f["name"].rstrip("/")) for f in found
+                  if f.get("type") == "file")
+    return [k for k in keys if k.lower().endswith(".xml") and not k.startswith(".")
+            and _is_cvat_xml(root, k)]
 
 
 def _is_cvat_xml(root: Root, key: str) -> bool:
