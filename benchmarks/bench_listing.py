@@ -91,6 +91,7 @@ def child(fmt: str, path: str) -> None:
     from jobs.listing import list_input
     from jobs.storage import Root
 
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # after the imports
     t0 = time.perf_counter()
     listing = list_input(Root(path), fmt)
     t1 = time.perf_counter()
@@ -102,13 +103,15 @@ def child(fmt: str, path: str) -> None:
         prev = key
         n += 1
     t2 = time.perf_counter()
+    use = resource.getrusage(resource.RUSAGE_SELF)  # listing + one pass, not the count below
     problems = sum(1 for r in listing.iter_refs() if r.problem) if n <= 2_000_000 else -1
     listing.close()
-    use = resource.getrusage(resource.RUSAGE_SELF)
-    rss, cpu = use.ru_maxrss / 1024, use.ru_utime + use.ru_stime
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    cpu = use.ru_utime + use.ru_stime
     print(json.dumps({"format": fmt, "items": n, "count": listing.count, "list_s": t1 - t0,
                       "cpu_s": cpu, "items_per_cpu_s": n / cpu,
                       "iter_s": t2 - t1, "items_per_s": n / (t2 - t0), "peak_rss_mb": rss,
+                      "base_rss_mb": base,
                       "problems": problems}))
 
 
@@ -143,7 +146,8 @@ def main() -> None:
         print(f"{fmt:12s} items={r['items']:>9,d}  listing {r['list_s']:7.1f} s  "
               f"iterate {r['iter_s']:6.1f} s  {r['items_per_s']:9,.0f} items/s  "
               f"({r['items_per_cpu_s']:9,.0f} per CPU-s)  "
-              f"peak RSS {r['peak_rss_mb']:6.0f} MB  problems={r['problems']}", flush=True)
+              f"peak RSS {r['peak_rss_mb']:4.0f} MB (imports {r['base_rss_mb']:.0f} MB)  "
+              f"problems={r['problems']}", flush=True)
 
 
 if __name__ == "__main__":
