@@ -269,14 +269,12 @@ def _fill(spool: Spool, root: Root, cfs: list[_CocoFile], fixed: Root | None
     spool.execute("CREATE TABLE anns (ds TEXT, idk TEXT, seq INT, cid, ann TEXT)")
     spool.execute("CREATE TABLE files (key TEXT, tag TEXT)")
     spool.execute("CREATE TABLE prefixes (ds TEXT PRIMARY KEY, prefix TEXT)")
-    spool.execute("BEGIN")
     count = 0
     folders = {}
     for cf in cfs:
         count += spool.insert("INSERT INTO images VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                               _image_rows(cf))
         spool.insert("INSERT INTO anns VALUES (?, ?, ?, ?, ?)", _ann_rows(cf))
-    spool.execute("COMMIT")
     _first_wins(spool)
     for cf in cfs:
         cf.first = spool.scalar("SELECT name FROM images WHERE ds = ? AND problem IS NULL "
