@@ -48,6 +48,7 @@ IMAGES_DIR = "images"
 ANNOTATIONS_DIR = "annotations"
 MAX_CATEGORIES = 1 << 16
 _DUMPS = {"separators": (",", ":"), "ensure_ascii": False, "allow_nan": True}
+_dumps = json.JSONEncoder(**_DUMPS).encode  # json.dumps(x, **_DUMPS) without a new encoder
 
 
 def _json_files(root: Root) -> list[str]:
@@ -106,9 +107,13 @@ def _load_whole(data: bytes, where: str) -> dict[str, Any]:
 
 
 def _key(v: object) -> str | None:
-    """An image id as a join key: JSON text, so 1 and "1" stay different ids."""
-    if isinstance(v, int | str) and not isinstance(v, bool):
-        return json.dumps(v)
+    """An image id as a join key: 1 and "1" stay different ids."""
+    if type(v) is int:
+        return str(v)
+    if isinstance(v, str):
+        return "s:" + v
+    if isinstance(v, int) and not isinstance(v, bool):
+        return str(int(v))
     return None
 
 
@@ -165,7 +170,7 @@ def _image_rows(cf: _CocoFile) -> Iterator[tuple[Any, ...]]:
         elif not listing.safe_key(raw):
             problem = expected(
                 "a file_name relative to the images folder (no '..', not absolute)", raw)
-        yield (cf.dataset, name, k, idk, json.dumps(rec, **_DUMPS), problem, cf.where,
+        yield (cf.dataset, name, k, idk, _dumps(rec), problem, cf.where,
                listing.stem(name) if problem is None else None)
 
 
@@ -204,7 +209,7 @@ def _ann_rows(cf: _CocoFile) -> Iterator[tuple[Any, ...]]:
             cf.orphans += 1
             continue
         cid = ann.get("category_id")
-        yield (cf.dataset, idk, k, cid if _key(cid) else None, json.dumps(ann, **_DUMPS))
+        yield (cf.dataset, idk, k, cid if _key(cid) else None, _dumps(ann))
 
 
 def _images_dir(fs: Any, json_path: str, dataset: str, first: str | None) -> str:
@@ -306,6 +311,7 @@ def _fill(spool: Spool, root: Root, cfs: list[_CocoFile], fixed: Root | None
 
 
 def _refs(spool: Spool, by_ds: dict[str, dict[Any, str]]) -> Iterator[listing.ItemRef]:
+    cats_json: dict[tuple[str, frozenset[Any]], str] = {}  # the categories of a set of ids
     rows = spool.rows(
         "SELECT i.ds, i.name, i.seq, i.ann_key, i.rec, i.problem, p.prefix || i.name, f.tag, "
         "a.cid, a.ann FROM images i JOIN prefixes p ON p.ds = i.ds "
@@ -322,9 +328,15 @@ def _refs(spool: Spool, by_ds: dict[str, dict[Any, str]]) -> Iterator[listing.It
             if ann is not None:
                 anns.append(ann)
                 used.add(cid)
-        cats = [[cid, cname] for cid, cname in by_ds[ds].items() if cid in used]
-        inline = (f'{{"image":{rec},"annotations":[{",".join(anns)}],"categories":'
-                  f'{json.dumps(cats, **_DUMPS)}}}').encode()
+        ckey = (ds, frozenset(used))
+        cats = cats_json.get(ckey)
+        if cats is None:
+            if len(cats_json) > 4096:
+                cats_json.clear()
+            cats = cats_json[ckey] = _dumps(
+                [[cid, cname] for cid, cname in by_ds[ds].items() if cid in used])
+        inline = (f'{{"image":{rec},"annotations":[{",".join(anns)}],"categories":{cats}}}'
+                  ).encode()
         tag = hashlib.md5(inline, usedforsecurity=False).hexdigest()
         if image_tag is None:
             yield listing.ItemRef(ds, name, ann_key, None, expected(
