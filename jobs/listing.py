@@ -32,7 +32,6 @@ from maskcore.errors import InputError
 from maskcore.formats import supervisely as sly
 from maskcore.formats.base import pack_parts
 from maskcore.model import ClassTable, Item
-from maskcore.paths import check_relative
 
 from .spool import Spool
 from .storage import Root
@@ -273,9 +272,7 @@ def _supervisely_files(root: Root) -> Iterator[tuple[int, str, str, str, str, st
             is_dataset[ds] = next(iter(sly.dataset_dirs([ds])), None) is not None
         if not is_dataset[ds]:
             continue
-        try:
-            check_relative(key)
-        except Exception:
+        if not safe_key(key):
             continue  # a key that could escape (tar members): never read, never written
         if kind == sly.IMG_DIR:
             yield 0, ds, fname, key, tag, sly.ann_names_for(fname)[1][: -len(".json")]
