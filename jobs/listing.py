@@ -1,28 +1,39 @@
-"""Find the items of an input dataset: format detection and the Supervisely project listing.
+"""Find the items of an input dataset: format detection, the streaming `Listing`, and the
+Supervisely project listing.
 
 Runs on the driver and keeps keys only (never pixels): an `ItemRef` is (dataset, name,
-ann_key, image_key). Items are returned sorted by (dataset, name), so partitions are
-deterministic and a rerun plans the same partitions.
+ann_key, image_key, ...). A `Listing` streams its refs sorted by (dataset, name) - ties keep
+input order - so partitions are deterministic and a rerun plans the same partitions:
+`iter_refs()` streams them anew on each call from an on-disk spool (`jobs/spool.py`), so the
+driver's memory does not depend on the number of items; `count` is known up front. `refs`
+(a list) is for small inputs and tests only. `close()` (or `with listing:`) removes the spool.
+`ItemRef.to_json()` / `from_json()` is the compact one-line form plan shards store.
 
-A Supervisely project has `meta.json` at its root (folder, `.tar`, or any fsspec URL);
-datasets are top-level folders and `<dataset>/datasets/<child>` (SDK layout, reference B.1).
-An image without an annotation, or an annotation without an image, is still an item: it fails
-alone with that reason (the SDK would silently skip the whole dataset).
+A Supervisely project has `meta.json` at its root (folder, `.tar`, `.tar.gz`, `.zip`, or any
+fsspec URL); an archive may hold the project under one top-level folder or under `./`
+(`tar -C proj .`). Datasets are top-level folders and `<dataset>/datasets/<child>` (SDK layout,
+reference B.1). An image without an annotation, or an annotation without an image, is still an
+item: it fails alone with that reason (the SDK would silently skip the whole dataset). The
+listing is one walk of the project (os.scandir on local disk, one `find` elsewhere) streamed
+into the spool; SQLite joins images with their annotation files there.
 """
 
 from __future__ import annotations
 
+import base64
+import json
+import os
 import posixpath
-from dataclasses import dataclass
+import stat
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 
 from maskcore.errors import InputError
 from maskcore.formats import supervisely as sly
 from maskcore.formats.base import pack_parts
-from maskcore.model import ClassTable
-from maskcore.paths import check_relative
+from maskcore.model import ClassTable, Item
 
-from . import listing_cvat
-from .listing_coco import detect_coco, list_coco
+from .spool import Spool
 from .storage import Root
 
 
@@ -39,21 +50,198 @@ class ItemRef:
     previous: str | None = None  # the item's line of the previous manifest (incremental runs)
     ann_more: tuple[str, ...] = ()  # further annotation objects, read after ann_key
 
+    def to_json(self) -> str:
+        """One compact JSON line: a list of the fields in order, trailing defaults left out;
+        `ann_inline` as text when it is UTF-8, else as `["b64", "<base64>"]`."""
+        inline: object = None
+        if self.ann_inline is not None:
+            try:
+                inline = self.ann_inline.decode("utf-8")
+            except UnicodeDecodeError:
+                inline = ["b64", base64.b64encode(self.ann_inline).decode("ascii")]
+        fields = [self.dataset, self.name, self.ann_key, self.image_key, self.problem, inline,
+                  self.ann_tag, self.image_tag, self.previous, list(self.ann_more)]
+        while len(fields) > 4 and fields[-1] in (None, []):
+            fields.pop()
+        return json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
 
-@dataclass(frozen=True)
+    @classmethod
+    def from_json(cls, line: str | bytes) -> ItemRef:
+        f = json.loads(line)
+        if not isinstance(f, list) or not 4 <= len(f) <= 10:
+            raise ValueError(f"Expected an ItemRef JSON list of 4 to 10 fields. Got {line!r}.")
+        f += [None] * (10 - len(f))
+        inline = f[5]
+        if isinstance(inline, list):
+            inline = base64.b64decode(inline[1])
+        elif inline is not None:
+            inline = inline.encode("utf-8")
+        return cls(f[0], f[1], f[2], f[3], f[4], inline, f[6], f[7], f[8], tuple(f[9] or ()))
+
+
+def ref_key(ref: ItemRef) -> tuple[str, str]:
+    return ref.dataset, ref.name
+
+
+@dataclass(frozen=True, eq=False)
 class Listing:
-    """What the driver knows of an input: format, class list, items (keys only)."""
+    """What the driver knows of an input: format, class list, and its items (keys only),
+    streamed sorted by (dataset, name) by `iter_refs()` (see module docstring)."""
 
     reader: str
     classes: ClassTable
-    refs: list[ItemRef]
+    count: int
+    stream: Callable[[], Iterator[ItemRef]] = field(repr=False)
     meta_json: bytes = b""  # the Supervisely meta.json as it stands, when the input has one
-    image_root: Root | None = None  # where image keys resolve, when not in the input (COCO)
+    image_root: Root | None = None  # where keys resolve, when not at INPUT (COCO, archives)
+    spool: Spool | None = field(default=None, repr=False)
+
+    @classmethod
+    def of(cls, reader: str, classes: ClassTable, refs: Iterable[ItemRef], **kw: object
+           ) -> Listing:
+        """A listing of refs held in memory (small inputs and tests), sorted stably."""
+        items = sorted(refs, key=ref_key)
+        return cls(reader, classes, len(items), lambda: iter(items), **kw)  # type: ignore[arg-type]
+
+    def iter_refs(self) -> Iterator[ItemRef]:
+        """The refs sorted by (dataset, name), streamed from the spool (each call anew)."""
+        return self.stream()
+
+    @property
+    def refs(self) -> list[ItemRef]:
+        """Every ref in one list: small inputs only (tests, small callers)."""
+        return list(self.iter_refs())
+
+    def close(self) -> None:
+        if self.spool is not None:
+            self.spool.close()
+
+    def __enter__(self) -> Listing:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
+# ---------------------------------------------------------------------------- spooled refs
+REFS_TABLE = "CREATE TABLE refs (dataset TEXT, name TEXT, data TEXT)"
+
+
+def spool_refs(spool: Spool, refs: Iterable[ItemRef]) -> int:
+    """Store refs (any order) in the spool's `refs` table and index them; returns the count."""
+    spool.execute(REFS_TABLE)
+    n = spool.insert("INSERT INTO refs VALUES (?, ?, ?)",
+                     ((r.dataset, r.name, r.to_json()) for r in refs))
+    spool.execute("CREATE INDEX refs_order ON refs (dataset, name)")
+    return n
+
+
+def iter_spooled(spool: Spool) -> Iterator[ItemRef]:
+    for (data,) in spool.rows("SELECT data FROM refs ORDER BY dataset, name, rowid"):
+        yield ItemRef.from_json(data)
+
+
+def spooled_listing(reader: str, classes: ClassTable, fill: Callable[[Spool], int],
+                    **kw: object) -> Listing:
+    """A Listing whose refs `fill(spool)` stored in a new spool's `refs` table."""
+    spool = Spool()
+    try:
+        count = fill(spool)
+    except BaseException:
+        spool.close()
+        raise
+    if count == 0:
+        spool.close()
+    return Listing(reader, classes, count, lambda: iter_spooled(spool), spool=spool,
+                   **kw)  # type: ignore[arg-type]
+
+
+def safe_key(key: str) -> bool:
+    """`check_relative` without raising (it runs once per listed file)."""
+    return bool(key) and key[0] != "/" and "\\" not in key and "\x00" not in key and \
+        key[1:2] != ":" and not any(p in ("", ".", "..") for p in key.split("/"))
+
+
+def stem(name: str) -> str:
+    """The stem outputs are named by: the one rule, `maskcore.model.Item.stem`."""
+    return Item("", name, 0, 0, ()).stem
+
+
+# ---------------------------------------------------------------------------- listing files
+def iter_tags(root: Root, prefix: str = "") -> Iterator[tuple[str, str]]:
+    """(key, tag) of every file under `prefix`, in no particular order, streamed: an
+    os.scandir walk on local disk (tags as `Root.list_tags` gives them), else
+    `Root.list_tags` (s3fs returns one listing of the prefix already)."""
+    _fs, base = root.fs_path
+    if not root.is_local:
+        yield from root.list_tags(prefix)
+        return
+    top = os.path.join(base, prefix) if prefix else base
+    if not os.path.isdir(top):
+        if prefix and os.path.isfile(top):
+            st = os.stat(top)
+            yield prefix, f"{st.st_size}-{st.st_mtime}"
+        return
+    stack = [(top, prefix.rstrip("/") + "/" if prefix else "")]
+    while stack:
+        folder, rel = stack.pop()
+        try:
+            entries = os.scandir(folder)
+        except (FileNotFoundError, NotADirectoryError, PermissionError):
+            continue
+        with entries:
+            for e in entries:
+                try:
+                    st = e.stat()
+                except OSError:
+                    continue
+                if stat.S_ISDIR(st.st_mode):
+                    stack.append((e.path, rel + e.name + "/"))
+                else:
+                    yield rel + e.name, f"{st.st_size}-{st.st_mtime}"
+
+
+def rebase(root: Root, marker: str | Callable[[Root], bool]) -> Root:
+    """The root to list: `root` itself when `marker` (a key, or a probe) is found there, else
+    the one top-level folder of an archive that holds it (`proj/`, or `./` as written by
+    `tar -C proj .`); a `.tar.gz`/`.tgz` URL is opened as a tar archive."""
+    probe = marker if callable(marker) else (lambda r: r.exists(marker))
+    url = root.url
+    opts = dict(root.storage_options)
+    if url.endswith((".tar.gz", ".tgz")) and "::" not in url:
+        root = Root(f"tar://::{url}", opts)
+        url = root.url
+    if probe(root):
+        return root
+    fs, path = root.fs_path
+    kind = {".tar": "tar", ".zip": "zip", ".tgz": "tar", ".tar.gz": "tar"}
+    if "::" in url and url.startswith(("tar://", "zip://")):
+        scheme, _, rest = url.partition("://")
+        inner, _, target = rest.partition("::")
+        if inner:
+            return root
+    else:
+        scheme = next((v for k, v in kind.items() if url.endswith(k)), "")
+        target = url
+    if not scheme:
+        return root
+    try:
+        tops = [p for p in fs.ls(path, detail=True) if p.get("type") == "directory"]
+    except (FileNotFoundError, NotADirectoryError):
+        return root
+    names = [posixpath.basename(p["name"].rstrip("/")) or "." for p in tops]
+    if "./" in [p["name"] for p in tops] or names == ["."]:
+        names = ["."]
+    if len(names) != 1:
+        return root
+    candidate = Root(f"{scheme}://{names[0]}::{target}", opts)
+    return candidate if probe(candidate) else root
+
+
+# ---------------------------------------------------------------------------- supervisely
 def detect_format(root: Root) -> str:
     for name, probe in DETECTORS:
-        if probe(root):
+        if probe(root) or probe(rebase(root, probe)):
             return name
     raise InputError(
         f"Expected a dataset at {root.url}: a Supervisely project (meta.json at the root). "
@@ -62,63 +250,115 @@ def detect_format(root: Root) -> str:
 
 
 def list_supervisely(root: Root) -> Listing:
+    base = rebase(root, sly.META_FILE)
     try:
-        meta = root.read(sly.META_FILE)
+        meta = base.read(sly.META_FILE)
     except FileNotFoundError:
         raise InputError(f"Expected {sly.META_FILE} at the root of {root.url}. Got none.") from None
-    return Listing(sly.NAME, sly.parse_meta(meta), list_supervisely_items(root), meta)
+    return spooled_listing(sly.NAME, sly.parse_meta(meta), lambda s: _spool_supervisely(s, base),
+                           meta_json=meta, image_root=base if base != root else None)
 
 
-def list_supervisely_items(root: Root) -> list[ItemRef]:
-    images: dict[tuple[str, str], str] = {}
-    anns: dict[tuple[str, str], str] = {}
-    tags: dict[str, str] = {}
-    for key, tag in root.list_tags():
+def _supervisely_files(root: Root) -> Iterator[tuple[int, str, str, str, str, str | None]]:
+    """(kind, dataset, file name, key, tag, legacy stem) of each image (kind 0) and annotation
+    (kind 1) file of the project."""
+    is_dataset: dict[str, bool] = {}
+    for key, tag in iter_tags(root):
         parent, fname = posixpath.split(key)
         ds, kind = posixpath.split(parent)
         if not ds or kind not in (sly.IMG_DIR, sly.ANN_DIR):
             continue
-        if not next(iter(sly.dataset_dirs([ds])), None):
+        if ds not in is_dataset:
+            is_dataset[ds] = next(iter(sly.dataset_dirs([ds])), None) is not None
+        if not is_dataset[ds]:
             continue
-        try:
-            check_relative(key)
-        except Exception:
+        if not safe_key(key):
             continue  # a key that could escape (tar members): never read, never written
-        tags[key] = tag
         if kind == sly.IMG_DIR:
-            images[(ds, fname)] = key
+            yield 0, ds, fname, key, tag, sly.ann_names_for(fname)[1][: -len(".json")]
         elif fname.endswith(".json"):
-            anns[(ds, fname)] = key
-    refs: list[ItemRef] = []
-    used_anns: set[tuple[str, str]] = set()
-    for (ds, name), img_key in images.items():
-        ann_key = None
-        for candidate in sly.ann_names_for(name):
-            if (ds, candidate) in anns and (ds, candidate) not in used_anns:
-                ann_key = anns[(ds, candidate)]
-                used_anns.add((ds, candidate))
-                break
-        refs.append(ItemRef(ds, name, ann_key, img_key,
-                            None if ann_key else "no annotation file in ann/ for this image",
-                            ann_tag=tags.get(ann_key or ""), image_tag=tags[img_key]))
-    for (ds, fname), ann_key in anns.items():
-        if (ds, fname) not in used_anns:
-            name = fname[: -len(".json")]
-            refs.append(ItemRef(ds, name, ann_key, None, ann_tag=tags[ann_key]))
-    refs.sort(key=lambda r: (r.dataset, r.name))
-    return refs
+            yield 1, ds, fname, key, tag, None
+
+
+def _spool_supervisely(spool: Spool, root: Root) -> int:
+    """Images join their annotation by `sly.ann_names_for` (`a.jpg.json`, else legacy
+    `a.json` if no earlier image took it); leftover annotations are items without image."""
+    spool.execute("CREATE TABLE files (kind INT, ds TEXT, fname TEXT, key TEXT, tag TEXT, "
+                  "stem TEXT)")
+    spool.insert("INSERT INTO files VALUES (?, ?, ?, ?, ?, ?)", _supervisely_files(root))
+    spool.execute("CREATE INDEX files_name ON files (kind, ds, fname)")
+    spool.execute("CREATE TABLE claimed (ds TEXT, fname TEXT, PRIMARY KEY (ds, fname))")
+    joined = spool.rows(
+        "SELECT i.ds, i.fname, i.key, i.tag, i.stem || '.json', a1.key, a1.tag, a2.key, "
+        "a2.tag, s.key IS NOT NULL FROM files i "
+        "LEFT JOIN files a1 ON a1.kind = 1 AND a1.ds = i.ds AND a1.fname = i.fname || '.json' "
+        "LEFT JOIN files a2 ON a2.kind = 1 AND a2.ds = i.ds AND a2.fname = i.stem || '.json' "
+        "LEFT JOIN files s ON s.kind = 0 AND s.ds = i.ds AND s.fname = i.stem "
+        "AND i.stem != i.fname "
+        "WHERE i.kind = 0 ORDER BY i.ds, i.fname")
+
+    def images() -> Iterator[ItemRef]:
+        for ds, name, key, tag, legacy, a1, t1, a2, t2, taken in joined:
+            ann_key, ann_tag = a1, t1
+            # the legacy name is free unless the image named like it, or an earlier image
+            # with the same stem, took it
+            if a1 is None and a2 is not None and not taken and spool.execute(
+                    "INSERT OR IGNORE INTO claimed VALUES (?, ?)", (ds, legacy)).rowcount:
+                ann_key, ann_tag = a2, t2
+            yield ItemRef(ds, name, ann_key, key,
+                          None if ann_key else "no annotation file in ann/ for this image",
+                          ann_tag=ann_tag, image_tag=tag)
+
+    def orphans() -> Iterator[ItemRef]:
+        for ds, fname, key, tag in spool.rows(
+                "SELECT a.ds, a.fname, a.key, a.tag FROM files a WHERE a.kind = 1 "
+                "AND NOT EXISTS (SELECT 1 FROM files i WHERE i.kind = 0 AND i.ds = a.ds AND "
+                "i.fname = substr(a.fname, 1, length(a.fname) - 5)) "
+                "AND NOT EXISTS (SELECT 1 FROM claimed c WHERE c.ds = a.ds AND "
+                "c.fname = a.fname) ORDER BY a.ds, a.fname"):
+            yield ItemRef(ds, fname[: -len(".json")], key, None, ann_tag=tag)
+
+    spool.execute(REFS_TABLE)
+    n = spool.insert("INSERT INTO refs VALUES (?, ?, ?)",
+                     ((r.dataset, r.name, r.to_json()) for r in images()))
+    n += spool.insert("INSERT INTO refs VALUES (?, ?, ?)",
+                      ((r.dataset, r.name, r.to_json()) for r in orphans()))
+    spool.execute("CREATE INDEX refs_order ON refs (dataset, name)")
+    spool.execute("DROP TABLE files")
+    spool.execute("DROP TABLE claimed")
+    return n
 
 
 # Detection order matters: the first probe that answers True names the input format.
-DETECTORS = [
+def _detect_cvat(root: Root) -> bool:
+    from . import listing_cvat
+    return listing_cvat.detect(root)
+
+
+def _detect_coco(root: Root) -> bool:
+    from .listing_coco import detect_coco
+    return detect_coco(root)
+
+
+def _list_cvat(root: Root) -> Listing:
+    from . import listing_cvat
+    return listing_cvat.list_cvat(root)
+
+
+def _list_coco(root: Root, images_url: str | None = None) -> Listing:
+    from .listing_coco import list_coco
+    return list_coco(root, images_url=images_url)
+
+
+DETECTORS: list[tuple[str, Callable[[Root], bool]]] = [
     ("supervisely", lambda root: root.exists(sly.META_FILE)),
-    ("cvat", listing_cvat.detect),
-    ("coco", detect_coco),  # last: any JSON file or folder of JSONs
+    ("cvat", _detect_cvat),
+    ("coco", _detect_coco),  # last: any JSON file or folder of JSONs
 ]
-LISTERS = {
+LISTERS: dict[str, Callable[..., Listing]] = {
     "supervisely": list_supervisely,
-    "cvat": listing_cvat.list_cvat,
-    "coco": list_coco,
+    "cvat": _list_cvat,
+    "coco": _list_coco,
 }
 TAKES_IMAGES_URL = ("coco",)  # listers whose images may live elsewhere (config images_url)
 
@@ -136,12 +376,18 @@ def read_annotation(root: Root, ref: ItemRef) -> bytes:
 
 def list_input(root: Root, input_format: str = "auto", images_url: str | None = None
                ) -> Listing:
+    """The listing of INPUT (InputError when the input is not understood, including an input
+    of the named format that holds no item: never an "ok" run over nothing)."""
     fmt = detect_format(root) if input_format == "auto" else input_format
     if fmt not in LISTERS:
         raise InputError(f"Expected an input format in {sorted(LISTERS)}. Got {fmt!r} instead.")
-    if images_url is None:
-        return LISTERS[fmt](root)
-    if fmt not in TAKES_IMAGES_URL:
+    if images_url is not None and fmt not in TAKES_IMAGES_URL:
         raise InputError(f"Expected images_url only for {list(TAKES_IMAGES_URL)} inputs. Got "
                          f"it for a {fmt} input instead.")
-    return LISTERS[fmt](root, images_url=images_url)
+    got = LISTERS[fmt](root) if images_url is None else LISTERS[fmt](root, images_url=images_url)
+    if got.count == 0:
+        got.close()
+        raise InputError(f"Expected at least one item in the {fmt} input {root.url}. Got none: "
+                         "the input holds no item of that format (check the layout and "
+                         "--input-format).")
+    return got

@@ -1,40 +1,58 @@
-"""List a COCO instances input: find the JSON, split it per image, find the images folder.
+"""List a COCO instances input: find the JSON file(s), split them per image on disk, find the
+images.
 
-INPUT is the JSON itself, or a folder holding it (at its top, else under `annotations/`); a
-folder holding several JSONs must have exactly one `instances_*.json`, or INPUT must name the
-file. The JSON is read once, on the driver, and split into one small JSON per image
-(`ItemRef.ann_inline`), so workers never receive the whole file.
+INPUT is a JSON file, or a folder holding COCO JSONs at its top, else under `annotations/`
+(COCO 2017: `annotations/instances_val2017.json` + `val2017/`). In a folder, every
+`instances_*.json` is a dataset (named by `coco.dataset_name`: `instances_val2017.json` ->
+`val2017`); a single JSON of another name is used as well; several JSONs none of which is
+`instances_*` is an InputError (give the file itself).
 
-Images: `file_name` (sub-folders allowed, never `..` or absolute: such an image fails alone) is
-resolved under the images root, the first of `images/` beside the JSON, `images/` beside its
-folder, `images/<dataset>/` in either place (datumaro's layout) that holds the first image;
-`images_url` from the job config replaces the search. The images root is listed once for the
-tags incremental runs compare; images are read only when an output needs pixels.
+Each JSON is streamed (ijson, C backend), never loaded: images and annotations go into the
+listing's on-disk spool, SQLite joins them per image, and each item's `ann_inline` is its own
+small JSON (`{"image", "annotations" in file order, "categories" it uses}`, what
+`coco.parse_item` reads), built when the refs are streamed. Per-image problems (no id,
+duplicate id, file name or output stem - the stem rule is `Item.stem` -, a name that could
+escape) fail that image alone; annotations naming no image are counted and logged.
+
+Images: `file_name` (sub-folders allowed, e.g. `v1.0/a.jpg`) is resolved under the images
+folder of its dataset: the first of `images/` beside the JSON, `images/` beside its folder,
+`images/<dataset>/` in either place (datumaro), `<dataset>/` in either place (COCO 2017) that
+holds the dataset's first image; `images_url` from the job config (absolute, or relative to the
+JSON's folder) replaces the search. Each images folder is listed once (never a request per
+item): an image missing from the listing fails its item with that reason. Image keys are
+relative to `Listing.image_root`, the folder the JSON's folder sits in (or `images_url`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
+import json
 import logging
 import posixpath
-from typing import TYPE_CHECKING
+from collections.abc import Iterator
+from typing import Any
 
-from maskcore.errors import InputError
+import ijson
+
+from maskcore.errors import InputError, expected
 from maskcore.formats import coco
 
+from . import listing
+from .spool import Spool
 from .storage import Root
-
-if TYPE_CHECKING:
-    from .listing import Listing
 
 log = logging.getLogger("maskjob")
 
 IMAGES_DIR = "images"
 ANNOTATIONS_DIR = "annotations"
+MAX_CATEGORIES = 1 << 16
+_DUMPS = {"separators": (",", ":"), "ensure_ascii": False, "allow_nan": True}
+_dumps = json.JSONEncoder(**_DUMPS).encode  # json.dumps(x, **_DUMPS) without a new encoder
 
 
 def _json_files(root: Root) -> list[str]:
-    """Paths of the JSON files that may be the COCO file: INPUT itself, the folder's top
+    """Paths of the JSON files that may be COCO files: INPUT itself, the folder's top
     level, else its annotations/ folder (hidden files left out)."""
     fs, path = root.fs_path
     if path.lower().endswith(".json"):
@@ -55,63 +73,275 @@ def detect_coco(root: Root) -> bool:
     return bool(_json_files(root))
 
 
-def _choose(root: Root, files: list[str]) -> str:
+def _choose(root: Root, files: list[str]) -> list[str]:
+    """The COCO files of a run: the only JSON, else every `instances_*.json`."""
     if len(files) == 1:
-        return files[0]
+        return files
     instances = [f for f in files if posixpath.basename(f).startswith(coco.INSTANCES_PREFIX)]
-    if len(instances) == 1:
-        return instances[0]
-    names = [posixpath.basename(f) for f in (instances or files)]
-    raise InputError(f"Expected one COCO instances JSON in {root.url}. Got {len(names)} "
-                     f"instead ({names[:10]}); give the JSON file itself as INPUT.")
+    if instances:
+        return instances
+    names = [posixpath.basename(f) for f in files]
+    raise InputError(f"Expected one COCO JSON, or instances_*.json files, in {root.url}. Got "
+                     f"{len(names)} other JSON files instead ({names[:10]}); give the JSON "
+                     "file itself as INPUT.")
 
 
-def _images_root(root: Root, json_path: str, dataset: str, first: str | None) -> Root:
+def _items(fs: Any, path: str, prefix: str, where: str) -> Iterator[Any]:
+    try:
+        with fs.open(path, "rb") as f:
+            yield from ijson.items(f, prefix, use_float=True)
+    except ijson.JSONError as e:
+        raise InputError(f"{where}: " + expected("valid JSON", str(e).splitlines()[0])) from None
+
+
+def _load_whole(data: bytes, where: str) -> dict[str, Any]:
+    try:
+        doc = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InputError(f"{where}: " + expected("valid JSON", str(e))) from None
+    if not isinstance(doc, dict) or not all(isinstance(doc.get(k), list) for k in coco.TOP_KEYS):
+        raise InputError(f"{where}: " + expected(
+            "a COCO instances object with 'images', 'annotations' and 'categories' lists",
+            sorted(doc) if isinstance(doc, dict) else type(doc).__name__))
+    return doc
+
+
+def _key(v: object) -> str | None:
+    """An image id as a join key: 1 and "1" stay different ids."""
+    if type(v) is int:
+        return str(v)
+    if isinstance(v, str):
+        return "s:" + v
+    if isinstance(v, int) and not isinstance(v, bool):
+        return str(int(v))
+    return None
+
+
+class _CocoFile:
+    """One JSON of the run: its dataset, classes, its first image's name, and its items."""
+
+    def __init__(self, root: Root, path: str, base: str) -> None:
+        self.path = path
+        self.where = posixpath.relpath(path, base) if path != base else posixpath.basename(path)
+        self.dataset = coco.dataset_name(path)
+        fs = root.fs
+        self.fs = fs
+        self.doc: dict[str, Any] | None = None
+        try:  # this pass reads the whole file: a lexical error shows here
+            cats = list(itertools.islice(_items(fs, path, "categories.item", self.where),
+                                         MAX_CATEGORIES + 1))
+        except InputError:
+            # NaN/Infinity are not JSON, but Python's json (hence pycocotools) accepts them:
+            # such a file is loaded whole, as before (the item with the NaN fails alone)
+            self.doc = _load_whole(fs.cat_file(path), self.where)
+            cats = self.doc["categories"]
+        if len(cats) > MAX_CATEGORIES:
+            raise InputError(f"{self.where}: " + expected(f"at most {MAX_CATEGORIES} categories",
+                                                          "more"))
+        doc = json.dumps({"images": [], "annotations": [], "categories": cats}).encode()
+        self.classes = coco.parse_classes(doc)  # validates ids and names (InputError)
+        self.by_id = {c["id"]: c["name"] for c in cats}
+        self.first: str | None = None
+        self.orphans = 0
+
+    def items(self, key: str) -> Iterator[Any]:
+        """The elements of the file's top-level list `key`, streamed."""
+        if self.doc is not None:
+            yield from self.doc[key]
+        else:
+            yield from _items(self.fs, self.path, key + ".item", self.where)
+
+
+DUP_ID, DUP = "=dup id", "=dup stem"  # problems decided in SQL, worded when streamed
+
+
+def _image_rows(cf: _CocoFile) -> Iterator[tuple[Any, ...]]:
+    """(dataset, name, seq, id key, record JSON, problem, ann_key, stem) of each image
+    record; duplicate ids, names and stems are decided afterwards in SQL (`_first_wins`)."""
+    for k, rec in enumerate(cf.items("images")):
+        raw = rec.get("file_name") if isinstance(rec, dict) else None
+        name = raw if isinstance(raw, str) and raw else f"images[{k}]"
+        idk = _key(rec.get("id")) if isinstance(rec, dict) else None
+        problem = None
+        if idk is None:
+            problem = expected("an image record with an integer or string 'id'", rec)
+        elif not isinstance(raw, str) or not raw:
+            problem = expected("a non-empty 'file_name'", raw)
+        elif not listing.safe_key(raw):
+            problem = expected(
+                "a file_name relative to the images folder (no '..', not absolute)", raw)
+        yield (cf.dataset, name, k, idk, _dumps(rec), problem, cf.where,
+               listing.stem(name) if problem is None else None)
+
+
+def _first_wins(spool: Spool) -> None:
+    """The rules of `coco.split_dataset`: a later record of an id fails (its annotations go
+    to the first); of the records left, the first of each output stem wins and the others
+    fail (same file name, or same stem)."""
+    spool.execute("CREATE INDEX images_id ON images (ds, idk, seq)")
+    spool.execute("UPDATE images SET problem = ? WHERE idk IS NOT NULL AND seq > "
+                  "(SELECT min(j.seq) FROM images j WHERE j.ds = images.ds AND "
+                  "j.idk = images.idk)", (DUP_ID,))
+    spool.execute("CREATE INDEX images_stem ON images (ds, stem, seq)")
+    spool.execute("UPDATE images SET problem = ? WHERE problem IS NULL AND seq > "
+                  "(SELECT min(j.seq) FROM images j WHERE j.ds = images.ds AND "
+                  "j.stem = images.stem AND j.problem IS NULL)", (DUP,))
+
+
+def _worded(spool: Spool, ds: str, name: str, rec: str, problem: str) -> str:
+    if problem == DUP_ID:
+        return expected("unique image ids", json.loads(rec)["id"])
+    if problem == DUP:
+        first = spool.scalar("SELECT name FROM images WHERE ds = ? AND stem = ? AND "
+                             "problem IS NULL", (ds, listing.stem(name)))
+        if first == name:
+            return expected("unique file names", name)
+        return expected("one image per file stem (masks are named <stem>.png)",
+                        f"{name} and {first}")
+    return problem
+
+
+def _ann_rows(cf: _CocoFile) -> Iterator[tuple[Any, ...]]:
+    """(dataset, image id key, seq, category id, annotation JSON) of each annotation."""
+    for k, ann in enumerate(cf.items("annotations")):
+        idk = _key(ann.get("image_id")) if isinstance(ann, dict) else None
+        if idk is None:
+            cf.orphans += 1
+            continue
+        cid = ann.get("category_id")
+        yield (cf.dataset, idk, k, cid if _key(cid) else None, _dumps(ann))
+
+
+def _images_dir(fs: Any, json_path: str, dataset: str, first: str | None) -> str:
     """The first candidate images folder that holds `first` (else one that exists)."""
-    fs, _ = root.fs_path
     here = posixpath.dirname(json_path)
     parent = posixpath.dirname(here) or here
     candidates = list(dict.fromkeys([
         posixpath.join(here, IMAGES_DIR), posixpath.join(parent, IMAGES_DIR),
         posixpath.join(here, IMAGES_DIR, dataset), posixpath.join(parent, IMAGES_DIR, dataset),
+        posixpath.join(here, dataset), posixpath.join(parent, dataset),
     ]))
     chosen = None
     if first is not None:
         chosen = next((c for c in candidates if fs.isfile(posixpath.join(c, first))), None)
     if chosen is None:
         chosen = next((c for c in candidates if fs.isdir(c)), candidates[0])
-    return Root(fs.unstrip_protocol(chosen), dict(root.storage_options))
+    return chosen
 
 
-def list_coco(root: Root, images_url: str | None = None) -> Listing:
-    from .listing import ItemRef, Listing
-
+def list_coco(root: Root, images_url: str | None = None) -> listing.Listing:
     files = _json_files(root)
     if not files:
         raise InputError(f"Expected a COCO instances JSON at {root.url} (the file, or a folder "
                          "holding it, also under annotations/). Got none instead.")
-    json_path = _choose(root, files)
     fs, base = root.fs_path
-    ann_key = posixpath.relpath(json_path, base) if json_path != base else \
-        posixpath.basename(json_path)
-    split = coco.split_dataset(fs.cat_file(json_path), where=ann_key)
-    if split.orphans:
-        log.warning("%s: %d annotations name no image of the file; they are not exported",
-                    ann_key, split.orphans)
-    dataset = coco.dataset_name(json_path)
-    first = next((im.name for im in split.images if im.problem is None), None)
-    images = Root(images_url, dict(root.storage_options)) if images_url else \
-        _images_root(root, json_path, dataset, first)
-    tags = dict(images.list_tags())
-    refs = []
-    for im in split.images:
-        ok = im.problem is None
-        refs.append(ItemRef(
-            dataset, im.name, ann_key, im.name if ok else None, im.problem,
-            ann_inline=im.inline,
-            ann_tag=hashlib.md5(im.inline, usedforsecurity=False).hexdigest() if im.inline
-            else None,
-            image_tag=tags.get(im.name) if ok else None,
-        ))
-    refs.sort(key=lambda r: (r.dataset, r.name))
-    return Listing(coco.NAME, split.classes, refs, image_root=images)
+    chosen = _choose(root, files)
+    cfs = [_CocoFile(root, p, base) for p in chosen]
+    datasets = [cf.dataset for cf in cfs]
+    if len(set(datasets)) != len(datasets):
+        raise InputError(f"{root.url}: " + expected("COCO files naming different datasets",
+                                                    datasets))
+    classes = cfs[0].classes
+    for cf in cfs[1:]:
+        if cf.classes != classes:
+            raise InputError(f"{cf.where}: " + expected(
+                f"the categories of {cfs[0].where} (one class list per run)", "other ones"))
+    json_dir = posixpath.dirname(chosen[0])
+    fixed = None
+    if images_url:  # absolute, or relative to the JSON's folder
+        fixed = Root(images_url if "://" in images_url or images_url.startswith("/") else
+                     fs.unstrip_protocol(posixpath.normpath(posixpath.join(json_dir,
+                                                                           images_url))),
+                     dict(root.storage_options))
+    spool = Spool()
+    try:
+        count, image_root = _fill(spool, root, cfs, fixed)
+    except BaseException:
+        spool.close()
+        raise
+    by_ds = {cf.dataset: cf.by_id for cf in cfs}
+    return listing.Listing(coco.NAME, classes, count, lambda: _refs(spool, by_ds), spool=spool,
+                           image_root=image_root)
+
+
+def _fill(spool: Spool, root: Root, cfs: list[_CocoFile], fixed: Root | None
+          ) -> tuple[int, Root]:
+    """Stream every file into the spool, list each images folder once; returns the count and
+    the root image keys are relative to (the common folder of the images folders)."""
+    fs = root.fs
+    spool.execute("CREATE TABLE images (ds TEXT, name TEXT, seq INT, idk TEXT, rec TEXT, "
+                  "problem TEXT, ann_key TEXT, stem TEXT)")
+    spool.execute("CREATE TABLE anns (ds TEXT, idk TEXT, seq INT, cid, ann TEXT)")
+    spool.execute("CREATE TABLE files (key TEXT, tag TEXT)")
+    spool.execute("CREATE TABLE prefixes (ds TEXT PRIMARY KEY, prefix TEXT)")
+    count = 0
+    folders = {}
+    for cf in cfs:
+        count += spool.insert("INSERT INTO images VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                              _image_rows(cf))
+        spool.insert("INSERT INTO anns VALUES (?, ?, ?, ?, ?)", _ann_rows(cf))
+    _first_wins(spool)
+    for cf in cfs:
+        cf.first = spool.scalar("SELECT name FROM images WHERE ds = ? AND problem IS NULL "
+                                "ORDER BY seq LIMIT 1", (cf.dataset,))
+        folders[cf.dataset] = "" if fixed else _images_dir(fs, cf.path, cf.dataset, cf.first)
+    if fixed is not None:
+        image_root = fixed
+    else:
+        top = posixpath.commonpath(list(folders.values()))
+        image_root = Root(fs.unstrip_protocol(top), dict(root.storage_options))
+        folders = {ds: posixpath.relpath(f, top) for ds, f in folders.items()}
+    prefixes = {ds: "" if f in ("", ".") else f + "/" for ds, f in folders.items()}
+    spool.insert("INSERT INTO prefixes VALUES (?, ?)", prefixes.items())
+    for prefix in sorted(set(prefixes.values())):  # each images folder listed once
+        spool.insert("INSERT INTO files VALUES (?, ?)",
+                     listing.iter_tags(image_root, prefix.rstrip("/")))
+    spool.execute("CREATE INDEX images_order ON images (ds, name, seq)")
+    spool.execute("CREATE INDEX anns_image ON anns (ds, idk, seq)")
+    spool.execute("CREATE INDEX files_key ON files (key)")
+    for cf in cfs:
+        cf.orphans += spool.scalar(
+            "SELECT count(*) FROM anns a WHERE a.ds = ? AND NOT EXISTS (SELECT 1 FROM images i "
+            "WHERE i.ds = a.ds AND i.idk = a.idk AND i.problem IS NOT ?)",
+            (cf.dataset, DUP_ID)) or 0
+        if cf.orphans:
+            log.warning("%s: %d annotations name no image of the file; they are not exported",
+                        cf.where, cf.orphans)
+    return count, image_root
+
+
+def _refs(spool: Spool, by_ds: dict[str, dict[Any, str]]) -> Iterator[listing.ItemRef]:
+    cats_json: dict[tuple[str, frozenset[Any]], str] = {}  # the categories of a set of ids
+    rows = spool.rows(
+        "SELECT i.ds, i.name, i.seq, i.ann_key, i.rec, i.problem, p.prefix || i.name, f.tag, "
+        "a.cid, a.ann FROM images i JOIN prefixes p ON p.ds = i.ds "
+        "LEFT JOIN files f ON i.problem IS NULL AND f.key = p.prefix || i.name "
+        "LEFT JOIN anns a ON i.problem IS NULL AND a.ds = i.ds AND a.idk = i.idk "
+        "ORDER BY i.ds, i.name, i.seq, a.seq")
+    for (ds, name, _seq, ann_key, rec, problem, image_key, image_tag), group in \
+            itertools.groupby(rows, key=lambda r: r[:8]):
+        if problem is not None:
+            yield listing.ItemRef(ds, name, ann_key, None, _worded(spool, ds, name, rec, problem))
+            continue
+        anns, used = [], set()
+        for *_, cid, ann in group:
+            if ann is not None:
+                anns.append(ann)
+                used.add(cid)
+        ckey = (ds, frozenset(used))
+        cats = cats_json.get(ckey)
+        if cats is None:
+            if len(cats_json) > 4096:
+                cats_json.clear()
+            cats = cats_json[ckey] = _dumps(
+                [[cid, cname] for cid, cname in by_ds[ds].items() if cid in used])
+        inline = (f'{{"image":{rec},"annotations":[{",".join(anns)}],"categories":{cats}}}'
+                  ).encode()
+        tag = hashlib.md5(inline, usedforsecurity=False).hexdigest()
+        if image_tag is None:
+            yield listing.ItemRef(ds, name, ann_key, None, expected(
+                f"the image file {image_key} (one listing of its folder)", "no such file"),
+                ann_inline=inline, ann_tag=tag)
+            continue
+        yield listing.ItemRef(ds, name, ann_key, image_key, ann_inline=inline, ann_tag=tag,
+                              image_tag=image_tag)

@@ -1,36 +1,49 @@
 """Listing of CVAT inputs (driver side, keys only): CVAT for images 1.1 tasks and Segmentation
-Mask 1.1 archives, as folders, zips (`jobs/storage.py` opens `.zip` URLs as archives) or any
-fsspec URL. One input format name, `cvat`, for both; the layout tells them apart.
+Mask 1.1 archives, as folders, zips (`jobs/storage.py` opens `.zip` URLs as archives; a zip
+holding one top-level folder is read inside it) or any fsspec URL. One input format name,
+`cvat`, for all; the layout tells them apart. An input that is none of them is an InputError.
 
-- Task: `annotations.xml` (+ `images/`). The XML is streamed once; each `<image>` element's
-  bytes go into `ItemRef.ann_inline`, so workers never re-read the whole XML. Items keep the
-  XML's order (CVAT's frame order); dataset = the image's `subset` attribute or "default"; the
-  image file is `images/<subset>/<name>` (project exports) or `images/<name>`.
+- Task: `annotations.xml` (dataset = each image's `subset` attribute, else "default"), or
+  datumaro's layout: `<subset>.xml` files beside `images/` (dataset = the file's stem), or
+  INPUT naming one such XML file. The XML is streamed once with expat, keeping no element:
+  each `<image>` element's bytes, cut from the file by byte offsets, go into
+  `ItemRef.ann_inline` (workers never re-read the XML). Items and ONE listing of `images/`
+  are spooled to disk (`jobs/spool.py`) and joined there: the image file is
+  `images/<dataset>/<name>` (project exports) or `images/<name>`; an item whose image is not
+  in that listing fails with that reason; a second `<image>` of a name fails. Refs stream
+  sorted by (dataset, name).
 - Segmentation Mask: `labelmap.txt` (optional: datumaro's VOC default), subset lists
   `ImageSets/Segmentation/<subset>.txt` (without lists: every SegmentationClass PNG, subset
   "default"), `SegmentationClass/<id>.png`, `SegmentationObject/<id>.png`, images (optional)
   `JPEGImages/<id>.<ext>`. The class PNG is the item's `ann_key`, the object PNG its
   `ann_more`. An id listed without any mask PNG is an image without annotations: its size is
   read from its image's header here (it becomes an empty `<image>` element), or it fails.
+  (This listing still holds its key sets in memory.)
 
 Safety: names that could escape the input (absolute, `..`, backslashes) make their item fail
-and are never read; an annotations.xml or archive member declaring an absurd size is refused.
+and are never read; an XML with a DOCTYPE/ENTITY, not in UTF-8, or declaring an absurd size,
+and an archive member declaring an absurd size, are refused.
 """
 
 from __future__ import annotations
 
 import hashlib
 import posixpath
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from typing import IO
+from xml.parsers import expat as pyexpat
 from xml.sax.saxutils import quoteattr
 
 from maskcore.encode import _jpeg_size
-from maskcore.errors import InputError, ItemError, expected
+from maskcore.errors import InputError, expected
 from maskcore.formats import cvat
 from maskcore.limits import PNG_SIGNATURE
 from maskcore.model import ClassTable
-from maskcore.paths import check_relative
 
 from . import listing
+from .spool import Spool
 from .storage import Root
 
 MAX_XML_BYTES = 16 * 1024 ** 3  # an annotations.xml larger than this is refused as absurd
@@ -38,23 +51,66 @@ MAX_LABELMAP_BYTES = 16 * 1024 ** 2
 HEADER_BYTES = 1 << 16
 
 
-def detect(root: Root) -> bool:
+XML_HEAD = 1 << 12  # bytes read to tell a CVAT XML (an <annotations> root) from another XML
+
+
+def _xml_files(root: Root) -> list[str]:
+    """datumaro's layout: `<subset>.xml` files at the top of INPUT, each holding <annotations>
+    (one listing of the top level only)."""
+    fs, path = root.fs_path
+    try:
+        found = fs.ls(path, detail=True)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    keys = sorted(posixpath.basename(f["name"].rstrip("/")) for f in found
+                  if f.get("type") == "file")
+    return [k for k in keys if k.lower().endswith(".xml") and not k.startswith(".")
+            and _is_cvat_xml(root, k)]
+
+
+def _is_cvat_xml(root: Root, key: str) -> bool:
+    try:
+        head = root.fs.cat_file(root.full(key), start=0, end=XML_HEAD)
+    except (OSError, ValueError):
+        return False
+    return b"<annotations" in head
+
+
+def _probe(root: Root) -> bool:
     return any(root.exists(k) for k in (cvat.ANNOTATIONS_FILE, cvat.LABELMAP_FILE,
                                         cvat.SEGM_LIST_DIR))
 
 
+def detect(root: Root) -> bool:
+    if root.path.lower().endswith(".xml"):
+        return root.fs.isfile(root.path)
+    return _probe(root) or bool(_xml_files(root))
+
+
 def list_cvat(root: Root) -> listing.Listing:
-    if root.exists(cvat.ANNOTATIONS_FILE):
-        return list_task(root)
-    return list_masks(root)
+    """A task (annotations.xml), datumaro's `<subset>.xml` files, the XML file itself, or a
+    Segmentation Mask archive; InputError when INPUT is none of these."""
+    fs, path = root.fs_path
+    if path.lower().endswith(".xml") and fs.isfile(path):
+        base = Root(fs.unstrip_protocol(posixpath.dirname(path)), dict(root.storage_options))
+        return list_task(base, [posixpath.basename(path)], moved=True)
+    base = listing.rebase(root, lambda r: _probe(r) or bool(_xml_files(r)))
+    moved = base != root
+    if base.exists(cvat.ANNOTATIONS_FILE):
+        return list_task(base, [cvat.ANNOTATIONS_FILE], moved=moved)
+    if base.exists(cvat.LABELMAP_FILE) or base.exists(cvat.SEGM_LIST_DIR) or \
+            base.exists(cvat.CLASS_DIR):
+        return list_masks(base, moved=moved)
+    xmls = _xml_files(base)
+    if xmls:
+        return list_task(base, xmls, moved=moved)
+    raise InputError(f"{root.url}: " + expected(
+        f"a CVAT input: {cvat.ANNOTATIONS_FILE} (CVAT for images 1.1), <subset>.xml files "
+        f"(datumaro), or {cvat.LABELMAP_FILE} / {cvat.SEGM_LIST_DIR}/ (Segmentation Mask 1.1)",
+        "none of these"))
 
 
-def _safe(key: str) -> bool:
-    try:
-        check_relative(key)
-    except ItemError:
-        return False
-    return True
+_safe = listing.safe_key
 
 
 def _tags(root: Root, prefix: str) -> dict[str, str]:
@@ -62,49 +118,172 @@ def _tags(root: Root, prefix: str) -> dict[str, str]:
 
 
 # ---------------------------------------------------------------------------- tasks
-def list_task(root: Root) -> listing.Listing:
-    size = root.size(cvat.ANNOTATIONS_FILE)
-    if size is not None and size > MAX_XML_BYTES:
-        raise InputError(f"{cvat.ANNOTATIONS_FILE}: " + expected(
-            f"at most {MAX_XML_BYTES} bytes", f"{size} bytes"))
-    images = _tags(root, cvat.IMAGES_DIR)
-    refs: list[listing.ItemRef] = []
-    seen: set[tuple[str, str]] = set()
-    classes: ClassTable | None = None
-    with root.fs.open(root.full(cvat.ANNOTATIONS_FILE), "rb") as stream:
-        for got in cvat.iter_task(stream):
+_END_TAG = {b"image": re.compile(rb"</image\s*>"), b"meta": re.compile(rb"</meta\s*>")}
+
+
+def iter_images(stream: IO[bytes], where: str
+                ) -> Iterator[ClassTable | tuple[dict[str, str], bytes]]:
+    """Stream a CVAT for images 1.1 XML: yields the ClassTable (from `<meta>`) first, then
+    `(image attributes, <image> element bytes as they stand in the file)` per image, in file
+    order. expat reports byte offsets, so each element is cut from the input bytes, never
+    built as a tree: memory is one read chunk plus the element being read."""
+    parser = pyexpat.ParserCreate()
+    state = {"depth": 0, "start": -1, "attrs": None, "classes": False}
+    done: list[tuple[str, dict[str, str] | None, int, int]] = []
+
+    def refuse(*_: object) -> None:
+        raise InputError(f"{where}: " + expected("XML without a DOCTYPE (CVAT writes none)",
+                                                 "a DOCTYPE/ENTITY declaration"))
+
+    def declared(_version: str, encoding: str | None, _standalone: int) -> None:
+        if encoding and encoding.lower().replace("_", "-") not in ("utf-8", "utf8", "us-ascii"):
+            raise InputError(f"{where}: " + expected("UTF-8 XML (CVAT writes UTF-8)", encoding))
+
+    def start(name: str, attrs: list[str]) -> None:
+        depth = state["depth"] = state["depth"] + 1
+        if depth == 1:
+            if name != "annotations":
+                raise InputError(f"{where}: " + expected(
+                    "<annotations> at the root (CVAT for images 1.1)", name))
+        elif depth == 2:
+            if name == "track":
+                raise InputError(f"{where}: " + expected(
+                    "CVAT for images 1.1 (<image> elements)",
+                    "<track> elements (CVAT for video 1.1); export the task as "
+                    "'CVAT for images 1.1'"))
+            state["start"] = parser.CurrentByteIndex
+            state["attrs"] = dict(zip(attrs[::2], attrs[1::2], strict=True))
+
+    def end(name: str) -> None:
+        depth = state["depth"]
+        state["depth"] = depth - 1
+        if depth == 2 and name in ("image", "meta"):
+            done.append((name, state["attrs"] if name == "image" else None, state["start"],
+                         parser.CurrentByteIndex))
+
+    parser.StartDoctypeDeclHandler = refuse
+    parser.EntityDeclHandler = refuse
+    parser.XmlDeclHandler = declared
+    parser.ordered_attributes = True  # a flat list: cheaper than a dict per shape
+    parser.StartElementHandler = start
+    parser.EndElementHandler = end
+    buf = bytearray()
+    base = 0  # file offset of buf[0]
+    while True:
+        chunk = stream.read(1 << 20)
+        buf += chunk
+        try:
+            parser.Parse(chunk, not chunk)
+        except pyexpat.ExpatError as e:
+            raise InputError(f"{where}: " + expected("well-formed XML", str(e))) from None
+        for name, attrs, s, e in done:
+            m = _END_TAG[name.encode()].match(buf, e - base)
+            element = bytes(buf[s - base:m.end() if m else e - base])
+            if name == "meta":
+                state["classes"] = True
+                yield cvat.classes_from_meta(ET.fromstring(element))
+            elif not state["classes"]:
+                raise InputError(f"{where}: " + expected(
+                    "<meta> with the labels before the first <image>", "<image>"))
+            else:
+                assert attrs is not None
+                yield attrs, element
+        done.clear()
+        # keep the open element, else from the last '<' (a tag expat has not finished)
+        last = buf.rfind(b"<")
+        keep = state["start"] if state["depth"] >= 2 else base + (last if last >= 0 else 0)
+        keep = max(min(keep, base + len(buf)), base)
+        del buf[:keep - base]
+        base = keep
+        if not chunk:
+            break
+    if not state["classes"]:
+        raise InputError(f"{where}: " + expected("a <meta> element with labels", "none"))
+
+
+def list_task(root: Root, xmls: list[str], *, moved: bool = False) -> listing.Listing:
+    """Items of CVAT XML files: `annotations.xml` (dataset = each image's subset, else
+    "default") or datumaro's `<subset>.xml` files (dataset = the file's stem). Each image is
+    found in ONE listing of `images/` (`images/<dataset>/<name>`, else `images/<name>`); an
+    item without its image fails with that reason."""
+    for key in xmls:
+        size = root.size(key)
+        if size is not None and size > MAX_XML_BYTES:
+            raise InputError(f"{key}: " + expected(f"at most {MAX_XML_BYTES} bytes",
+                                                   f"{size} bytes"))
+    found: list[ClassTable] = []
+
+    def fill(spool: Spool) -> int:
+        spool.execute("CREATE TABLE items (ds TEXT, name TEXT, ann_key TEXT, element BLOB, "
+                      "tag TEXT, problem TEXT, k1 TEXT, k2 TEXT)")
+        spool.execute("CREATE TABLE files (key TEXT, tag TEXT)")
+        n = 0
+        for key in xmls:
+            n += spool.insert("INSERT INTO items VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                              _task_rows(root, key, found, key != cvat.ANNOTATIONS_FILE))
+        spool.insert("INSERT INTO files VALUES (?, ?)",
+                     ((k, t) for k, t in listing.iter_tags(root, cvat.IMAGES_DIR) if _safe(k)))
+        spool.execute("CREATE INDEX items_order ON items (ds, name)")
+        spool.execute("CREATE INDEX files_key ON files (key)")
+        return n
+
+    spool = Spool()
+    try:
+        count = fill(spool)
+    except BaseException:
+        spool.close()
+        raise
+    classes = found[0]
+    return listing.Listing(cvat.NAME, classes, count, lambda: _task_refs(spool), spool=spool,
+                           image_root=root if moved else None)
+
+
+def _task_rows(root: Root, key: str, found: list[ClassTable], by_file: bool
+               ) -> Iterator[tuple[str, str, str, bytes, str, str | None, str, str]]:
+    subset_of_file = posixpath.basename(key)[: -len(".xml")]
+    with root.fs.open(root.full(key), "rb") as stream:
+        for got in iter_images(stream, key):
             if isinstance(got, ClassTable):
-                classes = got
+                if found and got != found[0]:
+                    raise InputError(f"{key}: " + expected(
+                        f"the labels of {cvat.ANNOTATIONS_FILE if not by_file else 'the other'}"
+                        " XML files", "other labels"))
+                found.append(got)
                 continue
             attrs, element = got
-            refs.append(_task_ref(attrs, element, images, seen))
-    assert classes is not None
-    return listing.Listing(cvat.NAME, classes, refs)
+            name = attrs.get("name", "")
+            subset = subset_of_file if by_file else (attrs.get("subset") or cvat.DEFAULT_SUBSET)
+            problem = None
+            if not name or not _safe(name):
+                problem = expected("an image name inside the task (relative, no '..')", name)
+            tag = "md5:" + hashlib.md5(element, usedforsecurity=False).hexdigest()
+            yield (subset, name, key, element, tag, problem,
+                   f"{cvat.IMAGES_DIR}/{subset}/{name}", f"{cvat.IMAGES_DIR}/{name}")
 
 
-def _task_ref(attrs: dict[str, str], element: bytes, images: dict[str, str],
-              seen: set[tuple[str, str]]) -> listing.ItemRef:
-    name = attrs.get("name", "")
-    subset = attrs.get("subset") or cvat.DEFAULT_SUBSET
-    tag = "md5:" + hashlib.md5(element, usedforsecurity=False).hexdigest()
-    problem = None
-    image_key = None
-    if not name or not _safe(name):
-        problem = expected("an image name inside the task (relative, no '..')", name)
-    elif (subset, name) in seen:
-        problem = expected("one <image> per name", f"{name!r} again in subset {subset!r}")
-    else:
-        for key in (f"{cvat.IMAGES_DIR}/{subset}/{name}", f"{cvat.IMAGES_DIR}/{name}"):
-            if key in images:
-                image_key = key
-                break
-    seen.add((subset, name))
-    return listing.ItemRef(subset, name, cvat.ANNOTATIONS_FILE, image_key, problem, element,
-                   ann_tag=tag, image_tag=images.get(image_key or ""))
+def _task_refs(spool: Spool) -> Iterator[listing.ItemRef]:
+    prev = None
+    for ds, name, ann_key, element, tag, problem, k1, t1, k2, t2 in spool.rows(
+            "SELECT i.ds, i.name, i.ann_key, i.element, i.tag, i.problem, f1.key, f1.tag, "
+            "f2.key, f2.tag FROM items i "
+            "LEFT JOIN files f1 ON f1.key = i.k1 LEFT JOIN files f2 ON f2.key = i.k2 "
+            "ORDER BY i.ds, i.name, i.rowid"):
+        image_key, image_tag = (k1, t1) if k1 is not None else (k2, t2)
+        if problem is None and (ds, name) == prev:
+            problem = expected("one <image> per name", f"{name!r} again in subset {ds!r}")
+        elif problem is None and image_key is None:
+            problem = expected(
+                f"the image file {cvat.IMAGES_DIR}/{ds}/{name} or {cvat.IMAGES_DIR}/{name} "
+                f"(one listing of {cvat.IMAGES_DIR}/)", "no such file")
+        if problem is not None:
+            image_key = image_tag = None
+        prev = (ds, name)
+        yield listing.ItemRef(ds, name, ann_key, image_key, problem, element, ann_tag=tag,
+                              image_tag=image_tag)
 
 
 # ---------------------------------------------------------------------------- mask archives
-def list_masks(root: Root) -> listing.Listing:
+def list_masks(root: Root, *, moved: bool = False) -> listing.Listing:
     size = root.size(cvat.LABELMAP_FILE)
     if size is not None and size > MAX_LABELMAP_BYTES:
         raise InputError(f"{cvat.LABELMAP_FILE}: " + expected(
@@ -119,7 +298,7 @@ def list_masks(root: Root) -> listing.Listing:
     refs: list[listing.ItemRef] = []
     for subset, id_ in ids:
         refs.append(_mask_ref(root, subset, id_, class_pngs, object_pngs, images, image_of))
-    return listing.Listing(cvat.NAME, classes, refs)
+    return listing.Listing.of(cvat.NAME, classes, refs, image_root=root if moved else None)
 
 
 def _subset_ids(root: Root, class_pngs: dict[str, str]) -> list[tuple[str, str]]:

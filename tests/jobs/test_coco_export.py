@@ -138,12 +138,19 @@ def test_images_url_is_refused_for_a_supervisely_project(project, tmp_path):
     assert export(p.root, tmp_path / "out", "--set", "images_url=/tmp/x") == 2
 
 
-def test_several_jsons_need_a_choice(tmp_path):
+def test_several_instances_jsons_are_datasets(tmp_path):
+    # issue 12 item 6: every instances_*.json of a folder is a dataset of one run
     root = copy_layout(tmp_path, "annotations", "images")
     shutil.copy(root / "annotations" / JSON_NAME, root / "annotations" / "instances_other.json")
-    assert export(root, tmp_path / "out", "--format", "zarr") == 2
+    assert export(root, tmp_path / "out", "--format", "zarr") == 1  # the bad items fail alone
+    lines = [json.loads(x) for x in (tmp_path / "out/manifest.jsonl").read_text().splitlines()]
+    assert {(e["dataset"], e["item"]) for e in lines if e["status"] == "ok"} == {
+        (ds, name) for ds in ("default", "other") for name in GOOD}
     (root / "annotations" / "instances_other.json").rename(root / "annotations" / "captions.json")
-    assert export(root, tmp_path / "out", "--format", "zarr") == 1  # one instances_*.json
+    assert export(root, tmp_path / "out2", "--format", "zarr") == 1  # one instances_*.json
+    assert {e["dataset"] for e in manifest(tmp_path / "out2").values()} == {"default"}
+    (root / "annotations" / JSON_NAME).rename(root / "annotations" / "other.json")
+    assert export(root, tmp_path / "out3", "--format", "zarr") == 2  # no instances_*: choose
 
 
 def test_unreadable_coco_file_is_an_input_error(tmp_path):

@@ -1,0 +1,154 @@
+"""Driver listing benchmark: items/s and driver peak RSS per input format, at 1M (or --items).
+
+    python benchmarks/bench_listing.py                     # 1M items, every format
+    python benchmarks/bench_listing.py --items 10000000    # 10M
+    python benchmarks/bench_listing.py --formats cvat,coco --items 200000 --no-image-files
+
+Generates synthetic inputs (cached under --workdir, one folder per format and size): a
+Supervisely project (images are empty files, annotations tiny JSONs, 10 datasets), one COCO
+instances JSON with one polygon per image and its images folder (empty files), one CVAT
+for images 1.1 annotations.xml with one box per image and its images/ folder. Each measurement
+runs in a fresh subprocess: `list_input` (listing into the spool) then one full `iter_refs()`
+pass; it prints seconds of each, items/s over both, and the child's peak RSS (ru_maxrss).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DATASETS = 10
+IMG = b""  # listing never reads pixels: empty files are enough
+
+
+IMAGE_FILES = True  # --no-image-files: COCO/CVAT without images/ (every item then fails)
+
+
+def _touch_many(folder: str, names: list[str], data: bytes = IMG) -> None:
+    os.makedirs(folder, exist_ok=True)
+    if not IMAGE_FILES and not data:
+        return
+    for n in names:
+        with open(os.path.join(folder, n), "wb") as f:
+            if data:
+                f.write(data)
+
+
+def gen_supervisely(path: str, n: int) -> None:
+    meta = {"classes": [{"title": "car", "shape": "polygon", "color": "#FF0000"}], "tags": []}
+    os.makedirs(path, exist_ok=True)
+    ann = json.dumps({"size": {"width": 4, "height": 4}, "objects": []}).encode()
+    per = -(-n // DATASETS)
+    for d in range(DATASETS):
+        names = [f"img_{i:08d}.jpg" for i in range(d * per, min(n, (d + 1) * per))]
+        _touch_many(os.path.join(path, f"ds{d}", "img"), names)
+        _touch_many(os.path.join(path, f"ds{d}", "ann"), [x + ".json" for x in names], ann)
+    with open(os.path.join(path, "meta.json"), "w") as f:
+        json.dump(meta, f)
+
+
+def gen_coco(path: str, n: int) -> None:
+    os.makedirs(os.path.join(path, "annotations"), exist_ok=True)
+    names = [f"img_{i:08d}.jpg" for i in range(n)]
+    with open(os.path.join(path, "annotations", "instances_default.json"), "w") as f:
+        f.write('{"categories":[{"id":1,"name":"car"}],"images":[')
+        f.write(",".join(f'{{"id":{i},"file_name":"{nm}","width":4,"height":4}}'
+                         for i, nm in enumerate(names)))
+        f.write('],"annotations":[')
+        f.write(",".join(f'{{"id":{i},"image_id":{i},"category_id":1,"iscrowd":0,'
+                         f'"segmentation":[[0.5,0.5,3.5,0.5,2.0,3.5]],"bbox":[0.5,0.5,3,3],'
+                         f'"area":4.5}}' for i in range(n)))
+        f.write("]}")
+    _touch_many(os.path.join(path, "images"), names)
+
+
+def gen_cvat(path: str, n: int) -> None:
+    os.makedirs(path, exist_ok=True)
+    names = [f"img_{i:08d}.jpg" for i in range(n)]
+    with open(os.path.join(path, "annotations.xml"), "w") as f:
+        f.write('<?xml version="1.0" encoding="utf-8"?>\n<annotations>\n<version>1.1</version>\n'
+                "<meta><task><labels><label><name>car</name><color>#ff0000</color></label>"
+                "</labels></task></meta>\n")
+        for i, nm in enumerate(names):
+            f.write(f'  <image id="{i}" name="{nm}" width="4" height="4">\n'
+                    '    <box label="car" occluded="0" source="manual" xtl="0.5" ytl="0.5" '
+                    'xbr="2.5" ybr="3.0" z_order="0">\n    </box>\n  </image>\n')
+        f.write("</annotations>\n")
+    _touch_many(os.path.join(path, "images"), names)
+
+
+GENERATORS = {"supervisely": gen_supervisely, "coco": gen_coco, "cvat": gen_cvat}
+
+
+def child(fmt: str, path: str) -> None:
+    sys.path.insert(0, ROOT)
+    from jobs.listing import list_input
+    from jobs.storage import Root
+
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # after the imports
+    t0 = time.perf_counter()
+    listing = list_input(Root(path), fmt)
+    t1 = time.perf_counter()
+    n = 0
+    prev = None
+    for ref in listing.iter_refs():
+        key = (ref.dataset, ref.name)
+        assert prev is None or prev <= key, (prev, key)
+        prev = key
+        n += 1
+    t2 = time.perf_counter()
+    use = resource.getrusage(resource.RUSAGE_SELF)  # listing + one pass, not the count below
+    problems = sum(1 for r in listing.iter_refs() if r.problem) if n <= 2_000_000 else -1
+    listing.close()
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    cpu = use.ru_utime + use.ru_stime
+    print(json.dumps({"format": fmt, "items": n, "count": listing.count, "list_s": t1 - t0,
+                      "cpu_s": cpu, "items_per_cpu_s": n / cpu,
+                      "iter_s": t2 - t1, "items_per_s": n / (t2 - t0), "peak_rss_mb": rss,
+                      "base_rss_mb": base,
+                      "problems": problems}))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--items", type=int, default=1_000_000)
+    ap.add_argument("--formats", default="supervisely,coco,cvat")
+    ap.add_argument("--workdir", default="/tmp/maskjob-bench-listing")
+    ap.add_argument("--no-image-files", action="store_true",
+                    help="COCO/CVAT without image files: faster to generate on slow disks")
+    ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    global IMAGE_FILES
+    IMAGE_FILES = not args.no_image_files
+    if args.child:
+        child(*args.child)
+        return
+    for fmt in args.formats.split(","):
+        path = os.path.join(args.workdir, f"{fmt}-{args.items}" + (
+            "-noimg" if args.no_image_files and fmt != "supervisely" else ""))
+        done = path + ".done"
+        if not os.path.exists(done):
+            t = time.perf_counter()
+            GENERATORS[fmt](path, args.items)
+            open(done, "w").close()
+            print(f"# generated {fmt} x {args.items} in {time.perf_counter() - t:.0f} s",
+                  flush=True)
+        out = subprocess.run([sys.executable, __file__, "--child", fmt, path], check=True,
+                             capture_output=True, text=True, cwd=ROOT,
+                             env={**os.environ, "PYTHONPATH": ROOT}, timeout=6 * 3600)
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        print(f"{fmt:12s} items={r['items']:>9,d}  listing {r['list_s']:7.1f} s  "
+              f"iterate {r['iter_s']:6.1f} s  {r['items_per_s']:9,.0f} items/s  "
+              f"({r['items_per_cpu_s']:9,.0f} per CPU-s)  "
+              f"peak RSS {r['peak_rss_mb']:4.0f} MB (imports {r['base_rss_mb']:.0f} MB)  "
+              f"problems={r['problems']}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,285 @@
+"""The streaming listing (jobs/listing*.py, jobs/spool.py): sorted, re-iterable, bounded, and
+the real layouts of issue 12 (datumaro CVAT subsets, COCO 2017, archives with a top folder),
+missing images failing their item, and inputs not understood refused instead of exporting 0."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from jobs.cli import run
+from jobs.listing import ItemRef, Listing, list_input
+from jobs.storage import Root
+from maskcore.errors import InputError
+from maskcore.model import ClassTable
+
+REPO = Path(__file__).resolve().parents[2]
+SLY = REPO / "tests" / "data" / "sly_project"
+COCO = REPO / "tests" / "data" / "coco_small"
+TASK = REPO / "tests" / "data" / "cvat_task"
+
+XML_HEAD = ('<?xml version="1.0" encoding="utf-8"?>\n<annotations><version>1.1</version><meta>'
+            "<task><labels><label><name>car</name><color>#ff0000</color></label></labels>"
+            "</task></meta>\n")
+
+
+def cvat_xml(names: list[str], subset: str | None = None) -> str:
+    sub = f' subset="{subset}"' if subset else ""
+    body = "".join(f'<image id="{i}" name="{n}" width="8" height="6"{sub}><box label="car" '
+                   'xtl="1" ytl="1" xbr="4" ybr="4" z_order="0" occluded="0"></box></image>\n'
+                   for i, n in enumerate(names))
+    return XML_HEAD + body + "</annotations>\n"
+
+
+def touch(root: Path, *keys: str) -> None:
+    for k in keys:
+        (root / k).parent.mkdir(parents=True, exist_ok=True)
+        (root / k).write_bytes(b"x")
+
+
+def listed(url: str | Path, fmt: str = "auto", **kw) -> list[ItemRef]:
+    with list_input(Root(str(url)), fmt, **kw) as got:
+        refs = got.refs
+        assert got.count == len(refs)
+        return refs
+
+
+# ---------------------------------------------------------------------------- the stream
+def test_item_ref_json_round_trip_text_binary_and_defaults():
+    refs = [ItemRef("ds", "a.jpg", "ds/ann/a.jpg.json", "ds/img/a.jpg"),
+            ItemRef("d/s", "ü/b.png", None, None, "bad", b"<image name='\xc3\xbc'/>", "t1",
+                    "t2", '{"x":1}', ("m1", "m2")),
+            ItemRef("ds", "c", "k", None, ann_inline=b"\x89PNG\xff\x00")]
+    for r in refs:
+        line = r.to_json()
+        assert "\n" not in line and ItemRef.from_json(line) == r
+    assert refs[0].to_json() == '["ds","a.jpg","ds/ann/a.jpg.json","ds/img/a.jpg"]'
+    assert json.loads(refs[2].to_json())[5][0] == "b64"
+
+
+def test_refs_are_sorted_reiterable_and_the_spool_goes_away(tmp_path):
+    names = ["b.jpg", "a.jpg", "c.jpg", "a.jpg"]  # XML order, with a duplicate
+    (tmp_path / "annotations.xml").write_text(cvat_xml(names))
+    touch(tmp_path, *(f"images/{n}" for n in names))
+    listing = list_input(Root(str(tmp_path)))
+    first = [(r.name, r.problem is None) for r in listing.iter_refs()]
+    assert first == [("a.jpg", True), ("a.jpg", False), ("b.jpg", True), ("c.jpg", True)]
+    assert [(r.name, r.problem is None) for r in listing.iter_refs()] == first
+    assert b'id="1"' in listing.refs[0].ann_inline  # the first <image> of a name wins
+    spool_dir = Path(listing.spool.dir)
+    assert spool_dir.is_dir()
+    listing.close()
+    assert not spool_dir.exists()
+    assert Listing.of("x", ClassTable(()), [ItemRef("b", "1", None, None),
+                                            ItemRef("a", "2", None, None)]).refs[0].dataset == "a"
+
+
+BOUNDED = textwrap.dedent("""
+    import resource, sys
+    from jobs.listing import list_input
+    from jobs.storage import Root
+    n = int(sys.argv[2])
+    head = open(sys.argv[1] + "/head.xml").read()
+    with open(sys.argv[1] + "/annotations.xml", "w") as f:
+        f.write(head)
+        for i in range(n):
+            f.write(f'<image id="{i}" name="im_{(i * 7919) % n:07d}.jpg" width="8" height="6">'
+                    '<box label="car" xtl="1" ytl="1" xbr="4" ybr="4"></box></image>\\n')
+        f.write("</annotations>")
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with list_input(Root(sys.argv[1]), "cvat") as listing:
+        prev, count = None, 0
+        for ref in listing.iter_refs():
+            assert prev is None or prev < ref.name
+            prev, count = ref.name, count + 1
+        assert count == listing.count == n
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
+""")
+
+
+@pytest.mark.timeout(600)
+def test_driver_memory_does_not_grow_with_the_number_of_items(tmp_path):
+    growth = {}
+    for n in (2_000, 200_000):
+        d = tmp_path / str(n)
+        d.mkdir()
+        (d / "head.xml").write_text(XML_HEAD)
+        out = subprocess.run([sys.executable, "-c", BOUNDED, str(d), str(n)], check=True,
+                             capture_output=True, text=True, cwd=REPO, timeout=500)
+        growth[n] = int(out.stdout.split()[-1]) / 1024  # MB (ru_maxrss is in KB)
+    # 200k refs held in memory would take > 150 MB; streamed they cost the spool's cache
+    assert growth[200_000] < growth[2_000] + 48, growth
+
+
+# ---------------------------------------------------------------------------- CVAT layouts
+def test_datumaro_subset_xml_files_are_datasets(tmp_path):
+    (tmp_path / "train.xml").write_text(cvat_xml(["a.jpg", "b.jpg"]))
+    (tmp_path / "val.xml").write_text(cvat_xml(["c.jpg"]))
+    touch(tmp_path, "images/train/a.jpg", "images/train/b.jpg", "images/val/c.jpg")
+    refs = listed(tmp_path)  # detected as cvat too
+    assert [(r.dataset, r.name, r.image_key, r.ann_key) for r in refs] == [
+        ("train", "a.jpg", "images/train/a.jpg", "train.xml"),
+        ("train", "b.jpg", "images/train/b.jpg", "train.xml"),
+        ("val", "c.jpg", "images/val/c.jpg", "val.xml")]
+    assert all(r.problem is None and r.ann_inline.startswith(b"<image") for r in refs)
+    one = listed(tmp_path / "val.xml", "cvat")  # the XML file itself
+    assert [(r.dataset, r.name, r.image_key) for r in one] == [("val", "c.jpg",
+                                                                "images/val/c.jpg")]
+
+
+def test_datumaro_default_xml_exports(tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "default.xml").write_text(cvat_xml(["a.jpg"]))
+    touch(tmp_path / "in", "images/default/a.jpg")
+    assert run(["export", str(tmp_path / "in" / "default.xml"), str(tmp_path / "out"),
+                "--workers", "0", "--format", "zarr", "--input-format", "cvat"]) == 0
+    lines = (tmp_path / "out" / "manifest.jsonl").read_text().splitlines()
+    assert [json.loads(x)["status"] for x in lines] == ["ok"]
+
+
+def test_missing_image_fails_its_item_from_one_listing(tmp_path):
+    (tmp_path / "annotations.xml").write_text(cvat_xml(["here.jpg", "gone.jpg"], "s"))
+    touch(tmp_path, "images/s/here.jpg")
+    refs = {r.name: r for r in listed(tmp_path)}
+    assert refs["here.jpg"].problem is None and refs["here.jpg"].image_key == "images/s/here.jpg"
+    assert refs["gone.jpg"].image_key is None
+    assert "images/s/gone.jpg" in refs["gone.jpg"].problem
+    assert "no such file" in refs["gone.jpg"].problem
+
+
+def test_cvat_task_zip_with_a_top_folder(tmp_path):
+    zpath = tmp_path / "task.zip"
+    with zipfile.ZipFile(zpath, "w") as z:  # no directory entries, as CVAT's make_zip_archive
+        z.write(TASK / "annotations.xml", "task_1/annotations.xml")
+        for p in sorted((TASK / "images").rglob("*")):
+            if p.is_file():
+                z.write(p, "task_1/" + str(p.relative_to(TASK)))
+    with list_input(Root(str(zpath))) as got:
+        assert got.image_root is not None and got.count == 5
+        refs = got.refs
+        assert all(r.problem is None and r.image_key for r in refs)
+        assert got.image_root.read(refs[0].image_key)
+
+
+@pytest.mark.parametrize("content", ["", "<annotations><meta/></annotations>"])
+def test_input_not_understood_is_an_input_error_not_an_empty_run(tmp_path, content):
+    (tmp_path / "in").mkdir()
+    if content:
+        (tmp_path / "in" / "annotations.xml").write_text(XML_HEAD + "</annotations>")
+    (tmp_path / "in" / "notes.txt").write_text("hello")
+    with pytest.raises(InputError, match="Expected"):
+        list_input(Root(str(tmp_path / "in")), "cvat")
+    assert run(["export", str(tmp_path / "in"), str(tmp_path / "out"), "--workers", "0",
+                "--format", "zarr", "--input-format", "cvat"]) == 2
+
+
+# ---------------------------------------------------------------------------- COCO layouts
+def coco_json(names: list[str], first_id: int = 1) -> dict:
+    images = [{"id": first_id + i, "file_name": n, "width": 8, "height": 6}
+              for i, n in enumerate(names)]
+    anns = [{"id": 100 + i, "image_id": im["id"], "category_id": 3, "iscrowd": 0,
+             "segmentation": [[1, 1, 5, 1, 5, 4]], "bbox": [1, 1, 4, 3], "area": 6}
+            for i, im in enumerate(images)]
+    return {"images": images, "annotations": anns,
+            "categories": [{"id": 3, "name": "car"}]}
+
+
+def test_coco_2017_layout_several_instances_files_and_v1_0_names(tmp_path):
+    ann = tmp_path / "annotations"
+    ann.mkdir()
+    (ann / "instances_val2017.json").write_text(json.dumps(coco_json(
+        ["v1.0/a.jpg", "v1.0/b.jpg", "gone.jpg"])))
+    (ann / "instances_train2017.json").write_text(json.dumps(coco_json(["c.jpg"])))
+    (ann / "captions_val2017.json").write_text("{}")
+    touch(tmp_path, "val2017/v1.0/a.jpg", "val2017/v1.0/b.jpg", "train2017/c.jpg")
+    with list_input(Root(str(tmp_path))) as got:
+        refs = got.refs
+        assert [(r.dataset, r.name, r.image_key) for r in refs] == [
+            ("train2017", "c.jpg", "train2017/c.jpg"),
+            ("val2017", "gone.jpg", None),
+            ("val2017", "v1.0/a.jpg", "val2017/v1.0/a.jpg"),
+            ("val2017", "v1.0/b.jpg", "val2017/v1.0/b.jpg")]
+        assert got.image_root.read("val2017/v1.0/a.jpg") == b"x"
+    by = {r.name: r for r in refs}
+    assert by["v1.0/a.jpg"].problem is None and by["v1.0/b.jpg"].problem is None  # 2 stems
+    assert "val2017/gone.jpg" in by["gone.jpg"].problem
+    inline = json.loads(by["v1.0/b.jpg"].ann_inline)
+    assert inline["image"]["file_name"] == "v1.0/b.jpg"
+    assert [a["id"] for a in inline["annotations"]] == [101]
+    assert inline["categories"] == [[3, "car"]]
+
+
+def test_coco_images_url_relative_to_the_json(tmp_path):
+    (tmp_path / "anns").mkdir()
+    (tmp_path / "anns" / "instances_default.json").write_text(json.dumps(coco_json(["a.jpg"])))
+    touch(tmp_path, "pictures/a.jpg")
+    refs = listed(tmp_path / "anns" / "instances_default.json", images_url="../pictures")
+    assert [(r.name, r.image_key, r.problem) for r in refs] == [("a.jpg", "a.jpg", None)]
+
+
+def test_coco_listing_equals_the_in_memory_split(tmp_path):
+    """The streamed join gives each image the per-image JSON `coco.split_dataset` gives."""
+    from maskcore.formats import coco
+
+    data = (COCO / "annotations" / "instances_default.json").read_bytes()
+    split = {im.name: im for im in coco.split_dataset(data).images}
+    refs = listed(COCO)
+    assert {r.name for r in refs} == set(split)
+    for r in refs:
+        assert r.ann_inline == split[r.name].inline
+        assert (r.problem is None) == (split[r.name].problem is None)
+
+
+def test_coco_first_of_an_id_name_or_stem_wins(tmp_path):
+    doc = coco_json(["a.jpg", "a.png", "b.jpg", "b.jpg"])
+    doc["images"].append({"id": 1, "file_name": "z.jpg", "width": 8, "height": 6})
+    (tmp_path / "instances_x.json").write_text(json.dumps(doc))
+    touch(tmp_path, *(f"images/{n}" for n in ("a.jpg", "a.png", "b.jpg", "z.jpg")))
+    problems = [(r.name, r.problem) for r in listed(tmp_path)]
+    assert problems[0] == ("a.jpg", None)
+    assert "a.png and a.jpg" in problems[1][1]
+    assert problems[2] == ("b.jpg", None) and "unique file names" in problems[3][1]
+    assert problems[4][0] == "z.jpg" and "unique image ids" in problems[4][1]
+
+
+# ---------------------------------------------------------------------------- Supervisely
+def test_supervisely_legacy_names_orphans_and_nested_datasets(tmp_path):
+    shutil.copy(SLY / "meta.json", tmp_path / "meta.json")
+    touch(tmp_path, "ds/img/a.jpg", "ds/img/a", "ds/img/b.png", "ds/img/c.jpg",
+          "ds/ann/a.jpg.json", "ds/ann/a.json", "ds/ann/b.json", "ds/ann/zz.json",
+          "ds/datasets/ch/img/q.jpg", "ds/datasets/ch/ann/q.jpg.json", "ds/other/x.jpg")
+    refs = [(r.dataset, r.name, r.ann_key, r.image_key) for r in listed(tmp_path)]
+    assert refs == [
+        ("ds", "a", "ds/ann/a.json", "ds/img/a"),  # its own a.json, not a.jpg's legacy
+        ("ds", "a.jpg", "ds/ann/a.jpg.json", "ds/img/a.jpg"),
+        ("ds", "b.png", "ds/ann/b.json", "ds/img/b.png"),  # legacy name
+        ("ds", "c.jpg", None, "ds/img/c.jpg"),
+        ("ds", "zz", "ds/ann/zz.json", None),
+        ("ds/datasets/ch", "q.jpg", "ds/datasets/ch/ann/q.jpg.json",
+         "ds/datasets/ch/img/q.jpg")]
+
+
+@pytest.mark.parametrize("how", ["dot", "top.tar.gz"])
+def test_supervisely_tar_with_a_top_folder_exports(tmp_path, how):
+    if how == "dot":  # `tar -C proj .`: members ./meta.json, ./ds1/...
+        archive = tmp_path / "proj.tar"
+        subprocess.run(["tar", "-C", str(SLY), "-cf", str(archive), "."], check=True)
+    else:
+        archive = tmp_path / "proj.tar.gz"
+        subprocess.run(["tar", "-C", str(SLY.parent), "-czf", str(archive), SLY.name],
+                       check=True)
+    want = [(r.dataset, r.name, r.problem) for r in listed(SLY)]
+    with list_input(Root(str(archive))) as got:
+        assert [(r.dataset, r.name, r.problem) for r in got.refs] == want
+    assert run(["export", str(archive), str(tmp_path / "out"), "--workers", "0",
+                "--format", "zarr"]) in (0, 1)
+    statuses = [json.loads(x)["status"] for x in
+                (tmp_path / "out" / "manifest.jsonl").read_text().splitlines()]
+    assert len(statuses) == len(want) and statuses.count("ok") >= 1  # images were read
