@@ -42,8 +42,16 @@ from typing import IO, Any
 import cv2
 import numpy as np
 
-from ..errors import InputError, ItemError, expected
-from ..limits import DEFAULT_LIMITS, Limits, check_coordinate, check_image_size, png_header_size
+from ..errors import InputError, ItemError, expected, shown
+from ..limits import (
+    DEFAULT_LIMITS,
+    Budget,
+    Limits,
+    check_annotation_bytes,
+    check_coordinate,
+    check_image_size,
+    png_header_size,
+)
 from ..model import (
     RGB,
     Bitmap,
@@ -155,12 +163,24 @@ def classes_from_meta(meta: ET.Element) -> ClassTable:
     return ClassTable(tuple(out))
 
 
-def iter_task(stream: IO[bytes]) -> Iterator[ClassTable | tuple[dict[str, str], bytes]]:
+TOO_BIG_TAG = "maskjob-too-many-elements"  # stands in for an <image> over limits.max_nodes
+
+
+def iter_task(stream: IO[bytes], limits: Limits = DEFAULT_LIMITS
+              ) -> Iterator[ClassTable | tuple[dict[str, str], bytes]]:
     """Stream a CVAT for images 1.1 annotations.xml: yields the ClassTable (from `<meta>`)
     first, then `(image attributes, <image> element bytes)` per image, in file order.
-    Memory: one `<image>` element at a time."""
+
+    Memory: one `<image>` element at a time, bounded. Nesting deeper than `limits.max_depth`
+    or a single token (one huge attribute) longer than `limits.max_annotation_bytes` stops the
+    listing with an InputError; an `<image>` of more than `limits.max_nodes` elements is cut
+    as it is read and yielded as a stub that `parse_image_element` fails (that item only).
+    Chunks grow while a long token is pending, so the parser (expat rescans a pending token
+    on every feed) stays linear in the input size."""
     depth = 0
     root: ET.Element | None = None
+    open_: list[ET.Element] = []  # the elements being built, root first
+    image_nodes = 0
     classes_sent = False
     head = stream.read(1 << 16)
     while b"<annotations" not in head and len(head) < 1 << 22:  # a DTD must precede the root
@@ -172,24 +192,39 @@ def iter_task(stream: IO[bytes]) -> Iterator[ClassTable | tuple[dict[str, str], 
     _reject_doctype(head if root_at < 0 else head[:root_at], ANNOTATIONS_FILE)
     parser = ET.XMLPullParser(events=("start", "end"))
     chunk = head
+    size, pending = 1 << 20, 0
     try:
         while chunk:
             parser.feed(chunk)
+            pending += len(chunk)
             for event, el in parser.read_events():
+                pending = 0
                 if event == "start":
                     depth += 1
+                    open_.append(el)
+                    if depth > limits.max_depth:
+                        raise InputError(f"{ANNOTATIONS_FILE}: " + expected(
+                            f"XML nested at most {limits.max_depth} deep (limits.max_depth)",
+                            f"<{el.tag}> at depth {depth}"))
                     if depth == 1:
                         root = el
                         if el.tag != "annotations":
                             raise InputError(f"{ANNOTATIONS_FILE}: " + expected(
                                 "<annotations> at the root (CVAT for images 1.1)", el.tag))
-                    elif depth == 2 and el.tag == "track":
-                        raise InputError(f"{ANNOTATIONS_FILE}: " + expected(
-                            "CVAT for images 1.1 (<image> elements)",
-                            "<track> elements (CVAT for video 1.1); export the task as "
-                            "'CVAT for images 1.1'"))
+                    elif depth == 2:
+                        image_nodes = 0
+                        if el.tag == "track":
+                            raise InputError(f"{ANNOTATIONS_FILE}: " + expected(
+                                "CVAT for images 1.1 (<image> elements)",
+                                "<track> elements (CVAT for video 1.1); export the task as "
+                                "'CVAT for images 1.1'"))
+                    else:
+                        image_nodes += 1
                     continue
                 depth -= 1
+                open_.pop()
+                if depth >= 2 and image_nodes > limits.max_nodes:
+                    del open_[-1][-1]  # over the cap: drop elements as they end (bounded)
                 if depth != 1:
                     continue
                 assert root is not None
@@ -200,9 +235,19 @@ def iter_task(stream: IO[bytes]) -> Iterator[ClassTable | tuple[dict[str, str], 
                     if not classes_sent:
                         raise InputError(f"{ANNOTATIONS_FILE}: " + expected(
                             "<meta> with the labels before the first <image>", "<image>"))
-                    yield dict(el.attrib), ET.tostring(el)
+                    if image_nodes > limits.max_nodes:
+                        stub = ET.Element("image", el.attrib)
+                        ET.SubElement(stub, TOO_BIG_TAG, count=str(image_nodes))
+                        yield dict(el.attrib), ET.tostring(stub)
+                    else:
+                        yield dict(el.attrib), ET.tostring(el)
                 root.remove(el)
-            chunk = stream.read(1 << 20)
+            if pending > limits.max_annotation_bytes:
+                raise InputError(f"{ANNOTATIONS_FILE}: " + expected(
+                    f"XML tokens of at most {limits.max_annotation_bytes} bytes "
+                    "(limits.max_annotation_bytes)", f"{pending} bytes without a complete tag"))
+            size = min(size * 2, limits.max_annotation_bytes) if pending else 1 << 20
+            chunk = stream.read(size)
         parser.close()
     except ET.ParseError as e:
         raise InputError(f"{ANNOTATIONS_FILE}: " + expected("well-formed XML", str(e))) from None
@@ -245,10 +290,12 @@ def _int_attr(el: ET.Element, key: str, where: str, default: int = 0) -> int:
         raise ItemError(expected(f"an integer in '{key}'", raw), where=where) from None
 
 
-def _points(el: ET.Element, limits: Limits, where: str, minimum: int) -> np.ndarray:
+def _points(el: ET.Element, budget: Budget, where: str, minimum: int) -> np.ndarray:
+    limits = budget.limits
     raw = el.get("points")
     if raw is None:
         raise ItemError(expected("attribute 'points'", None), where=where)
+    budget.points(raw.count(";") + 1, f"<{el.tag}>", where)  # counted before splitting
     try:
         pts = [tuple(float(v) for v in p.split(",")) for p in raw.split(";") if p.strip()]
     except ValueError:
@@ -290,8 +337,11 @@ def box_polygon(xtl: float, ytl: float, xbr: float, ybr: float, rotation: float)
     return fork_round(out)
 
 
-def rle_mask(el: ET.Element, limits: Limits, where: str) -> Bitmap | None:
-    """A CVAT `<mask>`: runs over its width x height box, row-major, starting with a 0-run."""
+def rle_mask(el: ET.Element, budget: Budget, where: str) -> Bitmap | None:
+    """A CVAT `<mask>`: runs over its width x height box, row-major, starting with a 0-run.
+    The runs are checked as Python ints (non-negative, adding up to width x height) before
+    numpy sees them: a total that would wrap int64 never reaches `np.repeat`."""
+    limits = budget.limits
     left = _int_attr(el, "left", where)
     top = _int_attr(el, "top", where)
     width = _int_attr(el, "width", where, -1)
@@ -300,18 +350,20 @@ def rle_mask(el: ET.Element, limits: Limits, where: str) -> Bitmap | None:
     check_coordinate(top, limits, f"{where} top")
     check_image_size(width, height, limits, what="mask")
     raw = el.get("rle", "")
+    budget.rle_chars(len(raw), where)
     try:
-        counts = np.array([int(v) for v in raw.replace(" ", "").split(",") if v], dtype=np.int64)
+        runs = [int(v) for v in raw.replace(" ", "").split(",") if v]
     except ValueError:
         raise ItemError(expected("'rle' as comma-separated integers", raw[:60]),
                         where=where) from None
-    if counts.size and counts.min() < 0:
-        raise ItemError(expected("non-negative run lengths in 'rle'", int(counts.min())),
-                        where=where)
-    total = int(counts.sum())
+    if runs and min(runs) < 0:
+        raise ItemError(expected("non-negative run lengths in 'rle'", min(runs)), where=where)
+    total = sum(runs)  # exact: Python ints never wrap
     if total != width * height:
         raise ItemError(expected(f"runs adding up to width x height = {width * height}", total),
                         where=where)
+    budget.pixels(total, "a <mask>", where)
+    counts = np.array(runs, dtype=np.int64)  # each run <= width x height: fits
     values = (np.arange(counts.size) % 2).astype(bool)
     mask = np.repeat(values, counts).reshape(height, width)
     if not mask.any():
@@ -319,11 +371,12 @@ def rle_mask(el: ET.Element, limits: Limits, where: str) -> Bitmap | None:
     return Bitmap(left, top, mask)
 
 
-def _shape(el: ET.Element, limits: Limits, where: str) -> tuple[Geometry | None, bool]:
+def _shape(el: ET.Element, budget: Budget, where: str) -> tuple[Geometry | None, bool]:
     """(geometry, is a rotated box) of one shape element; geometry None: skipped kind."""
+    limits = budget.limits
     tag = el.tag
     if tag == "polygon":
-        pts = _points(el, limits, where, 3)
+        pts = _points(el, budget, where, 3)
         return CocoPolygon((fork_round(pts.ravel()),)), False
     if tag == "box":
         xtl, ytl = _number(el, "xtl", limits, where), _number(el, "ytl", limits, where)
@@ -335,11 +388,13 @@ def _shape(el: ET.Element, limits: Limits, where: str) -> tuple[Geometry | None,
         rx, ry = _number(el, "rx", limits, where), _number(el, "ry", limits, where)
         rotation = _number(el, "rotation", limits, where, 0.0)
         right, top = cx + rx, cy - ry  # CVAT stores [cx, cy, rightX, topY]
+        if not (right - cx >= 0 and cy - top >= 0):  # OpenCV asserts on negative axes
+            raise ItemError(expected("ellipse radii rx, ry >= 0", (rx, ry)), where=where)
         return Ellipse(cx, cy, right - cx, cy - top, rotation), False
     if tag == "mask":
-        return rle_mask(el, limits, where), False
+        return rle_mask(el, budget, where), False
     if tag == "polyline":
-        pts = np.floor(_points(el, limits, where, 2)).astype(np.int64)
+        pts = np.floor(_points(el, budget, where, 2)).astype(np.int64)
         return Polyline(pts), False
     return None, False
 
@@ -347,9 +402,7 @@ def _shape(el: ET.Element, limits: Limits, where: str) -> tuple[Geometry | None,
 def parse_image_element(data: bytes, classes: ClassTable, *, dataset: str, name: str,
                         image_key: str | None, ann_key: str | None, limits: Limits) -> Item:
     """One `<image>` element of annotations.xml -> Item (labels in CVAT's paint order)."""
-    if len(data) > limits.max_annotation_bytes:
-        raise ItemError(expected(f"an <image> element of at most {limits.max_annotation_bytes} "
-                                 "bytes", len(data)))
+    check_annotation_bytes(data, limits, "an <image> element", b"<")
     if b"<!DOCTYPE" in data or b"<!ENTITY" in data:
         raise ItemError(expected("an <image> element without DTD declarations", "a DOCTYPE"))
     try:
@@ -358,7 +411,7 @@ def parse_image_element(data: bytes, classes: ClassTable, *, dataset: str, name:
         raise ItemError(expected("a well-formed <image> element", str(e))) from None
     if el.tag != "image":
         raise ItemError(expected("an <image> element", el.tag))
-    where_img = f"<image name={el.get('name')!r}>"
+    where_img = f"<image name={shown(el.get('name'))}>"
     try:
         width, height = int(el.get("width", "")), int(el.get("height", ""))
     except ValueError:
@@ -369,12 +422,16 @@ def parse_image_element(data: bytes, classes: ClassTable, *, dataset: str, name:
     if len(shapes) > limits.max_objects:
         raise ItemError(expected(f"at most {limits.max_objects} shapes", len(shapes)))
     index = {c.name: i for i, c in enumerate(classes.classes)}
+    budget = Budget(limits)
     found: list[tuple[int, bool, int, Label]] = []
     for k, sh in enumerate(shapes):
         label_name = sh.get("label")
         where = f"<{sh.tag}> #{k} ({label_name})"
         if sh.tag in ("tag", "cuboid", "skeleton"):
             continue
+        if sh.tag == TOO_BIG_TAG:
+            raise ItemError(expected(f"an <image> of at most {limits.max_nodes} elements "
+                                     "(limits.max_nodes)", f"{sh.get('count')} elements"))
         if sh.tag not in ("polygon", "box", "ellipse", "mask", "polyline", "points"):
             raise ItemError(expected("a CVAT shape (box, polygon, polyline, points, ellipse, "
                                      "mask, cuboid, skeleton, tag)", sh.tag), where=where)
@@ -385,10 +442,14 @@ def parse_image_element(data: bytes, classes: ClassTable, *, dataset: str, name:
         z = _int_attr(sh, "z_order", where)
         group = _int_attr(sh, "group_id", where)
         if sh.tag == "points":
-            for x, y in np.floor(_points(sh, limits, where, 1)).astype(np.int64).tolist():
+            pts = np.floor(_points(sh, budget, where, 1)).astype(np.int64)
+            if len(found) + len(pts) > limits.max_objects:
+                raise ItemError(expected(f"at most {limits.max_objects} objects", "more points"),
+                                where=where)
+            for x, y in pts.tolist():
                 found.append((z, False, k, Label(ci, Point(x, y), z, group)))
             continue
-        geometry, rotated = _shape(sh, limits, where)
+        geometry, rotated = _shape(sh, budget, where)
         if sh.tag == "mask" and geometry is None:
             geometry = CocoPolygon(())  # an empty mask still takes its place (instance number)
         if geometry is not None:
