@@ -117,9 +117,10 @@ def image_header_size(data: bytes) -> tuple[int, int]:
         raise ItemError(expected("an image of a sane size (image header)", str(e))) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, struct.error,
             EOFError, IndexError, KeyError, TypeError, ZeroDivisionError) as e:
-        raise ItemError(expected("an image whose size can be read from its header "
+        raise ItemError(expected("a readable image whose header gives its size "
                                  "(JPEG, PNG, BMP, TIFF, WebP, GIF)",
-                                 f"{len(data)} bytes ({type(e).__name__})")) from None
+                                 f"{len(data)} bytes that do not decode ({type(e).__name__} "
+                                 "reading the header)")) from None
     return int(width), int(height)
 
 
