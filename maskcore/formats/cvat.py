@@ -197,6 +197,10 @@ def iter_task(stream: IO[bytes], limits: Limits = DEFAULT_LIMITS
         while chunk:
             parser.feed(chunk)
             pending += len(chunk)
+            if pending > limits.max_annotation_bytes:
+                raise InputError(f"{ANNOTATIONS_FILE}: " + expected(
+                    f"XML tokens of at most {limits.max_annotation_bytes} bytes "
+                    "(limits.max_annotation_bytes)", f"{pending} bytes without a complete tag"))
             for event, el in parser.read_events():
                 pending = 0
                 if event == "start":
@@ -242,10 +246,6 @@ def iter_task(stream: IO[bytes], limits: Limits = DEFAULT_LIMITS
                     else:
                         yield dict(el.attrib), ET.tostring(el)
                 root.remove(el)
-            if pending > limits.max_annotation_bytes:
-                raise InputError(f"{ANNOTATIONS_FILE}: " + expected(
-                    f"XML tokens of at most {limits.max_annotation_bytes} bytes "
-                    "(limits.max_annotation_bytes)", f"{pending} bytes without a complete tag"))
             size = min(size * 2, limits.max_annotation_bytes) if pending else 1 << 20
             chunk = stream.read(size)
         parser.close()
