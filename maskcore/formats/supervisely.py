@@ -404,13 +404,13 @@ def parse_annotation(
         title = obj.get("classTitle")
         named = title if isinstance(title, str) and len(title) <= 80 else shown(title)
         where = f"objects[{k}] ({named})"
-        if title not in name_to_index:
+        if not isinstance(title, str) or title not in name_to_index:
             raise ItemError(expected(f"a class declared in {META_FILE}", title), where=where)
         ci = name_to_index[title]
         shape = classes[ci].shape
         if shape == "any":
             shape = obj.get("geometryType") or obj.get("shape") or "any"
-            if shape not in SHAPES:
+            if not isinstance(shape, str) or shape not in SHAPES:
                 shape = "any"
         else:
             declared = obj.get("geometryType") or obj.get("shape")

@@ -373,6 +373,11 @@ def test_a_huge_class_title_is_not_copied_into_the_message():
     with pytest.raises(ItemError) as e:
         sly_item([{"classTitle": title, "points": {"exterior": [[1, 1]]}}])
     assert len(str(e.value)) < 600
+    any_shape = ClassTable((ClassInfo("any", (1, 2, 3), "any"),))
+    obj = {"classTitle": "any", "geometryType": {"not": "hashable"}}
+    data = json.dumps({"size": {"width": 4, "height": 4}, "objects": [obj]}).encode()
+    item = supervisely.parse_annotation(data, any_shape, dataset="d", name="a.png")
+    assert item.labels == ()  # an unknown geometry type draws nothing, as in the SDK
 
 
 # ---------------------------------------------------------------------------- kernel, messages
