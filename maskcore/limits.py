@@ -149,6 +149,13 @@ def check_image_header(data: bytes, limits: Limits, what: str = "image") -> tupl
 
 
 # ---------------------------------------------------------------------------- one item's budget
+def over_total(key: str, limit: int, total: int, unit: str, what: str,
+               where: str | None = None) -> ItemError:
+    """The error of an item whose running total of `unit` passed `limits.<key>` at `what`."""
+    return ItemError(f"Expected shapes of at most {limit} {unit} in total (limits.{key}). "
+                     f"Got {total} {unit} by {what} instead.", where=where)
+
+
 class Budget:
     """One item's running costs, charged before the memory is allocated.
 
@@ -167,10 +174,8 @@ class Budget:
     def pixels(self, n: int, what: str, where: str | None = None) -> None:
         self.pixel_total += n
         if self.pixel_total > self.limits.max_shape_pixels:
-            raise ItemError(
-                f"Expected shapes of at most {self.limits.max_shape_pixels} pixels in total "
-                f"(limits.max_shape_pixels). Got {self.pixel_total} pixels by {what} instead.",
-                where=where)
+            raise over_total("max_shape_pixels", self.limits.max_shape_pixels,
+                             self.pixel_total, "pixels", what, where)
 
     def points(self, n: int, what: str = "a shape", where: str | None = None) -> None:
         if n > self.limits.max_shape_points:
@@ -178,10 +183,8 @@ class Budget:
                                      "(limits.max_shape_points)", f"{n} points"), where=where)
         self.point_total += n
         if self.point_total > self.limits.max_points:
-            raise ItemError(
-                f"Expected shapes of at most {self.limits.max_points} points in total "
-                f"(limits.max_points). Got {self.point_total} points by {what} instead.",
-                where=where)
+            raise over_total("max_points", self.limits.max_points, self.point_total, "points",
+                             what, where)
 
     def rle_chars(self, n: int, where: str | None = None) -> None:
         """An RLE text of n characters, refused by its length before it is split or decoded."""

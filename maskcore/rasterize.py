@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _coco, _opencv
-from .errors import ItemError
+from .limits import over_total
 from .model import (
     RGB,
     AlphaMask,
@@ -140,10 +140,8 @@ class _Windows:
     def __call__(self, n: int) -> None:
         self.total += n
         if self.max_pixels is not None and self.total > self.max_pixels:
-            raise ItemError(
-                f"Expected shapes covering at most {self.max_pixels} pixels in total "
-                f"(limits.max_shape_pixels). Got {self.total} pixels by label #{self.label} "
-                "instead.")
+            raise over_total("max_shape_pixels", self.max_pixels, self.total, "pixels",
+                             f"label #{self.label}")
 
 
 def _opencv_stamp(index: int, g: Geometry, item: Item, thickness: int,

