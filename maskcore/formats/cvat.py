@@ -558,15 +558,22 @@ def parse_labelmap_classes(data: bytes | None) -> LabelMapClasses:
 
 # ---------------------------------------------------------------------------- mask PNGs
 _VOC_INSTANCE = {voc_color(i): i for i in range(256)}
+BAND_PIXELS = 1 << 22  # pixels handled at a time: temporaries stay a few tens of MB
 
 
-def _decode_png(data: bytes, limits: Limits, where: str) -> np.ndarray:
+def _bands(height: int, width: int) -> Iterator[tuple[int, int]]:
+    rows = max(1, BAND_PIXELS // max(width, 1))
+    for r0 in range(0, height, rows):
+        yield r0, min(height, r0 + rows)
+
+
+def _decode_png(data: bytes, budget: Budget, where: str) -> np.ndarray:
     try:
         w, h = png_header_size(data)
     except ItemError:
         raise ItemError(expected("a PNG", f"{len(data)} bytes that are not one"),
                         where=where) from None
-    check_image_size(w, h, limits, what=where)
+    check_image_size(w, h, budget.limits, what=where)  # like an image: not a shape's cost
     arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if arr is None:
         raise ItemError(expected("a decodable PNG", "corrupt data"), where=where)
@@ -580,85 +587,132 @@ def _decode_png(data: bytes, limits: Limits, where: str) -> np.ndarray:
     return arr
 
 
+def _index_dtype(top: int) -> np.dtype:
+    return np.dtype(np.uint8 if top < 256 else np.uint16 if top < 65536 else np.int32)
+
+
 def _unpaint(arr: np.ndarray, colormap: dict[RGB, int], where: str) -> np.ndarray:
-    """BGR(A) pixels -> indices through `colormap` (RGB -> index); unknown colour: ItemError."""
-    bgr = arr[:, :, :3].astype(np.uint32)
-    keys = (bgr[:, :, 2] << 16) | (bgr[:, :, 1] << 8) | bgr[:, :, 0]
-    uniq, inverse = np.unique(keys.ravel(), return_inverse=True)
-    lut = np.empty(uniq.size, np.int64)
-    for k, key in enumerate(uniq.tolist()):
-        rgb = (key >> 16, (key >> 8) & 255, key & 255)
-        if rgb not in colormap:
-            raise ItemError(expected("colours declared in the labelmap",
-                                     f"undeclared colour {rgb}"), where=where)
-        lut[k] = colormap[rgb]
-    return lut[inverse].reshape(keys.shape)
+    """BGR(A) pixels -> indices through `colormap` (RGB -> index), band by band so that the
+    temporaries stay small; an unknown colour is an ItemError naming it."""
+    height, width = arr.shape[:2]
+    known = {(r << 16) | (g << 8) | b: v for (r, g, b), v in colormap.items()}
+    out = np.empty((height, width), _index_dtype(max(known.values(), default=0)))
+    for r0, r1 in _bands(height, width):
+        band = arr[r0:r1, :, :3]
+        keys = (band[:, :, 2].astype(np.uint32) << 16) | \
+            (band[:, :, 1].astype(np.uint32) << 8) | band[:, :, 0]
+        uniq, inverse = np.unique(keys.ravel(), return_inverse=True)
+        lut = np.empty(uniq.size, out.dtype)
+        for k, key in enumerate(uniq.tolist()):
+            if key not in known:
+                rgb = (key >> 16, (key >> 8) & 255, key & 255)
+                raise ItemError(expected("colours declared in the labelmap",
+                                         f"undeclared colour {rgb}"), where=where)
+            lut[k] = known[key]
+        out[r0:r1] = lut[inverse].reshape(r1 - r0, width)
+    return out
 
 
-def class_lines(data: bytes, classes: LabelMapClasses, limits: Limits, where: str) -> np.ndarray:
-    """A SegmentationClass PNG -> labelmap line per pixel."""
-    arr = _decode_png(data, limits, where)
+def class_lines(data: bytes, classes: LabelMapClasses, budget: Budget, where: str
+                ) -> np.ndarray:
+    """A SegmentationClass PNG -> labelmap line per pixel (uint8, or wider for long maps)."""
+    arr = _decode_png(data, budget, where)
     if arr.ndim == 2:
         top = int(arr.max()) if arr.size else 0
         if top >= classes.lines:
             raise ItemError(expected(f"indices below {classes.lines} (the labelmap's lines)",
                                      f"index {top}"), where=where)
-        return arr.astype(np.int64)
+        return arr
     return _unpaint(arr, dict(classes.colormap), where)
 
 
-def object_ids(data: bytes, limits: Limits, where: str) -> np.ndarray:
-    """A SegmentationObject PNG -> instance id per pixel (VOC instance colours, or raw ids)."""
-    arr = _decode_png(data, limits, where)
+def object_ids(data: bytes, budget: Budget, where: str) -> np.ndarray:
+    """A SegmentationObject PNG -> instance id per pixel, uint8 (VOC instance colours, or raw
+    ids)."""
+    arr = _decode_png(data, budget, where)
     if arr.ndim == 2:
-        return arr.astype(np.int64)
+        return arr
     return _unpaint(arr, _VOC_INSTANCE, where)
 
 
-def _bitmap(sel: np.ndarray) -> Bitmap:
-    rows = np.flatnonzero(sel.any(axis=1))
-    cols = np.flatnonzero(sel.any(axis=0))
-    r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
-    return Bitmap(c0, r0, np.ascontiguousarray(sel[r0:r1, c0:c1]))
+class _Extents:
+    """Where each value of an index map occurs - rows (H, n) and columns (W, n) - found in one
+    banded pass, so each object's bitmap is cut from its own bounding box (no full frame per
+    object)."""
+
+    def __init__(self, values: np.ndarray, budget: Budget, where: str) -> None:
+        height, width = values.shape
+        n = int(values.max()) + 1 if values.size else 1
+        budget.pixels((height + width) * n, "the extents of the mask's values", where)
+        self.values, self.budget, self.where = values, budget, where
+        self.rows = np.zeros((height, n), bool)
+        self.cols = np.zeros((width, n), bool)
+        across = np.arange(width)[None, :]
+        for r0, r1 in _bands(height, width):
+            band = values[r0:r1]
+            self.rows[np.arange(r0, r1)[:, None], band] = True
+            self.cols[across, band] = True
+
+    def present(self) -> list[int]:
+        return np.flatnonzero(self.cols.any(axis=0)).tolist()
+
+    def bitmap(self, v: int) -> Bitmap:
+        rows, cols = np.flatnonzero(self.rows[:, v]), np.flatnonzero(self.cols[:, v])
+        r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+        self.budget.pixels((r1 - r0) * (c1 - c0), f"the bitmap of value {v}", self.where)
+        return Bitmap(c0, r0, np.ascontiguousarray(self.values[r0:r1, c0:c1] == v))
+
+
+def _owners(lines: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Per instance id (< 256): the largest labelmap line among its pixels, -1 if absent."""
+    owner = np.full(256, -1, np.int64)
+    for r0, r1 in _bands(*ids.shape):
+        combo = np.unique((lines[r0:r1].astype(np.int64) << 8) | ids[r0:r1])
+        np.maximum.at(owner, combo & 255, combo >> 8)
+    return owner
 
 
 def parse_mask_item(data: bytes, classes: ClassTable, *, dataset: str, name: str,
                     image_key: str | None, ann_key: str | None, limits: Limits) -> Item:
-    """A Segmentation Mask item (class PNG, or pack_parts([class PNG, object PNG])) -> Item."""
+    """A Segmentation Mask item (class PNG, or pack_parts([class PNG, object PNG])) -> Item.
+    Memory: a decoded PNG (1-4 bytes a pixel, within `max_image_pixels` as any image), the
+    index maps (1-2 bytes a pixel), banded temporaries, and the objects' bitmaps (charged to
+    the item's budget like any shape)."""
     if not isinstance(classes, LabelMapClasses):
         raise ItemError(expected("the classes of a labelmap.txt", type(classes).__name__))
+    budget = Budget(limits)
     stem = item_id(name)
     class_where = f"{CLASS_DIR}/{stem}{MASK_EXT}"
     object_where = f"{OBJECT_DIR}/{stem}{MASK_EXT}"
     parts = unpack_parts(data) if data.startswith(PACK_MAGIC) else [data]
-    lines = class_lines(parts[0], classes, limits, class_where)
+    lines = class_lines(parts[0], classes, budget, class_where)
     height, width = lines.shape
     to_class = classes.line_to_class()
     labels: list[Label] = []
     if len(parts) > 1:
-        ids = object_ids(parts[1], limits, object_where)
+        ids = object_ids(parts[1], budget, object_where)
         if ids.shape != lines.shape:
             raise ItemError(expected(f"{object_where} of the class mask's size {width}x{height}",
                                      f"{ids.shape[1]}x{ids.shape[0]}"))
-        combo = np.unique((lines << 16) | ids)  # per (line, id), ascending: the last line wins
-        owner: dict[int, int] = {}
-        for v in combo.tolist():
-            if v & 0xFFFF:
-                owner[v & 0xFFFF] = v >> 16
-        for inst in range(1, max(owner, default=0) + 1):
-            if inst not in owner:
+        owner = _owners(lines, ids)  # the last (largest) line wins, as in datumaro
+        found = np.flatnonzero(owner[1:] >= 0)
+        extents = _Extents(ids, budget, object_where) if found.size else None
+        for inst in range(1, int(found[-1]) + 2 if found.size else 1):
+            if owner[inst] < 0:
                 labels.append(Label(0, CocoPolygon(())))  # keeps the numbering of the ids
                 continue
             ci = int(to_class[owner[inst]]) - 1
             if ci < 0:
                 raise ItemError(expected(f"instance {inst} of {object_where} on a labelled class",
                                          "only background pixels in " + class_where))
-            labels.append(Label(ci, _bitmap(ids == inst)))
+            assert extents is not None
+            labels.append(Label(ci, extents.bitmap(inst)))
     else:
-        for line in np.unique(lines).tolist():
+        extents = _Extents(lines, budget, class_where)
+        for line in extents.present():
             ci = int(to_class[line]) - 1
             if ci >= 0:
-                labels.append(Label(ci, _bitmap(lines == line)))
+                labels.append(Label(ci, extents.bitmap(line)))
     return Item(dataset, name, width, height, tuple(labels), image_key, ann_key)
 
 

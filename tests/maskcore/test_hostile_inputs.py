@@ -474,3 +474,36 @@ def test_hostile_inputs_fail_within_a_capped_address_space(tmp_path):
                           timeout=240, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert proc.stdout.count("refused") == len(HUGE) + 6 and "done" in proc.stdout
+
+
+# ---------------------------------------------------------------------------- Segmentation Mask
+def test_a_huge_mask_png_decodes_in_bands_within_the_memory_cap(tmp_path):
+    """A 10000 x 10000 SegmentationClass + SegmentationObject pair compresses to a few hundred
+    KB; reading it used to take several GB (int64 copies, full-frame unique and one full-frame
+    comparison per instance). It must now fit under 1.5 GB of address space."""
+    script = r"""
+import resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (__CAP__, __CAP__))
+sys.path.insert(0, __ROOT__)
+import cv2, numpy as np
+from maskcore.formats import cvat
+from maskcore.formats.base import pack_parts
+from maskcore.palette import voc_color
+classes = cvat.parse_labelmap_classes(b"background:0,0,0::\ncar:255,0,0::\nsky:0,0,255::\n")
+cls = np.zeros((10000, 10000, 3), np.uint8)
+cls[:5000] = (255, 0, 0)[::-1]
+cls[5000:] = (0, 0, 255)[::-1]
+obj = np.zeros((10000, 10000), np.uint8)
+obj[:5000, :5000], obj[:5000, 5000:], obj[5000:] = 1, 2, 3
+parts = [cv2.imencode(".png", cls)[1].tobytes(), cv2.imencode(".png", obj)[1].tobytes()]
+del cls, obj
+item = cvat.parse_item(pack_parts(parts), classes, dataset="d", name="big.png")
+print([(l.class_index, l.geometry.mask.shape) for l in item.labels])
+"""
+    script = script.replace("__CAP__", str(1536 * 1024 * 1024)).replace(
+        "__ROOT__", repr(str(ROOT)))
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip() == \
+        "[(0, (5000, 5000)), (0, (5000, 5000)), (1, (5000, 10000))]"
