@@ -27,6 +27,11 @@ covers both CVAT formats; `parse_item` tells them apart by the bytes it is given
   16-bit PNG is an error (datumaro wraps it to 8 bits) and an instance lying on background only
   is an error.
 
+Hostile input (SPEC 4, `limits.py`): the listing is bounded in depth, token size and elements
+per image; an item's element count, points and raster pixels are charged before they are
+built; mask RLE runs are checked as Python ints before numpy; ellipse radii must be >= 0;
+mask PNGs are read in bands into 1-2-byte index maps.
+
 Class index i (from 0) is the i-th CVAT label (skeleton sub-labels, which CVAT lists with a
 `<parent>`, are skipped: they paint nothing) or the i-th labelmap line that is not background.
 """
@@ -173,7 +178,8 @@ def iter_task(stream: IO[bytes], limits: Limits = DEFAULT_LIMITS
 
     Memory: one `<image>` element at a time, bounded. Nesting deeper than `limits.max_depth`
     or a single token (one huge attribute) longer than `limits.max_annotation_bytes` stops the
-    listing with an InputError; an `<image>` of more than `limits.max_nodes` elements is cut
+    listing with an InputError, as does a `<meta>` of more than `limits.max_nodes` elements;
+    an `<image>` of more than `limits.max_nodes` elements is cut
     as it is read and yielded as a stub that `parse_image_element` fails (that item only).
     Chunks grow while a long token is pending, so the parser (expat rescans a pending token
     on every feed) stays linear in the input size."""
@@ -233,6 +239,10 @@ def iter_task(stream: IO[bytes], limits: Limits = DEFAULT_LIMITS
                     continue
                 assert root is not None
                 if el.tag == "meta":
+                    if image_nodes > limits.max_nodes:
+                        raise InputError(f"{ANNOTATIONS_FILE}: " + expected(
+                            f"a <meta> of at most {limits.max_nodes} elements "
+                            "(limits.max_nodes)", f"{image_nodes} elements"))
                     yield classes_from_meta(el)
                     classes_sent = True
                 elif el.tag == "image":
