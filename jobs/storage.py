@@ -229,7 +229,8 @@ def _read_local(base: str, path: str, key: str, cap: int) -> bytes:
     except FileNotFoundError:
         raise
     except OSError as e:
-        if e.errno in (errno.ELOOP, errno.EISDIR, errno.ENXIO, errno.EACCES, errno.EPERM):
+        if e.errno in (errno.ELOOP, errno.EISDIR, errno.ENXIO, errno.EACCES, errno.EPERM,
+                       errno.ENAMETOOLONG, errno.ENOTDIR):
             raise ItemError(f"{key}: Expected a readable regular file. Got "
                             f"{os.strerror(e.errno or 0)} instead.") from None
         raise

@@ -80,9 +80,16 @@ def test_symlinks_never_leave_the_root(root, tmp_path):
     assert r.read("ds/img/inside.png") == b"x" * 100  # a link within the root is fine
 
 
-def test_a_directory_is_not_a_file(root):
+def test_a_directory_is_not_a_file_and_odd_paths_fail_the_item(root):
+    r = Root(str(root))
     with pytest.raises(ItemError, match="regular file"):
-        Root(str(root)).read("ds/img")
+        r.read("ds/img")
+    with pytest.raises(ItemError, match="Not a directory"):
+        r.read("ds/img/a.png/inside.png")  # a file where a folder must be
+    with pytest.raises(ItemError, match="too long"):
+        r.read("ds/img/" + "n" * 300 + ".png")
+    with pytest.raises(ItemError):
+        r.read("ds/img/a\x00.png")
 
 
 def test_an_oversized_file_is_refused_by_its_size_and_the_cap_is_inclusive(root):
