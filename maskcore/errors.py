@@ -1,7 +1,9 @@
 """One error hierarchy for maskjob.
 
 Messages follow "Expected X. Got Y instead." and name the item or the config key, so a line in
-the manifest or on the terminal is enough to find and fix the problem.
+the manifest or on the terminal is enough to find and fix the problem. Y is rendered by `shown`,
+a bounded repr: a hostile value (huge, deeply nested, self-referencing) is cut *before* it is
+rendered, never stringified whole.
 
 - `ItemError`: one bad item (broken JSON, unknown class, invalid geometry, bad image). The job
   records it in the manifest and goes on with the other items.
