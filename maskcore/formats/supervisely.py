@@ -35,6 +35,7 @@ from ..limits import (
     DEFAULT_LIMITS,
     Budget,
     Limits,
+    check_annotation_bytes,
     check_coordinate,
     check_image_size,
     inflate,
@@ -134,7 +135,12 @@ def _template_colors(config: Any, where: str) -> dict[str, Any]:
 
 
 def parse_meta(data: bytes) -> ClassTable:
-    """meta.json -> ClassTable in file order (the order that gives machine indices)."""
+    """meta.json -> ClassTable in file order (the order that gives machine indices); bounded
+    like an annotation (size and node count, `limits.check_annotation_bytes`)."""
+    try:
+        check_annotation_bytes(data, DEFAULT_LIMITS, META_FILE, b"[{")
+    except ItemError as e:
+        raise InputError(str(e)) from None
     try:
         meta = json.loads(data)
     except ValueError as e:  # JSONDecodeError, UnicodeDecodeError, a 5000-digit integer

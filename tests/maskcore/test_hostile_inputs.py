@@ -368,6 +368,12 @@ def test_json_with_too_many_containers_is_refused_before_parsing():
         load_json(raw, Limits(max_annotation_bytes=1000), "annotation JSON")
 
 
+def test_an_oversized_meta_json_is_an_input_error():
+    raw = b'{"classes": [' + b"[]," * 3_000_000 + b"[]]}"
+    with pytest.raises(InputError, match=r"meta\.json of at most 2000000 nodes"):
+        supervisely.parse_meta(raw)
+
+
 def test_a_huge_class_title_is_not_copied_into_the_message():
     title = {"x": ["y" * 10_000] * 100, "z": list(range(100_000))}
     with pytest.raises(ItemError) as e:
