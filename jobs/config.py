@@ -107,6 +107,55 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
     node[keys[-1]] = value
 
 
+MAX_YAML_NODES = 100_000  # a job file, its aliases expanded
+
+
+def safe_yaml(text: str) -> Any:
+    """`yaml.safe_load`, bounded: the document with every alias expanded as often as it is
+    used has at most MAX_YAML_NODES nodes, nests at most `Limits.max_depth` deep, and has no
+    recursive alias - an alias bomb fails here (ConfigError) before anything expands it
+    (hashing, printing, deep copies)."""
+    loader = yaml.SafeLoader(text)
+    try:
+        try:
+            node = loader.get_single_node()
+        except RecursionError:
+            raise ConfigError(expected(f"YAML nested at most {Limits().max_depth} deep",
+                                       "deeper nesting")) from None
+        if node is None:
+            return None
+        _expanded_size(node, 0, {}, set())
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _expanded_size(node: yaml.Node, depth: int, memo: dict[int, int], active: set[int]) -> int:
+    if depth > Limits().max_depth:
+        raise ConfigError(expected(f"YAML nested at most {Limits().max_depth} deep",
+                                   "deeper nesting"))
+    key = id(node)
+    if key in memo:
+        return memo[key]
+    if key in active:
+        raise ConfigError(expected("YAML without recursive aliases", "an alias inside itself"))
+    active.add(key)
+    children: list[yaml.Node] = []
+    if isinstance(node, yaml.SequenceNode):
+        children = node.value
+    elif isinstance(node, yaml.MappingNode):
+        children = [n for pair in node.value for n in pair]
+    total = 1
+    for child in children:
+        total += _expanded_size(child, depth + 1, memo, active)
+        if total > MAX_YAML_NODES:
+            raise ConfigError(expected(f"YAML of at most {MAX_YAML_NODES} values with its "
+                                       "aliases expanded", "more (an alias bomb?)"))
+    active.discard(key)
+    memo[key] = total
+    return total
+
+
 def parse_set(assignments: Sequence[str]) -> list[tuple[str, Any]]:
     out = []
     for a in assignments:
@@ -114,7 +163,7 @@ def parse_set(assignments: Sequence[str]) -> list[tuple[str, Any]]:
         if not eq or not key:
             raise ConfigError(expected("--set KEY=VALUE", a))
         try:
-            out.append((key.strip(), yaml.safe_load(value)))
+            out.append((key.strip(), safe_yaml(value)))
         except yaml.YAMLError as e:
             raise ConfigError(expected("a YAML value", value), key=key) from e
     return out
@@ -127,7 +176,7 @@ def _load_file(path: str) -> tuple[dict[str, Any], str]:
     except OSError as e:
         raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
     try:
-        data = yaml.safe_load(text)  # YAML is a superset of JSON: one parser for both
+        data = safe_yaml(text)  # YAML is a superset of JSON: one parser for both
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: " + expected("valid YAML or JSON", str(e))) from None
     if data is None:

@@ -8,7 +8,10 @@ beside the image with the mask over it. Thumbnails are inline base64 JPEGs; noth
 when the page opens. Small: a dozen thumbnails, never the whole dataset.
 Images come from the input (`inputs.image.key` of the entry, under the input URL); when the
 input cannot be read back (secrets given as storage options are not kept), the mask is shown
-alone.
+alone. The driver never decodes a full-size input image: every image's size is read from its
+header first (`limits.check_image_header`, the workers' budget); a JPEG is decoded reduced
+(libjpeg DCT scaling, 1/2 to 1/8, as Pillow's draft mode), any other type only when it is at
+most PREVIEW_DECODE_PIXELS (else the mask is shown alone).
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ from typing import Any
 import cv2
 import numpy as np
 
+from maskcore.errors import ItemError
 from maskcore.formats import zarr_masks
+from maskcore.limits import DEFAULT_LIMITS, check_image_header
 from maskcore.palette import voc_color
 
 from .storage import Root
@@ -37,6 +42,7 @@ THUMB = 320  # longest side of a thumbnail, pixels
 MAX_ZOOM = 3.0  # small images are enlarged up to this factor
 MAX_BARS = 60
 SHOWN = ("ok", "unchanged")
+PREVIEW_DECODE_PIXELS = 16_000_000  # a non-JPEG image is decoded whole only up to this size
 
 
 @dataclass
@@ -59,6 +65,12 @@ class Sampler:
 
 # ---------------------------------------------------------------------------- masks back
 def _png(data: bytes) -> np.ndarray | None:
+    """An output mask PNG, its size checked from its header before it is decoded."""
+    try:
+        check_image_header(data, DEFAULT_LIMITS, what="mask")
+    except ItemError as e:
+        log.info("preview: mask not read back (%s)", e)
+        return None
     return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
 
 
@@ -109,11 +121,21 @@ def _image_of(source: Root | None, entry: Mapping[str, Any], shape: tuple[int, i
     if source is None or not key:
         return None
     h, w = shape
-    factor, flag = next((f, fl) for f, fl in REDUCED if max(h, w) // f >= THUMB or f == 1)
     try:
-        img = cv2.imdecode(np.frombuffer(source.read(key), np.uint8), flag)
-    except (OSError, ValueError) as e:
+        data = source.read(key, max_bytes=DEFAULT_LIMITS.max_object_bytes)
+        iw, ih = check_image_header(data, DEFAULT_LIMITS, what=f"image {key}")
+    except (OSError, ValueError, ItemError) as e:
         log.info("preview: image %s not read back (%s)", key, e)
+        return None
+    if (iw, ih) not in ((w, h), (h, w)):  # not the mask's size: known before decoding
+        return None
+    factor, flag = next((f, fl) for f, fl in REDUCED if max(h, w) // f >= THUMB or f == 1)
+    if data[:2] != b"\xff\xd8" and iw * ih > PREVIEW_DECODE_PIXELS:
+        return None  # only JPEG decodes reduced; a big PNG/TIFF/... is not decoded here
+    try:
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
+    except cv2.error as e:
+        log.info("preview: image %s not decoded (%s)", key, e)
         return None
     if img is None or abs(img.shape[0] - h / factor) > 1 or abs(img.shape[1] - w / factor) > 1:
         return None

@@ -6,6 +6,15 @@ reopen them, so credentials come from the worker's environment (AWS_* variables,
 identity, FSSPEC_S3_ENDPOINT_URL / AWS_ENDPOINT_URL_S3) or from --storage-option, never from the
 job file, and are never logged.
 
+Reads are bounded (SPEC 4): `read`/`read_many` return at most `max_bytes` (default
+`Limits.max_object_bytes`) and refuse anything else with an ItemError naming the key, so a bad
+input object fails its item, not the job. On a local disk only regular files are read (a FIFO,
+a device, a socket are refused; the file is opened non-blocking and checked with fstat), and a
+key whose real path (symlinks resolved) leaves the root is refused. Archive members (tar, zip)
+are read with a cap, so their real size counts, not the size their header declares. Object
+stores are read with one ranged GET of at most max_bytes + 1 bytes (no extra HEAD). A missing
+object still raises FileNotFoundError, and storage failures propagate (Dask retries).
+
 Writes: `write_many` sends a batch of objects with one concurrent call (s3fs batches the PUTs);
 on a local filesystem it writes each file to a temporary name and renames it, so a reader never
 sees half a file. A single PUT on S3 is atomic already.
@@ -13,8 +22,10 @@ sees half a file. A single PUT on S3 is atomic already.
 
 from __future__ import annotations
 
+import errno
 import os
 import posixpath
+import stat
 import threading
 import uuid
 from collections.abc import Iterator, Mapping
@@ -26,6 +37,8 @@ from fsspec.implementations.local import LocalFileSystem
 from fsspec.implementations.tar import TarFileSystem
 from fsspec.implementations.zip import ZipFileSystem
 
+from maskcore.errors import ItemError
+from maskcore.limits import DEFAULT_LIMITS
 from maskcore.paths import check_relative
 
 SECRET_HINTS = ("secret", "token", "password", "key")
@@ -94,23 +107,37 @@ class Root:
         full = posixpath.join(path, key)
         return fs.unstrip_protocol(full)
 
-    def read(self, key: str) -> bytes:
-        fs = self.fs
+    def read(self, key: str, *, max_bytes: int | None = None) -> bytes:
+        """One object's bytes, at most `max_bytes` (see module docstring); ItemError if the
+        object is bigger, not a regular file, or a link out of the root."""
+        cap = MAX_OBJECT_BYTES if max_bytes is None else max_bytes
+        fs, base = self.fs_path
+        path = self.full(key)
+        if isinstance(fs, LocalFileSystem):
+            return _read_local(base, path, key, cap)
         if isinstance(fs, ARCHIVE_FILESYSTEMS):  # one shared file handle: not thread-safe
             with _ARCHIVE_LOCK:
-                return fs.cat_file(self.full(key))
-        return fs.cat_file(self.full(key))
+                return _read_member(fs, path, key, cap)
+        try:
+            got: bytes | BaseException = fs.cat_file(path, start=0, end=cap + 1)
+        except OSError as e:
+            got = e
+        return _checked(fs, path, key, cap, got)
 
-    def read_many(self, keys: list[str]) -> dict[str, bytes]:
-        """Several objects with one concurrent call (s3fs batches the GETs)."""
+    def read_many(self, keys: list[str], *, max_bytes: int | None = None) -> dict[str, bytes]:
+        """Several objects with one concurrent call (s3fs batches the GETs), each bounded as
+        by `read`."""
         if not keys:
             return {}
         fs = self.fs
-        if isinstance(fs, ARCHIVE_FILESYSTEMS):
-            return {k: self.read(k) for k in keys}
+        if isinstance(fs, (LocalFileSystem, *ARCHIVE_FILESYSTEMS)):
+            return {k: self.read(k, max_bytes=max_bytes) for k in keys}
+        cap = MAX_OBJECT_BYTES if max_bytes is None else max_bytes
         full = {self.full(k): k for k in keys}
-        got = fs.cat(list(full))
-        return {full[p]: data for p, data in got.items()}
+        paths = list(full)
+        got = fs.cat_ranges(paths, [0] * len(paths), [cap + 1] * len(paths), on_error="return")
+        return {full[p]: _checked(fs, p, full[p], cap, data)
+                for p, data in zip(paths, got, strict=True)}
 
     def exists(self, key: str) -> bool:
         return self.fs.exists(self.full(key))
@@ -179,6 +206,94 @@ def _find(fs: fsspec.AbstractFileSystem, top: str, **kwargs: Any) -> Any:
         return fs.find(top, **kwargs)
     finally:
         fs.invalidate_cache()
+
+
+MAX_OBJECT_BYTES = DEFAULT_LIMITS.max_object_bytes
+
+
+def _too_big(key: str, cap: int, got: str) -> ItemError:
+    return ItemError(f"{key}: Expected an input object of at most {cap} bytes "
+                     f"(limits.max_object_bytes). Got {got} instead.")
+
+
+def _read_local(base: str, path: str, key: str, cap: int) -> bytes:
+    """A regular file inside the root (its real path, links resolved), read with a cap."""
+    real, top = os.path.realpath(path), os.path.realpath(base)
+    if real != top and not real.startswith(top.rstrip(os.sep) + os.sep):
+        raise ItemError(f"{key}: Expected an input file inside the input folder. Got a link "
+                        "that leads outside it instead.")
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | \
+        getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(real, flags)  # non-blocking: opening a FIFO never waits for a writer
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        if e.errno in (errno.ELOOP, errno.EISDIR, errno.ENXIO, errno.EACCES, errno.EPERM,
+                       errno.ENAMETOOLONG, errno.ENOTDIR):
+            raise ItemError(f"{key}: Expected a readable regular file. Got "
+                            f"{os.strerror(e.errno or 0)} instead.") from None
+        raise
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ItemError(f"{key}: Expected a regular file. Got {_file_kind(info.st_mode)} "
+                            "instead.")
+        if info.st_size > cap:
+            raise _too_big(key, cap, f"{info.st_size} bytes")
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(cap + 1)  # the file may grow between fstat and read
+    finally:
+        os.close(fd)
+    if len(data) > cap:
+        raise _too_big(key, cap, "a file still growing past that")
+    return data
+
+
+def _file_kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "a special file"
+
+
+def _read_member(fs: fsspec.AbstractFileSystem, path: str, key: str, cap: int) -> bytes:
+    """An archive member, read with a cap: its real size counts, not the declared one (a
+    sparse tar member or a lying zip header inflates past what it says)."""
+    info = fs.info(path)  # FileNotFoundError for a missing member
+    if info.get("type", "file") != "file":
+        raise ItemError(f"{key}: Expected a file in the archive. Got a {info.get('type')} "
+                        "instead.")
+    declared = info.get("size")
+    if isinstance(declared, int) and declared > cap:
+        raise _too_big(key, cap, f"a member of {declared} bytes")
+    try:
+        with fs.open(path, "rb") as f:
+            data = f.read(cap + 1)
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # a corrupt member, a link to nowhere: this item's problem
+        raise ItemError(f"{key}: Expected a readable archive member. Got "
+                        f"{type(e).__name__} instead.") from None
+    if len(data) > cap:
+        raise _too_big(key, cap, "a member that unpacks to more")
+    return data
+
+
+def _checked(fs: fsspec.AbstractFileSystem, path: str, key: str, cap: int,
+             got: bytes | BaseException) -> bytes:
+    """The result of a ranged read of at most cap + 1 bytes."""
+    if isinstance(got, BaseException):
+        if isinstance(got, OSError) and got.errno == errno.EINVAL and \
+                "not satisfiable" in str(got) and fs.size(path) == 0:
+            return b""  # S3 answers 416 to a range on an empty object
+        raise got
+    if len(got) > cap:
+        raise _too_big(key, cap, "more")
+    return got
 
 
 def _atomic_local_write(path: str, data: bytes) -> None:

@@ -13,6 +13,7 @@ half-to-even, the angle in degrees, filled, boundary included.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import cv2
 import numpy as np
@@ -34,7 +35,15 @@ def _box_polygon(r: Rectangle) -> np.ndarray:
     return np.array([x0, y0, x1, y0, x1, y1, x0, y1], dtype=np.float64)
 
 
-def window(g: Geometry, width: int, height: int) -> tuple[int, int, np.ndarray] | None:
+Charge = Callable[[int], None]  # told a window's pixel count before it is allocated
+
+
+def _free(n: int) -> None:
+    pass
+
+
+def window(g: Geometry, width: int, height: int, charge: Charge = _free
+           ) -> tuple[int, int, np.ndarray] | None:
     if isinstance(g, Rectangle):
         parts: tuple[np.ndarray, ...] = (_box_polygon(g),)
     elif isinstance(g, CocoPolygon):
@@ -54,6 +63,7 @@ def window(g: Geometry, width: int, height: int) -> tuple[int, int, np.ndarray] 
     if right < left or bottom < top:
         return None
     w, h = right - left + 1, bottom - top + 1
+    charge(w * h)
     shifted = []
     for p in parts:
         q = p.copy()
@@ -70,7 +80,8 @@ def window(g: Geometry, width: int, height: int) -> tuple[int, int, np.ndarray] 
     return left, top, np.ascontiguousarray(m)
 
 
-def ellipse_window(e: Ellipse, width: int, height: int) -> tuple[int, int, np.ndarray] | None:
+def ellipse_window(e: Ellipse, width: int, height: int, charge: Charge = _free
+                   ) -> tuple[int, int, np.ndarray] | None:
     cx, cy = round(e.cx), round(e.cy)
     rx, ry = round(e.rx), round(e.ry)
     reach = max(abs(rx), abs(ry)) + 2
@@ -78,6 +89,7 @@ def ellipse_window(e: Ellipse, width: int, height: int) -> tuple[int, int, np.nd
     right, bottom = min(width - 1, cx + reach), min(height - 1, cy + reach)
     if right < left or bottom < top:
         return None
+    charge((bottom - top + 1) * (right - left + 1))
     m = np.zeros((bottom - top + 1, right - left + 1), np.uint8)
     cv2.ellipse(m, (cx - left, cy - top), (rx, ry), e.angle, 0, 360, 1, thickness=-1)
     if not m.any():

@@ -14,8 +14,9 @@ level 1: 8-12x faster than zlib level 1 (what cv2's default PNG uses) on masks, 
   bit-packed; the rest is a constant row, deflated at memory speed.
 - `png_photo(image)`: an RGB PNG of photographic content (the human masks: an image beside its
   overlay): rows SUB-filtered with numpy, ~5x faster than cv2's default and smaller files.
-- `jpeg`/`decode_image`: image decode with OpenCV, as the Supervisely SDK reads images
-  (IMREAD_COLOR: EXIF orientation applied, alpha dropped, 16-bit reduced to 8-bit).
+- `decode_image`: image decode with OpenCV, as the Supervisely SDK reads images
+  (IMREAD_COLOR: EXIF orientation applied, alpha dropped, 16-bit reduced to 8-bit), only after
+  the size read from the header passed the limits (never a decode of unknown size).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import numpy as np
 from isal import isal_zlib
 
 from .errors import ItemError, expected
-from .limits import Limits, check_image_size
+from .limits import Limits, check_image_header, image_header_size
 
 
 def png(array: np.ndarray) -> bytes:
@@ -115,36 +116,28 @@ def png_palettes(index: np.ndarray, palettes: list[np.ndarray]) -> list[bytes]:
 
 
 def decode_image(data: bytes, limits: Limits, *, name: str = "image") -> np.ndarray:
-    """Image bytes -> (H, W, 3) uint8 BGR, refusing absurd sizes before decoding."""
-    buf = np.frombuffer(data, np.uint8)
-    if data.startswith(b"\x89PNG") and len(data) >= 24:
-        w, h = struct.unpack(">II", data[16:24])
-        check_image_size(w, h, limits, what=name)
-    elif data[:2] == b"\xff\xd8":
-        size = _jpeg_size(data)
-        if size is not None:
-            check_image_size(size[0], size[1], limits, what=name)
-    img = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    """Image bytes -> (H, W, 3) uint8 BGR. The size is read from the header and checked
+    (`limits.check_image_header`) before OpenCV allocates anything; bytes whose size cannot be
+    read are refused, and the decoded size must be the header's (EXIF rotation aside)."""
+    w, h = check_image_header(data, limits, what=name)
+    try:
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error as e:  # OPENCV_IO_MAX_IMAGE_PIXELS (maskcore/__init__.py) and the like
+        raise ItemError(expected(f"a decodable {name}",
+                                 str(e).strip().splitlines()[-1])) from None
     if img is None:
         raise ItemError(expected(f"a readable {name} (JPEG, PNG, BMP, TIFF or WebP)",
                                  f"{len(data)} bytes that do not decode"))
-    check_image_size(img.shape[1], img.shape[0], limits, what=name)
+    if img.shape[:2] not in ((h, w), (w, h)):  # (w, h): EXIF orientation turned it
+        raise ItemError(expected(f"{name} decoding to its header's size {w}x{h}",
+                                 f"{img.shape[1]}x{img.shape[0]}"))
     return img
 
 
 def _jpeg_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) from a JPEG's SOF marker, without decoding."""
-    i, n = 2, len(data)
-    while i + 9 < n:
-        if data[i] != 0xFF:
-            return None
-        marker = data[i + 1]
-        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
-            i += 2
-            continue
-        length = struct.unpack(">H", data[i + 2:i + 4])[0]
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-            h, w = struct.unpack(">HH", data[i + 5:i + 9])
-            return w, h
-        i += 2 + length
-    return None
+    """(width, height) from an image header, None if unreadable (kept for jobs/listing_cvat;
+    new code calls `limits.image_header_size`)."""
+    try:
+        return image_header_size(data)
+    except ItemError:
+        return None

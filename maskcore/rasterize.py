@@ -1,6 +1,7 @@
 """THE kernel: every label of an item rendered once, as a bbox-sized stamp.
 
-    render(item, classes, *, rule="opencv", thickness=2, templated=False) -> list[Stamp | None]
+    render(item, classes, *, rule="opencv", thickness=2, templated=False, max_pixels=None)
+        -> list[Stamp | None]
 
 A `Stamp` is the label's footprint in a small window of the image: `parts` is 0 where the label
 does not paint and k >= 1 where its part k paints (one part for every geometry but a graph
@@ -21,6 +22,9 @@ Pixel rules (SPEC 2.5):
 
 `sdk_area(geometry)` is the SDK's `label.area`, which orders the app's machine masks.
 Memory: a stamp holds at most its window (uint8, or uint16 for templates of > 255 parts).
+`max_pixels` bounds the sum of the windows of an item (`limits.max_shape_pixels`): each window
+is counted before it is allocated, and the label that would pass the bound fails the item
+(ItemError naming it) - a thousand full-frame polygons on a 100 MP image never get drawn.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _coco, _opencv
+from .limits import over_total
 from .model import (
     RGB,
     AlphaMask,
@@ -124,13 +129,29 @@ def _next_value(k: int) -> int:
     return k + 1
 
 
+class _Windows:
+    """The running pixel count of an item's stamp windows, against `max_pixels`."""
+
+    def __init__(self, max_pixels: int | None) -> None:
+        self.max_pixels = max_pixels
+        self.total = 0
+        self.label = 0
+
+    def __call__(self, n: int) -> None:
+        self.total += n
+        if self.max_pixels is not None and self.total > self.max_pixels:
+            raise over_total("max_shape_pixels", self.max_pixels, self.total, "pixels",
+                             f"label #{self.label}")
+
+
 def _opencv_stamp(index: int, g: Geometry, item: Item, thickness: int,
-                  template: dict | None) -> Stamp | None:
+                  template: dict | None, charge: _coco.Charge) -> Stamp | None:
     ext = _opencv.extent(g, thickness)
     box = _clip(ext, item.width, item.height) if ext is not None else None
     if box is None:
         return None
     left, top, right, bottom = box
+    charge((bottom - top + 1) * (right - left + 1))
     colors: tuple[RGB | None, ...] = (None,)
     part_value = None
     dtype = np.uint8
@@ -156,11 +177,11 @@ def _opencv_stamp(index: int, g: Geometry, item: Item, thickness: int,
     return Stamp(index, left, top, canvas, colors, alpha)
 
 
-def _coco_stamp(index: int, g: Geometry, item: Item) -> Stamp | None:
+def _coco_stamp(index: int, g: Geometry, item: Item, charge: _coco.Charge) -> Stamp | None:
     if isinstance(g, Ellipse):
-        found = _coco.ellipse_window(g, item.width, item.height)
+        found = _coco.ellipse_window(g, item.width, item.height, charge)
     else:
-        found = _coco.window(g, item.width, item.height)
+        found = _coco.window(g, item.width, item.height, charge)
     if found is None:
         return None
     left, top, mask = found
@@ -174,20 +195,24 @@ def render(
     rule: str = "opencv",
     thickness: int = 2,
     templated: bool = False,
+    max_pixels: int | None = None,
 ) -> list[Stamp | None]:
-    """One stamp (or None) per label of `item`, in annotation order."""
+    """One stamp (or None) per label of `item`, in annotation order; ItemError when the
+    windows would pass `max_pixels` in total (see module docstring)."""
     if rule not in RULES:
         raise ValueError(f"Expected rule in {RULES}. Got {rule!r} instead.")
     if thickness < 1:
         raise ValueError(f"Expected thickness >= 1. Got {thickness!r} instead.")
     stamps: list[Stamp | None] = []
+    charge = _Windows(max_pixels)
     for i, label in enumerate(item.labels):
         g = label.geometry
+        charge.label = i
         if isinstance(g, CocoPolygon | Ellipse) or (rule == "coco" and isinstance(g, Rectangle)):
-            stamps.append(_coco_stamp(i, g, item))
+            stamps.append(_coco_stamp(i, g, item, charge))
         elif rule == "coco" and isinstance(g, NOT_PAINTED_BY_COCO):
             stamps.append(None)
         else:
             template = classes[label.class_index].geometry_config if templated else None
-            stamps.append(_opencv_stamp(i, g, item, thickness, template))
+            stamps.append(_opencv_stamp(i, g, item, thickness, template, charge))
     return stamps

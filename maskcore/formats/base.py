@@ -97,7 +97,8 @@ class ItemContext:
         key = (rule, thickness, templated)
         if key not in self._stamps:
             self._stamps[key] = render(self.item, self.classes, rule=rule, thickness=thickness,
-                                       templated=templated)
+                                       templated=templated,
+                                       max_pixels=self.limits.max_shape_pixels)
         return self._stamps[key]
 
     def composition(self, *, thickness: int = 2) -> Composition:

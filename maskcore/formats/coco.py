@@ -36,8 +36,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError, ItemError, expected
-from ..limits import DEFAULT_LIMITS, Limits, check_image_size, load_json
+from ..errors import InputError, ItemError, expected, shown
+from ..limits import DEFAULT_LIMITS, Budget, Limits, check_image_size, load_json
 from ..model import BACKGROUND, Bitmap, ClassInfo, ClassTable, CocoPolygon, Geometry, Item, Label
 from ..palette import voc_color
 from ..paths import check_relative
@@ -66,8 +66,11 @@ def _is_id(v: object) -> bool:
 def _load(data: bytes, where: str) -> dict[str, Any]:
     try:
         doc = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError, a 5000-digit integer
         raise InputError(f"{where}: " + expected("valid JSON", str(e))) from None
+    except RecursionError:
+        raise InputError(f"{where}: " + expected("JSON of a sane nesting depth",
+                                                 "deeper than the recursion limit")) from None
     if not isinstance(doc, dict) or not all(isinstance(doc.get(k), list) for k in TOP_KEYS):
         raise InputError(f"{where}: " + expected(
             "a COCO instances object with 'images', 'annotations' and 'categories' lists",
@@ -181,15 +184,24 @@ def split_dataset(data: bytes, where: str = "COCO JSON") -> CocoSplit:
         used = {a.get("category_id") for a in anns
                 if isinstance(a, dict) and _is_id(a.get("category_id"))}
         cats = [[cid, by_id[cid]] for cid in by_id if cid in used]
-        inline = json.dumps({"image": rec, "annotations": anns, "categories": cats},
-                            separators=(",", ":"), ensure_ascii=False,
-                            allow_nan=True).encode()
+        try:
+            inline = json.dumps({"image": rec, "annotations": anns, "categories": cats},
+                                separators=(",", ":"), ensure_ascii=False,
+                                allow_nan=True).encode()
+        except (RecursionError, ValueError) as e:  # nested too deep for the encoder
+            images.append(CocoImage(raw, None, expected("annotations of a sane nesting depth",
+                                                        type(e).__name__)))
+            continue
         images.append(CocoImage(raw, inline))
     return CocoSplit(classes, images, orphans)
 
 
 # ---------------------------------------------------------------------------- one image
 def _numbers(v: object, limits: Limits, where: str, what: str) -> np.ndarray:
+    if isinstance(v, list) and len(v) > 2 * limits.max_shape_points:  # before any conversion
+        raise ItemError(expected(f"{what} of at most {limits.max_shape_points} points "
+                                 "(limits.max_shape_points)", f"{len(v) // 2} points"),
+                        where=where)
     if not isinstance(v, list) or not all(
             isinstance(x, int | float) and not isinstance(x, bool) for x in v):
         raise ItemError(expected(f"{what} as a list of numbers", v), where=where)
@@ -202,10 +214,11 @@ def _numbers(v: object, limits: Limits, where: str, what: str) -> np.ndarray:
     return arr
 
 
-def _polygons(segm: list[Any], limits: Limits, where: str) -> CocoPolygon:
+def _polygons(segm: list[Any], budget: Budget, where: str) -> CocoPolygon:
     parts = []
     for k, part in enumerate(segm):
-        arr = _numbers(part, limits, where, f"segmentation[{k}]")
+        arr = _numbers(part, budget.limits, where, f"segmentation[{k}]")
+        budget.points(arr.size // 2, f"segmentation[{k}]", where)
         if arr.size % 2:
             raise ItemError(expected(f"an even number of coordinates in segmentation[{k}]",
                                      arr.size), where=where)
@@ -255,13 +268,17 @@ def decode_counts(counts: str) -> np.ndarray:
     return out
 
 
-def _rle_counts(segm: dict[str, Any], width: int, height: int, where: str) -> np.ndarray:
+def _rle_counts(segm: dict[str, Any], width: int, height: int, budget: Budget, where: str
+                ) -> np.ndarray:
+    """The run lengths of an RLE, checked before numpy adds them: the text by its length,
+    every run within [0, height x width] (so their int64 sum cannot wrap), the total."""
     size = segm.get("size")
     if size != [height, width]:
         raise ItemError(expected(f"RLE 'size' [{height}, {width}] (the image's [h, w])", size),
                         where=where)
     counts = segm.get("counts")
     if isinstance(counts, str):
+        budget.rle_chars(len(counts), where)
         try:
             runs = decode_counts(counts)
         except ValueError as e:
@@ -272,6 +289,11 @@ def _rle_counts(segm: dict[str, Any], width: int, height: int, where: str) -> np
         if len(counts) > width * height + 1:
             raise ItemError(expected(f"at most {width * height + 1} RLE counts", len(counts)),
                             where=where)
+        if counts and min(counts) < 0:
+            raise ItemError(expected("non-negative RLE counts", min(counts)), where=where)
+        if counts and max(counts) > width * height:  # before numpy: could overflow int64
+            raise ItemError(expected(f"RLE counts of at most {width * height}", max(counts)),
+                            where=where)
         runs = np.asarray(counts, dtype=np.int64)
     else:
         raise ItemError(expected("RLE 'counts' as a string or a list of integers",
@@ -279,6 +301,9 @@ def _rle_counts(segm: dict[str, Any], width: int, height: int, where: str) -> np
                         where=where)
     if runs.size and int(runs.min()) < 0:
         raise ItemError(expected("non-negative RLE counts", int(runs.min())), where=where)
+    if runs.size and int(runs.max()) > width * height:  # then the int64 sum cannot wrap
+        raise ItemError(expected(f"RLE counts of at most {width * height}", int(runs.max())),
+                        where=where)
     total = int(runs.sum())
     if total != width * height:
         raise ItemError(expected(f"RLE counts adding up to {height}x{width} = "
@@ -286,10 +311,11 @@ def _rle_counts(segm: dict[str, Any], width: int, height: int, where: str) -> np
     return runs
 
 
-def rle_bitmap(runs: np.ndarray, height: int) -> Bitmap | None:
+def rle_bitmap(runs: np.ndarray, height: int, budget: Budget | None = None,
+               where: str | None = None) -> Bitmap | None:
     """Run lengths (column-major, background first) -> the covered pixels as a Bitmap of their
     bounding box, or None when nothing is covered. Only the columns the mask spans are
-    materialized."""
+    materialized (charged to `budget` first)."""
     ends = np.cumsum(runs)
     fg_start, fg_end = (ends - runs)[1::2], ends[1::2]
     keep = fg_end > fg_start
@@ -301,6 +327,8 @@ def rle_bitmap(runs: np.ndarray, height: int) -> Bitmap | None:
     fg_end = fg_end[np.concatenate((~joined, [True]))]
     c0, c1 = int(fg_start[0]) // height, (int(fg_end[-1]) - 1) // height
     base, n = c0 * height, (c1 - c0 + 1) * height
+    if budget is not None:
+        budget.pixels(n, "an RLE segmentation", where)
     edges = np.zeros(n + 1, np.int8)
     edges[fg_start - base] = 1
     edges[fg_end - base] = -1
@@ -310,18 +338,19 @@ def rle_bitmap(runs: np.ndarray, height: int) -> Bitmap | None:
     return Bitmap(c0, r0, np.ascontiguousarray(window[r0:r1]))
 
 
-def _geometry(ann: dict[str, Any], width: int, height: int, limits: Limits, where: str
+def _geometry(ann: dict[str, Any], width: int, height: int, budget: Budget, where: str
               ) -> Geometry | None:
     segm = ann.get("segmentation")
     if isinstance(segm, dict):
-        return rle_bitmap(_rle_counts(segm, width, height, where), height)
+        return rle_bitmap(_rle_counts(segm, width, height, budget, where), height, budget,
+                          where)
     if isinstance(segm, list) and segm:
-        return _polygons(segm, limits, where)
+        return _polygons(segm, budget, where)
     if segm is None or segm == []:
         if "bbox" not in ann:
             raise ItemError("Expected a 'segmentation' or a 'bbox'. Got neither instead.",
                             where=where)
-        return _bbox_polygon(ann["bbox"], limits, where)
+        return _bbox_polygon(ann["bbox"], budget.limits, where)
     raise ItemError(expected("a segmentation (polygon list or RLE object)", segm), where=where)
 
 
@@ -356,17 +385,18 @@ def parse_item(
             category[pair[0]] = index_of[pair[1]]
     labels = []
     ignored: Counter[str] = Counter()
+    budget = Budget(limits)
     for k, ann in enumerate(anns):
         where = f"annotations[{k}]"
         if not isinstance(ann, dict):
             raise ItemError(expected("an annotation object", ann), where=where)
         if "id" in ann:
-            where = f"annotations[{k}] (id {ann['id']})"
+            where = f"annotations[{k}] (id {shown(ann['id'])})"
         cid = ann.get("category_id")
         if isinstance(cid, bool) or not isinstance(cid, int) or cid not in category:
             raise ItemError(expected("a category_id declared in 'categories'", cid),
                             where=where)
-        g = _geometry(ann, width, height, limits, where)
+        g = _geometry(ann, width, height, budget, where)
         if g is not None:
             labels.append(Label(category[cid], g))
         attrs = ann.get("attributes")

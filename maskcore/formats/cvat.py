@@ -27,6 +27,11 @@ covers both CVAT formats; `parse_item` tells them apart by the bytes it is given
   16-bit PNG is an error (datumaro wraps it to 8 bits) and an instance lying on background only
   is an error.
 
+Hostile input (SPEC 4, `limits.py`): the listing is bounded in depth, token size and elements
+per image; an item's element count, points and raster pixels are charged before they are
+built; mask RLE runs are checked as Python ints before numpy; ellipse radii must be >= 0;
+mask PNGs are read in bands into 1-2-byte index maps.
+
 Class index i (from 0) is the i-th CVAT label (skeleton sub-labels, which CVAT lists with a
 `<parent>`, are skipped: they paint nothing) or the i-th labelmap line that is not background.
 A label named `background` is not a class (CVAT's and datumaro's rule; datumaro's exporters
@@ -48,8 +53,16 @@ from typing import IO, Any
 import cv2
 import numpy as np
 
-from ..errors import InputError, ItemError, expected
-from ..limits import DEFAULT_LIMITS, Limits, check_coordinate, check_image_size, png_header_size
+from ..errors import InputError, ItemError, expected, shown
+from ..limits import (
+    DEFAULT_LIMITS,
+    Budget,
+    Limits,
+    check_annotation_bytes,
+    check_coordinate,
+    check_image_size,
+    png_header_size,
+)
 from ..model import (
     RGB,
     Bitmap,
@@ -166,12 +179,25 @@ def classes_from_meta(meta: ET.Element) -> ClassTable:
     return ClassTable(tuple(out), background)
 
 
-def iter_task(stream: IO[bytes]) -> Iterator[ClassTable | tuple[dict[str, str], bytes]]:
+TOO_BIG_TAG = "maskjob-too-many-elements"  # stands in for an <image> over limits.max_nodes
+
+
+def iter_task(stream: IO[bytes], limits: Limits = DEFAULT_LIMITS
+              ) -> Iterator[ClassTable | tuple[dict[str, str], bytes]]:
     """Stream a CVAT for images 1.1 annotations.xml: yields the ClassTable (from `<meta>`)
     first, then `(image attributes, <image> element bytes)` per image, in file order.
-    Memory: one `<image>` element at a time."""
+
+    Memory: one `<image>` element at a time, bounded. Nesting deeper than `limits.max_depth`
+    or a single token (one huge attribute) longer than `limits.max_annotation_bytes` stops the
+    listing with an InputError, as does a `<meta>` of more than `limits.max_nodes` elements;
+    an `<image>` of more than `limits.max_nodes` elements is cut
+    as it is read and yielded as a stub that `parse_image_element` fails (that item only).
+    Chunks grow while a long token is pending, so the parser (expat rescans a pending token
+    on every feed) stays linear in the input size."""
     depth = 0
     root: ET.Element | None = None
+    open_: list[ET.Element] = []  # the elements being built, root first
+    image_nodes = 0
     classes_sent = False
     head = stream.read(1 << 16)
     while b"<annotations" not in head and len(head) < 1 << 22:  # a DTD must precede the root
@@ -183,37 +209,66 @@ def iter_task(stream: IO[bytes]) -> Iterator[ClassTable | tuple[dict[str, str], 
     _reject_doctype(head if root_at < 0 else head[:root_at], ANNOTATIONS_FILE)
     parser = ET.XMLPullParser(events=("start", "end"))
     chunk = head
+    size, pending = 1 << 20, 0
     try:
         while chunk:
             parser.feed(chunk)
+            pending += len(chunk)
+            if pending > limits.max_annotation_bytes:
+                raise InputError(f"{ANNOTATIONS_FILE}: " + expected(
+                    f"XML tokens of at most {limits.max_annotation_bytes} bytes "
+                    "(limits.max_annotation_bytes)", f"{pending} bytes without a complete tag"))
             for event, el in parser.read_events():
+                pending = 0
                 if event == "start":
                     depth += 1
+                    open_.append(el)
+                    if depth > limits.max_depth:
+                        raise InputError(f"{ANNOTATIONS_FILE}: " + expected(
+                            f"XML nested at most {limits.max_depth} deep (limits.max_depth)",
+                            f"<{el.tag}> at depth {depth}"))
                     if depth == 1:
                         root = el
                         if el.tag != "annotations":
                             raise InputError(f"{ANNOTATIONS_FILE}: " + expected(
                                 "<annotations> at the root (CVAT for images 1.1)", el.tag))
-                    elif depth == 2 and el.tag == "track":
-                        raise InputError(f"{ANNOTATIONS_FILE}: " + expected(
-                            "CVAT for images 1.1 (<image> elements)",
-                            "<track> elements (CVAT for video 1.1); export the task as "
-                            "'CVAT for images 1.1'"))
+                    elif depth == 2:
+                        image_nodes = 0
+                        if el.tag == "track":
+                            raise InputError(f"{ANNOTATIONS_FILE}: " + expected(
+                                "CVAT for images 1.1 (<image> elements)",
+                                "<track> elements (CVAT for video 1.1); export the task as "
+                                "'CVAT for images 1.1'"))
+                    else:
+                        image_nodes += 1
                     continue
                 depth -= 1
+                open_.pop()
+                if depth >= 2 and image_nodes > limits.max_nodes:
+                    del open_[-1][-1]  # over the cap: drop elements as they end (bounded)
                 if depth != 1:
                     continue
                 assert root is not None
                 if el.tag == "meta":
+                    if image_nodes > limits.max_nodes:
+                        raise InputError(f"{ANNOTATIONS_FILE}: " + expected(
+                            f"a <meta> of at most {limits.max_nodes} elements "
+                            "(limits.max_nodes)", f"{image_nodes} elements"))
                     yield classes_from_meta(el)
                     classes_sent = True
                 elif el.tag == "image":
                     if not classes_sent:
                         raise InputError(f"{ANNOTATIONS_FILE}: " + expected(
                             "<meta> with the labels before the first <image>", "<image>"))
-                    yield dict(el.attrib), ET.tostring(el)
+                    if image_nodes > limits.max_nodes:
+                        stub = ET.Element("image", el.attrib)
+                        ET.SubElement(stub, TOO_BIG_TAG, count=str(image_nodes))
+                        yield dict(el.attrib), ET.tostring(stub)
+                    else:
+                        yield dict(el.attrib), ET.tostring(el)
                 root.remove(el)
-            chunk = stream.read(1 << 20)
+            size = min(size * 2, limits.max_annotation_bytes) if pending else 1 << 20
+            chunk = stream.read(size)
         parser.close()
     except ET.ParseError as e:
         raise InputError(f"{ANNOTATIONS_FILE}: " + expected("well-formed XML", str(e))) from None
@@ -256,10 +311,12 @@ def _int_attr(el: ET.Element, key: str, where: str, default: int = 0) -> int:
         raise ItemError(expected(f"an integer in '{key}'", raw), where=where) from None
 
 
-def _points(el: ET.Element, limits: Limits, where: str, minimum: int) -> np.ndarray:
+def _points(el: ET.Element, budget: Budget, where: str, minimum: int) -> np.ndarray:
+    limits = budget.limits
     raw = el.get("points")
     if raw is None:
         raise ItemError(expected("attribute 'points'", None), where=where)
+    budget.points(raw.count(";") + 1, f"<{el.tag}>", where)  # counted before splitting
     try:
         pts = [tuple(float(v) for v in p.split(",")) for p in raw.split(";") if p.strip()]
     except ValueError:
@@ -301,8 +358,11 @@ def box_polygon(xtl: float, ytl: float, xbr: float, ybr: float, rotation: float)
     return fork_round(out)
 
 
-def rle_mask(el: ET.Element, limits: Limits, where: str) -> Bitmap | None:
-    """A CVAT `<mask>`: runs over its width x height box, row-major, starting with a 0-run."""
+def rle_mask(el: ET.Element, budget: Budget, where: str) -> Bitmap | None:
+    """A CVAT `<mask>`: runs over its width x height box, row-major, starting with a 0-run.
+    The runs are checked as Python ints (non-negative, adding up to width x height) before
+    numpy sees them: a total that would wrap int64 never reaches `np.repeat`."""
+    limits = budget.limits
     left = _int_attr(el, "left", where)
     top = _int_attr(el, "top", where)
     width = _int_attr(el, "width", where, -1)
@@ -311,18 +371,20 @@ def rle_mask(el: ET.Element, limits: Limits, where: str) -> Bitmap | None:
     check_coordinate(top, limits, f"{where} top")
     check_image_size(width, height, limits, what="mask")
     raw = el.get("rle", "")
+    budget.rle_chars(len(raw), where)
     try:
-        counts = np.array([int(v) for v in raw.replace(" ", "").split(",") if v], dtype=np.int64)
+        runs = [int(v) for v in raw.replace(" ", "").split(",") if v]
     except ValueError:
         raise ItemError(expected("'rle' as comma-separated integers", raw[:60]),
                         where=where) from None
-    if counts.size and counts.min() < 0:
-        raise ItemError(expected("non-negative run lengths in 'rle'", int(counts.min())),
-                        where=where)
-    total = int(counts.sum())
+    if runs and min(runs) < 0:
+        raise ItemError(expected("non-negative run lengths in 'rle'", min(runs)), where=where)
+    total = sum(runs)  # exact: Python ints never wrap
     if total != width * height:
         raise ItemError(expected(f"runs adding up to width x height = {width * height}", total),
                         where=where)
+    budget.pixels(total, "a <mask>", where)
+    counts = np.array(runs, dtype=np.int64)  # each run <= width x height: fits
     values = (np.arange(counts.size) % 2).astype(bool)
     mask = np.repeat(values, counts).reshape(height, width)
     if not mask.any():
@@ -330,11 +392,12 @@ def rle_mask(el: ET.Element, limits: Limits, where: str) -> Bitmap | None:
     return Bitmap(left, top, mask)
 
 
-def _shape(el: ET.Element, limits: Limits, where: str) -> tuple[Geometry | None, bool]:
+def _shape(el: ET.Element, budget: Budget, where: str) -> tuple[Geometry | None, bool]:
     """(geometry, is a rotated box) of one shape element; geometry None: skipped kind."""
+    limits = budget.limits
     tag = el.tag
     if tag == "polygon":
-        pts = _points(el, limits, where, 3)
+        pts = _points(el, budget, where, 3)
         return CocoPolygon((fork_round(pts.ravel()),)), False
     if tag == "box":
         xtl, ytl = _number(el, "xtl", limits, where), _number(el, "ytl", limits, where)
@@ -346,11 +409,13 @@ def _shape(el: ET.Element, limits: Limits, where: str) -> tuple[Geometry | None,
         rx, ry = _number(el, "rx", limits, where), _number(el, "ry", limits, where)
         rotation = _number(el, "rotation", limits, where, 0.0)
         right, top = cx + rx, cy - ry  # CVAT stores [cx, cy, rightX, topY]
+        if not (right - cx >= 0 and cy - top >= 0):  # OpenCV asserts on negative axes
+            raise ItemError(expected("ellipse radii rx, ry >= 0", (rx, ry)), where=where)
         return Ellipse(cx, cy, right - cx, cy - top, rotation), False
     if tag == "mask":
-        return rle_mask(el, limits, where), False
+        return rle_mask(el, budget, where), False
     if tag == "polyline":
-        pts = np.floor(_points(el, limits, where, 2)).astype(np.int64)
+        pts = np.floor(_points(el, budget, where, 2)).astype(np.int64)
         return Polyline(pts), False
     return None, False
 
@@ -358,9 +423,7 @@ def _shape(el: ET.Element, limits: Limits, where: str) -> tuple[Geometry | None,
 def parse_image_element(data: bytes, classes: ClassTable, *, dataset: str, name: str,
                         image_key: str | None, ann_key: str | None, limits: Limits) -> Item:
     """One `<image>` element of annotations.xml -> Item (labels in CVAT's paint order)."""
-    if len(data) > limits.max_annotation_bytes:
-        raise ItemError(expected(f"an <image> element of at most {limits.max_annotation_bytes} "
-                                 "bytes", len(data)))
+    check_annotation_bytes(data, limits, "an <image> element", b"<")
     if b"<!DOCTYPE" in data or b"<!ENTITY" in data:
         raise ItemError(expected("an <image> element without DTD declarations", "a DOCTYPE"))
     try:
@@ -369,7 +432,7 @@ def parse_image_element(data: bytes, classes: ClassTable, *, dataset: str, name:
         raise ItemError(expected("a well-formed <image> element", str(e))) from None
     if el.tag != "image":
         raise ItemError(expected("an <image> element", el.tag))
-    where_img = f"<image name={el.get('name')!r}>"
+    where_img = f"<image name={shown(el.get('name'))}>"
     try:
         width, height = int(el.get("width", "")), int(el.get("height", ""))
     except ValueError:
@@ -380,6 +443,7 @@ def parse_image_element(data: bytes, classes: ClassTable, *, dataset: str, name:
     if len(shapes) > limits.max_objects:
         raise ItemError(expected(f"at most {limits.max_objects} shapes", len(shapes)))
     index = classes.lookup()
+    budget = Budget(limits)
     found: list[tuple[int, bool, int, Label]] = []
     ignored: Counter[str] = Counter()
     for k, sh in enumerate(shapes):
@@ -389,6 +453,9 @@ def parse_image_element(data: bytes, classes: ClassTable, *, dataset: str, name:
         if sh.tag in ("tag", "cuboid", "skeleton"):
             ignored[sh.tag] += 1
             continue
+        if sh.tag == TOO_BIG_TAG:
+            raise ItemError(expected(f"an <image> of at most {limits.max_nodes} elements "
+                                     "(limits.max_nodes)", f"{sh.get('count')} elements"))
         ignored["occluded"] += sh.get("occluded") == "1"
         if sh.tag not in ("polygon", "box", "ellipse", "mask", "polyline", "points"):
             raise ItemError(expected("a CVAT shape (box, polygon, polyline, points, ellipse, "
@@ -400,10 +467,14 @@ def parse_image_element(data: bytes, classes: ClassTable, *, dataset: str, name:
         z = _int_attr(sh, "z_order", where)
         group = _int_attr(sh, "group_id", where)
         if sh.tag == "points":
-            for x, y in np.floor(_points(sh, limits, where, 1)).astype(np.int64).tolist():
+            pts = np.floor(_points(sh, budget, where, 1)).astype(np.int64)
+            if len(found) + len(pts) > limits.max_objects:
+                raise ItemError(expected(f"at most {limits.max_objects} objects", "more points"),
+                                where=where)
+            for x, y in pts.tolist():
                 found.append((z, False, k, Label(ci, Point(x, y), z, group)))
             continue
-        geometry, rotated = _shape(sh, limits, where)
+        geometry, rotated = _shape(sh, budget, where)
         if sh.tag == "mask" and geometry is None:
             geometry = CocoPolygon(())  # an empty mask still takes its place (instance number)
         if geometry is not None:
@@ -516,15 +587,22 @@ def parse_labelmap_classes(data: bytes | None) -> LabelMapClasses:
 
 # ---------------------------------------------------------------------------- mask PNGs
 _VOC_INSTANCE = {voc_color(i): i for i in range(256)}
+BAND_PIXELS = 1 << 22  # pixels handled at a time: temporaries stay a few tens of MB
 
 
-def _decode_png(data: bytes, limits: Limits, where: str) -> np.ndarray:
+def _bands(height: int, width: int) -> Iterator[tuple[int, int]]:
+    rows = max(1, BAND_PIXELS // max(width, 1))
+    for r0 in range(0, height, rows):
+        yield r0, min(height, r0 + rows)
+
+
+def _decode_png(data: bytes, budget: Budget, where: str) -> np.ndarray:
     try:
         w, h = png_header_size(data)
     except ItemError:
         raise ItemError(expected("a PNG", f"{len(data)} bytes that are not one"),
                         where=where) from None
-    check_image_size(w, h, limits, what=where)
+    check_image_size(w, h, budget.limits, what=where)  # like an image: not a shape's cost
     arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if arr is None:
         raise ItemError(expected("a decodable PNG", "corrupt data"), where=where)
@@ -538,85 +616,132 @@ def _decode_png(data: bytes, limits: Limits, where: str) -> np.ndarray:
     return arr
 
 
+def _index_dtype(top: int) -> np.dtype:
+    return np.dtype(np.uint8 if top < 256 else np.uint16 if top < 65536 else np.int32)
+
+
 def _unpaint(arr: np.ndarray, colormap: dict[RGB, int], where: str) -> np.ndarray:
-    """BGR(A) pixels -> indices through `colormap` (RGB -> index); unknown colour: ItemError."""
-    bgr = arr[:, :, :3].astype(np.uint32)
-    keys = (bgr[:, :, 2] << 16) | (bgr[:, :, 1] << 8) | bgr[:, :, 0]
-    uniq, inverse = np.unique(keys.ravel(), return_inverse=True)
-    lut = np.empty(uniq.size, np.int64)
-    for k, key in enumerate(uniq.tolist()):
-        rgb = (key >> 16, (key >> 8) & 255, key & 255)
-        if rgb not in colormap:
-            raise ItemError(expected("colours declared in the labelmap",
-                                     f"undeclared colour {rgb}"), where=where)
-        lut[k] = colormap[rgb]
-    return lut[inverse].reshape(keys.shape)
+    """BGR(A) pixels -> indices through `colormap` (RGB -> index), band by band so that the
+    temporaries stay small; an unknown colour is an ItemError naming it."""
+    height, width = arr.shape[:2]
+    known = {(r << 16) | (g << 8) | b: v for (r, g, b), v in colormap.items()}
+    out = np.empty((height, width), _index_dtype(max(known.values(), default=0)))
+    for r0, r1 in _bands(height, width):
+        band = arr[r0:r1, :, :3]
+        keys = (band[:, :, 2].astype(np.uint32) << 16) | \
+            (band[:, :, 1].astype(np.uint32) << 8) | band[:, :, 0]
+        uniq, inverse = np.unique(keys.ravel(), return_inverse=True)
+        lut = np.empty(uniq.size, out.dtype)
+        for k, key in enumerate(uniq.tolist()):
+            if key not in known:
+                rgb = (key >> 16, (key >> 8) & 255, key & 255)
+                raise ItemError(expected("colours declared in the labelmap",
+                                         f"undeclared colour {rgb}"), where=where)
+            lut[k] = known[key]
+        out[r0:r1] = lut[inverse].reshape(r1 - r0, width)
+    return out
 
 
-def class_lines(data: bytes, classes: LabelMapClasses, limits: Limits, where: str) -> np.ndarray:
-    """A SegmentationClass PNG -> labelmap line per pixel."""
-    arr = _decode_png(data, limits, where)
+def class_lines(data: bytes, classes: LabelMapClasses, budget: Budget, where: str
+                ) -> np.ndarray:
+    """A SegmentationClass PNG -> labelmap line per pixel (uint8, or wider for long maps)."""
+    arr = _decode_png(data, budget, where)
     if arr.ndim == 2:
         top = int(arr.max()) if arr.size else 0
         if top >= classes.lines:
             raise ItemError(expected(f"indices below {classes.lines} (the labelmap's lines)",
                                      f"index {top}"), where=where)
-        return arr.astype(np.int64)
+        return arr
     return _unpaint(arr, dict(classes.colormap), where)
 
 
-def object_ids(data: bytes, limits: Limits, where: str) -> np.ndarray:
-    """A SegmentationObject PNG -> instance id per pixel (VOC instance colours, or raw ids)."""
-    arr = _decode_png(data, limits, where)
+def object_ids(data: bytes, budget: Budget, where: str) -> np.ndarray:
+    """A SegmentationObject PNG -> instance id per pixel, uint8 (VOC instance colours, or raw
+    ids)."""
+    arr = _decode_png(data, budget, where)
     if arr.ndim == 2:
-        return arr.astype(np.int64)
+        return arr
     return _unpaint(arr, _VOC_INSTANCE, where)
 
 
-def _bitmap(sel: np.ndarray) -> Bitmap:
-    rows = np.flatnonzero(sel.any(axis=1))
-    cols = np.flatnonzero(sel.any(axis=0))
-    r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
-    return Bitmap(c0, r0, np.ascontiguousarray(sel[r0:r1, c0:c1]))
+class _Extents:
+    """Where each value of an index map occurs - rows (H, n) and columns (W, n) - found in one
+    banded pass, so each object's bitmap is cut from its own bounding box (no full frame per
+    object)."""
+
+    def __init__(self, values: np.ndarray, budget: Budget, where: str) -> None:
+        height, width = values.shape
+        n = int(values.max()) + 1 if values.size else 1
+        budget.pixels((height + width) * n, "the extents of the mask's values", where)
+        self.values, self.budget, self.where = values, budget, where
+        self.rows = np.zeros((height, n), bool)
+        self.cols = np.zeros((width, n), bool)
+        across = np.arange(width)[None, :]
+        for r0, r1 in _bands(height, width):
+            band = values[r0:r1]
+            self.rows[np.arange(r0, r1)[:, None], band] = True
+            self.cols[across, band] = True
+
+    def present(self) -> list[int]:
+        return np.flatnonzero(self.cols.any(axis=0)).tolist()
+
+    def bitmap(self, v: int) -> Bitmap:
+        rows, cols = np.flatnonzero(self.rows[:, v]), np.flatnonzero(self.cols[:, v])
+        r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+        self.budget.pixels((r1 - r0) * (c1 - c0), f"the bitmap of value {v}", self.where)
+        return Bitmap(c0, r0, np.ascontiguousarray(self.values[r0:r1, c0:c1] == v))
+
+
+def _owners(lines: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Per instance id (< 256): the largest labelmap line among its pixels, -1 if absent."""
+    owner = np.full(256, -1, np.int64)
+    for r0, r1 in _bands(*ids.shape):
+        combo = np.unique((lines[r0:r1].astype(np.int64) << 8) | ids[r0:r1])
+        np.maximum.at(owner, combo & 255, combo >> 8)
+    return owner
 
 
 def parse_mask_item(data: bytes, classes: ClassTable, *, dataset: str, name: str,
                     image_key: str | None, ann_key: str | None, limits: Limits) -> Item:
-    """A Segmentation Mask item (class PNG, or pack_parts([class PNG, object PNG])) -> Item."""
+    """A Segmentation Mask item (class PNG, or pack_parts([class PNG, object PNG])) -> Item.
+    Memory: a decoded PNG (1-4 bytes a pixel, within `max_image_pixels` as any image), the
+    index maps (1-2 bytes a pixel), banded temporaries, and the objects' bitmaps (charged to
+    the item's budget like any shape)."""
     if not isinstance(classes, LabelMapClasses):
         raise ItemError(expected("the classes of a labelmap.txt", type(classes).__name__))
+    budget = Budget(limits)
     stem = item_id(name)
     class_where = f"{CLASS_DIR}/{stem}{MASK_EXT}"
     object_where = f"{OBJECT_DIR}/{stem}{MASK_EXT}"
     parts = unpack_parts(data) if data.startswith(PACK_MAGIC) else [data]
-    lines = class_lines(parts[0], classes, limits, class_where)
+    lines = class_lines(parts[0], classes, budget, class_where)
     height, width = lines.shape
     to_class = classes.line_to_class()
     labels: list[Label] = []
     if len(parts) > 1:
-        ids = object_ids(parts[1], limits, object_where)
+        ids = object_ids(parts[1], budget, object_where)
         if ids.shape != lines.shape:
             raise ItemError(expected(f"{object_where} of the class mask's size {width}x{height}",
                                      f"{ids.shape[1]}x{ids.shape[0]}"))
-        combo = np.unique((lines << 16) | ids)  # per (line, id), ascending: the last line wins
-        owner: dict[int, int] = {}
-        for v in combo.tolist():
-            if v & 0xFFFF:
-                owner[v & 0xFFFF] = v >> 16
-        for inst in range(1, max(owner, default=0) + 1):
-            if inst not in owner:
+        owner = _owners(lines, ids)  # the last (largest) line wins, as in datumaro
+        found = np.flatnonzero(owner[1:] >= 0)
+        extents = _Extents(ids, budget, object_where) if found.size else None
+        for inst in range(1, int(found[-1]) + 2 if found.size else 1):
+            if owner[inst] < 0:
                 labels.append(Label(0, CocoPolygon(())))  # keeps the numbering of the ids
                 continue
             ci = int(to_class[owner[inst]]) - 1
             if ci < 0:
                 raise ItemError(expected(f"instance {inst} of {object_where} on a labelled class",
                                          "only background pixels in " + class_where))
-            labels.append(Label(ci, _bitmap(ids == inst)))
+            assert extents is not None
+            labels.append(Label(ci, extents.bitmap(inst)))
     else:
-        for line in np.unique(lines).tolist():
+        extents = _Extents(lines, budget, class_where)
+        for line in extents.present():
             ci = int(to_class[line]) - 1
             if ci >= 0:
-                labels.append(Label(ci, _bitmap(lines == line)))
+                labels.append(Label(ci, extents.bitmap(line)))
     return Item(dataset, name, width, height, tuple(labels), image_key, ann_key)
 
 

@@ -30,12 +30,15 @@ import cv2
 import numpy as np
 
 from .. import crop
-from ..errors import InputError, ItemError, expected
+from ..errors import InputError, ItemError, expected, shown
 from ..limits import (
     DEFAULT_LIMITS,
+    Budget,
     Limits,
+    check_annotation_bytes,
     check_coordinate,
     check_image_size,
+    inflate,
     load_json,
     png_header_size,
 )
@@ -132,11 +135,19 @@ def _template_colors(config: Any, where: str) -> dict[str, Any]:
 
 
 def parse_meta(data: bytes) -> ClassTable:
-    """meta.json -> ClassTable in file order (the order that gives machine indices)."""
+    """meta.json -> ClassTable in file order (the order that gives machine indices); bounded
+    like an annotation (size and node count, `limits.check_annotation_bytes`)."""
+    try:
+        check_annotation_bytes(data, DEFAULT_LIMITS, META_FILE, b"[{")
+    except ItemError as e:
+        raise InputError(str(e)) from None
     try:
         meta = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError, a 5000-digit integer
         raise InputError(f"{META_FILE}: " + expected("valid JSON", str(e))) from None
+    except RecursionError:
+        raise InputError(f"{META_FILE}: " + expected("JSON of a sane nesting depth",
+                                                     "deeper than the recursion limit")) from None
     if not isinstance(meta, dict) or not isinstance(meta.get("classes", []), list):
         raise InputError(f"{META_FILE}: " + expected("an object with a 'classes' list", meta))
     classes = []
@@ -169,11 +180,13 @@ def _xy(v: object, limits: Limits, where: str) -> tuple[int, int]:
     return int(np.floor(x)), int(np.floor(y))
 
 
-def _points(v: object, limits: Limits, where: str, minimum: int) -> np.ndarray:
+def _points(v: object, budget: Budget, where: str, minimum: int) -> np.ndarray:
+    limits = budget.limits
     if not isinstance(v, list):
         raise ItemError(expected("a list of [x, y] points", v), where=where)
     if len(v) < minimum:
         raise ItemError(expected(f"at least {minimum} points", f"{len(v)} points"), where=where)
+    budget.points(len(v), "a shape", where)  # before numpy converts them
     try:  # fast path: one numpy conversion for the whole ring
         arr = np.asarray(v, dtype=np.float64)
     except (TypeError, ValueError):
@@ -192,22 +205,24 @@ def _pad_polygon(ring: np.ndarray) -> np.ndarray:
     return ring
 
 
-def _polygon_from(points: object, limits: Limits, where: str) -> Polygon:
+def _polygon_from(points: object, budget: Budget, where: str) -> Polygon:
     if not isinstance(points, dict):
         raise ItemError(expected("'points' with 'exterior' and 'interior'", points), where=where)
-    ext = _pad_polygon(_points(points.get("exterior"), limits, where + " exterior", 1))
+    ext = _pad_polygon(_points(points.get("exterior"), budget, where + " exterior", 1))
     interior = points.get("interior", [])
     if not isinstance(interior, list):
         raise ItemError(expected("'interior' as a list of rings", interior), where=where)
     holes = tuple(
-        _pad_polygon(_points(r, limits, f"{where} interior[{k}]", 1))
+        _pad_polygon(_points(r, budget, f"{where} interior[{k}]", 1))
         for k, r in enumerate(interior)
     )
     return Polygon(ext, holes)
 
 
-def _decode_png_b64(data: object, limits: Limits, where: str) -> tuple[bytes, bool]:
-    """base64 text -> (PNG bytes, was_zlib). Checks the PNG header size before decoding."""
+def _decode_png_b64(data: object, budget: Budget, where: str) -> tuple[bytes, bool]:
+    """base64 text -> (PNG bytes, was_zlib). Checks the PNG header size, and charges the
+    decoded raster's bytes to the item's budget, before decoding."""
+    limits = budget.limits
     if not isinstance(data, str):
         raise ItemError(expected("base64 text in bitmap.data", data), where=where)
     try:
@@ -216,16 +231,11 @@ def _decode_png_b64(data: object, limits: Limits, where: str) -> tuple[bytes, bo
         raise ItemError(expected("valid base64 in bitmap.data", data[:40]), where=where) from None
     was_zlib = True
     try:
-        d = zlib.decompressobj()
-        png = d.decompress(raw, limits.max_inflated_bytes)
-        if d.unconsumed_tail:
-            raise ItemError(
-                "Expected bitmap data of a sane size. Got a zlib stream that inflates past "
-                f"{limits.max_inflated_bytes} bytes instead (a decompression bomb?).",
-                where=where,
-            )
+        png = inflate(raw, limits, "bitmap data")
     except zlib.error:
         png, was_zlib = raw, False
+    except ItemError as e:
+        raise ItemError(str(e), where=where) from None
     try:
         w, h = png_header_size(png)
     except ItemError as e:
@@ -236,7 +246,15 @@ def _decode_png_b64(data: object, limits: Limits, where: str) -> tuple[bytes, bo
                      f"{w}x{h} (PNG header)"),
             where=where,
         )
+    budget.pixels(w * h * _png_pixel_bytes(png), "a bitmap", where)
     return png, was_zlib
+
+
+def _png_pixel_bytes(png: bytes) -> int:
+    """Bytes per pixel of a PNG once decoded (from IHDR bit depth and colour type)."""
+    depth, color_type = png[24], png[25]
+    channels = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}.get(color_type, 4)
+    return channels * (2 if depth == 16 else 1)
 
 
 def _imdecode(png: bytes, flags: int, where: str) -> np.ndarray:
@@ -247,12 +265,13 @@ def _imdecode(png: bytes, flags: int, where: str) -> np.ndarray:
     return arr
 
 
-def _bitmap_from(obj: dict[str, Any], limits: Limits, where: str, alpha: bool) -> Geometry | None:
+def _bitmap_from(obj: dict[str, Any], budget: Budget, where: str, alpha: bool
+                 ) -> Geometry | None:
     bm = obj.get("bitmap")
     if not isinstance(bm, dict):
         raise ItemError(expected("a 'bitmap' object with 'origin' and 'data'", bm), where=where)
-    left, top = _xy(bm.get("origin"), limits, where + " origin")
-    png, was_zlib = _decode_png_b64(bm.get("data"), limits, where)
+    left, top = _xy(bm.get("origin"), budget.limits, where + " origin")
+    png, was_zlib = _decode_png_b64(bm.get("data"), budget, where)
     if alpha:
         arr = _imdecode(png, cv2.IMREAD_GRAYSCALE, where)
         values = arr if arr.ndim == 2 else arr[:, :, 0]
@@ -282,28 +301,34 @@ def _bitmap_from(obj: dict[str, Any], limits: Limits, where: str, alpha: bool) -
     return Bitmap(left + int(c0), top + int(r0), np.ascontiguousarray(covered[r0:r1, c0:c1]))
 
 
-def _nodes_from(v: object, limits: Limits, where: str) -> tuple[Node, ...]:
+def _nodes_from(v: object, budget: Budget, where: str) -> tuple[Node, ...]:
+    limits = budget.limits
     if not isinstance(v, dict) or not v:
         raise ItemError(expected("a non-empty mapping of nodes {id: {'loc': [x, y]}}", v),
                         where=where)
+    budget.points(len(v), "a graph", where)
     nodes = []
     for name, n in v.items():
         if not isinstance(n, dict):
-            raise ItemError(expected("a node {'loc': [x, y]}", n), where=f"{where} node {name}")
-        x, y = _xy(n.get("loc"), limits, f"{where} node {name}")
+            raise ItemError(expected("a node {'loc': [x, y]}", n),
+                            where=f"{where} node {shown(name)}")
+        x, y = _xy(n.get("loc"), limits, f"{where} node {shown(name)}")
         nodes.append(Node(str(name), x, y, bool(n.get("disabled", False))))
     return tuple(nodes)
 
 
-def parse_geometry(shape: str, obj: dict[str, Any], limits: Limits, where: str) -> Geometry | None:
-    """One object's geometry by shape name; None for shapes that draw nothing (`any`)."""
+def parse_geometry(shape: str, obj: dict[str, Any], budget: Budget, where: str
+                   ) -> Geometry | None:
+    """One object's geometry by shape name; None for shapes that draw nothing (`any`).
+    Points and raster sizes are charged to the item's `budget` before they are built."""
+    limits = budget.limits
     points = obj.get("points")
     if shape == "polygon":
-        return _polygon_from(points, limits, where)
+        return _polygon_from(points, budget, where)
     if shape == "rectangle":
         if not isinstance(points, dict):
             raise ItemError(expected("'points' with 2 exterior corners", points), where=where)
-        pts = _points(points.get("exterior"), limits, where, 2)
+        pts = _points(points.get("exterior"), budget, where, 2)
         if len(pts) != 2:
             raise ItemError(expected("exactly 2 corner points", f"{len(pts)} points"), where=where)
         (x0, y0), (x1, y1) = pts.tolist()
@@ -312,29 +337,29 @@ def parse_geometry(shape: str, obj: dict[str, Any], limits: Limits, where: str) 
         # SDK 6.74: "points": [[x1, y1], [x2, y2]] (a plain list); the exterior form is
         # accepted too
         corners = points.get("exterior") if isinstance(points, dict) else points
-        pts = _points(corners, limits, where, 2)
+        pts = _points(corners, budget, where, 2)
         if len(pts) != 2:
             raise ItemError(expected("exactly 2 corner points", f"{len(pts)} points"), where=where)
         (x0, y0), (x1, y1) = pts.tolist()
         angle = check_coordinate(obj.get("angle", 0.0), limits, where + " angle")
         return OrientedBBox(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1), angle)
     if shape in ("bitmap", "alpha_mask"):
-        return _bitmap_from(obj, limits, where, alpha=shape == "alpha_mask")
+        return _bitmap_from(obj, budget, where, alpha=shape == "alpha_mask")
     if shape == "line":
         if not isinstance(points, dict):
             raise ItemError(expected("'points' with an exterior polyline", points), where=where)
-        return Polyline(_points(points.get("exterior"), limits, where, 2))
+        return Polyline(_points(points.get("exterior"), budget, where, 2))
     if shape == "point":
         if not isinstance(points, dict):
             raise ItemError(expected("'points' with one exterior point", points), where=where)
-        pts = _points(points.get("exterior"), limits, where, 1)
+        pts = _points(points.get("exterior"), budget, where, 1)
         if len(pts) != 1:
             raise ItemError(expected("exactly 1 point", f"{len(pts)} points"), where=where)
         return Point(int(pts[0, 0]), int(pts[0, 1]))
     if shape == "graph":
-        return Graph(_nodes_from(obj.get("nodes"), limits, where))
+        return Graph(_nodes_from(obj.get("nodes"), budget, where))
     if shape == "cuboid_2d":
-        nodes = _nodes_from(obj.get("vertices"), limits, where)
+        nodes = _nodes_from(obj.get("vertices"), budget, where)
         names = {n.name for n in nodes}
         missing = [v for v in CUBOID_VERTICES if v not in names]
         if missing:
@@ -345,7 +370,7 @@ def parse_geometry(shape: str, obj: dict[str, Any], limits: Limits, where: str) 
         if not isinstance(parts, list) or not parts:
             raise ItemError(expected("'parts': a non-empty list of polygons", parts), where=where)
         return MultiPolygon(
-            tuple(_polygon_from(p, limits, f"{where} part {k}") for k, p in enumerate(parts))
+            tuple(_polygon_from(p, budget, f"{where} part {k}") for k, p in enumerate(parts))
         )
     return None  # 'any' and unknown shapes draw nothing (SDK AnyGeometry)
 
@@ -376,27 +401,29 @@ def parse_annotation(
     if len(objects) > limits.max_objects:
         raise ItemError(expected(f"at most {limits.max_objects} objects", len(objects)))
     name_to_index = {c.name: i for i, c in enumerate(classes.classes)}
+    budget = Budget(limits)
     labels: list[Label] = []
     for k, obj in enumerate(objects):
         where = f"objects[{k}]"
         if not isinstance(obj, dict):
             raise ItemError(expected("an object", obj), where=where)
         title = obj.get("classTitle")
-        where = f"objects[{k}] ({title})"
-        if title not in name_to_index:
+        named = title if isinstance(title, str) and len(title) <= 80 else shown(title)
+        where = f"objects[{k}] ({named})"
+        if not isinstance(title, str) or title not in name_to_index:
             raise ItemError(expected(f"a class declared in {META_FILE}", title), where=where)
         ci = name_to_index[title]
         shape = classes[ci].shape
         if shape == "any":
             shape = obj.get("geometryType") or obj.get("shape") or "any"
-            if shape not in SHAPES:
+            if not isinstance(shape, str) or shape not in SHAPES:
                 shape = "any"
         else:
             declared = obj.get("geometryType") or obj.get("shape")
             if declared is not None and declared != shape:
                 raise ItemError(expected(f"geometryType '{shape}' (the class shape)", declared),
                                 where=where)
-        geometry = parse_geometry(shape, obj, limits, where)
+        geometry = parse_geometry(shape, obj, budget, where)
         if geometry is None:
             continue
         for g in crop.to_image(geometry, width, height):
