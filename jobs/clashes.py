@@ -46,7 +46,7 @@ from typing import Any
 
 from maskcore.errors import ItemError, expected
 from maskcore.formats import FORMATS
-from maskcore.paths import Planned, key_problem
+from maskcore.paths import MAX_COMPONENT_BYTES, Planned, key_problem
 
 from .listing import ItemRef
 from .manifest_store import MANIFEST_DIR, MANIFEST_LINES, MANIFEST_SUMMARY
@@ -146,9 +146,11 @@ def _plan_item(ref: ItemRef, formats: Sequence[str], options: Mapping[str, Any]
             return f"{f}: " + expected("a name the writer can place", f"{type(e).__name__}: "
                                        f"{str(e)[:200]}")
         for key in (*p.files, *p.folders, *p.shared):
-            problem = key_problem(key)
-            if problem:
-                return f"output key {key[:200]!r}: {problem}"
+            # built by paths.join from a valid dataset and name: only the length can be wrong
+            if len(key) > MAX_COMPONENT_BYTES or not key.isascii():
+                problem = key_problem(key)
+                if problem:
+                    return f"output key {key[:200]!r}: {problem}"
         planned.append(p)
     return planned
 
@@ -215,35 +217,14 @@ def _flush(db: sqlite3.Connection, names: list[tuple[int, str, str]],
     names.clear(), keys.clear(), bad.clear()
 
 
-class _Node:
-    """The declarations of one key: owners of it as a file, as a folder; shared or not."""
-
-    __slots__ = ("files", "folders", "hits", "n_hits", "path", "prefix", "shared")
-
-    def __init__(self, path: str, rows: Iterable[tuple[str, int, int]]) -> None:
-        self.path, self.prefix = path, path + SEP
-        self.files: list[int] = []
-        self.folders: list[int] = []
-        self.shared = False
-        for _, kind, owner in rows:
-            if kind == SHARED:
-                self.shared = True
-            else:
-                owners = self.files if kind == FILE else self.folders
-                if owner not in owners:
-                    owners.append(owner)
-        self.hits: list[tuple[int, str]] = []  # (owner, key) of others' keys inside this one
-        self.n_hits = 0
-
-    def owners(self) -> list[int]:
-        out = self.files + [o for o in self.folders if o not in self.files]
-        return [*out, SIDECARS] if self.shared and SIDECARS not in out else out
-
-
 def _scan(db: sqlite3.Connection) -> None:
-    """One ordered pass over every key: same keys, and keys inside another's file or folder."""
+    """One ordered pass over every key: same keys, and keys inside another's file or folder.
+
+    A node is [path, path + SEP, file owners, folder owners, shared, hits, n_hits]; the stack
+    holds the declared keys that are folders of the current one (nearest last); `hits` are
+    (owner, key) of others' keys found inside a node, reported when it leaves the stack."""
     out: list[tuple[int, int, str, str, int, int]] = []
-    stack: list[_Node] = []
+    stack: list[list[Any]] = []
 
     def record(item: int, other: int, key: str, other_key: str, relation: int, more: int
                ) -> None:
@@ -254,42 +235,56 @@ def _scan(db: sqlite3.Connection) -> None:
                 db.executemany("INSERT INTO clash VALUES (?, ?, ?, ?, ?, ?)", out)
                 out.clear()
 
-    def close(node: _Node) -> None:  # the owners of a key that others write inside
-        if not node.n_hits:
-            return
-        for owner in node.files + node.folders:
-            others = [h for h in node.hits if h[0] != owner]
-            for other, key in others:
-                record(owner, other, node.path, key, HOLDS, node.n_hits)
+    def close(node: list[Any]) -> None:  # report the owners of a key that others write inside
+        if node[6]:
+            for owner in node[2] + node[3]:
+                for other, key in node[5]:
+                    if other != owner:
+                        record(owner, other, node[0], key, HOLDS, node[6])
 
-    cursor = db.execute("SELECT path, kind, owner FROM keys ORDER BY path")
-    for path, rows in groupby(cursor, key=itemgetter(0)):
-        node = _Node(path, rows)
-        while stack and not path.startswith(stack[-1].prefix):
-            close(stack.pop())
-        mine = node.owners()
-        for anc in stack:  # declared keys that hold this one
+    def check(node: list[Any]) -> None:  # against its declared folders, and same-key owners
+        path, files, folders, shared = node[0], node[2], node[3], node[4]
+        exclusive = files + [o for o in folders if o not in files]
+        mine = [*exclusive, SIDECARS] if shared and SIDECARS not in exclusive else exclusive
+        for anc in stack:
             for owner in mine:
-                if anc.shared and owner != SIDECARS:
-                    record(owner, SIDECARS, path, anc.path, IN_FILE, 1)
-                others = [o for o in anc.files if o != owner]
-                others += [o for o in anc.folders if o != owner and o not in anc.files]
+                if anc[4] and owner != SIDECARS:
+                    record(owner, SIDECARS, path, anc[0], IN_FILE, 1)
+                others = [o for o in anc[2] if o != owner]
+                others += [o for o in anc[3] if o != owner and o not in anc[2]]
                 for o in others[:NAMED]:
-                    record(owner, o, path, anc.path,
-                           IN_FILE if o in anc.files else IN_FOLDER, len(others))
-                if others or (anc.shared and owner != SIDECARS):
-                    anc.n_hits += 1
-                    if len(anc.hits) < NAMED + 1:
-                        anc.hits.append((owner, path))
-        exclusive = node.files + [o for o in node.folders if o not in node.files]
+                    record(owner, o, path, anc[0], IN_FILE if o in anc[2] else IN_FOLDER,
+                           len(others))
+                if others or (anc[4] and owner != SIDECARS):
+                    anc[6] += 1
+                    if len(anc[5]) <= NAMED:
+                        anc[5].append((owner, path))
         if len(exclusive) > 1:
             for owner in exclusive:
                 others = [o for o in exclusive if o != owner]
                 for o in others[:NAMED]:
                     record(owner, o, path, path, SAME, len(others))
-        if node.shared:
+        if shared:
             for owner in exclusive:
                 record(owner, SIDECARS, path, path, SAME_SIDECAR, 1)
+
+    node: list[Any] | None = None
+    for path, kind, owner in db.execute("SELECT path, kind, owner FROM keys ORDER BY path"):
+        if node is None or path != node[0]:
+            if node is not None:
+                if stack or len(node[2]) + len(node[3]) > 1 or (node[4] and (node[2] or node[3])):
+                    check(node)
+                stack.append(node)
+            while stack and not path.startswith(stack[-1][1]):
+                close(stack.pop())
+            node = [path, path + SEP, [], [], False, [], 0]
+        if kind == SHARED:
+            node[4] = True
+        elif owner not in node[2 + kind]:
+            node[2 + kind].append(owner)
+    if node is not None:
+        if stack or len(node[2]) + len(node[3]) > 1 or (node[4] and (node[2] or node[3])):
+            check(node)
         stack.append(node)
     while stack:
         close(stack.pop())
