@@ -38,22 +38,24 @@ SHOWN = 1000
 CHUNK = 1 << 20
 
 
-def _lines(f: IO[bytes], max_line: int = MAX_LINE) -> Iterator[tuple[int, bytes | None]]:
-    """(line number from 1, line bytes or None when longer than `max_line`), streamed in
+def _lines(f: IO[bytes]) -> Iterator[tuple[int, bytes | None]]:
+    """(line number from 1, line bytes or None when longer than MAX_LINE), streamed in
     chunks; an over-long line is skipped without being held."""
-    buf, number, skipping = b"", 0, False
+    buf, number, skipping, max_line = b"", 0, False, MAX_LINE
     while True:
         chunk = f.read(CHUNK)
         if not chunk:
             break
         buf += chunk
+        pos = 0
         while True:
-            cut = buf.find(b"\n")
+            cut = buf.find(b"\n", pos)
             if cut < 0:
                 break
             number += 1
-            yield number, (None if skipping else buf[:cut])
-            buf, skipping = buf[cut + 1:], False
+            yield number, (None if skipping else buf[pos:cut])
+            pos, skipping = cut + 1, False
+        buf = buf[pos:]
         if len(buf) > max_line:
             buf, skipping = b"", True
     if buf or skipping:
