@@ -71,7 +71,8 @@ def _display(dataset: str, name: str) -> str:
 class ClashReport:
     """The items that fail at plan time, with their reasons (read from the database)."""
 
-    def __init__(self, db: sqlite3.Connection, folder: str, items: int, problems: int) -> None:
+    def __init__(self, db: sqlite3.Connection, folder: str, *, items: int, problems: int
+                 ) -> None:
         self._db, self._folder = db, folder
         self.items, self.problems = items, problems
 
@@ -164,16 +165,16 @@ def detect_clashes(refs: Iterable[ItemRef], *, formats: Sequence[str],
     folder = tempfile.mkdtemp(prefix="maskjob-clashes-", dir=workdir)
     try:
         db = _open_db(folder, cache_mib)
-        items = _insert(db, refs, formats, options)
+        items = _insert(db, refs, formats=formats, options=options)
         _scan(db)
         problems = _reasons(db)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
-    return ClashReport(db, folder, items, problems)
+    return ClashReport(db, folder, items=items, problems=problems)
 
 
-def _insert(db: sqlite3.Connection, refs: Iterable[ItemRef], formats: Sequence[str],
+def _insert(db: sqlite3.Connection, refs: Iterable[ItemRef], *, formats: Sequence[str],
             options: Mapping[str, Any]) -> int:
     keys: list[tuple[str, int, int]] = []
     reserved = [JOB_RESERVED] + [FORMATS[f].reserved_keys(options[f]) for f in formats]
@@ -226,7 +227,7 @@ def _scan(db: sqlite3.Connection) -> None:
     out: list[tuple[int, int, str, str, int, int]] = []
     stack: list[list[Any]] = []
 
-    def record(item: int, other: int, key: str, other_key: str, relation: int, more: int
+    def record(item: int, other: int, *, key: str, other_key: str, relation: int, more: int
                ) -> None:
         if item != SIDECARS:
             out.append((item, other, key.replace(SEP, "/"), other_key.replace(SEP, "/"),
@@ -240,7 +241,8 @@ def _scan(db: sqlite3.Connection) -> None:
             for owner in node[2] + node[3]:
                 for other, key in node[5]:
                     if other != owner:
-                        record(owner, other, node[0], key, HOLDS, node[6])
+                        record(owner, other, key=node[0], other_key=key, relation=HOLDS,
+                               more=node[6])
 
     def check(node: list[Any]) -> None:  # against its declared folders, and same-key owners
         path, files, folders, shared = node[0], node[2], node[3], node[4]
@@ -249,12 +251,13 @@ def _scan(db: sqlite3.Connection) -> None:
         for anc in stack:
             for owner in mine:
                 if anc[4] and owner != SIDECARS:
-                    record(owner, SIDECARS, path, anc[0], IN_FILE, 1)
+                    record(owner, SIDECARS, key=path, other_key=anc[0], relation=IN_FILE,
+                           more=1)
                 others = [o for o in anc[2] if o != owner]
                 others += [o for o in anc[3] if o != owner and o not in anc[2]]
                 for o in others[:NAMED]:
-                    record(owner, o, path, anc[0], IN_FILE if o in anc[2] else IN_FOLDER,
-                           len(others))
+                    record(owner, o, key=path, other_key=anc[0],
+                           relation=IN_FILE if o in anc[2] else IN_FOLDER, more=len(others))
                 if others or (anc[4] and owner != SIDECARS):
                     anc[6] += 1
                     if len(anc[5]) <= NAMED:
@@ -263,10 +266,12 @@ def _scan(db: sqlite3.Connection) -> None:
             for owner in exclusive:
                 others = [o for o in exclusive if o != owner]
                 for o in others[:NAMED]:
-                    record(owner, o, path, path, SAME, len(others))
+                    record(owner, o, key=path, other_key=path, relation=SAME,
+                           more=len(others))
         if shared:
             for owner in exclusive:
-                record(owner, SIDECARS, path, path, SAME_SIDECAR, 1)
+                record(owner, SIDECARS, key=path, other_key=path, relation=SAME_SIDECAR,
+                       more=1)
 
     node: list[Any] | None = None
     for path, kind, owner in db.execute("SELECT path, kind, owner FROM keys ORDER BY path"):
