@@ -21,6 +21,7 @@ from maskcore import __version__
 from maskcore.formats import FORMATS
 from maskcore.manifest import Summary, summarize
 
+from .clashes import detect_clashes
 from .finalize import finalize, open_output
 from .listing import ItemRef
 from .manifest_store import MANIFEST_LINES, iter_entries
@@ -61,6 +62,9 @@ def export(
         removed = removed_outputs(baseline, refs)
         refs = [dataclasses.replace(r, previous=baseline.get((r.dataset, r.name)))
                 for r in refs]
+    # h/clashes wiring: output clashes and bad names fail their items at plan time
+    with detect_clashes(refs, formats=spec.formats, options=options) as clashes:
+        refs = list(clashes.annotate(refs))
     parts = chunk(refs, spec.partition_size)
     fp = plan_fingerprint(refs, spec.partition_size,
                           f"{spec.config_hash}|incremental={incremental}")

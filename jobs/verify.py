@@ -3,50 +3,163 @@
 For each `outputs[]` entry of `manifest.jsonl`: the object exists, has the recorded size and
 the recorded checksum. Prints each problem with the object's key; exit 1 if any, else 0.
 A missing `manifest.json` (export not completed) is a problem too.
+
+The manifest is data, not trust (SPEC 4): it is streamed line by line (never read whole; a line
+longer than MAX_LINE is a problem, not a memory spike), and a line that is not a JSON object, an
+`outputs` that is not a list of {key, size, checksum}, or a key that is not a clean relative key
+(`../x`, absolute, control characters, not a string: `maskcore.paths.key_problem`) is reported
+as a problem and never followed. Objects are read in batches of at most BATCH_OBJECTS /
+BATCH_BYTES (recorded sizes) with ONE concurrent call per batch (`cat_ranges`: s3fs sends the
+GETs together), each read capped at its recorded size + 1 byte, so a replaced larger object
+shows as a size problem without being read whole. Problems beyond SHOWN are counted, not
+printed.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
+from typing import IO, Any
 
-from maskcore.manifest import ManifestEntry, checksum
+from maskcore.manifest import checksum
+from maskcore.paths import key_problem
 
 from .manifest_store import MANIFEST_LINES, MANIFEST_SUMMARY
 from .storage import Root
 
 log = logging.getLogger("maskjob")
 
+MAX_LINE = 16 * 1024 * 1024  # one manifest line (an item with many instance masks is ~100 KB)
+MAX_SIZE = 1 << 34  # a recorded size beyond this (16 GiB) is not believed
+BATCH_OBJECTS = 256
+BATCH_BYTES = 64 * 1024 * 1024
+SHOWN = 1000
+CHUNK = 1 << 20
 
-def _check(dest: Root, out: dict) -> str | None:
-    key = out["key"]
-    try:
-        data = dest.read(key)
-    except FileNotFoundError:
-        return f"missing: {key}"
-    if len(data) != out["size"]:
-        return f"size differs: {key} ({len(data)} bytes, manifest says {out['size']})"
-    if checksum(data) != out["checksum"]:
-        return f"checksum differs: {key}"
+
+def _lines(f: IO[bytes]) -> Iterator[tuple[int, bytes | None]]:
+    """(line number from 1, line bytes or None when longer than MAX_LINE), streamed in
+    chunks; an over-long line is skipped without being held."""
+    buf, number, skipping, max_line = b"", 0, False, MAX_LINE
+    while True:
+        chunk = f.read(CHUNK)
+        if not chunk:
+            break
+        buf += chunk
+        pos = 0
+        while True:
+            cut = buf.find(b"\n", pos)
+            if cut < 0:
+                break
+            number += 1
+            yield number, (None if skipping else buf[pos:cut])
+            pos, skipping = cut + 1, False
+        buf = buf[pos:]
+        if len(buf) > max_line:
+            buf, skipping = b"", True
+    if buf or skipping:
+        yield number + 1, None if skipping else buf
+
+
+def _output_problem(out: Any) -> str | None:
+    """Why an `outputs[]` entry cannot be checked, or None."""
+    if not isinstance(out, dict):
+        return f"an output entry that is not an object ({type(out).__name__})"
+    key, size, digest = out.get("key"), out.get("size"), out.get("checksum")
+    problem = key_problem(key)  # type: ignore[arg-type]
+    if problem:
+        return f"bad key, not followed: {problem}"
+    if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= MAX_SIZE:
+        return f"bad size for {key}: {str(size)[:40]!r}"
+    if not isinstance(digest, str):
+        return f"bad checksum for {key}: {str(digest)[:40]!r}"
     return None
 
 
-def verify(dest: Root, threads: int = 16) -> int:
-    problems: list[str] = []
+def _entries(f: IO[bytes], problems: list[str]) -> Iterator[dict[str, Any]]:
+    """Checkable output entries of the manifest; every bad line or entry becomes a problem."""
+    for number, line in _lines(f):
+        where = f"{MANIFEST_LINES} line {number}"
+        if line is None:
+            problems.append(f"{where}: longer than {MAX_LINE} bytes")
+            continue
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+        except (ValueError, RecursionError):
+            problems.append(f"{where}: not JSON")
+            continue
+        if not isinstance(entry, dict):
+            problems.append(f"{where}: not a JSON object")
+            continue
+        outputs = entry.get("outputs", [])
+        if not isinstance(outputs, list):
+            problems.append(f"{where}: 'outputs' is not a list")
+            continue
+        for out in outputs:
+            problem = _output_problem(out)
+            if problem:
+                problems.append(f"{where}: {problem}")
+            else:
+                yield out
+
+
+def _check_batch(dest: Root, batch: list[dict[str, Any]]) -> Iterator[str]:
+    """Problems of a batch of outputs, read with one concurrent call (size + 1 bytes each)."""
+    fs, _ = dest.fs_path
+    paths = [dest.full(o["key"]) for o in batch]
+    got = fs.cat_ranges(paths, [0] * len(batch), [o["size"] + 1 for o in batch],
+                        on_error="return")
+    for out, data in zip(batch, got, strict=True):
+        key = out["key"]
+        if isinstance(data, FileNotFoundError):
+            yield f"missing: {key}"
+        elif isinstance(data, BaseException):
+            yield f"unreadable: {key} ({type(data).__name__})"
+        elif len(data) != out["size"]:
+            size = f"more than {out['size']}" if len(data) > out["size"] else str(len(data))
+            yield f"size differs: {key} ({size} bytes, manifest says {out['size']})"
+        elif checksum(data) != out["checksum"]:
+            yield f"checksum differs: {key}"
+
+
+def verify(dest: Root) -> int:
+    problems: list[str] = []  # printed as they come, beyond SHOWN only counted
+    count = {"objects": 0, "problems": 0}
+
+    def report() -> None:
+        for p in problems:
+            if count["problems"] < SHOWN:
+                log.error("%s", p)
+            count["problems"] += 1
+        problems.clear()
+
     if not dest.exists(MANIFEST_SUMMARY):
         problems.append(f"missing: {MANIFEST_SUMMARY} (the export did not complete)")
+    fs, _ = dest.fs_path
     try:
-        lines = dest.read(MANIFEST_LINES).decode().splitlines()
+        f = fs.open(dest.full(MANIFEST_LINES), "rb")
     except FileNotFoundError:
-        log.error("missing: %s", MANIFEST_LINES)
+        problems.append(f"missing: {MANIFEST_LINES}")
+        report()
         return 1
-    outputs = [o for line in lines if line.strip()
-               for o in ManifestEntry.from_line(line).outputs]
-    with ThreadPoolExecutor(threads) as pool:
-        for p in pool.map(lambda o: _check(dest, o), outputs):
-            if p:
-                problems.append(p)
-    for p in problems:
-        log.error("%s", p)
-    log.info("verified %d objects: %d problems", len(outputs), len(problems))
-    return 1 if problems else 0
+    with f:
+        batch: list[dict[str, Any]] = []
+        size = 0
+        for out in _entries(f, problems):
+            batch.append(out)
+            size += out["size"]
+            if len(batch) >= BATCH_OBJECTS or size >= BATCH_BYTES:
+                problems.extend(_check_batch(dest, batch))
+                count["objects"] += len(batch)
+                batch, size = [], 0
+            report()
+        problems.extend(_check_batch(dest, batch))
+        count["objects"] += len(batch)
+    report()
+    if count["problems"] > SHOWN:
+        log.error("... and %d more problems", count["problems"] - SHOWN)
+    log.info("verified %d objects: %d problems", count["objects"], count["problems"])
+    return 1 if count["problems"] else 0

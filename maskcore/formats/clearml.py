@@ -32,7 +32,7 @@ import numpy as np
 
 from .. import paths
 from ..errors import ConfigError, expected
-from ..model import ClassTable
+from ..model import ClassTable, Item
 from .base import Blob, ItemContext, ItemOutput, check_thickness
 
 NAME = "clearml"
@@ -141,3 +141,17 @@ def dataset_files(classes: ClassTable, opts: ClearmlOptions) -> list[Blob]:
     """mask_labels.json; frames.jsonl is assembled from the per-item frames at finalize."""
     return [Blob(paths.join(NAME, LABELS_FILE),
                  json.dumps(mask_labels(classes), indent=2, ensure_ascii=False).encode())]
+
+
+# ---------------------------------------------------------------------------- plan (clashes)
+def planned_keys(dataset: str, name: str, opts: ClearmlOptions) -> paths.Planned:
+    """The keys `write_item` writes for (dataset, name), known without rendering
+    (jobs/clashes.py): the mask and the per-item frame, both by stem."""
+    stem = Item(dataset, name, 0, 0, ()).stem
+    return paths.Planned((mask_key(dataset, stem), frame_key(dataset, stem)))
+
+
+def reserved_keys(opts: ClearmlOptions) -> paths.Planned:
+    """mask_labels.json, and frames.jsonl assembled at finalize."""
+    sidecars = [b.key for b in dataset_files(ClassTable(()), opts)]
+    return paths.Planned((*sidecars, paths.join(NAME, FRAMES_FILE)))

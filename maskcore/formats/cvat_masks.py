@@ -223,3 +223,26 @@ def zip_bytes(sidecars: list[Blob], entries: Iterable[ManifestEntry],
     buf = io.BytesIO()
     write_zip(buf, sidecars, entries, read)
     return buf.getvalue()
+
+
+# ---------------------------------------------------------------------------- plan (clashes)
+def planned_keys(dataset: str, name: str, opts: CvatOptions) -> paths.Planned:
+    """The keys `write_item` writes for (dataset, name), known without rendering
+    (jobs/clashes.py): the class and object PNGs by item id - the subset (dataset) is not part
+    of them, so two subsets with the same id clash - and, shared by the items of a subset, its
+    list file. ItemError for a subset a list file cannot be named after (as `write_item`)."""
+    problem = subset_problem(dataset)
+    if problem:
+        raise ItemError(f"dataset {dataset!r} as a Segmentation Mask subset: {problem}")
+    rel = item_id(name) + MASK_EXT
+    return paths.Planned(
+        (paths.join(NAME, CLASS_DIR, rel), paths.join(NAME, OBJECT_DIR, rel)),
+        shared=(paths.join(NAME, SEGM_LIST_DIR, dataset + ".txt"),))
+
+
+def reserved_keys(opts: CvatOptions) -> paths.Planned:
+    """labelmap.txt, the zip on request, and ImageSets/ (only subset lists go there)."""
+    files = tuple(b.key for b in dataset_files(ClassTable(()), opts))
+    if opts.zip:
+        files += (paths.join(NAME, ZIP_NAME),)
+    return paths.Planned(files, (paths.join(NAME, SEGM_LIST_DIR.split("/")[0]),))

@@ -35,7 +35,7 @@ import numpy as np
 
 from .. import compose, encode, paths
 from ..errors import ConfigError, expected
-from ..model import RGB, ClassTable, Label
+from ..model import RGB, ClassTable, Item, Label
 from ..palette import machine_colors, rgb
 from ..rasterize import Stamp
 from .base import Blob, ItemContext, ItemOutput, check_thickness
@@ -272,3 +272,33 @@ def dataset_files(classes: ClassTable, opts: SuperviselyOptions) -> list[Blob]:
         blobs.append(Blob(paths.join(NAME, SEMANTIC_COLOR_FILE),
                           json.dumps(sem, indent=2).encode()))
     return blobs
+
+
+# ---------------------------------------------------------------------------- plan (clashes)
+_MASK_FOLDERS = (("masks_machine", "masks_machine"), ("masks_human", "masks_human"),
+                 ("masks_semantic_rgb", "masks_semantic_rgb"))
+
+
+def planned_keys(dataset: str, name: str, opts: SuperviselyOptions) -> paths.Planned:
+    """The keys `write_item` may write for (dataset, name), known without rendering
+    (jobs/clashes.py): the masks by stem, the item's own `masks_instances/<stem>/` folder (its
+    files are named by class, known only after parsing), and the image and annotation copies
+    (declared even for inputs that have none to copy)."""
+    stem = Item(dataset, name, 0, 0, ()).stem
+    base = paths.join(NAME, dataset)
+    png_name = paths.component(stem) + ".png"
+    files = [paths.join(base, folder, png_name) for folder, option in _MASK_FOLDERS
+             if getattr(opts, option)]
+    if opts.images:
+        files.append(paths.join(base, "img", paths.component(name)))
+    if opts.annotations:
+        files.append(paths.join(base, "ann", paths.component(name) + ".json"))
+    folders = (paths.join(base, "masks_instances", paths.component(stem)),) \
+        if opts.masks_instances else ()
+    return paths.Planned(tuple(files), folders)
+
+
+def reserved_keys(opts: SuperviselyOptions) -> paths.Planned:
+    """The project-level sidecars `dataset_files` writes at finalize (their keys do not depend
+    on the classes)."""
+    return paths.Planned(tuple(b.key for b in dataset_files(ClassTable(()), opts)))

@@ -44,8 +44,8 @@ import numpy as np
 from numcodecs.zstd import Zstd
 
 from .. import paths
-from ..errors import ConfigError, expected
-from ..model import ClassTable
+from ..errors import ConfigError, ItemError, expected
+from ..model import ClassTable, Item
 from .base import Blob, ItemContext, ItemOutput, check_thickness
 
 NAME = "zarr"
@@ -280,3 +280,29 @@ def consolidated_entries(path: str, group_doc: bytes | None, *, first: bool) -> 
     entries = [(path, doc)] + [(f"{path}/{k}", v) for k, v in children["metadata"].items()]
     text = b",".join(_dumps({p: m})[1:-1] for p, m in entries)
     return text if first else b"," + text
+
+
+# ---------------------------------------------------------------------------- plan (clashes)
+ARRAY_NAMES = ("class", "instance")  # the arrays of an item group (`write_item`)
+
+
+def planned_keys(dataset: str, name: str, opts: ZarrOptions) -> paths.Planned:
+    """The keys `write_item` writes for (dataset, name), known without rendering
+    (jobs/clashes.py): its two array folders (nothing else may go inside an array), its group
+    node and the intermediate group nodes above it, shared (a group may be both an item's group
+    and the parent of another item's group, see jobs/assemble.py). ItemError for a group named
+    like an array: readers (and finalize) would take it for one."""
+    group = group_path(dataset, Item(dataset, name, 0, 0, ()).stem)
+    if group.rsplit("/", 1)[-1] in ARRAY_NAMES:
+        raise ItemError(expected(f"an image name whose stem is not {' or '.join(ARRAY_NAMES)} "
+                                 "(the zarr group would look like an array)", name))
+    base = paths.join(NAME, group)
+    return paths.Planned(
+        folders=tuple(paths.join(base, a) for a in ARRAY_NAMES),
+        shared=(paths.join(base, META_FILE),
+                *(paths.join(NAME, g, META_FILE) for g in ancestors(group))))
+
+
+def reserved_keys(opts: ZarrOptions) -> paths.Planned:
+    """The root group node, written at finalize."""
+    return paths.Planned(tuple(b.key for b in dataset_files(ClassTable(()), opts)))

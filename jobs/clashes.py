@@ -1,0 +1,357 @@
+"""Output clashes, found at plan time before any work (SPEC 4: no silent overwrite).
+
+Every writer declares, without rendering, the keys an item will use (`planned_keys(dataset,
+name, opts)`) and the sidecars it writes at finalize (`reserved_keys(opts)`), as
+`maskcore.paths.Planned` (files, folders, shared files); the job adds its own (`manifest.*`,
+`_manifest/`, `preview.html`). An item CLASHES when, in any requested format:
+- one of its files or folders is also a file or folder of another item or a sidecar (same key:
+  `a.png` + `a.jpg` share the stem `a`; two CVAT subsets holding `x.jpg`), or a shared file
+  (a list file, a zarr group node);
+- one of its keys lies inside another item's file or folder, or inside a sidecar file (an image
+  `x` beside a folder `x/`; a dataset named `meta.json`), or another item's key or a sidecar
+  lies inside one of its files or folders (a zarr group inside another item's array).
+Shared files may be declared any number of times (a group node is made once, or is an item's
+own group node).
+
+The rule (one, documented in the README): every item of a clash fails, with a reason naming
+the key and the other items (up to three, then a count); sidecars are not items and stay.
+A renaming was considered and refused: whether `a.jpg` would be renamed depends on whether
+`a.bmp` exists, so adding one image would move another image's outputs between nightly runs,
+and a renamed mask no longer matches its image by stem in the tools that read these formats.
+Items whose dataset, name or any planned key breaks the name rules (`paths.key_problem`:
+control characters, components over 255 bytes, '..', absolute, ...) fail with that reason too,
+and take no part in the detection. Items that already carry a problem from listing are skipped.
+
+Bounded memory at any scale: keys go to an SQLite database in a temporary folder (bounded page
+cache), '/' stored as '\\x01' so a folder's contents sort right after it; ONE ordered scan with
+a stack of the declared ancestors of the current key finds every clash. The report streams the
+problems back in input order (`annotate`) or answers one item (`problem`).
+
+    with detect_clashes(refs, formats=spec.formats, options=options) as report:
+        refs = list(report.annotate(refs))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import sqlite3
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from itertools import groupby
+from operator import itemgetter
+from types import TracebackType
+from typing import Any
+
+from maskcore.errors import ItemError, expected
+from maskcore.formats import FORMATS
+from maskcore.paths import MAX_COMPONENT_BYTES, Planned, key_problem
+
+from .listing import ItemRef
+from .manifest_store import MANIFEST_DIR, MANIFEST_LINES, MANIFEST_SUMMARY
+from .preview import PREVIEW_FILE
+
+SEP = "\x01"  # stands for '/' in stored keys (control characters never pass the name rules)
+FILE, FOLDER, SHARED = 0, 1, 2
+SIDECARS = 0  # owner of the sidecars; items are 1, 2, ... in input order
+NAMED = 3  # other items named in a reason
+BATCH = 50_000
+JOB_RESERVED = Planned(files=(MANIFEST_LINES, MANIFEST_SUMMARY, PREVIEW_FILE),
+                       folders=(MANIFEST_DIR,))
+# relations between an item's key and the other side, for the reasons
+SAME, SAME_SIDECAR, IN_FILE, IN_FOLDER, HOLDS = range(5)
+
+
+def _display(dataset: str, name: str) -> str:
+    shown = f"{dataset}/{name}"
+    return shown if len(shown) <= 120 else shown[:117] + "..."
+
+
+class ClashReport:
+    """The items that fail at plan time, with their reasons (read from the database)."""
+
+    def __init__(self, db: sqlite3.Connection, folder: str, *, items: int, problems: int
+                 ) -> None:
+        self._db, self._folder = db, folder
+        self.items, self.problems = items, problems
+
+    def problem(self, dataset: str, name: str) -> str | None:
+        row = self._db.execute("SELECT reason FROM result WHERE dataset = ? AND name = ? "
+                               "ORDER BY id LIMIT 1", (dataset, name)).fetchone()
+        return row[0] if row else None
+
+    def failures(self) -> Iterator[tuple[int, str, str, str]]:
+        """(position in the refs from 0, dataset, name, reason), in input order."""
+        for i, ds, name, reason in self._db.execute(
+                "SELECT id, dataset, name, reason FROM result ORDER BY id"):
+            yield i - 1, ds, name, reason
+
+    def annotate(self, refs: Iterable[ItemRef]) -> Iterator[ItemRef]:
+        """`refs` (the same sequence, in the same order, as given to `detect_clashes`), each
+        failing one with its `problem` set and no `previous` line (never carried forward)."""
+        pending = self.failures()
+        nxt = next(pending, None)
+        for pos, ref in enumerate(refs):
+            if nxt is not None and nxt[0] == pos:
+                if (ref.dataset, ref.name) != nxt[1:3]:
+                    raise ValueError("Expected the refs given to detect_clashes, in the same "
+                                     f"order. Got {ref.dataset}/{ref.name} at position {pos}.")
+                yield dataclasses.replace(ref, problem=nxt[3], previous=None)
+                nxt = next(pending, None)
+            else:
+                yield ref
+
+    def close(self) -> None:
+        self._db.close()
+        shutil.rmtree(self._folder, ignore_errors=True)
+
+    def __enter__(self) -> ClashReport:
+        return self
+
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None
+                 ) -> None:
+        self.close()
+
+
+def _open_db(folder: str, cache_mib: int) -> sqlite3.Connection:
+    db = sqlite3.connect(os.path.join(folder, "clashes.sqlite"), isolation_level=None)
+    for pragma in ("journal_mode = OFF", "synchronous = OFF", "temp_store = FILE",
+                   "locking_mode = EXCLUSIVE", f"cache_size = -{cache_mib * 1024}"):
+        db.execute(f"PRAGMA {pragma}")
+    db.executescript("""
+        CREATE TABLE items (id INTEGER PRIMARY KEY, dataset TEXT, name TEXT);
+        CREATE TABLE keys (path TEXT, kind INTEGER, owner INTEGER);
+        CREATE TABLE bad (id INTEGER PRIMARY KEY, reason TEXT);
+        CREATE TABLE clash (item INTEGER, other INTEGER, key TEXT, other_key TEXT,
+                            relation INTEGER, more INTEGER);
+        CREATE TABLE result (id INTEGER PRIMARY KEY, dataset TEXT, name TEXT, reason TEXT);
+    """)
+    return db
+
+
+def _plan_item(ref: ItemRef, formats: Sequence[str], options: Mapping[str, Any]
+               ) -> list[Planned] | str:
+    """The item's declarations in every format, or the reason it cannot be planned."""
+    for what, value in (("dataset", ref.dataset), ("image name", ref.name)):
+        problem = key_problem(value)
+        if problem:
+            return f"{what}: {problem}"
+    planned = []
+    for f in formats:
+        try:
+            p = FORMATS[f].planned_keys(ref.dataset, ref.name, options[f])
+        except ItemError as e:
+            return f"{f}: {e}"
+        except Exception as e:  # a name no writer can place: this item only
+            return f"{f}: " + expected("a name the writer can place", f"{type(e).__name__}: "
+                                       f"{str(e)[:200]}")
+        for key in (*p.files, *p.folders, *p.shared):
+            # built by paths.join from a valid dataset and name: only the length can be wrong
+            if len(key) > MAX_COMPONENT_BYTES or not key.isascii():
+                problem = key_problem(key)
+                if problem:
+                    return f"output key {key[:200]!r}: {problem}"
+        planned.append(p)
+    return planned
+
+
+def detect_clashes(refs: Iterable[ItemRef], *, formats: Sequence[str],
+                   options: Mapping[str, Any], workdir: str | None = None,
+                   cache_mib: int = 64) -> ClashReport:
+    """Find the items that must fail at plan time (see the module docstring); one pass over
+    `refs`, memory bounded by `cache_mib` whatever their number (the rest is on disk under
+    `workdir`, default the system's temporary folder; removed by `ClashReport.close`)."""
+    folder = tempfile.mkdtemp(prefix="maskjob-clashes-", dir=workdir)
+    try:
+        db = _open_db(folder, cache_mib)
+        items = _insert(db, refs, formats=formats, options=options)
+        _scan(db)
+        problems = _reasons(db)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return ClashReport(db, folder, items=items, problems=problems)
+
+
+def _insert(db: sqlite3.Connection, refs: Iterable[ItemRef], *, formats: Sequence[str],
+            options: Mapping[str, Any]) -> int:
+    keys: list[tuple[str, int, int]] = []
+    reserved = [JOB_RESERVED] + [FORMATS[f].reserved_keys(options[f]) for f in formats]
+    for p in reserved:
+        keys += [(k.replace("/", SEP), FILE, SIDECARS) for k in p.files]
+        keys += [(k.replace("/", SEP), FOLDER, SIDECARS) for k in p.folders]
+        keys += [(k.replace("/", SEP), SHARED, SIDECARS) for k in p.shared]
+    names: list[tuple[int, str, str]] = []
+    bad: list[tuple[int, str]] = []
+    shared_seen: set[str] = set()  # shared keys of the last items (refs come sorted)
+    db.execute("BEGIN")
+    n = 0
+    for n, ref in enumerate(refs, start=1):
+        names.append((n, ref.dataset, ref.name))
+        if ref.problem is None:
+            planned = _plan_item(ref, formats, options)
+            if isinstance(planned, str):
+                bad.append((n, planned))
+            else:
+                for p in planned:
+                    keys += [(k.replace("/", SEP), FILE, n) for k in p.files]
+                    keys += [(k.replace("/", SEP), FOLDER, n) for k in p.folders]
+                    for k in p.shared:
+                        if k not in shared_seen:
+                            if len(shared_seen) > 10_000:
+                                shared_seen.clear()
+                            shared_seen.add(k)
+                            keys.append((k.replace("/", SEP), SHARED, SIDECARS))
+        if len(keys) >= BATCH or len(names) >= BATCH:
+            _flush(db, names, keys, bad)
+    _flush(db, names, keys, bad)
+    db.execute("COMMIT")
+    return n
+
+
+def _flush(db: sqlite3.Connection, names: list[tuple[int, str, str]],
+           keys: list[tuple[str, int, int]], bad: list[tuple[int, str]]) -> None:
+    db.executemany("INSERT INTO items VALUES (?, ?, ?)", names)
+    db.executemany("INSERT INTO keys VALUES (?, ?, ?)", keys)
+    db.executemany("INSERT INTO bad VALUES (?, ?)", bad)
+    names.clear(), keys.clear(), bad.clear()
+
+
+def _scan(db: sqlite3.Connection) -> None:
+    """One ordered pass over every key: same keys, and keys inside another's file or folder.
+
+    A node is [path, path + SEP, file owners, folder owners, shared, hits, n_hits]; the stack
+    holds the declared keys that are folders of the current one (nearest last); `hits` are
+    (owner, key) of others' keys found inside a node, reported when it leaves the stack."""
+    out: list[tuple[int, int, str, str, int, int]] = []
+    stack: list[list[Any]] = []
+
+    def record(item: int, other: int, *, key: str, other_key: str, relation: int, more: int
+               ) -> None:
+        if item != SIDECARS:
+            out.append((item, other, key.replace(SEP, "/"), other_key.replace(SEP, "/"),
+                        relation, more))
+            if len(out) >= BATCH:
+                db.executemany("INSERT INTO clash VALUES (?, ?, ?, ?, ?, ?)", out)
+                out.clear()
+
+    def close(node: list[Any]) -> None:  # report the owners of a key that others write inside
+        if node[6]:
+            for owner in node[2] + node[3]:
+                for other, key in node[5]:
+                    if other != owner:
+                        record(owner, other, key=node[0], other_key=key, relation=HOLDS,
+                               more=node[6])
+
+    def check(node: list[Any]) -> None:  # against its declared folders, and same-key owners
+        path, files, folders, shared = node[0], node[2], node[3], node[4]
+        exclusive = files + [o for o in folders if o not in files]
+        mine = [*exclusive, SIDECARS] if shared and SIDECARS not in exclusive else exclusive
+        for anc in stack:
+            for owner in mine:
+                if anc[4] and owner != SIDECARS:
+                    record(owner, SIDECARS, key=path, other_key=anc[0], relation=IN_FILE,
+                           more=1)
+                others = [o for o in anc[2] if o != owner]
+                others += [o for o in anc[3] if o != owner and o not in anc[2]]
+                for o in others[:NAMED]:
+                    record(owner, o, key=path, other_key=anc[0],
+                           relation=IN_FILE if o in anc[2] else IN_FOLDER, more=len(others))
+                if others or (anc[4] and owner != SIDECARS):
+                    anc[6] += 1
+                    if len(anc[5]) <= NAMED:
+                        anc[5].append((owner, path))
+        if len(exclusive) > 1:
+            for owner in exclusive:
+                others = [o for o in exclusive if o != owner]
+                for o in others[:NAMED]:
+                    record(owner, o, key=path, other_key=path, relation=SAME,
+                           more=len(others))
+        if shared:
+            for owner in exclusive:
+                record(owner, SIDECARS, key=path, other_key=path, relation=SAME_SIDECAR,
+                       more=1)
+
+    node: list[Any] | None = None
+    for path, kind, owner in db.execute("SELECT path, kind, owner FROM keys ORDER BY path"):
+        if node is None or path != node[0]:
+            if node is not None:
+                if stack or len(node[2]) + len(node[3]) > 1 or (node[4] and (node[2] or node[3])):
+                    check(node)
+                stack.append(node)
+            while stack and not path.startswith(stack[-1][1]):
+                close(stack.pop())
+            node = [path, path + SEP, [], [], False, [], 0]
+        if kind == SHARED:
+            node[4] = True
+        elif owner not in node[2 + kind]:
+            node[2 + kind].append(owner)
+    if node is not None:
+        if stack or len(node[2]) + len(node[3]) > 1 or (node[4] and (node[2] or node[3])):
+            check(node)
+        stack.append(node)
+    while stack:
+        close(stack.pop())
+    db.executemany("INSERT INTO clash VALUES (?, ?, ?, ?, ?, ?)", out)
+
+
+_TEXT = {
+    SAME: "{key}, also an output of {others}",
+    IN_FILE: "{key}, inside {other_key}: a file of {others}",
+    IN_FOLDER: "{key}, inside {other_key}/: a folder of {others}",
+    HOLDS: "{key}, which {others} need as a folder ({other_key})",
+}
+_SIDECAR_TEXT = {
+    SAME_SIDECAR: "{key}, also a file maskjob writes at finalize",
+    IN_FILE: "{key}, inside {other_key}: a file maskjob writes at finalize",
+    HOLDS: "{key}, which the file {other_key} maskjob writes at finalize needs as a folder",
+}
+
+
+def _reason(rows: list[tuple[Any, ...]]) -> str:
+    """One line from an item's clash rows (the first key it clashes on, up to NAMED others)."""
+    _, other, key, other_key, relation = rows[0][:5]
+    if other == SIDECARS:
+        detail = _SIDECAR_TEXT.get(relation, _SIDECAR_TEXT[IN_FILE]).format(
+            key=key, other_key=other_key)
+    else:
+        same = [r for r in rows if r[2] == key and r[4] == relation and r[1] != SIDECARS]
+        shown = list(dict.fromkeys(_display(r[6], r[7]) for r in same))[:NAMED]
+        total = max(max(r[5] for r in same), len(shown))
+        others = ", ".join(shown)
+        if relation == HOLDS:  # counted in keys: one item may have several inside
+            others += f" ({total} keys inside in all)" if total > len(shown) else ""
+        elif total > len(shown):
+            others += f" and {total - len(shown)} more items"
+        detail = _TEXT[relation].format(key=key, other_key=other_key, others=others)
+    n_keys = len({r[2] for r in rows})
+    if n_keys > 1:
+        detail += f" (and {n_keys - 1} more of its keys)"
+    return ("Expected outputs that no other item or sidecar uses (no silent overwrite: every "
+            f"item of a clash fails). Got {detail} instead.")
+
+
+def _reasons(db: sqlite3.Connection) -> int:
+    """Fill `result` (id, dataset, name, reason) with every item that fails; its size."""
+    db.execute("BEGIN")
+    db.execute("INSERT INTO result SELECT b.id, i.dataset, i.name, b.reason FROM bad b "
+               "JOIN items i ON i.id = b.id")
+    rows = db.execute(
+        "SELECT c.item, c.other, c.key, c.other_key, c.relation, c.more, i.dataset, i.name "
+        "FROM clash c LEFT JOIN items i ON i.id = c.other ORDER BY c.item, c.rowid")
+    batch: list[tuple[int, str]] = []
+    for item, group in groupby(rows, key=itemgetter(0)):
+        batch.append((item, _reason(list(group))))
+        if len(batch) >= BATCH:
+            _insert_reasons(db, batch)
+    _insert_reasons(db, batch)
+    db.execute("CREATE INDEX result_name ON result (dataset, name)")
+    db.execute("COMMIT")
+    return int(db.execute("SELECT count(*) FROM result").fetchone()[0])
+
+
+def _insert_reasons(db: sqlite3.Connection, batch: list[tuple[int, str]]) -> None:
+    db.executemany("INSERT OR IGNORE INTO result SELECT id, dataset, name, ? FROM items "
+                   "WHERE id = ?", [(reason, item) for item, reason in batch])
+    batch.clear()
