@@ -35,7 +35,8 @@ from maskcore.manifest import ManifestEntry, Summary, summarize
 
 from .assemble import assemble
 from .listing import ItemRef
-from .storage import Root, redact
+from .secrets import redact
+from .storage import Root
 from .tasks import MANIFEST_DIR, PartitionJob, part_key, process_partition
 
 log = logging.getLogger("maskjob")
@@ -254,12 +255,12 @@ def export(
     meta = {
         "software": {"name": "maskjob", "version": __version__,
                      "python": sys.version.split()[0]},
-        "input": {"url": source.url, "storage_options": redact(source.storage_options)},
-        "output": {"url": dest.url},
+        "input": redact({"url": source.url, "storage_options": source.storage_options}),
+        "output": {"url": redact(dest.url)},
         "formats": list(spec.formats),
         "classes": [{"index": i, "name": c.name, "color": list(c.color)}
                     for i, c in enumerate(classes.classes, start=1)],
-        "config": spec.raw,
+        "config": redact(spec.raw),
         "config_hash": spec.config_hash,
         "started": datetime.fromtimestamp(started, UTC).isoformat(),
         "ended": datetime.fromtimestamp(ended, UTC).isoformat(),

@@ -28,23 +28,6 @@ from fsspec.implementations.zip import ZipFileSystem
 
 from maskcore.paths import check_relative
 
-SECRET_HINTS = ("secret", "token", "password", "key")
-
-
-def redact(options: Mapping[str, Any]) -> dict[str, Any]:
-    """Storage options safe to print or record: secrets replaced by '***', at any depth
-    (`client_kwargs.aws_secret_access_key`, `config_kwargs...` nest)."""
-    def clean(k: str, v: Any) -> Any:
-        if any(h in str(k).lower() for h in SECRET_HINTS) and k != "endpoint_url":
-            return "***"
-        if isinstance(v, Mapping):
-            return {kk: clean(kk, vv) for kk, vv in v.items()}
-        if isinstance(v, list | tuple):
-            return [clean(k, x) for x in v]
-        return v
-
-    return {k: clean(k, v) for k, v in options.items()}
-
 
 def parse_storage_options(pairs: list[str] | tuple[str, ...]) -> dict[str, Any]:
     """--storage-option KEY=VALUE pairs; dotted keys nest (client_kwargs.region_name=...)."""
