@@ -136,3 +136,15 @@ def install_log_filter(*logger_names: str) -> None:
         for handler in logging.getLogger(name or None).handlers:
             if not any(isinstance(f, RedactFilter) for f in handler.filters):
                 handler.addFilter(RedactFilter())
+
+
+def worker_plugin() -> Any:
+    """A Dask WorkerPlugin installing RedactFilter on each worker's log handlers (a worker
+    logs a failed task with its arguments: roots and their storage options)."""
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    class RedactWorkerLogs(WorkerPlugin):
+        def setup(self, worker: Any) -> None:
+            install_log_filter("", "distributed")
+
+    return RedactWorkerLogs()
