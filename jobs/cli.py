@@ -56,9 +56,6 @@ def _setup_logging() -> None:
     """One stderr handler on the root logger (the CLI owns the process), redacting, with
     each line stamped by its logger's name; maskjob at INFO (DEBUG with -v), others WARNING."""
     root = logging.getLogger()
-    old = _state["handler"]
-    if old is not None:
-        root.removeHandler(old)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     handler.addFilter(RedactFilter())
@@ -296,6 +293,8 @@ def run(argv: Sequence[str]) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+        logging.getLogger().removeHandler(_state["handler"])
+        _state["handler"] = None
     return EXIT_OK
 
 
