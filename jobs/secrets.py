@@ -7,7 +7,8 @@ CLI and the API, and hence the preview (it reads the redacted manifest).
 
 What is a secret:
 - URL userinfo: `s3://user:pass@bucket`, `http://u:p@host` -> `s3://***@bucket`; anywhere in a
-  string, so an endpoint_url with userinfo or an exception quoting a URL is covered.
+  string, so an endpoint_url with userinfo or an exception quoting a URL is covered; also
+  without the scheme (`"user:pass@bucket"`, as botocore quotes an invalid bucket name).
 - query-string and `name=value` credentials whose name names a credential (below):
   `X-Amz-Signature=...`, `X-Amz-Credential=...`, `token=...`, `sig=...`, `AccountKey=...` in a
   connection string -> `name=***`.
@@ -68,6 +69,8 @@ def is_credential_name(name: object, *, bare_key: bool = True) -> bool:
 
 
 _USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)([^/\s@'\"<>]+)@")
+# userinfo without a scheme, as a client quotes a bucket or host name: "user:pass@bucket"
+_BARE_USERINFO = re.compile(r"""(^|[\s'"(\[=,])([^\s/@'"():,\[\]]+:[^\s/@'"]+)@(?=[\w\[])""")
 _QUOTED_PAIR = re.compile(
     r"""(?P<q>['"])(?P<name>[^'"\s]{1,80})(?P=q)(?P<sep>\s*:\s*)"""
     r"""(?P<val>'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|[^\s,{}\[\]'"]+)""")
@@ -82,6 +85,7 @@ def redact_text(text: object) -> str:
     `name=value` pairs, headers, quoted credential pairs of a printed mapping)."""
     s = str(text)
     s = _USERINFO.sub(lambda m: f"{m[1]}{MASK}@", s)
+    s = _BARE_USERINFO.sub(lambda m: f"{m[1]}{MASK}@", s)
 
     def pair(m: re.Match[str], bare_key: bool = False) -> str:
         if not is_credential_name(m["name"], bare_key=bare_key) or \
