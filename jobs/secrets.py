@@ -13,13 +13,13 @@ What is a secret:
   `X-Amz-Signature=...`, `X-Amz-Credential=...`, `token=...`, `sig=...`, `AccountKey=...` in a
   connection string -> `name=***`.
 - headers and quoted mappings in text: `Authorization: Bearer x`, `Cookie: a=b`,
-  `'aws_secret_access_key': 'x'` -> value `***`.
+  `'aws_secret_access_key': 'x'`, `passwd: 'x'` (YAML style, quoted value) -> value `***`.
 - in mappings (storage options, config), the value of any key naming a credential, at any
   depth, whatever its type.
 
 A name names a credential when one of its words (split at `_ - .` and camelCase) is one of
 CREDENTIAL_WORDS (secret, token, password, passwd, auth, credential, signature, session, cookie,
-...), or it ends with the word `key` after another word (`access_key`, `api_key`, `AccountKey`,
+...), or has the word `key` after another word (`access_key`, `aws_access_key_id`, `AccountKey`,
 `X-Api-Key`), or it names a connection string (`connection_string`, `ConnectionString`, `dsn`).
 
 Decision on a bare `key`: in a mapping, and as a quoted pair of a printed mapping (`'key': 'x'`),
@@ -63,8 +63,10 @@ def is_credential_name(name: object, *, bare_key: bool = True) -> bool:
         return True
     if "connection" in words or "conn" in words:
         return True
-    if words[-1] in ("key", "keys"):
-        return len(words) > 1 or bare_key
+    if any(w in ("key", "keys") for w in words[1:]):  # access_key, aws_access_key_id, X-Api-Key
+        return True
+    if words == ["key"]:
+        return bare_key
     return False
 
 
@@ -74,6 +76,8 @@ _BARE_USERINFO = re.compile(r"""(^|[\s'"(\[=,])([^\s/@'"():,\[\]]+:[^\s/@'"]+)@(
 _QUOTED_PAIR = re.compile(
     r"""(?P<q>['"])(?P<name>[^'"\s]{1,80})(?P=q)(?P<sep>\s*:\s*)"""
     r"""(?P<val>'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|[^\s,{}\[\]'"]+)""")
+_COLON_QUOTED = re.compile(r"""(?P<name>[A-Za-z_][\w.\-]{0,80})(?P<sep>\s*:\s*)"""
+                          r"""(?P<val>'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")""")
 _ASSIGN = re.compile(r"(?P<name>[A-Za-z_][\w.\-]{0,80})(?P<sep>\s*=\s*)(?P<val>[^\s&;,'\"<>)}\]]+)")
 _HEADER = re.compile(r"(?im)(?P<name>\b(?:proxy-)?authorization|\bset-cookie|\bcookie"
                      r"|\bx-[\w-]*(?:key|token|signature|credential|auth)[\w-]*)"
@@ -96,6 +100,7 @@ def redact_text(text: object) -> str:
         return m[0][: m.start("val") - m.start()] + f"{quote}{MASK}{quote}"
 
     s = _QUOTED_PAIR.sub(lambda m: pair(m, bare_key=True), s)
+    s = _COLON_QUOTED.sub(pair, s)
     s = _ASSIGN.sub(pair, s)
     return _HEADER.sub(lambda m: f"{m['name']}{m['sep']}{MASK}", s)
 
