@@ -28,6 +28,8 @@ from fsspec.implementations.zip import ZipFileSystem
 
 from maskcore.paths import check_relative
 
+from .secrets import redact_text
+
 
 def parse_storage_options(pairs: list[str] | tuple[str, ...]) -> dict[str, Any]:
     """--storage-option KEY=VALUE pairs; dotted keys nest (client_kwargs.region_name=...)."""
@@ -72,10 +74,11 @@ class Root:
         return posixpath.join(self.path, check_relative(key, "key"))
 
     def uri(self, key: str) -> str:
-        """The final URL of an object (for manifests and ClearML frames)."""
+        """The final URL of an object, to be written into outputs (manifests, ClearML frames,
+        zarr attrs): credentials in it (URL userinfo, signed query strings) are redacted."""
         fs, path = self.fs_path
         full = posixpath.join(path, key)
-        return fs.unstrip_protocol(full)
+        return redact_text(fs.unstrip_protocol(full))
 
     def read(self, key: str) -> bytes:
         fs = self.fs
