@@ -25,6 +25,7 @@ Contract:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -197,11 +198,20 @@ def probe_output(dest: Root) -> None:
     """Write and delete one small object under OUTPUT: credentials, endpoint, bucket and
     permissions are proven before the cluster starts."""
     key = f"{MANIFEST_DIR}/.probe-{uuid.uuid4().hex[:12]}"
+    created: list[str] = []
+    if dest.is_local:  # folders the probe creates are removed again: a dry run leaves nothing
+        d = os.path.dirname(dest.full(key))
+        while d and not os.path.exists(d):
+            created.append(d)
+            d = os.path.dirname(d)
     try:
         dest.write(key, b"maskjob write probe\n")
         dest.delete([key])
     except Exception as e:
         raise PreflightError(f"cannot write under OUTPUT {dest.url}: {describe(e)}") from e
+    for d in created:
+        with contextlib.suppress(OSError):
+            os.rmdir(d)
 
 
 def prepare(input: str, output: str | None = None, *, formats: Sequence[str] | None = None,
