@@ -2,9 +2,9 @@
 item knowably without rendering, reported without a cluster and without writing an output.
 
 Checks: the config; the input (listed with the same code as export: credentials, endpoint,
-bucket, archive, images_url); every item's problems known from listing (`ItemRef.problem`: a
-missing image, an annotation without an image); every annotation read and parsed with the
-job's limits. With OUTPUT: the OUTPUT checks of export (not a file, not inside INPUT, no foreign
+bucket, archive, images_url); every item's problems known from listing (`ItemRef.problem`: an
+image without an annotation, ...); an item without an image when a requested output needs
+pixels; every annotation read and parsed with the job's limits. With OUTPUT: the OUTPUT checks of export (not a file, not inside INPUT, no foreign
 files without --overwrite) and a write probe (written and deleted under `_manifest/`).
 
 Exit codes, as export: 0 every item would be exported; 1 some items would fail (each named
@@ -31,10 +31,15 @@ def item_problems(source: Root, listing: Listing, spec: Any) -> int:
     """Log every item that would fail; return their number."""
     bad = 0
     reader = INPUT_FORMATS[listing.reader]
+    needs_image = any(getattr(spec.options[f], "needs_image", lambda: False)()
+                      for f in spec.formats)
     for ref in listing.refs:
         try:
             if ref.problem or (ref.ann_key is None and ref.ann_inline is None):
                 raise ItemError(ref.problem or "no annotation file")
+            if needs_image and ref.image_key is None:
+                raise ItemError("Expected an image for this item (the requested outputs need "
+                                "its pixels). Got none instead.")
             ann = read_annotation(source, ref)
             reader.parse_item(ann, listing.classes, dataset=ref.dataset, name=ref.name,
                               image_key=ref.image_key, ann_key=ref.ann_key, limits=spec.limits)
