@@ -4,8 +4,9 @@ item knowably without rendering, reported without a cluster and without writing 
 Checks: the config; the input (listed with the same code as export: credentials, endpoint,
 bucket, archive, images_url); every item's problems known from listing (`ItemRef.problem`: an
 image without an annotation, ...); an item without an image when a requested output needs
-pixels; every annotation read and parsed with the job's limits. With OUTPUT: the OUTPUT checks of export (not a file, not inside INPUT, no foreign
-files without --overwrite) and a write probe (written and deleted under `_manifest/`).
+pixels; every annotation read and parsed with the job's limits. With OUTPUT: the OUTPUT
+checks of export (not a file, not inside INPUT, no foreign files without --overwrite) and a
+write probe (written and deleted under `_manifest/`, leaving no folder behind).
 
 Exit codes, as export: 0 every item would be exported; 1 some items would fail (each named
 with its reason); 2 a problem found before any work (PreflightError).
