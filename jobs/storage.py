@@ -28,7 +28,7 @@ from fsspec.implementations.zip import ZipFileSystem
 
 from maskcore.paths import check_relative
 
-from .secrets import redact_text
+from .secrets import redact, redact_text  # noqa: F401  (redact: re-exported, old callers)
 
 
 def parse_storage_options(pairs: list[str] | tuple[str, ...]) -> dict[str, Any]:
