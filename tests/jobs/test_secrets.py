@@ -11,6 +11,7 @@ mid-job with an exception quoting the URL. Unit tests pin the redaction rules.
 
 from __future__ import annotations
 
+import base64
 import functools
 import http.server
 import json
@@ -173,6 +174,12 @@ def maskjob(*args: str, env: dict[str, str] | None = None, timeout: float = 240
                           capture_output=True, text=True, timeout=timeout)
 
 
+def basic_auth(userinfo: str) -> str:
+    """The Authorization header value a client derives from URL userinfo (base64): a leaked
+    header would not show the plain secret."""
+    return base64.b64encode(userinfo.encode()).decode()
+
+
 def assert_nowhere(secrets: list[str], proc: subprocess.CompletedProcess[str],
                    out: Path | None = None) -> None:
     """No secret in stdout, stderr, or any object under `out` (names and bytes)."""
@@ -190,7 +197,8 @@ def assert_nowhere(secrets: list[str], proc: subprocess.CompletedProcess[str],
 @pytest.mark.cluster
 def test_coco_over_http_with_userinfo_headers_and_a_config_url(http_root, tmp_path):
     secrets = ["SECRET-IN-USERINFO", "SECRET-HEADER-APIKEY", "SECRET-COOKIE",
-               "SECRET-CONFIG-USERINFO"]
+               "SECRET-CONFIG-USERINFO", basic_auth("inuser:SECRET-IN-USERINFO"),
+               basic_auth("cfguser:SECRET-CONFIG-USERINFO")]
     cfg = tmp_path / "job.yaml"
     cfg.write_text(f"images_url: http://cfguser:SECRET-CONFIG-USERINFO@{http_root}/ok/images\n")
     out = tmp_path / "out"
@@ -268,13 +276,14 @@ def test_runs_refused_up_front_print_no_secret(project, s3_bucket, moto_server, 
 def test_remote_reads_failing_mid_job_quote_no_secret(http_root, tmp_path):
     """Every image read fails with an HTTP 500 whose exception quotes the URL: the job cannot
     finish (exit 3); driver and worker logs, stdout and OUTPUT hold no secret."""
-    secrets = ["SECRET-BROKEN-USERINFO", "SECRET-BROKEN-HEADER"]
+    secrets = ["SECRET-BROKEN-USERINFO", "SECRET-BROKEN-HEADER",
+               basic_auth("u:SECRET-BROKEN-USERINFO")]
     out = tmp_path / "out"
     proc = maskjob("export", f"http://u:SECRET-BROKEN-USERINFO@{http_root}/broken/", str(out),
                    "--workers", "1", "--format", "supervisely", "--set",
                    "supervisely.masks_human=true", "--storage-option",
                    "client_kwargs.headers.X-Auth-Token=SECRET-BROKEN-HEADER")
-    assert proc.returncode in (1, 3), proc.stderr
+    assert proc.returncode in (1, 3), proc.stderr  # 3 today: a read error fails the partition
     lines = out / "manifest.jsonl"
     assert "500" in proc.stderr + (lines.read_text() if lines.exists() else ""), proc.stderr
     assert_nowhere(secrets, proc, out)
