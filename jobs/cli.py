@@ -13,7 +13,7 @@ Exit codes (a contract for schedulers):
 One line per error on stderr, a traceback only with -v. Every log line, message and exception
 text is redacted (jobs.secrets). A tqdm progress bar on a terminal, plain log lines otherwise;
 the Dask dashboard address is logged at start. `run(argv) -> int` is the in-process entry for
-tests; `main()` the console script.
+tests; `main` is the click group, and calling it as the console script runs through `run`.
 """
 
 from __future__ import annotations
@@ -177,14 +177,27 @@ EPILOG = (f"Output formats: {', '.join(FORMATS)}. Input formats (detected, or "
           "work, 3 the job could not finish (rerun resumes), 130 interrupted.")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EPILOG)
+class MaskjobGroup(click.Group):
+    """The `maskjob` group: called as a console script (standalone), it runs through `run`,
+    which maps every error to its exit code and one redacted line."""
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True,
+             **extra: Any) -> Any:
+        if standalone_mode:
+            sys.exit(run(sys.argv[1:] if args is None else list(args)))
+        return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+
+
+@click.group(cls=MaskjobGroup, context_settings={"help_option_names": ["-h", "--help"]},
+             epilog=EPILOG)
 @click.version_option(__version__, "--version", prog_name="maskjob")
 @verbose_option
-def cli() -> None:
+def main() -> None:
     """maskjob: annotated image datasets -> segmentation masks, on Dask."""
 
 
-@cli.command("export", epilog=EPILOG)
+@main.command("export", epilog=EPILOG)
 @click.argument("input_url", metavar="INPUT")
 @click.argument("output_url", metavar="OUTPUT")
 @config_options
@@ -209,7 +222,7 @@ def export_cmd(input_url: str, output_url: str, **kwargs: Any) -> None:
     sys.exit(do_export(input_url, output_url, **kwargs))
 
 
-@cli.command("validate", epilog=EPILOG)
+@main.command("validate", epilog=EPILOG)
 @click.argument("input_url", metavar="INPUT")
 @click.argument("output_url", metavar="[OUTPUT]", required=False)
 @config_options
@@ -228,7 +241,7 @@ def validate_cmd(input_url: str, output_url: str | None, formats: tuple[str, ...
                      input_format=input_format, storage_options=_storage(storage_options)))
 
 
-@cli.command("verify")
+@main.command("verify")
 @click.argument("output_url", metavar="OUTPUT")
 @storage_option
 @verbose_option
@@ -240,7 +253,7 @@ def verify_cmd(output_url: str, storage_options: tuple[str, ...]) -> None:
     sys.exit(verify(Root(output_url, _storage(storage_options))))
 
 
-@cli.command("demo")
+@main.command("demo")
 @click.argument("output_url", metavar="[OUTPUT]", default="demo-out")
 @click.option("--workers", type=click.IntRange(min=0), default=None)
 @verbose_option
@@ -275,7 +288,7 @@ def run(argv: Sequence[str]) -> int:
     with contextlib.suppress(ValueError):  # not the main thread: leave SIGTERM alone
         previous = signal.signal(signal.SIGTERM, _sigterm)
     try:
-        cli.main(args=list(argv), prog_name="maskjob", standalone_mode=False)
+        main.main(args=list(argv), prog_name="maskjob", standalone_mode=False)
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except click.exceptions.Abort:
@@ -296,11 +309,6 @@ def run(argv: Sequence[str]) -> int:
         logging.getLogger().removeHandler(_state["handler"])
         _state["handler"] = None
     return EXIT_OK
-
-
-def main() -> None:
-    """Console script entry (`maskjob`)."""
-    sys.exit(run(sys.argv[1:]))
 
 
 if __name__ == "__main__":
