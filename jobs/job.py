@@ -27,7 +27,8 @@ from .listing import ItemRef
 from .manifest_store import MANIFEST_LINES, iter_entries
 from .plan import chunk, load_baseline, plan_fingerprint, prepare_plan, removed_outputs
 from .run import run_partitions
-from .storage import Root, redact
+from .secrets import redact
+from .storage import Root
 from .tasks import PartitionJob
 
 log = logging.getLogger(__name__)
@@ -95,12 +96,12 @@ def export(
     meta = {
         "software": {"name": "maskjob", "version": __version__,
                      "python": sys.version.split()[0]},
-        "input": {"url": source.url, "storage_options": redact(source.storage_options)},
-        "output": {"url": dest.url},
+        "input": redact({"url": source.url, "storage_options": source.storage_options}),
+        "output": {"url": redact(dest.url)},
         "formats": list(spec.formats),
         "classes": [{"index": i, "name": c.name, "color": list(c.color)}
                     for i, c in enumerate(classes.classes, start=1)],
-        "config": spec.raw,
+        "config": redact(spec.raw),
         "config_hash": spec.config_hash,
         "started": datetime.fromtimestamp(started, UTC).isoformat(),
         "ended": datetime.fromtimestamp(ended, UTC).isoformat(),

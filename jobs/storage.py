@@ -41,22 +41,7 @@ from maskcore.errors import ItemError
 from maskcore.limits import DEFAULT_LIMITS
 from maskcore.paths import check_relative
 
-SECRET_HINTS = ("secret", "token", "password", "key")
-
-
-def redact(options: Mapping[str, Any]) -> dict[str, Any]:
-    """Storage options safe to print or record: secrets replaced by '***', at any depth
-    (`client_kwargs.aws_secret_access_key`, `config_kwargs...` nest)."""
-    def clean(k: str, v: Any) -> Any:
-        if any(h in str(k).lower() for h in SECRET_HINTS) and k != "endpoint_url":
-            return "***"
-        if isinstance(v, Mapping):
-            return {kk: clean(kk, vv) for kk, vv in v.items()}
-        if isinstance(v, list | tuple):
-            return [clean(k, x) for x in v]
-        return v
-
-    return {k: clean(k, v) for k, v in options.items()}
+from .secrets import redact, redact_text  # noqa: F401  (redact: re-exported, old callers)
 
 
 def parse_storage_options(pairs: list[str] | tuple[str, ...]) -> dict[str, Any]:
@@ -102,10 +87,11 @@ class Root:
         return posixpath.join(self.path, check_relative(key, "key"))
 
     def uri(self, key: str) -> str:
-        """The final URL of an object (for manifests and ClearML frames)."""
+        """The final URL of an object, to be written into outputs (manifests, ClearML frames,
+        zarr attrs): credentials in it (URL userinfo, signed query strings) are redacted."""
         fs, path = self.fs_path
         full = posixpath.join(path, key)
-        return fs.unstrip_protocol(full)
+        return redact_text(fs.unstrip_protocol(full))
 
     def read(self, key: str, *, max_bytes: int | None = None) -> bytes:
         """One object's bytes, at most `max_bytes` (see module docstring); ItemError if the
