@@ -40,10 +40,9 @@ from maskcore.errors import ConfigError, InputError, MaskjobError
 
 from . import config as jobconfig
 from .listing import Listing, list_input
-from .manifest_store import MANIFEST_SUMMARY
+from .manifest_store import MANIFEST_DIR, MANIFEST_SUMMARY
 from .secrets import redact_text, worker_plugin
 from .storage import Root
-from .tasks import MANIFEST_DIR
 
 log = logging.getLogger("maskjob")
 
