@@ -7,19 +7,20 @@ rebuilt by every run, never shared between processes. Listers stream rows into i
 disk (its external sorter builds indexes; `ORDER BY` walks them), and read results back one row
 at a time. What the driver holds is the cache plus one batch of rows, whatever the item count.
 
-`close()` removes the directory; a spool is also a context manager. The connection may be used
+`close()` removes the directory (so does garbage collection, or at the latest Python's exit);
+a spool is also a context manager. The connection may be used
 from another thread than the one that made it (the driver iterates refs from a callback), but
 never from two threads at once.
 """
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import os
 import shutil
 import sqlite3
 import tempfile
+import weakref
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -32,6 +33,8 @@ class Spool:
 
     def __init__(self, directory: str | None = None) -> None:
         self.dir = tempfile.mkdtemp(prefix="maskjob-spool-", dir=directory)
+        # removed when the spool is garbage-collected or, at the latest, when Python exits
+        self._cleanup = weakref.finalize(self, shutil.rmtree, self.dir, True)
         self.db = sqlite3.connect(os.path.join(self.dir, "spool.db"), check_same_thread=False,
                                   isolation_level=None)
         for pragma in ("journal_mode=OFF", "synchronous=OFF", f"cache_size=-{CACHE_KB}",
@@ -78,14 +81,10 @@ class Spool:
         if self.db is not None:
             self.db.close()
             self.db = None  # type: ignore[assignment]
-        shutil.rmtree(self.dir, ignore_errors=True)
+        self._cleanup()
 
     def __enter__(self) -> Spool:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    def __del__(self) -> None:  # a forgotten spool still leaves no files behind
-        with contextlib.suppress(Exception):
-            self.close()
