@@ -40,7 +40,7 @@ from maskcore.formats import coco
 
 from . import listing
 from .spool import Spool
-from .storage import Root
+from .storage import Root, common_path, norm_path, rel_path
 
 log = logging.getLogger("maskjob")
 
@@ -250,7 +250,7 @@ def list_coco(root: Root, images_url: str | None = None) -> listing.Listing:
     fixed = None
     if images_url:  # absolute, or relative to the JSON's folder
         fixed = Root(images_url if "://" in images_url or images_url.startswith("/") else
-                     fs.unstrip_protocol(posixpath.normpath(posixpath.join(json_dir,
+                     fs.unstrip_protocol(norm_path(posixpath.join(json_dir,
                                                                            images_url))),
                      dict(root.storage_options))
     spool = Spool()
@@ -288,9 +288,9 @@ def _fill(spool: Spool, root: Root, cfs: list[_CocoFile], fixed: Root | None
     if fixed is not None:
         image_root = fixed
     else:
-        top = posixpath.commonpath(list(folders.values()))
+        top = common_path(list(folders.values()))
         image_root = Root(fs.unstrip_protocol(top), dict(root.storage_options))
-        folders = {ds: posixpath.relpath(f, top) for ds, f in folders.items()}
+        folders = {ds: rel_path(f, top) for ds, f in folders.items()}
     prefixes = {ds: "" if f in ("", ".") else f + "/" for ds, f in folders.items()}
     spool.insert("INSERT INTO prefixes VALUES (?, ?)", prefixes.items())
     for prefix in sorted(set(prefixes.values())):  # each images folder listed once

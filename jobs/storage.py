@@ -61,6 +61,32 @@ def parse_storage_options(pairs: list[str] | tuple[str, ...]) -> dict[str, Any]:
     return out
 
 
+def _split_scheme(path: str) -> tuple[str, str]:
+    """('http://', 'host/a/b') for a filesystem path that is a whole URL (HTTP paths are);
+    ('', path) otherwise. posixpath would collapse the '//' of the scheme."""
+    scheme, sep, rest = path.partition("://")
+    if sep and scheme and "/" not in scheme:
+        return scheme + sep, rest
+    return "", path
+
+
+def norm_path(path: str) -> str:
+    """posixpath.normpath that keeps a URL's scheme (`http://h/a/../b` -> `http://h/b`)."""
+    scheme, rest = _split_scheme(path)
+    return scheme + posixpath.normpath(rest)
+
+
+def common_path(paths: list[str]) -> str:
+    """posixpath.commonpath that keeps a URL's scheme (all paths on one filesystem)."""
+    split = [_split_scheme(p) for p in paths]
+    return split[0][0] + posixpath.commonpath([rest for _, rest in split])
+
+
+def rel_path(path: str, start: str) -> str:
+    """posixpath.relpath of two paths of one filesystem, URL schemes kept out of the way."""
+    return posixpath.relpath(_split_scheme(path)[1], _split_scheme(start)[1])
+
+
 @dataclass(frozen=True)
 class Root:
     url: str

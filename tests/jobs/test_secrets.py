@@ -142,12 +142,13 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
         if self.path.startswith("/broken/images/") and self.path.endswith(".png"):
             self.send_error(500, "storage backend down")
             return
-        self.path = self.path.replace("/broken/", "/ok/", 1)
         super().do_GET()
 
-    def do_HEAD(self) -> None:
-        self.path = self.path.replace("/broken/", "/ok/", 1)
-        super().do_HEAD()
+    def translate_path(self, path: str) -> str:
+        # /broken/ serves /ok/'s files; URLs (directory redirects, listing links) keep /broken/
+        if path.startswith("/broken/"):
+            path = "/ok/" + path[len("/broken/"):]
+        return super().translate_path(path)
 
 
 @pytest.fixture(scope="module")
