@@ -88,7 +88,8 @@ def _client(scheduler: str | None, workers: int | None) -> tuple[Any, Any]:
     # Dask starts workers with MALLOC_TRIM_THRESHOLD_=65536, which turns every full-frame
     # array into a fresh mmap (40x the page faults, ~25% more CPU, BENCHMARKS.md); a worker
     # here holds one image at a time, so let glibc keep and reuse those pages.
-    with dask.config.set({"distributed.nanny.pre-spawn-environ": WORKER_ENV}):
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": WORKER_ENV,
+                          "distributed.scheduler.allowed-failures": 1}):  # jobs/run.py
         cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
                                dashboard_address=":0", silence_logs=logging.WARNING)
     return Client(cluster), cluster
@@ -132,7 +133,9 @@ def do_export(input_url: str, output_url: str, *, formats: Sequence[str], config
                 state["logged"] = state["done"]
                 log.info("progress: %d/%d items", state["done"], len(refs))
 
-        result = export(source=listing.image_root or source, dest=dest, refs=refs,
+        result = export(source=listing.image_root or source, dest=dest,
+                        refs=lambda: iter(sorted(refs, key=lambda r: (r.dataset, r.name))
+                                          if incremental else refs), count=len(refs),
                         classes=classes, spec=spec, reader=listing.reader, client=client,
                         progress=progress, incremental=incremental)
         bar.close()
