@@ -50,6 +50,7 @@ PLAN_DIR = f"{MANIFEST_DIR}/plan"
 BASELINE_KEY = f"{MANIFEST_DIR}/baseline.jsonl"
 MANIFEST_LINES = "manifest.jsonl"
 MANIFEST_SUMMARY = "manifest.json"
+SHARD_BYTES = 8 * 1024 * 1024  # a plan shard is cut at the first partition end past this
 DELETE_BATCH = 1000  # keys per bulk delete (S3 DeleteObjects takes at most 1000)
 
 
@@ -116,7 +117,10 @@ def encode_ref(ref: ItemRef) -> str:
             d["t"] = ref.ann_inline.decode("utf-8")
         except UnicodeDecodeError:
             d["b"] = base64.b64encode(ref.ann_inline).decode("ascii")
-    return json.dumps(d, ensure_ascii=False, separators=(",", ":"))
+    return _ENCODER.encode(d)
+
+
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # built once, not per ref
 
 
 def decode_ref(d: dict[str, Any]) -> ItemRef:
@@ -152,18 +156,18 @@ class ShardWriter:
     """Streams plan lines into shards of about `shard_bytes`, cut only between partitions;
     records each partition's byte range (16 bytes per partition on the driver)."""
 
-    def __init__(self, dest: Root, shard_bytes: int = 8 * 1024 * 1024) -> None:
+    def __init__(self, dest: Root, shard_bytes: int = SHARD_BYTES) -> None:
         from array import array
 
         self.dest, self.shard_bytes = dest, shard_bytes
-        self.buf: list[bytes] = []
+        self.buf = bytearray()
         self.size = 0
         self.shard = 0
         self.part_start = 0
         self.shard_of, self.starts, self.ends = array("i"), array("q"), array("q")
 
     def add(self, line: bytes) -> None:
-        self.buf.append(line)
+        self.buf += line
         self.size += len(line)
 
     def end_partition(self) -> None:
@@ -176,9 +180,9 @@ class ShardWriter:
 
     def _flush(self) -> None:
         if self.buf:
-            self.dest.write(shard_key(self.shard), b"".join(self.buf))
+            self.dest.write(shard_key(self.shard), bytes(self.buf))
             self.shard += 1
-        self.buf, self.size, self.part_start = [], 0, 0
+        self.buf, self.size, self.part_start = bytearray(), 0, 0
 
     def close(self) -> int:
         """Write the last shard; returns the number of shards."""

@@ -39,6 +39,7 @@ from .manifest_store import (
     MANIFEST_LINES,
     MANIFEST_SUMMARY,
     PLAN_KEY,
+    SHARD_BYTES,
     PlanSlice,
     ShardWriter,
     committed_parts,
@@ -58,6 +59,9 @@ AUTO = 0  # partition_size 0 (config `auto`): chosen from the item count
 TARGET_ITEMS = 100
 MIN_PARTITIONS = 64
 MAX_TASKS = 100_000
+
+
+_KEY_ENCODER = json.JSONEncoder()
 
 
 def auto_partition_size(count: int) -> int:
@@ -104,7 +108,7 @@ class Plan:
 
 
 def write_plan(dest: Root, refs: Iterable[ItemRef], *, partition_size: int, settings: str,
-               incremental: bool = False) -> Plan:
+               incremental: bool = False, shard_bytes: int = SHARD_BYTES) -> Plan:
     """Stream `refs` into plan shards, merge-joining the baseline when `incremental`; returns
     the Plan (fingerprinted) - nothing is adopted yet. The refs must be sorted by (dataset,
     name) when a baseline is merged (ValueError otherwise); without one, their order is kept."""
@@ -113,7 +117,7 @@ def write_plan(dest: Root, refs: Iterable[ItemRef], *, partition_size: int, sett
     if merging:
         baseline = iter_baseline(dest)
     h = hashlib.sha256(f"{partition_size}|{settings}|{__version__}\n".encode())
-    shards = ShardWriter(dest)
+    shards = ShardWriter(dest, shard_bytes)
     removed = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115 - Plan.close()
     stats = {"baseline": 0, "items": 0, "keys": 0}
 
@@ -121,7 +125,7 @@ def write_plan(dest: Root, refs: Iterable[ItemRef], *, partition_size: int, sett
         stats["items"] += 1
         stats["keys"] += len(keys)
         for k in keys:
-            removed.write(json.dumps(k) + "\n")
+            removed.write(_KEY_ENCODER.encode(k) + "\n")
 
     cur = next(baseline, None)
     last: tuple[str, str] | None = None
