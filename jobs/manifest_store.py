@@ -205,6 +205,8 @@ def snapshot_baseline(dest: Root) -> bool:
     whether a baseline exists."""
     if dest.exists(MANIFEST_SUMMARY) and dest.exists(MANIFEST_LINES):
         fs = dest.fs
+        if dest.is_local:
+            os.makedirs(os.path.dirname(dest.full(BASELINE_KEY)), exist_ok=True)
         fs.copy(dest.full(MANIFEST_LINES), dest.full(BASELINE_KEY))
         fs.invalidate_cache()
     return dest.exists(BASELINE_KEY)
@@ -221,48 +223,70 @@ def _valid_output_key(key: Any) -> bool:
     return "/" in key and head in FORMATS
 
 
+def _lines(f: Any, chunk: int = 8 * 1024 * 1024) -> Iterator[bytes]:
+    """The lines of a binary file read in large blocks (fsspec's readline is slow)."""
+    rest = b""
+    while True:
+        block = f.read(chunk)
+        if not block:
+            break
+        lines = (rest + block).split(b"\n")
+        rest = lines.pop()
+        yield from lines
+    if rest:
+        yield rest
+
+
+_DECODER = json.JSONDecoder()
+
+
+def _check_baseline_line(d: Any, last: tuple[str, str] | None
+                         ) -> tuple[str | None, tuple[str, str] | None, list[str]]:
+    """(reason it is invalid or None, its (dataset, item), its output keys)."""
+    if not isinstance(d, dict):
+        return "not a JSON object", None, []
+    key = (d.get("dataset"), d.get("item"))
+    if not (isinstance(key[0], str) and isinstance(key[1], str)):
+        return "no dataset/item strings", None, []
+    outs = d.get("outputs", [])
+    if not isinstance(outs, list) or not all(isinstance(o, dict) for o in outs):
+        return "outputs that are not a list of objects", None, []
+    keys = [o.get("key") for o in outs]
+    if not all(_valid_output_key(k) for k in keys):
+        return "an output key that is not a clean key inside a format tree", None, []
+    if last is not None and key <= last:
+        return "out of (dataset, item) order or repeated", None, []
+    return None, key, keys  # type: ignore[return-value]
+
+
 def iter_baseline(dest: Root, warn_limit: int = 5) -> Iterator[tuple[tuple[str, str], str,
                                                                       list[str]]]:
     """((dataset, item), line, output keys) of every valid baseline line, in order. Invalid,
     escaping or out-of-order lines are skipped with a warning (the first `warn_limit` named)."""
     try:
-        f = dest.fs.open(dest.full(BASELINE_KEY), "rb")
+        path = dest.full(BASELINE_KEY)
+        f = open(path, "rb") if dest.is_local else (  # noqa: SIM115 - closed below
+            dest.fs.open(path, "rb", block_size=8 * 1024 * 1024))
     except FileNotFoundError:
         return
     bad = 0
     last: tuple[str, str] | None = None
     with f:
-        for n, raw in enumerate(f, start=1):
-            line = raw.strip()
-            if not line:
-                continue
-            reason = None
+        for n, raw in enumerate(_lines(f), start=1):
             try:
-                d = json.loads(line)
-            except ValueError:
-                d, reason = None, "not JSON"
-            if reason is None and not isinstance(d, dict):
-                reason = "not a JSON object"
-            elif reason is None and not (isinstance(d.get("dataset"), str)
-                                         and isinstance(d.get("item"), str)):
-                reason = "no dataset/item strings"
-            if reason is None:
-                key = (d["dataset"], d["item"])
-                outs = d.get("outputs", [])
-                keys = [o.get("key") for o in outs if isinstance(o, dict)] \
-                    if isinstance(outs, list) else None
-                if keys is None or len(keys) != len(outs) or \
-                        not all(_valid_output_key(k) for k in keys):
-                    reason = "an output key that is not a clean key inside a format tree"
-                elif last is not None and key <= last:
-                    reason = "out of (dataset, item) order or repeated"
-            if reason is not None:
+                text = raw.decode("utf-8").strip()
+                if not text:
+                    continue
+                why, key, keys = _check_baseline_line(_DECODER.decode(text), last)
+            except ValueError:  # not UTF-8, not JSON
+                why, key, keys = "not JSON", None, []
+            if why is not None or key is None:
                 bad += 1
                 if bad <= warn_limit:
-                    log.warning("ignoring line %d of the previous manifest: %s", n, reason)
+                    log.warning("ignoring line %d of the previous manifest: %s", n, why)
                 continue
             last = key
-            yield key, line.decode("utf-8"), keys
+            yield key, text, keys
     if bad:
         log.warning("ignored %d invalid lines of the previous manifest (their items are "
                     "exported again; their outputs are never deleted)", bad)

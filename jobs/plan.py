@@ -5,10 +5,11 @@ and decide what a rerun may keep.
   `_manifest/plan/shard-NNNNN.jsonl` (manifest_store), cut into partitions of `partition_size`;
   the driver keeps only counters and 16 bytes per partition (its byte range), never the items.
 - Partition size (`partition_size: auto`, the default): `auto_partition_size(count)`:
-  small jobs are spread over up to 64 partitions (80 items -> 40 partitions of 2, never 50 + 30),
-  large ones get 100 items per partition (at ~10 ms of dispatch per task and 2-4 ms of work per
-  item that keeps dispatch under 5 % of the work), and never more than 100,000 tasks (20M items
-  -> 200 per partition). An explicit number always wins.
+  small jobs are spread over up to 64 partitions (80 items -> 40 partitions of 2, never 50 + 30);
+  from 6,400 items on, 100 items per partition; from 1M items on, at most 10,000 tasks (10M ->
+  1,000 items per partition, 2-4 s of work at 2-4 ms per item: the driver and scheduler spend
+  ~1-3 ms per task, so dispatch stays far from the bottleneck even for 1,000+ cores; see
+  benchmarks/bench_driver.py). An explicit number always wins.
 - Fingerprint: plan size, settings, version and every plan line (keys, object tags, baseline
   line): `_manifest/plan.json` records it. A rerun of an unfinished run with the same plan keeps
   every committed partition (one listing of `_manifest/`, no HEAD per output); a different plan
@@ -58,7 +59,7 @@ log = logging.getLogger(__name__)
 AUTO = 0  # partition_size 0 (config `auto`): chosen from the item count
 TARGET_ITEMS = 100
 MIN_PARTITIONS = 64
-MAX_TASKS = 100_000
+MAX_TASKS = 10_000  # for large jobs (the bound is 100,000 at 10M items)
 
 
 _KEY_ENCODER = json.JSONEncoder()
