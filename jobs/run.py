@@ -11,6 +11,8 @@
   worker that dies is rescheduled by Dask. When Dask gives up on a partition because its workers
   keep dying (KilledWorker: a native crash on some item), the partition is submitted once more
   as `process_partition_isolated`, which identifies the poison item and exports the rest.
+- Partitions that finished together are refilled first, then their counts fetched with one
+  `gather` (one round trip per batch, not per task).
 - `client=None` runs the partitions in this process (debugging, unit tests).
 The driver receives counts only.
 """
@@ -104,6 +106,7 @@ def run_partitions(parts: Iterable[PlanSlice], *, ctx: ExportContext, client: An
             with ac.thread_condition:
                 if not ac.has_ready():
                     ac.thread_condition.wait(timeout=REFRESH_S / 4)
+            finished = []
             for fut in ac.next_batch(block=False):
                 p = inflight.pop(fut)
                 if fut.status == "error":
@@ -113,10 +116,12 @@ def run_partitions(parts: Iterable[PlanSlice], *, ctx: ExportContext, client: An
                         submit(p, isolated=True)
                         continue
                     raise exc
-                counts = fut.result()
-                fut.release()
+                finished.append(fut)
+            top_up(limit)  # before fetching the counts: workers never wait on the driver
+            for counts in client.gather(finished) if finished else ():  # one round trip
                 on_done(counts)
-            top_up(limit)
+            for fut in finished:
+                fut.release()
     finally:
         for fut in inflight:
             fut.release()
