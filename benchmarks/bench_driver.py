@@ -77,17 +77,17 @@ def _plan(dest_dir: str, n: int, incremental: bool) -> dict:
     for _ in refs():  # the synthetic stream alone (the lister's share, not the planner's)
         pass
     gen_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), sum(os.times()[:2])
     plan = write_plan(dest, refs(), partition_size=size, settings="bench",
                       incremental=incremental)
-    t1 = time.perf_counter()
+    t1, cpu = time.perf_counter(), sum(os.times()[:2]) - c0
     prepare_plan(dest, plan)
     plan.close()
     tasks = sum(1 for pid in range(plan.n_parts) if plan.slice(pid).end > 0)
     t2 = time.perf_counter()
     return {"items": plan.count, "partition_size": size, "tasks": tasks,
             "shards": plan.n_shards, "plan_s": t1 - t0, "adopt_s": t2 - t1,
-            "items_per_s": plan.count / (t1 - t0), "generate_s": gen_s,
+            "items_per_s": plan.count / (t1 - t0), "generate_s": gen_s, "cpu_s": cpu,
             "planner_items_per_s": plan.count / max(t1 - t0 - gen_s, 1e-9),
             "baseline_matched": plan.baseline_lines,
             "removed_items": plan.removed_items, "peak_rss_mb": rss_mb()}
@@ -201,11 +201,14 @@ def step_dispatch(t: int) -> dict:
                                 spec.limits)
             done = [0]
             sched = psutil.Process(procs[0].pid)
+            i0 = sum(sched.cpu_times()[:2])
+            time.sleep(10)  # the scheduler's own idle cost (heartbeats, dashboard), per second
+            idle_per_s = (sum(sched.cpu_times()[:2]) - i0) / 10
             s0, c0 = sum(sched.cpu_times()[:2]), sum(os.times()[:2])
             t0 = time.perf_counter()
             run_partitions((plan.slice(p) for p in range(plan.n_parts)), ctx=ctx,
                            client=client, max_in_flight=0,
-                           on_done=lambda c: done.__setitem__(0, done[0] + c["items"]))
+                           on_done=lambda p: done.__setitem__(0, done[0] + plan.items_in(p.pid)))
             seconds = time.perf_counter() - t0
             sched_cpu, driver_cpu = sum(sched.cpu_times()[:2]) - s0, sum(os.times()[:2]) - c0
             threads = sum(client.nthreads().values())
@@ -215,10 +218,13 @@ def step_dispatch(t: int) -> dict:
                 stop_process(p, grace=5)
             log.close()
     assert done[0] == t
-    per_task = max(driver_cpu, sched_cpu) / t
+    sched_net = max(sched_cpu - idle_per_s * seconds, 0.0)
+    per_task = max(driver_cpu, sched_net) / t
     return {"tasks": t, "seconds": seconds, "tasks_per_s": t / seconds,
             "worker_threads": threads, "driver_cpu_ms_per_task": 1000 * driver_cpu / t,
             "scheduler_cpu_ms_per_task": 1000 * sched_cpu / t,
+            "scheduler_net_cpu_ms_per_task": 1000 * sched_net / t,
+            "scheduler_idle_cpu_per_s": idle_per_s,
             "capacity_tasks_per_s": 1 / per_task, "peak_rss_mb": rss_mb()}
 
 
@@ -274,7 +280,9 @@ def main() -> None:
           f"{disp['tasks_per_s']:,.0f} tasks/s observed on {disp['worker_threads']} worker "
           f"threads of this shared machine; CPU per task: driver "
           f"{disp['driver_cpu_ms_per_task']:.2f} ms, scheduler "
-          f"{disp['scheduler_cpu_ms_per_task']:.2f} ms -> {rate:,.0f} tasks/s with one core "
+          f"{disp['scheduler_cpu_ms_per_task']:.2f} ms ("
+          f"{disp['scheduler_net_cpu_ms_per_task']:.2f} ms net of its idle "
+          f"{disp['scheduler_idle_cpu_per_s']:.3f} CPU-s/s) -> {rate:,.0f} tasks/s with one core "
           f"each (driver peak {disp['peak_rss_mb']:.0f} MB)")
     for n in a.items:
         size = auto_partition_size(n)

@@ -26,7 +26,7 @@ from maskcore.manifest import Summary, summarize
 
 from .finalize import finalize, open_output
 from .listing import ItemRef
-from .manifest_store import MANIFEST_LINES, iter_entries
+from .manifest_store import MANIFEST_LINES, PlanSlice, iter_entries
 from .plan import auto_partition_size, prepare_plan, write_plan
 from .run import run_partitions
 from .storage import Root, redact
@@ -74,9 +74,9 @@ def export(
     if progress and done:
         progress(sum(plan.items_in(p) for p in done))
 
-    def on_done(counts: dict[str, int]) -> None:
+    def on_done(part: PlanSlice) -> None:
         if progress:
-            progress(counts["items"])
+            progress(plan.items_in(part.pid))
 
     todo = (plan.slice(pid) for pid in range(n_parts) if pid not in done)
     run_partitions(todo, ctx=ctx, client=client, max_in_flight=spec.max_in_flight,

@@ -6,10 +6,11 @@ and decide what a rerun may keep.
   the driver keeps only counters and 16 bytes per partition (its byte range), never the items.
 - Partition size (`partition_size: auto`, the default): `auto_partition_size(count)`:
   small jobs are spread over up to 64 partitions (80 items -> 40 partitions of 2, never 50 + 30);
-  from 6,400 items on, 100 items per partition; from 1M items on, at most 10,000 tasks (10M ->
-  1,000 items per partition, 2-4 s of work at 2-4 ms per item: the driver and scheduler spend
-  ~1-3 ms per task, so dispatch stays far from the bottleneck even for 1,000+ cores; see
-  benchmarks/bench_driver.py). An explicit number always wins.
+  from 6,400 items on, 100 items per partition; from 500k items on, at most 5,000 tasks (1M ->
+  200 items per partition, 10M -> 2,000: 4-8 s of work at 2-4 ms per item). The scheduler
+  spends ~4 ms of CPU per task and the driver ~2 ms (benchmarks/bench_driver.py, a loaded
+  machine), i.e. ~250 tasks/s: 5,000 tasks of 4+ s keep 1,000+ cores busy. An explicit number
+  always wins.
 - Fingerprint: plan size, settings, version and every plan line (keys, object tags, baseline
   line): `_manifest/plan.json` records it. A rerun of an unfinished run with the same plan keeps
   every committed partition (one listing of `_manifest/`, no HEAD per output); a different plan
@@ -59,7 +60,7 @@ log = logging.getLogger(__name__)
 AUTO = 0  # partition_size 0 (config `auto`): chosen from the item count
 TARGET_ITEMS = 100
 MIN_PARTITIONS = 64
-MAX_TASKS = 10_000  # for large jobs (the bound is 100,000 at 10M items)
+MAX_TASKS = 5_000  # for large jobs (the bound is 100,000 at 10M items)
 
 
 _KEY_ENCODER = json.JSONEncoder()

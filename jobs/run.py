@@ -11,10 +11,10 @@
   worker that dies is rescheduled by Dask. When Dask gives up on a partition because its workers
   keep dying (KilledWorker: a native crash on some item), the partition is submitted once more
   as `process_partition_isolated`, which identifies the poison item and exports the rest.
-- Partitions that finished together are refilled first, then their counts fetched with one
-  `gather` (one round trip per batch, not per task).
+- `on_done(part)` is called once per committed partition. Results are never fetched: the
+  counts are in the committed part (finalize reads them), and the driver knows each partition's
+  item count from the plan - one scheduler round trip per task saved (benchmarks/bench_driver).
 - `client=None` runs the partitions in this process (debugging, unit tests).
-The driver receives counts only.
 """
 
 from __future__ import annotations
@@ -65,10 +65,11 @@ def cluster_window(client: Any) -> int:
 
 
 def run_partitions(parts: Iterable[PlanSlice], *, ctx: ExportContext, client: Any | None,
-                   max_in_flight: int, on_done: Callable[[dict[str, int]], None]) -> None:
+                   max_in_flight: int, on_done: Callable[[PlanSlice], None]) -> None:
     if client is None:
         for p in parts:
-            on_done(process_partition(ctx, p))
+            process_partition(ctx, p)
+            on_done(p)
         return
     from distributed import as_completed
     from distributed.scheduler import KilledWorker
@@ -106,7 +107,6 @@ def run_partitions(parts: Iterable[PlanSlice], *, ctx: ExportContext, client: An
             with ac.thread_condition:
                 if not ac.has_ready():
                     ac.thread_condition.wait(timeout=REFRESH_S / 4)
-            finished = []
             for fut in ac.next_batch(block=False):
                 p = inflight.pop(fut)
                 if fut.status == "error":
@@ -116,12 +116,9 @@ def run_partitions(parts: Iterable[PlanSlice], *, ctx: ExportContext, client: An
                         submit(p, isolated=True)
                         continue
                     raise exc
-                finished.append(fut)
-            top_up(limit)  # before fetching the counts: workers never wait on the driver
-            for counts in client.gather(finished) if finished else ():  # one round trip
-                on_done(counts)
-            for fut in finished:
-                fut.release()
+                fut.release()  # its counts are in its committed part: never fetched
+                on_done(p)
+            top_up(limit)
     finally:
         for fut in inflight:
             fut.release()

@@ -36,8 +36,8 @@ def synthetic(n: int, ds: str = "ds") -> Iterator[ItemRef]:
 
 
 @pytest.mark.parametrize(("count", "size", "parts"), [
-    (1, 1, 1), (80, 2, 40), (64, 1, 64), (6_400, 100, 64), (1_000_000, 100, 10_000),
-    (10_000_000, 1000, 10_000), (20_000_000, 2000, 10_000)])
+    (1, 1, 1), (80, 2, 40), (64, 1, 64), (6_400, 100, 64), (320_000, 100, 3_200),
+    (1_000_000, 200, 5_000), (10_000_000, 2000, 5_000), (20_000_000, 4000, 5_000)])
 def test_auto_partition_size_spreads_small_jobs_and_caps_tasks(count, size, parts):
     assert auto_partition_size(count) == size
     assert -(-count // size) == parts <= 100_000
