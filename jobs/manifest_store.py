@@ -154,7 +154,7 @@ def read_slice(dest: Root, s: PlanSlice) -> list[tuple[ItemRef, dict[str, Any] |
 
 class ShardWriter:
     """Streams plan lines into shards of about `shard_bytes`, cut only between partitions;
-    records each partition's byte range (16 bytes per partition on the driver)."""
+    records each partition's byte range (20 bytes per partition on the driver)."""
 
     def __init__(self, dest: Root, shard_bytes: int = SHARD_BYTES) -> None:
         from array import array

@@ -3,7 +3,7 @@ and decide what a rerun may keep.
 
 - Plan shards: the refs (sorted by dataset, name) are streamed once into
   `_manifest/plan/shard-NNNNN.jsonl` (manifest_store), cut into partitions of `partition_size`;
-  the driver keeps only counters and 16 bytes per partition (its byte range), never the items.
+  the driver keeps only counters and 20 bytes per partition (its byte range), never the items.
 - Partition size (`partition_size: auto`, the default): `auto_partition_size(count)`:
   small jobs are spread over up to 64 partitions (80 items -> 40 partitions of 2, never 50 + 30);
   from 6,400 items on, 100 items per partition; from 500k items on, at most 5,000 tasks (1M ->
