@@ -58,7 +58,7 @@ def synthetic(n: int, *, skip_every: int = 0, new_every: int = 0,
             name = f"image_{i:09d}.jpg"
             yield ItemRef(f"ds{d}", name, f"ds{d}/ann/{name}.json", f"ds{d}/img/{name}",
                           problem, ann_tag=f"5120-{i}", image_tag=f"99999-{i}")
-            if new_every and i % new_every == 0:
+            if new_every and i % new_every == 1:
                 new = f"image_{i:09d}_new.jpg"
                 yield ItemRef(f"ds{d}", new, f"ds{d}/ann/{new}.json", f"ds{d}/img/{new}",
                               ann_tag="1-1", image_tag="2-2")
