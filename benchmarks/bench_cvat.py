@@ -46,10 +46,10 @@ import jobs.run
 from jobs.cli import run
 items = [0.0]
 inner = jobs.run.process_partition
-def timed_partition(job):
+def timed_partition(*args):
     t = time.perf_counter()
     try:
-        return inner(job)
+        return inner(*args)
     finally:
         items[0] += time.perf_counter() - t
 jobs.run.process_partition = timed_partition

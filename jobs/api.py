@@ -276,7 +276,10 @@ def connect(*, scheduler: str | None = None, scheduler_file: str | None = None,
     # Dask starts workers with MALLOC_TRIM_THRESHOLD_=65536, which turns every full-frame
     # array into a fresh mmap (40x the page faults, ~25% more CPU, BENCHMARKS.md); a worker
     # here holds one image at a time, so let glibc keep and reuse those pages.
-    with dask.config.set({"distributed.nanny.pre-spawn-environ": WORKER_ENV}):
+    # allowed-failures 1: a partition whose worker dies twice is re-run item by item in child
+    # processes (jobs/run.py), so one poison item costs two worker processes, not four
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": WORKER_ENV,
+                          "distributed.scheduler.allowed-failures": 1}):
         cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
                                host="127.0.0.1",
                                dashboard_address=dashboard_address or "127.0.0.1:0",
@@ -313,7 +316,8 @@ def run_prepared(job: Prepared, *, client: Any | None = None, scheduler: str | N
             log.info("dashboard: %s", client.dashboard_link)
         try:
             result = run_graph(source=listing.image_root or job.source, dest=dest,
-                               refs=listing.refs, classes=listing.classes, spec=spec,
+                               refs=listing.iter_refs, count=listing.count,
+                               classes=listing.classes, spec=spec,
                                reader=listing.reader, client=client, progress=progress,
                                incremental=incremental)
         except (KeyboardInterrupt, ExportError):

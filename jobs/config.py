@@ -60,7 +60,7 @@ DTL_IGNORED = ("archive_name",)  # ml-nodes layer setting with no meaning here
 class JobSpec:
     formats: tuple[str, ...] = ("supervisely",)
     input_format: str = "auto"
-    partition_size: int = 50
+    partition_size: int = 0  # 0: auto, from the item count (jobs/plan.py)
     max_in_flight: int = 0  # 0: 2 x the cluster's threads
     options: Mapping[str, Any] = field(default_factory=dict)  # format name -> its Options
     limits: Limits = field(default_factory=Limits)
@@ -257,8 +257,11 @@ def load(path: str | None = None, sets: Sequence[str] = (), formats: Sequence[st
         raise ConfigError(expected(f"'auto' or one of {sorted(INPUT_FORMATS)}", in_fmt),
                           key="input_format")
     sizes = {}
-    for k, default, hi in (("partition_size", 50, 100_000), ("max_in_flight", 0, 100_000)):
+    for k, default, hi in (("partition_size", "auto", 100_000), ("max_in_flight", 0, 100_000)):
         v = tree.get(k, default)
+        if k == "partition_size" and v == "auto":  # 0: chosen from the item count (plan.py)
+            sizes[k] = 0
+            continue
         if isinstance(v, bool) or not isinstance(v, int) or not (0 if k == "max_in_flight"
                                                                   else 1) <= v <= hi:
             raise ConfigError(expected(f"an integer in range for {k}", v), key=k)

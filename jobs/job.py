@@ -2,17 +2,20 @@
 
     plan (jobs/plan.py) -> run partitions (jobs/run.py) -> finalize (jobs/finalize.py)
 
+The items arrive as a stream (`refs()`, sorted by (dataset, name)) and are written to plan
+shards under `OUTPUT/_manifest/plan/`; partitions are byte ranges of those shards, so the
+driver's memory does not depend on the number of items.
+
 Finalize runs only when every partition committed; `manifest.json` is the last object written.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -24,12 +27,12 @@ from maskcore.manifest import Summary, summarize
 from .clashes import detect_clashes
 from .finalize import finalize, open_output
 from .listing import ItemRef
-from .manifest_store import MANIFEST_LINES, iter_entries
-from .plan import chunk, load_baseline, plan_fingerprint, prepare_plan, removed_outputs
+from .manifest_store import MANIFEST_LINES, PlanSlice, iter_entries
+from .plan import auto_partition_size, prepare_plan, write_plan
 from .run import run_partitions
 from .secrets import redact
 from .storage import Root
-from .tasks import PartitionJob
+from .tasks import ExportContext
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +50,8 @@ def export(
     *,
     source: Root,
     dest: Root,
-    refs: list[ItemRef],
+    refs: Callable[[], Iterator[ItemRef]],
+    count: int,
     classes: Any,
     spec: Any,
     reader: str,
@@ -55,42 +59,38 @@ def export(
     progress: Callable[[int], None] | None = None,
     incremental: bool = False,
 ) -> RunResult:
+    """Plan `count` items streamed from `refs()` (sorted by (dataset, name)), run the partitions
+    not committed yet, then finalize. Driver memory does not depend on the number of items."""
     started = time.time()
     options = {name: spec.options[name] for name in spec.formats}
-    removed: list[str] = []
-    if incremental:
-        baseline = load_baseline(dest)
-        removed = removed_outputs(baseline, refs)
-        refs = [dataclasses.replace(r, previous=baseline.get((r.dataset, r.name)))
-                for r in refs]
-    # h/clashes wiring: output clashes and bad names fail their items at plan time
-    with detect_clashes(refs, formats=spec.formats, options=options) as clashes:
-        refs = list(clashes.annotate(refs))
-    parts = chunk(refs, spec.partition_size)
-    fp = plan_fingerprint(refs, spec.partition_size,
-                          f"{spec.config_hash}|incremental={incremental}")
-    done = prepare_plan(dest, fp, len(parts))
-    jobs = [PartitionJob(pid, items, source, dest, classes, spec.formats, options, spec.limits,
-                         reader, spec.settings_hash, incremental)
-            for pid, items in enumerate(parts) if pid not in done]
+    size = spec.partition_size or auto_partition_size(count)
+    # output clashes and bad names fail their items at plan time (jobs/clashes.py)
+    with detect_clashes(refs(), formats=spec.formats, options=options) as clashes:
+        plan = write_plan(dest, clashes.annotate(refs()), partition_size=size,
+                          incremental=incremental,
+                          settings=f"{spec.config_hash}|incremental={incremental}")
+    try:
+        done = prepare_plan(dest, plan)
+    finally:
+        plan.close()
+    n_parts, count, removed = plan.n_parts, plan.count, plan.removed_keys
+    ctx = ExportContext(source, dest, classes, spec.formats, options, spec.limits, reader,
+                        spec.settings_hash, incremental)
     if progress and done:
-        progress(sum(len(parts[p]) for p in done))
+        progress(sum(plan.items_in(p) for p in done))
 
-    def on_done(counts: dict[str, int]) -> None:
+    def on_done(part: PlanSlice) -> None:
         if progress:
-            progress(counts["items"])
+            progress(plan.items_in(part.pid))
 
-    run_partitions(jobs, client=client, max_in_flight=spec.max_in_flight, on_done=on_done)
-    if removed:
-        log.info("removing %d outputs of %d items deleted from the input", len(removed),
-                 len({k.rsplit("/", 1)[0] for k in removed}))
-        existing = [k for k in removed if dest.exists(k)]
-        dest.delete(existing)
+    todo = (plan.slice(pid) for pid in range(n_parts) if pid not in done)
+    run_partitions(todo, ctx=ctx, client=client, max_in_flight=spec.max_in_flight,
+                   on_done=on_done)
     blobs = [b for f in spec.formats for b in FORMATS[f].dataset_files(classes, options[f])]
     for f in spec.formats:  # writers whose sidecars list the exported items (cvat)
         hook = getattr(FORMATS[f], "finalize_files", None)
         if hook is not None:
-            blobs += hook(classes, options[f], iter_entries(dest, len(parts)), dest.read,
+            blobs += hook(classes, options[f], iter_entries(dest, n_parts), dest.read,
                           lambda key: open_output(dest, key))
     ended = time.time()
     meta = {
@@ -106,15 +106,15 @@ def export(
         "started": datetime.fromtimestamp(started, UTC).isoformat(),
         "ended": datetime.fromtimestamp(ended, UTC).isoformat(),
         "seconds": round(ended - started, 3),
-        "items_per_second": round(len(refs) / max(ended - started, 1e-9), 2),
-        "partitions": len(parts),
+        "items_per_second": round(count / max(ended - started, 1e-9), 2),
+        "partitions": n_parts,
         "partitions_resumed": len(done),
         "incremental": incremental,
-        "outputs_removed": len(removed),
+        "outputs_removed": removed,
         "host": os.uname().nodename,
     }
-    summary = finalize(dest, len(parts), blobs, meta)
-    return RunResult(summary, len(parts), len(done), ended - started)
+    summary = finalize(dest, n_parts, blobs, meta)
+    return RunResult(summary, n_parts, len(done), ended - started)
 
 
 def read_summary_lines(dest: Root) -> Summary:

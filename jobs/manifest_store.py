@@ -1,46 +1,87 @@
 """The manifest layout under OUTPUT, owned here and nowhere else.
 
-    OUTPUT/_manifest/plan.json          the plan's fingerprint and partition count
-    OUTPUT/_manifest/part-NNNNN.jsonl   one line per item, written by the partition that made it
-                                        (its existence is the partition's commit)
-    OUTPUT/_manifest/baseline.jsonl     the previous completed run's lines (--incremental)
-    OUTPUT/manifest.jsonl               all parts merged, in partition order
-    OUTPUT/manifest.json                the summary, written LAST (the export completed)
+    OUTPUT/_manifest/plan.json                the plan's fingerprint, partition size and count
+    OUTPUT/_manifest/plan/shard-NNNNN.jsonl   the plan: one JSON line per item, sorted by
+                                              (dataset, name), partitions cut at byte offsets
+    OUTPUT/_manifest/part-NNNNN.jsonl         one line per item, written by the partition that
+                                              made it (its existence is the partition's commit)
+    OUTPUT/_manifest/baseline.jsonl           the previous completed run's lines (--incremental)
+    OUTPUT/manifest.jsonl                     all parts merged, in partition order
+    OUTPUT/manifest.json                      the summary, written LAST (the export completed)
+
+A plan line is `{"r": <ItemRef>, "p": <the item's baseline line or null>}`; `encode_ref` /
+`decode_ref` are the one ItemRef line codec (annotation bytes held inline travel as text, or
+base64 when they are not UTF-8). A partition is a `PlanSlice`: a shard number and a byte range
+(~100 bytes on the wire); the worker reads its own lines with one ranged read.
+
+Baseline lines are data, not trust: `iter_baseline` yields only lines that parse to a dict with
+string `dataset` / `item`, in strictly increasing (dataset, item) order, whose every output key is
+a clean relative key inside a format tree (`<format>/...`); anything else is skipped with a
+warning and is never followed, carried forward or deleted.
 
 Functions here read and write those objects through a `Root`; `ManifestEntry.from_line`
-(maskcore.manifest) is the one line parser.
+(maskcore.manifest) is the one manifest-line parser.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import base64
+import contextlib
+import json
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
 
+from maskcore.errors import ItemError
+from maskcore.formats import FORMATS
 from maskcore.manifest import ManifestEntry
+from maskcore.paths import check_relative
 
+from .listing import ItemRef
 from .storage import Root
+
+log = logging.getLogger(__name__)
 
 MANIFEST_DIR = "_manifest"
 PLAN_KEY = f"{MANIFEST_DIR}/plan.json"
+PLAN_DIR = f"{MANIFEST_DIR}/plan"
 BASELINE_KEY = f"{MANIFEST_DIR}/baseline.jsonl"
 MANIFEST_LINES = "manifest.jsonl"
 MANIFEST_SUMMARY = "manifest.json"
+SHARD_BYTES = 8 * 1024 * 1024  # a plan shard is cut at the first partition end past this
+DELETE_BATCH = 1000  # keys per bulk delete (S3 DeleteObjects takes at most 1000)
 
 
 def part_key(pid: int) -> str:
     return f"{MANIFEST_DIR}/part-{pid:05d}.jsonl"
 
 
-def committed_parts(dest: Root) -> set[int]:
-    """Partition ids whose manifest part exists (one listing of `_manifest/`)."""
-    done = set()
-    for key in dest.list_files(MANIFEST_DIR):
-        name = key.rsplit("/", 1)[-1]
-        if name.startswith("part-") and name.endswith(".jsonl"):
+def shard_key(n: int) -> str:
+    return f"{PLAN_DIR}/shard-{n:05d}.jsonl"
+
+
+def _numbered(dest: Root, prefix: str, head: str) -> set[int]:
+    """Numbers N of the `head`N.jsonl objects under `prefix` (one listing)."""
+    found = set()
+    for key in dest.list_files(prefix):
+        rel = key[len(prefix):].lstrip("/")
+        if rel.startswith(head) and rel.endswith(".jsonl") and "/" not in rel:
             try:
-                done.add(int(name[5:-6]))
+                found.add(int(rel[len(head):-6]))
             except ValueError:
                 continue
-    return done
+    return found
+
+
+def committed_parts(dest: Root) -> set[int]:
+    """Partition ids whose manifest part exists (one listing of `_manifest/`)."""
+    return _numbered(dest, MANIFEST_DIR, "part-")
+
+
+def plan_shards(dest: Root) -> set[int]:
+    return _numbered(dest, PLAN_DIR, "shard-")
 
 
 def iter_parts(dest: Root, n_parts: int, batch: int = 64) -> Iterator[bytes]:
@@ -58,3 +99,220 @@ def iter_entries(dest: Root, n_parts: int) -> Iterator[ManifestEntry]:
         for line in data.decode().splitlines():
             if line.strip():
                 yield ManifestEntry.from_line(line)
+
+
+# -- the plan ---------------------------------------------------------------------------------
+
+def encode_ref(ref: ItemRef) -> str:
+    """One ItemRef as compact JSON (the plan's only ItemRef codec; `decode_ref` inverts it)."""
+    d: dict[str, Any] = {"d": ref.dataset, "n": ref.name}
+    for k, v in (("a", ref.ann_key), ("i", ref.image_key), ("x", ref.problem),
+                 ("at", ref.ann_tag), ("it", ref.image_tag)):
+        if v is not None:
+            d[k] = v
+    if ref.ann_more:
+        d["m"] = list(ref.ann_more)
+    if ref.ann_inline is not None:
+        try:
+            d["t"] = ref.ann_inline.decode("utf-8")
+        except UnicodeDecodeError:
+            d["b"] = base64.b64encode(ref.ann_inline).decode("ascii")
+    return _ENCODER.encode(d)
+
+
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # built once, not per ref
+
+
+def decode_ref(d: dict[str, Any]) -> ItemRef:
+    inline = d["t"].encode("utf-8") if "t" in d else (
+        base64.b64decode(d["b"]) if "b" in d else None)
+    return ItemRef(d["d"], d["n"], d.get("a"), d.get("i"), d.get("x"), inline, d.get("at"),
+                   d.get("it"), None, tuple(d.get("m", ())))
+
+
+@dataclass(frozen=True, slots=True)
+class PlanSlice:
+    """One partition: its id and its lines in the plan (shard number, byte range)."""
+
+    pid: int
+    shard: int
+    start: int
+    end: int
+
+
+def read_slice(dest: Root, s: PlanSlice) -> list[tuple[ItemRef, dict[str, Any] | None]]:
+    """A partition's items (and each one's baseline entry, if any), read with one ranged GET."""
+    fs = dest.fs
+    data = fs.cat_file(dest.full(shard_key(s.shard)), start=s.start, end=s.end)
+    out = []
+    for line in data.decode("utf-8").splitlines():
+        if line:
+            d = json.loads(line)
+            out.append((decode_ref(d["r"]), d.get("p")))
+    return out
+
+
+class ShardWriter:
+    """Streams plan lines into shards of about `shard_bytes`, cut only between partitions;
+    records each partition's byte range (20 bytes per partition on the driver)."""
+
+    def __init__(self, dest: Root, shard_bytes: int = SHARD_BYTES) -> None:
+        from array import array
+
+        self.dest, self.shard_bytes = dest, shard_bytes
+        self.buf = bytearray()
+        self.size = 0
+        self.shard = 0
+        self.part_start = 0
+        self.shard_of, self.starts, self.ends = array("i"), array("q"), array("q")
+
+    def add(self, line: bytes) -> None:
+        self.buf += line
+        self.size += len(line)
+
+    def end_partition(self) -> None:
+        self.shard_of.append(self.shard)
+        self.starts.append(self.part_start)
+        self.ends.append(self.size)
+        self.part_start = self.size
+        if self.size >= self.shard_bytes:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.buf:
+            self.dest.write(shard_key(self.shard), bytes(self.buf))
+            self.shard += 1
+        self.buf, self.size, self.part_start = bytearray(), 0, 0
+
+    def close(self) -> int:
+        """Write the last shard; returns the number of shards."""
+        self._flush()
+        return self.shard
+
+    def slice(self, pid: int) -> PlanSlice:
+        return PlanSlice(pid, self.shard_of[pid], self.starts[pid], self.ends[pid])
+
+    @property
+    def n_parts(self) -> int:
+        return len(self.shard_of)
+
+
+# -- the baseline -----------------------------------------------------------------------------
+
+def snapshot_baseline(dest: Root) -> bool:
+    """Copy a completed run's manifest.jsonl to `_manifest/baseline.jsonl` (streaming copy), so
+    an incremental run that crashes and is rerun compares against the same baseline. Returns
+    whether a baseline exists."""
+    if dest.exists(MANIFEST_SUMMARY) and dest.exists(MANIFEST_LINES):
+        fs = dest.fs
+        if dest.is_local:
+            os.makedirs(os.path.dirname(dest.full(BASELINE_KEY)), exist_ok=True)
+        fs.copy(dest.full(MANIFEST_LINES), dest.full(BASELINE_KEY))
+        fs.invalidate_cache()
+    return dest.exists(BASELINE_KEY)
+
+
+def _valid_output_key(key: Any) -> bool:
+    if not isinstance(key, str):
+        return False
+    try:
+        check_relative(key)
+    except ItemError:
+        return False
+    head = key.split("/", 1)[0]
+    return "/" in key and head in FORMATS
+
+
+def _lines(f: Any, chunk: int = 8 * 1024 * 1024) -> Iterator[bytes]:
+    """The lines of a binary file read in large blocks (fsspec's readline is slow)."""
+    rest = b""
+    while True:
+        block = f.read(chunk)
+        if not block:
+            break
+        lines = (rest + block).split(b"\n")
+        rest = lines.pop()
+        yield from lines
+    if rest:
+        yield rest
+
+
+_DECODER = json.JSONDecoder()
+
+
+def _check_baseline_line(d: Any, last: tuple[str, str] | None
+                         ) -> tuple[str | None, tuple[str, str] | None, list[str]]:
+    """(reason it is invalid or None, its (dataset, item), its output keys)."""
+    if not isinstance(d, dict):
+        return "not a JSON object", None, []
+    key = (d.get("dataset"), d.get("item"))
+    if not (isinstance(key[0], str) and isinstance(key[1], str)):
+        return "no dataset/item strings", None, []
+    outs = d.get("outputs", [])
+    if not isinstance(outs, list) or not all(isinstance(o, dict) for o in outs):
+        return "outputs that are not a list of objects", None, []
+    keys = [o.get("key") for o in outs]
+    if not all(_valid_output_key(k) for k in keys):
+        return "an output key that is not a clean key inside a format tree", None, []
+    if last is not None and key <= last:
+        return "out of (dataset, item) order or repeated", None, []
+    return None, key, keys  # type: ignore[return-value]
+
+
+def iter_baseline(dest: Root, warn_limit: int = 5) -> Iterator[tuple[tuple[str, str], str,
+                                                                      list[str]]]:
+    """((dataset, item), line, output keys) of every valid baseline line, in order. Invalid,
+    escaping or out-of-order lines are skipped with a warning (the first `warn_limit` named)."""
+    try:
+        path = dest.full(BASELINE_KEY)
+        f = open(path, "rb") if dest.is_local else (  # noqa: SIM115 - closed below
+            dest.fs.open(path, "rb", block_size=8 * 1024 * 1024))
+    except FileNotFoundError:
+        return
+    bad = 0
+    last: tuple[str, str] | None = None
+    with f:
+        for n, raw in enumerate(_lines(f), start=1):
+            try:
+                text = raw.decode("utf-8").strip()
+                if not text:
+                    continue
+                why, key, keys = _check_baseline_line(_DECODER.decode(text), last)
+            except ValueError:  # not UTF-8, not JSON
+                why, key, keys = "not JSON", None, []
+            if why is not None or key is None:
+                bad += 1
+                if bad <= warn_limit:
+                    log.warning("ignoring line %d of the previous manifest: %s", n, why)
+                continue
+            last = key
+            yield key, text, keys
+    if bad:
+        log.warning("ignored %d invalid lines of the previous manifest (their items are "
+                    "exported again; their outputs are never deleted)", bad)
+
+
+def delete_keys(dest: Root, keys: Iterable[str], batch: int = DELETE_BATCH) -> int:
+    """Delete objects in bulk calls of `batch` keys (S3: one DeleteObjects per batch); keys
+    already gone are fine. No exists() per key. Returns the number of keys asked."""
+    n = 0
+    chunk: list[str] = []
+    for k in keys:
+        chunk.append(k)
+        if len(chunk) >= batch:
+            n += _delete_batch(dest, chunk)
+            chunk = []
+    if chunk:
+        n += _delete_batch(dest, chunk)
+    return n
+
+
+def _delete_batch(dest: Root, keys: list[str]) -> int:
+    if dest.is_local:  # LocalFileSystem.rm stops at the first missing file
+        for k in keys:
+            with contextlib.suppress(FileNotFoundError, IsADirectoryError, NotADirectoryError):
+                os.remove(dest.full(k))
+        return len(keys)
+    with contextlib.suppress(FileNotFoundError):
+        dest.delete(keys)
+    return len(keys)

@@ -1,13 +1,27 @@
-"""Plan an export: cut the items into partitions, fingerprint the plan, and decide what a rerun
-may keep.
+"""Plan an export: stream the items into plan shards, fingerprint the plan, merge the baseline,
+and decide what a rerun may keep.
 
-- Partitions: items (sorted by dataset, name) cut into chunks of `partition_size`.
-- Fingerprint: keys, object tags and settings; `_manifest/plan.json` records it. A rerun of an
-  unfinished run with the same plan keeps every committed partition (one listing of
-  `_manifest/`, no HEAD per output); a different plan (input or settings changed) or a finished
-  run (manifest.json present) discards the old parts first.
-- Incremental runs: the previous completed run's lines (the baseline) by (dataset, item), and
-  the outputs of items that are gone from the input.
+- Plan shards: the refs (sorted by dataset, name) are streamed once into
+  `_manifest/plan/shard-NNNNN.jsonl` (manifest_store), cut into partitions of `partition_size`;
+  the driver keeps only counters and 20 bytes per partition (its byte range), never the items.
+- Partition size (`partition_size: auto`, the default): `auto_partition_size(count)`:
+  small jobs are spread over up to 64 partitions (80 items -> 40 partitions of 2, never 50 + 30);
+  from 6,400 items on, 100 items per partition; from 500k items on, at most 5,000 tasks (1M ->
+  200 items per partition, 10M -> 2,000: 4-8 s of work at 2-4 ms per item). The scheduler
+  spends ~4 ms of CPU per task and the driver ~2 ms (benchmarks/bench_driver.py, a loaded
+  machine), i.e. ~250 tasks/s: 5,000 tasks of 4+ s keep 1,000+ cores busy. An explicit number
+  always wins.
+- Fingerprint: plan size, settings, version and every plan line (keys, object tags, baseline
+  line): `_manifest/plan.json` records it. A rerun of an unfinished run with the same plan keeps
+  every committed partition (one listing of `_manifest/`, no HEAD per output); a different plan
+  or a finished run (manifest.json present) discards the old parts first.
+- Incremental runs: the previous completed run's lines (`_manifest/baseline.jsonl`, sorted by
+  (dataset, item) like the plan) are merge-joined with the refs while the shards are written
+  (O(1) memory): a matched line rides in the item's plan line (the worker decides "unchanged"),
+  an unmatched one is an item removed from the input whose output keys go to a temporary file on
+  the driver's disk and are deleted in bulk batches when the new plan is adopted.
+- Order of a new plan (a failed run never leaves the next worse off): shards written, old
+  parts deleted, removed outputs deleted, then manifest.json and manifest.jsonl, then plan.json.
 """
 
 from __future__ import annotations
@@ -15,82 +29,169 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import IO, Any
 
 from maskcore import __version__
 
 from .listing import ItemRef
 from .manifest_store import (
-    BASELINE_KEY,
     MANIFEST_LINES,
     MANIFEST_SUMMARY,
     PLAN_KEY,
+    SHARD_BYTES,
+    PlanSlice,
+    ShardWriter,
     committed_parts,
+    delete_keys,
+    encode_ref,
+    iter_baseline,
     part_key,
+    plan_shards,
+    shard_key,
+    snapshot_baseline,
 )
 from .storage import Root
 
 log = logging.getLogger(__name__)
 
-
-def chunk(items: list[ItemRef], size: int) -> list[tuple[ItemRef, ...]]:
-    return [tuple(items[i:i + size]) for i in range(0, len(items), size)]
-
-
-def plan_fingerprint(items: list[ItemRef], partition_size: int, config_hash: str) -> str:
-    h = hashlib.sha256()
-    h.update(f"{partition_size}|{config_hash}|{__version__}\n".encode())
-    for r in items:  # the tags: a changed object is a new plan, never a resumed one
-        h.update(f"{r.dataset}\x00{r.name}\x00{r.ann_key}\x00{r.image_key}\x00{r.ann_tag}"
-                 f"\x00{r.image_tag}\n".encode())
-    return "sha256:" + h.hexdigest()
+AUTO = 0  # partition_size 0 (config `auto`): chosen from the item count
+TARGET_ITEMS = 100
+MIN_PARTITIONS = 64
+MAX_TASKS = 5_000  # for large jobs (the issue's bound is 100,000 at 10M items)
 
 
-def prepare_plan(dest: Root, fingerprint: str, n_parts: int) -> set[int]:
-    """Committed partitions that belong to this plan (stale parts are removed)."""
+_KEY_ENCODER = json.JSONEncoder()
+
+
+def auto_partition_size(count: int) -> int:
+    """Items per partition for `count` items (the rule in the module docstring)."""
+    spread = -(-count // MIN_PARTITIONS)  # small jobs: up to MIN_PARTITIONS partitions
+    return max(1, min(TARGET_ITEMS, spread), -(-count // MAX_TASKS))
+
+
+@dataclass
+class Plan:
+    """A written plan: counters and partition byte ranges, never the items."""
+
+    fingerprint: str
+    partition_size: int
+    count: int
+    shards: ShardWriter
+    n_shards: int
+    baseline_lines: int = 0
+    removed_items: int = 0
+    removed_keys: int = 0
+    _removed: IO[str] | None = field(default=None, repr=False)
+
+    @property
+    def n_parts(self) -> int:
+        return self.shards.n_parts
+
+    def slice(self, pid: int) -> PlanSlice:
+        return self.shards.slice(pid)
+
+    def items_in(self, pid: int) -> int:
+        return min(self.partition_size, self.count - pid * self.partition_size)
+
+    def removed_outputs(self) -> Iterator[str]:
+        if self._removed is None:
+            return
+        self._removed.seek(0)
+        for line in self._removed:
+            yield json.loads(line)
+
+    def close(self) -> None:
+        if self._removed is not None:
+            self._removed.close()
+            self._removed = None
+
+
+def write_plan(dest: Root, refs: Iterable[ItemRef], *, partition_size: int, settings: str,
+               incremental: bool = False, shard_bytes: int = SHARD_BYTES) -> Plan:
+    """Stream `refs` into plan shards, merge-joining the baseline when `incremental`; returns
+    the Plan (fingerprinted) - nothing is adopted yet. The refs must be sorted by (dataset,
+    name) when a baseline is merged (ValueError otherwise); without one, their order is kept."""
+    baseline: Iterator[tuple[tuple[str, str], str, list[str]]] = iter(())
+    merging = incremental and snapshot_baseline(dest)
+    if merging:
+        baseline = iter_baseline(dest)
+    h = hashlib.sha256(f"{partition_size}|{settings}|{__version__}\n".encode())
+    shards = ShardWriter(dest, shard_bytes)
+    removed = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115 - Plan.close()
+    stats = {"baseline": 0, "items": 0, "keys": 0}
+
+    def gone(keys: list[str]) -> None:
+        stats["items"] += 1
+        stats["keys"] += len(keys)
+        for k in keys:
+            removed.write(_KEY_ENCODER.encode(k) + "\n")
+
+    cur = next(baseline, None)
+    last: tuple[str, str] | None = None
+    n = 0
+    for ref in refs:
+        key = (ref.dataset, ref.name)
+        if merging and last is not None and key < last:
+            removed.close()
+            raise ValueError(f"Expected the listing sorted by (dataset, name). Got {key!r} "
+                             f"after {last!r} instead.")
+        last = key
+        while cur is not None and cur[0] < key:
+            gone(cur[2])
+            cur = next(baseline, None)
+        prev = "null"
+        if cur is not None and cur[0] == key:
+            prev = cur[1]
+            stats["baseline"] += 1
+            cur = next(baseline, None)
+        line = f'{{"r":{encode_ref(ref)},"p":{prev}}}\n'.encode()
+        h.update(line)
+        shards.add(line)
+        n += 1
+        if n % partition_size == 0:
+            shards.end_partition()
+    if n % partition_size:
+        shards.end_partition()
+    while cur is not None:
+        gone(cur[2])
+        cur = next(baseline, None)
+    n_shards = shards.close()
+    return Plan("sha256:" + h.hexdigest(), partition_size, n, shards, n_shards,
+                stats["baseline"], stats["items"], stats["keys"], removed)
+
+
+def _read_plan_json(dest: Root) -> dict[str, Any] | None:
     try:
         previous = json.loads(dest.read(PLAN_KEY))
     except (FileNotFoundError, ValueError):
-        previous = None
+        return None
+    return previous if isinstance(previous, dict) else None
+
+
+def prepare_plan(dest: Root, plan: Plan) -> set[int]:
+    """Adopt `plan`: the committed partitions that belong to it (a resume), or - for a new plan
+    - none, after removing stale parts, removed items' outputs and the old manifest."""
+    previous = _read_plan_json(dest)
     done = committed_parts(dest)
     completed = dest.exists(MANIFEST_SUMMARY)  # a finished run is never resumed, only redone
-    if previous is None or previous.get("fingerprint") != fingerprint or completed:
-        if done:
-            log.info("input or settings changed since the last run: discarding %d old parts",
-                     len(done))
-            dest.delete([part_key(p) for p in sorted(done)])
-        for stale in (MANIFEST_SUMMARY, MANIFEST_LINES):
-            if dest.exists(stale):
-                dest.delete([stale])
-        dest.write(PLAN_KEY, json.dumps({"fingerprint": fingerprint, "partitions": n_parts})
-                   .encode())
-        return set()
-    return {p for p in done if p < n_parts}
-
-
-def load_baseline(dest: Root) -> dict[tuple[str, str], str]:
-    """The previous completed run's manifest lines by (dataset, item), for --incremental.
-
-    A completed run (manifest.json present) is copied to `_manifest/baseline.jsonl` first, so
-    an incremental run that crashes and is rerun still compares against the same baseline."""
-    if dest.exists(MANIFEST_SUMMARY) and dest.exists(MANIFEST_LINES):
-        dest.write(BASELINE_KEY, dest.read(MANIFEST_LINES))
-    try:
-        data = dest.read(BASELINE_KEY).decode()
-    except FileNotFoundError:
-        return {}
-    out = {}
-    for line in data.splitlines():
-        if line.strip():
-            e = json.loads(line)
-            out[(e["dataset"], e["item"])] = line
-    return out
-
-
-def removed_outputs(baseline: dict[tuple[str, str], str], refs: list[ItemRef]) -> list[str]:
-    """Output keys of items that were in the baseline and are gone from the input."""
-    present = {(r.dataset, r.name) for r in refs}
-    keys = []
-    for k, line in baseline.items():
-        if k not in present:
-            keys.extend(o["key"] for o in json.loads(line).get("outputs", []))
-    return keys
+    if previous is not None and previous.get("fingerprint") == plan.fingerprint \
+            and not completed:
+        return {p for p in done if p < plan.n_parts}
+    if done:
+        log.info("input or settings changed since the last run: discarding %d old parts",
+                 len(done))
+        delete_keys(dest, [part_key(p) for p in sorted(done)])
+    if plan.removed_keys:
+        log.info("removing %d outputs of %d items deleted from the input", plan.removed_keys,
+                 plan.removed_items)
+        delete_keys(dest, plan.removed_outputs())
+    delete_keys(dest, [shard_key(s) for s in sorted(plan_shards(dest)) if s >= plan.n_shards])
+    delete_keys(dest, [MANIFEST_SUMMARY, MANIFEST_LINES])
+    dest.write(PLAN_KEY, json.dumps({"fingerprint": plan.fingerprint,
+                                     "partitions": plan.n_parts,
+                                     "partition_size": plan.partition_size,
+                                     "items": plan.count, "shards": plan.n_shards}).encode())
+    return set()

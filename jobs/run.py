@@ -1,45 +1,126 @@
-"""Run the partitions of a plan on Dask with a bounded number in flight.
+"""Run the partitions of a plan on Dask with an elastic, bounded number in flight.
 
-Futures with explicit keys, at most `max_in_flight` at once (default: twice the cluster's
-threads), `retries=2` for exceptions; a killed worker is rescheduled by Dask. `client=None`
-runs the partitions in this process (debugging, unit tests). The driver receives counts only.
+- Tasks are created lazily from an iterator of `PlanSlice`s (~100 bytes each); the job's shared
+  `ExportContext` reaches every worker once, through a worker plugin (workers that join later
+  or restart get it too), so a task carries only its slice.
+- In flight: `max_in_flight` when set; otherwise twice the cluster's current threads, re-read
+  from the scheduler at most once per `REFRESH_S` while the job runs (workers that join are used,
+  workers that leave shrink the window), never more than `MAX_WINDOW`. The driver holds the
+  in-flight futures only.
+- Futures have explicit keys (`maskjob-part-NNNNN-<token>`) and `retries=2` for exceptions; a
+  worker that dies is rescheduled by Dask. When Dask gives up on a partition because its workers
+  keep dying (KilledWorker: a native crash on some item), the partition is submitted once more
+  as `process_partition_isolated`, which identifies the poison item and exports the rest.
+- `on_done(part)` is called once per committed partition. Results are never fetched: the
+  counts are in the committed part (finalize reads them), and the driver knows each partition's
+  item count from the plan - one scheduler round trip per task saved (benchmarks/bench_driver).
+- `client=None` runs the partitions in this process (debugging, unit tests).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from .tasks import PartitionJob, process_partition
+from distributed.diagnostics.plugin import WorkerPlugin
+
+from .manifest_store import PlanSlice
+from .tasks import ExportContext, process_partition, process_partition_isolated
+
+REFRESH_S = 1.0
+MAX_WINDOW = 20_000
+_CONTEXTS: dict[str, ExportContext] = {}  # on a worker: the contexts of the running jobs
 
 
-def run_partitions(jobs: list[PartitionJob], *, client: Any | None, max_in_flight: int,
-                   on_done: Callable[[dict[str, int]], None]) -> None:
+class ContextPlugin(WorkerPlugin):
+    """Puts a job's ExportContext into every worker's `_CONTEXTS` (and removes it at the end)."""
+
+    idempotent = True
+
+    def __init__(self, token: str, ctx: ExportContext) -> None:
+        self.token, self.ctx = token, ctx
+
+    def setup(self, worker: Any) -> None:
+        _CONTEXTS[self.token] = self.ctx
+
+    def teardown(self, worker: Any) -> None:
+        _CONTEXTS.pop(self.token, None)
+
+
+def _run(token: str, part: PlanSlice, isolated: bool = False) -> dict[str, int]:
+    ctx = _CONTEXTS.get(token)
+    if ctx is None:
+        raise RuntimeError(f"Expected the job context {token} on this worker. Got none "
+                           "instead (the worker plugin has not run yet).")
+    fn = process_partition_isolated if isolated else process_partition
+    return fn(ctx, part)
+
+
+def cluster_window(client: Any) -> int:
+    threads = sum(client.nthreads().values())
+    return max(1, min(MAX_WINDOW, 2 * threads))
+
+
+def run_partitions(parts: Iterable[PlanSlice], *, ctx: ExportContext, client: Any | None,
+                   max_in_flight: int, on_done: Callable[[PlanSlice], None]) -> None:
     if client is None:
-        for j in jobs:
-            on_done(process_partition(j))
+        for p in parts:
+            process_partition(ctx, p)
+            on_done(p)
         return
     from distributed import as_completed
+    from distributed.scheduler import KilledWorker
 
-    if max_in_flight <= 0:
-        threads = sum(client.nthreads().values()) or 1
-        max_in_flight = 2 * threads
-    token = hashlib.sha1(f"{jobs[0].dest.url}{time.time_ns()}".encode()).hexdigest()[:8] \
-        if jobs else ""
-    queue = iter(jobs)
+    token = hashlib.sha1(f"{ctx.dest.url}{time.time_ns()}".encode()).hexdigest()[:8]
+    name = f"maskjob-context-{token}"
+    client.register_plugin(ContextPlugin(token, ctx), name=name)
+    queue = iter(parts)
+    inflight: dict[Any, PlanSlice] = {}
+    ac = as_completed()
 
-    def submit(j: PartitionJob) -> Any:
-        return client.submit(process_partition, j, key=f"maskjob-part-{j.pid:05d}-{token}",
-                             retries=2, pure=False)
+    def submit(p: PlanSlice, isolated: bool = False) -> None:
+        key = f"maskjob-part-{p.pid:05d}-{token}" + ("-isolated" if isolated else "")
+        fut = client.submit(_run, token, p, isolated, key=key, retries=2, pure=False)
+        inflight[fut] = p
+        ac.add(fut)
 
-    initial = [submit(j) for _, j in zip(range(max_in_flight), queue, strict=False)]
-    ac = as_completed(initial)
-    for fut in ac:
-        counts = fut.result()
-        fut.release()
-        on_done(counts)
-        nxt = next(queue, None)
-        if nxt is not None:
-            ac.add(submit(nxt))
+    def top_up(limit: int) -> None:
+        while len(inflight) < limit:
+            p = next(queue, None)
+            if p is None:
+                return
+            submit(p)
+
+    def window() -> int:
+        return max_in_flight if max_in_flight > 0 else cluster_window(client)
+
+    try:
+        limit, checked = window(), time.monotonic()
+        top_up(limit)
+        while inflight:
+            if max_in_flight <= 0 and time.monotonic() - checked >= REFRESH_S:
+                limit, checked = window(), time.monotonic()
+                top_up(limit)
+            with ac.thread_condition:
+                if not ac.has_ready():
+                    ac.thread_condition.wait(timeout=REFRESH_S / 4)
+            for fut in ac.next_batch(block=False):
+                p = inflight.pop(fut)
+                if fut.status == "error":
+                    exc = fut.exception()
+                    if isinstance(exc, KilledWorker) and not fut.key.endswith("-isolated"):
+                        fut.release()
+                        submit(p, isolated=True)
+                        continue
+                    raise exc
+                fut.release()  # its counts are in its committed part: never fetched
+                on_done(p)
+            top_up(limit)
+    finally:
+        for fut in inflight:
+            fut.release()
+        with contextlib.suppress(Exception):  # the cluster is gone: nothing left to clean
+            client.unregister_worker_plugin(name)

@@ -1,29 +1,53 @@
 """process_partition(): the one place where I/O meets the kernel.
 
-A partition is a list of item keys. Inputs are read a few items ahead on threads (object
-storage latency overlaps rendering). For each item: parse the annotation, render once,
-let every requested format encode from the same stamps, and collect the blobs; the partition's
-blobs are written concurrently in batches on a background thread while later items render
-(bounded bytes in flight), then - last - its manifest part `_manifest/part-NNNNN.jsonl`.
-The part's existence is the partition's commit: a rerun skips committed partitions, and since
-every key is a pure function of (output, format, item), a retried partition overwrites its
-own half-written objects and never duplicates them.
+A partition is a `PlanSlice` (shard number + byte range of the plan, ~100 bytes); the worker
+reads its own items from the plan, and takes everything shared by the job's partitions (roots,
+classes, formats, options, limits) from an `ExportContext` sent once per worker. Inputs are read
+a few items ahead on threads (object storage latency overlaps rendering). For each item: parse
+the annotation, render once, let every requested format encode from the same stamps, and collect
+the blobs; the partition's blobs are written concurrently in batches on a background thread
+while later items render (bounded bytes in flight), then - last - its manifest part
+`_manifest/part-NNNNN.jsonl`. The part's existence is the partition's commit: a rerun skips
+committed partitions, and since every key is a pure function of (output, format, item), a
+retried partition overwrites its own half-written objects and never duplicates them.
 
-Per-item data errors (`ItemError`, `InputError`) become `failed` manifest lines; anything else
-(storage down, worker killed) propagates, so Dask retries the whole partition.
+Error classification (per-item isolation, all the way down):
+- Anything raised while handling one item - parsing, rendering, encoding (RecursionError,
+  OverflowError, ValueError, KeyError, cv2.error, MemoryError, ...) and input reads that fail
+  because of that item (missing object, a folder or a name the filesystem refuses: ENOENT,
+  ENAMETOOLONG, ENOTDIR, EISDIR, EINVAL, ELOOP; PermissionError on a local input) - becomes that
+  item's `failed` line: `"<ExceptionType>: <one-line reason>"` (maskjob's own ItemError keeps its
+  "Expected X. Got Y instead." message), at most `MAX_REASON` characters; the traceback goes to
+  the debug log only.
+- Storage faults fail the partition so Dask retries it: any other OSError from a read
+  (connection reset, timeout, a remote PermissionError: credentials or ACL), errors raised by
+  the object-store clients (botocore, aiohttp, s3fs, ...), and every write error but one.
+- A batch write that fails with a path error (ENAMETOOLONG, ENOTDIR, EISDIR, EEXIST, EINVAL) is
+  retried item by item: the item whose key the filesystem refuses fails alone.
+- A native crash that kills the worker process is handled by the driver (jobs/run.py): the
+  partition is re-run by `process_partition_isolated`, which exports its items one by one in a
+  child process; an item whose child dies is failed with `WORKER_DIED`, the rest is exported
+  and committed in the same part.
 Returns only counts: the driver never receives pixels or manifest rows.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
+import os
+import pickle
+import signal
+import subprocess
+import sys
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from maskcore.errors import InputError, ItemError
+from maskcore.errors import ItemError, MaskjobError
 from maskcore.formats import FORMATS, INPUT_FORMATS
 from maskcore.formats.base import Blob, ItemContext, ItemOutput
 from maskcore.limits import Limits
@@ -31,7 +55,7 @@ from maskcore.manifest import ManifestEntry, fingerprint
 from maskcore.model import ClassTable
 
 from .listing import ItemRef, read_annotation
-from .manifest_store import part_key
+from .manifest_store import PlanSlice, delete_keys, part_key, read_slice
 from .storage import Root
 
 log = logging.getLogger("maskjob")
@@ -39,14 +63,24 @@ log = logging.getLogger("maskjob")
 FLUSH_BYTES = 32 * 1024 * 1024
 FLUSH_OBJECTS = 256
 READ_AHEAD = 4  # items whose inputs are being read while the current one renders
+MAX_REASON = 300
+WORKER_DIED = "the worker process died while exporting this item"
+# Test-only: a worker whose environment names an item kills itself with SIGSEGV when it reaches
+# that item (a stand-in for a native crash). Only the process environment can set it.
+CRASH_ENV = "MASKJOB_TEST_CRASH_ITEM"
+
+_ITEM_ERRNOS = {errno.ENOENT, errno.ENAMETOOLONG, errno.ENOTDIR, errno.EISDIR, errno.EINVAL,
+                errno.ELOOP, errno.EILSEQ}
+_PATH_ERRNOS = {errno.ENAMETOOLONG, errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.EINVAL,
+                errno.ELOOP, errno.EILSEQ}
+_CLIENT_MODULES = ("botocore", "aiobotocore", "aiohttp", "s3fs", "gcsfs", "adlfs", "urllib3",
+                   "requests", "fsspec")
 
 
 @dataclass(frozen=True)
-class PartitionJob:
-    """Everything a worker needs for one partition (small and picklable: keys, no pixels)."""
+class ExportContext:
+    """What every partition of a job shares (sent once per worker, not once per task)."""
 
-    pid: int
-    items: tuple[ItemRef, ...]
     source: Root
     dest: Root
     classes: ClassTable
@@ -58,24 +92,75 @@ class PartitionJob:
     incremental: bool = False
 
 
-def _unchanged(job: PartitionJob, ref: ItemRef) -> ManifestEntry | None:
-    """The previous entry carried forward, when annotation, image and settings are the same."""
-    if not (job.incremental and ref.previous):
-        return None
-    prev = ManifestEntry.from_line(ref.previous)
-    if prev.status not in ("ok", "unchanged"):
-        return None
-    same = (prev.inputs.get("settings") == job.settings_hash
-            and prev.inputs.get("annotation", {}).get("tag") == ref.ann_tag
-            and prev.inputs.get("image", {}).get("tag") == ref.image_tag)
-    if not same:
-        return None
-    prev.status = "unchanged"
-    return prev
+class StorageFault(Exception):
+    """The object store failed (not the item): the partition fails and Dask retries it."""
 
 
-def _needs_image(job: PartitionJob) -> bool:
-    return any(getattr(job.options[f], "needs_image", lambda: False)() for f in job.formats)
+Item = tuple[ItemRef, dict[str, Any] | None]  # a ref and its baseline entry, if any
+
+
+def reason(e: BaseException) -> str:
+    """One bounded line naming the exception: `"<Type>: <message>"` (maskjob's own errors keep
+    their message as is)."""
+    try:
+        msg = str(e)
+    except Exception:  # a hostile __str__
+        msg = ""
+    msg = " ".join(msg[:4 * MAX_REASON].split())
+    text = msg if isinstance(e, MaskjobError) else f"{type(e).__name__}: {msg}".rstrip(": ")
+    return text if len(text) <= MAX_REASON else text[:MAX_REASON - 3] + "..."
+
+
+def is_storage_fault(e: BaseException, *, local: bool) -> bool:
+    """Whether an error raised by an input read is the store's fault rather than the item's."""
+    if isinstance(e, FileNotFoundError | IsADirectoryError | NotADirectoryError):
+        return False
+    if isinstance(e, PermissionError):
+        return not local
+    if isinstance(e, OSError):
+        return e.errno not in _ITEM_ERRNOS
+    return type(e).__module__.split(".")[0] in _CLIENT_MODULES
+
+
+def _is_path_error(e: BaseException) -> bool:
+    return isinstance(e, IsADirectoryError | NotADirectoryError | FileExistsError) or (
+        isinstance(e, OSError) and e.errno in _PATH_ERRNOS)
+
+
+def _read_input(ctx: ExportContext, fn: Any, *args: Any) -> bytes:
+    try:
+        return fn(*args)
+    except Exception as e:
+        if is_storage_fault(e, local=ctx.source.is_local):
+            raise StorageFault(reason(e)) from e
+        raise
+
+
+def _unchanged(ctx: ExportContext, ref: ItemRef, prev: dict[str, Any] | None
+               ) -> ManifestEntry | None:
+    """The previous entry carried forward, when annotation, image and settings are the same.
+    A malformed previous entry is never carried forward (the item is exported again)."""
+    if not (ctx.incremental and prev) or ref.problem:  # a plan-time problem is never carried
+        return None
+    try:
+        if prev.get("status") not in ("ok", "unchanged"):
+            return None
+        inputs = prev.get("inputs") or {}
+        same = (inputs.get("settings") == ctx.settings_hash
+                and (inputs.get("annotation") or {}).get("tag") == ref.ann_tag
+                and (inputs.get("image") or {}).get("tag") == ref.image_tag)
+        if not same:
+            return None
+        entry = ManifestEntry(**{k: prev[k] for k in ManifestEntry.__dataclass_fields__
+                                 if k in prev})
+    except Exception:
+        return None
+    entry.status = "unchanged"
+    return entry
+
+
+def _needs_image(ctx: ExportContext) -> bool:
+    return any(getattr(ctx.options[f], "needs_image", lambda: False)() for f in ctx.formats)
 
 
 @dataclass
@@ -87,35 +172,36 @@ class _Fetched:
     error: BaseException | None = None
 
 
-def _fetch(job: PartitionJob, ref: ItemRef, with_image: bool) -> _Fetched:
+def _fetch(ctx: ExportContext, ref: ItemRef, with_image: bool) -> _Fetched:
     got = _Fetched()
     try:
         if ref.ann_inline is None and ref.ann_key is not None and not ref.problem:
-            got.ann = read_annotation(job.source, ref)
+            got.ann = _read_input(ctx, read_annotation, ctx.source, ref)
         if with_image and ref.image_key is not None and not ref.problem:
-            got.image = job.source.read(ref.image_key)
-    except FileNotFoundError as e:  # vanished since listing: that item fails alone
-        got.error = ItemError(f"Expected the input object to exist. Got {e} instead.")
+            got.image = _read_input(ctx, ctx.source.read, ref.image_key)
+    except Exception as e:  # raised again when the item is handled (item or storage fault)
+        got.error = e
     return got
 
 
 _Ahead = tuple[ItemRef, ManifestEntry | None, Future[_Fetched] | None]
 
 
-def _read_ahead(job: PartitionJob, refs: tuple[ItemRef, ...], window: int = READ_AHEAD
+def _read_ahead(ctx: ExportContext, items: list[Item], window: int = READ_AHEAD
                 ) -> Iterator[_Ahead]:
     """Yield (ref, its carried-forward entry if unchanged, else the future of its bytes); at
     most `window` items are in flight, so object-store latency overlaps rendering while worker
     memory stays bounded. Unchanged items are decided here, once, and never read."""
-    with_image = _needs_image(job)
+    with_image = _needs_image(ctx)
     with ThreadPoolExecutor(max_workers=min(window, 8), thread_name_prefix="read") as pool:
 
-        def start(ref: ItemRef) -> _Ahead:
-            carried = _unchanged(job, ref)
-            fut = None if carried else pool.submit(_fetch, job, ref, with_image)
+        def start(item: Item) -> _Ahead:
+            ref, prev = item
+            carried = _unchanged(ctx, ref, prev)
+            fut = None if carried else pool.submit(_fetch, ctx, ref, with_image)
             return ref, carried, fut
 
-        it = iter(refs)
+        it = iter(items)
         pending: deque[_Ahead] = deque(start(r) for _, r in zip(range(window), it, strict=False))
         while pending:
             yield pending.popleft()
@@ -124,15 +210,22 @@ def _read_ahead(job: PartitionJob, refs: tuple[ItemRef, ...], window: int = READ
                 pending.append(start(nxt))
 
 
-def _export_item(job: PartitionJob, ref: ItemRef, carried: ManifestEntry | None = None,
+def _crash_hook(name: str) -> None:
+    target = os.environ.get(CRASH_ENV)
+    if target is not None and name == target:
+        os.kill(os.getpid(), signal.SIGSEGV)
+
+
+def _export_item(ctx: ExportContext, ref: ItemRef, carried: ManifestEntry | None = None,
                  fetched: Future[_Fetched] | None = None) -> tuple[ManifestEntry, list[Blob]]:
     if carried is not None:
         return carried, []
     got = fetched.result() if fetched is not None else _Fetched()
     if got.error is not None:
         raise got.error
+    _crash_hook(ref.name)
     entry = ManifestEntry(dataset=ref.dataset, item=ref.name, status="ok")
-    entry.inputs["settings"] = job.settings_hash
+    entry.inputs["settings"] = ctx.settings_hash
     if ref.image_key:
         entry.inputs["image"] = {"key": ref.image_key, "tag": ref.image_tag}
     if ref.problem:
@@ -140,26 +233,27 @@ def _export_item(job: PartitionJob, ref: ItemRef, carried: ManifestEntry | None 
     if ref.ann_inline is None and ref.ann_key is None:
         raise ItemError("Expected an annotation file for this image. Got none instead.")
     ann = ref.ann_inline if ref.ann_inline is not None else (
-        got.ann if got.ann is not None else read_annotation(job.source, ref))
+        got.ann if got.ann is not None else _read_input(ctx, read_annotation, ctx.source, ref))
     entry.inputs["annotation"] = {**fingerprint(ref.ann_key or "", ann), "tag": ref.ann_tag}
-    reader = INPUT_FORMATS[job.reader]
-    item = reader.parse_item(ann, job.classes, dataset=ref.dataset, name=ref.name,
-                             image_key=ref.image_key, ann_key=ref.ann_key, limits=job.limits)
+    reader = INPUT_FORMATS[ctx.reader]
+    item = reader.parse_item(ann, ctx.classes, dataset=ref.dataset, name=ref.name,
+                             image_key=ref.image_key, ann_key=ref.ann_key, limits=ctx.limits)
 
     def read_image() -> bytes:
         assert ref.image_key is not None
-        data = got.image if got.image is not None else job.source.read(ref.image_key)
+        data = got.image if got.image is not None else \
+            _read_input(ctx, ctx.source.read, ref.image_key)
         entry.inputs["image"] = {**fingerprint(ref.image_key, data), "tag": ref.image_tag}
         return data
 
     # the annotation is copied verbatim only into a project of its own format
-    own_ann = ann if job.reader == "supervisely" else None
-    ctx = ItemContext(item, job.classes, read_image if ref.image_key else None, own_ann,
-                      job.limits, reader.RULE, job.dest.uri, job.source.uri)
+    own_ann = ann if ctx.reader == "supervisely" else None
+    ictx = ItemContext(item, ctx.classes, read_image if ref.image_key else None, own_ann,
+                       ctx.limits, reader.RULE, ctx.dest.uri, ctx.source.uri)
     blobs: list[Blob] = []
     first: ItemOutput | None = None
-    for name in job.formats:
-        result = FORMATS[name].write_item(ctx, job.options[name])
+    for name in ctx.formats:
+        result = FORMATS[name].write_item(ictx, ctx.options[name])
         first = first or result
         blobs.extend(result.blobs)
     if first is not None:
@@ -170,6 +264,48 @@ def _export_item(job: PartitionJob, ref: ItemRef, carried: ManifestEntry | None 
     return entry, blobs
 
 
+def _failed(ref: ItemRef, why: str) -> ManifestEntry:
+    return ManifestEntry(dataset=ref.dataset, item=ref.name, status="failed", error=why)
+
+
+def handle_item(ctx: ExportContext, ref: ItemRef, carried: ManifestEntry | None = None,
+                fetched: Future[_Fetched] | None = None) -> tuple[ManifestEntry, list[Blob]]:
+    """One item, isolated: its entry and blobs, or its failed entry; a StorageFault (or a
+    BaseException such as KeyboardInterrupt) propagates."""
+    try:
+        return _export_item(ctx, ref, carried, fetched)
+    except StorageFault:
+        raise
+    except Exception as e:
+        log.debug("item %s/%s failed", ref.dataset, ref.name, exc_info=True)
+        return _failed(ref, reason(e)), []
+
+
+def write_batch(dest: Root, batch: dict[str, bytes], owner: dict[str, int]) -> dict[int, str]:
+    """Write a batch of blobs; on a path error, retry item by item: returns {item index: reason}
+    of the items whose keys the store refused (their other objects removed)."""
+    try:
+        dest.write_many(batch)
+        return {}
+    except OSError as e:
+        if not _is_path_error(e):
+            raise
+    by_item: dict[int, list[str]] = {}
+    for k in batch:
+        by_item.setdefault(owner[k], []).append(k)
+    failed = {}
+    for idx, keys in by_item.items():
+        try:
+            dest.write_many({k: batch[k] for k in keys})
+        except OSError as e:
+            if not _is_path_error(e):
+                raise
+            failed[idx] = reason(e)
+            with contextlib.suppress(OSError):
+                delete_keys(dest, [k for k in keys if len(k.rsplit("/", 1)[-1]) < 250])
+    return failed
+
+
 class _BackgroundWriter:
     """Writes batches of blobs on one thread while the partition goes on rendering; at most one
     batch is in flight and one filling, so memory stays bounded (~2 x FLUSH_BYTES)."""
@@ -177,17 +313,19 @@ class _BackgroundWriter:
     def __init__(self, dest: Root) -> None:
         self.dest = dest
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="write")
-        self.inflight: Future[None] | None = None
+        self.inflight: Future[dict[int, str]] | None = None
 
-    def submit(self, batch: dict[str, bytes]) -> None:
-        self.wait()
+    def submit(self, batch: dict[str, bytes], owner: dict[str, int]) -> dict[int, str]:
+        failed = self.wait()
         if batch:
-            self.inflight = self.pool.submit(self.dest.write_many, batch)
+            self.inflight = self.pool.submit(write_batch, self.dest, batch, owner)
+        return failed
 
-    def wait(self) -> None:
+    def wait(self) -> dict[int, str]:
         if self.inflight is not None:
             fut, self.inflight = self.inflight, None
-            fut.result()  # a storage error propagates: Dask retries the partition
+            return fut.result()  # a storage error propagates: Dask retries the partition
+        return {}
 
     def close(self) -> None:
         try:
@@ -196,41 +334,147 @@ class _BackgroundWriter:
             self.pool.shutdown(wait=True)
 
 
-def process_partition(job: PartitionJob) -> dict[str, int]:
+class _PartLines:
+    """The partition's manifest lines and per-item counts (amended when a write fails)."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.stats: list[tuple[str, int, int]] = []
+        self.refs: list[ItemRef] = []
+
+    def add(self, ref: ItemRef, entry: ManifestEntry) -> int:
+        self.lines.append(entry.to_line())
+        self.stats.append((entry.status, len(entry.outputs),
+                           sum(int(o.get("size", 0)) for o in entry.outputs)))
+        self.refs.append(ref)
+        return len(self.lines) - 1
+
+    def fail(self, failed: dict[int, str]) -> None:
+        for idx, why in failed.items():
+            self.lines[idx] = _failed(self.refs[idx], why).to_line()
+            self.stats[idx] = ("failed", 0, 0)
+
+    def counts(self) -> dict[str, int]:
+        c = {"items": 0, "ok": 0, "failed": 0, "unchanged": 0, "outputs": 0, "bytes": 0}
+        for status, n_out, n_bytes in self.stats:
+            c["items"] += 1
+            c[status] += 1
+            if status == "ok":
+                c["outputs"] += n_out
+                c["bytes"] += n_bytes
+        return c
+
+    def commit(self, dest: Root, pid: int) -> dict[str, int]:
+        dest.write(part_key(pid), "".join(self.lines).encode())
+        return self.counts()
+
+
+def process_partition(ctx: ExportContext, part: PlanSlice) -> dict[str, int]:
     """Export one partition; write its outputs, then its manifest part. Returns counts."""
-    lines: list[str] = []
+    items = read_slice(ctx.dest, part)
+    out = _PartLines()
     pending: dict[str, bytes] = {}
+    owner: dict[str, int] = {}
     pending_bytes = 0
-    counts = {"items": 0, "ok": 0, "failed": 0, "unchanged": 0, "outputs": 0, "bytes": 0}
-    writer = _BackgroundWriter(job.dest)
+    writer = _BackgroundWriter(ctx.dest)
     try:
-        for ref, carried, fetched in _read_ahead(job, job.items):
-            try:
-                entry, blobs = _export_item(job, ref, carried, fetched)
-            except (ItemError, InputError) as e:
-                entry = ManifestEntry(dataset=ref.dataset, item=ref.name, status="failed",
-                                      error=str(e))
-                blobs = []
-            except MemoryError:
-                entry = ManifestEntry(dataset=ref.dataset, item=ref.name, status="failed",
-                                      error="Expected an item that fits in worker memory. "
-                                            "Got a MemoryError instead.")
-                blobs = []
-            counts["items"] += 1
-            counts[entry.status] += 1
+        for ref, carried, fetched in _read_ahead(ctx, items):
+            entry, blobs = handle_item(ctx, ref, carried, fetched)
+            idx = out.add(ref, entry)
             for b in blobs:
                 pending[b.key] = b.data
+                owner[b.key] = idx
                 pending_bytes += len(b.data)
-                counts["outputs"] += 1
-                counts["bytes"] += len(b.data)
             if pending_bytes >= FLUSH_BYTES or len(pending) >= FLUSH_OBJECTS:
-                writer.submit(pending)
-                pending, pending_bytes = {}, 0
-            lines.append(entry.to_line())
-        writer.submit(pending)
-        writer.wait()
+                out.fail(writer.submit(pending, owner))
+                pending, owner, pending_bytes = {}, {}, 0
+        out.fail(writer.submit(pending, owner))
+        out.fail(writer.wait())
     finally:
         writer.close()
     # the commit: written only after every output of the partition is stored
-    job.dest.write(part_key(job.pid), "".join(lines).encode())
-    return counts
+    return out.commit(ctx.dest, part.pid)
+
+
+# -- the safety net for native crashes --------------------------------------------------------
+
+def process_partition_isolated(ctx: ExportContext, part: PlanSlice) -> dict[str, int]:
+    """Re-run a partition whose worker died: its items are exported one by one in a child
+    process (`python -m jobs.tasks`); an item during which the child dies fails with
+    `WORKER_DIED`, and a new child goes on with the next item. One part is committed."""
+    items = read_slice(ctx.dest, part)
+    out = _PartLines()
+    i = 0
+    while i < len(items):
+        results = _run_child(ctx, items[i:])
+        for ref_entry in results:
+            out.add(*ref_entry)
+        i += len(results)
+        if i < len(items):  # the child died while exporting items[i] (_run_child checked)
+            ref = items[i][0]
+            log.warning("item %s/%s: %s", ref.dataset, ref.name, WORKER_DIED)
+            out.add(ref, _failed(ref, WORKER_DIED))
+            i += 1
+    return out.commit(ctx.dest, part.pid)
+
+
+def _run_child(ctx: ExportContext, items: list[Item]) -> list[tuple[ItemRef, ManifestEntry]]:
+    """Run a child on `items` until it ends or dies: the results of the items it finished;
+    when fewer than `items`, the child died while exporting the next one."""
+    proc = subprocess.Popen([sys.executable, "-m", "jobs.tasks"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE)
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        proc.stdin.write(pickle.dumps((ctx, items), protocol=pickle.HIGHEST_PROTOCOL))
+        proc.stdin.close()
+    except BrokenPipeError:
+        pass
+    started, results = 0, []
+    try:
+        while True:
+            try:
+                msg = pickle.load(proc.stdout)
+            except EOFError:
+                break
+            if msg == "start":
+                started += 1
+            elif isinstance(msg, tuple):  # ("fault", reason): the store failed, not the item
+                raise StorageFault(msg[1])
+            else:
+                results.append((items[len(results)][0], msg))
+    finally:
+        proc.stdout.close()
+        rc = proc.wait()
+    if rc == 0 and len(results) != len(items):
+        raise RuntimeError(f"Expected the export child to finish {len(items)} items. Got "
+                           f"{len(results)} instead.")
+    if rc != 0 and started == len(results):
+        raise RuntimeError(f"Expected the export child to run. Got exit code {rc} instead.")
+    return results
+
+
+def _child_main() -> None:
+    """The child side: export items one by one, writing each item's outputs before its line."""
+    ctx, items = pickle.load(sys.stdin.buffer)
+    out = sys.stdout.buffer
+    sys.stdout = sys.stderr  # nothing else may write into the result stream
+    for ref, prev in items:
+        pickle.dump("start", out)
+        out.flush()
+        try:
+            entry, blobs = handle_item(ctx, ref, _unchanged(ctx, ref, prev))
+            if blobs:
+                failed = write_batch(ctx.dest, {b.key: b.data for b in blobs},
+                                     {b.key: 0 for b in blobs})
+                if failed:
+                    entry = _failed(ref, failed[0])
+        except (StorageFault, OSError) as e:
+            pickle.dump(("fault", reason(e)), out)
+            out.flush()
+            return
+        pickle.dump(entry, out)
+        out.flush()
+
+
+if __name__ == "__main__":
+    _child_main()
