@@ -18,12 +18,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from maskcore import __version__
-from maskcore.formats import FORMATS
 from maskcore.manifest import Summary, summarize
 
-from .finalize import finalize, open_output
+from .finalize import finalize_export
 from .listing import ItemRef
-from .manifest_store import MANIFEST_LINES, iter_entries
+from .manifest_store import MANIFEST_LINES
 from .plan import chunk, load_baseline, plan_fingerprint, prepare_plan, removed_outputs
 from .run import run_partitions
 from .storage import Root, redact
@@ -81,12 +80,6 @@ def export(
                  len({k.rsplit("/", 1)[0] for k in removed}))
         existing = [k for k in removed if dest.exists(k)]
         dest.delete(existing)
-    blobs = [b for f in spec.formats for b in FORMATS[f].dataset_files(classes, options[f])]
-    for f in spec.formats:  # writers whose sidecars list the exported items (cvat)
-        hook = getattr(FORMATS[f], "finalize_files", None)
-        if hook is not None:
-            blobs += hook(classes, options[f], iter_entries(dest, len(parts)), dest.read,
-                          lambda key: open_output(dest, key))
     ended = time.time()
     meta = {
         "software": {"name": "maskjob", "version": __version__,
@@ -108,7 +101,8 @@ def export(
         "outputs_removed": len(removed),
         "host": os.uname().nodename,
     }
-    summary = finalize(dest, len(parts), blobs, meta)
+    summary = finalize_export(dest=dest, n_parts=len(parts), formats=spec.formats,
+                              options=options, classes=classes, meta=meta)
     return RunResult(summary, len(parts), len(done), ended - started)
 
 

@@ -75,7 +75,7 @@ def _unchanged(job: PartitionJob, ref: ItemRef) -> ManifestEntry | None:
 
 
 def _needs_image(job: PartitionJob) -> bool:
-    return any(getattr(job.options[f], "needs_image", lambda: False)() for f in job.formats)
+    return any(job.options[f].needs_image() for f in job.formats)
 
 
 @dataclass

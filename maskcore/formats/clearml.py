@@ -6,12 +6,13 @@ Layout under `clearml/`:
   labels in drawing order (`indexed.py`: z_order, then annotation order, later on top);
 - `mask_labels.json`: `{"_all_": [{"value": [r, g, b], "labels": [name]}, ...]}`, background
   first - the form ClearML stores as version metadata (reference C.1);
-- `frames.jsonl`: one frame per image, assembled at finalize (jobs/assemble.py) from the
-  per-item frames `_frames/<dataset>/<stem>.json` that `write_item` returns, so no process ever
-  holds more than a batch of frames. A frame is in the shape `DataEntryImage.from_api_object`
-  reads (clearml.hyperdatasets, reference C.1/C.3): `sources[]` with the image `uri`, `width`,
-  `height`, `timestamp` 0 and `masks[]` {id "00", content_type, uri, timestamp}; `rois[]` with
-  `label`, `sources` and `mask` {id, value} for each class present in the mask.
+- `frames.jsonl`: one frame per exported image in manifest order, streamed at finalize
+  (`finalizer`) from the per-item frames `_frames/<dataset>/<stem>.json` that `write_item`
+  returns, fetched `BATCH` at a time, so no process ever holds more than a batch of frames.
+  A frame is in the shape `DataEntryImage.from_api_object` reads (clearml.hyperdatasets,
+  reference C.1/C.3): `sources[]` with the image `uri`, `width`, `height`, `timestamp` 0 and
+  `masks[]` {id "00", content_type, uri, timestamp}; `rois[]` with `label`, `sources` and
+  `mask` {id, value} for each class present in the mask.
 URIs are final: the image's input URL and the mask's output URL (`ItemContext.input_uri` /
 `output_uri`), so users register frames without uploading anything.
 
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import json
 import mimetypes
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +34,15 @@ from .. import paths
 from ..errors import ConfigError, expected
 from ..model import ClassTable
 from . import indexed
-from .base import Blob, ItemContext, ItemOutput
+from .base import (
+    Blob,
+    FinalEntry,
+    FinalizeIO,
+    ItemContext,
+    ItemOutput,
+    PreviewMask,
+    decode_png,
+)
 
 NAME = "clearml"
 MASKS_DIR = "masks"
@@ -42,6 +51,7 @@ FRAMES_FILE = "frames.jsonl"
 LABELS_FILE = "mask_labels.json"
 MASK_ID = "00"
 MAX_CLASSES = 255
+BATCH = 256  # frames fetched per concurrent read at finalize
 
 
 @dataclass(frozen=True)
@@ -69,6 +79,10 @@ class ClearmlOptions:
             raise ConfigError(expected("an integer thickness in 1..1000", t),
                               key=f"{prefix}.thickness")
         return cls(source_id=sid, thickness=t)
+
+    def needs_image(self) -> bool:
+        """Masks and frames need the annotation only (image size included)."""
+        return False
 
     def check_classes(self, classes: ClassTable, prefix: str) -> None:
         if len(classes) > MAX_CLASSES:
@@ -142,6 +156,60 @@ def mask_labels(classes: ClassTable) -> dict[str, Any]:
 
 
 def dataset_files(classes: ClassTable, opts: ClearmlOptions) -> list[Blob]:
-    """mask_labels.json; frames.jsonl is assembled from the per-item frames at finalize."""
+    """mask_labels.json; frames.jsonl is streamed from the per-item frames by `finalizer`."""
     return [Blob(paths.join(NAME, LABELS_FILE),
                  json.dumps(mask_labels(classes), indent=2, ensure_ascii=False).encode())]
+
+
+# ---------------------------------------------------------------------------- finalize
+class FramesFinalizer:
+    """`clearml/frames.jsonl`: the per-item frames of the exported items, in manifest order,
+    streamed into one object; a batch of frame keys is fetched with one concurrent read."""
+
+    def __init__(self, io: FinalizeIO) -> None:
+        self.io = io
+        self._ctx = io.open_output(paths.join(NAME, FRAMES_FILE))
+        self.out = self._ctx.__enter__()
+        self.keys: list[str] = []
+
+    def take(self, entry: FinalEntry) -> None:
+        if not entry.exported:
+            return
+        prefix = f"{NAME}/{FRAMES_DIR}/"
+        self.keys += [o.key for o in entry.outputs if o.key.startswith(prefix)]
+        if len(self.keys) >= BATCH:
+            self._flush()
+
+    def _flush(self) -> None:
+        got = self.io.read_many(self.keys, True)
+        for k in self.keys:
+            data = got.get(k)
+            if data is None:
+                self.io.problem(f"clearml: frame {k} is missing; left out of {FRAMES_FILE}")
+                continue
+            data = data.strip()
+            if b"\n" in data or b"\r" in data:  # compact JSON never holds one: not our frame
+                self.io.problem(f"clearml: frame {k} is not one JSON line; left out")
+                continue
+            self.out.write(data + b"\n")
+        self.keys = []
+
+    def close(self) -> None:
+        try:
+            self._flush()
+        finally:
+            self._ctx.__exit__(None, None, None)
+
+
+def finalizer(classes: ClassTable, opts: ClearmlOptions, io: FinalizeIO) -> FramesFinalizer:
+    return FramesFinalizer(io)
+
+
+def preview_mask(keys: Sequence[str], read: Callable[[str], bytes]) -> PreviewMask | None:
+    """The class-index mask (channel 0 of the (i, i, i) PNG)."""
+    for key in keys:
+        if key.startswith(f"{NAME}/{MASKS_DIR}/") and key.endswith(".png"):
+            m = decode_png(read(key))
+            if m is not None:
+                return "index", m[:, :, 0] if m.ndim == 3 else m
+    return None

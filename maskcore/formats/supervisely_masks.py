@@ -25,7 +25,7 @@ the template's colours into machine masks).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,7 +37,7 @@ from ..errors import ConfigError, expected
 from ..model import RGB, ClassTable
 from ..palette import index_dtype, machine_colors, rgb
 from ..rasterize import Stamp, sdk_area
-from .base import Blob, ItemContext, ItemOutput
+from .base import Blob, FinalizeIO, ItemContext, ItemOutput, NoFinalize, PreviewMask, decode_png
 from .supervisely import MACHINE_COLOR_FILE, META_FILE, SEMANTIC_COLOR_FILE
 
 NAME = "supervisely"
@@ -283,3 +283,18 @@ def dataset_files(classes: ClassTable, opts: SuperviselyOptions) -> list[Blob]:
         blobs.append(Blob(paths.join(NAME, SEMANTIC_COLOR_FILE),
                           json.dumps(sem, indent=2).encode()))
     return blobs
+
+
+def finalizer(classes: ClassTable, opts: SuperviselyOptions, io: FinalizeIO) -> NoFinalize:
+    """Nothing is assembled from the items: a project is its files plus `dataset_files`."""
+    return NoFinalize()
+
+
+def preview_mask(keys: Sequence[str], read: Callable[[str], bytes]) -> PreviewMask | None:
+    """The machine mask (class indices, or DTL machine colours)."""
+    for key in keys:
+        if key.startswith(NAME + "/") and "/masks_machine/" in key:
+            m = decode_png(read(key))
+            if m is not None:
+                return ("index", m) if m.ndim == 2 else ("bgr", m[:, :, :3])
+    return None
