@@ -64,8 +64,8 @@ _zstd = Zstd(level=ZSTD_LEVEL)
 @dataclass(frozen=True)
 class ZarrOptions:
     """`chunk`: side of the inner chunks (tile reads); `thickness`: strokes of lines and points
-    (Supervisely inputs). (`consolidated` is gone: item groups are always consolidated, the
-    root never is - see the module docstring.)"""
+    (Supervisely inputs). `consolidated` may only be false, kept for old job files: item
+    groups are always consolidated, the root never is (see the module docstring)."""
 
     chunk: int = 512
     thickness: int = 2
@@ -74,11 +74,12 @@ class ZarrOptions:
     def from_mapping(cls, raw: Mapping[str, Any], *, prefix: str, defaults: Mapping[str, Any]
                      ) -> ZarrOptions:
         merged = {**defaults, **raw}
-        if "consolidated" in merged:
+        if merged.get("consolidated", False) is not False:  # false: what layout 2 always does
             raise ConfigError(expected(
-                "no 'consolidated' setting (layout 2: each item group is consolidated, the "
-                "root never is, so the store opens at any size)", merged["consolidated"]),
+                "consolidated: false or no setting (layout 2: each item group is consolidated, "
+                "the root never is, so the store opens at any size)", merged["consolidated"]),
                 key=f"{prefix}.consolidated")
+        merged.pop("consolidated", None)
         for k in merged:
             if k not in cls.__dataclass_fields__:
                 raise ConfigError(expected(f"one of {sorted(cls.__dataclass_fields__)}", k),
