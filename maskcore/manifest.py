@@ -59,8 +59,10 @@ def _short(text: str) -> str:
     return text if len(text) <= MAX_TEXT else text[:MAX_TEXT - 1] + "…"
 
 
-def _size(o: Any) -> int:
-    return int(o.get("size", 0)) if isinstance(o, dict) else int(o.size)
+def _sizes(outputs: list[Any]) -> int:
+    if outputs and isinstance(outputs[0], dict):
+        return sum(int(o.get("size", 0)) for o in outputs)
+    return sum(o.size for o in outputs)
 
 
 @dataclass
@@ -85,7 +87,7 @@ class Summary:
         self.items += 1
         self.by_status[e.status] += 1
         self.outputs += len(e.outputs)
-        self.bytes_written += sum(_size(o) for o in e.outputs)
+        self.bytes_written += _sizes(e.outputs)
         self.instances += e.instances
         self.class_pixels.update(e.class_pixels)
         if e.status == "failed" and len(self.failures) < self.max_failures_listed:

@@ -40,6 +40,7 @@ datumaro import such an item as "no annotations", and every PNG CVAT does write 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 import zipfile
@@ -274,16 +275,17 @@ def dataset_files(classes: ClassTable, opts: CvatOptions) -> list[Blob]:
 
 
 ZIP_CHUNK = 1 << 20
+_CLASS_PREFIX = f"{NAME}/{CLASS_DIR}/"
+_BAD_ID_CHAR = re.compile(r"[\x00-\x1f\x7f\\]")  # (str.splitlines catches U+2028 & co.)
 BATCH = 256  # PNGs fetched per concurrent read when zipping
 
 
 def listed_id(entry: FinalEntry) -> str | None:
     """The id an exported entry adds to its subset list: the one its class PNG was written
     under (so a list only ever names ids that exist), None when the entry has no such PNG."""
-    prefix = paths.join(NAME, CLASS_DIR) + "/"
     for o in entry.outputs:
-        if o.key.startswith(prefix) and o.key.endswith(MASK_EXT):
-            return o.key[len(prefix):-len(MASK_EXT)]
+        if o.key.startswith(_CLASS_PREFIX) and o.key.endswith(MASK_EXT):
+            return o.key[len(_CLASS_PREFIX):-len(MASK_EXT)]
     return None
 
 
@@ -291,8 +293,7 @@ def id_problem(item_id_: str) -> str | None:
     """Why an id cannot be a line of a subset list (it would become another line, or name a
     path outside the tree), or None."""
     parts = item_id_.split("/")
-    if any(ord(c) < 32 or ord(c) == 127 for c in item_id_) or "\\" in item_id_ or \
-            len(item_id_.splitlines()) != 1:  # also U+2028, U+0085 and other line breaks
+    if _BAD_ID_CHAR.search(item_id_) or len(item_id_.splitlines()) != 1:
         return "a control character, line break or backslash"
     if not item_id_ or item_id_.startswith("/") or any(p in ("", ".", "..") for p in parts):
         return "an empty, absolute or relative ('.', '..') path"
@@ -387,7 +388,7 @@ def finalizer(classes: ClassTable, opts: CvatOptions, io: FinalizeIO) -> SubsetL
 def preview_mask(keys: Sequence[str], read: Callable[[str], bytes]) -> PreviewMask | None:
     """The class PNG (labelmap colours)."""
     for key in keys:
-        if key.startswith(paths.join(NAME, CLASS_DIR) + "/"):
+        if key.startswith(_CLASS_PREFIX):
             m = decode_png(read(key))
             if m is not None:
                 if m.ndim == 2:

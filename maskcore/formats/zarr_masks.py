@@ -255,6 +255,7 @@ def dataset_files(classes: ClassTable, opts: ZarrOptions) -> list[Blob]:
 
 # ---------------------------------------------------------------------------- finalize
 BATCH = 1024  # intermediate groups checked per concurrent read
+_GROUP_SUFFIX = "/" + META_FILE
 RECENT = 65536  # groups remembered to skip repeats (the manifest is sorted: repeats are near)
 
 
@@ -307,12 +308,11 @@ class GroupsFinalizer:
     def take(self, entry: FinalEntry) -> None:
         if not entry.exported:
             return
-        for o in entry.outputs:
-            group = item_group_of(o.key)
-            if group is None:
-                continue
-            self._seen(group)
-            self.pending += [p for p in ancestors(group) if not self._seen(p)]
+        for o in entry.outputs:  # an item has one group: the first group document
+            if o.key.endswith(_GROUP_SUFFIX) and (group := item_group_of(o.key)) is not None:
+                self._seen(group)
+                self.pending += [p for p in ancestors(group) if not self._seen(p)]
+                break
         if len(self.pending) >= BATCH:
             self._flush()
 
