@@ -33,6 +33,7 @@ from typing import IO, Any
 
 import msgspec
 
+from maskcore.errors import ItemError
 from maskcore.formats import FORMATS
 from maskcore.formats.base import Blob, FinalEntry, FinalizeIO, Finalizer
 from maskcore.manifest import Summary
@@ -76,12 +77,19 @@ def open_output(dest: Root, key: str) -> Iterator[IO[bytes]]:
 
 
 def _read_many(dest: Root, keys: list[str], missing_ok: bool) -> dict[str, bytes]:
+    """One concurrent read; with `missing_ok`, absent keys - and keys that are not clean
+    relative keys (a tampered part) - are left out, for the finalizer to report."""
     if not keys:
         return {}
     if not missing_ok:
         return dest.read_many(keys)
     fs = dest.fs
-    full = {dest.full(k): k for k in keys}
+    full = {}
+    for k in keys:
+        try:
+            full[dest.full(k)] = k
+        except ItemError:
+            continue
     got = fs.cat(list(full), on_error="omit")
     return {full[p]: data for p, data in got.items() if isinstance(data, bytes)}
 
@@ -164,7 +172,7 @@ def finalize_export(*, dest: Root, n_parts: int, formats: Sequence[str],
     totals = summary.to_dict()
     try:
         write_preview(dest, meta, totals, sampler.picked)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, ItemError) as e:
         io.problem(f"preview.html not written: {type(e).__name__}: {e}")
     body = {**meta, "summary": summary.to_dict()}
     dest.write(MANIFEST_SUMMARY, json.dumps(body, indent=2, ensure_ascii=False).encode())

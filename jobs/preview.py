@@ -25,6 +25,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from maskcore.errors import ItemError
 from maskcore.formats import FORMATS
 from maskcore.formats.base import FinalEntry, PreviewMask
 from maskcore.palette import voc_color
@@ -252,7 +253,7 @@ def write_preview(dest: Root, meta: Mapping[str, Any], summary: Mapping[str, Any
             kind, mask = found
             image = _image_of(source, entry, mask.shape[:2])
             uris = [_data_uri(p) for p in panels(image, kind, mask, lut)]
-        except (OSError, ValueError, KeyError) as e:
+        except (OSError, ValueError, KeyError, ItemError) as e:  # a bad key: left out
             log.info("preview: %s left out (%s)", caption, e)
             continue
         present = sorted(entry.get("class_pixels", {}), key=lambda n: (order.get(n, 0), n))

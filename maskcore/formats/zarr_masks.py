@@ -256,7 +256,7 @@ def dataset_files(classes: ClassTable, opts: ZarrOptions) -> list[Blob]:
 # ---------------------------------------------------------------------------- finalize
 BATCH = 1024  # intermediate groups checked per concurrent read
 _GROUP_SUFFIX = "/" + META_FILE
-RECENT = 65536  # groups remembered to skip repeats (the manifest is sorted: repeats are near)
+RECENT = 4096  # parent groups remembered (the manifest is sorted: repeats are near)
 
 
 def item_group_of(key: str) -> str | None:
@@ -310,7 +310,6 @@ class GroupsFinalizer:
             return
         for o in entry.outputs:  # an item has one group: the first group document
             if o.key.endswith(_GROUP_SUFFIX) and (group := item_group_of(o.key)) is not None:
-                self._seen(group)
                 self.pending += [p for p in ancestors(group) if not self._seen(p)]
                 break
         if len(self.pending) >= BATCH:
