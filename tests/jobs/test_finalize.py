@@ -133,6 +133,15 @@ def test_subset_lists_only_ever_hold_exported_ids(tmp_path, name, why):
     assert manifest(tmp_path)["summary"]["problems_total"] == 1
 
 
+def test_subset_lists_keep_manifest_order_even_when_a_subset_comes_back(tmp_path):
+    commit(tmp_path, [[entry("b", "1.png", formats=("cvat",)),
+                       entry("a", "2.png", formats=("cvat",))],
+                      [entry("b", "3.png", formats=("cvat",))]])
+    run_finalize(tmp_path, 2, formats=("cvat",))
+    lists = tmp_path / "cvat/ImageSets/Segmentation"
+    assert (lists / "b.txt").read_text() == "1\n3\n" and (lists / "a.txt").read_text() == "2\n"
+
+
 def test_an_id_that_is_not_the_items_own_is_never_listed(tmp_path):
     e = entry("a", "x.png", formats=("cvat",))
     e.outputs[0]["key"] = "cvat/SegmentationClass/someone_else.png"
