@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import stat
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -76,6 +77,19 @@ def open_output(dest: Root, key: str) -> Iterator[IO[bytes]]:
     f.close()
 
 
+def _read_local(path: str) -> bytes | None:
+    """A regular file's bytes, None if absent (or not a regular file). Plain os calls: a third
+    of fsspec's per-file cost, which matters at one small object per item (frames)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError, OSError):
+        return None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return f.read()
+
+
 def _read_many(dest: Root, keys: list[str], missing_ok: bool) -> dict[str, bytes]:
     """One concurrent read; with `missing_ok`, absent keys - and keys that are not clean
     relative keys (a tampered part) - are left out, for the finalizer to report."""
@@ -83,14 +97,16 @@ def _read_many(dest: Root, keys: list[str], missing_ok: bool) -> dict[str, bytes
         return {}
     if not missing_ok:
         return dest.read_many(keys)
-    fs = dest.fs
     full = {}
     for k in keys:
         try:
             full[dest.full(k)] = k
         except ItemError:
             continue
-    got = fs.cat(list(full), on_error="omit")
+    if dest.is_local:
+        found = ((k, _read_local(p)) for p, k in full.items())
+        return {k: data for k, data in found if data is not None}
+    got = dest.fs.cat(list(full), on_error="omit")
     return {full[p]: data for p, data in got.items() if isinstance(data, bytes)}
 
 

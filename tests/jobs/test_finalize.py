@@ -184,6 +184,18 @@ def test_missing_frames_and_unreadable_lines_are_problems_not_crashes(tmp_path):
     assert "frame clearml/_frames/a/x.json is missing" in summary.problems[2]
 
 
+def test_a_frame_that_is_a_link_is_never_followed(tmp_path):
+    commit(tmp_path, [[entry("a", "x.png", formats=("clearml",))]])
+    secret = tmp_path.parent / f"{tmp_path.name}-secret.json"
+    secret.write_text('{"secret": 1}')
+    frame = tmp_path / "clearml/_frames/a/x.json"
+    frame.unlink()
+    frame.symlink_to(secret)
+    summary = run_finalize(tmp_path, 1, formats=("clearml",))
+    assert (tmp_path / "clearml/frames.jsonl").read_bytes() == b""
+    assert "is missing" in summary.problems[0]
+
+
 def test_summary_is_bounded_whatever_the_failures():
     s = Summary()
     for i in range(2500):
