@@ -82,12 +82,19 @@ def _read_local(path: str) -> bytes | None:
     of fsspec's per-file cost, which matters at one small object per item (frames)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    except (FileNotFoundError, NotADirectoryError, IsADirectoryError, OSError):
+    except OSError:  # absent, a link, a folder on the way
         return None
-    with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+    try:
+        size = os.fstat(fd)
+        if not stat.S_ISREG(size.st_mode):
             return None
-        return f.read()
+        chunks, left = [], size.st_size
+        while left > 0 and (chunk := os.read(fd, left)):
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 def _read_many(dest: Root, keys: list[str], missing_ok: bool) -> dict[str, bytes]:
