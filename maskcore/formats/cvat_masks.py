@@ -4,7 +4,9 @@ Layout under `cvat/`: `labelmap.txt`, `ImageSets/Segmentation/<subset>.txt`,
 `SegmentationClass/<id>.png`, `SegmentationObject/<id>.png` (8-bit RGB), and with `zip: true`
 `cvat/segmentation_mask_1.1.zip` holding the same tree as CVAT's own archive (stored, no
 directory entries). `<id>` is the image name minus its last extension, sub-folders kept;
-`<subset>` is the item's dataset (a CVAT subset, or "default").
+`<subset>` is the item's dataset (a CVAT subset, or "default"). At finalize, `finalizer`
+streams the subset lists (only ids whose PNGs were written; see `id_problem`) and the zip from
+the manifest lines, with bounded memory.
 
 Painting is datumaro's pipeline as CVAT runs it (reference/cvat_clearml.md A.1, A.5, A.6):
 every polygon, box, ellipse and mask is one mask (even an empty one, which still takes its
@@ -277,7 +279,7 @@ def dataset_files(classes: ClassTable, opts: CvatOptions) -> list[Blob]:
 ZIP_CHUNK = 1 << 20
 _CLASS_PREFIX = f"{NAME}/{CLASS_DIR}/"
 _BAD_ID_CHAR = re.compile(r"[\x00-\x1f\x7f\\]")  # (str.splitlines catches U+2028 & co.)
-BATCH = 256  # PNGs fetched per concurrent read when zipping
+BATCH = 64  # PNGs fetched per concurrent read when zipping (bounded bytes in memory)
 
 
 def listed_id(entry: FinalEntry) -> str | None:
