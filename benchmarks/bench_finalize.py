@@ -186,7 +186,7 @@ def _zarr_open_step(root: str) -> dict:
 
     warnings.simplefilter("ignore")
     t0 = time.perf_counter()
-    g = zarr.open_group(f"{root}/zarr", mode="r")
+    g = zarr.open_group(f"{root}/zarr", mode="r", zarr_format=3)
     opened = time.perf_counter() - t0
     assert g.attrs["maskjob"]["layout"] == 2
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -197,7 +197,7 @@ def _zarr_open_step(root: str) -> dict:
             gets.append(key)
             return await super().get(key, prototype, byte_range)
 
-    g2 = zarr.open_group(Counting(f"{root}/zarr", read_only=True), mode="r")
+    g2 = zarr.open_group(Counting(f"{root}/zarr", read_only=True), mode="r", zarr_format=3)
     t1 = time.perf_counter()
     item = g2["ds/image_00000000"]
     cls, inst = item["class"][:], item["instance"][:]
