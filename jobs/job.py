@@ -21,13 +21,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from maskcore import __version__
-from maskcore.formats import FORMATS
 from maskcore.manifest import Summary, summarize
 
 from .clashes import detect_clashes
-from .finalize import finalize, open_output
+from .finalize import finalize_export
 from .listing import ItemRef
-from .manifest_store import MANIFEST_LINES, PlanSlice, iter_entries
+from .manifest_store import MANIFEST_LINES, PlanSlice
 from .plan import auto_partition_size, prepare_plan, write_plan
 from .run import run_partitions
 from .secrets import redact
@@ -86,12 +85,6 @@ def export(
     todo = (plan.slice(pid) for pid in range(n_parts) if pid not in done)
     run_partitions(todo, ctx=ctx, client=client, max_in_flight=spec.max_in_flight,
                    on_done=on_done)
-    blobs = [b for f in spec.formats for b in FORMATS[f].dataset_files(classes, options[f])]
-    for f in spec.formats:  # writers whose sidecars list the exported items (cvat)
-        hook = getattr(FORMATS[f], "finalize_files", None)
-        if hook is not None:
-            blobs += hook(classes, options[f], iter_entries(dest, n_parts), dest.read,
-                          lambda key: open_output(dest, key))
     ended = time.time()
     meta = {
         "software": {"name": "maskjob", "version": __version__,
@@ -113,7 +106,8 @@ def export(
         "outputs_removed": removed,
         "host": os.uname().nodename,
     }
-    summary = finalize(dest, n_parts, blobs, meta)
+    summary = finalize_export(dest=dest, n_parts=n_parts, formats=spec.formats,
+                              options=options, classes=classes, meta=meta)
     return RunResult(summary, n_parts, len(done), ended - started)
 
 

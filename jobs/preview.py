@@ -1,11 +1,12 @@
 """`OUTPUT/preview.html`: a look at the result, in one self-contained page that opens offline.
 
-Written at finalize (jobs/assemble.py), from what the run already has: the summary (pixel
+Written at finalize (jobs/finalize.py), from what the run already has: the summary (pixel
 totals per class: an inline SVG bar chart), the class table, and a sample of a few items
-(evenly spread over the manifest) whose mask is read back from the outputs - the first of a
-clearml mask, a supervisely machine mask, a zarr `class` array or a cvat class PNG - and shown
-beside the image with the mask over it. Thumbnails are inline base64 JPEGs; nothing is fetched
-when the page opens. Small: a dozen thumbnails, never the whole dataset.
+(evenly spread over the manifest, picked in the one finalize pass) whose mask is read back
+from the outputs - the first requested format whose `preview_mask` finds one (the formats own
+what they show) - and shown beside the image with the mask over it. Thumbnails are inline
+base64 JPEGs; nothing is fetched when the page opens. Small: a dozen thumbnails, never the
+whole dataset.
 Images come from the input (`inputs.image.key` of the entry, under the input URL); when the
 input cannot be read back (secrets given as storage options are not kept), the mask is shown
 alone. The driver never decodes a full-size input image: every image's size is read from its
@@ -20,7 +21,7 @@ import base64
 import html
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +29,8 @@ import cv2
 import numpy as np
 
 from maskcore.errors import ItemError
-from maskcore.formats import zarr_masks
+from maskcore.formats import FORMATS
+from maskcore.formats.base import FinalEntry, PreviewMask
 from maskcore.limits import DEFAULT_LIMITS, check_image_header
 from maskcore.palette import voc_color
 
@@ -41,64 +43,46 @@ SAMPLES = 12
 THUMB = 320  # longest side of a thumbnail, pixels
 MAX_ZOOM = 3.0  # small images are enlarged up to this factor
 MAX_BARS = 60
-SHOWN = ("ok", "unchanged")
 PREVIEW_DECODE_PIXELS = 16_000_000  # a non-JPEG image is decoded whole only up to this size
 
 
 @dataclass
 class Sampler:
-    """Keeps every `stride`-th shown entry, at most `limit` (one pass, constant memory)."""
+    """Up to `limit` exported entries spread evenly over the manifest, in one pass and constant
+    memory without knowing the total: every `stride`-th is kept; when 2 x `limit` are kept,
+    every other one is dropped and the stride doubles. Keeps the raw manifest lines."""
 
-    total: int
     limit: int = SAMPLES
+    stride: int = 1
     seen: int = 0
-    picked: list[dict[str, Any]] = field(default_factory=list)
+    kept: list[bytes] = field(default_factory=list)
 
-    def offer(self, entry: dict[str, Any]) -> None:
-        if entry.get("status") not in SHOWN or not entry.get("outputs"):
+    def offer(self, entry: FinalEntry, line: bytes) -> None:
+        if not entry.exported or not entry.outputs:
             return
-        stride = max(1, self.total // self.limit)
-        if self.seen % stride == 0 and len(self.picked) < self.limit:
-            self.picked.append(entry)
+        if self.seen % self.stride == 0:
+            self.kept.append(line)
+            if len(self.kept) >= 2 * self.limit:
+                self.kept = self.kept[::2]
+                self.stride *= 2
         self.seen += 1
+
+    @property
+    def picked(self) -> list[dict[str, Any]]:
+        step = max(1, len(self.kept) // self.limit)
+        return [json.loads(line) for line in self.kept[::step][:self.limit]]
 
 
 # ---------------------------------------------------------------------------- masks back
-def _png(data: bytes) -> np.ndarray | None:
-    """An output mask PNG, its size checked from its header before it is decoded."""
-    try:
-        check_image_header(data, DEFAULT_LIMITS, what="mask")
-    except ItemError as e:
-        log.info("preview: mask not read back (%s)", e)
-        return None
-    return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-
-
-def _mask_of(dest: Root, entry: Mapping[str, Any]) -> tuple[str, np.ndarray] | None:
-    """('index', HxW class indices) or ('bgr', HxWx3 colours) from the entry's outputs."""
+def _mask_of(dest: Root, entry: Mapping[str, Any], formats: Sequence[str]
+             ) -> PreviewMask | None:
+    """('index', HxW class indices) or ('bgr', HxWx3 colours) from the entry's outputs: the
+    first requested format that shows one."""
     keys = [o["key"] for o in entry.get("outputs", [])]
-    for key in keys:
-        if key.startswith("clearml/masks/") and key.endswith(".png"):
-            m = _png(dest.read(key))
-            if m is not None:
-                return "index", m[:, :, 0] if m.ndim == 3 else m
-    for key in keys:
-        if key.startswith("supervisely/") and "/masks_machine/" in key:
-            m = _png(dest.read(key))
-            if m is not None:
-                return ("index", m) if m.ndim == 2 else ("bgr", m[:, :, :3])
-    for key in keys:
-        if key.startswith("zarr/") and key.endswith("/class/c/0/0"):
-            meta = json.loads(dest.read(key[: -len("c/0/0")] + zarr_masks.META_FILE))
-            inner = meta["codecs"][0]["configuration"]["chunk_shape"]
-            shape = tuple(meta["shape"])
-            return "index", zarr_masks.decode_shard(
-                dest.read(key), shape, np.dtype(meta["data_type"]), max(inner))
-    for key in keys:
-        if key.startswith("cvat/SegmentationClass/"):
-            m = _png(dest.read(key))
-            if m is not None:
-                return "bgr", m[:, :, :3] if m.ndim == 3 else cv2.cvtColor(m, cv2.COLOR_GRAY2BGR)
+    for name in formats:
+        found = FORMATS[name].preview_mask(keys, dest.read)
+        if found is not None:
+            return found
     return None
 
 
@@ -278,13 +262,13 @@ def write_preview(dest: Root, meta: Mapping[str, Any], summary: Mapping[str, Any
     for entry in samples:
         caption = f"{entry.get('dataset', '')}/{entry.get('item', '')}"
         try:
-            found = _mask_of(dest, entry)
+            found = _mask_of(dest, entry, meta.get("formats", []))
             if found is None:
                 continue
             kind, mask = found
             image = _image_of(source, entry, mask.shape[:2])
             uris = [_data_uri(p) for p in panels(image, kind, mask, lut)]
-        except (OSError, ValueError, KeyError) as e:
+        except (OSError, ValueError, KeyError, ItemError) as e:  # a bad key: left out
             log.info("preview: %s left out (%s)", caption, e)
             continue
         present = sorted(entry.get("class_pixels", {}), key=lambda n: (order.get(n, 0), n))

@@ -160,7 +160,7 @@ def _unchanged(ctx: ExportContext, ref: ItemRef, prev: dict[str, Any] | None
 
 
 def _needs_image(ctx: ExportContext) -> bool:
-    return any(getattr(ctx.options[f], "needs_image", lambda: False)() for f in ctx.formats)
+    return any(ctx.options[f].needs_image() for f in ctx.formats)
 
 
 @dataclass

@@ -55,9 +55,26 @@ def entry_id(dataset: str, item: str) -> str:
     return f"{dataset}/{item}"
 
 
+MAX_LISTED = 1000  # failures (and finalize problems) listed in the summary; the rest counted
+MAX_TEXT = 500  # characters of one listed error or name
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= MAX_TEXT else text[:MAX_TEXT - 1] + "…"
+
+
+def _sizes(outputs: list[Any]) -> int:
+    if outputs and isinstance(outputs[0], dict):
+        return sum(int(o.get("size", 0)) for o in outputs)
+    return sum(o.size for o in outputs)
+
+
 @dataclass
 class Summary:
-    """Totals accumulated line by line (constant memory but for per-class totals)."""
+    """Totals accumulated line by line. O(1) in the number of items: counters, per-class
+    totals, and at most `max_failures_listed` failures and problems (each text cut to
+    MAX_TEXT characters). Takes a ManifestEntry or anything with its attributes (finalize's
+    FinalEntry, whose outputs are objects with `.size`)."""
 
     items: int = 0
     by_status: Counter = field(default_factory=Counter)
@@ -67,18 +84,27 @@ class Summary:
     class_pixels: Counter = field(default_factory=Counter)
     not_painted: Counter = field(default_factory=Counter)
     failures: list[dict[str, str]] = field(default_factory=list)
-    max_failures_listed: int = 1000
+    max_failures_listed: int = MAX_LISTED
+    problems: list[str] = field(default_factory=list)
+    problems_total: int = 0
 
-    def add(self, e: ManifestEntry) -> None:
+    def add(self, e: Any) -> None:
         self.items += 1
         self.by_status[e.status] += 1
         self.outputs += len(e.outputs)
-        self.bytes_written += sum(int(o.get("size", 0)) for o in e.outputs)
+        self.bytes_written += _sizes(e.outputs)
         self.instances += e.instances
         self.class_pixels.update(e.class_pixels)
         self.not_painted.update(e.not_painted or {})
         if e.status == "failed" and len(self.failures) < self.max_failures_listed:
-            self.failures.append({"dataset": e.dataset, "item": e.item, "error": e.error or ""})
+            self.failures.append({"dataset": _short(e.dataset), "item": _short(e.item),
+                                  "error": _short(e.error or "")})
+
+    def problem(self, message: str) -> None:
+        """Something finalize could not do (an output left out, a sidecar not written)."""
+        self.problems_total += 1
+        if len(self.problems) < self.max_failures_listed:
+            self.problems.append(_short(message))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -93,6 +119,8 @@ class Summary:
             "not_painted": dict(sorted(self.not_painted.items())),
             "failures": self.failures,
             "failures_truncated": self.by_status.get("failed", 0) > len(self.failures),
+            "problems": self.problems,
+            "problems_total": self.problems_total,
         }
 
 

@@ -1,12 +1,8 @@
 """The format registry: one line per format. Readers and writers live beside this file.
 
-Writer modules (FORMATS) offer:
-    NAME                                  the format name, also the output sub-folder
-    Options                               frozen dataclass with
-        .from_mapping(raw, *, prefix, defaults) -> Options   (validates, ConfigError naming keys)
-        .check_classes(classes, prefix)                      (checks needing the class list)
-    write_item(ctx: ItemContext, opts) -> ItemOutput         (blobs of one item, pure)
-    dataset_files(classes, opts) -> list[Blob]               (sidecars written at finalize)
+Writer modules (FORMATS) satisfy `base.Writer`: NAME, Options (validation, check_classes,
+needs_image), write_item, dataset_files, a streaming finalizer(classes, opts, io) and
+preview_mask. Adding a format = adding its module and one line below; jobs/ never names one.
 
 Reader modules (INPUT_FORMATS) offer:
     NAME, RULE                            the pixel rule of its items ("opencv" | "coco")
@@ -18,14 +14,18 @@ Listing an input (I/O) is done per reader in jobs/listing.py.
 from __future__ import annotations
 
 from types import ModuleType
+from typing import cast
 
 from . import clearml, coco, cvat, cvat_masks, supervisely, supervisely_masks, zarr_masks
+from .base import Writer
 
-FORMATS: dict[str, ModuleType] = {
-    supervisely_masks.NAME: supervisely_masks,
-    cvat_masks.NAME: cvat_masks,
-    clearml.NAME: clearml,
-    zarr_masks.NAME: zarr_masks,
+FORMATS: dict[str, Writer] = {
+    m.NAME: cast(Writer, m) for m in (
+        supervisely_masks,
+        cvat_masks,
+        clearml,
+        zarr_masks,
+    )
 }
 
 INPUT_FORMATS: dict[str, ModuleType] = {

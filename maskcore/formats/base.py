@@ -1,4 +1,21 @@
-"""What every writer gets and gives: the per-item context and the output blobs.
+"""What every writer gets and gives: the Writer protocol, the per-item context, the output
+blobs, and what a format's finalize sees.
+
+A format is ONE module satisfying `Writer` (registered in formats/__init__.py, one line); it
+owns its whole lifecycle, and jobs/ calls only this protocol, never a format by name:
+
+    NAME                                   the format name, also its output sub-folder
+    Options                                frozen dataclass (`WriterOptions`): validation,
+                                           `check_classes`, `needs_image()`
+    write_item(ctx, opts) -> ItemOutput    the blobs of one item (pure; on a worker)
+    dataset_files(classes, opts)           dataset-level sidecars (labelmap, meta.json, the
+                                           zarr root), written once after the finalize pass
+    finalizer(classes, opts, io)           a STREAMING `Finalizer`: `take(entry)` per manifest
+                                           line in manifest order, `close()` at the end; I/O
+                                           only through `io` (a `FinalizeIO` given by jobs/),
+                                           memory bounded whatever the number of items
+    preview_mask(keys, read)               the mask the preview shows for an item, from its
+                                           output keys (None: this format has none)
 
 `ItemContext` is made once per item by the task. It renders stamps lazily, once per
 (rule, thickness, templated) - so several formats share one rendering - composes them once
@@ -9,15 +26,17 @@ relative to the output root, bytes) and never touch storage; `jobs/tasks.py` wri
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any, Protocol
 
+import msgspec
 import numpy as np
 
 from ..encode import decode_image
 from ..errors import ConfigError, ItemError, expected
-from ..limits import DEFAULT_LIMITS, Limits
+from ..limits import DEFAULT_LIMITS, Limits, check_image_header
 from ..model import ClassTable, Item
 from ..order import Composition, compose
 from ..rasterize import Stamp, render
@@ -129,3 +148,113 @@ class ItemContext:
                 )
             self._image = img
         return self._image
+
+
+# ---------------------------------------------------------------------------- the protocol
+SHOWN = ("ok", "unchanged")  # statuses of exported items (their outputs exist)
+
+
+class OutputRef(msgspec.Struct):
+    """One output of a manifest line, as finalize sees it."""
+
+    key: str
+    size: int = 0
+
+
+class FinalEntry(msgspec.Struct):
+    """The fields of a manifest line that finalize uses (other fields are skipped when a line
+    is decoded, which keeps the one pass over millions of lines fast)."""
+
+    dataset: str
+    item: str
+    status: str
+    error: str | None = None
+    outputs: list[OutputRef] = []
+    class_pixels: dict[str, int] = {}
+    instances: int = 0
+    not_painted: dict[str, int] = {}
+
+    @property
+    def exported(self) -> bool:
+        return self.status in SHOWN
+
+
+@dataclass(frozen=True)
+class FinalizeIO:
+    """The I/O a finalizer may do, supplied by jobs/ (keys are relative to the output root):
+
+    read(key) -> bytes
+    read_many(keys, missing_ok) -> {key: bytes}   one concurrent call; with `missing_ok`,
+                                                  keys that do not exist are left out
+    write_many({key: bytes})                      one concurrent call
+    open_output(key) -> context manager of a binary file to stream one large object into
+    problem(message)                              report something finalize could not do
+                                                  (listed in manifest.json; never raises)
+    """
+
+    read: Callable[[str], bytes]
+    read_many: Callable[[list[str], bool], dict[str, bytes]]
+    write_many: Callable[[Mapping[str, bytes]], None]
+    open_output: Callable[[str], AbstractContextManager[IO[bytes]]]
+    problem: Callable[[str], None]
+
+
+class Finalizer(Protocol):
+    """A format's streaming finalize: `take` every manifest line in order, then `close`."""
+
+    def take(self, entry: FinalEntry) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class NoFinalize:
+    """The finalizer of a format with nothing to assemble from its items."""
+
+    def take(self, entry: FinalEntry) -> None:
+        """Nothing to do per item."""
+
+    def close(self) -> None:
+        """Nothing to write."""
+
+
+class WriterOptions(Protocol):
+    """What a writer's `Options` class offers (a frozen dataclass)."""
+
+    @classmethod
+    def from_mapping(cls, raw: Mapping[str, Any], *, prefix: str,
+                     defaults: Mapping[str, Any]) -> Any: ...
+
+    def check_classes(self, classes: ClassTable, prefix: str) -> None: ...
+
+    def needs_image(self) -> bool: ...
+
+
+PreviewMask = tuple[str, np.ndarray]  # ("index", HxW class indices) | ("bgr", HxWx3)
+
+
+def decode_png(data: bytes, limits: Limits = DEFAULT_LIMITS) -> np.ndarray | None:
+    """A PNG as written (any depth, channels as stored, BGR order); None if undecodable or if
+    its header claims more pixels than `limits` allow (checked before decoding)."""
+    import cv2
+
+    try:
+        check_image_header(data, limits, what="mask")
+    except ItemError:
+        return None
+    return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+
+
+class Writer(Protocol):
+    """An output format: one module (see the module docstring)."""
+
+    NAME: str
+    Options: type[WriterOptions]
+
+    def write_item(self, ctx: ItemContext, opts: Any) -> ItemOutput: ...
+
+    def dataset_files(self, classes: ClassTable, opts: Any) -> list[Blob]: ...
+
+    def finalizer(self, classes: ClassTable, opts: Any, io: FinalizeIO) -> Finalizer: ...
+
+    def preview_mask(self, keys: Sequence[str], read: Callable[[str], bytes]
+                     ) -> PreviewMask | None: ...

@@ -7,10 +7,11 @@ Layout under `clearml/`:
   shared with every writer); a `background` label of the input is background (0, 0, 0);
 - `mask_labels.json`: `{"_all_": [{"value": [r, g, b], "labels": [name]}, ...]}`, ONE
   background entry first - the form ClearML stores as version metadata (reference C.1);
-- `frames.jsonl`: one frame per image, assembled at finalize (jobs/assemble.py) from the
-  per-item frames `_frames/<dataset>/<stem>.json` that `write_item` returns, so no process ever
-  holds more than a batch of frames. A frame is in the shape `DataEntryImage.from_api_object`
-  reads (clearml.hyperdatasets, reference C.1/C.3): `sources[]` with the image `uri`, `width`,
+- `frames.jsonl`: one frame per exported image in manifest order, streamed at finalize
+  (`finalizer`) from the per-item frames `_frames/<dataset>/<stem>.json` that `write_item`
+  returns, fetched `BATCH` at a time, so no process ever holds more than a batch of frames.
+  A frame is in the shape `DataEntryImage.from_api_object` reads (clearml.hyperdatasets,
+  reference C.1/C.3): `sources[]` with the image `uri`, `width`,
   `height`, `timestamp` 0 and `masks[]` {id "00", content_type, uri, timestamp}; `rois[]` with
   `label`, `sources` and `mask` {id, value} for each class present in the mask.
 URIs are final: the image's input URL and the mask's output URL (`ItemContext.input_uri` /
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 import json
 import mimetypes
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +34,16 @@ import numpy as np
 from .. import paths
 from ..errors import ConfigError, expected
 from ..model import ClassTable, Item
-from .base import Blob, ItemContext, ItemOutput, check_thickness
+from .base import (
+    Blob,
+    FinalEntry,
+    FinalizeIO,
+    ItemContext,
+    ItemOutput,
+    PreviewMask,
+    check_thickness,
+    decode_png,
+)
 
 NAME = "clearml"
 MASKS_DIR = "masks"
@@ -42,6 +52,7 @@ FRAMES_FILE = "frames.jsonl"
 LABELS_FILE = "mask_labels.json"
 MASK_ID = "00"
 MAX_CLASSES = 255
+BATCH = 256  # frames fetched per concurrent read at finalize
 
 
 @dataclass(frozen=True)
@@ -65,6 +76,10 @@ class ClearmlOptions:
         if not isinstance(sid, str) or not sid:
             raise ConfigError(expected("a non-empty source id", sid), key=f"{prefix}.source_id")
         return cls(source_id=sid, thickness=check_thickness(merged, prefix))
+
+    def needs_image(self) -> bool:
+        """Masks and frames need the annotation only (image size included)."""
+        return False
 
     def check_classes(self, classes: ClassTable, prefix: str) -> None:
         if len(classes) > MAX_CLASSES:
@@ -138,9 +153,63 @@ def mask_labels(classes: ClassTable) -> dict[str, Any]:
 
 
 def dataset_files(classes: ClassTable, opts: ClearmlOptions) -> list[Blob]:
-    """mask_labels.json; frames.jsonl is assembled from the per-item frames at finalize."""
+    """mask_labels.json; frames.jsonl is streamed from the per-item frames by `finalizer`."""
     return [Blob(paths.join(NAME, LABELS_FILE),
                  json.dumps(mask_labels(classes), indent=2, ensure_ascii=False).encode())]
+
+
+# ---------------------------------------------------------------------------- finalize
+class FramesFinalizer:
+    """`clearml/frames.jsonl`: the per-item frames of the exported items, in manifest order,
+    streamed into one object; a batch of frame keys is fetched with one concurrent read."""
+
+    def __init__(self, io: FinalizeIO) -> None:
+        self.io = io
+        self._ctx = io.open_output(paths.join(NAME, FRAMES_FILE))
+        self.out = self._ctx.__enter__()
+        self.keys: list[str] = []
+
+    def take(self, entry: FinalEntry) -> None:
+        if not entry.exported:
+            return
+        prefix = f"{NAME}/{FRAMES_DIR}/"
+        self.keys += [o.key for o in entry.outputs if o.key.startswith(prefix)]
+        if len(self.keys) >= BATCH:
+            self._flush()
+
+    def _flush(self) -> None:
+        got = self.io.read_many(self.keys, True)
+        for k in self.keys:
+            data = got.get(k)
+            if data is None:
+                self.io.problem(f"clearml: frame {k} is missing; left out of {FRAMES_FILE}")
+                continue
+            data = data.strip()
+            if b"\n" in data or b"\r" in data:  # compact JSON never holds one: not our frame
+                self.io.problem(f"clearml: frame {k} is not one JSON line; left out")
+                continue
+            self.out.write(data + b"\n")
+        self.keys = []
+
+    def close(self) -> None:
+        try:
+            self._flush()
+        finally:
+            self._ctx.__exit__(None, None, None)
+
+
+def finalizer(classes: ClassTable, opts: ClearmlOptions, io: FinalizeIO) -> FramesFinalizer:
+    return FramesFinalizer(io)
+
+
+def preview_mask(keys: Sequence[str], read: Callable[[str], bytes]) -> PreviewMask | None:
+    """The class-index mask (channel 0 of the (i, i, i) PNG)."""
+    for key in keys:
+        if key.startswith(f"{NAME}/{MASKS_DIR}/") and key.endswith(".png"):
+            m = decode_png(read(key))
+            if m is not None:
+                return "index", m[:, :, 0] if m.ndim == 3 else m
+    return None
 
 
 # ---------------------------------------------------------------------------- plan (clashes)

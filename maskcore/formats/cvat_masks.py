@@ -4,7 +4,9 @@ Layout under `cvat/`: `labelmap.txt`, `ImageSets/Segmentation/<subset>.txt`,
 `SegmentationClass/<id>.png`, `SegmentationObject/<id>.png` (8-bit RGB), and with `zip: true`
 `cvat/segmentation_mask_1.1.zip` holding the same tree as CVAT's own archive (stored, no
 directory entries). `<id>` is the image name minus its last extension, sub-folders kept;
-`<subset>` is the item's dataset (a CVAT subset, or "default").
+`<subset>` is the item's dataset (a CVAT subset, or "default"). At finalize, `finalizer`
+streams the subset lists (only ids whose PNGs were written; see `id_problem`) and the zip from
+the manifest lines, with bounded memory.
 
 Painting is the item's composition (`ctx.composition()`, maskcore/order.py), shared with every
 other writer: for CVAT and COCO inputs it is datumaro's pipeline as CVAT runs it
@@ -35,20 +37,32 @@ datumaro import such an item as "no annotations", and every PNG CVAT does write 
 
 from __future__ import annotations
 
-import io
+import os
+import re
+import shutil
+import tempfile
 import zipfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
+import cv2
 import numpy as np
 
 from .. import encode, paths
 from ..errors import ConfigError, ItemError, expected
-from ..manifest import ManifestEntry
 from ..model import RGB, ClassTable
 from ..palette import voc_color
-from .base import Blob, ItemContext, ItemOutput, check_thickness
+from .base import (
+    Blob,
+    FinalEntry,
+    FinalizeIO,
+    ItemContext,
+    ItemOutput,
+    PreviewMask,
+    check_thickness,
+    decode_png,
+)
 from .cvat import (
     BACKGROUND,
     CLASS_DIR,
@@ -98,6 +112,10 @@ class CvatOptions:
         if not isinstance(zipped, bool):
             raise ConfigError(expected("true or false", zipped), key=f"{prefix}.zip")
         return cls(colors, overflow, zipped, check_thickness(merged, prefix))
+
+    def needs_image(self) -> bool:
+        """Masks need the annotation only."""
+        return False
 
     def check_classes(self, classes: ClassTable, prefix: str) -> None:
         """Every class must fit a labelmap line, and no two lines may share a colour."""
@@ -178,51 +196,127 @@ def dataset_files(classes: ClassTable, opts: CvatOptions) -> list[Blob]:
     return [Blob(paths.join(NAME, LABELMAP_FILE), labelmap_text(classes, opts))]
 
 
-def subset_lists(entries: Iterable[ManifestEntry]) -> list[Blob]:
-    """ImageSets/Segmentation/<subset>.txt: the ids of the exported items, in manifest order."""
-    lists: dict[str, list[str]] = {}
-    for e in entries:
-        if e.status in ("ok", "unchanged"):
-            lists.setdefault(e.dataset, []).append(item_id(e.item))
-    return [Blob(paths.join(NAME, SEGM_LIST_DIR, subset + ".txt"),
-                 "".join(i + "\n" for i in ids).encode("utf-8"))
-            for subset, ids in sorted(lists.items())]
+ZIP_CHUNK = 1 << 20
+_CLASS_PREFIX = f"{NAME}/{CLASS_DIR}/"
+_BAD_ID_CHAR = re.compile(r"[\x00-\x1f\x7f\\]")  # (str.splitlines catches U+2028 & co.)
+BATCH = 64  # PNGs fetched per concurrent read when zipping (bounded bytes in memory)
 
 
-def finalize_files(classes: ClassTable, opts: CvatOptions, entries: Iterable[ManifestEntry],
-                   read: Callable[[str], bytes], open_write: Callable[[str], IO[bytes]]
-                   ) -> list[Blob]:
-    """Sidecars that need the exported items: the subset lists, and the zip on request
-    (streamed into `open_write(key)`, one PNG in memory at a time)."""
-    listed = list(entries)
-    blobs = subset_lists(listed)
-    if opts.zip:
-        with open_write(paths.join(NAME, ZIP_NAME)) as f:
-            write_zip(f, dataset_files(classes, opts) + blobs, listed, read)
-    return blobs
+def listed_id(entry: FinalEntry) -> str | None:
+    """The id an exported entry adds to its subset list: the one its class PNG was written
+    under (so a list only ever names ids that exist), None when the entry has no such PNG."""
+    for o in entry.outputs:
+        if o.key.startswith(_CLASS_PREFIX) and o.key.endswith(MASK_EXT):
+            return o.key[len(_CLASS_PREFIX):-len(MASK_EXT)]
+    return None
 
 
-def write_zip(f: IO[bytes], sidecars: list[Blob], entries: Iterable[ManifestEntry],
-              read: Callable[[str], bytes]) -> None:
-    """CVAT's archive layout: paths relative to `cvat/`, ZIP_STORED, no directory entries."""
-    prefix = NAME + "/"
-    with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as z:
-        for b in sidecars:
-            z.writestr(b.key[len(prefix):], b.data)
-        for e in entries:
-            if e.status not in ("ok", "unchanged"):
-                continue
-            for o in e.outputs:
-                key = o["key"]
-                if key.startswith(prefix) and key.endswith(MASK_EXT):
-                    z.writestr(key[len(prefix):], read(key))
+def id_problem(item_id_: str) -> str | None:
+    """Why an id cannot be a line of a subset list (it would become another line, or name a
+    path outside the tree), or None."""
+    parts = item_id_.split("/")
+    if _BAD_ID_CHAR.search(item_id_) or len(item_id_.splitlines()) != 1:
+        return "a control character, line break or backslash"
+    if not item_id_ or item_id_.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        return "an empty, absolute or relative ('.', '..') path"
+    return None
 
 
-def zip_bytes(sidecars: list[Blob], entries: Iterable[ManifestEntry],
-              read: Callable[[str], bytes]) -> bytes:
-    buf = io.BytesIO()
-    write_zip(buf, sidecars, entries, read)
-    return buf.getvalue()
+class SubsetListsFinalizer:
+    """`ImageSets/Segmentation/<subset>.txt` (the ids of the exported items, in manifest order)
+    and, with `zip: true`, the archive streamed into one object.
+
+    Ids are spooled to one local temporary file per subset (the manifest is sorted by dataset,
+    so each is opened once; any order is still right) and copied out at `close`: memory stays
+    bounded whatever the number of items. An id that a list cannot hold (line break, absolute
+    or '..' path) or that differs from the item's is reported and never written."""
+
+    def __init__(self, classes: ClassTable, opts: CvatOptions, io: FinalizeIO) -> None:
+        self.classes, self.opts, self.io = classes, opts, io
+        self.spool = tempfile.TemporaryDirectory(prefix="maskjob-cvat-")
+        self.files: dict[str, str] = {}  # subset -> spool file (one per subset)
+        self.current: tuple[str, IO[bytes]] | None = None
+        self.zip: zipfile.ZipFile | None = None
+        self.pngs: list[str] = []
+        if opts.zip:
+            self._zctx = io.open_output(paths.join(NAME, ZIP_NAME))
+            self.zip = zipfile.ZipFile(self._zctx.__enter__(), "w", zipfile.ZIP_STORED)
+
+    def take(self, entry: FinalEntry) -> None:
+        if not entry.exported:
+            return
+        got = listed_id(entry)
+        if got is None:
+            return  # no cvat output (failed before cvat, or not part of this format's run)
+        subset = entry.dataset
+        why = subset_problem(subset) or id_problem(got)
+        if why is None and got != item_id(entry.item):
+            why = f"its PNG id {got!r} is not the item's id {item_id(entry.item)!r}"
+        if why is not None:
+            self.io.problem(f"cvat: {entry.dataset}/{entry.item!r} left out of the subset "
+                            f"lists: {why}")
+            return
+        self._spool(subset).write(got.encode("utf-8") + b"\n")
+        if self.zip is not None:
+            prefix = NAME + "/"
+            self.pngs += [o.key for o in entry.outputs
+                          if o.key.startswith(prefix) and o.key.endswith(MASK_EXT)]
+            if len(self.pngs) >= BATCH:
+                self._zip_pngs()
+
+    def _spool(self, subset: str) -> IO[bytes]:
+        if self.current is not None and self.current[0] == subset:
+            return self.current[1]
+        if self.current is not None:
+            self.current[1].close()
+        path = self.files.setdefault(subset, os.path.join(self.spool.name, f"{len(self.files)}"))
+        self.current = (subset, open(path, "ab"))  # noqa: SIM115 - kept open across takes
+        return self.current[1]
+
+    def _zip_pngs(self) -> None:
+        assert self.zip is not None
+        got = self.io.read_many(self.pngs, True)
+        for k in self.pngs:
+            if k in got:
+                self.zip.writestr(k[len(NAME) + 1:], got[k])
+            else:
+                self.io.problem(f"cvat: {k} is missing; left out of {ZIP_NAME}")
+        self.pngs = []
+
+    def close(self) -> None:
+        try:
+            if self.current is not None:
+                self.current[1].close()
+            for subset in sorted(self.files):
+                key = paths.join(NAME, SEGM_LIST_DIR, subset + ".txt")
+                with open(self.files[subset], "rb") as src, self.io.open_output(key) as dst:
+                    shutil.copyfileobj(src, dst, ZIP_CHUNK)
+                if self.zip is not None:
+                    self.zip.write(self.files[subset], key[len(NAME) + 1:])
+            if self.zip is not None:
+                self._zip_pngs()
+                for b in dataset_files(self.classes, self.opts):
+                    self.zip.writestr(b.key[len(NAME) + 1:], b.data)
+                self.zip.close()
+                self._zctx.__exit__(None, None, None)
+        finally:
+            self.spool.cleanup()
+
+
+def finalizer(classes: ClassTable, opts: CvatOptions, io: FinalizeIO) -> SubsetListsFinalizer:
+    return SubsetListsFinalizer(classes, opts, io)
+
+
+def preview_mask(keys: Sequence[str], read: Callable[[str], bytes]) -> PreviewMask | None:
+    """The class PNG (labelmap colours)."""
+    for key in keys:
+        if key.startswith(_CLASS_PREFIX):
+            m = decode_png(read(key))
+            if m is not None:
+                if m.ndim == 2:
+                    m = cv2.cvtColor(m, cv2.COLOR_GRAY2BGR)
+                return "bgr", m[:, :, :3]
+    return None
 
 
 # ---------------------------------------------------------------------------- plan (clashes)

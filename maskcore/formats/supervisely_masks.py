@@ -27,7 +27,7 @@ the template's colours into machine masks).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,7 +38,16 @@ from ..errors import ConfigError, expected
 from ..model import RGB, ClassTable, Item, Label
 from ..palette import machine_colors, rgb
 from ..rasterize import Stamp
-from .base import Blob, ItemContext, ItemOutput, check_thickness
+from .base import (
+    Blob,
+    FinalizeIO,
+    ItemContext,
+    ItemOutput,
+    NoFinalize,
+    PreviewMask,
+    check_thickness,
+    decode_png,
+)
 from .supervisely import MACHINE_COLOR_FILE, META_FILE, SEMANTIC_COLOR_FILE
 
 NAME = "supervisely"
@@ -272,6 +281,21 @@ def dataset_files(classes: ClassTable, opts: SuperviselyOptions) -> list[Blob]:
         blobs.append(Blob(paths.join(NAME, SEMANTIC_COLOR_FILE),
                           json.dumps(sem, indent=2).encode()))
     return blobs
+
+
+def finalizer(classes: ClassTable, opts: SuperviselyOptions, io: FinalizeIO) -> NoFinalize:
+    """Nothing is assembled from the items: a project is its files plus `dataset_files`."""
+    return NoFinalize()
+
+
+def preview_mask(keys: Sequence[str], read: Callable[[str], bytes]) -> PreviewMask | None:
+    """The machine mask (class indices, or DTL machine colours)."""
+    for key in keys:
+        if key.startswith(NAME + "/") and "/masks_machine/" in key:
+            m = decode_png(read(key))
+            if m is not None:
+                return ("index", m) if m.ndim == 2 else ("bgr", m[:, :, :3])
+    return None
 
 
 # ---------------------------------------------------------------------------- plan (clashes)

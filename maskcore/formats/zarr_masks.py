@@ -23,11 +23,16 @@ byte of an item and stale data cannot survive; inner chunks that are all backgro
 out of the shard (its index marks them empty) and read back as the fill value 0. Nothing
 depends on an object's existence (the manifest says what was written).
 
-Group nodes and consolidation: each item group's `zarr.json` carries its two arrays' metadata
-inline (consolidated per item: one GET opens an item); the root `zarr.json` (written at finalize
-from `dataset_files`) is replaced at the very end, on the driver, by one that consolidates
-every node of the store (`consolidated_root`, streamed from the per-item group documents by
-jobs/assemble.py). Intermediate groups (datasets, sub-folders) are made there too, once.
+Scale (layout 2, see NOTES): no document lists the items. The root `zarr.json` is a plain
+group (attrs `classes` and `maskjob`), never consolidated, so `zarr.open_group(url)` reads one
+small object whatever the number of images; each item group's `zarr.json` carries its two
+arrays' metadata inline (consolidated per item), so `root["<dataset>/<stem>"]` is one GET and
+an image's masks are two more per array (shard index, then the inner chunks by byte range).
+zarr-python trusts a consolidated parent and never looks below it, so consolidating the root
+(or a dataset group) over its items is exactly what must not be done at 1M items (a 1.5 GB
+root document). Intermediate groups (datasets, sub-folders) are written once at finalize
+(`finalizer`), never over an existing node; the root at the end (`dataset_files`). The items
+of the store are listed by `manifest.jsonl` (their outputs) or by listing the store.
 """
 
 from __future__ import annotations
@@ -35,7 +40,8 @@ from __future__ import annotations
 import json
 import math
 import struct
-from collections.abc import Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,7 +52,15 @@ from numcodecs.zstd import Zstd
 from .. import paths
 from ..errors import ConfigError, ItemError, expected
 from ..model import ClassTable, Item
-from .base import Blob, ItemContext, ItemOutput, check_thickness
+from .base import (
+    Blob,
+    FinalEntry,
+    FinalizeIO,
+    ItemContext,
+    ItemOutput,
+    PreviewMask,
+    check_thickness,
+)
 
 NAME = "zarr"
 META_FILE = "zarr.json"
@@ -57,19 +71,24 @@ _zstd = Zstd(level=ZSTD_LEVEL)
 
 @dataclass(frozen=True)
 class ZarrOptions:
-    """`chunk`: side of the inner chunks (tile reads); `consolidated`: consolidate the whole
-    store's metadata into the root at finalize (set false for stores of millions of images:
-    the root document grows with every array, and item groups stay consolidated anyway);
-    `thickness`: the job's render setting (jobs/config.py sets it from the `render` section)."""
+    """`chunk`: side of the inner chunks (tile reads); `thickness`: the job's render setting
+    (jobs/config.py sets it from the `render` section). `consolidated` may only be false, kept
+    for old job files: item groups are always consolidated, the root never is (see the module
+    docstring)."""
 
     chunk: int = 512
-    consolidated: bool = True
     thickness: int = 2
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any], *, prefix: str, defaults: Mapping[str, Any]
                      ) -> ZarrOptions:
         merged = {**defaults, **raw}
+        if merged.get("consolidated", False) is not False:  # false: what layout 2 always does
+            raise ConfigError(expected(
+                "consolidated: false or no setting (layout 2: each item group is consolidated, "
+                "the root never is, so the store opens at any size)", merged["consolidated"]),
+                key=f"{prefix}.consolidated")
+        merged.pop("consolidated", None)
         for k in merged:
             if k not in cls.__dataclass_fields__:
                 raise ConfigError(expected(f"one of {sorted(cls.__dataclass_fields__)}", k),
@@ -78,12 +97,11 @@ class ZarrOptions:
         if isinstance(chunk, bool) or not isinstance(chunk, int) or not 16 <= chunk <= 16384:
             raise ConfigError(expected("an integer chunk side in 16..16384", chunk),
                               key=f"{prefix}.chunk")
-        consolidated = merged.get("consolidated", cls.consolidated)
-        if not isinstance(consolidated, bool):
-            raise ConfigError(expected("true or false", consolidated),
-                              key=f"{prefix}.consolidated")
-        return cls(chunk=chunk, consolidated=consolidated,
-                   thickness=check_thickness(merged, prefix))
+        return cls(chunk=chunk, thickness=check_thickness(merged, prefix))
+
+    def needs_image(self) -> bool:
+        """Masks need the annotation only."""
+        return False
 
     def check_classes(self, classes: ClassTable, prefix: str) -> None:
         """Any number of classes fits (uint16 beyond 255)."""
@@ -226,17 +244,27 @@ def write_item(ctx: ItemContext, opts: ZarrOptions) -> ItemOutput:
     return ItemOutput(blobs, dict(comp.class_pixels), comp.instances, dict(comp.not_painted))
 
 
+LAYOUT = 2  # root attrs `maskjob.layout`: 2 = item groups consolidated, root never
+
+
 def root_attributes(classes: ClassTable) -> dict[str, Any]:
     return {"classes": [{"index": i, "name": c.name, "color": list(c.color)}
-                        for i, c in enumerate(classes.classes, start=1)]}
+                        for i, c in enumerate(classes.classes, start=1)],
+            "maskjob": {"layout": LAYOUT, "items": "<dataset>/<stem> groups, listed in "
+                        "manifest.jsonl", "arrays": ["class", "instance"]}}
 
 
 def dataset_files(classes: ClassTable, opts: ZarrOptions) -> list[Blob]:
-    """The root group (unconsolidated; the driver consolidates it last)."""
+    """The root group: plain (never consolidated), written after the intermediate groups."""
     return [Blob(paths.join(NAME, META_FILE), _dumps(group_meta(root_attributes(classes))))]
 
 
-# ---------------------------------------------------------------------------- finalize helpers
+# ---------------------------------------------------------------------------- finalize
+BATCH = 1024  # intermediate groups checked per concurrent read
+_GROUP_SUFFIX = "/" + META_FILE
+RECENT = 4096  # parent groups remembered (the manifest is sorted: repeats are near)
+
+
 def item_group_of(key: str) -> str | None:
     """'zarr/<group>/zarr.json' of an item's group (one of its output keys) -> '<group>'."""
     prefix, suffix = NAME + "/", "/" + META_FILE
@@ -258,28 +286,70 @@ def empty_group() -> bytes:
     return _dumps(group_meta())
 
 
-def consolidated_frame(root_doc: Mapping[str, Any]) -> tuple[bytes, bytes]:
-    """(head, tail) of the root `zarr.json` consolidating the store: the entries of
-    `consolidated_entries` go between them, so the document is streamed, never held whole."""
-    doc = {k: v for k, v in root_doc.items() if k != "consolidated_metadata"}
-    doc["consolidated_metadata"] = {"kind": "inline", "must_understand": False,
-                                    "metadata": {}}
-    text = _dumps(doc)
-    cut = text.rindex(b'"metadata":{}') + len(b'"metadata":{')
-    return text[:cut], text[cut:]
+def group_key(group: str) -> str:
+    """The key of a group's zarr.json ('' is the root)."""
+    return paths.join(NAME, group, META_FILE) if group else paths.join(NAME, META_FILE)
 
 
-def consolidated_entries(path: str, group_doc: bytes | None, *, first: bool) -> bytes:
-    """The consolidated entries of one group (its own, then its arrays'), given its zarr.json
-    (None for an intermediate group). zarr-python's layout: every node flat, under its path
-    from the root, groups with an empty consolidated_metadata of their own."""
-    doc = json.loads(group_doc) if group_doc is not None else group_meta()
-    children = doc.pop("consolidated_metadata", None) or {"metadata": {}}
-    doc["consolidated_metadata"] = {"kind": "inline", "must_understand": False,
-                                    "metadata": {}}
-    entries = [(path, doc)] + [(f"{path}/{k}", v) for k, v in children["metadata"].items()]
-    text = b",".join(_dumps({p: m})[1:-1] for p, m in entries)
-    return text if first else b"," + text
+class GroupsFinalizer:
+    """The intermediate groups above the item groups (datasets, sub-folders), each made once
+    and never over an existing node (an item group may be another item's parent: 'a' of
+    'a.jpg' and of 'a/b.jpg'): missing ones are found with one concurrent read per batch.
+    Memory: a bounded set of recently seen groups, whatever the number of items."""
+
+    def __init__(self, io: FinalizeIO) -> None:
+        self.io = io
+        self.recent: OrderedDict[str, None] = OrderedDict()
+        self.pending: list[str] = []
+
+    def _seen(self, group: str) -> bool:
+        if group in self.recent:
+            self.recent.move_to_end(group)
+            return True
+        self.recent[group] = None
+        if len(self.recent) > RECENT:
+            self.recent.popitem(last=False)
+        return False
+
+    def take(self, entry: FinalEntry) -> None:
+        if not entry.exported:
+            return
+        for o in entry.outputs:  # an item has one group: the first group document
+            if o.key.endswith(_GROUP_SUFFIX) and (group := item_group_of(o.key)) is not None:
+                self.pending += [p for p in ancestors(group) if not self._seen(p)]
+                break
+        if len(self.pending) >= BATCH:
+            self._flush()
+
+    def _flush(self) -> None:
+        keys = [group_key(p) for p in self.pending]
+        self.pending = []
+        if not keys:
+            return
+        present = self.io.read_many(keys, True)
+        missing = {k: empty_group() for k in keys if k not in present}
+        try:
+            self.io.write_many(missing)
+        except OSError as e:  # a file where a folder must go: report, never stop finalize
+            self.io.problem(f"zarr: {len(missing)} intermediate groups not written ({e})")
+
+    def close(self) -> None:
+        self._flush()
+
+
+def finalizer(classes: ClassTable, opts: ZarrOptions, io: FinalizeIO) -> GroupsFinalizer:
+    return GroupsFinalizer(io)
+
+
+def preview_mask(keys: Sequence[str], read: Callable[[str], bytes]) -> PreviewMask | None:
+    """The `class` array of the item (decoded from its one shard)."""
+    for key in keys:
+        if key.startswith(NAME + "/") and key.endswith("/class/c/0/0"):
+            meta = json.loads(read(key[: -len("c/0/0")] + META_FILE))
+            inner = meta["codecs"][0]["configuration"]["chunk_shape"]
+            return "index", decode_shard(read(key), tuple(meta["shape"]),
+                                         np.dtype(meta["data_type"]), max(inner))
+    return None
 
 
 # ---------------------------------------------------------------------------- plan (clashes)
@@ -290,7 +360,7 @@ def planned_keys(dataset: str, name: str, opts: ZarrOptions) -> paths.Planned:
     """The keys `write_item` writes for (dataset, name), known without rendering
     (jobs/clashes.py): its two array folders (nothing else may go inside an array), its group
     node and the intermediate group nodes above it, shared (a group may be both an item's group
-    and the parent of another item's group, see jobs/assemble.py). ItemError for a group named
+    and the parent of another item's group, see `GroupsFinalizer`). ItemError for a group named
     like an array: readers (and finalize) would take it for one."""
     group = group_path(dataset, Item(dataset, name, 0, 0, ()).stem)
     if group.rsplit("/", 1)[-1] in ARRAY_NAMES:

@@ -1,12 +1,14 @@
 """The zarr writer's bytes, read back with the zarr package itself: one shard per array with
 inner chunks (tile reads), uint8/uint16 classes, uint16/uint32 instances in drawing order,
-empty masks and empty chunks reading as zeros, a rewrite replacing stale data, and the streamed
-consolidated root equal to the store's own metadata."""
+empty masks and empty chunks reading as zeros, a rewrite replacing stale data, and the
+layout-2 finalize: parent groups made once and never over an item group, the root a plain
+group that is never consolidated."""
 
 from __future__ import annotations
 
 import json
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +17,7 @@ import zarr
 
 from maskcore.errors import ConfigError
 from maskcore.formats import zarr_masks
-from maskcore.formats.base import ItemContext
+from maskcore.formats.base import Blob, FinalEntry, FinalizeIO, ItemContext, OutputRef
 from maskcore.model import ClassInfo, ClassTable, Item, Label, Rectangle
 
 CLASSES = ClassTable((ClassInfo("road", (1, 2, 3)), ClassInfo("car", (9, 9, 9))))
@@ -107,31 +109,61 @@ def test_wide_dtypes(tmp_path):
     assert i.dtype == np.uint32 and i[256, 255] == 65792 and i[0, 0] == 1
 
 
-def test_consolidated_root_matches_the_store(tmp_path):
-    export_item(tmp_path, [Label(0, Rectangle(0, 0, 9, 9))], name="sub/a.jpg")
-    export_item(tmp_path, [Label(1, Rectangle(0, 0, 9, 9))], name="b.jpg", w=600, h=700)
+def local_io(root: Path, problems: list[str]) -> FinalizeIO:
+    """A FinalizeIO over a local folder (what jobs/finalize.py gives, without fsspec)."""
+
+    def read_many(keys, missing_ok=False):
+        return {k: (root / k).read_bytes() for k in keys if missing_ok is False
+                or (root / k).is_file()}
+
+    @contextmanager
+    def open_output(key):
+        (root / key).parent.mkdir(parents=True, exist_ok=True)
+        with open(root / key, "wb") as f:
+            yield f
+
+    return FinalizeIO(read=lambda k: (root / k).read_bytes(), read_many=read_many,
+                      write_many=lambda objs: write(root, [Blob(k, v) for k, v in objs.items()]),
+                      open_output=open_output, problem=problems.append)
+
+
+def entry(out) -> FinalEntry:
+    return FinalEntry("ds", "x", "ok", outputs=[OutputRef(b.key, len(b.data)) for b in out.blobs])
+
+
+def test_finalize_makes_parent_groups_never_over_an_item_and_never_consolidates_the_root(
+        tmp_path):
+    """'a.jpg' (group ds/a) is also the parent of 'a/b.jpg': its group keeps its attrs and
+    arrays; ds and the sub-folders are made; the root stays one small plain document."""
+    outs = [export_item(tmp_path, [Label(0, Rectangle(0, 0, 9, 9))], name="a.jpg"),
+            export_item(tmp_path, [Label(1, Rectangle(0, 0, 9, 9))], name="a/b.jpg", w=600,
+                        h=700),
+            export_item(tmp_path, [Label(1, Rectangle(0, 0, 3, 3))], name="sub/deep/c.png")]
+    problems: list[str] = []
+    fin = zarr_masks.finalizer(CLASSES, opts(), local_io(tmp_path, problems))
+    for o in outs:
+        fin.take(entry(o))
+    fin.take(FinalEntry("ds", "gone.png", "failed",
+                        outputs=[OutputRef("zarr/zz/gone/zarr.json")]))  # never a parent
+    fin.close()
+    assert problems == []
     root_doc = json.loads((tmp_path / "zarr/zarr.json").read_bytes())
-    head, tail = zarr_masks.consolidated_frame(root_doc)
-    nodes = [("ds", None), ("ds/sub", None), ("ds/sub/a", "ds/sub/a"), ("ds/b", "ds/b")]
-    body = []
-    for k, (path, doc) in enumerate(nodes):
-        data = (tmp_path / "zarr" / doc / "zarr.json").read_bytes() if doc else None
-        body.append(zarr_masks.consolidated_entries(path, data, first=k == 0))
-        if doc is None:
-            (tmp_path / "zarr" / path / "zarr.json").write_bytes(zarr_masks.empty_group())
-    (tmp_path / "zarr/zarr.json").write_bytes(head + b"".join(body) + tail)
-    plain = open_root(tmp_path, use_consolidated=False)
-    cons = open_root(tmp_path, use_consolidated=True)
-    assert cons.metadata.consolidated_metadata is not None
-    names = sorted(k for k, _ in plain.members(max_depth=None))
-    assert names == sorted(k for k, _ in cons.members(max_depth=None)) == [
-        "ds", "ds/b", "ds/b/class", "ds/b/instance", "ds/sub", "ds/sub/a", "ds/sub/a/class",
-        "ds/sub/a/instance"]
-    for name in ("ds/b/class", "ds/sub/a/instance"):
-        assert cons[name].metadata == plain[name].metadata
-        assert np.array_equal(cons[name][:], plain[name][:])
-    assert cons["ds/b/class"].shape == (700, 600) and cons["ds/b/class"].shards == (1024, 1024)
-    assert cons.attrs["classes"] == plain.attrs["classes"]
+    assert "consolidated_metadata" not in root_doc and root_doc["attributes"]["maskjob"][
+        "layout"] == 2
+    assert not (tmp_path / "zarr/zz").exists()
+    g = open_root(tmp_path)  # default: consolidated if present - it is not
+    assert g.metadata.consolidated_metadata is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        names = sorted(k for k, _ in g.members(max_depth=None))
+    # an item group is consolidated over its own arrays, so a walk does not see the item
+    # nested under it ('a/b.jpg' under 'a.jpg': a plan-time clash); direct access does
+    assert names == ["ds", "ds/a", "ds/a/class", "ds/a/instance", "ds/sub", "ds/sub/deep",
+                     "ds/sub/deep/c", "ds/sub/deep/c/class", "ds/sub/deep/c/instance"]
+    assert dict(g["ds/a"].attrs)["image"] == "a.jpg"  # the item group was not overwritten
+    assert g["ds/a"].metadata.consolidated_metadata is not None
+    assert g["ds/a/b/class"].shape == (700, 600) and g["ds/a/b/class"][0, 0] == 2
+    assert g["ds/sub/deep/c/class"][3, 3] == 2
 
 
 def test_item_groups_are_consolidated_on_their_own(tmp_path):
@@ -146,6 +178,7 @@ def test_item_groups_are_consolidated_on_their_own(tmp_path):
 @pytest.mark.parametrize("raw, key", [({"chunk": 8}, "zarr.chunk"),
                                       ({"chunk": True}, "zarr.chunk"),
                                       ({"consolidated": "yes"}, "zarr.consolidated"),
+                                      ({"consolidated": True}, "zarr.consolidated"),
                                       ({"thickness": 0}, "zarr.thickness"),
                                       ({"nope": 1}, "zarr.nope")])
 def test_bad_options_name_their_key(raw, key):

@@ -1,0 +1,260 @@
+"""Finalize at scale: the real `jobs.finalize.finalize_export` on synthetic committed parts.
+
+    .venv/bin/python benchmarks/bench_finalize.py [--items 1000000] [--formats each,all]
+                                                  [--per-part 50] [--zarr-open 100000]
+
+For each format alone and for all four at once (`--formats each,all`, or a list such as
+`cvat,zarr`), writes N synthetic manifest lines in committed parts of `--per-part` items on
+local disk (plus the per-item objects a finalizer reads: ClearML frames), then runs
+finalize_export in a FRESH process and reports its seconds, CPU seconds and peak RSS
+(`ru_maxrss` of that process: the driver's whole footprint, interpreter and imports included).
+`--zarr-open N`: a layout-2 zarr store with N item groups; `zarr.open_group` time and RSS in a
+fresh process, and the store requests to read one image's masks.
+
+Other benchmarks call `finalize_run(items=..., formats=..., per_part=...)` (one measured
+finalize in a fresh process, returns a dict) and `zarr_open_run(items=...)`.
+Lines look like real ones (same keys and sizes as the writers make, 1% failed items, 7
+datasets); the class and object PNGs themselves are not written (finalize never reads them,
+except for `cvat.zip: true` and the 12 preview samples, which are then left out and logged).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+ALL = ("supervisely", "cvat", "clearml", "zarr")
+DATASETS = 7
+CHECK = "md5:" + "0" * 32
+
+
+def _outputs(fmt: str, ds: str, stem: str) -> list[str]:
+    """Output keys of one item, as the writers name them."""
+    return {
+        "supervisely": [f"supervisely/{ds}/masks_machine/{stem}.png",
+                        f"supervisely/{ds}/masks_human/{stem}.png",
+                        f"supervisely/{ds}/img/{stem}.jpg",
+                        f"supervisely/{ds}/ann/{stem}.jpg.json"],
+        "cvat": [f"cvat/SegmentationClass/{stem}.png", f"cvat/SegmentationObject/{stem}.png"],
+        "clearml": [f"clearml/masks/{ds}/{stem}.png", f"clearml/_frames/{ds}/{stem}.json"],
+        "zarr": [f"zarr/{ds}/{stem}/zarr.json", f"zarr/{ds}/{stem}/class/zarr.json",
+                 f"zarr/{ds}/{stem}/class/c/0/0", f"zarr/{ds}/{stem}/instance/zarr.json",
+                 f"zarr/{ds}/{stem}/instance/c/0/0"],
+    }[fmt]
+
+
+FRAME = ('{{"id":"{ds}/{stem}.jpg","meta":{{"dataset":"{ds}","image":"{stem}.jpg"}},'
+         '"sources":[{{"id":"image_entry_0","uri":"s3://in/{ds}/img/{stem}.jpg",'
+         '"content_type":"image/jpeg","width":1920,"height":1080,"timestamp":0,"masks":[{{'
+         '"id":"00","content_type":"image/png","uri":"s3://out/clearml/masks/{ds}/{stem}.png",'
+         '"timestamp":0}}]}}],"rois":[{{"label":["car"],"sources":["image_entry_0"],'
+         '"meta":{{"_type":"mask"}},"mask":{{"id":"00","value":[1,1,1]}}}}]}}\n')
+
+
+def _line(i: int, n: int, formats: tuple[str, ...]) -> tuple[str, str, str, bool]:
+    ds = f"ds{i * DATASETS // n}"
+    stem = f"image_{i:08d}"
+    failed = i % 100 == 99
+    inputs = (f'{{"settings":"sha256:{"b" * 64}","annotation":{{"key":"{ds}/ann/{stem}.jpg.json",'
+              f'"size":5120,"checksum":"{CHECK}","tag":"5120-1700000000.0"}},'
+              f'"image":{{"key":"{ds}/img/{stem}.jpg","tag":"99-1700000000.0"}}}}')
+    if failed:
+        return ds, stem, (f'{{"dataset":"{ds}","item":"{stem}.jpg","status":"failed",'
+                          f'"error":"Expected a polygon. Got 1 point instead.","inputs":{inputs},'
+                          '"outputs":[],"class_pixels":{},"instances":0}\n'), failed
+    outs = ",".join(f'{{"key":"{k}","size":20480,"checksum":"{CHECK}"}}'
+                    for f in formats for k in _outputs(f, ds, stem))
+    return ds, stem, (f'{{"dataset":"{ds}","item":"{stem}.jpg","status":"ok","error":null,'
+                      f'"inputs":{inputs},"outputs":[{outs}],'
+                      f'"class_pixels":{{"car":{1000 + i % 100},"road":5000}},"instances":12}}\n'
+                      ), failed
+
+
+def make_parts(root: Path, items: int, formats: tuple[str, ...], per_part: int = 50) -> int:
+    """Committed parts of `items` synthetic lines under `root` (and ClearML's per-item frames);
+    returns the number of parts."""
+    from jobs.manifest_store import part_key
+
+    n_parts = (items + per_part - 1) // per_part
+    (root / "_manifest").mkdir(parents=True, exist_ok=True)
+    made_dirs: set[str] = set()
+    for pid in range(n_parts):
+        lines = []
+        for i in range(pid * per_part, min(items, (pid + 1) * per_part)):
+            ds, stem, line, failed = _line(i, items, formats)
+            lines.append(line)
+            if "clearml" in formats and not failed:
+                d = root / "clearml/_frames" / ds
+                if ds not in made_dirs:
+                    d.mkdir(parents=True, exist_ok=True)
+                    made_dirs.add(ds)
+                (d / f"{stem}.json").write_text(FRAME.format(ds=ds, stem=stem))
+        (root / part_key(pid)).write_text("".join(lines))
+    return n_parts
+
+
+def _finalize_step(root: str, n_parts: int, formats: tuple[str, ...]) -> dict:
+    """Runs in the fresh process: one finalize_export, measured."""
+    from jobs.config import load
+    from jobs.finalize import finalize_export
+    from jobs.storage import Root
+    from maskcore.model import ClassInfo, ClassTable
+
+    spec = load(None)
+    classes = ClassTable((ClassInfo("car", (255, 0, 0), "polygon"),
+                          ClassInfo("road", (0, 0, 255), "polygon")))
+    options = {f: spec.options[f] for f in formats}
+    meta = {"formats": list(formats), "output": {"url": root}, "input": {},
+            "classes": [{"index": i, "name": c.name, "color": list(c.color)}
+                        for i, c in enumerate(classes.classes, start=1)]}
+    import logging
+
+    logging.getLogger("maskjob").setLevel(logging.ERROR)  # 12 absent preview samples
+    t0, c0 = time.perf_counter(), time.process_time()
+    summary = finalize_export(dest=Root(root), n_parts=n_parts, formats=formats,
+                              options=options, classes=classes, meta=meta)
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return {"items": summary.items, "failed": summary.to_dict()["failed"],
+            "parts": n_parts, "seconds": round(seconds, 2), "cpu_seconds": round(cpu, 2),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "manifest_mb": round(os.path.getsize(Path(root, "manifest.jsonl")) / 1e6, 1)}
+
+
+def _fresh(*args: str) -> dict:
+    out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True,
+                         check=True, env={**os.environ, "PYTHONPATH": str(ROOT)}).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def finalize_run(*, items: int, formats: tuple[str, ...], per_part: int = 50,
+                 workdir: str | None = None) -> dict:
+    """Make the parts, then one finalize_export in a fresh process; its figures."""
+    tmp = tempfile.mkdtemp(prefix="bench-finalize-", dir=workdir)
+    try:
+        t0 = time.perf_counter()
+        n_parts = make_parts(Path(tmp), items, formats, per_part)
+        made = time.perf_counter() - t0
+        res = _fresh("--step", "finalize", "--root", tmp, "--parts", str(n_parts),
+                     "--formats", ",".join(formats))
+        return {"formats": "+".join(formats), "make_s": round(made, 1), **res}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------- zarr open
+def _zarr_store(root: Path, items: int) -> None:
+    """A layout-2 store of `items` item groups (their group documents; one item has real
+    arrays) - what `zarr.open_group` and an item lookup touch."""
+    from maskcore.formats import zarr_masks
+    from maskcore.formats.base import ItemContext
+    from maskcore.model import ClassInfo, ClassTable, Item, Label, Rectangle
+
+    classes = ClassTable((ClassInfo("car", (255, 0, 0), "rectangle"),))
+    opts = zarr_masks.Options()
+    for b in zarr_masks.dataset_files(classes, opts):
+        (root / b.key).parent.mkdir(parents=True, exist_ok=True)
+        (root / b.key).write_bytes(b.data)
+    item = Item("ds", "image_00000000.jpg", 1920, 1080, (Label(0, Rectangle(10, 10, 900, 700)),))
+    out = zarr_masks.write_item(ItemContext(item, classes), opts)
+    for b in out.blobs:
+        (root / b.key).parent.mkdir(parents=True, exist_ok=True)
+        (root / b.key).write_bytes(b.data)
+    doc = next(b.data for b in out.blobs if b.key == "zarr/ds/image_00000000/zarr.json")
+    (root / "zarr/ds/zarr.json").write_bytes(zarr_masks.empty_group())
+    for i in range(1, items):
+        d = root / f"zarr/ds/image_{i:08d}"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "zarr.json").write_bytes(doc)
+
+
+def _zarr_open_step(root: str) -> dict:
+    import warnings
+
+    import zarr
+    from zarr.storage import LocalStore
+
+    warnings.simplefilter("ignore")
+    t0 = time.perf_counter()
+    g = zarr.open_group(f"{root}/zarr", mode="r", zarr_format=3)
+    opened = time.perf_counter() - t0
+    assert g.attrs["maskjob"]["layout"] == 2
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    gets = []
+
+    class Counting(LocalStore):
+        async def get(self, key, prototype, byte_range=None):  # type: ignore[override]
+            gets.append(key)
+            return await super().get(key, prototype, byte_range)
+
+    g2 = zarr.open_group(Counting(f"{root}/zarr", read_only=True), mode="r", zarr_format=3)
+    t1 = time.perf_counter()
+    item = g2["ds/image_00000000"]
+    cls, inst = item["class"][:], item["instance"][:]
+    read = time.perf_counter() - t1
+    return {"open_s": round(opened, 3), "open_peak_rss_mb": round(rss, 1),
+            "item_read_s": round(read, 3), "item_requests": len(gets),
+            "painted": int((cls > 0).sum() + (inst > 0).sum() > 0)}
+
+
+def zarr_open_run(*, items: int, workdir: str | None = None) -> dict:
+    tmp = tempfile.mkdtemp(prefix="bench-zarr-open-", dir=workdir)
+    try:
+        _zarr_store(Path(tmp), items)
+        return {"items": items, **_fresh("--step", "zarr-open", "--root", tmp)}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--items", type=int, default=1_000_000)
+    ap.add_argument("--formats", default="each,all",
+                    help="'each' (every format alone), 'all' (the four at once), or a list")
+    ap.add_argument("--per-part", type=int, default=50)
+    ap.add_argument("--zarr-open", type=int, default=0, help="item groups in the open test")
+    ap.add_argument("--step", choices=["finalize", "zarr-open"])
+    ap.add_argument("--root")
+    ap.add_argument("--parts", type=int)
+    a = ap.parse_args()
+    if a.step == "finalize":
+        print(json.dumps(_finalize_step(a.root, a.parts, tuple(a.formats.split(",")))))
+        return
+    if a.step == "zarr-open":
+        print(json.dumps(_zarr_open_step(a.root)))
+        return
+    runs: list[tuple[str, ...]] = []
+    for word in a.formats.split(","):
+        if word == "each":
+            runs += [(f,) for f in ALL]
+        elif word == "all":
+            runs.append(ALL)
+        else:
+            runs.append((word,))
+    print("| formats | items | parts | finalize s | CPU s | CPU s per 1M items | "
+          "driver peak RSS |")
+    print("|---|---|---|---|---|---|---|")
+    for formats in runs:
+        r = finalize_run(items=a.items, formats=formats, per_part=a.per_part)
+        per_m = r["cpu_seconds"] / max(r["items"], 1) * 1e6
+        print(f"| {r['formats']} | {r['items']:,} | {r['parts']:,} | {r['seconds']:.1f} | "
+              f"{r['cpu_seconds']:.1f} | {per_m:.1f} | {r['peak_rss_mb']:.0f} MB |", flush=True)
+    if a.zarr_open:
+        z = zarr_open_run(items=a.zarr_open)
+        print(f"\nzarr.open_group, {z['items']:,} item groups: {z['open_s']:.3f} s, peak RSS "
+              f"{z['open_peak_rss_mb']:.0f} MB; one image's class + instance read: "
+              f"{z['item_requests']} store GETs, {z['item_read_s']:.3f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,251 @@
+"""finalize_export on real committed parts in a real output folder: one pass that merges the
+parts in order (each read once), feeds every format's finalizer, writes the dataset files and
+`manifest.json` last; hostile names never become subset-list lines; a dataset named like a
+sidecar, a missing frame or an unreadable line is reported in manifest.json, never a crash;
+the summary stays bounded; driver memory does not grow with the number of items."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import tracemalloc
+from pathlib import Path
+
+import pytest
+
+from jobs import finalize as fin_mod
+from jobs.config import load
+from jobs.finalize import finalize_export
+from jobs.manifest_store import part_key
+from jobs.preview import Sampler
+from jobs.storage import Root
+from maskcore.formats.base import FinalEntry, OutputRef
+from maskcore.manifest import ManifestEntry, Summary
+from maskcore.model import ClassInfo, ClassTable
+
+CLASSES = ClassTable((ClassInfo("car", (255, 0, 0), "polygon"),
+                      ClassInfo("road", (0, 0, 255), "polygon")))
+ALL = ("supervisely", "cvat", "clearml", "zarr")
+
+
+def outputs(dataset: str, name: str, formats=ALL) -> list[dict]:
+    stem = name.rsplit(".", 1)[0]
+    keys = {"supervisely": [f"supervisely/{dataset}/masks_machine/{stem}.png"],
+            "cvat": [f"cvat/SegmentationClass/{stem}.png", f"cvat/SegmentationObject/{stem}.png"],
+            "clearml": [f"clearml/masks/{dataset}/{stem}.png",
+                        f"clearml/_frames/{dataset}/{stem}.json"],
+            "zarr": [f"zarr/{dataset}/{stem}/zarr.json", f"zarr/{dataset}/{stem}/class/c/0/0"]}
+    return [{"key": k, "size": 10, "checksum": "md5:0"} for f in formats for k in keys[f]]
+
+
+def entry(dataset: str, name: str, status: str = "ok", formats=ALL, **kw) -> ManifestEntry:
+    outs = outputs(dataset, name, formats) if status != "failed" else []
+    return ManifestEntry(dataset, name, status, outputs=outs,
+                         class_pixels={"car": 3} if outs else {}, instances=1, **kw)
+
+
+def commit(out: Path, parts: list[list[ManifestEntry]], frames: bool = True) -> None:
+    """Committed parts, and the per-item frame objects the workers wrote."""
+    (out / "_manifest").mkdir(parents=True, exist_ok=True)
+    for pid, entries in enumerate(parts):
+        (out / part_key(pid)).write_text("".join(e.to_line() for e in entries))
+        for e in entries:
+            for o in e.outputs:
+                if frames and o["key"].startswith("clearml/_frames/"):
+                    p = out / o["key"]
+                    p.parent.mkdir(parents=True, exist_ok=True)
+                    p.write_text(json.dumps({"id": f"{e.dataset}/{e.item}"}) + "\n")
+
+
+def run_finalize(out: Path, n_parts: int, formats=ALL, **sets):
+    spec = load(None, sets=[f"{k}={v}" for k, v in sets.items()], formats=formats)
+    meta = {"formats": list(formats), "output": {"url": str(out)}, "input": {},
+            "classes": [{"index": 1, "name": "car", "color": [255, 0, 0]},
+                        {"index": 2, "name": "road", "color": [0, 0, 255]}]}
+    return finalize_export(dest=Root(str(out)), n_parts=n_parts, formats=formats,
+                           options={f: spec.options[f] for f in formats}, classes=CLASSES,
+                           meta=meta)
+
+
+def manifest(out: Path) -> dict:
+    return json.loads((out / "manifest.json").read_text())
+
+
+def test_one_pass_merges_in_order_reads_each_part_once_and_writes_the_summary_last(
+        tmp_path, monkeypatch):
+    parts = [[entry("a", "x1.png"), entry("a", "x2.png", "failed", error="bad polygon")],
+             [entry("a", "sub/x3.jpg", "unchanged"), entry("b", "y1.png")],
+             [entry("b", "y2.png")]]
+    commit(tmp_path, parts)
+    reads: list[str] = []
+    real = Root.read_many
+
+    def spy(self, keys):
+        reads.extend(k for k in keys if k.startswith("_manifest/"))
+        return real(self, keys)
+
+    monkeypatch.setattr(Root, "read_many", spy)
+    summary = run_finalize(tmp_path, 3)
+    assert sorted(reads) == [part_key(p) for p in range(3)]  # every part read exactly once
+    merged = (tmp_path / "manifest.jsonl").read_text()
+    assert merged == "".join(e.to_line() for p in parts for e in p)
+    s = summary.to_dict()
+    assert (s["items"], s["ok"], s["failed"], s["unchanged"]) == (5, 3, 1, 1)
+    assert s["failures"] == [{"dataset": "a", "item": "x2.png", "error": "bad polygon"}]
+    assert s["problems"] == [] and s["class_pixels"] == {"car": 12}
+    lists = tmp_path / "cvat/ImageSets/Segmentation"
+    assert (lists / "a.txt").read_text() == "x1\nsub/x3\n" and (lists / "b.txt").read_text() \
+        == "y1\ny2\n"
+    frames = [json.loads(x)["id"] for x in
+              (tmp_path / "clearml/frames.jsonl").read_text().splitlines()]
+    assert frames == ["a/x1.png", "a/sub/x3.jpg", "b/y1.png", "b/y2.png"]
+    for group in ("a", "a/sub", "b"):  # zarr intermediate groups
+        assert json.loads((tmp_path / "zarr" / group / "zarr.json").read_text())[
+            "node_type"] == "group"
+    for sidecar in ("supervisely/meta.json", "cvat/labelmap.txt", "clearml/mask_labels.json",
+                    "zarr/zarr.json", "preview.html"):
+        assert (tmp_path / sidecar).is_file(), sidecar
+    last = (tmp_path / "manifest.json").stat().st_mtime_ns
+    assert all(p.stat().st_mtime_ns <= last for p in tmp_path.rglob("*") if p.is_file())
+    assert manifest(tmp_path)["summary"]["items"] == 5
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+@pytest.mark.parametrize("name, why", [
+    ("evil\nextra.png", "line break"),
+    ("evil\u2028extra.png", "line break"),
+    ("evil\rextra.png", "line break"),
+    ("/etc/passwd.png", "absolute"),
+    ("a/../../escape.png", "'..'"),
+    ("back\\slash.png", "backslash"),
+])
+def test_subset_lists_only_ever_hold_exported_ids(tmp_path, name, why):
+    """A tampered part (or a name that slipped through) cannot add a line to a list."""
+    hostile = entry("a", name, formats=("cvat",))
+    parts = [[entry("a", "good.png", formats=("cvat",)), hostile,
+              entry("a", "failed.png", "failed", formats=("cvat",)),
+              entry("a", "other.png", formats=("supervisely",))]]  # no cvat output: not listed
+    commit(tmp_path, parts)
+    summary = run_finalize(tmp_path, 1, formats=("cvat",))
+    assert (tmp_path / "cvat/ImageSets/Segmentation/a.txt").read_bytes() == b"good\n"
+    assert (len(summary.problems) == 1 and why in summary.problems[0]) or \
+        "relative" in summary.problems[0]
+    assert manifest(tmp_path)["summary"]["problems_total"] == 1
+
+
+def test_subset_lists_keep_manifest_order_even_when_a_subset_comes_back(tmp_path):
+    commit(tmp_path, [[entry("b", "1.png", formats=("cvat",)),
+                       entry("a", "2.png", formats=("cvat",))],
+                      [entry("b", "3.png", formats=("cvat",))]])
+    run_finalize(tmp_path, 2, formats=("cvat",))
+    lists = tmp_path / "cvat/ImageSets/Segmentation"
+    assert (lists / "b.txt").read_text() == "1\n3\n" and (lists / "a.txt").read_text() == "2\n"
+
+
+def test_an_id_that_is_not_the_items_own_is_never_listed(tmp_path):
+    e = entry("a", "x.png", formats=("cvat",))
+    e.outputs[0]["key"] = "cvat/SegmentationClass/someone_else.png"
+    commit(tmp_path, [[e]])
+    summary = run_finalize(tmp_path, 1, formats=("cvat",))
+    assert not (tmp_path / "cvat/ImageSets/Segmentation/a.txt").exists()  # nothing listed
+    assert "not the item's id" in summary.problems[0]
+
+
+def test_datasets_named_like_sidecars_do_not_crash_finalize(tmp_path):
+    """Folders where sidecar files must go (a dataset 'meta.json', 'zarr.json'): the other
+    files are written, each that cannot be is listed in manifest.json."""
+    parts = [[entry("meta.json", "x.png", formats=("supervisely", "zarr")),
+              entry("ok", "y.png", formats=("supervisely", "zarr"))]]
+    commit(tmp_path, parts)
+    (tmp_path / "supervisely/meta.json/masks_machine").mkdir(parents=True)
+    (tmp_path / "zarr/zarr.json/x").mkdir(parents=True)
+    summary = run_finalize(tmp_path, 1, formats=("supervisely", "zarr"),
+                           **{"supervisely.masks_human": "false"})
+    assert summary.items == 2
+    problems = manifest(tmp_path)["summary"]["problems"]
+    assert any("supervisely/meta.json not written" in p for p in problems)
+    assert any("zarr/zarr.json not written" in p for p in problems)
+    assert (tmp_path / "supervisely/obj_class_to_machine_color.json").is_file()
+    assert (tmp_path / "zarr/ok/zarr.json").is_file()
+
+
+def test_missing_frames_and_unreadable_lines_are_problems_not_crashes(tmp_path):
+    commit(tmp_path, [[entry("a", "x.png", formats=("clearml",)),
+                       entry("a", "y.png", formats=("clearml",))]])
+    (tmp_path / "clearml/_frames/a/x.json").unlink()
+    with open(tmp_path / part_key(0), "a") as f:
+        f.write('{"dataset": "a", "item": 3, "status": "ok"}\n{not json\n')
+    summary = run_finalize(tmp_path, 1, formats=("clearml",))
+    assert summary.items == 2
+    assert [json.loads(x)["id"] for x in
+            (tmp_path / "clearml/frames.jsonl").read_text().splitlines()] == ["a/y.png"]
+    assert len(summary.problems) == 3
+    assert "cannot be read" in summary.problems[0] and "cannot be read" in summary.problems[1]
+    assert "frame clearml/_frames/a/x.json is missing" in summary.problems[2]
+
+
+def test_a_frame_that_is_a_link_is_never_followed(tmp_path):
+    commit(tmp_path, [[entry("a", "x.png", formats=("clearml",))]])
+    secret = tmp_path.parent / f"{tmp_path.name}-secret.json"
+    secret.write_text('{"secret": 1}')
+    frame = tmp_path / "clearml/_frames/a/x.json"
+    frame.unlink()
+    frame.symlink_to(secret)
+    summary = run_finalize(tmp_path, 1, formats=("clearml",))
+    assert (tmp_path / "clearml/frames.jsonl").read_bytes() == b""
+    assert "is missing" in summary.problems[0]
+
+
+def test_summary_is_bounded_whatever_the_failures():
+    s = Summary()
+    for i in range(2500):
+        s.add(FinalEntry("d" * 2000, f"{i}.png", "failed", error="x" * 100_000))
+    for _ in range(1500):
+        s.problem("p" * 10_000)
+    d = s.to_dict()
+    assert d["failed"] == 2500 and len(d["failures"]) == 1000 and d["failures_truncated"]
+    assert all(len(f["error"]) <= 500 and len(f["dataset"]) <= 500 for f in d["failures"])
+    assert len(d["problems"]) == 1000 and d["problems_total"] == 1500
+    assert len(json.dumps(d)) < 2_000_000
+
+
+def test_sampler_spreads_evenly_without_knowing_the_total():
+    for total in (5, 12, 13, 100, 1000, 4099):
+        s = Sampler(limit=12)
+        for i in range(total):
+            e = FinalEntry("d", f"{i}", "ok", outputs=[OutputRef("k")])
+            s.offer(e, json.dumps({"item": str(i)}).encode())
+        got = [int(p["item"]) for p in s.picked]
+        assert len(got) == min(12, total) and got[0] == 0
+        if total > 24:
+            gaps = {b - a for a, b in itertools.pairwise(got)}
+            assert len(gaps) == 1 and got[-1] >= total // 2  # even, and reaching the end
+
+
+def _peak(tmp_path: Path, n: int) -> int:
+    out = tmp_path / f"n{n}"
+    per_part = 10  # many parts: the part reads run in full batches in both runs
+    parts = [[entry(f"ds{i * 3 // n}", f"img_{i:07d}.png", formats=("cvat", "zarr"))
+              for i in range(s, min(n, s + per_part))] for s in range(0, n, per_part)]
+    commit(out, parts)
+    tracemalloc.start()
+    try:
+        run_finalize(out, len(parts), formats=("cvat", "zarr"))
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_driver_memory_does_not_grow_with_the_items(tmp_path):
+    small, large = _peak(tmp_path, 2000), _peak(tmp_path, 12000)
+    assert large < small * 1.2, (small, large)  # peaks of traced Python memory
+
+
+def test_jobs_finalize_never_names_a_format():
+    """Everything format-specific is behind the Writer protocol."""
+    root = Path(fin_mod.__file__).parent
+    for module in ("finalize.py", "preview.py", "manifest_store.py", "job.py"):
+        text = (root / module).read_text()
+        assert "getattr(FORMATS" not in text, module
+        for name in ALL:
+            assert f'"{name}' not in text and f"'{name}" not in text, (module, name)
