@@ -56,6 +56,7 @@ from maskcore.model import ClassTable
 
 from .listing import ItemRef, read_annotation
 from .manifest_store import PlanSlice, delete_keys, part_key, read_slice
+from .secrets import redact_text
 from .storage import Root
 
 log = logging.getLogger("maskjob")
@@ -101,9 +102,9 @@ Item = tuple[ItemRef, dict[str, Any] | None]  # a ref and its baseline entry, if
 
 def reason(e: BaseException) -> str:
     """One bounded line naming the exception: `"<Type>: <message>"` (maskjob's own errors keep
-    their message as is)."""
+    their message as is), secrets removed (a client error may quote a URL or its headers)."""
     try:
-        msg = str(e)
+        msg = redact_text(str(e)[:65536])
     except Exception:  # a hostile __str__
         msg = ""
     msg = " ".join(msg[:4 * MAX_REASON].split())

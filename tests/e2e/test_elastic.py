@@ -18,16 +18,16 @@ from .helpers import LoopbackCluster, stop_process, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(240)]
 
-N_ITEMS = 28
+N_ITEMS = 36  # heavy enough that one worker is still busy when the others have joined
 
 
 def heavy_project(root: Path) -> ProjectBuilder:
     p = ProjectBuilder(root, [{"title": "car", "shape": "rectangle", "color": "#FF0000"},
                               {"title": "person", "shape": "polygon", "color": "#00FF00"}])
     for k in range(N_ITEMS):
-        objs = [rect("car", j, j, 600 - j, 400 - j) for j in range(0, 100, 10)]
-        objs += [poly("person", (5 + j, 5), (600, 40 + j), (300, 460 - j)) for j in range(4)]
-        p.add("ds", f"img{k:03d}.png", objs, w=640, h=480)
+        objs = [rect("car", j, j, 1200 - j, 700 - j) for j in range(0, 200, 10)]
+        objs += [poly("person", (5 + j, 5), (1200, 40 + j), (600, 700 - j)) for j in range(6)]
+        p.add("ds", f"img{k:03d}.png", objs, w=1280, h=720)
     return p
 
 
