@@ -160,11 +160,11 @@ def install_hooks(wlog: WriteLog) -> None:
         if wlog.capture:
             wlog.captured.update(objects)
 
-    def process_partition(job):
+    def process_partition(*args):
         wlog.active = True
         t = time.perf_counter()
         try:
-            return original_process(job)
+            return original_process(*args)
         finally:
             wlog.partition_seconds += time.perf_counter() - t
             wlog.active = False

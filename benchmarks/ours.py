@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import dataclasses
 import io
 import json
 import os
@@ -33,6 +32,7 @@ import pstats
 import shutil
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import cv2
@@ -42,8 +42,9 @@ sys.path.insert(0, str(ROOT))
 
 from jobs import job as graph  # noqa: E402  (the driver flow; run_partitions is patched there)
 from jobs.cli import run  # noqa: E402
-from jobs.storage import Root  # noqa: E402
-from jobs.tasks import PartitionJob, process_partition  # noqa: E402
+from jobs.listing import ItemRef  # noqa: E402
+from jobs.manifest_store import PlanSlice, read_slice  # noqa: E402
+from jobs.tasks import ExportContext, process_partition  # noqa: E402
 
 cv2.setNumThreads(1)
 
@@ -56,54 +57,57 @@ def proc_status_kb(field: str) -> int:
     return 0
 
 
-class _Planned(Exception):
+class _Planned(BaseException):  # not an Exception: the job must not turn it into exit 3
     """Raised from inside `maskjob export` once its partitions are planned."""
 
-    def __init__(self, jobs: list[PartitionJob]) -> None:
+    def __init__(self, parts: list[PlanSlice], ctx: ExportContext) -> None:
         super().__init__("planned")
-        self.jobs = jobs
+        self.parts, self.ctx = parts, ctx
 
 
-def plan_jobs(project: str, out: str, config: str, sets: list[str]) -> list[PartitionJob]:
-    """One PartitionJob per item, exactly as `maskjob export` plans them: the CLI is run in
-    this process up to the point where its partitions are handed to the executor, and each
-    planned partition is split into partitions of one item."""
+Job = tuple[ExportContext, PlanSlice]
 
-    def capture(jobs: list[PartitionJob], **_kwargs) -> None:
-        raise _Planned(list(jobs))
+
+def plan_jobs(project: str, out: str, config: str, sets: list[str]) -> list[Job]:
+    """One partition per item, exactly as `maskjob export` plans them (`partition_size=1`):
+    the CLI is run in this process up to the point where its partitions are handed to the
+    executor. The plan shards stay under `out` (the partitions read their items there)."""
+
+    def capture(parts: Iterable[PlanSlice], *, ctx: ExportContext, **_kwargs: object) -> None:
+        raise _Planned(list(parts), ctx)
 
     argv = ["export", project, out, "--config", config, "--workers", "0"]
-    for s in sets:
+    for s in [*sets, "partition_size=1"]:
         argv += ["--set", s]
     original = graph.run_partitions
     graph.run_partitions = capture
     try:
         rc = run(argv)
     except _Planned as planned:
-        jobs = planned.jobs
-    else:
-        raise SystemExit(f"maskjob export did not plan any partition (exit {rc})")
+        return [(planned.ctx, part) for part in planned.parts]
     finally:
         graph.run_partitions = original
-    shutil.rmtree(out, ignore_errors=True)  # the plan file it wrote
-    refs = [ref for job in jobs for ref in job.items]
-    return [dataclasses.replace(jobs[0], pid=pid, items=(ref,)) for pid, ref in enumerate(refs)]
+    raise SystemExit(f"maskjob export did not plan any partition (exit {rc})")
+
+
+def _item(job: Job) -> ItemRef:
+    ctx, part = job
+    return read_slice(ctx.dest, part)[0][0]
 
 
 def cmd_time(args: argparse.Namespace) -> dict:
     jobs = plan_jobs(args.project, args.out, args.config, args.set)
     if args.warmup and jobs:  # first-call costs (lazy imports, codec init), untimed
-        warm = args.out + "_warmup"
-        process_partition(dataclasses.replace(jobs[0], dest=Root(warm)))
-        shutil.rmtree(warm, ignore_errors=True)
+        process_partition(*jobs[0])
     items = []
     failed = 0
     for job in jobs:
         c0, t0 = time.process_time(), time.perf_counter()
-        counts = process_partition(job)
+        counts = process_partition(*job)
         dt, cpu = time.perf_counter() - t0, time.process_time() - c0
         failed += counts["failed"]
-        items.append({"dataset": job.items[0].dataset, "item": job.items[0].name,
+        ref = _item(job)
+        items.append({"dataset": ref.dataset, "item": ref.name,
                       "total": dt, "cpu": cpu, "outputs": counts["outputs"],
                       "bytes": counts["bytes"]})
     # end to end: the CLI in this process, on a fresh output
@@ -122,14 +126,12 @@ def cmd_time(args: argparse.Namespace) -> dict:
 def cmd_profile(args: argparse.Namespace) -> dict:
     jobs = plan_jobs(args.project, args.out, args.config, args.set)
     if jobs:
-        warm = args.out + "_warmup"
-        process_partition(dataclasses.replace(jobs[0], dest=Root(warm)))
-        shutil.rmtree(warm, ignore_errors=True)
+        process_partition(*jobs[0])  # warm-up, untimed
     prof = cProfile.Profile()
     t0 = time.perf_counter()
     prof.enable()
     for job in jobs:
-        process_partition(job)
+        process_partition(*job)
     prof.disable()
     wall = time.perf_counter() - t0
     st = pstats.Stats(prof)
