@@ -678,9 +678,9 @@ def render_report(res: dict) -> str:
          f"({'; '.join(chk['instance_diff_files'][:5])}; names: "
          f"{'; '.join(chk['instance_name_mismatch'][:3])}), human {chk['human_diff_px']} px "
          f"(max abs {chk['human_max_abs']})."),
-        "File formats differ by design: our machine masks are written by OpenCV (8-bit gray, "
-        "fast settings) and our instance masks are 1-bit PNGs; the peer writes 8-bit PNGs "
-        "through PIL. Decoded values are what is compared.",
+        "File formats differ by design: our PNGs are written by maskjob's own encoder (ISA-L "
+        "deflate; machine masks 8-bit gray, instance masks 1-bit, human masks SUB-filtered "
+        "RGB); the peer writes 8-bit PNGs through PIL. Decoded values are what is compared.",
         "",
         "## Hot spots (ours, cProfile, per image)",
         "",
