@@ -120,16 +120,22 @@ def redact(value: Any) -> Any:
     return redact_text(repr(value))
 
 
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(32), 127)} | {
+    0x85: "\\x85", 0x2028: "\\u2028", 0x2029: "\\u2029"}
+
+
 class RedactFilter(logging.Filter):
     """A handler filter: the record's message and exception text are redacted before any
-    formatter sees them (the record is rendered once here, then passed on as plain text)."""
+    formatter sees them (the record is rendered once here, then passed on as plain text), and
+    the message's control characters are escaped (`\\x0a`): an item named with a newline
+    cannot forge a log line."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:
             message = record.getMessage()
         except Exception:  # a broken format string: show it raw, still redacted
             message = f"{record.msg} {record.args}"
-        record.msg, record.args = redact_text(message), None
+        record.msg, record.args = redact_text(message).translate(_CONTROLS), None
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:

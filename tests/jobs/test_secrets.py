@@ -129,6 +129,17 @@ def test_the_log_filter_redacts_messages_arguments_and_tracebacks():
         assert secret not in text
 
 
+def test_the_log_filter_keeps_one_record_on_one_line():
+    """An item named with a newline (or U+2028) cannot forge a log line."""
+    record = logging.LogRecord("maskjob", logging.WARNING, __file__, 1, "failed: %s: %s",
+                               ("ds/a\nmaskjob INFO done: 0 failed\u2028x.png", "bad\r\n"), None)
+    assert RedactFilter().filter(record)
+    message = record.getMessage()
+    assert "\n" not in message and "\r" not in message and "\u2028" not in message
+    assert message == ("failed: ds/a\\x0amaskjob INFO done: 0 failed\\u2028x.png: "
+                       "bad\\x0d\\x0a")
+
+
 # --- real runs ----------------------------------------------------------------------------------
 
 class _Handler(http.server.SimpleHTTPRequestHandler):
