@@ -141,15 +141,21 @@ def iter_spooled(spool: Spool) -> Iterator[ItemRef]:
         yield ItemRef.from_json(data)
 
 
-def spooled_listing(reader: str, classes: ClassTable, fill: Callable[[Spool], int],
-                    **kw: object) -> Listing:
-    """A Listing whose refs `fill(spool)` stored in a new spool's `refs` table."""
+def fill_spool(fill: Callable[[Spool], int]) -> tuple[Spool, int]:
+    """A new spool and the item count `fill(spool)` stored in it (the spool is removed when
+    `fill` fails)."""
     spool = Spool()
     try:
-        count = fill(spool)
+        return spool, fill(spool)
     except BaseException:
         spool.close()
         raise
+
+
+def spooled_listing(reader: str, classes: ClassTable, fill: Callable[[Spool], int],
+                    **kw: object) -> Listing:
+    """A Listing whose refs `fill(spool)` stored in a new spool's `refs` table."""
+    spool, count = fill_spool(fill)
     if count == 0:
         spool.close()
     return Listing(reader, classes, count, lambda: iter_spooled(spool), spool=spool,

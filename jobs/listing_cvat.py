@@ -227,12 +227,7 @@ def list_task(root: Root, xmls: list[str], *, moved: bool = False) -> listing.Li
         spool.execute("CREATE INDEX files_key ON files (key)")
         return n
 
-    spool = Spool()
-    try:
-        count = fill(spool)
-    except BaseException:
-        spool.close()
-        raise
+    spool, count = listing.fill_spool(fill)
     classes = found[0]
     return listing.Listing(cvat.NAME, classes, count, lambda: _task_refs(spool), spool=spool,
                            image_root=root if moved else None)
