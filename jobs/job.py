@@ -21,12 +21,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from maskcore import __version__
-from maskcore.manifest import Summary, summarize
+from maskcore.manifest import Summary
 
 from .clashes import detect_clashes
 from .finalize import finalize_export
 from .listing import ItemRef
-from .manifest_store import MANIFEST_LINES, PlanSlice
+from .manifest_store import PlanSlice
 from .plan import auto_partition_size, prepare_plan, write_plan
 from .run import run_partitions
 from .secrets import redact
@@ -109,7 +109,3 @@ def export(
     summary = finalize_export(dest=dest, n_parts=n_parts, formats=spec.formats,
                               options=options, classes=classes, meta=meta)
     return RunResult(summary, n_parts, len(done), ended - started)
-
-
-def read_summary_lines(dest: Root) -> Summary:
-    return summarize(dest.read(MANIFEST_LINES).decode().splitlines())

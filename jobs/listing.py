@@ -27,6 +27,7 @@ import posixpath
 import stat
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from maskcore.errors import InputError
 from maskcore.formats import supervisely as sly
@@ -35,6 +36,8 @@ from maskcore.model import ClassTable, Item
 
 from .spool import Spool
 from .storage import Root
+
+_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # built once
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,14 +66,18 @@ class ItemRef:
                   self.ann_tag, self.image_tag, self.previous, list(self.ann_more)]
         while len(fields) > 4 and fields[-1] in (None, []):
             fields.pop()
-        return json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
+        return _COMPACT.encode(fields)
 
     @classmethod
     def from_json(cls, line: str | bytes) -> ItemRef:
-        f = json.loads(line)
+        return cls.from_fields(json.loads(line))
+
+    @classmethod
+    def from_fields(cls, f: Any) -> ItemRef:
+        """The ItemRef of an already parsed `to_json` list."""
         if not isinstance(f, list) or not 4 <= len(f) <= 10:
-            raise ValueError(f"Expected an ItemRef JSON list of 4 to 10 fields. Got {line!r}.")
-        f += [None] * (10 - len(f))
+            raise ValueError(f"Expected an ItemRef JSON list of 4 to 10 fields. Got {f!r:.200}.")
+        f = f + [None] * (10 - len(f))
         inline = f[5]
         if isinstance(inline, list):
             inline = base64.b64decode(inline[1])

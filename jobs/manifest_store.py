@@ -9,9 +9,9 @@
     OUTPUT/manifest.jsonl                     all parts merged, in partition order
     OUTPUT/manifest.json                      the summary, written LAST (the export completed)
 
-A plan line is `{"r": <ItemRef>, "p": <the item's baseline line or null>}`; `encode_ref` /
-`decode_ref` are the one ItemRef line codec (annotation bytes held inline travel as text, or
-base64 when they are not UTF-8). A partition is a `PlanSlice`: a shard number and a byte range
+A plan line is `{"r": <ItemRef>, "p": <the item's baseline line or null>}`; the ItemRef is in
+its one JSON codec, `ItemRef.to_json` (annotation bytes held inline travel as text, or base64
+when they are not UTF-8). A partition is a `PlanSlice`: a shard number and a byte range
 (~100 bytes on the wire); the worker reads its own lines with one ranged read.
 
 Baseline lines are data, not trust: `iter_baseline` yields only lines that parse to a dict with
@@ -25,7 +25,6 @@ Functions here read and write those objects through a `Root`; `ManifestEntry.fro
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 import logging
@@ -36,7 +35,6 @@ from typing import Any
 
 from maskcore.errors import ItemError
 from maskcore.formats import FORMATS
-from maskcore.manifest import ManifestEntry
 from maskcore.paths import check_relative
 
 from .listing import ItemRef
@@ -93,41 +91,16 @@ def iter_parts(dest: Root, n_parts: int, batch: int = 64) -> Iterator[bytes]:
             yield got[k]
 
 
-def iter_entries(dest: Root, n_parts: int) -> Iterator[ManifestEntry]:
-    """Every manifest line of the run, streamed from the committed parts."""
-    for data in iter_parts(dest, n_parts):
-        for line in data.decode().splitlines():
-            if line.strip():
-                yield ManifestEntry.from_line(line)
-
-
 # -- the plan ---------------------------------------------------------------------------------
 
 def encode_ref(ref: ItemRef) -> str:
-    """One ItemRef as compact JSON (the plan's only ItemRef codec; `decode_ref` inverts it)."""
-    d: dict[str, Any] = {"d": ref.dataset, "n": ref.name}
-    for k, v in (("a", ref.ann_key), ("i", ref.image_key), ("x", ref.problem),
-                 ("at", ref.ann_tag), ("it", ref.image_tag)):
-        if v is not None:
-            d[k] = v
-    if ref.ann_more:
-        d["m"] = list(ref.ann_more)
-    if ref.ann_inline is not None:
-        try:
-            d["t"] = ref.ann_inline.decode("utf-8")
-        except UnicodeDecodeError:
-            d["b"] = base64.b64encode(ref.ann_inline).decode("ascii")
-    return _ENCODER.encode(d)
+    """An ItemRef in a plan line: its one JSON codec, `ItemRef.to_json` (`decode_ref` inverts
+    it on the parsed line)."""
+    return ref.to_json()
 
 
-_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # built once, not per ref
-
-
-def decode_ref(d: dict[str, Any]) -> ItemRef:
-    inline = d["t"].encode("utf-8") if "t" in d else (
-        base64.b64decode(d["b"]) if "b" in d else None)
-    return ItemRef(d["d"], d["n"], d.get("a"), d.get("i"), d.get("x"), inline, d.get("at"),
-                   d.get("it"), None, tuple(d.get("m", ())))
+def decode_ref(fields: Any) -> ItemRef:
+    return ItemRef.from_fields(fields)
 
 
 @dataclass(frozen=True, slots=True)
