@@ -13,7 +13,7 @@ were S3 (`endpoint_url=proxy.url`); the proxy forwards each request to the upstr
 Which requests fail: those whose method is in ``methods`` and that are the ``first`` N, every
 ``every``-th, or a random ``rate`` fraction (seeded), capped at ``max_faults``; for each
 method, the fault kinds cycle through ``modes``. ``counters`` tells what happened, per method
-and outcome.
+and outcome (`<KIND> calls` counts every request by kind: LIST, GET, PUT, ...).
 """
 
 from __future__ import annotations
@@ -168,6 +168,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _handle(self) -> None:
         body = self._read_body()
+        kind = ("LIST" if self.command == "GET" and "list-type=" in self.path
+                else self.command)
+        with self.owner._lock:
+            self.owner.counters[f"{kind} calls"] += 1
         mode = self.owner.decide(self.command)
         if mode == "503":
             self.send_response_only(503, "Slow Down")

@@ -1,0 +1,244 @@
+"""A whole export through S3 at scale: N items from a moto S3 server to moto, on a LocalCluster.
+
+    .venv/bin/python benchmarks/bench_s3_e2e.py [--items 100000] [--workers 2] [--format ...]
+
+What runs (nothing is a shortcut: the product's own CLI in a subprocess):
+
+1. a `moto_server` subprocess on 127.0.0.1 and, in front of it, a counting HTTP proxy (the
+   fault proxy of the e2e tests with no faults) that every client of the job talks to;
+2. a Supervisely project of `--items` tiny items (16x16 PNG, an annotation with a polygon and
+   a rectangle in two classes, 10 datasets) uploaded straight to moto (not timed);
+3. baseline, same run: the I/O floor of the same items through the same proxy with raw s3fs in
+   this process - read each item's two input objects and write one output object of the same
+   size as our machine mask, in concurrent batches of 1,000 (`cat` / `pipe`);
+4. `maskjob export s3://in s3://out --workers W` (embedded LocalCluster), timed from process
+   start to exit, with the proxy counting every request by kind.
+
+Prints items/s of both, the ratio, S3 requests per item by kind (LIST, GET, HEAD, PUT, POST,
+DELETE), and the peak RSS (VmHWM, sampled) of every process of the job: the driver, the
+scheduler/nanny side and each worker. The driver's peak must not grow with --items.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from fsspec.asyn import sync  # noqa: E402
+
+from tests.e2e.faultproxy import FaultProxy  # noqa: E402
+from tests.e2e.helpers import MotoServer, new_fs, s3_env  # noqa: E402
+
+VENV_BIN = Path(sys.executable).parent
+DATASETS = 10
+KINDS = ("LIST", "GET", "HEAD", "PUT", "POST", "DELETE")
+
+
+def tiny_png() -> bytes:
+    import cv2
+    import numpy as np
+
+    img = np.full((16, 16, 3), (40, 90, 160), np.uint8)
+    ok, buf = cv2.imencode(".png", img)
+    assert ok
+    return buf.tobytes()
+
+
+def annotation(i: int) -> bytes:
+    k = i % 7
+    return json.dumps({
+        "size": {"width": 16, "height": 16}, "tags": [],
+        "objects": [
+            {"classTitle": "car", "geometryType": "polygon", "tags": [],
+             "points": {"exterior": [[1, 1], [12, 2 + k], [6, 14]], "interior": []}},
+            {"classTitle": "road", "geometryType": "rectangle", "tags": [],
+             "points": {"exterior": [[k, 9], [15, 15]], "interior": []}},
+        ]}).encode()
+
+
+META = json.dumps({"classes": [
+    {"title": "car", "shape": "polygon", "color": "#FF0000"},
+    {"title": "road", "shape": "rectangle", "color": "#00FF00"}], "tags": []}).encode()
+
+
+def item_keys(n: int) -> list[tuple[str, str]]:
+    return [(f"ds{i % DATASETS}", f"img_{i:08d}.png") for i in range(n)]
+
+
+def upload_project(fs, url: str, n: int) -> float:
+    t0 = time.perf_counter()
+    bucket = url.removeprefix("s3://").split("/", 1)[0]
+    if not fs.exists(bucket):
+        fs.mkdir(bucket)
+    base = url.removeprefix("s3://").rstrip("/")
+    png = tiny_png()
+    fs.pipe({f"{base}/meta.json": META})
+    batch: dict[str, bytes] = {}
+    for i, (ds, name) in enumerate(item_keys(n)):
+        batch[f"{base}/{ds}/img/{name}"] = png
+        batch[f"{base}/{ds}/ann/{name}.json"] = annotation(i)
+        if len(batch) >= 2000:
+            fs.pipe(batch)
+            batch = {}
+    if batch:
+        fs.pipe(batch)
+    return time.perf_counter() - t0
+
+
+async def _gather(coros: list) -> list:
+    return await asyncio.gather(*coros)
+
+
+def raw_floor(fs, src: str, dst: str, n: int, out_size: int) -> float:
+    """Read both input objects of every item and write one output object, batches of 1,000."""
+    src, dst = src.removeprefix("s3://").rstrip("/"), dst.removeprefix("s3://").rstrip("/")
+    body = b"\0" * out_size
+    t0 = time.perf_counter()
+    keys = item_keys(n)
+    for s in range(0, n, 1000):
+        chunk = keys[s:s + 1000]
+        paths = [p for ds, nm in chunk
+                 for p in (f"{src}/{ds}/img/{nm}", f"{src}/{ds}/ann/{nm}.json")]
+        sync(fs.loop, _gather, [fs._cat_file(p) for p in paths])  # GETs only, no HEADs
+        fs.pipe({f"{dst}/{ds}/masks_machine/{nm}": body for ds, nm in chunk})
+    return time.perf_counter() - t0
+
+
+def _vm_hwm(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def _role(proc) -> str:
+    try:
+        cmd = " ".join(proc.cmdline())
+    except Exception:
+        return "?"
+    if "spawn_main" in cmd or "multiprocessing" in cmd:
+        return "worker"
+    return "other"
+
+
+def run_export(args: argparse.Namespace, env: dict[str, str], src: str, dst: str
+               ) -> tuple[float, int, dict[str, int], dict]:
+    import psutil
+
+    cmd = [str(VENV_BIN / "maskjob"), "export", src, dst, "--workers", str(args.workers)]
+    for f in args.format:
+        cmd += ["--format", f]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    root = psutil.Process(proc.pid)
+    peaks: dict[int, tuple[str, int]] = {}
+    while proc.poll() is None:
+        try:
+            procs = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            procs = []
+        for p in procs:
+            hwm = _vm_hwm(p.pid)
+            role = "driver" if p.pid == proc.pid else _role(p)
+            if hwm > peaks.get(p.pid, ("", 0))[1]:
+                peaks[p.pid] = (role, hwm)
+        time.sleep(0.25)
+    wall = time.perf_counter() - t0
+    out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+    by_role: dict[str, int] = {}
+    workers = sorted(h for r, h in peaks.values() if r == "worker")
+    for role, hwm in peaks.values():
+        if role != "worker":
+            by_role[role] = max(by_role.get(role, 0), hwm)
+    summary = {}
+    fs = new_fs()
+    try:
+        summary = json.loads(fs.cat(dst.removeprefix("s3://") + "/manifest.json"))
+    except Exception:
+        print(out[-3000:])
+    return wall, proc.returncode, {**by_role, **{f"worker {k}": h for k, h in
+                                                enumerate(workers)}}, summary
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--items", type=int, default=100_000)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--format", action="append", default=[],
+                    help="output format(s), default: supervisely")
+    args = ap.parse_args()
+    args.format = args.format or ["supervisely"]
+
+    with tempfile.TemporaryDirectory(prefix="maskjob-s3e2e-") as tmp:
+        moto = MotoServer(Path(tmp) / "moto.log").start()
+        try:
+            with FaultProxy(moto.endpoint, methods=()) as proxy:
+                direct = s3_env(moto.endpoint)
+                os.environ.update(direct)
+                fs = new_fs()
+                n = args.items
+                print(f"uploading {n:,} items ({2 * n + 1:,} objects) to moto ...", flush=True)
+                up = upload_project(fs, "s3://input/proj", n)
+                print(f"  {up:.1f} s ({2 * n / up:,.0f} objects/s, direct to moto)", flush=True)
+
+                env = {**os.environ, **s3_env(proxy.url)}
+                os.environ.update(s3_env(proxy.url))
+                pfs = new_fs()
+                proxy.counters.clear()
+                pfs.mkdir("floor")
+                pfs.mkdir("output")
+                floor = raw_floor(pfs, "s3://input/proj", "s3://floor/out", n, out_size=120)
+                floor_calls = Counter({k: v for k, v in proxy.counters.items()
+                                       if k.endswith(" calls")})
+                print(f"raw s3fs floor: {floor:.1f} s ({n / floor:,.0f} items/s)", flush=True)
+
+                proxy.counters.clear()
+                wall, rc, peaks, summary = run_export(args, env, "s3://input/proj", "s3://output/job")
+                calls = Counter({k: v for k, v in proxy.counters.items() if k.endswith(" calls")})
+        finally:
+            moto.stop()
+
+    counts = summary.get("counts", summary.get("summary", {}))
+    print()
+    print(f"### End to end through moto S3 (`benchmarks/bench_s3_e2e.py --items {n}"
+          f" --workers {args.workers}`)")
+    print()
+    print(f"formats: {', '.join(args.format)}; exit code {rc}; manifest counts: {counts}")
+    print()
+    print("| run | items | seconds | items/s | vs raw floor |")
+    print("|---|---:|---:|---:|---:|")
+    print(f"| raw s3fs floor (2 GETs + 1 PUT per item, batches of 1,000) | {n:,} | {floor:.1f} |"
+          f" {n / floor:,.0f} | 1.00x |")
+    print(f"| `maskjob export --workers {args.workers}` (process start to exit) | {n:,} |"
+          f" {wall:.1f} | {n / wall:,.0f} | {floor / wall:.2f}x |")
+    print()
+    print("| S3 requests per item | " + " | ".join(KINDS) + " | all |")
+    print("|---|" + "---:|" * (len(KINDS) + 1))
+    for label, c in (("raw floor", floor_calls), ("export", calls)):
+        total = sum(c.values())
+        print(f"| {label} | " + " | ".join(f"{c.get(f'{k} calls', 0) / n:.3f}" for k in KINDS)
+              + f" | {total / n:.3f} |")
+    print()
+    print("| process | peak RSS (VmHWM, sampled every 0.25 s) |")
+    print("|---|---:|")
+    for role, hwm in sorted(peaks.items()):
+        print(f"| {role} | {hwm / 2**20:.0f} MB |")
+
+
+if __name__ == "__main__":
+    main()
