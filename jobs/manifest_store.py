@@ -50,10 +50,32 @@ MANIFEST_LINES = "manifest.jsonl"
 MANIFEST_SUMMARY = "manifest.json"
 SHARD_BYTES = 8 * 1024 * 1024  # a plan shard is cut at the first partition end past this
 DELETE_BATCH = 1000  # keys per bulk delete (S3 DeleteObjects takes at most 1000)
+ATTEMPTS_DIR = f"{MANIFEST_DIR}/attempts"  # one marker per partition a run has started
 
 
 def part_key(pid: int) -> str:
     return f"{MANIFEST_DIR}/part-{pid:05d}.jsonl"
+
+
+def attempt_key(pid: int) -> str:
+    return f"{ATTEMPTS_DIR}/part-{pid:05d}"
+
+
+def start_attempt(dest: Root, pid: int, run_token: str) -> bool:
+    """Record that the run `run_token` started partition `pid` (a marker holding the token).
+    True when this run had started it before: that attempt's worker died in the middle of it
+    (a retry after a crash), so the caller should isolate its items. A marker of another run
+    (a resumed job) does not count."""
+    key = attempt_key(pid)
+    if dest.exists(key) and dest.read(key, max_bytes=256) == run_token.encode():
+        return True
+    dest.write(key, run_token.encode())
+    return False
+
+
+def clear_attempts(dest: Root) -> int:
+    """Remove every attempt marker (one listing, bulk deletes): the run is over."""
+    return delete_keys(dest, list(dest.list_files(ATTEMPTS_DIR)))
 
 
 def shard_key(n: int) -> str:

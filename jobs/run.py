@@ -11,6 +11,11 @@
   worker that dies is rescheduled by Dask. When Dask gives up on a partition because its workers
   keep dying (KilledWorker: a native crash on some item), the partition is submitted once more
   as `process_partition_isolated`, which identifies the poison item and exports the rest.
+  Without waiting for Dask to give up: each attempt leaves a marker under `_manifest/attempts/`
+  (`manifest_store.start_attempt`), and an attempt that finds its own run's marker knows the
+  worker of the previous one died mid-partition and goes isolated at once. So a poison item
+  costs one worker process, whatever the scheduler's `allowed-failures` (an external
+  scheduler keeps its own, 3 by default). The markers are removed when every partition is in.
 - `on_done(part)` is called once per committed partition. Results are never fetched: the
   counts are in the committed part (finalize reads them), and the driver knows each partition's
   item count from the plan - one scheduler round trip per task saved (benchmarks/bench_driver).
@@ -21,15 +26,17 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from distributed.diagnostics.plugin import WorkerPlugin
 
-from .manifest_store import PlanSlice
+from .manifest_store import PlanSlice, attempt_key, clear_attempts, delete_keys, start_attempt
 from .tasks import ExportContext, process_partition, process_partition_isolated
 
+log = logging.getLogger("maskjob")
 REFRESH_S = 1.0
 MAX_WINDOW = 20_000
 _CONTEXTS: dict[str, ExportContext] = {}  # on a worker: the contexts of the running jobs
@@ -55,8 +62,17 @@ def _run(token: str, part: PlanSlice, isolated: bool = False) -> dict[str, int]:
     if ctx is None:
         raise RuntimeError(f"Expected the job context {token} on this worker. Got none "
                            "instead (the worker plugin has not run yet).")
+    if not isolated and start_attempt(ctx.dest, part.pid, token):
+        log.warning("partition %d: a previous attempt's worker died while running it; "
+                    "exporting its items one by one in child processes", part.pid)
+        isolated = True
     fn = process_partition_isolated if isolated else process_partition
-    return fn(ctx, part)
+    try:
+        return fn(ctx, part)
+    except BaseException:  # an exception, not a crash: Dask's retry runs it normally again
+        with contextlib.suppress(Exception):
+            delete_keys(ctx.dest, [attempt_key(part.pid)])
+        raise
 
 
 def cluster_window(client: Any) -> int:
@@ -119,6 +135,7 @@ def run_partitions(parts: Iterable[PlanSlice], *, ctx: ExportContext, client: An
                 fut.release()  # its counts are in its committed part: never fetched
                 on_done(p)
             top_up(limit)
+        clear_attempts(ctx.dest)
     finally:
         for fut in inflight:
             fut.release()

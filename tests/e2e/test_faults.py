@@ -208,3 +208,39 @@ def test_transient_s3_failures_cost_retries_not_the_job(s3, bucket, tmp_path, cl
     assert len(committed_parts(s3, dst)) == summary["partitions"]
     _, lines = read_manifest(s3, dst)
     assert len(lines) == len(items)
+
+
+@pytest.mark.cluster
+@pytest.mark.timeout(240)
+def test_a_poison_item_costs_one_worker_on_an_external_scheduler(tmp_path, project):
+    """A real SIGSEGV on one item, on an external `dask scheduler` that keeps Dask's default
+    allowed-failures (3): the retry finds its own run's attempt marker and isolates the items at
+    once, so exactly one worker process dies (not four); the poison item fails alone, the rest
+    is exported, and no marker is left behind."""
+    from jobs.manifest_store import ATTEMPTS_DIR
+    from jobs.tasks import CRASH_ENV, WORKER_DIED
+    from tests.conftest import rect
+
+    p = project()
+    names = [f"i{k}.png" for k in range(6)]
+    for n in names:
+        p.add("ds", n, [rect("car", 1, 1, 5, 5)])
+    cluster = LoopbackCluster(tmp_path / "cluster", nworkers=2,
+                              env={CRASH_ENV: "i2.png"}).start()
+    try:
+        cluster.wait_for_workers(2)
+        out = tmp_path / "out"
+        assert run(["export", str(p.root), str(out), "--scheduler", cluster.address,
+                    "--set", "partition_size=4"]) == 1
+        lines = {e["item"]: e for e in map(json.loads, (out / "manifest.jsonl").read_text()
+                                           .splitlines())}
+        assert lines["i2.png"]["status"] == "failed"
+        assert lines["i2.png"]["error"] == WORKER_DIED
+        assert all(lines[n]["status"] == "ok" for n in names if n != "i2.png")
+        markers = out / ATTEMPTS_DIR
+        assert not markers.exists() or not any(markers.iterdir())
+        deaths = re.findall(r"Worker process \d+ was killed by signal", cluster.log("worker.log",
+                                                                                    tail=None))
+        assert len(deaths) == 1, deaths
+    finally:
+        cluster.stop()
