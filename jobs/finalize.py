@@ -151,6 +151,7 @@ def finalize_export(*, dest: Root, n_parts: int, formats: Sequence[str],
     sampler = Sampler()
     finalizers: list[Finalizer] = []
     details: dict[str, Any] = {}  # format -> what its finalizer records (manifest.json)
+    failure: BaseException | None = None
     with open_output(dest, MANIFEST_LINES) as merged:
         try:
             for f in formats:
@@ -165,11 +166,18 @@ def finalize_export(*, dest: Root, n_parts: int, formats: Sequence[str],
                     sampler.offer(entry, line)
                     for fin in finalizers:
                         fin.take(entry)
+        except BaseException as e:
+            failure = e
+            raise
         finally:
             errors = []
             for fin in finalizers:  # each closes even if another fails
+                abort = getattr(fin, "abort", None)  # optional: discard instead of commit
                 try:
-                    fin.close()
+                    if failure is not None and abort is not None:
+                        abort(failure)
+                    else:
+                        fin.close()
                 except Exception as e:
                     errors.append(e)
             if errors:

@@ -213,7 +213,9 @@ class FinalizeIO:
 
 
 class Finalizer(Protocol):
-    """A format's streaming finalize: `take` every manifest line in order, then `close`."""
+    """A format's streaming finalize: `take` every manifest line in order, then `close`. A
+    finalizer may also have `abort(exc)`, called instead of `close` when the pass failed
+    (an archive then discards its upload rather than commit a partial one)."""
 
     def take(self, entry: FinalEntry) -> None: ...
 
