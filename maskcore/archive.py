@@ -114,30 +114,43 @@ class PieceSink(io.RawIOBase):
 
 class TarStream:
     """Members appended one at a time to a tar streamed into `sink` (see the module docstring).
-    Files get mode 0644, folders 0755, owner 0:0, the given `mtime`."""
+    Files get mode 0644, folders 0755, owner 0:0, the given `mtime`.
+
+    Each member is its header (`TarInfo.tobuf`: ustar, with a pax extended header when a name
+    is long or not ASCII - what tarfile's `w|` mode writes) then its bytes and zero padding to
+    512, written straight to the sink: no copy through tarfile's 10 KiB stream buffer (a
+    third of the archiving CPU, BENCHMARKS)."""
 
     def __init__(self, sink: PieceSink, *, mtime: int) -> None:
         self.sink, self.mtime = sink, mtime
         self.members = 0
-        self._tar = tarfile.open(  # noqa: SIM115 - appended to until close()
-            fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT, encoding="utf-8")
+        self.offset = 0
 
-    def _info(self, name: str, kind: bytes, mode: int, size: int = 0) -> tarfile.TarInfo:
+    def _add(self, name: str, kind: bytes, mode: int, data: bytes = b"") -> None:
         info = tarfile.TarInfo(name)
-        info.type, info.mode, info.size, info.mtime = kind, mode, size, self.mtime
+        info.type, info.mode, info.size, info.mtime = kind, mode, len(data), self.mtime
+        self._write(info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
+        if data:
+            self._write(data)
+            if len(data) % tarfile.BLOCKSIZE:
+                self._write(tarfile.NUL * (tarfile.BLOCKSIZE - len(data) % tarfile.BLOCKSIZE))
         self.members += 1
-        return info
+
+    def _write(self, data: bytes) -> None:
+        self.sink.write(data)
+        self.offset += len(data)
 
     def add_dir(self, name: str) -> None:
-        self._tar.addfile(self._info(name, tarfile.DIRTYPE, 0o755))
+        self._add(name, tarfile.DIRTYPE, 0o755)
 
     def add_file(self, name: str, data: bytes) -> None:
-        self._tar.addfile(self._info(name, tarfile.REGTYPE, 0o644, len(data)),
-                          io.BytesIO(data))
+        self._add(name, tarfile.REGTYPE, 0o644, data)
 
     def close(self) -> list[tuple[int, str]]:
-        """End the archive, commit the last piece; (size, checksum) of every piece."""
-        self._tar.close()  # the end-of-archive blocks and the record padding
+        """End the archive (two zero blocks, then zeros to a whole 10240-byte record, as
+        tarfile does), commit the last piece; (size, checksum) of every piece."""
+        end = self.offset + 2 * tarfile.BLOCKSIZE
+        self._write(tarfile.NUL * (2 * tarfile.BLOCKSIZE + (-end) % tarfile.RECORDSIZE))
         self.sink.close()
         return self.sink.pieces
 

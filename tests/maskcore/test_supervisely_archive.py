@@ -129,6 +129,28 @@ def test_tar_members_round_trip_with_long_and_unicode_names():
                    "meta.json": (tarfile.REGTYPE, 0o644, 1_700_000_000)}
 
 
+def test_tar_bytes_equal_pythons_tarfile_stream_mode():
+    members = [("ds", None), ("ds/" + "é" * 120 + ".png", b"x" * 513), ("meta.json", b"{}"),
+               ("ds/empty.json", b""), ("ds/block.bin", b"\0" * 1024)]
+    store = Store()
+    tar = TarStream(PieceSink(lambda n: store.open_output("t.tar")), mtime=12345)
+    ref = io.BytesIO()
+    with tarfile.open(fileobj=ref, mode="w|", format=tarfile.PAX_FORMAT, encoding="utf-8") as t:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.mtime = 12345
+            if data is None:
+                info.type, info.mode = tarfile.DIRTYPE, 0o755
+                tar.add_dir(name)
+                t.addfile(info)
+            else:
+                info.mode, info.size = 0o644, len(data)
+                tar.add_file(name, data)
+                t.addfile(info, io.BytesIO(data))
+    tar.close()
+    assert store.objects["t.tar"] == ref.getvalue()
+
+
 # ---------------------------------------------------------------------------- options
 def opts(**kw):
     return sm.SuperviselyOptions.from_mapping(kw, prefix="supervisely", defaults={})
