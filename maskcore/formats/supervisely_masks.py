@@ -17,6 +17,12 @@ Two families of rules, picked by the options (reference/supervisely.md A.3-A.6, 
   column | floor((fg + image) / 2) where fg is not black, human colours with black lifted to
   (1, 1, 1).
 
+Packaging (the app's and ml-nodes' own): `resize_human_masks: P` resizes the human mask as
+the app's resizeHumanMasks does (`resize_percent`); `archive: tar` makes `ArchiveFinalizer`
+stream the finished tree into `supervisely/<archive_name>.tar`, or with `archive_split` into
+the SDK's byte pieces `<archive_name>.tar.001`, `.002`, ... (maskcore/archive.py), and record
+it in manifest.json.
+
 Deliberate differences from upstream, documented in the README: cuboids are filled as their own
 five faces everywhere (the app reuses another cuboid's faces, A.10.1); alpha masks count as
 full coverage in index and instance masks (the SDK blends class *indices*, producing wrong
