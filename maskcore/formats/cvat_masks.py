@@ -55,6 +55,7 @@ import tempfile
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import IO, Any
 
 import cv2
@@ -136,6 +137,11 @@ class CvatOptions:
         """Masks need the annotation only."""
         return False
 
+    @cached_property
+    def subset_owners(self) -> dict[str, str]:
+        """Explicit subset -> its dataset (one lookup per item, whatever the map's size)."""
+        return {subset: dataset for dataset, subset in self.subsets.items()}
+
     def check_classes(self, classes: ClassTable, prefix: str) -> None:
         """Every class must fit a labelmap line, and no two lines may share a colour."""
         for c in classes.classes:
@@ -208,12 +214,12 @@ def subset_of(dataset: str, opts: CvatOptions) -> str:
     if problem:
         raise ItemError(f"dataset {dataset!r} as a Segmentation Mask subset: {problem}; map it "
                         "with cvat.subsets or set cvat.subset_names: safe")
-    for other, target in opts.subsets.items():
-        if target == subset:
-            raise ItemError(expected(
-                f"a subset of its own for dataset {dataset!r}",
-                f"{subset!r}, the subset cvat.subsets gives to dataset {other!r} (one list "
-                "would hold both); map this dataset too"))
+    other = opts.subset_owners.get(subset)
+    if other is not None:
+        raise ItemError(expected(
+            f"a subset of its own for dataset {dataset!r}",
+            f"{subset!r}, the subset cvat.subsets gives to dataset {other!r} (one list "
+            "would hold both); map this dataset too"))
     return subset
 
 
