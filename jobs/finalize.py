@@ -7,7 +7,8 @@
    merge), and each of its lines is decoded once (`FinalEntry`: only the fields finalize uses)
    and given to the Summary, the preview sampler and every requested format's streaming
    `finalizer` (clearml frames.jsonl, cvat subset lists and zip, zarr intermediate groups).
-2. The finalizers close (their last batch, their list objects).
+2. The finalizers close (their last batch, their list objects, their archives); what each
+   records (`FinalizeIO.record`) goes to manifest.json under `format_details.<format>`.
 3. The formats' dataset-level files (meta.json, labelmap.txt, mask_labels.json, zarr root).
 4. `preview.html`, from the sampled lines.
 5. `manifest.json` LAST: its presence means the export completed.
@@ -23,13 +24,13 @@ after all the work is done; storage errors propagate (the run exits 3; rerunning
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 import stat
-import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import IO, Any
 
 import msgspec
@@ -49,32 +50,10 @@ log = logging.getLogger("maskjob")
 _DECODE = msgspec.json.Decoder(FinalEntry).decode
 
 
-@contextmanager
-def open_output(dest: Root, key: str) -> Iterator[IO[bytes]]:
-    """A binary file to stream one large object into. Local: a temporary file renamed over the
-    key on success (a reader never sees half a file); object stores: one (multipart) upload,
-    committed on close and discarded on error."""
-    path = dest.full(key)
-    if dest.is_local:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
-        try:
-            with open(tmp, "wb") as f:
-                yield f
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-        return
-    f = dest.fs.open(path, "wb")
-    try:
-        yield f
-    except BaseException:
-        discard = getattr(f, "discard", None)  # fsspec buffered files: abort the upload
-        if discard is not None:
-            discard()
-        raise
-    f.close()
+def open_output(dest: Root, key: str) -> AbstractContextManager[IO[bytes]]:
+    """A binary file to stream one large object into (`Root.open_write`: a reader never sees
+    half an object)."""
+    return dest.open_write(key)
 
 
 def _read_local(path: str) -> bytes | None:
@@ -131,6 +110,9 @@ def finalize_io(dest: Root, summary: Summary) -> FinalizeIO:
         write_many=dest.write_many,
         open_output=lambda key: open_output(dest, key),
         problem=problem,
+        exists=dest.exists,
+        delete=dest.delete,
+        move=dest.move,
     )
 
 
@@ -168,10 +150,13 @@ def finalize_export(*, dest: Root, n_parts: int, formats: Sequence[str],
     io = finalize_io(dest, summary)
     sampler = Sampler()
     finalizers: list[Finalizer] = []
+    details: dict[str, Any] = {}  # format -> what its finalizer records (manifest.json)
+    failure: BaseException | None = None
     with open_output(dest, MANIFEST_LINES) as merged:
         try:
             for f in formats:
-                finalizers.append(FORMATS[f].finalizer(classes, options[f], io))
+                own = dataclasses.replace(io, record=lambda d, f=f: details.__setitem__(f, d))
+                finalizers.append(FORMATS[f].finalizer(classes, options[f], own))
             for data in iter_parts(dest, n_parts):
                 merged.write(data)
                 if data and not data.endswith(b"\n"):
@@ -181,11 +166,18 @@ def finalize_export(*, dest: Root, n_parts: int, formats: Sequence[str],
                     sampler.offer(entry, line)
                     for fin in finalizers:
                         fin.take(entry)
+        except BaseException as e:
+            failure = e
+            raise
         finally:
             errors = []
             for fin in finalizers:  # each closes even if another fails
+                abort = getattr(fin, "abort", None)  # optional: discard instead of commit
                 try:
-                    fin.close()
+                    if failure is not None and abort is not None:
+                        abort(failure)
+                    else:
+                        fin.close()
                 except Exception as e:
                     errors.append(e)
             if errors:
@@ -197,6 +189,7 @@ def finalize_export(*, dest: Root, n_parts: int, formats: Sequence[str],
         write_preview(dest, meta, totals, sampler.picked)
     except (OSError, ValueError, ItemError) as e:
         io.problem(f"preview.html not written: {type(e).__name__}: {e}")
-    body = {**meta, "summary": summary.to_dict()}
+    body = {**meta, **({"format_details": details} if details else {}),
+            "summary": summary.to_dict()}
     dest.write(MANIFEST_SUMMARY, json.dumps(body, indent=2, ensure_ascii=False).encode())
     return summary

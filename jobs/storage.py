@@ -17,7 +17,12 @@ object still raises FileNotFoundError, and storage failures propagate (Dask retr
 
 Writes: `write_many` sends a batch of objects with one concurrent call (s3fs batches the PUTs);
 on a local filesystem it writes each file to a temporary name and renames it, so a reader never
-sees half a file. A single PUT on S3 is atomic already.
+sees half a file. A single PUT on S3 is atomic already. `open_write(key)` streams one large
+object (an archive, a merged manifest) with bounded memory: on a local disk a temporary file
+renamed over the key on success; on object stores one multipart upload of `block_size` parts
+(s3fs's 50 MiB by default: the most the writer holds), completed on close and aborted on error,
+so a reader never sees a partial object either way. `move(src, dst)` renames one object (a
+server-side copy and a delete on S3).
 """
 
 from __future__ import annotations
@@ -29,8 +34,9 @@ import stat
 import threading
 import uuid
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
@@ -203,6 +209,42 @@ class Root:
 
     def write(self, key: str, data: bytes) -> None:
         self.write_many({key: data})
+
+    @contextmanager
+    def open_write(self, key: str, *, block_size: int | None = None) -> Iterator[IO[bytes]]:
+        """A binary file streaming one object to `key` (see the module docstring): committed
+        when the block exits normally, discarded when it raises."""
+        fs, _ = self.fs_path
+        path = self.full(key)
+        if isinstance(fs, LocalFileSystem):
+            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+            tmp = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
+            try:
+                with open(tmp, "wb") as f:
+                    yield f
+                os.replace(tmp, path)
+            finally:
+                if os.path.exists(tmp):
+                    os.remove(tmp)
+            return
+        kw = {"block_size": block_size} if block_size else {}
+        f = fs.open(path, "wb", **kw)
+        try:
+            yield f
+        except BaseException:
+            discard = getattr(f, "discard", None)  # fsspec buffered files: abort the upload
+            if discard is not None:
+                discard()
+            raise
+        f.close()
+
+    def move(self, src: str, dst: str) -> None:
+        """Rename one object (replacing `dst`)."""
+        fs, _ = self.fs_path
+        if isinstance(fs, LocalFileSystem):
+            os.replace(self.full(src), self.full(dst))
+        else:
+            fs.mv(self.full(src), self.full(dst))
 
     def delete(self, keys: list[str]) -> None:
         if keys:

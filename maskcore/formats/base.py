@@ -179,6 +179,10 @@ class FinalEntry(msgspec.Struct):
         return self.status in SHOWN
 
 
+def _no_io(what: str) -> None:
+    raise NotImplementedError(f"this FinalizeIO cannot {what}")
+
+
 @dataclass(frozen=True)
 class FinalizeIO:
     """The I/O a finalizer may do, supplied by jobs/ (keys are relative to the output root):
@@ -188,8 +192,13 @@ class FinalizeIO:
                                                   keys that do not exist are left out
     write_many({key: bytes})                      one concurrent call
     open_output(key) -> context manager of a binary file to stream one large object into
+                                                  (committed on normal exit, discarded on error)
     problem(message)                              report something finalize could not do
                                                   (listed in manifest.json; never raises)
+    exists(key) -> bool, delete(keys), move(src, dst)   for outputs whose keys vary between
+                                                  runs (archive pieces)
+    record(details)                               what the format wants in manifest.json under
+                                                  `format_details.<format>` (small, JSON)
     """
 
     read: Callable[[str], bytes]
@@ -197,10 +206,16 @@ class FinalizeIO:
     write_many: Callable[[Mapping[str, bytes]], None]
     open_output: Callable[[str], AbstractContextManager[IO[bytes]]]
     problem: Callable[[str], None]
+    exists: Callable[[str], bool] = lambda key: False
+    delete: Callable[[list[str]], None] = lambda keys: None
+    move: Callable[[str, str], None] = lambda src, dst: _no_io("move")
+    record: Callable[[Mapping[str, Any]], None] = lambda details: None
 
 
 class Finalizer(Protocol):
-    """A format's streaming finalize: `take` every manifest line in order, then `close`."""
+    """A format's streaming finalize: `take` every manifest line in order, then `close`. A
+    finalizer may also have `abort(exc)`, called instead of `close` when the pass failed
+    (an archive then discards its upload rather than commit a partial one)."""
 
     def take(self, entry: FinalEntry) -> None: ...
 

@@ -24,6 +24,17 @@ needs (A.6) and which imports identically. Duplicate colours would make a class 
 on import, so they are refused before any work (ConfigError), as are names that a labelmap
 cannot hold.
 
+Subsets: each dataset is a subset. CVAT's importer cannot hold every dataset name as a subset
+list (`/` would be a folder; datumaro skips list files whose name has `_`): `subset_of` maps a
+dataset to its subset. `subsets: {dataset: subset}` names some explicitly; `subset_names`
+decides the others: `strict` (default) keeps the name, and items of a dataset it cannot hold
+fail with the reason; `safe` percent-encodes `%`, `_`, `/`, backslash and control characters
+(`train/cats` -> `train%2Fcats`, `a_b` -> `a%5Fb`; names without them are unchanged; reversible
+with urllib.parse.unquote), an injective rule, so two datasets never share a subset by it.
+Collisions never merge lists: explicit targets must be distinct and valid (ConfigError before
+any work), and a dataset not in the map whose subset would be an explicit target fails its
+items (the map wins, whichever datasets the input holds).
+
 More than 255 instances in an image: the object PNG cannot number them. `instance_overflow:
 error` (default) fails that item with the count; `wrap` writes CVAT's aliasing (index k gets
 the colour of k mod 256; 255 is the VOC void colour).
@@ -43,7 +54,8 @@ import shutil
 import tempfile
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from typing import IO, Any
 
 import cv2
@@ -78,6 +90,7 @@ from .cvat import (
 NAME = "cvat"
 COLORS = ("source", "voc")
 OVERFLOW = ("error", "wrap")
+SUBSET_NAMES = ("strict", "safe")
 ZIP_NAME = "segmentation_mask_1.1.zip"
 MAX_INSTANCES = 255
 VOC_INSTANCE_BGR = np.array([voc_color(i)[::-1] for i in range(256)], np.uint8)
@@ -92,6 +105,8 @@ class CvatOptions:
     instance_overflow: str = "error"
     zip: bool = False
     thickness: int = 2
+    subset_names: str = "strict"
+    subsets: Mapping[str, str] = field(default_factory=dict, hash=False)
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any], *, prefix: str, defaults: Mapping[str, Any]
@@ -111,11 +126,21 @@ class CvatOptions:
         zipped = merged.get("zip", False)
         if not isinstance(zipped, bool):
             raise ConfigError(expected("true or false", zipped), key=f"{prefix}.zip")
-        return cls(colors, overflow, zipped, check_thickness(merged, prefix))
+        names = merged.get("subset_names", "strict")
+        if names not in SUBSET_NAMES:
+            raise ConfigError(expected(f"one of {list(SUBSET_NAMES)}", names),
+                              key=f"{prefix}.subset_names")
+        return cls(colors, overflow, zipped, check_thickness(merged, prefix), names,
+                   _subset_map(merged.get("subsets") or {}, f"{prefix}.subsets"))
 
     def needs_image(self) -> bool:
         """Masks need the annotation only."""
         return False
+
+    @cached_property
+    def subset_owners(self) -> dict[str, str]:
+        """Explicit subset -> its dataset (one lookup per item, whatever the map's size)."""
+        return {subset: dataset for dataset, subset in self.subsets.items()}
 
     def check_classes(self, classes: ClassTable, prefix: str) -> None:
         """Every class must fit a labelmap line, and no two lines may share a colour."""
@@ -143,6 +168,61 @@ class CvatOptions:
 Options = CvatOptions  # writer interface (see formats/__init__.py)
 
 
+def _subset_map(raw: Any, key: str) -> dict[str, str]:
+    """`subsets`: {dataset: subset}, every subset a valid list name, no two the same."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError(expected("a mapping {dataset: subset}", raw), key=key)
+    out: dict[str, str] = {}
+    taken: dict[str, str] = {}
+    for dataset, subset in raw.items():
+        where = f"{key}.{dataset}"
+        if not isinstance(dataset, str) or not isinstance(subset, str):
+            raise ConfigError(expected("dataset and subset names (text)",
+                                       f"{dataset!r}: {subset!r}"), key=where)
+        problem = subset_problem(subset)
+        if problem:
+            raise ConfigError(problem, key=where)
+        if subset in taken:
+            raise ConfigError(expected(
+                "one dataset per subset (two would merge into one list)",
+                f"{taken[subset]!r} and {dataset!r} both mapped to {subset!r}"), key=where)
+        taken[subset] = dataset
+        out[dataset] = subset
+    return out
+
+
+_ESCAPED = frozenset("%_/\\")
+
+
+def safe_subset(dataset: str) -> str:
+    """`subset_names: safe`: `%`, `_`, `/`, `\\` and control characters percent-encoded
+    (UTF-8 bytes, upper-case hex); every other character kept. Injective."""
+    if not any(c in _ESCAPED or not c.isprintable() for c in dataset):
+        return dataset
+    return "".join(
+        "".join(f"%{b:02X}" for b in c.encode("utf-8", "surrogatepass"))
+        if c in _ESCAPED or not c.isprintable() else c for c in dataset)
+
+
+def subset_of(dataset: str, opts: CvatOptions) -> str:
+    """The subset (list name) of a dataset's items; ItemError when it has none (see the module
+    docstring: a name CVAT cannot hold under `strict`, or one an explicit mapping owns)."""
+    if dataset in opts.subsets:
+        return opts.subsets[dataset]
+    subset = safe_subset(dataset) if opts.subset_names == "safe" else dataset
+    problem = subset_problem(subset)
+    if problem:
+        raise ItemError(f"dataset {dataset!r} as a Segmentation Mask subset: {problem}; map it "
+                        "with cvat.subsets or set cvat.subset_names: safe")
+    other = opts.subset_owners.get(subset)
+    if other is not None:
+        raise ItemError(expected(
+            f"a subset of its own for dataset {dataset!r}",
+            f"{subset!r}, the subset cvat.subsets gives to dataset {other!r} (one list "
+            "would hold both); map this dataset too"))
+    return subset
+
+
 # ---------------------------------------------------------------------------- labelmap
 def labelmap(classes: ClassTable, opts: CvatOptions) -> list[tuple[str, RGB]]:
     """(name, colour) per labelmap line: background first (the colour of the input's
@@ -163,9 +243,7 @@ def labelmap_text(classes: ClassTable, opts: CvatOptions) -> bytes:
 # ---------------------------------------------------------------------------- painting
 def write_item(ctx: ItemContext, opts: CvatOptions) -> ItemOutput:
     item = ctx.item
-    problem = subset_problem(item.dataset)
-    if problem:
-        raise ItemError(f"dataset {item.dataset!r} as a Segmentation Mask subset: {problem}")
+    subset_of(item.dataset, opts)
     rel = item_id(item.name) + MASK_EXT
     comp = ctx.composition(thickness=opts.thickness)
     if comp.top > MAX_INSTANCES and opts.instance_overflow == "error":
@@ -200,6 +278,7 @@ ZIP_CHUNK = 1 << 20
 _CLASS_PREFIX = f"{NAME}/{CLASS_DIR}/"
 _BAD_ID_CHAR = re.compile(r"[\x00-\x1f\x7f\\]")  # (str.splitlines catches U+2028 & co.)
 BATCH = 64  # PNGs fetched per concurrent read when zipping (bounded bytes in memory)
+MAX_RECORDED = 10_000  # renamed datasets listed in manifest.json
 
 
 def listed_id(entry: FinalEntry) -> str | None:
@@ -238,6 +317,7 @@ class SubsetListsFinalizer:
         self.current: tuple[str, IO[bytes]] | None = None
         self.zip: zipfile.ZipFile | None = None
         self.pngs: list[str] = []
+        self.renamed: dict[str, str] = {}  # dataset -> its subset, where they differ
         if opts.zip:
             self._zctx = io.open_output(paths.join(NAME, ZIP_NAME))
             self.zip = zipfile.ZipFile(self._zctx.__enter__(), "w", zipfile.ZIP_STORED)
@@ -248,8 +328,15 @@ class SubsetListsFinalizer:
         got = listed_id(entry)
         if got is None:
             return  # no cvat output (failed before cvat, or not part of this format's run)
-        subset = entry.dataset
-        why = subset_problem(subset) or id_problem(got)
+        try:
+            subset = subset_of(entry.dataset, self.opts)
+        except ItemError as e:
+            self.io.problem(f"cvat: {entry.dataset}/{entry.item!r} left out of the subset "
+                            f"lists: {e}")
+            return
+        if subset != entry.dataset and len(self.renamed) < MAX_RECORDED:
+            self.renamed[entry.dataset] = subset
+        why = id_problem(got)
         if why is None and got != item_id(entry.item):
             why = f"its PNG id {got!r} is not the item's id {item_id(entry.item)!r}"
         if why is not None:
@@ -299,6 +386,8 @@ class SubsetListsFinalizer:
                     self.zip.writestr(b.key[len(NAME) + 1:], b.data)
                 self.zip.close()
                 self._zctx.__exit__(None, None, None)
+            self.io.record({"subset_names": self.opts.subset_names,
+                            "subsets": dict(sorted(self.renamed.items()))})
         finally:
             self.spool.cleanup()
 
@@ -325,13 +414,11 @@ def planned_keys(dataset: str, name: str, opts: CvatOptions) -> paths.Planned:
     (jobs/clashes.py): the class and object PNGs by item id - the subset (dataset) is not part
     of them, so two subsets with the same id clash - and, shared by the items of a subset, its
     list file. ItemError for a subset a list file cannot be named after (as `write_item`)."""
-    problem = subset_problem(dataset)
-    if problem:
-        raise ItemError(f"dataset {dataset!r} as a Segmentation Mask subset: {problem}")
+    subset = subset_of(dataset, opts)
     rel = item_id(name) + MASK_EXT
     return paths.Planned(
         (paths.join(NAME, CLASS_DIR, rel), paths.join(NAME, OBJECT_DIR, rel)),
-        shared=(paths.join(NAME, SEGM_LIST_DIR, dataset + ".txt"),))
+        shared=(paths.join(NAME, SEGM_LIST_DIR, subset + ".txt"),))
 
 
 def reserved_keys(opts: CvatOptions) -> paths.Planned:

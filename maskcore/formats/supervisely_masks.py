@@ -17,6 +17,12 @@ Two families of rules, picked by the options (reference/supervisely.md A.3-A.6, 
   column | floor((fg + image) / 2) where fg is not black, human colours with black lifted to
   (1, 1, 1).
 
+Packaging (the app's and ml-nodes' own): `resize_human_masks: P` resizes the human mask as
+the app's resizeHumanMasks does (`resize_percent`); `archive: tar` makes `ArchiveFinalizer`
+stream the finished tree into `supervisely/<archive_name>.tar`, or with `archive_split` into
+the SDK's byte pieces `<archive_name>.tar.001`, `.002`, ... (maskcore/archive.py), and record
+it in manifest.json.
+
 Deliberate differences from upstream, documented in the README: cuboids are filled as their own
 five faces everywhere (the app reuses another cuboid's faces, A.10.1); alpha masks count as
 full coverage in index and instance masks (the SDK blends class *indices*, producing wrong
@@ -27,23 +33,26 @@ the template's colours into machine masks).
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import cv2
 import numpy as np
 
 from .. import compose, encode, paths
-from ..errors import ConfigError, expected
+from ..archive import PieceSink, TarStream, parse_size
+from ..errors import ConfigError, ItemError, expected
 from ..model import RGB, ClassTable, Item, Label
 from ..palette import machine_colors, rgb
 from ..rasterize import Stamp
 from .base import (
     Blob,
+    FinalEntry,
     FinalizeIO,
     ItemContext,
     ItemOutput,
-    NoFinalize,
     PreviewMask,
     check_thickness,
     decode_png,
@@ -69,6 +78,10 @@ class SuperviselyOptions:
     thickness: int = 2
     images: bool = True
     annotations: bool = True
+    resize_human_masks: int | None = None  # percent, the app's resizeHumanMasks/resizePercent
+    archive: str | None = None  # "tar": the tree also as one tar (or pieces), at finalize
+    archive_split: int | None = None  # piece size in bytes (SDK naming <name>.tar.001, ...)
+    archive_name: str = "project"
     meta_json: bytes = field(default=b"", compare=False, repr=False)
 
     @property
@@ -117,6 +130,7 @@ class SuperviselyOptions:
                         key=f"{prefix}.gt_machine_color.{c}",
                     )
                 seen[col] = c
+        resize, archive, split, name = _packaging(merged, prefix)
         opts = cls(
             masks_machine=merged.get("masks_machine", True),
             masks_human=merged.get("masks_human", True),
@@ -128,7 +142,14 @@ class SuperviselyOptions:
             thickness=t,
             images=merged.get("images", True),
             annotations=merged.get("annotations", True),
+            resize_human_masks=resize,
+            archive=archive,
+            archive_split=split,
+            archive_name=name,
         )
+        if resize is not None and not opts.masks_human:
+            raise ConfigError(expected("masks_human: true (there is nothing else to resize)",
+                                       "masks_human: false"), key=f"{prefix}.resize_human_masks")
         if not (opts.masks_machine or opts.masks_human or opts.masks_semantic_rgb
                 or opts.masks_instances or opts.images or opts.annotations):
             raise ConfigError("Expected at least one output enabled. Got all disabled instead.",
@@ -149,6 +170,42 @@ class SuperviselyOptions:
 
 
 Options = SuperviselyOptions  # writer interface (see formats/__init__.py)
+
+ARCHIVES = ("tar",)
+
+
+def _packaging(merged: Mapping[str, Any], prefix: str
+               ) -> tuple[int | None, str | None, int | None, str]:
+    """(resize percent, archive, piece size, archive name) from the settings; ConfigError
+    naming the key. Off: `resize_human_masks` / `archive` absent, null or false."""
+    resize = merged.get("resize_human_masks")
+    if resize is False:
+        resize = None
+    if resize is not None and (isinstance(resize, bool) or not isinstance(resize, int)
+                               or not 1 <= resize <= 100):
+        raise ConfigError(expected("a percentage 1..100 (an integer, as the app's slider), "
+                                   "or null", resize), key=f"{prefix}.resize_human_masks")
+    archive = merged.get("archive")
+    if archive is False or archive == "none":
+        archive = None
+    if archive is not None and archive not in ARCHIVES:
+        raise ConfigError(expected(f"one of {list(ARCHIVES)} or none", archive),
+                          key=f"{prefix}.archive")
+    split = merged.get("archive_split")
+    if split is not None and split is not False:
+        if archive is None:
+            raise ConfigError(expected("archive: tar with archive_split", "no archive"),
+                              key=f"{prefix}.archive_split")
+        split = parse_size(split, f"{prefix}.archive_split")
+    else:
+        split = None
+    name = merged.get("archive_name", "project")
+    if isinstance(name, str) and name.lower().endswith(".tar"):
+        name = name[:-4]
+    problem = paths.component_problem(name)
+    if problem:
+        raise ConfigError(problem, key=f"{prefix}.archive_name")
+    return resize, archive, split, name
 
 
 def _present(stamps: list[Stamp | None], labels: tuple[Label, ...]) -> list[Stamp]:
@@ -227,8 +284,11 @@ def write_item(ctx: ItemContext, opts: SuperviselyOptions) -> ItemOutput:
             out.blobs.append(Blob(paths.join(base, "masks_semantic_rgb", png_name),
                                   encode.png(canvas)))
         if opts.masks_human:
+            human = _human(ctx, opts, tmpl)
+            if opts.resize_human_masks is not None:
+                human = resize_percent(human, opts.resize_human_masks)
             out.blobs.append(Blob(paths.join(base, "masks_human", png_name),
-                                  encode.png_photo(_human(ctx, opts, tmpl))))
+                                  encode.png_photo(human)))
 
     if opts.masks_instances and drawn:
         frame = np.zeros((h, w), np.uint8)
@@ -262,6 +322,20 @@ def _human(ctx: ItemContext, opts: SuperviselyOptions, tmpl: list[Stamp]) -> np.
     return np.hstack([image, green, compose.blend_flat(image, fg)])
 
 
+def resize_percent(image: np.ndarray, percent: int) -> np.ndarray:
+    """The app's resizeHumanMasks: `cv2.resize` to (int(width * percent / 100),
+    int(height * percent / 100)) with INTER_AREA (reference A.4 step 5); ItemError if that
+    leaves no pixel."""
+    h, w = image.shape[:2]
+    size = (int(w * percent / 100), int(h * percent / 100))
+    if 0 in size:
+        raise ItemError(expected(f"a human mask of at least 1x1 pixels at {percent}%",
+                                 f"{w}x{h} -> {size[0]}x{size[1]}"))
+    if size == (w, h):
+        return image
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+
 def meta_json(classes: ClassTable) -> bytes:
     """A Supervisely meta.json for classes read from another format."""
     out = [{"title": c.name, "shape": c.shape, "color": "#{:02X}{:02X}{:02X}".format(*c.color),
@@ -283,9 +357,155 @@ def dataset_files(classes: ClassTable, opts: SuperviselyOptions) -> list[Blob]:
     return blobs
 
 
-def finalizer(classes: ClassTable, opts: SuperviselyOptions, io: FinalizeIO) -> NoFinalize:
-    """Nothing is assembled from the items: a project is its files plus `dataset_files`."""
-    return NoFinalize()
+def archive_key(opts: SuperviselyOptions, piece: int | None = None) -> str:
+    """`supervisely/<name>.tar`, or its piece `<name>.tar.001`, `.002`, ... (the SDK's names:
+    3 digits, more past 999)."""
+    key = paths.join(NAME, opts.archive_name + ".tar")
+    return key if piece is None else f"{key}.{piece:03d}"
+
+
+MAX_PIECES = 999  # pieces reserved at plan time (jobs/clashes.py); more are still written
+BATCH_BYTES = 32 << 20  # bytes of outputs read per concurrent call while archiving
+BATCH_KEYS = 256
+_SHALLOW_DIRS = 100_000  # folders remembered across items (datasets and their sub-folders)
+
+
+class ArchiveFinalizer:
+    """`archive: tar`: the project tree as the app's tar, streamed from the outputs at
+    finalize with bounded memory (nothing staged on local disk).
+
+    Members, as the export-as-masks app's tar (reference A.2, A.8): no wrapping folder;
+    `meta.json` and the colour maps first, then every exported item's outputs in manifest
+    order (`<ds>/img/`, `<ds>/ann/`, `<ds>/masks_*/`, nested `<ds>/datasets/<child>/`), each
+    folder as a directory member before its first file. The outputs are read back
+    `BATCH_BYTES` at a time (one concurrent call) and appended to a `TarStream` whose
+    `PieceSink` streams into `io.open_output` (one multipart upload per piece). Split: pieces
+    `<name>.tar.001`, ... of `archive_split` bytes, or `<name>.tar` alone when the tar fits in
+    one (the SDK's rule); pieces or a tar left by an earlier run under the other names are
+    deleted. What was written is recorded in manifest.json (`format_details.supervisely`).
+    An output that has gone missing is reported and left out."""
+
+    def __init__(self, classes: ClassTable, opts: SuperviselyOptions, io: FinalizeIO, *,
+                 mtime: int | None = None) -> None:
+        self.opts, self.io = opts, io
+        split = opts.archive_split
+        self.sink = PieceSink(lambda n: io.open_output(archive_key(opts, n if split else None)),
+                              split=split)
+        self.tar = TarStream(self.sink, mtime=int(time.time()) if mtime is None else mtime)
+        self.dirs: set[str] = set()  # folders of datasets and their sub-folders
+        self.item_dirs: list[str] = []  # folders inside those, of the last item(s)
+        self.pending: list[tuple[str, int]] = []
+        self.pending_bytes = 0
+        self.missing = 0
+        for b in dataset_files(classes, opts):
+            self.tar.add_file(b.key[len(NAME) + 1:], b.data)
+
+    def take(self, entry: FinalEntry) -> None:
+        if not entry.exported:
+            return
+        prefix = NAME + "/"
+        for o in entry.outputs:
+            if o.key.startswith(prefix):
+                self.pending.append((o.key, entry.dataset.count("/") + 2))
+                self.pending_bytes += o.size
+        if self.pending_bytes >= BATCH_BYTES or len(self.pending) >= BATCH_KEYS:
+            self._flush()
+
+    def _add_dirs(self, rel: str, shallow: int) -> None:
+        """Directory members for the folders of `rel` not added yet: folders up to `shallow`
+        components deep (the dataset and its img/, masks_*/ ...) are remembered for the whole
+        archive, deeper ones (masks_instances/<stem>/) for the last few items."""
+        parts = rel.split("/")[:-1]
+        for depth in range(1, len(parts) + 1):
+            folder = "/".join(parts[:depth])
+            seen = folder in self.dirs if depth <= shallow else folder in self.item_dirs
+            if seen:
+                continue
+            self.tar.add_dir(folder)
+            if depth > shallow:
+                self.item_dirs = [*self.item_dirs[-7:], folder]
+            elif len(self.dirs) < _SHALLOW_DIRS:
+                self.dirs.add(folder)
+
+    def _flush(self) -> None:
+        if not self.pending:
+            return
+        got = self.io.read_many([k for k, _ in self.pending], True)
+        for key, shallow in self.pending:
+            data = got.pop(key, None)
+            if data is None:
+                self.missing += 1
+                self.io.problem(f"supervisely: {key} is missing; left out of "
+                                f"{archive_key(self.opts)}")
+                continue
+            rel = key[len(NAME) + 1:]
+            self._add_dirs(rel, shallow)
+            self.tar.add_file(rel, data)
+        self.pending, self.pending_bytes = [], 0
+
+    def close(self) -> None:
+        try:
+            self._flush()
+        except BaseException as e:
+            self.abort(e)
+            raise
+        pieces = self.tar.close()
+        opts, io = self.opts, self.io
+        keys = [archive_key(opts, n if opts.archive_split else None)
+                for n in range(1, len(pieces) + 1)]
+        whole = archive_key(opts)
+        if opts.archive_split and len(pieces) == 1:  # fits in one piece: <name>.tar (the SDK)
+            io.move(keys[0], whole)
+            keys = [whole]
+        # what an earlier run left under the other names: the whole tar, or pieces (always
+        # numbered from .001 without a gap) past the ones just written
+        stale = [whole] if keys[0] != whole and io.exists(whole) else []
+        n = len(pieces) + 1 if opts.archive_split else 1
+        while io.exists(archive_key(opts, n)):
+            stale.append(archive_key(opts, n))
+            n += 1
+        if stale:
+            io.delete(stale)
+        io.record({
+            "settings": settings_record(opts),
+            "archive": {"format": "tar", "members": self.tar.members,
+                        "bytes": sum(size for size, _ in pieces), "missing": self.missing,
+                        "pieces": [{"key": k, "size": size, "checksum": checksum}
+                                   for k, (size, checksum) in zip(keys, pieces, strict=True)]},
+        })
+
+    def abort(self, exc: BaseException) -> None:
+        """The pass failed: discard the piece being uploaded (a rerun writes them all)."""
+        self.tar.abort(exc)
+
+
+class RecordSettings:
+    """No archive: only the packaging settings go to manifest.json."""
+
+    def __init__(self, opts: SuperviselyOptions, io: FinalizeIO) -> None:
+        self.opts, self.io = opts, io
+
+    def take(self, entry: FinalEntry) -> None:
+        """Nothing to do per item."""
+
+    def close(self) -> None:
+        self.io.record({"settings": settings_record(self.opts)})
+
+
+def settings_record(opts: SuperviselyOptions) -> dict[str, Any]:
+    """The packaging settings as manifest.json records them (`format_details.supervisely`)."""
+    return {"archive": opts.archive, "archive_split": opts.archive_split,
+            "archive_name": opts.archive_name if opts.archive else None,
+            "resize_human_masks": opts.resize_human_masks}
+
+
+def finalizer(classes: ClassTable, opts: SuperviselyOptions, io: FinalizeIO
+              ) -> ArchiveFinalizer | RecordSettings:
+    """With `archive`, the tar streamed from the outputs; else only the settings recorded (a
+    project is its files plus `dataset_files`)."""
+    if opts.archive:
+        return ArchiveFinalizer(classes, opts, io)
+    return RecordSettings(opts, io)
 
 
 def preview_mask(keys: Sequence[str], read: Callable[[str], bytes]) -> PreviewMask | None:
@@ -324,5 +544,10 @@ def planned_keys(dataset: str, name: str, opts: SuperviselyOptions) -> paths.Pla
 
 def reserved_keys(opts: SuperviselyOptions) -> paths.Planned:
     """The project-level sidecars `dataset_files` writes at finalize (their keys do not depend
-    on the classes)."""
-    return paths.Planned(tuple(b.key for b in dataset_files(ClassTable(()), opts)))
+    on the classes), and the archive with its first MAX_PIECES piece names."""
+    files = tuple(b.key for b in dataset_files(ClassTable(()), opts))
+    if opts.archive:
+        files += (archive_key(opts),)
+    if opts.archive_split:
+        files += tuple(archive_key(opts, n) for n in range(1, MAX_PIECES + 1))
+    return paths.Planned(files)
