@@ -48,6 +48,7 @@ datumaro import such an item as "no annotations", and every PNG CVAT does write 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -388,6 +389,19 @@ class SubsetListsFinalizer:
                 self._zctx.__exit__(None, None, None)
             self.io.record({"subset_names": self.opts.subset_names,
                             "subsets": dict(sorted(self.renamed.items()))})
+        finally:
+            self.spool.cleanup()
+
+    def abort(self, exc: BaseException) -> None:
+        """The pass failed: discard the zip being streamed (never commit half an archive) and
+        the spooled lists; nothing of this finalizer is written."""
+        try:
+            if self.current is not None:
+                self.current[1].close()
+            if self.zip is not None:
+                self.zip = None
+                with contextlib.suppress(type(exc)):
+                    self._zctx.__exit__(type(exc), exc, exc.__traceback__)
         finally:
             self.spool.cleanup()
 
