@@ -62,6 +62,7 @@ from .base import (
     PreviewMask,
     check_thickness,
     decode_png,
+    no_record_key,
 )
 from .cvat import (
     BACKGROUND,
@@ -301,6 +302,10 @@ class SubsetListsFinalizer:
                 self._zctx.__exit__(None, None, None)
         finally:
             self.spool.cleanup()
+
+
+PART_RECORDS = False  # no per-item records (base.Writer)
+record_key = no_record_key
 
 
 def finalizer(classes: ClassTable, opts: CvatOptions, io: FinalizeIO) -> SubsetListsFinalizer:

@@ -47,6 +47,7 @@ from .base import (
     PreviewMask,
     check_thickness,
     decode_png,
+    no_record_key,
 )
 from .supervisely import MACHINE_COLOR_FILE, META_FILE, SEMANTIC_COLOR_FILE
 
@@ -281,6 +282,10 @@ def dataset_files(classes: ClassTable, opts: SuperviselyOptions) -> list[Blob]:
         blobs.append(Blob(paths.join(NAME, SEMANTIC_COLOR_FILE),
                           json.dumps(sem, indent=2).encode()))
     return blobs
+
+
+PART_RECORDS = False  # no per-item records (base.Writer)
+record_key = no_record_key
 
 
 def finalizer(classes: ClassTable, opts: SuperviselyOptions, io: FinalizeIO) -> NoFinalize:

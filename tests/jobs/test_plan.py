@@ -22,6 +22,7 @@ from jobs.manifest_store import (
     delete_keys,
     encode_ref,
     iter_baseline,
+    part_key,
     read_slice,
 )
 from jobs.plan import auto_partition_size, prepare_plan, write_plan
@@ -51,7 +52,7 @@ def test_80_items_on_the_default_become_40_partitions_not_50_plus_30(project, tm
     assert run(["export", str(p.root), str(out), "--workers", "0"]) == 0
     plan = json.loads((out / "_manifest/plan.json").read_text())
     assert plan["partitions"] == 40 and plan["partition_size"] == 2
-    sizes = [len((out / f"_manifest/part-{i:05d}.jsonl").read_text().splitlines())
+    sizes = [len((out / part_key(i, plan["token"])).read_text().splitlines())
              for i in range(40)]
     assert sizes == [2] * 40
     # an explicit number still wins
