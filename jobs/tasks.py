@@ -437,7 +437,8 @@ class _PartLines:
 
 
 def process_partition(ctx: ExportContext, part: PlanSlice) -> dict[str, int]:
-    """Export one partition; write its outputs, then its manifest part. Returns counts."""
+    """Export one partition; write its outputs, then its records, then its manifest part.
+    Returns counts."""
     items = read_slice(ctx.dest, part)
     out = _PartLines(_record_formats(ctx))
     pending: dict[str, bytes] = {}
