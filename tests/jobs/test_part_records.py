@@ -3,8 +3,8 @@ stores its exported items' frames beside its part, in item order; finalize conca
 so frames.jsonl is in manifest order and equals the per-item frame objects; failed items -
 including one whose outputs the filesystem refuses after it rendered - have no frame;
 `--incremental` carries unchanged frames forward byte for byte (re-exporting an item whose frame
-object is gone); a partition re-run after a crash never duplicates a frame; the child process
-of the native-crash safety net returns records too."""
+object is gone or is a link out of the output); a partition re-run after a crash never
+duplicates a frame; the child process of the native-crash safety net returns records too."""
 
 from __future__ import annotations
 
@@ -82,12 +82,16 @@ def test_incremental_carries_frames_forward_byte_for_byte(project, tmp_path):
     (p.root / "ds/ann/img4.png.json").unlink()
     p.add("ds", "img9.png", [rect("car", 2, 2, 9, 9)])  # new
     (out / "clearml/_frames/ds/img3.json").unlink()  # unchanged input, its frame object gone
+    secret = tmp_path / "secret.json"  # ... or a link out of the output: never followed
+    secret.write_text('{"secret": "s3cr3t"}\n')
+    (out / "clearml/_frames/ds/img5.json").unlink()
+    (out / "clearml/_frames/ds/img5.json").symlink_to(secret)
 
     assert export(p.root, out, "--incremental") == 0
     got = lines(out)
     assert {e["item"]: e["status"] for e in got} == {
         "img0.png": "unchanged", "img1.png": "ok", "img2.png": "unchanged", "img3.png": "ok",
-        "img5.png": "unchanged", "img9.png": "ok"}
+        "img5.png": "ok", "img9.png": "ok"}
     after = frames(out)
     assert [json.loads(f)["id"] for f in after] == [f"ds/{e['item']}" for e in got]
     for e, f in zip(got, after, strict=True):
@@ -96,6 +100,7 @@ def test_incremental_carries_frames_forward_byte_for_byte(project, tmp_path):
         assert f == frame_of(out, e)
     assert kept.stat().st_mtime_ns == mtime  # carried forward: read back, never rewritten
     assert json.loads(after[1])["rois"][0]["label"] == ["person"]
+    assert b"s3cr3t" not in (out / "clearml/frames.jsonl").read_bytes()
     assert run(["verify", str(out)]) == 0
 
     assert export(p.root, out, "--incremental") == 0  # a second night: all unchanged
