@@ -198,7 +198,7 @@ def step_dispatch(t: int) -> dict:
             spec = load(None)
             ctx = ExportContext(Root("/nonexistent"), dest, ClassTable((ClassInfo("a", (1, 2,
                                 3)),)), spec.formats, {f: spec.options[f] for f in spec.formats},
-                                spec.limits)
+                                spec.limits, plan_token=plan.token)
             done = [0]
             sched = psutil.Process(procs[0].pid)
             i0 = sum(sched.cpu_times()[:2])

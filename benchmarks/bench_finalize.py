@@ -5,7 +5,8 @@
 
 For each format alone and for all four at once (`--formats each,all`, or a list such as
 `cvat,zarr`), writes N synthetic manifest lines in committed parts of `--per-part` items on
-local disk (plus the per-item objects a finalizer reads: ClearML frames), then runs
+local disk (plus what a finalizer reads besides: the per-partition records of the formats with
+PART_RECORDS - ClearML's frames, one object per partition), then runs
 finalize_export in a FRESH process and reports its seconds, CPU seconds and peak RSS
 (`ru_maxrss` of that process: the driver's whole footprint, interpreter and imports included).
 `--zarr-open N`: a layout-2 zarr store with N item groups; `zarr.open_group` time and RSS in a
@@ -81,26 +82,28 @@ def _line(i: int, n: int, formats: tuple[str, ...]) -> tuple[str, str, str, bool
                       ), failed
 
 
+TOKEN = "0123456789abcdef"  # the plan token the parts are committed under
+
+
 def make_parts(root: Path, items: int, formats: tuple[str, ...], per_part: int = 50) -> int:
-    """Committed parts of `items` synthetic lines under `root` (and ClearML's per-item frames);
-    returns the number of parts."""
-    from jobs.manifest_store import part_key
+    """Committed parts of `items` synthetic lines under `root` (and the partitions' records:
+    ClearML frames, as the workers write them beside each part); returns the number of parts."""
+    from jobs.manifest_store import part_key, records_key
 
     n_parts = (items + per_part - 1) // per_part
     (root / "_manifest").mkdir(parents=True, exist_ok=True)
-    made_dirs: set[str] = set()
+    if "clearml" in formats:
+        (root / records_key("clearml", 0, TOKEN)).parent.mkdir(parents=True, exist_ok=True)
     for pid in range(n_parts):
-        lines = []
+        lines, frames = [], []
         for i in range(pid * per_part, min(items, (pid + 1) * per_part)):
             ds, stem, line, failed = _line(i, items, formats)
             lines.append(line)
-            if "clearml" in formats and not failed:
-                d = root / "clearml/_frames" / ds
-                if ds not in made_dirs:
-                    d.mkdir(parents=True, exist_ok=True)
-                    made_dirs.add(ds)
-                (d / f"{stem}.json").write_text(FRAME.format(ds=ds, stem=stem))
-        (root / part_key(pid)).write_text("".join(lines))
+            if not failed:
+                frames.append(FRAME.format(ds=ds, stem=stem))
+        if "clearml" in formats:
+            (root / records_key("clearml", pid, TOKEN)).write_text("".join(frames))
+        (root / part_key(pid, TOKEN)).write_text("".join(lines))
     return n_parts
 
 
@@ -122,8 +125,8 @@ def _finalize_step(root: str, n_parts: int, formats: tuple[str, ...]) -> dict:
 
     logging.getLogger("maskjob").setLevel(logging.ERROR)  # 12 absent preview samples
     t0, c0 = time.perf_counter(), time.process_time()
-    summary = finalize_export(dest=Root(root), n_parts=n_parts, formats=formats,
-                              options=options, classes=classes, meta=meta)
+    summary = finalize_export(dest=Root(root), n_parts=n_parts, plan_token=TOKEN,
+                              formats=formats, options=options, classes=classes, meta=meta)
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     return {"items": summary.items, "failed": summary.to_dict()["failed"],
             "parts": n_parts, "seconds": round(seconds, 2), "cpu_seconds": round(cpu, 2),

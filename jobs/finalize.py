@@ -1,16 +1,20 @@
 """Finalize an export once every partition committed: ONE streaming pass, then `manifest.json`.
 
-    finalize_export(dest=, n_parts=, formats=, options=, classes=, meta=) -> Summary
+    finalize_export(dest=, n_parts=, plan_token=, formats=, options=, classes=, meta=) -> Summary
 
-1. One pass over the committed parts (`manifest_store.iter_parts`, fetched a batch at a time
-   concurrently; each part read once): the part's bytes are appended to `manifest.jsonl` (the
-   merge), and each of its lines is decoded once (`FinalEntry`: only the fields finalize uses)
-   and given to the Summary, the preview sampler and every requested format's streaming
-   `finalizer` (clearml frames.jsonl, cvat subset lists and zip, zarr intermediate groups).
+1. One pass over the committed parts of the plan of `plan_token`
+   (`manifest_store.iter_part_batches`, fetched a batch at a time concurrently; each part read
+   once): the part's bytes are appended to `manifest.jsonl` (the merge), and each of its lines
+   is decoded once (`FinalEntry`: only the fields finalize uses) and given to the Summary, the
+   preview sampler and every requested format's streaming `finalizer` (cvat subset lists and
+   zip, zarr intermediate groups, the supervisely archive); formats with PART_RECORDS also get
+   each partition's records, read in the same batches (clearml frames.jsonl: a concatenation of
+   per-partition blocks).
 2. The finalizers close (their last batch, their list objects, their archives); what each
-   records (`FinalizeIO.record`) goes to manifest.json under `format_details.<format>`.
+   records (`FinalizeIO.record`) goes to manifest.json under `format_details.<format>`. When
+   the pass fails, a finalizer with `abort` discards what it was streaming instead.
 3. The formats' dataset-level files (meta.json, labelmap.txt, mask_labels.json, zarr root).
-4. `preview.html`, from the sampled lines.
+4. `preview.html`, from the sampled lines; parts of other plans (stale) are deleted.
 5. `manifest.json` LAST: its presence means the export completed.
 
 Driver memory is O(1) in the number of items: one batch of parts, one batch per finalizer,
@@ -31,17 +35,24 @@ import os
 import stat
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import msgspec
 
 from maskcore.errors import ItemError
 from maskcore.formats import FORMATS
-from maskcore.formats.base import Blob, FinalEntry, FinalizeIO, Finalizer
+from maskcore.formats.base import Blob, FinalEntry, FinalizeIO, Finalizer, RecordsFinalizer
 from maskcore.manifest import Summary
 from maskcore.model import ClassTable
 
-from .manifest_store import MANIFEST_LINES, MANIFEST_SUMMARY, iter_parts
+from .manifest_store import (
+    MANIFEST_LINES,
+    MANIFEST_SUMMARY,
+    delete_keys,
+    iter_part_batches,
+    records_key,
+    scan_parts,
+)
 from .preview import Sampler, write_preview
 from .storage import Root
 
@@ -58,7 +69,7 @@ def open_output(dest: Root, key: str) -> AbstractContextManager[IO[bytes]]:
 
 def _read_local(path: str) -> bytes | None:
     """A regular file's bytes, None if absent (or not a regular file). Plain os calls: a third
-    of fsspec's per-file cost, which matters at one small object per item (frames)."""
+    of fsspec's per-file cost."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     except OSError:  # absent, a link, a folder on the way
@@ -141,23 +152,39 @@ def _entries(data: bytes, io: FinalizeIO) -> Iterator[tuple[FinalEntry, bytes]]:
             io.problem(f"a manifest line that cannot be read ({e}): {line[:120]!r}")
 
 
-def finalize_export(*, dest: Root, n_parts: int, formats: Sequence[str],
+def _parts(dest: Root, n_parts: int, token: str, record_formats: Sequence[str],
+           io: FinalizeIO) -> Iterator[tuple[int, bytes, dict[str, bytes | None]]]:
+    """(partition id, part bytes, {format: its records or None if missing}), in order; a batch
+    of parts, then its records, each with one concurrent read."""
+    for batch in iter_part_batches(dest, n_parts, token):
+        keys = {(f, p): records_key(f, p, token) for p, _ in batch for f in record_formats}
+        got = io.read_many(list(keys.values()), True)
+        for pid, data in batch:
+            yield pid, data, {f: got.get(keys[f, pid]) for f in record_formats}
+
+
+def finalize_export(*, dest: Root, n_parts: int, plan_token: str, formats: Sequence[str],
                     options: Mapping[str, Any], classes: ClassTable, meta: dict[str, Any]
                     ) -> Summary:
-    """Merge the parts, run every format's streaming finalize, write the dataset files, the
-    preview, and `manifest.json` last (see the module docstring)."""
+    """Merge the parts of the plan of `plan_token`, run every format's streaming finalize,
+    write the dataset files, the preview, and `manifest.json` last (see the module
+    docstring)."""
     summary = Summary()
     io = finalize_io(dest, summary)
     sampler = Sampler()
     finalizers: list[Finalizer] = []
     details: dict[str, Any] = {}  # format -> what its finalizer records (manifest.json)
     failure: BaseException | None = None
+    record_formats = [f for f in formats if FORMATS[f].PART_RECORDS]
     with open_output(dest, MANIFEST_LINES) as merged:
         try:
             for f in formats:
                 own = dataclasses.replace(io, record=lambda d, f=f: details.__setitem__(f, d))
                 finalizers.append(FORMATS[f].finalizer(classes, options[f], own))
-            for data in iter_parts(dest, n_parts):
+            takes_records = {f: cast(RecordsFinalizer, fin)
+                             for f, fin in zip(formats, finalizers, strict=True)
+                             if f in record_formats}
+            for pid, data, records in _parts(dest, n_parts, plan_token, record_formats, io):
                 merged.write(data)
                 if data and not data.endswith(b"\n"):
                     merged.write(b"\n")
@@ -166,6 +193,8 @@ def finalize_export(*, dest: Root, n_parts: int, formats: Sequence[str],
                     sampler.offer(entry, line)
                     for fin in finalizers:
                         fin.take(entry)
+                for f, rfin in takes_records.items():
+                    rfin.take_records(pid, records[f])
         except BaseException as e:
             failure = e
             raise
@@ -189,6 +218,10 @@ def finalize_export(*, dest: Root, n_parts: int, formats: Sequence[str],
         write_preview(dest, meta, totals, sampler.picked)
     except (OSError, ValueError, ItemError) as e:
         io.problem(f"preview.html not written: {type(e).__name__}: {e}")
+    _, stale = scan_parts(dest, plan_token)  # committed late by a dead driver's tasks
+    if stale:
+        log.info("finalize: deleting %d parts of another plan (never merged)", len(stale))
+        delete_keys(dest, stale)
     body = {**meta, **({"format_details": details} if details else {}),
             "summary": summary.to_dict()}
     dest.write(MANIFEST_SUMMARY, json.dumps(body, indent=2, ensure_ascii=False).encode())

@@ -74,7 +74,7 @@ def export(
         plan.close()
     n_parts, count, removed = plan.n_parts, plan.count, plan.removed_keys
     ctx = ExportContext(source, dest, classes, spec.formats, options, spec.limits, reader,
-                        spec.settings_hash, incremental)
+                        spec.settings_hash, incremental, plan.token)
     if progress and done:
         progress(sum(plan.items_in(p) for p in done))
 
@@ -106,6 +106,6 @@ def export(
         "outputs_removed": removed,
         "host": os.uname().nodename,
     }
-    summary = finalize_export(dest=dest, n_parts=n_parts, formats=spec.formats,
-                              options=options, classes=classes, meta=meta)
+    summary = finalize_export(dest=dest, n_parts=n_parts, plan_token=plan.token,
+                              formats=spec.formats, options=options, classes=classes, meta=meta)
     return RunResult(summary, n_parts, len(done), ended - started)

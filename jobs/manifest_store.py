@@ -1,10 +1,14 @@
 """The manifest layout under OUTPUT, owned here and nowhere else.
 
-    OUTPUT/_manifest/plan.json                the plan's fingerprint, partition size and count
+    OUTPUT/_manifest/plan.json                the plan's fingerprint, partition size, count
+                                              and TOKEN (a fresh one per adopted plan)
     OUTPUT/_manifest/plan/shard-NNNNN.jsonl   the plan: one JSON line per item, sorted by
                                               (dataset, name), partitions cut at byte offsets
-    OUTPUT/_manifest/part-NNNNN.jsonl         one line per item, written by the partition that
+    OUTPUT/_manifest/part-NNNNN-TOKEN.jsonl   one line per item, written by the partition that
                                               made it (its existence is the partition's commit)
+    OUTPUT/_manifest/records/FORMAT/part-NNNNN-TOKEN.jsonl
+                                              the partition's records for a format that keeps
+                                              them (`PART_RECORDS`), written just before the part
     OUTPUT/_manifest/baseline.jsonl           the previous completed run's lines (--incremental)
     OUTPUT/manifest.jsonl                     all parts merged, in partition order
     OUTPUT/manifest.json                      the summary, written LAST (the export completed)
@@ -13,6 +17,13 @@ A plan line is `{"r": <ItemRef>, "p": <the item's baseline line or null>}`; the 
 its one JSON codec, `ItemRef.to_json` (annotation bytes held inline travel as text, or base64
 when they are not UTF-8). A partition is a `PlanSlice`: a shard number and a byte range
 (~100 bytes on the wire); the worker reads its own lines with one ranged read.
+
+Plan tokens: a committed part (and its records) carries the token of the plan it was made for
+in its name. Only parts of the current plan's token exist for resume, finalize and the merge; a
+part of another token - committed late by a task of a driver that died before the plan was
+replaced - is ignored, and deleted (`stale_keys`) when a plan is adopted and at finalize. Two
+parts of the same partition never share a name across plans, so a late commit cannot replace a
+current one either.
 
 Baseline lines are data, not trust: `iter_baseline` yields only lines that parse to a dict with
 string `dataset` / `item`, in strictly increasing (dataset, item) order, whose every output key is
@@ -29,6 +40,8 @@ import contextlib
 import json
 import logging
 import os
+import re
+import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -53,8 +66,31 @@ DELETE_BATCH = 1000  # keys per bulk delete (S3 DeleteObjects takes at most 1000
 ATTEMPTS_DIR = f"{MANIFEST_DIR}/attempts"  # one marker per partition a run has started
 
 
-def part_key(pid: int) -> str:
-    return f"{MANIFEST_DIR}/part-{pid:05d}.jsonl"
+RECORDS_DIR = f"{MANIFEST_DIR}/records"
+_TOKEN = re.compile(r"[0-9a-f]{16}")
+# a part or records object (relative to MANIFEST_DIR); a part without a token is stale too
+_COMMITTED = re.compile(r"(?:records/[^/]+/)?part-(\d+)(?:-([0-9a-f]+))?\.jsonl")
+
+
+def new_token() -> str:
+    """A fresh plan token (16 hex digits)."""
+    return uuid.uuid4().hex[:16]
+
+
+def is_token(value: Any) -> bool:
+    return isinstance(value, str) and _TOKEN.fullmatch(value) is not None
+
+
+def part_key(pid: int, token: str) -> str:
+    """The manifest part of partition `pid` under the plan of `token` (its commit)."""
+    if not is_token(token):
+        raise ValueError(f"Expected a plan token of 16 hex digits. Got {token!r} instead.")
+    return f"{MANIFEST_DIR}/part-{pid:05d}-{token}.jsonl"
+
+
+def records_key(fmt: str, pid: int, token: str) -> str:
+    """The records of format `fmt` made by partition `pid` under the plan of `token`."""
+    return f"{RECORDS_DIR}/{fmt}/{part_key(pid, token)[len(MANIFEST_DIR) + 1:]}"
 
 
 def attempt_key(pid: int) -> str:
@@ -95,22 +131,33 @@ def _numbered(dest: Root, prefix: str, head: str) -> set[int]:
     return found
 
 
-def committed_parts(dest: Root) -> set[int]:
-    """Partition ids whose manifest part exists (one listing of `_manifest/`)."""
-    return _numbered(dest, MANIFEST_DIR, "part-")
+def scan_parts(dest: Root, token: str | None) -> tuple[set[int], list[str]]:
+    """(ids of the partitions committed under the plan of `token`, keys of the parts and
+    records of every other plan - all of them when `token` is None): one listing."""
+    done, stale = set(), []
+    for key in dest.list_files(MANIFEST_DIR):
+        m = _COMMITTED.fullmatch(key[len(MANIFEST_DIR):].lstrip("/"))
+        if m is None:
+            continue
+        if token is None or m.group(2) != token:
+            stale.append(key)
+        elif not key.startswith(RECORDS_DIR):
+            done.add(int(m.group(1)))
+    return done, stale
 
 
 def plan_shards(dest: Root) -> set[int]:
     return _numbered(dest, PLAN_DIR, "shard-")
 
 
-def iter_parts(dest: Root, n_parts: int, batch: int = 64) -> Iterator[bytes]:
-    """The committed manifest parts in order, fetched `batch` at a time concurrently."""
+def iter_part_batches(dest: Root, n_parts: int, token: str, batch: int = 64
+                      ) -> Iterator[list[tuple[int, bytes]]]:
+    """The committed manifest parts of the plan of `token` in order, `batch` at a time, each
+    batch fetched with one concurrent read: lists of (partition id, part bytes)."""
     for start in range(0, n_parts, batch):
-        keys = [part_key(p) for p in range(start, min(n_parts, start + batch))]
-        got = dest.read_many(keys)
-        for k in keys:
-            yield got[k]
+        pids = range(start, min(n_parts, start + batch))
+        got = dest.read_many([part_key(p, token) for p in pids])
+        yield [(p, got[part_key(p, token)]) for p in pids]
 
 
 # -- the plan ---------------------------------------------------------------------------------

@@ -15,6 +15,9 @@ and decide what a rerun may keep.
   line): `_manifest/plan.json` records it. A rerun of an unfinished run with the same plan keeps
   every committed partition (one listing of `_manifest/`, no HEAD per output); a different plan
   or a finished run (manifest.json present) discards the old parts first.
+- Token: `_manifest/plan.json` also records the plan's token, fresh for every adopted plan and
+  kept by a resume; tasks name their parts with it (manifest_store). Parts of another token
+  (a dead driver's task that committed after the plan was replaced) are ignored and deleted.
 - Incremental runs: the previous completed run's lines (`_manifest/baseline.jsonl`, sorted by
   (dataset, item) like the plan) are merge-joined with the refs while the shards are written
   (O(1) memory): a matched line rides in the item's plan line (the worker decides "unchanged"),
@@ -44,12 +47,13 @@ from .manifest_store import (
     SHARD_BYTES,
     PlanSlice,
     ShardWriter,
-    committed_parts,
     delete_keys,
     encode_ref,
+    is_token,
     iter_baseline,
-    part_key,
+    new_token,
     plan_shards,
+    scan_parts,
     shard_key,
     snapshot_baseline,
 )
@@ -85,6 +89,7 @@ class Plan:
     removed_items: int = 0
     removed_keys: int = 0
     _removed: IO[str] | None = field(default=None, repr=False)
+    token: str = ""  # set when the plan is adopted (prepare_plan)
 
     @property
     def n_parts(self) -> int:
@@ -172,18 +177,26 @@ def _read_plan_json(dest: Root) -> dict[str, Any] | None:
 
 
 def prepare_plan(dest: Root, plan: Plan) -> set[int]:
-    """Adopt `plan`: the committed partitions that belong to it (a resume), or - for a new plan
-    - none, after removing stale parts, removed items' outputs and the old manifest."""
+    """Adopt `plan` and set its token: the committed partitions that belong to it (a resume:
+    the previous token is kept, parts of other tokens are deleted), or - for a new plan, with a
+    new token - none, after removing every old part, removed items' outputs and the old
+    manifest."""
     previous = _read_plan_json(dest)
-    done = committed_parts(dest)
     completed = dest.exists(MANIFEST_SUMMARY)  # a finished run is never resumed, only redone
     if previous is not None and previous.get("fingerprint") == plan.fingerprint \
-            and not completed:
+            and is_token(previous.get("token")) and not completed:
+        plan.token = previous["token"]
+        done, stale = scan_parts(dest, plan.token)
+        if stale:
+            log.info("ignoring and deleting %d parts of another plan", len(stale))
+            delete_keys(dest, stale)
         return {p for p in done if p < plan.n_parts}
-    if done:
+    plan.token = new_token()
+    _, old = scan_parts(dest, None)
+    if old:
         log.info("input or settings changed since the last run: discarding %d old parts",
-                 len(done))
-        delete_keys(dest, [part_key(p) for p in sorted(done)])
+                 len(old))
+        delete_keys(dest, old)
     if plan.removed_keys:
         log.info("removing %d outputs of %d items deleted from the input", plan.removed_keys,
                  plan.removed_items)
@@ -193,5 +206,6 @@ def prepare_plan(dest: Root, plan: Plan) -> set[int]:
     dest.write(PLAN_KEY, json.dumps({"fingerprint": plan.fingerprint,
                                      "partitions": plan.n_parts,
                                      "partition_size": plan.partition_size,
-                                     "items": plan.count, "shards": plan.n_shards}).encode())
+                                     "items": plan.count, "shards": plan.n_shards,
+                                     "token": plan.token}).encode())
     return set()

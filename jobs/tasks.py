@@ -6,10 +6,15 @@ classes, formats, options, limits) from an `ExportContext` sent once per worker.
 a few items ahead on threads (object storage latency overlaps rendering). For each item: parse
 the annotation, render once, let every requested format encode from the same stamps, and collect
 the blobs; the partition's blobs are written concurrently in batches on a background thread
-while later items render (bounded bytes in flight), then - last - its manifest part
-`_manifest/part-NNNNN.jsonl`. The part's existence is the partition's commit: a rerun skips
+while later items render (bounded bytes in flight), then the records of the formats that keep
+them (PART_RECORDS: one object per format, the partition's records in item order, failed items
+left out), then - last - its manifest part `_manifest/part-NNNNN-TOKEN.jsonl`, named with the
+plan's token (manifest_store). The part's existence is the partition's commit: a rerun skips
 committed partitions, and since every key is a pure function of (output, format, item), a
-retried partition overwrites its own half-written objects and never duplicates them.
+retried partition overwrites its own half-written objects (and records) and never duplicates
+them. An item carried forward unchanged (--incremental) is not read nor rendered; its records
+are read back from its own record objects (`record_key`) - if one is missing or is not one
+line, the item is exported again.
 
 Error classification (per-item isolation, all the way down):
 - Anything raised while handling one item - parsing, rendering, encoding (RecursionError,
@@ -55,7 +60,7 @@ from maskcore.manifest import ManifestEntry, fingerprint
 from maskcore.model import ClassTable
 
 from .listing import ItemRef, read_annotation
-from .manifest_store import PlanSlice, delete_keys, part_key, read_slice
+from .manifest_store import PlanSlice, delete_keys, part_key, read_slice, records_key
 from .secrets import redact_text
 from .storage import Root
 
@@ -91,6 +96,7 @@ class ExportContext:
     reader: str = "supervisely"
     settings_hash: str = ""
     incremental: bool = False
+    plan_token: str = ""  # the adopted plan's (jobs/plan.py prepare_plan): names the parts
 
 
 class StorageFault(Exception):
@@ -164,16 +170,56 @@ def _needs_image(ctx: ExportContext) -> bool:
     return any(ctx.options[f].needs_image() for f in ctx.formats)
 
 
+def _record_formats(ctx: ExportContext) -> list[str]:
+    return [f for f in ctx.formats if FORMATS[f].PART_RECORDS]
+
+
+Records = dict[str, bytes]  # {format: one record line} of an item
+
+
+def _carried_records(ctx: ExportContext, entry: ManifestEntry) -> Records | None:
+    """The records of an item carried forward, read back from its record objects; None when
+    one is not among its outputs, is missing or is not one line (it is then exported again)."""
+    keys = {f: FORMATS[f].record_key(entry.dataset, entry.item, ctx.options[f])
+            for f in _record_formats(ctx)}
+    if not keys:
+        return {}
+    outputs = {o.get("key") for o in entry.outputs if isinstance(o, dict)}
+    if not all(k in outputs for k in keys.values()):
+        return None
+    try:
+        got = ctx.dest.read_many([k for k in keys.values() if k is not None])
+    except Exception as e:
+        if is_storage_fault(e, local=ctx.dest.is_local):
+            raise StorageFault(reason(e)) from e
+        return None
+    records = {f: got[k].strip() for f, k in keys.items() if k is not None}
+    if not all(r and b"\n" not in r and b"\r" not in r for r in records.values()):
+        return None
+    return records
+
+
 @dataclass
 class _Fetched:
-    """An item's input bytes, read ahead on a thread while earlier items are rendered."""
+    """An item's input bytes, read ahead on a thread while earlier items are rendered; for an
+    item carried forward unchanged, its previous entry and records instead."""
 
     ann: bytes | None = None
     image: bytes | None = None
     error: BaseException | None = None
+    carried: ManifestEntry | None = None
+    records: Records = field(default_factory=dict)
 
 
-def _fetch(ctx: ExportContext, ref: ItemRef, with_image: bool) -> _Fetched:
+def _fetch(ctx: ExportContext, ref: ItemRef, with_image: bool,
+           carried: ManifestEntry | None = None) -> _Fetched:
+    if carried is not None:
+        try:
+            records = _carried_records(ctx, carried)
+        except StorageFault as e:
+            return _Fetched(error=e)
+        if records is not None:
+            return _Fetched(carried=carried, records=records)
     got = _Fetched()
     try:
         if ref.ann_inline is None and ref.ann_key is not None and not ref.problem:
@@ -185,22 +231,30 @@ def _fetch(ctx: ExportContext, ref: ItemRef, with_image: bool) -> _Fetched:
     return got
 
 
-_Ahead = tuple[ItemRef, ManifestEntry | None, Future[_Fetched] | None]
+Fetched = Future[_Fetched] | _Fetched
+_Ahead = tuple[ItemRef, Fetched]
+
+
+def _start(ctx: ExportContext, ref: ItemRef, prev: dict[str, Any] | None, with_image: bool,
+           submit: Any) -> Fetched:
+    """Begin an item: `submit(_fetch, ...)` its reads, unless it is carried forward unchanged
+    and no records must be read back (then it is never read)."""
+    carried = _unchanged(ctx, ref, prev)
+    if carried is not None and not _record_formats(ctx):
+        return _Fetched(carried=carried)
+    return submit(_fetch, ctx, ref, with_image, carried)
 
 
 def _read_ahead(ctx: ExportContext, items: list[Item], window: int = READ_AHEAD
                 ) -> Iterator[_Ahead]:
-    """Yield (ref, its carried-forward entry if unchanged, else the future of its bytes); at
-    most `window` items are in flight, so object-store latency overlaps rendering while worker
-    memory stays bounded. Unchanged items are decided here, once, and never read."""
+    """Yield (ref, the future of its bytes - or its carried-forward entry); at most `window`
+    items are in flight, so object-store latency overlaps rendering while worker memory stays
+    bounded. Unchanged items are decided here, once."""
     with_image = _needs_image(ctx)
     with ThreadPoolExecutor(max_workers=min(window, 8), thread_name_prefix="read") as pool:
 
         def start(item: Item) -> _Ahead:
-            ref, prev = item
-            carried = _unchanged(ctx, ref, prev)
-            fut = None if carried else pool.submit(_fetch, ctx, ref, with_image)
-            return ref, carried, fut
+            return item[0], _start(ctx, item[0], item[1], with_image, pool.submit)
 
         it = iter(items)
         pending: deque[_Ahead] = deque(start(r) for _, r in zip(range(window), it, strict=False))
@@ -217,11 +271,13 @@ def _crash_hook(name: str) -> None:
         os.kill(os.getpid(), signal.SIGSEGV)
 
 
-def _export_item(ctx: ExportContext, ref: ItemRef, carried: ManifestEntry | None = None,
-                 fetched: Future[_Fetched] | None = None) -> tuple[ManifestEntry, list[Blob]]:
-    if carried is not None:
-        return carried, []
-    got = fetched.result() if fetched is not None else _Fetched()
+Exported = tuple[ManifestEntry, list[Blob], Records]
+
+
+def _export_item(ctx: ExportContext, ref: ItemRef, fetched: Fetched | None = None) -> Exported:
+    got = fetched.result() if isinstance(fetched, Future) else fetched or _Fetched()
+    if got.carried is not None:
+        return got.carried, [], got.records
     if got.error is not None:
         raise got.error
     _crash_hook(ref.name)
@@ -252,34 +308,36 @@ def _export_item(ctx: ExportContext, ref: ItemRef, carried: ManifestEntry | None
     ictx = ItemContext(item, ctx.classes, read_image if ref.image_key else None, own_ann,
                        ctx.limits, reader.RULE, ctx.dest.uri, ctx.source.uri)
     blobs: list[Blob] = []
+    records: Records = {}
     first: ItemOutput | None = None
     for name in ctx.formats:
         result = FORMATS[name].write_item(ictx, ctx.options[name])
         first = first or result
         blobs.extend(result.blobs)
+        if result.record is not None:
+            records[name] = result.record
     if first is not None:
         entry.class_pixels = first.class_pixels or {}
         entry.instances = first.instances or 0
         entry.not_painted = first.not_painted or {}
     entry.outputs = [fingerprint(b.key, b.data) for b in blobs]
-    return entry, blobs
+    return entry, blobs, records
 
 
 def _failed(ref: ItemRef, why: str) -> ManifestEntry:
     return ManifestEntry(dataset=ref.dataset, item=ref.name, status="failed", error=why)
 
 
-def handle_item(ctx: ExportContext, ref: ItemRef, carried: ManifestEntry | None = None,
-                fetched: Future[_Fetched] | None = None) -> tuple[ManifestEntry, list[Blob]]:
-    """One item, isolated: its entry and blobs, or its failed entry; a StorageFault (or a
-    BaseException such as KeyboardInterrupt) propagates."""
+def handle_item(ctx: ExportContext, ref: ItemRef, fetched: Fetched | None = None) -> Exported:
+    """One item, isolated: its entry, blobs and records, or its failed entry; a StorageFault
+    (or a BaseException such as KeyboardInterrupt) propagates."""
     try:
-        return _export_item(ctx, ref, carried, fetched)
+        return _export_item(ctx, ref, fetched)
     except StorageFault:
         raise
     except Exception as e:
         log.debug("item %s/%s failed", ref.dataset, ref.name, exc_info=True)
-        return _failed(ref, reason(e)), []
+        return _failed(ref, reason(e)), [], {}
 
 
 def write_batch(dest: Root, batch: dict[str, bytes], owner: dict[str, int]) -> dict[int, str]:
@@ -336,24 +394,29 @@ class _BackgroundWriter:
 
 
 class _PartLines:
-    """The partition's manifest lines and per-item counts (amended when a write fails)."""
+    """The partition's manifest lines, records and per-item counts (amended when a write
+    fails: the item's line becomes a failed one, its records are dropped)."""
 
-    def __init__(self) -> None:
+    def __init__(self, record_formats: list[str]) -> None:
         self.lines: list[str] = []
         self.stats: list[tuple[str, int, int]] = []
         self.refs: list[ItemRef] = []
+        self.records: list[Records] = []
+        self.record_formats = record_formats
 
-    def add(self, ref: ItemRef, entry: ManifestEntry) -> int:
+    def add(self, ref: ItemRef, entry: ManifestEntry, records: Records) -> int:
         self.lines.append(entry.to_line())
         self.stats.append((entry.status, len(entry.outputs),
                            sum(int(o.get("size", 0)) for o in entry.outputs)))
         self.refs.append(ref)
+        self.records.append(records if entry.status != "failed" else {})
         return len(self.lines) - 1
 
     def fail(self, failed: dict[int, str]) -> None:
         for idx, why in failed.items():
             self.lines[idx] = _failed(self.refs[idx], why).to_line()
             self.stats[idx] = ("failed", 0, 0)
+            self.records[idx] = {}
 
     def counts(self) -> dict[str, int]:
         c = {"items": 0, "ok": 0, "failed": 0, "unchanged": 0, "outputs": 0, "bytes": 0}
@@ -365,23 +428,27 @@ class _PartLines:
                 c["bytes"] += n_bytes
         return c
 
-    def commit(self, dest: Root, pid: int) -> dict[str, int]:
-        dest.write(part_key(pid), "".join(self.lines).encode())
+    def commit(self, dest: Root, pid: int, token: str) -> dict[str, int]:
+        """Write the records of each format, then - the commit - the manifest part."""
+        dest.write_many({records_key(f, pid, token): b"".join(
+            r[f] + b"\n" for r in self.records if f in r) for f in self.record_formats})
+        dest.write(part_key(pid, token), "".join(self.lines).encode())
         return self.counts()
 
 
 def process_partition(ctx: ExportContext, part: PlanSlice) -> dict[str, int]:
-    """Export one partition; write its outputs, then its manifest part. Returns counts."""
+    """Export one partition; write its outputs, then its records, then its manifest part.
+    Returns counts."""
     items = read_slice(ctx.dest, part)
-    out = _PartLines()
+    out = _PartLines(_record_formats(ctx))
     pending: dict[str, bytes] = {}
     owner: dict[str, int] = {}
     pending_bytes = 0
     writer = _BackgroundWriter(ctx.dest)
     try:
-        for ref, carried, fetched in _read_ahead(ctx, items):
-            entry, blobs = handle_item(ctx, ref, carried, fetched)
-            idx = out.add(ref, entry)
+        for ref, fetched in _read_ahead(ctx, items):
+            entry, blobs, records = handle_item(ctx, ref, fetched)
+            idx = out.add(ref, entry, records)
             for b in blobs:
                 pending[b.key] = b.data
                 owner[b.key] = idx
@@ -394,7 +461,7 @@ def process_partition(ctx: ExportContext, part: PlanSlice) -> dict[str, int]:
     finally:
         writer.close()
     # the commit: written only after every output of the partition is stored
-    return out.commit(ctx.dest, part.pid)
+    return out.commit(ctx.dest, part.pid, ctx.plan_token)
 
 
 # -- the safety net for native crashes --------------------------------------------------------
@@ -404,22 +471,23 @@ def process_partition_isolated(ctx: ExportContext, part: PlanSlice) -> dict[str,
     process (`python -m jobs.tasks`); an item during which the child dies fails with
     `WORKER_DIED`, and a new child goes on with the next item. One part is committed."""
     items = read_slice(ctx.dest, part)
-    out = _PartLines()
+    out = _PartLines(_record_formats(ctx))
     i = 0
     while i < len(items):
         results = _run_child(ctx, items[i:])
-        for ref_entry in results:
-            out.add(*ref_entry)
+        for ref, entry, records in results:
+            out.add(ref, entry, records)
         i += len(results)
         if i < len(items):  # the child died while exporting items[i] (_run_child checked)
             ref = items[i][0]
             log.warning("item %s/%s: %s", ref.dataset, ref.name, WORKER_DIED)
-            out.add(ref, _failed(ref, WORKER_DIED))
+            out.add(ref, _failed(ref, WORKER_DIED), {})
             i += 1
-    return out.commit(ctx.dest, part.pid)
+    return out.commit(ctx.dest, part.pid, ctx.plan_token)
 
 
-def _run_child(ctx: ExportContext, items: list[Item]) -> list[tuple[ItemRef, ManifestEntry]]:
+def _run_child(ctx: ExportContext, items: list[Item]
+               ) -> list[tuple[ItemRef, ManifestEntry, Records]]:
     """Run a child on `items` until it ends or dies: the results of the items it finished;
     when fewer than `items`, the child died while exporting the next one."""
     proc = subprocess.Popen([sys.executable, "-m", "jobs.tasks"], stdin=subprocess.PIPE,
@@ -439,10 +507,10 @@ def _run_child(ctx: ExportContext, items: list[Item]) -> list[tuple[ItemRef, Man
                 break
             if msg == "start":
                 started += 1
-            elif isinstance(msg, tuple):  # ("fault", reason): the store failed, not the item
+            elif msg[0] == "fault":  # ("fault", reason): the store failed, not the item
                 raise StorageFault(msg[1])
             else:
-                results.append((items[len(results)][0], msg))
+                results.append((items[len(results)][0], *msg))
     finally:
         proc.stdout.close()
         rc = proc.wait()
@@ -463,17 +531,18 @@ def _child_main() -> None:
         pickle.dump("start", out)
         out.flush()
         try:
-            entry, blobs = handle_item(ctx, ref, _unchanged(ctx, ref, prev))
+            fetched = _start(ctx, ref, prev, False, lambda fn, *args: fn(*args))
+            entry, blobs, records = handle_item(ctx, ref, fetched)
             if blobs:
                 failed = write_batch(ctx.dest, {b.key: b.data for b in blobs},
                                      {b.key: 0 for b in blobs})
                 if failed:
-                    entry = _failed(ref, failed[0])
+                    entry, records = _failed(ref, failed[0]), {}
         except (StorageFault, OSError) as e:
             pickle.dump(("fault", reason(e)), out)
             out.flush()
             return
-        pickle.dump(entry, out)
+        pickle.dump((entry, records), out)
         out.flush()
 
 

@@ -8,12 +8,25 @@ owns its whole lifecycle, and jobs/ calls only this protocol, never a format by 
     Options                                frozen dataclass (`WriterOptions`): validation,
                                            `check_classes`, `needs_image()`
     write_item(ctx, opts) -> ItemOutput    the blobs of one item (pure; on a worker)
+    PART_RECORDS                           whether write_item gives each item a `record` (one
+                                           line of a dataset-level list, e.g. a ClearML frame):
+                                           the task stores a partition's records beside its
+                                           manifest part, in item order, and the finalizer gets
+                                           them one partition at a time (`take_records`), so
+                                           the list is a concatenation, O(partitions) reads
+    record_key(dataset, name, opts)        the output key whose bytes are an item's record
+                                           (one of its blobs), read back by the task when the
+                                           item is carried forward unchanged; None when the
+                                           format keeps no records
     dataset_files(classes, opts)           dataset-level sidecars (labelmap, meta.json, the
                                            zarr root), written once after the finalize pass
     finalizer(classes, opts, io)           a STREAMING `Finalizer`: `take(entry)` per manifest
                                            line in manifest order, `close()` at the end; I/O
                                            only through `io` (a `FinalizeIO` given by jobs/),
-                                           memory bounded whatever the number of items
+                                           memory bounded whatever the number of items;
+                                           `take_records(data)` once per partition (after its
+                                           lines) with that partition's records, for writers
+                                           with PART_RECORDS only
     preview_mask(keys, read)               the mask the preview shows for an item, from its
                                            output keys (None: this format has none)
 
@@ -89,6 +102,7 @@ class ItemOutput:
     class_pixels: dict[str, int] | None = None
     instances: int | None = None
     not_painted: dict[str, int] | None = None  # {kind: count}, see order.not_painted
+    record: bytes | None = None  # one line, no line break (writers with PART_RECORDS)
 
 
 @dataclass
@@ -222,6 +236,13 @@ class Finalizer(Protocol):
     def close(self) -> None: ...
 
 
+class RecordsFinalizer(Finalizer, Protocol):
+    """The finalizer of a writer with PART_RECORDS: also `take_records` of every partition, in
+    partition order, after that partition's lines (None: the partition's records are missing)."""
+
+    def take_records(self, pid: int, data: bytes | None) -> None: ...
+
+
 class NoFinalize:
     """The finalizer of a format with nothing to assemble from its items."""
 
@@ -230,6 +251,11 @@ class NoFinalize:
 
     def close(self) -> None:
         """Nothing to write."""
+
+
+def no_record_key(dataset: str, name: str, opts: Any) -> None:
+    """`record_key` of a writer without PART_RECORDS."""
+    return None
 
 
 class WriterOptions(Protocol):
@@ -264,12 +290,16 @@ class Writer(Protocol):
 
     NAME: str
     Options: type[WriterOptions]
+    PART_RECORDS: bool
 
     def write_item(self, ctx: ItemContext, opts: Any) -> ItemOutput: ...
+
+    def record_key(self, dataset: str, name: str, opts: Any) -> str | None: ...
 
     def dataset_files(self, classes: ClassTable, opts: Any) -> list[Blob]: ...
 
     def finalizer(self, classes: ClassTable, opts: Any, io: FinalizeIO) -> Finalizer: ...
+    # a writer with PART_RECORDS returns a RecordsFinalizer
 
     def preview_mask(self, keys: Sequence[str], read: Callable[[str], bytes]
                      ) -> PreviewMask | None: ...

@@ -7,9 +7,13 @@ Layout under `clearml/`:
   shared with every writer); a `background` label of the input is background (0, 0, 0);
 - `mask_labels.json`: `{"_all_": [{"value": [r, g, b], "labels": [name]}, ...]}`, ONE
   background entry first - the form ClearML stores as version metadata (reference C.1);
-- `frames.jsonl`: one frame per exported image in manifest order, streamed at finalize
-  (`finalizer`) from the per-item frames `_frames/<dataset>/<stem>.json` that `write_item`
-  returns, fetched `BATCH` at a time, so no process ever holds more than a batch of frames.
+- `frames.jsonl`: one frame per exported image in manifest order. Each frame is written by
+  `write_item` twice: as the item's object `_frames/<dataset>/<stem>.json` (its output, which
+  `verify` checks and `--incremental` carries forward) and as its `record` (PART_RECORDS): the
+  task stores a partition's frames, in item order, beside its manifest part, and the finalizer
+  concatenates those per-partition blocks in partition order - one read per partition, never
+  one per item, and no process holds more than a batch of partitions. An item carried forward
+  unchanged gets its record back from its frame object (`record_key`), read by its task.
   A frame is in the shape `DataEntryImage.from_api_object` reads (clearml.hyperdatasets,
   reference C.1/C.3): `sources[]` with the image `uri`, `width`,
   `height`, `timestamp` 0 and `masks[]` {id "00", content_type, uri, timestamp}; `rois[]` with
@@ -52,7 +56,7 @@ FRAMES_FILE = "frames.jsonl"
 LABELS_FILE = "mask_labels.json"
 MASK_ID = "00"
 MAX_CLASSES = 255
-BATCH = 256  # frames fetched per concurrent read at finalize
+PART_RECORDS = True  # frames.jsonl is the concatenation of the partitions' frames
 
 
 @dataclass(frozen=True)
@@ -142,7 +146,13 @@ def write_item(ctx: ItemContext, opts: ClearmlOptions) -> ItemOutput:
     data = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
     blobs = [Blob(key, gray_rgb_png(comp.class_map())),
              Blob(frame_key(item.dataset, item.stem), data)]
-    return ItemOutput(blobs, dict(comp.class_pixels), comp.instances, dict(comp.not_painted))
+    return ItemOutput(blobs, dict(comp.class_pixels), comp.instances, dict(comp.not_painted),
+                      record=data)
+
+
+def record_key(dataset: str, name: str, opts: ClearmlOptions) -> str:
+    """The item's frame object: its record when it is carried forward unchanged."""
+    return frame_key(dataset, Item(dataset, name, 0, 0, ()).stem)
 
 
 def mask_labels(classes: ClassTable) -> dict[str, Any]:
@@ -160,42 +170,28 @@ def dataset_files(classes: ClassTable, opts: ClearmlOptions) -> list[Blob]:
 
 # ---------------------------------------------------------------------------- finalize
 class FramesFinalizer:
-    """`clearml/frames.jsonl`: the per-item frames of the exported items, in manifest order,
-    streamed into one object; a batch of frame keys is fetched with one concurrent read."""
+    """`clearml/frames.jsonl`: the partitions' frames (their records, already in item order)
+    copied into one streamed object in partition order - manifest order."""
 
     def __init__(self, io: FinalizeIO) -> None:
         self.io = io
         self._ctx = io.open_output(paths.join(NAME, FRAMES_FILE))
         self.out = self._ctx.__enter__()
-        self.keys: list[str] = []
 
     def take(self, entry: FinalEntry) -> None:
-        if not entry.exported:
-            return
-        prefix = f"{NAME}/{FRAMES_DIR}/"
-        self.keys += [o.key for o in entry.outputs if o.key.startswith(prefix)]
-        if len(self.keys) >= BATCH:
-            self._flush()
+        """The frames come with the partition's records (`take_records`)."""
 
-    def _flush(self) -> None:
-        got = self.io.read_many(self.keys, True)
-        for k in self.keys:
-            data = got.get(k)
-            if data is None:
-                self.io.problem(f"clearml: frame {k} is missing; left out of {FRAMES_FILE}")
-                continue
-            data = data.strip()
-            if b"\n" in data or b"\r" in data:  # compact JSON never holds one: not our frame
-                self.io.problem(f"clearml: frame {k} is not one JSON line; left out")
-                continue
-            self.out.write(data + b"\n")
-        self.keys = []
+    def take_records(self, pid: int, data: bytes | None) -> None:
+        if data is None:
+            self.io.problem(f"clearml: the frames of partition {pid} are missing; left out of "
+                            f"{FRAMES_FILE}")
+            return
+        self.out.write(data)
+        if data and not data.endswith(b"\n"):
+            self.out.write(b"\n")
 
     def close(self) -> None:
-        try:
-            self._flush()
-        finally:
-            self._ctx.__exit__(None, None, None)
+        self._ctx.__exit__(None, None, None)
 
 
 def finalizer(classes: ClassTable, opts: ClearmlOptions, io: FinalizeIO) -> FramesFinalizer:

@@ -75,6 +75,7 @@ from .base import (
     PreviewMask,
     check_thickness,
     decode_png,
+    no_record_key,
 )
 from .cvat import (
     BACKGROUND,
@@ -404,6 +405,10 @@ class SubsetListsFinalizer:
                     self._zctx.__exit__(type(exc), exc, exc.__traceback__)
         finally:
             self.spool.cleanup()
+
+
+PART_RECORDS = False  # no per-item records (base.Writer)
+record_key = no_record_key
 
 
 def finalizer(classes: ClassTable, opts: CvatOptions, io: FinalizeIO) -> SubsetListsFinalizer:

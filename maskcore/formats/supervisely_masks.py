@@ -56,6 +56,7 @@ from .base import (
     PreviewMask,
     check_thickness,
     decode_png,
+    no_record_key,
 )
 from .supervisely import MACHINE_COLOR_FILE, META_FILE, SEMANTIC_COLOR_FILE
 
@@ -497,6 +498,10 @@ def settings_record(opts: SuperviselyOptions) -> dict[str, Any]:
     return {"archive": opts.archive, "archive_split": opts.archive_split,
             "archive_name": opts.archive_name if opts.archive else None,
             "resize_human_masks": opts.resize_human_masks}
+
+
+PART_RECORDS = False  # no per-item records (base.Writer)
+record_key = no_record_key
 
 
 def finalizer(classes: ClassTable, opts: SuperviselyOptions, io: FinalizeIO

@@ -60,6 +60,7 @@ from .base import (
     ItemOutput,
     PreviewMask,
     check_thickness,
+    no_record_key,
 )
 
 NAME = "zarr"
@@ -335,6 +336,10 @@ class GroupsFinalizer:
 
     def close(self) -> None:
         self._flush()
+
+
+PART_RECORDS = False  # no per-item records (base.Writer)
+record_key = no_record_key
 
 
 def finalizer(classes: ClassTable, opts: ZarrOptions, io: FinalizeIO) -> GroupsFinalizer:

@@ -282,8 +282,8 @@ def cluster_idle(cluster: LoopbackCluster) -> bool:
 # -- checks --------------------------------------------------------------------------------
 
 def committed_parts(fs: Any, url: str) -> list[str]:
-    return [k for k in list_keys(fs, url, "_manifest")
-            if k.rsplit("/", 1)[-1].startswith("part-")]
+    """The manifest parts (`_manifest/part-NNNNN-TOKEN.jsonl`), not the records beside them."""
+    return [k for k in list_keys(fs, url, "_manifest") if k.startswith("_manifest/part-")]
 
 
 def project_items(root: Path) -> set[tuple[str, str]]:

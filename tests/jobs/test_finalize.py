@@ -1,8 +1,10 @@
 """finalize_export on real committed parts in a real output folder: one pass that merges the
 parts in order (each read once), feeds every format's finalizer, writes the dataset files and
 `manifest.json` last; hostile names never become subset-list lines; a dataset named like a
-sidecar, a missing frame or an unreadable line is reported in manifest.json, never a crash;
-the summary stays bounded; driver memory does not grow with the number of items."""
+sidecar, a partition's missing frames or an unreadable line is reported in manifest.json, never
+a crash; ClearML frames are concatenated from per-partition records, never read one per item;
+parts of another plan are ignored and deleted; the summary stays bounded; driver memory does not
+grow with the number of items."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import pytest
 from jobs import finalize as fin_mod
 from jobs.config import load
 from jobs.finalize import finalize_export
-from jobs.manifest_store import part_key
+from jobs.manifest_store import part_key, records_key
 from jobs.preview import Sampler
 from jobs.storage import Root
 from maskcore.formats.base import FinalEntry, OutputRef
@@ -44,17 +46,22 @@ def entry(dataset: str, name: str, status: str = "ok", formats=ALL, **kw) -> Man
                          class_pixels={"car": 3} if outs else {}, instances=1, **kw)
 
 
-def commit(out: Path, parts: list[list[ManifestEntry]], frames: bool = True) -> None:
-    """Committed parts, and the per-item frame objects the workers wrote."""
-    (out / "_manifest").mkdir(parents=True, exist_ok=True)
+TOKEN = "0123456789abcdef"
+
+
+def commit(out: Path, parts: list[list[ManifestEntry]], token: str = TOKEN) -> None:
+    """Committed parts, and the clearml records (frames) the workers wrote beside them."""
     for pid, entries in enumerate(parts):
-        (out / part_key(pid)).write_text("".join(e.to_line() for e in entries))
-        for e in entries:
-            for o in e.outputs:
-                if frames and o["key"].startswith("clearml/_frames/"):
-                    p = out / o["key"]
-                    p.parent.mkdir(parents=True, exist_ok=True)
-                    p.write_text(json.dumps({"id": f"{e.dataset}/{e.item}"}) + "\n")
+        frames = [json.dumps({"id": f"{e.dataset}/{e.item}"}) + "\n" for e in entries
+                  if any(o["key"].startswith("clearml/_frames/") for o in e.outputs)]
+        for key, text in ((records_key("clearml", pid, token), "".join(frames)),
+                          (part_key(pid, token), "".join(e.to_line() for e in entries))):
+            (out / key).parent.mkdir(parents=True, exist_ok=True)
+            (out / key).write_text(text)
+
+
+def frame_ids(out: Path) -> list[str]:
+    return [json.loads(x)["id"] for x in (out / "clearml/frames.jsonl").read_text().splitlines()]
 
 
 def run_finalize(out: Path, n_parts: int, formats=ALL, **sets):
@@ -62,7 +69,8 @@ def run_finalize(out: Path, n_parts: int, formats=ALL, **sets):
     meta = {"formats": list(formats), "output": {"url": str(out)}, "input": {},
             "classes": [{"index": 1, "name": "car", "color": [255, 0, 0]},
                         {"index": 2, "name": "road", "color": [0, 0, 255]}]}
-    return finalize_export(dest=Root(str(out)), n_parts=n_parts, formats=formats,
+    return finalize_export(dest=Root(str(out)), n_parts=n_parts, plan_token=TOKEN,
+                           formats=formats,
                            options={f: spec.options[f] for f in formats}, classes=CLASSES,
                            meta=meta)
 
@@ -86,7 +94,7 @@ def test_one_pass_merges_in_order_reads_each_part_once_and_writes_the_summary_la
 
     monkeypatch.setattr(Root, "read_many", spy)
     summary = run_finalize(tmp_path, 3)
-    assert sorted(reads) == [part_key(p) for p in range(3)]  # every part read exactly once
+    assert sorted(reads) == [part_key(p, TOKEN) for p in range(3)]  # each part read once
     merged = (tmp_path / "manifest.jsonl").read_text()
     assert merged == "".join(e.to_line() for p in parts for e in p)
     s = summary.to_dict()
@@ -96,9 +104,7 @@ def test_one_pass_merges_in_order_reads_each_part_once_and_writes_the_summary_la
     lists = tmp_path / "cvat/ImageSets/Segmentation"
     assert (lists / "a.txt").read_text() == "x1\nsub/x3\n" and (lists / "b.txt").read_text() \
         == "y1\ny2\n"
-    frames = [json.loads(x)["id"] for x in
-              (tmp_path / "clearml/frames.jsonl").read_text().splitlines()]
-    assert frames == ["a/x1.png", "a/sub/x3.jpg", "b/y1.png", "b/y2.png"]
+    assert frame_ids(tmp_path) == ["a/x1.png", "a/sub/x3.jpg", "b/y1.png", "b/y2.png"]
     for group in ("a", "a/sub", "b"):  # zarr intermediate groups
         assert json.loads((tmp_path / "zarr" / group / "zarr.json").read_text())[
             "node_type"] == "group"
@@ -170,30 +176,65 @@ def test_datasets_named_like_sidecars_do_not_crash_finalize(tmp_path):
 
 
 def test_missing_frames_and_unreadable_lines_are_problems_not_crashes(tmp_path):
-    commit(tmp_path, [[entry("a", "x.png", formats=("clearml",)),
-                       entry("a", "y.png", formats=("clearml",))]])
-    (tmp_path / "clearml/_frames/a/x.json").unlink()
-    with open(tmp_path / part_key(0), "a") as f:
+    commit(tmp_path, [[entry("a", "x.png", formats=("clearml",))],
+                      [entry("a", "y.png", formats=("clearml",))]])
+    (tmp_path / records_key("clearml", 0, TOKEN)).unlink()
+    with open(tmp_path / part_key(1, TOKEN), "a") as f:
         f.write('{"dataset": "a", "item": 3, "status": "ok"}\n{not json\n')
-    summary = run_finalize(tmp_path, 1, formats=("clearml",))
+    summary = run_finalize(tmp_path, 2, formats=("clearml",))
     assert summary.items == 2
-    assert [json.loads(x)["id"] for x in
-            (tmp_path / "clearml/frames.jsonl").read_text().splitlines()] == ["a/y.png"]
+    assert frame_ids(tmp_path) == ["a/y.png"]
     assert len(summary.problems) == 3
-    assert "cannot be read" in summary.problems[0] and "cannot be read" in summary.problems[1]
-    assert "frame clearml/_frames/a/x.json is missing" in summary.problems[2]
+    assert "the frames of partition 0 are missing" in summary.problems[0]
+    assert "cannot be read" in summary.problems[1] and "cannot be read" in summary.problems[2]
 
 
-def test_a_frame_that_is_a_link_is_never_followed(tmp_path):
+def test_frames_that_are_a_link_are_never_followed(tmp_path):
     commit(tmp_path, [[entry("a", "x.png", formats=("clearml",))]])
     secret = tmp_path.parent / f"{tmp_path.name}-secret.json"
-    secret.write_text('{"secret": 1}')
-    frame = tmp_path / "clearml/_frames/a/x.json"
-    frame.unlink()
-    frame.symlink_to(secret)
+    secret.write_text('{"secret": 1}\n')
+    records = tmp_path / records_key("clearml", 0, TOKEN)
+    records.unlink()
+    records.symlink_to(secret)
     summary = run_finalize(tmp_path, 1, formats=("clearml",))
     assert (tmp_path / "clearml/frames.jsonl").read_bytes() == b""
-    assert "is missing" in summary.problems[0]
+    assert "are missing" in summary.problems[0]
+
+
+def test_frames_are_read_once_per_partition_never_per_item(tmp_path, monkeypatch):
+    """frames.jsonl is the partitions' records concatenated: the per-item frame objects are
+    never read (there are none here), whatever the number of items."""
+    parts = [[entry("d", f"{p}-{i}.png", formats=("clearml",)) for i in range(50)]
+             for p in range(3)]
+    parts[1][7] = entry("d", "1-7.png", "failed", formats=("clearml",), error="bad")
+    commit(tmp_path, parts)
+    reads: list[list[str]] = []
+    real = fin_mod._read_many
+    monkeypatch.setattr(fin_mod, "_read_many",
+                        lambda dest, keys, ok: reads.append(keys) or real(dest, keys, ok))
+    run_finalize(tmp_path, 3, formats=("clearml",))
+    assert reads == [[records_key("clearml", p, TOKEN) for p in range(3)]]
+    assert frame_ids(tmp_path) == [f"d/{e.item}" for p in parts for e in p
+                                   if e.status != "failed"]
+    assert not (tmp_path / "clearml/_frames").exists()
+
+
+def test_parts_of_another_plan_are_ignored_and_deleted(tmp_path):
+    """A part (and its frames) committed late under an old plan's token - by a task of a driver
+    that died - is never merged, and finalize deletes it."""
+    commit(tmp_path, [[entry("a", "new.png")]])
+    stale_token = "fedcba9876543210"
+    commit(tmp_path, [[entry("a", "old.png")], [entry("a", "old2.png")]], token=stale_token)
+    legacy = tmp_path / "_manifest/part-00000.jsonl"  # an older version's name: no token
+    legacy.write_text(entry("a", "legacy.png").to_line())
+    summary = run_finalize(tmp_path, 1)
+    assert summary.items == 1
+    assert [json.loads(x)["item"] for x in
+            (tmp_path / "manifest.jsonl").read_text().splitlines()] == ["new.png"]
+    assert frame_ids(tmp_path) == ["a/new.png"]
+    left = sorted(str(p.relative_to(tmp_path / "_manifest")) for p in
+                  (tmp_path / "_manifest").rglob("*.jsonl"))
+    assert left == [f"part-00000-{TOKEN}.jsonl", f"records/clearml/part-00000-{TOKEN}.jsonl"]
 
 
 def test_summary_is_bounded_whatever_the_failures():

@@ -13,6 +13,7 @@ import pytest
 from jobs import config
 from jobs.cli import run
 from jobs.listing import ItemRef
+from jobs.manifest_store import part_key
 from jobs.plan import write_plan
 from jobs.storage import Root
 from jobs.tasks import (
@@ -133,10 +134,14 @@ class FlakyRoot(Root):
         return super().read(key)
 
 
+TOKEN = "0123456789abcdef"
+
+
 def _context(source, dest):
     spec = config.load(None)
     return ExportContext(source, dest, supervisely.parse_meta(source.read("meta.json")),
-                         ("supervisely",), {"supervisely": spec.options["supervisely"]})
+                         ("supervisely",), {"supervisely": spec.options["supervisely"]},
+                         plan_token=TOKEN)
 
 
 def test_a_storage_fault_fails_the_partition_and_commits_nothing(project, tmp_path):
@@ -149,7 +154,7 @@ def test_a_storage_fault_fails_the_partition_and_commits_nothing(project, tmp_pa
     ctx = _context(FlakyRoot(str(p.root)), dest)
     with pytest.raises(StorageFault, match="ConnectionResetError"):
         process_partition(ctx, plan.slice(0))
-    assert not (tmp_path / "out/_manifest/part-00000.jsonl").exists()
+    assert not (tmp_path / "out" / part_key(0, TOKEN)).exists()
     counts = process_partition(_context(Root(str(p.root)), dest), plan.slice(0))
     assert counts["ok"] == 2
 
@@ -172,6 +177,7 @@ def test_a_native_crash_fails_only_the_poison_item(project, tmp_path, monkeypatc
     assert items["i2.png"] == {**items["i2.png"], "status": "failed", "error": WORKER_DIED}
     assert {n: items[n]["status"] for n in names if n != "i2.png"} == dict.fromkeys(
         [n for n in names if n != "i2.png"], "ok")
-    part0 = (out / "_manifest/part-00000.jsonl").read_text().splitlines()
+    token = json.loads((out / "_manifest/plan.json").read_text())["token"]
+    part0 = (out / part_key(0, token)).read_text().splitlines()
     assert [json.loads(x)["item"] for x in part0] == names[:4]
     assert run(["verify", str(out)]) == 0

@@ -7,12 +7,15 @@ next one worse off."""
 from __future__ import annotations
 
 import json
+import threading
 import tracemalloc
 from collections.abc import Iterator
 
 import pytest
 
+from jobs import job as jobmod
 from jobs import plan as planmod
+from jobs import tasks
 from jobs.cli import run
 from jobs.listing import ItemRef
 from jobs.manifest_store import (
@@ -21,8 +24,13 @@ from jobs.manifest_store import (
     decode_ref,
     delete_keys,
     encode_ref,
+    is_token,
     iter_baseline,
+    new_token,
+    part_key,
     read_slice,
+    records_key,
+    scan_parts,
 )
 from jobs.plan import auto_partition_size, prepare_plan, write_plan
 from jobs.storage import Root
@@ -51,7 +59,7 @@ def test_80_items_on_the_default_become_40_partitions_not_50_plus_30(project, tm
     assert run(["export", str(p.root), str(out), "--workers", "0"]) == 0
     plan = json.loads((out / "_manifest/plan.json").read_text())
     assert plan["partitions"] == 40 and plan["partition_size"] == 2
-    sizes = [len((out / f"_manifest/part-{i:05d}.jsonl").read_text().splitlines())
+    sizes = [len((out / part_key(i, plan["token"])).read_text().splitlines())
              for i in range(40)]
     assert sizes == [2] * 40
     # an explicit number still wins
@@ -252,3 +260,95 @@ def test_a_run_that_fails_while_planning_leaves_the_last_manifest(project, tmp_p
     assert run(args) == 0
     assert {json.loads(x)["status"] for x in (out / "manifest.jsonl").read_text().splitlines()
             } == {"unchanged"}
+
+
+def _token(out) -> str:
+    return json.loads((out / "_manifest/plan.json").read_text())["token"]
+
+
+def test_a_dead_drivers_late_part_is_ignored_and_resume_keeps_the_current_ones(
+        project, tmp_path, monkeypatch):
+    """Issue 10's race, for real: a driver dies, the input changes, the command is rerun at
+    once, and a task of the dead driver - still running - commits its old-plan part after the
+    new plan cleared the parts. That part carries the old plan's token: it is never resumed nor
+    merged (nor are its frames), and it is deleted; a resume of the new plan still skips the
+    partitions the new plan committed."""
+    p = project()
+    for n in ("a.png", "b.png", "c.png"):
+        p.add("ds", n, [rect("car", 1, 1, 5, 5)])
+    out = tmp_path / "out"
+    args = ["export", str(p.root), str(out), "--workers", "0", "--format", "clearml",
+            "--format", "supervisely", "--set", "partition_size=1"]
+    real_run, real_commit = jobmod.run_partitions, tasks._PartLines.commit
+    reached, go = threading.Event(), threading.Event()
+    late: list[threading.Thread] = []
+
+    def commit(self, dest, pid, token):
+        if threading.current_thread().name == "dead-driver-task":
+            reached.set()  # its outputs are written; its part is not
+            assert go.wait(60)
+        return real_commit(self, dest, pid, token)
+
+    def dies_after_one(parts, *, ctx, **kw):
+        parts = list(parts)
+        late.append(threading.Thread(target=tasks.process_partition, args=(ctx, parts[1]),
+                                     name="dead-driver-task"))
+        late[0].start()
+        assert reached.wait(60)
+        real_run(parts[:1], ctx=ctx, **kw)
+        raise OSError("the driver died")
+
+    monkeypatch.setattr(tasks._PartLines, "commit", commit)
+    monkeypatch.setattr(jobmod, "run_partitions", dies_after_one)
+    assert run(args) != 0
+    old = _token(out)
+
+    p.add("ds", "b.png", [rect("person", 1, 1, 5, 5)])  # the input changes
+
+    def late_commit_then_dies_after_one(parts, *, ctx, **kw):
+        assert ctx.plan_token != old and not (out / part_key(0, old)).exists()  # cleared
+        go.set()
+        late[0].join(60)  # the dead driver's task commits now, under the new plan
+        assert (out / part_key(1, old)).is_file()
+        real_run(list(parts)[:1], ctx=ctx, **kw)
+        raise OSError("this driver died too")
+
+    monkeypatch.setattr(jobmod, "run_partitions", late_commit_then_dies_after_one)
+    assert run(args) != 0
+    new = _token(out)
+    kept = (out / part_key(0, new)).stat().st_mtime_ns
+    assert (out / part_key(1, old)).is_file() and not (out / part_key(1, new)).exists()
+
+    monkeypatch.setattr(jobmod, "run_partitions", real_run)
+    assert run(args) == 0
+    summary = json.loads((out / "manifest.json").read_text())
+    assert summary["partitions_resumed"] == 1
+    assert (out / part_key(0, new)).stat().st_mtime_ns == kept
+    got = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]
+    assert [e["item"] for e in got] == ["a.png", "b.png", "c.png"]
+    assert list(got[1]["class_pixels"]) == ["person"]  # the new input's, not the late part's
+    frames = [json.loads(x) for x in (out / "clearml/frames.jsonl").read_text().splitlines()]
+    assert [f["id"] for f in frames] == ["ds/a.png", "ds/b.png", "ds/c.png"]
+    assert frames[1]["rois"][0]["label"] == ["person"]
+    assert not [f for f in (out / "_manifest").rglob("part-*") if new not in f.name]
+    assert run(["verify", str(out)]) == 0
+
+
+def test_resume_keeps_only_the_current_tokens_parts(tmp_path):
+    dest = Root(str(tmp_path))
+    refs = list(synthetic(4))
+    plan = write_plan(dest, iter(refs), partition_size=2, settings="s")
+    assert prepare_plan(dest, plan) == set() and is_token(plan.token)
+    other, legacy = new_token(), "_manifest/part-00001.jsonl"
+    for key in (part_key(0, plan.token), records_key("clearml", 0, plan.token),
+                part_key(1, other), records_key("clearml", 1, other), legacy,
+                part_key(7, plan.token)):  # beyond the plan: not a partition of it
+        dest.write(key, b"")
+    again = write_plan(dest, iter(refs), partition_size=2, settings="s")
+    assert prepare_plan(dest, again) == {0} and again.token == plan.token
+    assert sorted(dest.list_files("_manifest")) == sorted([
+        "_manifest/plan.json", "_manifest/plan/shard-00000.jsonl", part_key(0, plan.token),
+        records_key("clearml", 0, plan.token), part_key(7, plan.token)])
+    changed = write_plan(dest, iter(refs[:3]), partition_size=2, settings="s")
+    assert prepare_plan(dest, changed) == set() and changed.token != plan.token
+    assert scan_parts(dest, changed.token) == (set(), [])  # every old part is gone
