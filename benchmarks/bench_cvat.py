@@ -84,22 +84,12 @@ print(json.dumps({"seconds": time.perf_counter() - started, "cpu": time.process_
 
 def build_task(root: Path, n_images: int, n_polygons: int, seed: int = 7) -> None:
     rng = np.random.default_rng(seed)
-    rows = ['<?xml version="1.0" encoding="utf-8"?>', "<annotations>", "  <version>1.1</version>",
-            "  <meta><task><labels>"]
-    rows += [f"    <label><name>{n}</name><color>{c}</color></label>" for n, c in LABELS]
-    rows.append("  </labels></task></meta>")
-    for i in range(n_images):
-        rows.append(f'  <image id="{i}" name="frame_{i:06d}.jpg" width="{W}" height="{H}">')
+    images = []
+    for _ in range(n_images):
+        rows = []
         for k in range(n_polygons):
-            cx, cy = rng.uniform(0, W), rng.uniform(0, H)
-            r = rng.uniform(20, 250)
-            m = int(rng.integers(6, 40))
-            ang = np.sort(rng.uniform(0, 2 * math.pi, m))
-            rad = rng.uniform(0.5 * r, r, m)
-            pts = ";".join(f"{cx + q * math.cos(a):.2f},{cy + q * math.sin(a):.2f}"
-                           for a, q in zip(ang, rad, strict=True))
-            label = LABELS[k % len(LABELS)][0]
-            rows.append(f'    <polygon label="{label}" points="{pts}" '
+            pts = _polygon_points(rng)
+            rows.append(f'    <polygon label="{LABELS[k % len(LABELS)][0]}" points="{pts}" '
                         f'z_order="{int(rng.integers(0, 3))}"/>')
         for k in range(5):
             x, y = rng.uniform(0, W - 300), rng.uniform(0, H - 300)
@@ -109,9 +99,8 @@ def build_task(root: Path, n_images: int, n_polygons: int, seed: int = 7) -> Non
             rows.append(f'    <ellipse label="sign" cx="{x + 100:.2f}" cy="{y + 60:.2f}" '
                         f'rx="{rng.uniform(10, 90):.2f}" ry="{rng.uniform(10, 90):.2f}" '
                         f'rotation="{rng.uniform(0, 90):.2f}" z_order="2"/>')
-        rows.append("  </image>")
-    rows.append("</annotations>")
-    write_task(root, rows, n_images)
+        images.append(rows)
+    write_task(root, images)
 
 
 def _polygon_points(rng: np.random.Generator) -> str:
@@ -179,26 +168,27 @@ def dense_image(rng: np.random.Generator, i: int) -> list[str]:
 
 def build_dense_task(root: Path, n_images: int, seed: int = 7) -> None:
     """A task of `n_images` dense images; image i is the same whatever `n_images`."""
+    write_task(root, [dense_image(np.random.default_rng([seed, i]), i) for i in range(n_images)])
+
+
+def write_task(root: Path, images: list[list[str]]) -> None:
+    """annotations.xml with one `<image>` per list of shape rows, and under images/ a black
+    JPEG of the task's size per image (the job fails items without their image; neither side
+    decodes it for this format)."""
     rows = ['<?xml version="1.0" encoding="utf-8"?>', "<annotations>", "  <version>1.1</version>",
             "  <meta><task><labels>"]
     rows += [f"    <label><name>{n}</name><color>{c}</color></label>" for n, c in LABELS]
     rows.append("  </labels></task></meta>")
-    for i in range(n_images):
+    for i, shapes in enumerate(images):
         rows.append(f'  <image id="{i}" name="frame_{i:06d}.jpg" width="{W}" height="{H}">')
-        rows += dense_image(np.random.default_rng([seed, i]), i)
+        rows += shapes
         rows.append("  </image>")
     rows.append("</annotations>")
-    write_task(root, rows, n_images)
-
-
-def write_task(root: Path, rows: list[str], n_images: int) -> None:
-    """annotations.xml, and under images/ a small black JPEG of the task's size per image (the
-    job fails items without their image; neither side decodes it for this format)."""
     (root / "images").mkdir(parents=True, exist_ok=True)
     (root / "annotations.xml").write_text("\n".join(rows) + "\n")
     ok, jpeg = cv2.imencode(".jpg", np.zeros((H, W, 3), np.uint8))
     assert ok
-    for i in range(n_images):
+    for i in range(len(images)):
         (root / "images" / f"frame_{i:06d}.jpg").write_bytes(jpeg.tobytes())
 
 
