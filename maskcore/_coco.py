@@ -42,14 +42,20 @@ def _free(n: int) -> None:
     pass
 
 
-def window(g: Geometry, width: int, height: int, charge: Charge = _free
-           ) -> tuple[int, int, np.ndarray] | None:
+def polygon_parts(g: Geometry) -> tuple[np.ndarray, ...]:
+    """The float parts (flat x, y, ...) pycocotools rasterizes for a box or a polygon; parts of
+    fewer than 3 points are dropped."""
     if isinstance(g, Rectangle):
-        parts: tuple[np.ndarray, ...] = (_box_polygon(g),)
-    elif isinstance(g, CocoPolygon):
-        parts = tuple(np.asarray(p, dtype=np.float64) for p in g.parts if len(p) >= 6)
-    else:
-        raise TypeError(f"Expected a geometry of the coco rule. Got {type(g).__name__} instead.")
+        return (_box_polygon(g),)
+    if isinstance(g, CocoPolygon):
+        return tuple(np.asarray(p, dtype=np.float64) for p in g.parts if len(p) >= 6)
+    raise TypeError(f"Expected a geometry of the coco rule. Got {type(g).__name__} instead.")
+
+
+def window_box(parts: tuple[np.ndarray, ...], width: int, height: int
+               ) -> tuple[int, int, int, int] | None:
+    """Inclusive (left, top, right, bottom) of the window that holds every pixel the parts
+    may paint, clipped to the image; None if they cannot paint (none, not finite, outside)."""
     if not parts:
         return None
     xs = np.concatenate([p[0::2] for p in parts])
@@ -62,6 +68,16 @@ def window(g: Geometry, width: int, height: int, charge: Charge = _free
     bottom = min(height - 1, math.ceil(float(ys.max())) + 1)
     if right < left or bottom < top:
         return None
+    return left, top, right, bottom
+
+
+def window(g: Geometry, width: int, height: int, charge: Charge = _free
+           ) -> tuple[int, int, np.ndarray] | None:
+    parts = polygon_parts(g)
+    box = window_box(parts, width, height)
+    if box is None:
+        return None
+    left, top, right, bottom = box
     w, h = right - left + 1, bottom - top + 1
     charge(w * h)
     shifted = []

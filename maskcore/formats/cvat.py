@@ -44,6 +44,7 @@ attributes and occluded flags are counted per item (`Item.not_painted`).
 from __future__ import annotations
 
 import math
+import re
 import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Iterator
@@ -311,21 +312,40 @@ def _int_attr(el: ET.Element, key: str, where: str, default: int = 0) -> int:
         raise ItemError(expected(f"an integer in '{key}'", raw), where=where) from None
 
 
+_NOT_SEPARATOR = re.compile(r"[^,;]+")
+
+
+def _plain_points(raw: str, n: int) -> list[float] | None:
+    """'x1,y1;...;xn,yn' (n points, exactly one ',' in each) as [x1, y1, ..., xn, yn] in one
+    C-level pass; None when the separators are not exactly that or a value is not a number."""
+    if raw.count(",") != n or _NOT_SEPARATOR.sub("", raw) != ",;" * (n - 1) + ",":
+        return None
+    try:
+        return list(map(float, raw.replace(";", ",").split(",")))
+    except ValueError:
+        return None
+
+
 def _points(el: ET.Element, budget: Budget, where: str, minimum: int) -> np.ndarray:
     limits = budget.limits
     raw = el.get("points")
     if raw is None:
         raise ItemError(expected("attribute 'points'", None), where=where)
-    budget.points(raw.count(";") + 1, f"<{el.tag}>", where)  # counted before splitting
-    try:
-        pts = [tuple(float(v) for v in p.split(",")) for p in raw.split(";") if p.strip()]
-    except ValueError:
-        raise ItemError(expected("points like 'x1,y1;x2,y2'", raw[:60]), where=where) from None
-    if any(len(p) != 2 for p in pts):
-        raise ItemError(expected("points like 'x1,y1;x2,y2'", raw[:60]), where=where)
-    if len(pts) < minimum:
-        raise ItemError(expected(f"at least {minimum} points", len(pts)), where=where)
-    arr = np.array(pts, dtype=np.float64).reshape(-1, 2)
+    n = raw.count(";") + 1
+    budget.points(n, f"<{el.tag}>", where)  # counted before splitting
+    flat = _plain_points(raw, n)
+    if flat is None:  # blank points, or not 'x,y' pairs: the careful parse decides
+        try:
+            pts = [tuple(float(v) for v in p.split(",")) for p in raw.split(";") if p.strip()]
+        except ValueError:
+            raise ItemError(expected("points like 'x1,y1;x2,y2'", raw[:60]),
+                            where=where) from None
+        if any(len(p) != 2 for p in pts):
+            raise ItemError(expected("points like 'x1,y1;x2,y2'", raw[:60]), where=where)
+        flat = [v for p in pts for v in p]
+    if len(flat) < 2 * minimum:
+        raise ItemError(expected(f"at least {minimum} points", len(flat) // 2), where=where)
+    arr = np.array(flat, dtype=np.float64).reshape(-1, 2)
     if not (np.isfinite(arr).all() and (np.abs(arr) <= limits.max_coordinate).all()):
         for v in arr.ravel():  # name the offending value
             check_coordinate(float(v), limits, where)
@@ -373,7 +393,11 @@ def rle_mask(el: ET.Element, budget: Budget, where: str) -> Bitmap | None:
     raw = el.get("rle", "")
     budget.rle_chars(len(raw), where)
     try:
-        runs = [int(v) for v in raw.replace(" ", "").split(",") if v]
+        pieces = raw.replace(" ", "").split(",")
+        try:
+            runs = list(map(int, pieces))  # no empty pieces: one C-level pass
+        except ValueError:
+            runs = [int(v) for v in pieces if v]
     except ValueError:
         raise ItemError(expected("'rle' as comma-separated integers", raw[:60]),
                         where=where) from None
