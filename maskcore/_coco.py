@@ -12,7 +12,6 @@ half-to-even, the angle in degrees, filled, boundary included.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import cv2
@@ -52,29 +51,46 @@ def polygon_parts(g: Geometry) -> tuple[np.ndarray, ...]:
     raise TypeError(f"Expected a geometry of the coco rule. Got {type(g).__name__} instead.")
 
 
-def window_box(parts: tuple[np.ndarray, ...], width: int, height: int
-               ) -> tuple[int, int, int, int] | None:
-    """Inclusive (left, top, right, bottom) of the window that holds every pixel the parts
-    may paint, clipped to the image; None if they cannot paint (none, not finite, outside)."""
-    if not parts:
-        return None
-    xs = np.concatenate([p[0::2] for p in parts])
-    ys = np.concatenate([p[1::2] for p in parts])
-    if not (np.all(np.isfinite(xs)) and np.all(np.isfinite(ys))):
-        return None
-    left = max(0, math.floor(float(xs.min())) - 1)
-    top = max(0, math.floor(float(ys.min())) - 1)
-    right = min(width - 1, math.ceil(float(xs.max())) + 1)
-    bottom = min(height - 1, math.ceil(float(ys.max())) + 1)
-    if right < left or bottom < top:
-        return None
-    return left, top, right, bottom
+Box = tuple[int, int, int, int]
+
+
+def window_boxes(polygons: list[tuple[np.ndarray, ...]], width: int, height: int
+                 ) -> list[Box | None]:
+    """Per polygon (its parts): the inclusive (left, top, right, bottom) of the window that
+    holds every pixel it may paint, clipped to the image; None if it cannot paint (no parts,
+    a coordinate not finite, outside the image). Vectorized over the polygons."""
+    out: list[Box | None] = [None] * len(polygons)
+    used = [k for k, parts in enumerate(polygons) if parts]
+    if not used:
+        return out
+
+    def extremes(axis: int) -> tuple[np.ndarray, np.ndarray]:
+        values = [p[axis::2] for k in used for p in polygons[k]]
+        sizes = [sum((p.size + 1 - axis) // 2 for p in polygons[k]) for k in used]
+        heads = np.cumsum([0, *sizes[:-1]])
+        flat = np.concatenate(values)
+        return np.minimum.reduceat(flat, heads), np.maximum.reduceat(flat, heads)
+
+    (lo_x, hi_x), (lo_y, hi_y) = extremes(0), extremes(1)
+    finite = np.isfinite(lo_x) & np.isfinite(hi_x) & np.isfinite(lo_y) & np.isfinite(hi_y)
+    with np.errstate(invalid="ignore"):
+        left = np.maximum(0, np.floor(np.where(finite, lo_x, 0)) - 1).astype(np.int64)
+        top = np.maximum(0, np.floor(np.where(finite, lo_y, 0)) - 1).astype(np.int64)
+        right = np.minimum(width - 1, np.ceil(np.where(finite, hi_x, 0)) + 1).astype(np.int64)
+        bottom = np.minimum(height - 1, np.ceil(np.where(finite, hi_y, 0)) + 1).astype(np.int64)
+    ok = finite & (right >= left) & (bottom >= top)
+    for k, good, box in zip(used, ok.tolist(),
+                            zip(left.tolist(), top.tolist(), right.tolist(), bottom.tolist(),
+                                strict=True), strict=True):
+        if good:
+            out[k] = box
+    return out
 
 
 def window(g: Geometry, width: int, height: int, charge: Charge = _free
            ) -> tuple[int, int, np.ndarray] | None:
     parts = polygon_parts(g)
-    box = window_box(parts, width, height)
+    box = window_boxes([parts], width, height)[0]
     if box is None:
         return None
     left, top, right, bottom = box

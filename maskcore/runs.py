@@ -109,7 +109,7 @@ def polygon_runs(polygons: Sequence[Sequence[np.ndarray]], width: int, height: i
                  ) -> list[Runs | None]:
     """Per polygon (float parts, flat x, y, ...; unioned): its runs under pycocotools' rule on
     the full frame, None if it paints nothing. One `frPyObjects` call for all parts."""
-    flat = [np.asarray(p, np.float64).tolist() for parts in polygons for p in parts]
+    flat = [p for parts in polygons for p in parts]  # float64 arrays of >= 6 values
     rles = coco_mask.frPyObjects(flat, height, width) if flat else []
     merged, k = [], 0
     for parts in polygons:
@@ -186,24 +186,26 @@ def paint(runs: Sequence[Runs], values: Sequence[int], height: int, width: int,
 def render_runs(item: Item, classes: ClassTable, *, max_pixels: int | None = None
                 ) -> list[Runs | None]:
     """Runs (or None: paints nothing) of every label of `item` under the coco rule."""
+    polygons = {i: _coco.polygon_parts(lab.geometry) for i, lab in enumerate(item.labels)
+                if isinstance(lab.geometry, CocoPolygon | Rectangle)}
+    boxes = dict(zip(polygons, _coco.window_boxes(list(polygons.values()), item.width,
+                                                  item.height), strict=True))
     charge = WindowBudget(max_pixels)
     out: list[Runs | None] = [None] * len(item.labels)
-    polygons: list[tuple[int, tuple[np.ndarray, ...]]] = []
-    for i, label in enumerate(item.labels):
+    drawn: list[int] = []
+    for i in range(len(item.labels)):
         charge.label = i
-        g = label.geometry
-        if isinstance(g, CocoPolygon | Rectangle):
-            parts = _coco.polygon_parts(g)
-            box = _coco.window_box(parts, item.width, item.height)
+        if i in polygons:
+            box = boxes[i]
             if box is not None:
                 left, top, right, bottom = box
                 charge((right - left + 1) * (bottom - top + 1))
-                polygons.append((i, parts))
+                drawn.append(i)
             continue
         stamp = label_stamp(i, item, classes, rule="coco", thickness=1, templated=False,
                             charge=charge)
         out[i] = None if stamp is None else stamp_runs(stamp, item.height)
-    found = polygon_runs([parts for _, parts in polygons], item.width, item.height)
-    for (i, _), runs in zip(polygons, found, strict=True):
+    found = polygon_runs([polygons[i] for i in drawn], item.width, item.height)
+    for i, runs in zip(drawn, found, strict=True):
         out[i] = runs
     return out

@@ -473,7 +473,8 @@ def parse_image_element(data: bytes, classes: ClassTable, *, dataset: str, name:
     for k, sh in enumerate(shapes):
         label_name = sh.get("label")
         where = f"<{sh.tag}> #{k} ({label_name})"
-        ignored["attribute"] += len(sh.findall("attribute"))
+        if len(sh):  # children: <attribute>s (counted), anything else is not painted
+            ignored["attribute"] += sum(c.tag == "attribute" for c in sh)
         if sh.tag in ("tag", "cuboid", "skeleton"):
             ignored[sh.tag] += 1
             continue
