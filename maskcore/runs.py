@@ -35,7 +35,7 @@ import numpy as np
 from pycocotools import mask as coco_mask
 
 from . import _coco
-from .model import ClassTable, CocoPolygon, Item, Rectangle
+from .model import Bitmap, ClassTable, CocoPolygon, Item, Rectangle
 from .rasterize import Stamp, WindowBudget, label_stamp
 
 
@@ -51,37 +51,46 @@ class Runs:
         return int((self.ends - self.starts).sum())
 
 
-def _segmented_cumsum(x: np.ndarray, first: np.ndarray) -> np.ndarray:
-    """Cumulative sums of `x` restarting at every index where `first` is True (first[0] is)."""
+def _segmented_cumsum(x: np.ndarray, heads: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Cumulative sums of `x` restarting at each segment (first index `heads`, `sizes` long;
+    no empty segment)."""
     total = np.cumsum(x)
-    heads = np.flatnonzero(first)
-    base = total[heads] - x[heads]  # the running total before each segment
-    return total - np.repeat(base, np.diff(np.append(heads, x.size)))
+    return total - np.repeat(total[heads] - x[heads], sizes)
 
 
-def decode_counts(strings: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
-    """pycocotools' compressed RLE strings -> (run lengths of all, int64; number of runs of
-    each), as its `rleFrString`: each number is 5-bit groups (least significant first, +48, bit
-    0x20 = more follow, bit 0x10 of the last group = negative) and from the third on a delta
-    to the number two before. One vectorized pass over every string of an item."""
-    c = np.frombuffer(b"".join(strings), np.uint8).astype(np.int64) - 48
-    last = (c & 0x20) == 0  # the last group of a number; no number spans two strings
+def decode_counts(strings: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """pycocotools' compressed RLE strings (none empty) -> (run lengths of all, int64; index
+    of the first run of each string; number of runs of each), as its `rleFrString`: each number
+    is 5-bit groups (least significant first, +48, bit 0x20 = more follow, bit 0x10 of the last
+    group = negative) and from the third on a delta to the number two before. One vectorized
+    pass over every string of an item."""
+    v = np.frombuffer(b"".join(strings), np.uint8).astype(np.int64) - 48
+    last = v < 0x20  # the last group of a number; no number spans two strings
     ends = np.flatnonzero(last)
-    starts = np.concatenate(([0], ends[:-1] + 1))
-    group = np.arange(c.size) - np.repeat(starts, ends - starts + 1)  # k within its number
-    x = np.add.reduceat((c & 0x1F) << (5 * group), starts) if c.size else c
-    negative = (c[ends] & 0x10) != 0
-    x[negative] -= np.left_shift(1, 5 * (ends - starts + 1))[negative]
+    starts = np.empty_like(ends)
+    starts[0], starts[1:] = 0, ends[:-1] + 1
+    groups = ends - starts + 1
+    x = v[starts] & 0x1F
+    for k in range(1, int(groups.max())):
+        more = np.flatnonzero(groups > k)
+        x[more] |= (v[starts[more] + k] & 0x1F) << (5 * k)
+    negative = np.flatnonzero(v[ends] & 0x10)
+    x[negative] -= np.left_shift(1, 5 * groups[negative])
     # numbers per string: the `last` flags within each string's characters
     char_bounds = np.cumsum([0] + [len(s) for s in strings])
-    per_string = np.diff(np.concatenate(([0], np.cumsum(last)))[char_bounds])
-    j = np.arange(x.size) - np.repeat(np.cumsum(per_string) - per_string, per_string)
-    out = x.copy()
-    for parity, first_j in ((1, 1), (0, 2)):  # cnts[m] += cnts[m - 2] for m > 2
-        sel = np.flatnonzero((j & 1 == parity) & (j >= first_j))
-        if sel.size:
-            out[sel] = _segmented_cumsum(x[sel], j[sel] == first_j)
-    return out, per_string
+    sizes = np.diff(np.concatenate(([0], np.cumsum(last)))[char_bounds])
+    heads = np.cumsum(sizes) - sizes
+    # cnts[m] += cnts[m - 2] for m > 2: running sums along the odd and the even numbers of
+    # each string, the first number (m = 0) left out of the even chain
+    odd = ((np.arange(x.size) - np.repeat(heads, sizes)) & 1).astype(bool)
+    chain = x.copy()
+    chain[heads] = 0
+    on_odd = np.where(odd, chain, 0)
+    on_even = chain - on_odd
+    counts = np.where(odd, _segmented_cumsum(on_odd, heads, sizes),
+                      _segmented_cumsum(on_even, heads, sizes))
+    counts[heads] = x[heads]
+    return counts, heads, sizes
 
 
 def rle_runs(rles: Sequence[dict]) -> list[Runs | None]:
@@ -89,16 +98,13 @@ def rle_runs(rles: Sequence[dict]) -> list[Runs | None]:
     nothing."""
     if not rles:
         return []
-    counts, per_rle = decode_counts([r["counts"] for r in rles])
-    first = np.zeros(counts.size, bool)
-    heads = np.cumsum(per_rle) - per_rle
-    first[heads] = True
-    bounds = _segmented_cumsum(counts, first)  # end position of every run, per RLE
-    j = np.arange(counts.size) - np.repeat(heads, per_rle)
-    ones = np.flatnonzero((j & 1) == 1)  # run j odd is ones: [bounds[j - 1], bounds[j])
+    counts, heads, sizes = decode_counts([r["counts"] for r in rles])
+    bounds = _segmented_cumsum(counts, heads, sizes)  # end position of every run, per RLE
+    odd = ((np.arange(counts.size) - np.repeat(heads, sizes)) & 1).astype(bool)
+    ones = np.flatnonzero(odd)  # run m odd is ones: [bounds[m - 1], bounds[m])
     starts, ends = bounds[ones - 1], bounds[ones]
     keep = ends > starts
-    owner = np.repeat(np.arange(len(rles)), per_rle)[ones][keep]
+    owner = np.repeat(np.arange(len(rles)), sizes)[ones][keep]
     starts, ends = starts[keep], ends[keep]
     cuts = np.searchsorted(owner, np.arange(len(rles) + 1))
     return [Runs(starts[cuts[k]:cuts[k + 1]], ends[cuts[k]:cuts[k + 1]])
@@ -119,17 +125,56 @@ def polygon_runs(polygons: Sequence[Sequence[np.ndarray]], width: int, height: i
     return rle_runs(merged)
 
 
-def stamp_runs(stamp: Stamp, height: int) -> Runs | None:
-    """The runs of a stamp's covered pixels (any rule), in the image's column-major order."""
-    h, w = stamp.parts.shape
-    cols = np.zeros((w, h + 2), np.int8)  # a zero before and after every column: runs
-    cols[:, 1:-1] = stamp.parts.T > 0  # never cross from one column into the next
-    edges = np.flatnonzero(np.diff(cols.ravel()))
+def mask_runs(mask: np.ndarray, left: int, top: int, height: int) -> Runs | None:
+    """The runs of a 0/1 (or bool) uint8 `mask` whose pixel (0, 0) is image pixel (left, top),
+    in the image's column-major order (the mask lies inside the image)."""
+    h, w = mask.shape
+    cols = np.zeros((w, h + 2), np.uint8)  # a zero before and after every column: runs
+    cols[:, 1:-1] = cv2.transpose(mask.view(np.uint8))  # never cross into the next column
+    edges = np.flatnonzero(cols[:, 1:] != cols[:, :-1])
     if edges.size == 0:
         return None
-    col, row = np.divmod(edges, h + 2)  # edges come in (start, end) pairs within a column
-    pos = (col + stamp.left) * height + row + stamp.top
+    col, row = np.divmod(edges, h + 1)  # (start, end) pairs within a column
+    pos = (col + left) * height + row + top
     return Runs(pos[0::2], pos[1::2])
+
+
+def stamp_runs(stamp: Stamp, height: int) -> Runs | None:
+    """The runs of a stamp's covered pixels (any rule), in the image's column-major order."""
+    covered = stamp.parts if stamp.parts.dtype in (np.uint8, np.bool_) and \
+        stamp.parts.max(initial=0) <= 1 else (stamp.parts > 0)
+    return mask_runs(covered, stamp.left, stamp.top, height)
+
+
+def bitmap_runs(g: Bitmap, width: int, height: int, charge: WindowBudget) -> Runs | None:
+    """A bitmap's runs, clipped to the image; its clipped window is charged (as its stamp's)."""
+    h, w = g.mask.shape
+    x0, y0 = max(g.left, 0), max(g.top, 0)
+    x1, y1 = min(g.left + w, width), min(g.top + h, height)
+    if x1 <= x0 or y1 <= y0:
+        return None
+    charge((y1 - y0) * (x1 - x0))
+    part = g.mask[y0 - g.top:y1 - g.top, x0 - g.left:x1 - g.left]
+    return mask_runs(np.ascontiguousarray(part), x0, y0, height)
+
+
+def _ranks(values: np.ndarray, top: int) -> tuple[np.ndarray, np.ndarray]:
+    """(the distinct values, sorted; the index of each value among them) of non-negative
+    `values` <= `top`. A plain sort of value-and-position keys (several times faster than
+    argsort, and than searchsorted with unsorted keys)."""
+    shift = max(int(values.size).bit_length(), 1)
+    if top.bit_length() + shift > 62:  # keys would not fit int64: the slower way
+        order = np.argsort(values)
+        keys_sorted, where = values[order], order
+    else:
+        keys = np.sort((values << shift) | np.arange(values.size))
+        keys_sorted, where = keys >> shift, keys & ((1 << shift) - 1)
+    new = np.empty(values.size, bool)
+    new[0] = True
+    np.not_equal(keys_sorted[1:], keys_sorted[:-1], out=new[1:])
+    rank = np.empty(values.size, np.int64)
+    rank[where] = np.cumsum(new) - 1
+    return keys_sorted[new], rank
 
 
 def paint(runs: Sequence[Runs], values: Sequence[int], height: int, width: int,
@@ -146,11 +191,9 @@ def paint(runs: Sequence[Runs], values: Sequence[int], height: int, width: int,
         return np.zeros((height, width), dtype), counts
     priority = np.repeat(np.arange(1, len(runs) + 1, dtype=np.int64),
                          [r.starts.size for r in runs])  # later footprints win
-    bounds = np.sort(np.concatenate((starts, ends)))
-    bounds = bounds[np.concatenate(([True], bounds[1:] != bounds[:-1]))]
+    bounds, rank = _ranks(np.concatenate((starts, ends)), total)
     segments = bounds.size - 1
-    a = np.searchsorted(bounds, starts)
-    b = np.searchsorted(bounds, ends)
+    a, b = rank[:starts.size], rank[starts.size:]
     # range-max of `priority` over segments [a, b): each range is two overlapping blocks of
     # 2**level segments; blocks are then pushed down level by level to single segments
     level = np.log2(b - a).astype(np.int64)
@@ -201,6 +244,10 @@ def render_runs(item: Item, classes: ClassTable, *, max_pixels: int | None = Non
                 left, top, right, bottom = box
                 charge((right - left + 1) * (bottom - top + 1))
                 drawn.append(i)
+            continue
+        g = item.labels[i].geometry
+        if isinstance(g, Bitmap):
+            out[i] = bitmap_runs(g, item.width, item.height, charge)
             continue
         stamp = label_stamp(i, item, classes, rule="coco", thickness=1, templated=False,
                             charge=charge)

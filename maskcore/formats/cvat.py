@@ -44,11 +44,12 @@ attributes and occluded flags are counted per item (`Item.not_painted`).
 from __future__ import annotations
 
 import math
-import re
+import operator
 import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import repeat
 from typing import IO, Any
 
 import cv2
@@ -312,16 +313,17 @@ def _int_attr(el: ET.Element, key: str, where: str, default: int = 0) -> int:
         raise ItemError(expected(f"an integer in '{key}'", raw), where=where) from None
 
 
-_NOT_SEPARATOR = re.compile(r"[^,;]+")
-
-
 def _plain_points(raw: str, n: int) -> list[float] | None:
-    """'x1,y1;...;xn,yn' (n points, exactly one ',' in each) as [x1, y1, ..., xn, yn] in one
-    C-level pass; None when the separators are not exactly that or a value is not a number."""
-    if raw.count(",") != n or _NOT_SEPARATOR.sub("", raw) != ",;" * (n - 1) + ",":
+    """'x1,y1;...;xn,yn' (n points, exactly one ',' in each) as [x1, y1, ..., xn, yn] in
+    C-level passes; None when the separators are not exactly that or a value is not a number.
+    n commas, none of the n points without one: each point has exactly one."""
+    if raw.count(",") != n:
+        return None
+    pieces = raw.split(";")
+    if not all(map(operator.contains, pieces, repeat(",", n))):
         return None
     try:
-        return list(map(float, raw.replace(";", ",").split(",")))
+        return list(map(float, ",".join(pieces).split(",")))
     except ValueError:
         return None
 

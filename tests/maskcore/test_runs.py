@@ -9,7 +9,7 @@ from pycocotools import mask as coco_mask
 
 from maskcore import runs
 from maskcore.formats import cvat
-from maskcore.model import ClassInfo, ClassTable, CocoPolygon, Item, Rectangle
+from maskcore.model import Bitmap, ClassInfo, ClassTable, CocoPolygon, Item, Label, Rectangle
 from maskcore.order import compose
 from maskcore.rasterize import Stamp, render
 
@@ -157,3 +157,19 @@ def test_cvat_item_composed_on_runs_equals_painting_full_frames():
     assert (got.class_pixels, got.top, got.instances, got.present) == \
         (want.class_pixels, want.top, want.instances, want.present)
     assert got.index[H - 1, W - 1] != 0 and got.index[H - 6, W - 8] != 0  # the corner mask
+
+
+def test_bitmaps_crossing_every_border_compose_as_their_stamps():
+    rng = np.random.default_rng(9)
+    labels = []
+    for k, (left, top) in enumerate([(-5, -4), (W - 6, H - 3), (-3, H - 8), (20, 10),
+                                     (W + 2, 0), (10, -30)]):
+        mask = rng.uniform(size=(12, 15)) < 0.6
+        labels.append(Label(k % 2, Bitmap(left, top, mask), z_order=k % 3))
+    labels.append(Label(1, Bitmap(3, 3, np.zeros((4, 4), bool))))  # paints nothing
+    item = Item("d", "x.jpg", W, H, tuple(labels))
+    got = compose(item, CLASSES, runs.render_runs(item, CLASSES), "coco")
+    want = compose(item, CLASSES, render(item, CLASSES, rule="coco"), "coco")
+    assert np.array_equal(got.index, want.index)
+    assert (got.class_pixels, got.top, got.instances) == \
+        (want.class_pixels, want.top, want.instances)
