@@ -58,9 +58,11 @@ def _segmented_cumsum(x: np.ndarray, heads: np.ndarray, sizes: np.ndarray) -> np
     return total - np.repeat(total[heads] - x[heads], sizes)
 
 
-def decode_counts(strings: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def decode_counts(strings: Sequence[bytes]
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """pycocotools' compressed RLE strings (none empty) -> (run lengths of all, int64; index
-    of the first run of each string; number of runs of each), as its `rleFrString`: each number
+    of the first run of each string; number of runs of each; whether each run is odd within
+    its string - a run of ones), as its `rleFrString`: each number
     is 5-bit groups (least significant first, +48, bit 0x20 = more follow, bit 0x10 of the last
     group = negative) and from the third on a delta to the number two before. One vectorized
     pass over every string of an item."""
@@ -90,7 +92,7 @@ def decode_counts(strings: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray, np.
     counts = np.where(odd, _segmented_cumsum(on_odd, heads, sizes),
                       _segmented_cumsum(on_even, heads, sizes))
     counts[heads] = x[heads]
-    return counts, heads, sizes
+    return counts, heads, sizes, odd
 
 
 def rle_runs(rles: Sequence[dict]) -> list[Runs | None]:
@@ -98,9 +100,8 @@ def rle_runs(rles: Sequence[dict]) -> list[Runs | None]:
     nothing."""
     if not rles:
         return []
-    counts, heads, sizes = decode_counts([r["counts"] for r in rles])
+    counts, heads, sizes, odd = decode_counts([r["counts"] for r in rles])
     bounds = _segmented_cumsum(counts, heads, sizes)  # end position of every run, per RLE
-    odd = ((np.arange(counts.size) - np.repeat(heads, sizes)) & 1).astype(bool)
     ones = np.flatnonzero(odd)  # run m odd is ones: [bounds[m - 1], bounds[m])
     starts, ends = bounds[ones - 1], bounds[ones]
     keep = ends > starts

@@ -348,7 +348,7 @@ def _points(el: ET.Element, budget: Budget, where: str, minimum: int) -> np.ndar
     if len(flat) < 2 * minimum:
         raise ItemError(expected(f"at least {minimum} points", len(flat) // 2), where=where)
     arr = np.array(flat, dtype=np.float64).reshape(-1, 2)
-    if not (np.isfinite(arr).all() and (np.abs(arr) <= limits.max_coordinate).all()):
+    if not np.abs(arr).max() <= limits.max_coordinate:  # NaN compares False too
         for v in arr.ravel():  # name the offending value
             check_coordinate(float(v), limits, where)
     return arr
@@ -358,7 +358,7 @@ def fork_round(values: list[float] | np.ndarray) -> np.ndarray:
     """CVAT's datumaro keeps every shape's points as float64 rounded to 2 decimals
     (`np.around(points, 2)`; upstream datumaro 1.13 goes through float32 instead, which moves
     vertices on pycocotools' snap boundaries such as 9.9)."""
-    return np.around(np.asarray(values, dtype=np.float64), 2)
+    return np.asarray(values, dtype=np.float64).round(2)  # np.around, without its dispatch
 
 
 def box_polygon(xtl: float, ytl: float, xbr: float, ybr: float, rotation: float) -> np.ndarray:
