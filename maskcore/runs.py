@@ -7,7 +7,9 @@ index map and counting pixels touched every pixel of every shape's bounding box 
 the composition is computed on runs:
 
 - `Runs(starts, ends)`: half-open ranges of column-major positions `x * height + y` (sorted,
-  disjoint) - the pixels a label paints, clipped to the image.
+  disjoint) - the pixels a label paints, clipped to the image. `.window(...)` cuts them into
+  a bbox window: the stamps of polygons (`_coco.window`, for writers that need stamps) are
+  these same pixels (it costs the window's columns x the image height).
 - `polygon_runs(parts, width, height)`: pycocotools' own full-frame RLE of a polygon (one or
   more float parts, unioned) - `frPyObjects` on the full frame, exactly as datumaro calls it -
   with its compressed counts decoded here (vectorized; the format of `rleToString`).
@@ -49,6 +51,19 @@ class Runs:
     @property
     def pixel_count(self) -> int:
         return int((self.ends - self.starts).sum())
+
+    def window(self, left: int, top: int, width: int, height: int, frame_height: int
+               ) -> np.ndarray:
+        """The (height, width) uint8 0/1 mask of these runs in the window at (left, top) of
+        a frame `frame_height` tall. Runs may cross from one column into the next."""
+        lo, hi = left * frame_height, (left + width) * frame_height
+        s, e = np.clip(self.starts, lo, hi) - lo, np.clip(self.ends, lo, hi) - lo
+        keep = e > s  # disjoint runs: after clipping, starts (and ends) stay distinct
+        toggles = np.zeros(hi - lo + 1, np.int8)
+        toggles[s[keep]] += 1
+        toggles[e[keep]] -= 1
+        strip = np.cumsum(toggles[:-1], dtype=np.int8).reshape(width, frame_height)
+        return cv2.transpose(strip[:, top:top + height].view(np.uint8))
 
 
 def _segmented_cumsum(x: np.ndarray, heads: np.ndarray, sizes: np.ndarray) -> np.ndarray:

@@ -173,3 +173,18 @@ def test_bitmaps_crossing_every_border_compose_as_their_stamps():
     assert np.array_equal(got.index, want.index)
     assert (got.class_pixels, got.top, got.instances) == \
         (want.class_pixels, want.top, want.instances)
+
+
+def test_stamps_of_polygons_are_the_full_frame_rle_cut_to_their_window():
+    """Writers that take stamps (instance masks) see the same pixels as the composition: the
+    window-rounding polygon, and a polygon covering whole columns (runs crossing columns)."""
+    pts = [1078.82, 854.27, 1078.8, 854.62, 1067.19, 882.52, 1024.21, 868.85, 1016.38, 858.11,
+           1024.74, 843.86, 1036.1, 828.65, 1036.2, 822.52, 1038.29, 824.94, 1048.18, 819.66,
+           1051.27, 808.87, 1055.22, 808.99, 1068.99, 830.96]
+    tall = [-3.0, -5.0, 20.5, -5.0, 20.5, 60.0, -3.0, 60.0]
+    for poly, (w, h) in ((pts, (1920, 1080)), (tall, (W, H))):
+        item = Item("d", "x.jpg", w, h, (Label(0, CocoPolygon((np.array(poly),))),))
+        (stamp,) = render(item, CLASSES, rule="coco")
+        got = np.zeros((h, w), np.uint8)
+        got[stamp.window] = stamp.parts
+        assert np.array_equal(got, full_frame([poly], h, w))
