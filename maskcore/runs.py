@@ -9,7 +9,7 @@ the composition is computed on runs:
 - `Runs(starts, ends)`: half-open ranges of column-major positions `x * height + y` (sorted,
   disjoint) - the pixels a label paints, clipped to the image. `.window(...)` cuts them into
   a bbox window: the stamps of polygons (`_coco.window`, for writers that need stamps) are
-  these same pixels (it costs the window's columns x the image height).
+  these same pixels.
 - `polygon_runs(parts, width, height)`: pycocotools' own full-frame RLE of a polygon (one or
   more float parts, unioned) - `frPyObjects` on the full frame, exactly as datumaro calls it -
   with its compressed counts decoded here (vectorized; the format of `rleToString`).
@@ -55,15 +55,22 @@ class Runs:
     def window(self, left: int, top: int, width: int, height: int, frame_height: int
                ) -> np.ndarray:
         """The (height, width) uint8 0/1 mask of these runs in the window at (left, top) of
-        a frame `frame_height` tall. Runs may cross from one column into the next."""
-        lo, hi = left * frame_height, (left + width) * frame_height
-        s, e = np.clip(self.starts, lo, hi) - lo, np.clip(self.ends, lo, hi) - lo
-        keep = e > s  # disjoint runs: after clipping, starts (and ends) stay distinct
-        toggles = np.zeros(hi - lo + 1, np.int8)
-        toggles[s[keep]] += 1
-        toggles[e[keep]] -= 1
-        strip = np.cumsum(toggles[:-1], dtype=np.int8).reshape(width, frame_height)
-        return cv2.transpose(strip[:, top:top + height].view(np.uint8))
+        a frame `frame_height` tall. A run may cross from one column into the next: it is cut
+        into one piece per column first."""
+        fh = frame_height
+        first, last = self.starts // fh, (self.ends - 1) // fh
+        n = last - first + 1  # columns each run touches
+        col = np.repeat(first, n) + np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
+        top_row = np.where(col == np.repeat(first, n), np.repeat(self.starts, n) - col * fh, 0)
+        end_row = np.where(col == np.repeat(last, n), np.repeat(self.ends, n) - col * fh, fh)
+        x = col - left
+        y0, y1 = np.clip(top_row - top, 0, height), np.clip(end_row - top, 0, height)
+        keep = (x >= 0) & (x < width) & (y1 > y0)  # pieces of a column are disjoint
+        toggles = np.zeros((width, height + 1), np.int8)
+        toggles[x[keep], y0[keep]] += 1
+        toggles[x[keep], y1[keep]] -= 1
+        columns = np.cumsum(toggles[:, :-1], axis=1, dtype=np.int8)
+        return cv2.transpose(columns.view(np.uint8))
 
 
 def _segmented_cumsum(x: np.ndarray, heads: np.ndarray, sizes: np.ndarray) -> np.ndarray:

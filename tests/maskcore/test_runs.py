@@ -65,7 +65,11 @@ def test_polygon_runs_equal_pycocotools_full_frame(seed):
         polygons.append(parts)
     found = runs.polygon_runs(polygons, W, H)
     for parts, r in zip(polygons, found, strict=True):
-        assert np.array_equal(frame_of(r), full_frame(parts))
+        full = full_frame(parts)
+        assert np.array_equal(frame_of(r), full)
+        if r is not None:  # cut into windows: the whole frame, and one inside it
+            assert np.array_equal(r.window(0, 0, W, H, H), full)
+            assert np.array_equal(r.window(5, 7, 20, 30, H), full[7:37, 5:25])
 
 
 def test_full_frame_rounding_not_a_shifted_window():
