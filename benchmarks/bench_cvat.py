@@ -1,13 +1,16 @@
 """CVAT Segmentation Mask 1.1 export: datumaro (as CVAT runs it) vs maskjob, one core each.
 
     .venv/bin/python benchmarks/bench_cvat.py [--images 20] [--polygons 50] [--rounds 5]
-    .venv/bin/python benchmarks/bench_cvat.py --dense [--images 8,40] [--rounds 1]
+    .venv/bin/python benchmarks/bench_cvat.py --dense [--images 64,96] [--rounds 1]
 
 `--dense`: ~110 shapes per 1080p image (70 float polygons, 12 boxes, 12 rotated boxes, 15 RLE
 masks, an ellipse; some grouped, z_order 0-2, some crossing the border), run at two sizes N1 < N2
 (the smaller task is the first N1 images of the larger): the MARGINAL cost per image,
 (t(N2) - t(N1)) / (N2 - N1), of each side (whole job, wall and CPU seconds, so fixed costs such
 as imports, listing and finalize cancel), the whole-job figures at N2, and each side's peak RSS.
+The default 64,96: a job of N <= 6400 items plans min(N, 64) partitions, so from 64 images up
+the partition count is fixed and the marginal cost is per image, as in a large job (with N1 <
+64 it also carries the per-partition costs of a small job: thread pools, manifest parts).
 
 Builds a CVAT for images 1.1 task (annotations.xml and placeholder JPEGs: neither tool reads
 pixels for this format) with N images of 1920x1080 and about P float polygons each, plus a few
@@ -227,7 +230,7 @@ def _sides(task: Path, tmp: Path, tag: str) -> tuple[list[str], list[str], Path,
 
 
 def dense(args: argparse.Namespace) -> None:
-    n1, n2 = sorted(int(v) for v in (args.images or "8,40").split(","))
+    n1, n2 = sorted(int(v) for v in (args.images or "64,96").split(","))
     rounds = args.rounds or 1
     oracles = REPO / "tests" / "oracles"
     runs: dict[tuple[str, int], list[dict]] = {}
@@ -278,7 +281,7 @@ def main() -> None:
     ap.add_argument("--dense", action="store_true",
                     help="dense images (~110 shapes incl. RLE masks), marginal cost per image")
     ap.add_argument("--images", default=None,
-                    help="images (default 20); with --dense two sizes 'N1,N2' (default 8,40)")
+                    help="images (default 20); with --dense two sizes 'N1,N2' (default 64,96)")
     ap.add_argument("--polygons", type=int, default=50)
     ap.add_argument("--rounds", type=int, default=None, help="default 5 (--dense: 1)")
     args = ap.parse_args()
