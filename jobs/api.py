@@ -40,6 +40,7 @@ from maskcore.errors import ConfigError, InputError, MaskjobError
 
 from . import config as jobconfig
 from .listing import Listing, list_input
+from .malloc import MALLOC_ENV
 from .manifest_store import MANIFEST_DIR, MANIFEST_SUMMARY
 from .secrets import redact_text, worker_plugin
 from .storage import Root
@@ -48,8 +49,7 @@ log = logging.getLogger("maskjob")
 
 EXIT_OK, EXIT_ITEMS_FAILED, EXIT_USAGE, EXIT_NOT_FINISHED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 WORKER_ENV = {
-    "MALLOC_TRIM_THRESHOLD_": 268435456,
-    "MALLOC_MMAP_THRESHOLD_": 33554432,
+    **MALLOC_ENV,  # jobs/malloc.py
     "OMP_NUM_THREADS": 1,
     "OPENBLAS_NUM_THREADS": 1,
     "MKL_NUM_THREADS": 1,

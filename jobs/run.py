@@ -19,7 +19,8 @@
 - `on_done(part)` is called once per committed partition. Results are never fetched: the
   counts are in the committed part (finalize reads them), and the driver knows each partition's
   item count from the plan - one scheduler round trip per task saved (benchmarks/bench_driver).
-- `client=None` runs the partitions in this process (debugging, unit tests).
+- `client=None` runs the partitions in this process (`--workers 0`, debugging, unit tests),
+  with the workers' malloc thresholds (jobs/malloc.py).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from typing import Any
 
 from distributed.diagnostics.plugin import WorkerPlugin
 
+from . import malloc
 from .manifest_store import PlanSlice, attempt_key, clear_attempts, delete_keys, start_attempt
 from .tasks import ExportContext, process_partition, process_partition_isolated
 
@@ -83,6 +85,7 @@ def cluster_window(client: Any) -> int:
 def run_partitions(parts: Iterable[PlanSlice], *, ctx: ExportContext, client: Any | None,
                    max_in_flight: int, on_done: Callable[[PlanSlice], None]) -> None:
     if client is None:
+        malloc.apply_in_process()
         for p in parts:
             process_partition(ctx, p)
             on_done(p)

@@ -40,6 +40,9 @@ from .compose import paint_index
 from .model import BACKGROUND_CLASS, ClassTable, Item, Label
 from .palette import index_dtype
 from .rasterize import NOT_PAINTED_BY_COCO, Stamp, sdk_area
+from .runs import Runs, paint
+
+Footprint = Stamp | Runs  # a label's pixels: a rendered stamp, or runs (coco rule, runs.py)
 
 NOT_PAINTED_KINDS = {"Polyline": "polyline", "Point": "points", "Graph": "skeleton",
                      "Cuboid2d": "cuboid"}
@@ -47,18 +50,19 @@ NOT_PAINTED_KINDS = {"Polyline": "polyline", "Point": "points", "Graph": "skelet
 
 @dataclass(frozen=True)
 class Instance:
-    """One instance in painting order: its class (BACKGROUND_CLASS: erases) and the stamps of
-    its members (none for a mask that paints nothing)."""
+    """One instance in painting order: its class (BACKGROUND_CLASS: erases) and the footprints
+    (stamps or runs) of its members (none for a mask that paints nothing)."""
 
     class_index: int
-    stamps: tuple[Stamp, ...]
+    stamps: tuple[Footprint, ...]
 
 
 def _is_mask(label: Label) -> bool:
     return not isinstance(label.geometry, NOT_PAINTED_BY_COCO)
 
 
-def _cvat_order(labels: Sequence[Label], stamps: Sequence[Stamp | None]) -> list[Instance]:
+def _cvat_order(labels: Sequence[Label], stamps: Sequence[Footprint | None]
+                ) -> list[Instance]:
     ungrouped: list[tuple[int, Instance]] = []
     groups: dict[int, list[int]] = {}
     for i, lab in enumerate(labels):
@@ -85,13 +89,15 @@ def _app_order(labels: Sequence[Label], stamps: Sequence[Stamp | None]) -> list[
     return [Instance(labels[s.label].class_index, (s,)) for s in drawn]
 
 
-def draw_order(item: Item, stamps: Sequence[Stamp | None], rule: str) -> list[Instance]:
+def draw_order(item: Item, stamps: Sequence[Footprint | None], rule: str) -> list[Instance]:
     """The instances of `item` in painting order under `rule` (see module docstring);
-    `stamps` are the kernel's, one per label."""
+    `stamps` are the kernel's, one per label (runs instead of stamps under the coco rule)."""
     if rule == "coco":
         return _cvat_order(item.labels, stamps)
     if rule == "opencv":
-        return _app_order(item.labels, stamps)
+        if any(isinstance(s, Runs) for s in stamps):
+            raise TypeError("Expected stamps under the opencv rule. Got runs instead.")
+        return _app_order(item.labels, stamps)  # type: ignore[arg-type]
     raise ValueError(f"Expected rule 'coco' or 'opencv'. Got {rule!r} instead.")
 
 
@@ -139,13 +145,15 @@ class Composition:
         return self.index.astype(dtype, copy=False)
 
 
-def compose(item: Item, classes: ClassTable, stamps: Sequence[Stamp | None], rule: str
+def compose(item: Item, classes: ClassTable, stamps: Sequence[Footprint | None], rule: str
             ) -> Composition:
-    """Paint the item's instances in `draw_order` into one index map and count its pixels."""
+    """Paint the item's instances in `draw_order` into one index map and count its pixels.
+    Footprints are either all stamps (`rasterize.render`) or all runs (`runs.render_runs`, the
+    coco rule's fast path); both give the same pixels."""
     order = draw_order(item, stamps, rule)
     n = len(order)
     class_of = np.zeros(n + 1, np.int64)
-    flat: list[Stamp] = []
+    flat: list[Footprint] = []
     values: list[int] = []
     top = 0
     for k, inst in enumerate(order, start=1):
@@ -155,8 +163,15 @@ def compose(item: Item, classes: ClassTable, stamps: Sequence[Stamp | None], rul
             class_of[k] = inst.class_index + 1
         flat += inst.stamps
         values += [value] * len(inst.stamps)
-    index = paint_index(flat, values, item.height, item.width, index_dtype(n))
-    counts = histogram(index, n + 1)
+    if any(isinstance(f, Runs) for f in flat):
+        index, painted = paint(flat, values, item.height, item.width,  # type: ignore[arg-type]
+                               index_dtype(n))
+        counts = np.zeros(n + 1, np.int64)
+        counts[:painted.size] = painted
+    else:
+        index = paint_index(flat, values, item.height, item.width,  # type: ignore[arg-type]
+                            index_dtype(n))
+        counts = histogram(index, n + 1)
     per_class = np.bincount(class_of, weights=counts, minlength=len(classes) + 1)
     present = [int(i) for i in np.flatnonzero(per_class[1:]) + 1]
     pixels = {classes[i - 1].name: int(per_class[i]) for i in present}

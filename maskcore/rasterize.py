@@ -129,7 +129,7 @@ def _next_value(k: int) -> int:
     return k + 1
 
 
-class _Windows:
+class WindowBudget:
     """The running pixel count of an item's stamp windows, against `max_pixels`."""
 
     def __init__(self, max_pixels: int | None) -> None:
@@ -204,15 +204,22 @@ def render(
     if thickness < 1:
         raise ValueError(f"Expected thickness >= 1. Got {thickness!r} instead.")
     stamps: list[Stamp | None] = []
-    charge = _Windows(max_pixels)
-    for i, label in enumerate(item.labels):
-        g = label.geometry
+    charge = WindowBudget(max_pixels)
+    for i in range(len(item.labels)):
         charge.label = i
-        if isinstance(g, CocoPolygon | Ellipse) or (rule == "coco" and isinstance(g, Rectangle)):
-            stamps.append(_coco_stamp(i, g, item, charge))
-        elif rule == "coco" and isinstance(g, NOT_PAINTED_BY_COCO):
-            stamps.append(None)
-        else:
-            template = classes[label.class_index].geometry_config if templated else None
-            stamps.append(_opencv_stamp(i, g, item, thickness, template, charge))
+        stamps.append(label_stamp(i, item, classes, rule=rule, thickness=thickness,
+                                  templated=templated, charge=charge))
     return stamps
+
+
+def label_stamp(i: int, item: Item, classes: ClassTable, *, rule: str, thickness: int,
+                templated: bool, charge: _coco.Charge) -> Stamp | None:
+    """The stamp of label `i` of `item` (see `render`); its window is told to `charge` first."""
+    label = item.labels[i]
+    g = label.geometry
+    if isinstance(g, CocoPolygon | Ellipse) or (rule == "coco" and isinstance(g, Rectangle)):
+        return _coco_stamp(i, g, item, charge)
+    if rule == "coco" and isinstance(g, NOT_PAINTED_BY_COCO):
+        return None
+    template = classes[label.class_index].geometry_config if templated else None
+    return _opencv_stamp(i, g, item, thickness, template, charge)

@@ -53,6 +53,7 @@ from ..limits import DEFAULT_LIMITS, Limits, check_image_header
 from ..model import ClassTable, Item
 from ..order import Composition, compose
 from ..rasterize import Stamp, render
+from ..runs import Runs, render_runs
 
 PACK_MAGIC = b"MJPARTS1"
 MAX_THICKNESS = 1000
@@ -139,8 +140,12 @@ class ItemContext:
         composed once per thickness (the job's render setting) and shared by every writer."""
         key = 1 if self.rule == "coco" else thickness  # no strokes under pycocotools' rule
         if key not in self._compositions:
-            self._compositions[key] = compose(self.item, self.classes,
-                                              self.stamps(thickness=thickness), self.rule)
+            if self.rule == "coco":  # runs, not windows: same pixels, far fewer touched
+                footprints: Sequence[Stamp | Runs | None] = render_runs(
+                    self.item, self.classes, max_pixels=self.limits.max_shape_pixels)
+            else:
+                footprints = self.stamps(thickness=thickness)
+            self._compositions[key] = compose(self.item, self.classes, footprints, self.rule)
         return self._compositions[key]
 
     def image_bytes(self) -> bytes:

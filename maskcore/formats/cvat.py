@@ -44,10 +44,12 @@ attributes and occluded flags are counted per item (`Item.not_painted`).
 from __future__ import annotations
 
 import math
+import operator
 import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import repeat
 from typing import IO, Any
 
 import cv2
@@ -311,22 +313,42 @@ def _int_attr(el: ET.Element, key: str, where: str, default: int = 0) -> int:
         raise ItemError(expected(f"an integer in '{key}'", raw), where=where) from None
 
 
+def _plain_points(raw: str, n: int) -> list[float] | None:
+    """'x1,y1;...;xn,yn' (n points, exactly one ',' in each) as [x1, y1, ..., xn, yn] in
+    C-level passes; None when the separators are not exactly that or a value is not a number.
+    n commas, none of the n points without one: each point has exactly one."""
+    if raw.count(",") != n:
+        return None
+    pieces = raw.split(";")
+    if not all(map(operator.contains, pieces, repeat(",", n))):
+        return None
+    try:
+        return list(map(float, ",".join(pieces).split(",")))
+    except ValueError:
+        return None
+
+
 def _points(el: ET.Element, budget: Budget, where: str, minimum: int) -> np.ndarray:
     limits = budget.limits
     raw = el.get("points")
     if raw is None:
         raise ItemError(expected("attribute 'points'", None), where=where)
-    budget.points(raw.count(";") + 1, f"<{el.tag}>", where)  # counted before splitting
-    try:
-        pts = [tuple(float(v) for v in p.split(",")) for p in raw.split(";") if p.strip()]
-    except ValueError:
-        raise ItemError(expected("points like 'x1,y1;x2,y2'", raw[:60]), where=where) from None
-    if any(len(p) != 2 for p in pts):
-        raise ItemError(expected("points like 'x1,y1;x2,y2'", raw[:60]), where=where)
-    if len(pts) < minimum:
-        raise ItemError(expected(f"at least {minimum} points", len(pts)), where=where)
-    arr = np.array(pts, dtype=np.float64).reshape(-1, 2)
-    if not (np.isfinite(arr).all() and (np.abs(arr) <= limits.max_coordinate).all()):
+    n = raw.count(";") + 1
+    budget.points(n, f"<{el.tag}>", where)  # counted before splitting
+    flat = _plain_points(raw, n)
+    if flat is None:  # blank points, or not 'x,y' pairs: the careful parse decides
+        try:
+            pts = [tuple(float(v) for v in p.split(",")) for p in raw.split(";") if p.strip()]
+        except ValueError:
+            raise ItemError(expected("points like 'x1,y1;x2,y2'", raw[:60]),
+                            where=where) from None
+        if any(len(p) != 2 for p in pts):
+            raise ItemError(expected("points like 'x1,y1;x2,y2'", raw[:60]), where=where)
+        flat = [v for p in pts for v in p]
+    if len(flat) < 2 * minimum:
+        raise ItemError(expected(f"at least {minimum} points", len(flat) // 2), where=where)
+    arr = np.array(flat, dtype=np.float64).reshape(-1, 2)
+    if not np.abs(arr).max() <= limits.max_coordinate:  # NaN compares False too
         for v in arr.ravel():  # name the offending value
             check_coordinate(float(v), limits, where)
     return arr
@@ -336,7 +358,7 @@ def fork_round(values: list[float] | np.ndarray) -> np.ndarray:
     """CVAT's datumaro keeps every shape's points as float64 rounded to 2 decimals
     (`np.around(points, 2)`; upstream datumaro 1.13 goes through float32 instead, which moves
     vertices on pycocotools' snap boundaries such as 9.9)."""
-    return np.around(np.asarray(values, dtype=np.float64), 2)
+    return np.asarray(values, dtype=np.float64).round(2)  # np.around, without its dispatch
 
 
 def box_polygon(xtl: float, ytl: float, xbr: float, ybr: float, rotation: float) -> np.ndarray:
@@ -373,7 +395,11 @@ def rle_mask(el: ET.Element, budget: Budget, where: str) -> Bitmap | None:
     raw = el.get("rle", "")
     budget.rle_chars(len(raw), where)
     try:
-        runs = [int(v) for v in raw.replace(" ", "").split(",") if v]
+        pieces = raw.replace(" ", "").split(",")
+        try:
+            runs = list(map(int, pieces))  # no empty pieces: one C-level pass
+        except ValueError:
+            runs = [int(v) for v in pieces if v]
     except ValueError:
         raise ItemError(expected("'rle' as comma-separated integers", raw[:60]),
                         where=where) from None
@@ -449,7 +475,8 @@ def parse_image_element(data: bytes, classes: ClassTable, *, dataset: str, name:
     for k, sh in enumerate(shapes):
         label_name = sh.get("label")
         where = f"<{sh.tag}> #{k} ({label_name})"
-        ignored["attribute"] += len(sh.findall("attribute"))
+        if len(sh):  # children: <attribute>s (counted), anything else is not painted
+            ignored["attribute"] += sum(c.tag == "attribute" for c in sh)
         if sh.tag in ("tag", "cuboid", "skeleton"):
             ignored[sh.tag] += 1
             continue

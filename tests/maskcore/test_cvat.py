@@ -121,6 +121,10 @@ def test_ellipse_is_cvat_cv2_recipe_with_round_half_even():
     ('<polygon label="car" points="1,1;2,2"/>', "at least 3 points"),
     ('<polygon label="car" points="1,1;nan,2;3,3"/>', "finite"),
     ('<polygon label="car" points="1,1;2;3,3"/>', "points like"),
+    ('<polygon label="car" points="1,1,2;2,3;3"/>', "points like"),  # commas = points
+    ('<polygon label="car" points="1,1;2,x;3,3"/>', "points like"),
+    ('<polygon label="car" points="1,1;;3,3"/>', "at least 3 points"),
+    ('<mask label="car" rle="1,,x" left="0" top="0" width="2" height="2"/>', "integers"),
     ('<box label="car" xtl="1" ytl="1" xbr="1e9" ybr="3"/>', "coordinate within"),
     ('<mask label="car" rle="1, 2" left="0" top="0" width="2" height="2"/>', "adding up"),
     ('<mask label="car" rle="1, -1, 4" left="0" top="0" width="2" height="2"/>', "non-negative"),
@@ -130,6 +134,25 @@ def test_ellipse_is_cvat_cv2_recipe_with_round_half_even():
 def test_bad_shapes_fail_the_item_with_a_reason(body, reason):
     with pytest.raises(ItemError, match=reason):
         parse(body)
+
+
+@pytest.mark.parametrize("points", [
+    "1.5,2.25;10,2;4,9.75", " 1.5, 2.25;10 ,2;4,9.75 ", "1.5,2.25;10,2; ;4,9.75;",
+    "1.5,2.25;;10,2;4,9.75", "1.50,2.250;1e1,2;4,9.75",
+])
+def test_points_spelled_loosely_parse_like_plain_ones(points):
+    """The C-level fast path takes plain 'x,y;...' only; blanks and empty points (which the
+    careful parse skips) give the same geometry."""
+    plain = parse('<polygon label="car" points="1.5,2.25;10,2;4,9.75"/>').labels[0].geometry
+    got = parse(f'<polygon label="car" points="{points}"/>').labels[0].geometry
+    assert np.array_equal(got.parts[0], plain.parts[0])
+
+
+def test_mask_runs_with_blanks_and_empty_pieces_parse_like_plain_ones():
+    plain = parse('<mask label="car" rle="1,2,1" left="3" top="4" width="2" height="2"/>')
+    for rle in ("1, 2, 1", "1,2,1,", "1,,2,1"):
+        got = parse(f'<mask label="car" rle="{rle}" left="3" top="4" width="2" height="2"/>')
+        assert np.array_equal(got.labels[0].geometry.mask, plain.labels[0].geometry.mask)
 
 
 def test_bad_image_elements_fail_the_item():

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from maskcore import compose
+from maskcore._coco import window_boxes
 from maskcore.model import (
     AlphaMask,
     Bitmap,
@@ -143,3 +144,19 @@ def test_stamps_equal_full_frame_opencv_on_random_polygons_and_thick_lines():
 def test_label_outside_the_image_gives_no_stamp():
     item = Item("ds", "x.png", 10, 10, (Label(0, Rectangle(20, 20, 30, 30)),))
     assert render(item, CLASSES) == [None]
+
+
+def test_window_boxes_of_many_polygons_at_once():
+    """One vectorized pass gives each polygon's own window: +-1 pixel around its float extent,
+    clipped; None without parts, with a non-finite coordinate, or outside the image."""
+    polygons = [
+        (np.array([2.5, 3.2, 10.0, 3.0, 6.1, 9.9]),),
+        (),
+        (np.array([-5.0, -5.0, 100.0, 4.0, 3.0, 60.0]), np.array([1.0, 1.0, 2.0, 1.0, 2.0, 2.0])),
+        (np.array([1.0, 1.0, np.nan, 2.0, 3.0, 3.0]),),
+        (np.array([1.0, 1.0, np.inf, 2.0, 3.0, 3.0]),),
+        (np.array([50.0, 50.0, 60.0, 50.0, 55.0, 58.0]),),
+        (np.array([-9.0, 2.0, -3.0, 2.0, -5.0, 8.0]),),
+    ]
+    assert window_boxes(polygons, 40, 30) == [
+        (1, 2, 11, 11), None, (0, 0, 39, 29), None, None, None, None]
