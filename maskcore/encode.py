@@ -22,7 +22,6 @@ level 1: 8-12x faster than zlib level 1 (what cv2's default PNG uses) on masks, 
 from __future__ import annotations
 
 import struct
-import zlib
 
 import cv2
 import numpy as np
@@ -53,31 +52,47 @@ def png(array: np.ndarray) -> bytes:
 
 
 def png_photo(image: np.ndarray) -> bytes:
-    """RGB PNG of an (H, W, 3) uint8 BGR image: SUB filter on every row, ISA-L deflate level 1."""
+    """RGB PNG of an (H, W, 3) uint8 BGR image: SUB filter on every row, ISA-L deflate level 1.
+    Converted, filtered and deflated in bands of rows (one stream), so no full-size temporary
+    beyond the compressed bytes is made (a 12 MP side-by-side human mask is 72 MB raw)."""
     height, width, channels = image.shape
     if channels != 3 or image.dtype != np.uint8:
         raise ValueError(f"png_photo takes (H, W, 3) uint8. Got {image.shape} {image.dtype}.")
-    rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB).reshape(height, width * 3)
-    raw = np.empty((height, width * 3 + 1), np.uint8)
+    band = max(1, min(height, _BAND_BYTES // max(1, width * 3)))
+    rgb = np.empty((band, width, 3), np.uint8)
+    raw = np.empty((band, width * 3 + 1), np.uint8)
     raw[:, 0] = 1  # filter type SUB: each byte minus the byte of the pixel to its left
-    raw[:, 1:4] = rgb[:, :3]
-    np.subtract(rgb[:, 3:], rgb[:, :-3], out=raw[:, 4:])
-    return _png(width, height, 8, 2, isal_zlib.compress(raw, 1))
+    deflate = isal_zlib.compressobj(1)
+    chunks = []
+    for r0 in range(0, height, band):
+        n = min(band, height - r0)
+        cv2.cvtColor(image[r0:r0 + n], cv2.COLOR_BGR2RGB, dst=rgb[:n])
+        flat = rgb[:n].reshape(n, width * 3)
+        raw[:n, 1:4] = flat[:, :3]
+        np.subtract(flat[:, 3:], flat[:, :-3], out=raw[:n, 4:])
+        chunks.append(deflate.compress(raw[:n]))
+    chunks.append(deflate.flush())
+    return _png(width, height, 8, 2, b"".join(chunks))
+
+
+_BAND_BYTES = 1 << 20  # rows per png_photo band: ~1 MB of pixels (cache-friendly, measured)
 
 
 def _png(width: int, height: int, depth: int, color_type: int, idat: bytes,
          plte: bytes | None = None) -> bytes:
-    """A PNG file from its deflated pixel stream (IHDR, optional PLTE, one IDAT, IEND)."""
+    """A PNG file from its deflated pixel stream (IHDR, optional PLTE, one IDAT, IEND), joined
+    once (the IDAT is copied once)."""
     header = struct.pack(">IIBBBBB", width, height, depth, color_type, 0, 0, 0)
-    parts = [b"\x89PNG\r\n\x1a\n", _chunk(b"IHDR", header)]
+    parts = [b"\x89PNG\r\n\x1a\n", *_chunk(b"IHDR", header)]
     if plte is not None:
-        parts.append(_chunk(b"PLTE", plte))
-    parts += [_chunk(b"IDAT", idat), _chunk(b"IEND", b"")]
+        parts += _chunk(b"PLTE", plte)
+    parts += [*_chunk(b"IDAT", idat), *_chunk(b"IEND", b"")]
     return b"".join(parts)
 
 
-def _chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+def _chunk(kind: bytes, data: bytes) -> tuple[bytes, bytes, bytes, bytes]:
+    crc = isal_zlib.crc32(data, isal_zlib.crc32(kind))  # ISA-L's CRC-32: zlib's, ~5x faster
+    return struct.pack(">I", len(data)), kind, data, struct.pack(">I", crc)
 
 
 def png_bilevel(frame: np.ndarray, rows: tuple[int, int] | None = None) -> bytes:

@@ -255,8 +255,9 @@ def _human(ctx: ItemContext, opts: SuperviselyOptions, tmpl: list[Stamp]) -> np.
     chosen = [s for s in tmpl if labels[s.label].class_index in colors]
     chosen_colors = [colors[labels[s.label].class_index] for s in chosen]
     if opts.human_style == "app":
-        overlay = compose.blend_cumulative(image.copy(), chosen, chosen_colors)
-        return np.hstack([image, overlay])
+        both = np.concatenate([image, image], axis=1)  # image | overlay, blended in place
+        compose.blend_cumulative(both[:, image.shape[1]:], chosen, chosen_colors)
+        return both
     fg = compose.paint_colors(np.zeros_like(image), chosen, chosen_colors)
     green = np.broadcast_to(GREEN_BGR, (image.shape[0], 1, 3))
     return np.hstack([image, green, compose.blend_flat(image, fg)])
