@@ -194,6 +194,9 @@ def _read_ahead(ctx: ExportContext, items: list[Item], window: int = READ_AHEAD
     most `window` items are in flight, so object-store latency overlaps rendering while worker
     memory stays bounded. Unchanged items are decided here, once, and never read."""
     with_image = _needs_image(ctx)
+    if ctx.source.is_local:  # a local read takes microseconds: threads would only cost
+        yield from _read_inline(ctx, items, with_image)  # GIL hand-offs (futex calls)
+        return
     with ThreadPoolExecutor(max_workers=min(window, 8), thread_name_prefix="read") as pool:
 
         def start(item: Item) -> _Ahead:
@@ -209,6 +212,17 @@ def _read_ahead(ctx: ExportContext, items: list[Item], window: int = READ_AHEAD
             nxt = next(it, None)
             if nxt is not None:
                 pending.append(start(nxt))
+
+
+def _read_inline(ctx: ExportContext, items: list[Item], with_image: bool) -> Iterator[_Ahead]:
+    """`_read_ahead` without threads: each item's bytes are read when it is reached."""
+    for ref, prev in items:
+        carried = _unchanged(ctx, ref, prev)
+        fut: Future[_Fetched] | None = None
+        if carried is None:
+            fut = Future()
+            fut.set_result(_fetch(ctx, ref, with_image))
+        yield ref, carried, fut
 
 
 def _crash_hook(name: str) -> None:
