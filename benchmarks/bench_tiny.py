@@ -11,7 +11,9 @@ cost of a job are left out; the average including them is printed too. Two confi
 Supervisely defaults (machine + human masks, image and annotation copies) and four formats
 (supervisely, cvat, clearml, zarr). Rounds interleave; medians. Peak RSS per child (ru_maxrss).
 `--profile` adds a cProfile of the N-item run (top functions by self time, per item).
-Targets (issue 13): <= 1 ms per item (Supervisely) and <= 2 ms (four formats), per core.
+`--tmp /dev/shm` writes to memory (the filesystem's own cost of creating ~4-15 files per
+item left out). Targets (issue 13): <= 1 ms per item (Supervisely) and <= 2 ms (four
+formats), per core.
 """
 
 from __future__ import annotations
@@ -118,6 +120,8 @@ def main() -> int:
     ap.add_argument("--items", type=int, default=2000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--tmp", help="folder for the outputs (default: the system's temp folder; "
+                                  "/dev/shm leaves the filesystem's cost out)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--small", help=argparse.SUPPRESS)
     ap.add_argument("--full", help=argparse.SUPPRESS)
@@ -134,7 +138,7 @@ def main() -> int:
     cpu = sorted(os.sched_getaffinity(0))[-1]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENCV_FOR_THREADS_NUM": "1",
            "PYTHONPATH": str(REPO)}
-    tmp = Path(tempfile.mkdtemp(prefix="maskjob-tiny-"))
+    tmp = Path(tempfile.mkdtemp(prefix="maskjob-tiny-", dir=args.tmp))
     res: dict[str, list[dict]] = {c: [] for c in CONFIGS}
     profiles: dict[str, str] = {}
     try:

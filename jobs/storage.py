@@ -236,21 +236,41 @@ def _realpath_root(base: str) -> str:
     return _realpath_of(base, info.st_dev, info.st_ino)
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=1024)
 def _realpath_of(base: str, _dev: int, _ino: int) -> str:
     return os.path.realpath(base)
 
 
+def _real_parent(path: str) -> str:
+    """`path` with its folder's links resolved (cached like `_realpath_root`); the last
+    component as it is (opened with O_NOFOLLOW: a link there is resolved by the caller)."""
+    folder, name = os.path.split(path)
+    try:
+        return os.path.join(_realpath_root(folder), name)
+    except OSError:  # a missing or odd folder: the open names the problem, as for any path
+        return os.path.realpath(path)
+
+
 def _read_local(base: str, path: str, key: str, cap: int) -> bytes:
     """A regular file inside the root (its real path, links resolved), read with a cap."""
-    real, top = os.path.realpath(path), _realpath_root(base)
-    if real != top and not real.startswith(top.rstrip(os.sep) + os.sep):
-        raise ItemError(f"{key}: Expected an input file inside the input folder. Got a link "
-                        "that leads outside it instead.")
+    top = _realpath_root(base)
+
+    def inside(real: str) -> str:
+        if real != top and not real.startswith(top.rstrip(os.sep) + os.sep):
+            raise ItemError(f"{key}: Expected an input file inside the input folder. Got a "
+                            "link that leads outside it instead.")
+        return real
+
     flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | \
         getattr(os, "O_CLOEXEC", 0)
     try:
-        fd = os.open(real, flags)  # non-blocking: opening a FIFO never waits for a writer
+        real = inside(_real_parent(path))
+        try:  # non-blocking: opening a FIFO never waits for a writer
+            fd = os.open(real, flags)
+        except OSError as e:
+            if e.errno != errno.ELOOP:
+                raise
+            fd = os.open(inside(os.path.realpath(path)), flags)  # the file is a link: resolved
     except FileNotFoundError:
         raise
     except OSError as e:
