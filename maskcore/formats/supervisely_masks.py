@@ -228,7 +228,7 @@ def write_item(ctx: ItemContext, opts: SuperviselyOptions) -> ItemOutput:
                                   encode.png(canvas)))
         if opts.masks_human:
             out.blobs.append(Blob(paths.join(base, "masks_human", png_name),
-                                  encode.png_photo(_human(ctx, opts, tmpl))))
+                                  encode.png_photo(*_human(ctx, opts, tmpl))))
 
     if opts.masks_instances and drawn:
         frame = np.zeros((h, w), np.uint8)
@@ -248,19 +248,19 @@ def write_item(ctx: ItemContext, opts: SuperviselyOptions) -> ItemOutput:
     return out
 
 
-def _human(ctx: ItemContext, opts: SuperviselyOptions, tmpl: list[Stamp]) -> np.ndarray:
+def _human(ctx: ItemContext, opts: SuperviselyOptions, tmpl: list[Stamp]
+           ) -> tuple[np.ndarray, ...]:
+    """The human mask's parts, left to right (the encoder places them side by side)."""
     labels, classes = ctx.item.labels, ctx.classes
     image = ctx.image()
     colors = _human_colors(classes, opts)
     chosen = [s for s in tmpl if labels[s.label].class_index in colors]
     chosen_colors = [colors[labels[s.label].class_index] for s in chosen]
     if opts.human_style == "app":
-        both = np.concatenate([image, image], axis=1)  # image | overlay, blended in place
-        compose.blend_cumulative(both[:, image.shape[1]:], chosen, chosen_colors)
-        return both
+        return image, compose.blend_cumulative(image.copy(), chosen, chosen_colors)
     fg = compose.paint_colors(np.zeros_like(image), chosen, chosen_colors)
     green = np.broadcast_to(GREEN_BGR, (image.shape[0], 1, 3))
-    return np.hstack([image, green, compose.blend_flat(image, fg)])
+    return image, green, compose.blend_flat(image, fg)
 
 
 def meta_json(classes: ClassTable) -> bytes:

@@ -94,6 +94,13 @@ def test_photo_png_decodes_to_the_image_across_bands(monkeypatch):
     data = encode.png_photo(img)
     assert (cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) == img).all()
     assert (np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))[:, :, ::-1] == img).all()
+    # parts side by side (a 1-pixel column as a broadcast view among them): no hstack copy
+    green = np.broadcast_to(np.array((0, 255, 0), np.uint8), (17, 1, 3))
+    data = encode.png_photo(img, green, img[:, ::-1])
+    want = np.hstack([img, green, img[:, ::-1]])
+    assert (cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) == want).all()
+    with pytest.raises(ValueError, match="one height"):
+        encode.png_photo(img, img[1:])
 
 
 def test_flat_blend_keeps_image_where_fg_is_black():
