@@ -45,6 +45,9 @@ sys.path.insert(0, str(HERE))
 
 import datagen  # noqa: E402
 
+sys.path.insert(0, str(REPO))
+from jobs.api import WORKER_ENV  # noqa: E402  (what the product's LocalCluster workers get)
+
 SLY_VERSION = "6.74.51"
 DATA = HERE / ".data"
 THREAD_ENV = {
@@ -64,9 +67,8 @@ CONFIGS = {
             {"masks_machine": True, "masks_instances": True, "masks_human": True}),
 }
 TARGETS = {"mi": 10.0, "mih": 5.0}
-SCALING_TARGET = 1.6
+SCALING_TARGET = 1.8
 CHILD_CPU = [0.0]  # CPU seconds of every child run so far (wait4 rusage)
-MALLOC_FIX = {"MALLOC_TRIM_THRESHOLD_": 268435456, "MALLOC_MMAP_THRESHOLD_": 33554432}
 MEMORY_TARGET_MB = 1024
 
 
@@ -303,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     n_images = args.images or (4 if args.quick else 12)
     rounds = args.rounds or (1 if args.quick else 3)
-    scale_rounds = 1 if args.quick else 2
+    scale_rounds = 1 if args.quick else 3
     peer_memory = not (args.quick or args.no_peer_memory)
     write = (not args.quick) if args.write is None else args.write
     if not sly_python().exists():
@@ -418,19 +420,10 @@ def _run(args, n_images, rounds, scale_rounds, peer_memory, write, pin, main_pro
     log("profile done")
 
     # 5. scaling -------------------------------------------------------------------------
-    # Product as it is: w0 (in process, pinned), w1, w2. Diagnostic variants w1m/w2m: the
-    # same LocalClusters with glibc malloc thresholds raised for the workers (a DASK_CONFIG
-    # file overriding distributed.nanny.pre-spawn-environ; Dask's default
-    # MALLOC_TRIM_THRESHOLD_=65536 turns every large allocation into a fresh mmap).
-    dask_cfg = tmp / "dask-config"
-    dask_cfg.mkdir(exist_ok=True)
-    (dask_cfg / "malloc.yaml").write_text(
-        "distributed:\n  nanny:\n    pre-spawn-environ:\n"
-        f"      MALLOC_TRIM_THRESHOLD_: {MALLOC_FIX['MALLOC_TRIM_THRESHOLD_']}\n"
-        f"      MALLOC_MMAP_THRESHOLD_: {MALLOC_FIX['MALLOC_MMAP_THRESHOLD_']}\n")
-    variants = [("w0", 0, None), ("w1", 1, None), ("w2", 2, None),
-                ("w1m", 1, {"DASK_CONFIG": str(dask_cfg)}),
-                ("w2m", 2, {"DASK_CONFIG": str(dask_cfg)})]
+    # The product as it is: w0 (in process, pinned), w1, w2. The LocalCluster workers get
+    # jobs.api.WORKER_ENV (glibc malloc thresholds raised, BLAS threads at 1) from
+    # jobs.api.connect itself, through distributed.nanny.pre-spawn-environ.
+    variants = [("w0", 0, None), ("w1", 1, None), ("w2", 2, None)]
     scaling: dict[str, list[dict]] = {v[0]: [] for v in variants}
     for r in range(scale_rounds):
         for name, workers, env in variants:
@@ -510,16 +503,13 @@ def _scaling_rows(results: dict) -> tuple[list[str], float, float]:
     wall = {w: median([r["wall"] for r in runs]) for w, runs in sc.items()}
     rows = []
     for w, label in (("w0", "0 (in process, pinned to 1 CPU)"), ("w1", "1 (LocalCluster)"),
-                     ("w2", "2 (LocalCluster)"),
-                     ("w1m", "1, malloc thresholds raised (diagnostic)"),
-                     ("w2m", "2, malloc thresholds raised (diagnostic)")):
+                     ("w2", "2 (LocalCluster)")):
         if w not in med:
             continue
         runs = ", ".join(f"{r['export_seconds']:.2f}" for r in sc[w])
         rows.append(f"| {label} | {med[w]:.2f} s ({runs}) | {n / med[w]:.1f} | "
                     f"{med['w1'] / med[w]:.2f}x | {wall[w]:.2f} s |")
-    fixed = med["w1m"] / med["w2m"] if "w2m" in med else float("nan")
-    return rows, med["w1"] / med["w2"], fixed
+    return rows, med["w1"] / med["w2"]
 
 
 def _load_note(res: dict) -> list[str]:
@@ -618,7 +608,7 @@ def render_report(res: dict) -> str:
         f"instances {ms(pp['instances'])}, human {ms(pp['human'])}.",
         "",
     ]
-    srows, s_ratio, s_fixed = _scaling_rows(res)
+    srows, s_ratio = _scaling_rows(res)
     lines += [
         "## Scaling: LocalCluster workers",
         "",
@@ -636,10 +626,11 @@ def render_report(res: dict) -> str:
         f"2 workers vs 1: **{s_ratio:.2f}x** (target >= {SCALING_TARGET}x: "
         f"{'met' if s_ratio >= SCALING_TARGET else '**not met**'}). The machine has "
         f"{m['cores']} cores, which also run the scheduler, the client and the nanny processes. "
-        f"With the workers' glibc malloc thresholds raised (`MALLOC_TRIM_THRESHOLD_="
-        f"{MALLOC_FIX['MALLOC_TRIM_THRESHOLD_']}`, `MALLOC_MMAP_THRESHOLD_="
-        f"{MALLOC_FIX['MALLOC_MMAP_THRESHOLD_']}` via `distributed.nanny.pre-spawn-environ`, "
-        f"instead of Dask's default trim threshold of 65536): 2 vs 1 worker **{s_fixed:.2f}x**.",
+        "The workers run with the product's own environment (`jobs.api.WORKER_ENV`: "
+        f"`MALLOC_TRIM_THRESHOLD_={WORKER_ENV['MALLOC_TRIM_THRESHOLD_']}`, "
+        f"`MALLOC_MMAP_THRESHOLD_={WORKER_ENV['MALLOC_MMAP_THRESHOLD_']}` instead of Dask's "
+        "trim threshold of 65536, set by `jobs.api.connect` through "
+        "`distributed.nanny.pre-spawn-environ`, so restarted workers keep it).",
         "",
     ]
     mem = res["memory"]

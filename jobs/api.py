@@ -19,6 +19,14 @@ Contract:
   `scheduler_file` / DASK_SCHEDULER_ADDRESS connect to a running scheduler, else a LocalCluster
   of `workers` processes (dashboard on 127.0.0.1 unless `dashboard_address`) runs the job and
   is closed at the end; `workers=0` runs in this process.
+- Where the job runs when nobody said (`choose_workers`): no client, scheduler, scheduler
+  file, DASK_SCHEDULER_ADDRESS or `workers` given -> in this process when the job is small
+  (starting a LocalCluster, ~3 s, would cost more than its parallelism saves: estimated work
+  `items x formats x ITEM_SECONDS x (1 - 1/CPUs)` < `CLUSTER_START_SECONDS`, and at most
+  `MAX_IN_PROCESS_ITEMS` items), else a LocalCluster of CPU-count workers. In process, a native
+  crash on an item (segfault in a decoder) ends the run; the rerun of that unfinished job (a plan
+  under OUTPUT, no manifest.json) always starts the cluster, whose crash isolation fails that
+  item alone. `workers=N` always wins. The choice and its reason are logged.
 - Never configures the root logger; logs to the "maskjob" logger. Error messages are redacted
   (jobs.secrets); the workers of the job get the same redaction on their log handlers.
 """
@@ -41,7 +49,7 @@ from maskcore.errors import ConfigError, InputError, MaskjobError
 from . import config as jobconfig
 from .listing import Listing, list_input
 from .malloc import MALLOC_ENV
-from .manifest_store import MANIFEST_DIR, MANIFEST_SUMMARY
+from .manifest_store import MANIFEST_DIR, MANIFEST_SUMMARY, PLAN_KEY
 from .secrets import redact_text, worker_plugin
 from .storage import Root
 
@@ -258,6 +266,42 @@ def prepare(input: str, output: str | None = None, *, formats: Sequence[str] | N
     return Prepared(spec, source, listing, dest)
 
 
+# `choose_workers`: what a LocalCluster costs and what an item is estimated to cost
+CLUSTER_START_SECONDS = 3.0  # LocalCluster of 2 workers, 2 cores (benchmarks/bench_small_jobs)
+ITEM_SECONDS = 0.1  # one 1080p item, one format, one core (BENCHMARKS.md: 50-200 ms)
+MAX_IN_PROCESS_ITEMS = 256  # beyond this, always a cluster (crash isolation, progress)
+
+
+def choose_workers(*, items: int, formats: int, cpus: int, unfinished: bool
+                   ) -> tuple[int | None, str]:
+    """(0, why) to run a job in this process, (None, why) for a LocalCluster of CPU-count
+    workers, when the caller named neither workers nor a scheduler (module doc)."""
+    if unfinished:
+        return None, ("on a LocalCluster: this resumes an unfinished run under OUTPUT, and "
+                      "the cluster fails an item that crashed it alone")
+    work = items * max(formats, 1) * ITEM_SECONDS
+    saved = work * (1 - 1 / max(cpus, 1))
+    if items <= MAX_IN_PROCESS_ITEMS and saved < CLUSTER_START_SECONDS:
+        return 0, (f"in this process: {items} items x {formats} formats ~ {work:.1f} s of work; "
+                   f"{cpus} workers would save ~{saved:.1f} s and take ~"
+                   f"{CLUSTER_START_SECONDS:.0f} s to start (--workers N to choose)")
+    return None, (f"on a LocalCluster of {cpus} workers: {items} items x {formats} formats ~ "
+                  f"{work:.1f} s of work (--workers 0 runs in this process)")
+
+
+def _auto_workers(job: Prepared) -> int | None:
+    assert job.dest is not None
+    try:
+        unfinished = (job.dest.exists(PLAN_KEY)
+                      and not job.dest.exists(MANIFEST_SUMMARY))
+    except Exception:  # the probe wrote there: a store that fails now fails the run later
+        unfinished = True
+    workers, why = choose_workers(items=job.listing.count, formats=len(job.spec.formats),
+                                  cpus=os.cpu_count() or 1, unfinished=unfinished)
+    log.info("runs %s", why)
+    return workers
+
+
 def connect(*, scheduler: str | None = None, scheduler_file: str | None = None,
             workers: int | None = None, dashboard_address: str | None = None
             ) -> tuple[Any, Any]:
@@ -304,6 +348,9 @@ def run_prepared(job: Prepared, *, client: Any | None = None, scheduler: str | N
     owned_client = owned_cluster = None
     try:
         if client is None:
+            if (workers is None and not scheduler and not scheduler_file
+                    and not os.environ.get("DASK_SCHEDULER_ADDRESS")):
+                workers = _auto_workers(job)
             try:
                 owned_client, owned_cluster = connect(
                     scheduler=scheduler, scheduler_file=scheduler_file, workers=workers,

@@ -206,7 +206,8 @@ def main() -> None:
 @click.option("--scheduler-file", type=click.Path(dir_okay=False),
               help="Dask scheduler file (dask-jobqueue / HPC convention).")
 @click.option("--workers", type=click.IntRange(min=0),
-              help="Local worker processes (default: CPU count; 0 = run in this process).")
+              help="Local worker processes (0 = run in this process; default: in this "
+                   "process for a small job, else CPU count - the choice is logged).")
 @click.option("--dashboard-address", metavar="HOST:PORT",
               help="Dashboard of the local cluster (default: 127.0.0.1, a free port).")
 @click.option("--incremental", is_flag=True,

@@ -28,6 +28,7 @@ server-side copy and a delete on S3).
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import posixpath
 import stat
@@ -270,16 +271,48 @@ def _too_big(key: str, cap: int, got: str) -> ItemError:
                      f"(limits.max_object_bytes). Got {got} instead.")
 
 
+def _realpath_root(base: str) -> str:
+    """The real path of an input root: resolved once per (path, the folder it leads to now),
+    so a re-pointed symlink (`current` -> a new version) is resolved again."""
+    info = os.stat(base)
+    return _realpath_of(base, info.st_dev, info.st_ino)
+
+
+@functools.lru_cache(maxsize=1024)
+def _realpath_of(base: str, _dev: int, _ino: int) -> str:
+    return os.path.realpath(base)
+
+
+def _real_parent(path: str) -> str:
+    """`path` with its folder's links resolved (cached like `_realpath_root`); the last
+    component as it is (opened with O_NOFOLLOW: a link there is resolved by the caller)."""
+    folder, name = os.path.split(path)
+    try:
+        return os.path.join(_realpath_root(folder), name)
+    except OSError:  # a missing or odd folder: the open names the problem, as for any path
+        return os.path.realpath(path)
+
+
 def _read_local(base: str, path: str, key: str, cap: int) -> bytes:
     """A regular file inside the root (its real path, links resolved), read with a cap."""
-    real, top = os.path.realpath(path), os.path.realpath(base)
-    if real != top and not real.startswith(top.rstrip(os.sep) + os.sep):
-        raise ItemError(f"{key}: Expected an input file inside the input folder. Got a link "
-                        "that leads outside it instead.")
+    top = _realpath_root(base)
+
+    def inside(real: str) -> str:
+        if real != top and not real.startswith(top.rstrip(os.sep) + os.sep):
+            raise ItemError(f"{key}: Expected an input file inside the input folder. Got a "
+                            "link that leads outside it instead.")
+        return real
+
     flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | \
         getattr(os, "O_CLOEXEC", 0)
     try:
-        fd = os.open(real, flags)  # non-blocking: opening a FIFO never waits for a writer
+        real = inside(_real_parent(path))
+        try:  # non-blocking: opening a FIFO never waits for a writer
+            fd = os.open(real, flags)
+        except OSError as e:
+            if e.errno != errno.ELOOP:
+                raise
+            fd = os.open(inside(os.path.realpath(path)), flags)  # the file is a link: resolved
     except FileNotFoundError:
         raise
     except OSError as e:
@@ -350,12 +383,28 @@ def _checked(fs: fsspec.AbstractFileSystem, path: str, key: str, cap: int,
     return got
 
 
+_FOLDERS: set[str] = set()  # folders this process made or found (makedirs once, not per file)
+
+
 def _atomic_local_write(path: str, data: bytes) -> None:
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    folder = os.path.dirname(path) or "."
+    if folder not in _FOLDERS:
+        os.makedirs(folder, exist_ok=True)
+        if len(_FOLDERS) > 65536:
+            _FOLDERS.clear()
+        _FOLDERS.add(folder)
     tmp = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
+    try:
+        _write_new(tmp, data)
+    except FileNotFoundError:  # the folder was removed since (a cleanup, a rerun)
+        os.makedirs(folder, exist_ok=True)
+        _write_new(tmp, data)
     os.replace(tmp, path)
+
+
+def _write_new(path: str, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
 
 
 _ARCHIVE_LOCK = threading.Lock()

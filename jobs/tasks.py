@@ -251,6 +251,9 @@ def _read_ahead(ctx: ExportContext, items: list[Item], window: int = READ_AHEAD
     items are in flight, so object-store latency overlaps rendering while worker memory stays
     bounded. Unchanged items are decided here, once."""
     with_image = _needs_image(ctx)
+    if ctx.source.is_local:  # a local read takes microseconds: threads would only cost
+        yield from _read_inline(ctx, items, with_image)  # GIL hand-offs (futex calls)
+        return
     with ThreadPoolExecutor(max_workers=min(window, 8), thread_name_prefix="read") as pool:
 
         def start(item: Item) -> _Ahead:
@@ -263,6 +266,16 @@ def _read_ahead(ctx: ExportContext, items: list[Item], window: int = READ_AHEAD
             nxt = next(it, None)
             if nxt is not None:
                 pending.append(start(nxt))
+
+
+def _read_inline(ctx: ExportContext, items: list[Item], with_image: bool) -> Iterator[_Ahead]:
+    """`_read_ahead` without threads: each item's bytes are read when it is reached."""
+    for ref, prev in items:
+        yield ref, _start(ctx, ref, prev, with_image, _call)
+
+
+def _call(fn: Any, *args: Any) -> _Fetched:
+    return fn(*args)
 
 
 def _crash_hook(name: str) -> None:

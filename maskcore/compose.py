@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import cv2
 import numpy as np
 
 from .model import RGB
@@ -72,6 +73,18 @@ def blend_cumulative(canvas: np.ndarray, stamps: Sequence[Stamp], colors: Sequen
     """The app's overlay, in place: per stamp, covered = (previous + painted) // 2."""
     for s, c in zip(stamps, colors, strict=True):
         region = canvas[s.window]
+        if region.size == 0:
+            continue
+        if s.alpha is None and len(s.colors) == 1:
+            # one colour: floor((a + b) / 2) = (a & b) + ((a ^ b) >> 1) in uint8, by OpenCV on
+            # the window (~6x faster than painting a copy and averaging in uint16)
+            bgr = _bgr(c if s.colors[0] is None else s.colors[0])
+            scalar = (int(bgr[0]), int(bgr[1]), int(bgr[2]), 0)
+            half = cv2.bitwise_xor(region, scalar)
+            half >>= 1
+            half += cv2.bitwise_and(region, scalar)
+            cv2.copyTo(half, s.covered.view(np.uint8), region)
+            continue
         painted = region.copy()
         _paint_one(painted, s, c, flat=False)
         np.copyto(region, ((region.astype(np.uint16) + painted) >> 1).astype(np.uint8))

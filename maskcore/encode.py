@@ -12,8 +12,9 @@ level 1: 8-12x faster than zlib level 1 (what cv2's default PNG uses) on masks, 
 - `png_bilevel(frame)`: a 1-bit grayscale PNG of a 0/255 (or 0/1) frame, decoded as 0/255 by
   every reader. Instance masks are mostly empty rows, so only the rows that hold the object are
   bit-packed; the rest is a constant row, deflated at memory speed.
-- `png_photo(image)`: an RGB PNG of photographic content (the human masks: an image beside its
-  overlay): rows SUB-filtered with numpy, ~5x faster than cv2's default and smaller files.
+- `png_photo(*images)`: an RGB PNG of photographic content, images side by side (the human
+  masks: an image beside its overlay, never copied side by side): rows SUB-filtered with
+  numpy, ~5x faster than cv2's default and smaller files.
 - `decode_image`: image decode with OpenCV, as the Supervisely SDK reads images
   (IMREAD_COLOR: EXIF orientation applied, alpha dropped, 16-bit reduced to 8-bit), only after
   the size read from the header passed the limits (never a decode of unknown size).
@@ -22,7 +23,6 @@ level 1: 8-12x faster than zlib level 1 (what cv2's default PNG uses) on masks, 
 from __future__ import annotations
 
 import struct
-import zlib
 
 import cv2
 import numpy as np
@@ -52,32 +52,63 @@ def png(array: np.ndarray) -> bytes:
     return _png(width, height, depth, color_type, isal_zlib.compress(raw, 1))
 
 
-def png_photo(image: np.ndarray) -> bytes:
-    """RGB PNG of an (H, W, 3) uint8 BGR image: SUB filter on every row, ISA-L deflate level 1."""
-    height, width, channels = image.shape
-    if channels != 3 or image.dtype != np.uint8:
-        raise ValueError(f"png_photo takes (H, W, 3) uint8. Got {image.shape} {image.dtype}.")
-    rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB).reshape(height, width * 3)
-    raw = np.empty((height, width * 3 + 1), np.uint8)
+def png_photo(*images: np.ndarray) -> bytes:
+    """RGB PNG of (H, W, 3) uint8 BGR images placed side by side (one image, or the human
+    mask's image beside its overlay, with no side-by-side copy): SUB filter on every row,
+    ISA-L deflate level 1. Converted, filtered and deflated in bands of rows (one stream), so
+    no full-size temporary beyond the compressed bytes is made."""
+    if not images:
+        raise ValueError("png_photo takes at least one image. Got none.")
+    height = images[0].shape[0]
+    for im in images:
+        if im.ndim != 3 or im.shape[0] != height or im.shape[2] != 3 or im.dtype != np.uint8:
+            raise ValueError(f"png_photo takes (H, W, 3) uint8 images of one height. Got "
+                             f"{im.shape} {im.dtype}.")
+    width = sum(im.shape[1] for im in images)
+    band = max(1, min(height, _BAND_BYTES // max(1, width * 3)))
+    rgb = np.empty((band, width, 3), np.uint8)
+    raw = np.empty((band, width * 3 + 1), np.uint8)
     raw[:, 0] = 1  # filter type SUB: each byte minus the byte of the pixel to its left
-    raw[:, 1:4] = rgb[:, :3]
-    np.subtract(rgb[:, 3:], rgb[:, :-3], out=raw[:, 4:])
-    return _png(width, height, 8, 2, isal_zlib.compress(raw, 1))
+    deflate = isal_zlib.compressobj(1)
+    chunks = []
+    for r0 in range(0, height, band):
+        n = min(band, height - r0)
+        x = 0
+        for im in images:
+            w = im.shape[1]
+            rgb[:n, x:x + w] = cv2.cvtColor(np.ascontiguousarray(im[r0:r0 + n]),
+                                            cv2.COLOR_BGR2RGB)
+            x += w
+        flat = rgb[:n].reshape(n, width * 3)
+        raw[:n, 1:4] = flat[:, :3]
+        np.subtract(flat[:, 3:], flat[:, :-3], out=raw[:n, 4:])
+        chunks.append(deflate.compress(raw[:n]))
+    chunks.append(deflate.flush())
+    return _png(width, height, 8, 2, chunks)
 
 
-def _png(width: int, height: int, depth: int, color_type: int, idat: bytes,
+_BAND_BYTES = 1 << 20  # rows per png_photo band: ~1 MB of pixels (cache-friendly, measured)
+
+
+def _png(width: int, height: int, depth: int, color_type: int, idat: bytes | list[bytes],
          plte: bytes | None = None) -> bytes:
-    """A PNG file from its deflated pixel stream (IHDR, optional PLTE, one IDAT, IEND)."""
+    """A PNG file from its deflated pixel stream, whole or in pieces (IHDR, optional PLTE, one
+    IDAT, IEND), joined once (the IDAT is copied once)."""
     header = struct.pack(">IIBBBBB", width, height, depth, color_type, 0, 0, 0)
-    parts = [b"\x89PNG\r\n\x1a\n", _chunk(b"IHDR", header)]
+    parts = [b"\x89PNG\r\n\x1a\n", *_chunk(b"IHDR", header)]
     if plte is not None:
-        parts.append(_chunk(b"PLTE", plte))
-    parts += [_chunk(b"IDAT", idat), _chunk(b"IEND", b"")]
+        parts += _chunk(b"PLTE", plte)
+    parts += [*_chunk(b"IDAT", idat), *_chunk(b"IEND", b"")]
     return b"".join(parts)
 
 
-def _chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+def _chunk(kind: bytes, data: bytes | list[bytes]) -> list[bytes]:
+    pieces = [data] if isinstance(data, bytes) else data
+    crc = isal_zlib.crc32(kind)  # ISA-L's CRC-32: zlib's, ~5x faster
+    for piece in pieces:
+        crc = isal_zlib.crc32(piece, crc)
+    size = sum(len(p) for p in pieces)
+    return [struct.pack(">I", size), kind, *pieces, struct.pack(">I", crc)]
 
 
 def png_bilevel(frame: np.ndarray, rows: tuple[int, int] | None = None) -> bytes:

@@ -16,10 +16,11 @@ import hashlib
 import json
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 STATUSES = ("ok", "failed", "unchanged")
+_LINE = json.JSONEncoder(ensure_ascii=False)  # one encoder for every manifest line
 
 
 def checksum(data: bytes) -> str:
@@ -43,7 +44,8 @@ class ManifestEntry:
     not_painted: dict[str, int] = field(default_factory=dict)
 
     def to_line(self) -> str:
-        return json.dumps(asdict(self), ensure_ascii=False, sort_keys=False) + "\n"
+        # fields in order, values as they are (no deep copy: the line is only serialized)
+        return _LINE.encode({k: getattr(self, k) for k in self.__dataclass_fields__}) + "\n"
 
     @classmethod
     def from_line(cls, line: str) -> ManifestEntry:

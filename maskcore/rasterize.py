@@ -30,6 +30,7 @@ is counted before it is allocated, and the label that would pass the bound fails
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -75,7 +76,7 @@ class Stamp:
         h, w = self.parts.shape
         return slice(self.top, self.top + h), slice(self.left, self.left + w)
 
-    @property
+    @cached_property  # asked for by every mask of the item (class, instance, human)
     def covered(self) -> np.ndarray:
         return self.parts > 0
 

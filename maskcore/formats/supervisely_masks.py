@@ -285,11 +285,11 @@ def write_item(ctx: ItemContext, opts: SuperviselyOptions) -> ItemOutput:
             out.blobs.append(Blob(paths.join(base, "masks_semantic_rgb", png_name),
                                   encode.png(canvas)))
         if opts.masks_human:
-            human = _human(ctx, opts, tmpl)
+            parts = _human(ctx, opts, tmpl)  # the image, then what goes beside it
             if opts.resize_human_masks is not None:
-                human = resize_percent(human, opts.resize_human_masks)
+                parts = (resize_percent(np.hstack(parts), opts.resize_human_masks),)
             out.blobs.append(Blob(paths.join(base, "masks_human", png_name),
-                                  encode.png_photo(human)))
+                                  encode.png_photo(*parts)))
 
     if opts.masks_instances and drawn:
         frame = np.zeros((h, w), np.uint8)
@@ -309,18 +309,19 @@ def write_item(ctx: ItemContext, opts: SuperviselyOptions) -> ItemOutput:
     return out
 
 
-def _human(ctx: ItemContext, opts: SuperviselyOptions, tmpl: list[Stamp]) -> np.ndarray:
+def _human(ctx: ItemContext, opts: SuperviselyOptions, tmpl: list[Stamp]
+           ) -> tuple[np.ndarray, ...]:
+    """The human mask's parts, left to right (the encoder places them side by side)."""
     labels, classes = ctx.item.labels, ctx.classes
     image = ctx.image()
     colors = _human_colors(classes, opts)
     chosen = [s for s in tmpl if labels[s.label].class_index in colors]
     chosen_colors = [colors[labels[s.label].class_index] for s in chosen]
     if opts.human_style == "app":
-        overlay = compose.blend_cumulative(image.copy(), chosen, chosen_colors)
-        return np.hstack([image, overlay])
+        return image, compose.blend_cumulative(image.copy(), chosen, chosen_colors)
     fg = compose.paint_colors(np.zeros_like(image), chosen, chosen_colors)
     green = np.broadcast_to(GREEN_BGR, (image.shape[0], 1, 3))
-    return np.hstack([image, green, compose.blend_flat(image, fg)])
+    return image, green, compose.blend_flat(image, fg)
 
 
 def resize_percent(image: np.ndarray, percent: int) -> np.ndarray:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -117,3 +118,64 @@ def test_importing_jobs_is_cheap_and_exports_the_api():
                          cwd=ROOT, timeout=60, env={"PYTHONPATH": str(ROOT)})
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "jobs.api"
+
+
+# --- where a job runs when nobody said (choose_workers) ----------------------------------------
+
+@pytest.mark.parametrize(("items", "formats", "cpus", "unfinished", "where"), [
+    (24, 1, 2, False, 0),  # a small job: ~2.4 s of work, a cluster saves ~1.2 s, costs ~3 s
+    (59, 1, 2, False, 0),
+    (60, 1, 2, False, None),  # saves ~3 s: worth starting
+    (24, 4, 2, False, None),  # four formats: four times the work
+    (200, 1, 1, False, 0),  # one CPU: a cluster saves nothing
+    (257, 1, 1, False, None),  # but past MAX_IN_PROCESS_ITEMS a cluster isolates crashes
+    (0, 1, 8, False, 0),
+    (3, 1, 2, True, None),  # a rerun of an unfinished run: the cluster isolates a poison item
+])
+def test_small_jobs_run_in_process_unless_unfinished(items, formats, cpus, unfinished, where):
+    from jobs.api import choose_workers
+
+    workers, why = choose_workers(items=items, formats=formats, cpus=cpus, unfinished=unfinished)
+    assert workers == where
+    assert why.startswith("in this process" if where == 0 else "on a LocalCluster")
+    assert ("resumes an unfinished run" in why) == unfinished
+
+
+def test_a_small_job_without_workers_runs_in_process_and_says_why(two_items, tmp_path, caplog,
+                                                                  monkeypatch):
+    import jobs.api
+
+    def no_cluster(**kwargs):
+        assert kwargs["workers"] == 0, kwargs
+        return None, None
+
+    monkeypatch.setattr(jobs.api, "connect", no_cluster)
+    monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
+    with caplog.at_level(logging.INFO, logger="maskjob"):
+        result = export(str(two_items.root), str(tmp_path / "out"))
+    assert result.summary["ok"] == 1
+    assert "runs in this process: 2 items x 1 formats" in caplog.text
+
+
+@pytest.mark.cluster
+def test_a_native_crash_in_an_in_process_run_is_isolated_by_the_rerun(project, tmp_path):
+    """The small job runs in process (no --workers): an item that segfaults ends that run; the
+    rerun of the unfinished job starts a LocalCluster, which fails that item alone."""
+    from jobs.tasks import CRASH_ENV, WORKER_DIED
+
+    p = project()
+    for k in range(3):
+        p.add("ds", f"i{k}.png", [rect("car", 1, 1, 5, 5)])
+    out = tmp_path / "out"
+    argv = [sys.executable, "-m", "jobs.cli", "export", str(p.root), str(out)]
+    env = {**os.environ, CRASH_ENV: "i1.png", "PYTHONPATH": str(ROOT)}
+    env.pop("DASK_SCHEDULER_ADDRESS", None)
+    first = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+    assert first.returncode != 0 and not (out / "manifest.json").exists()
+    assert "runs in this process" in first.stderr
+    second = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 1, second.stderr
+    assert "runs on a LocalCluster: this resumes an unfinished run" in second.stderr
+    lines = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]
+    assert {e["item"]: (e["status"], e["error"]) for e in lines} == {
+        "i0.png": ("ok", None), "i1.png": ("failed", WORKER_DIED), "i2.png": ("ok", None)}

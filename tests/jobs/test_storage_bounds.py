@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import struct
 import tarfile
 import time
@@ -78,6 +79,29 @@ def test_symlinks_never_leave_the_root(root, tmp_path):
             r.read(key)
         assert "s3cr3t" not in str(e.value)
     assert r.read("ds/img/inside.png") == b"x" * 100  # a link within the root is fine
+
+
+def test_a_repointed_root_symlink_is_resolved_again(tmp_path):
+    """The root's real path is cached per (path, folder it leads to): when a `current` link is
+    re-pointed to a new version between jobs, its files are read, not refused as outside."""
+    for v in ("v1", "v2"):
+        (tmp_path / v).mkdir()
+        (tmp_path / v / "a.png").write_bytes(v.encode())
+    link = tmp_path / "current"
+    link.symlink_to(tmp_path / "v1")
+    assert Root(str(link)).read("a.png") == b"v1"
+    link.unlink()
+    link.symlink_to(tmp_path / "v2")
+    assert Root(str(link)).read("a.png") == b"v2"
+
+
+def test_writes_recreate_a_folder_removed_since_the_last_write(tmp_path):
+    """Folders are made once per process; one removed meanwhile (a cleanup) is made again."""
+    out = Root(str(tmp_path / "out"))
+    out.write_many({"ds/m/a.png": b"1"})
+    shutil.rmtree(tmp_path / "out" / "ds")
+    out.write_many({"ds/m/b.png": b"2"})
+    assert (tmp_path / "out" / "ds" / "m" / "b.png").read_bytes() == b"2"
 
 
 def test_a_directory_is_not_a_file_and_odd_paths_fail_the_item(root):

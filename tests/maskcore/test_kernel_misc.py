@@ -53,6 +53,56 @@ def test_cumulative_blend_is_floor_of_half_sum_per_label():
     assert out[1, 1].tolist() == [(50 + 255) // 2] * 3 and out[0, 0].tolist() == [101] * 3
 
 
+def _blend_reference(canvas, stamps, colors):
+    """The app's overlay written the plain way: paint a copy, average in uint16."""
+    for s, c in zip(stamps, colors, strict=True):
+        region = canvas[s.window]
+        painted = region.copy()
+        compose.paint_colors(painted, [Stamp(s.label, 0, 0, s.parts, s.colors, s.alpha)], [c])
+        region[...] = (region.astype(np.uint16) + painted) >> 1
+    return canvas
+
+
+def test_cumulative_blend_equals_paint_then_average_on_windows_of_a_view():
+    """The one-colour fast path (OpenCV bit arithmetic on windows) against the plain formula:
+    windows touching every border, 1-pixel and empty ones, overlapping labels, a multi-colour
+    template and an alpha mask (general path), on the right half of a side-by-side canvas."""
+    rng = np.random.default_rng(7)
+    h, w = 23, 31
+    stamps = [Stamp(0, 0, 0, (rng.random((h, w)) > 0.5).astype(np.uint8)),
+              Stamp(1, w - 1, 0, np.ones((h, 1), np.uint8)),
+              Stamp(2, 5, h - 1, np.ones((1, 7), np.uint8)),
+              Stamp(3, 3, 4, np.zeros((0, 0), np.uint8)),
+              Stamp(4, 10, 10, (rng.random((9, 12)) > 0.3).astype(np.uint8)),
+              Stamp(5, 2, 2, rng.integers(0, 3, (6, 6)).astype(np.uint8),
+                    colors=((1, 2, 3), None)),
+              Stamp(6, 4, 3, np.ones((5, 5), np.uint8),
+                    alpha=rng.integers(0, 256, (5, 5)).astype(np.uint8))]
+    colors = [tuple(int(v) for v in rng.integers(0, 256, 3)) for _ in stamps]
+    image = rng.integers(0, 256, (h, w, 3)).astype(np.uint8)
+    both = np.concatenate([image, image], axis=1)
+    compose.blend_cumulative(both[:, w:], stamps, colors)
+    want = _blend_reference(image.copy(), stamps, colors)
+    assert (both[:, :w] == image).all() and (both[:, w:] == want).all()
+
+
+def test_photo_png_decodes_to_the_image_across_bands(monkeypatch):
+    """png_photo deflates bands of rows into one stream: a band size that does not divide
+    the height still decodes to exactly the image (cv2 and Pillow)."""
+    monkeypatch.setattr(encode, "_BAND_BYTES", 5 * 13 * 3)  # 5 rows a band
+    img = np.random.default_rng(3).integers(0, 256, (17, 13, 3)).astype(np.uint8)
+    data = encode.png_photo(img)
+    assert (cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) == img).all()
+    assert (np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))[:, :, ::-1] == img).all()
+    # parts side by side (a 1-pixel column as a broadcast view among them): no hstack copy
+    green = np.broadcast_to(np.array((0, 255, 0), np.uint8), (17, 1, 3))
+    data = encode.png_photo(img, green, img[:, ::-1])
+    want = np.hstack([img, green, img[:, ::-1]])
+    assert (cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) == want).all()
+    with pytest.raises(ValueError, match="one height"):
+        encode.png_photo(img, img[1:])
+
+
 def test_flat_blend_keeps_image_where_fg_is_black():
     img = np.full((2, 2, 3), 9, np.uint8)
     fg = np.zeros_like(img)
