@@ -104,10 +104,10 @@ HUGE = [
 @pytest.mark.parametrize(("kind", "data"), HUGE, ids=[k for k, _ in HUGE])
 def test_a_tiny_file_declaring_a_huge_image_is_refused_before_decoding(kind, data):
     assert len(data) < 1024
-    t = time.perf_counter()
+    t = time.process_time()
     with pytest.raises(ItemError) as e:
         decode_image(data, DEFAULT_LIMITS, name="image x.jpg")
-    assert time.perf_counter() - t < 10.0
+    assert time.process_time() - t < 10.0
     assert "image x.jpg" in str(e.value) or "sane size" in str(e.value) or \
         "do not decode" in str(e.value)
 
@@ -176,11 +176,11 @@ def test_cvat_mask_rle_malformed_runs_fail_the_item(runs, needle):
 
 def test_cvat_mask_rle_of_thirty_million_characters_is_refused_by_its_length():
     runs = "0, " + "1, 0, " * 5_000_000
-    t = time.perf_counter()
+    t = time.process_time()
     with pytest.raises(ItemError, match=r"limits\.max_rle_chars"):
         cvat_item(f'<mask label="car" rle="{runs}" left="0" top="0" width="100" height="80"/>',
                   limits=Limits(max_annotation_bytes=64 << 20))
-    assert time.perf_counter() - t < 10.0  # mostly parsing the 30 MB of XML
+    assert time.process_time() - t < 10.0  # mostly parsing the 30 MB of XML
 
 
 def test_cvat_ellipse_with_negative_radius_fails_instead_of_an_opencv_assertion():
@@ -235,10 +235,10 @@ def test_cvat_listing_of_one_huge_attribute_is_linear_and_bounded():
     big = "1," * (24 << 20)  # 48 MB in one attribute, read in chunks of 1 MB at first
     data = cvat_task(f'<image id="0" name="a.jpg" width="4" height="4">'
                      f'<polygon label="car" points="{big}"/></image>')
-    t = time.perf_counter()
+    t = time.process_time()
     with pytest.raises(InputError, match=r"limits\.max_annotation_bytes"):
         list(cvat.iter_task(io.BytesIO(data), Limits(max_annotation_bytes=32 << 20)))
-    assert time.perf_counter() - t < 10.0  # quadratic rescans took minutes
+    assert time.process_time() - t < 10.0  # quadratic rescans took minutes
     # below the cap it is read whole, and the next image still comes
     data = cvat_task('<image id="0" name="a.jpg" width="4" height="4">'
                      f'<polygon label="car" points="{"1,1;" * (3 << 20)}"/></image>'
@@ -275,11 +275,11 @@ def coco_item(segmentation, width: int = 100, height: int = 80,
 
 
 def test_coco_compressed_rle_of_thirty_million_characters_is_refused_by_length():
-    t = time.perf_counter()
+    t = time.process_time()
     with pytest.raises(ItemError, match=r"limits\.max_rle_chars"):
         coco_item({"size": [80, 100], "counts": "0" * 30_000_000},
                   limits=Limits(max_annotation_bytes=64 << 20))
-    assert time.perf_counter() - t < 10.0
+    assert time.process_time() - t < 10.0
 
 
 @pytest.mark.parametrize("counts", [[2**70, 1], [2**62] * 4 + [8000 - 2**64]])
@@ -390,11 +390,11 @@ def test_a_huge_class_title_is_not_copied_into_the_message():
 def test_full_frame_shapes_on_a_huge_image_fail_before_any_is_drawn():
     labels = tuple(Label(0, Rectangle(0, 0, 9999, 9999)) for _ in range(1000))
     item = Item("d", "a.png", 10000, 10000, labels)
-    t = time.perf_counter()
+    t = time.process_time()
     with pytest.raises(ItemError, match=r"limits.max_shape_pixels\). Got 300000000 pixels by "
                                         r"label #2"):
         rasterize.render(item, SLY_CLASSES, max_pixels=DEFAULT_LIMITS.max_shape_pixels)
-    assert time.perf_counter() - t < 10.0
+    assert time.process_time() - t < 10.0
 
 
 def test_budget_messages_name_the_limit():
@@ -414,10 +414,10 @@ def test_messages_never_render_a_whole_hostile_value():
         deep = [deep]
     values = (loop, deep, "x" * 50_000_000, [0] * 50_000_000, dict.fromkeys(range(100_000)),
               b"\x00" * 50_000_000, 10**4000)
-    t = time.perf_counter()
+    t = time.process_time()
     for value in values:
         assert len(expected("something", value)) < 200
-    assert time.perf_counter() - t < 10.0
+    assert time.process_time() - t < 10.0
     assert shown([1, 2]) == "[1, 2]" and shown("ab") == "'ab'"
 
     class Hostile:
