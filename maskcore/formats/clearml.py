@@ -33,7 +33,7 @@ import numpy as np
 
 from .. import paths
 from ..errors import ConfigError, expected
-from ..model import ClassTable, Item
+from ..model import ClassTable, name_stem
 from .base import (
     Blob,
     FinalEntry,
@@ -216,8 +216,9 @@ def preview_mask(keys: Sequence[str], read: Callable[[str], bytes]) -> PreviewMa
 def planned_keys(dataset: str, name: str, opts: ClearmlOptions) -> paths.Planned:
     """The keys `write_item` writes for (dataset, name), known without rendering
     (jobs/clashes.py): the mask and the per-item frame, both by stem."""
-    stem = Item(dataset, name, 0, 0, ()).stem
-    return paths.Planned((mask_key(dataset, stem), frame_key(dataset, stem)))
+    stem = name_stem(name)  # as mask_key / frame_key, prefixes cached
+    return paths.Planned((paths.join(paths.folder(NAME, MASKS_DIR, dataset) + stem + ".png"),
+                          paths.join(paths.folder(NAME, FRAMES_DIR, dataset) + stem + ".json")))
 
 
 def reserved_keys(opts: ClearmlOptions) -> paths.Planned:

@@ -330,8 +330,9 @@ def planned_keys(dataset: str, name: str, opts: CvatOptions) -> paths.Planned:
         raise ItemError(f"dataset {dataset!r} as a Segmentation Mask subset: {problem}")
     rel = item_id(name) + MASK_EXT
     return paths.Planned(
-        (paths.join(NAME, CLASS_DIR, rel), paths.join(NAME, OBJECT_DIR, rel)),
-        shared=(paths.join(NAME, SEGM_LIST_DIR, dataset + ".txt"),))
+        (paths.join(paths.folder(NAME, CLASS_DIR) + rel),
+         paths.join(paths.folder(NAME, OBJECT_DIR) + rel)),
+        shared=(paths.folder(NAME, SEGM_LIST_DIR) + dataset + ".txt",))
 
 
 def reserved_keys(opts: CvatOptions) -> paths.Planned:
