@@ -23,7 +23,7 @@ control characters, components over 255 bytes, '..', absolute, ...) fail with th
 and take no part in the detection. Items that already carry a problem from listing are skipped.
 
 Bounded memory at any scale: the keys are sorted externally (runs of a bounded number of rows
-sorted in memory, spilled to a temporary folder with marshal, merged with heapq), '/' stored as
+sorted in memory, spilled to a temporary folder with marshal, merged block by block), '/' stored as
 '\\x01' so a folder's contents sort right after it; ONE ordered pass with a stack of the declared
 ancestors of the current key finds every clash. Names, reasons and clash rows go to an SQLite
 database in the same folder (bounded page cache). The report streams the problems back in input
@@ -36,12 +36,12 @@ order (`annotate`) or answers one item (`problem`).
 from __future__ import annotations
 
 import dataclasses
-import heapq
 import marshal
 import os
 import shutil
 import sqlite3
 import tempfile
+from bisect import bisect_right
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from functools import lru_cache
 from itertools import chain, groupby, islice
@@ -63,8 +63,8 @@ SIDECARS = 0  # owner of the sidecars; items are 1, 2, ... in input order
 NAMED = 3  # other items named in a reason
 BATCH = 50_000
 ROW_BYTES = 160  # memory of one (key, tag) row in a run being sorted, roughly
-RUN_BLOCK = 512  # rows per marshal block of a spilled run (the merge holds one per run)
-MAX_RUNS = 256  # more spilled runs are merged into one first (open files, merge memory)
+RUN_BLOCK = 2048  # rows per marshal block of a spilled run (the merge holds ~2 per run)
+MAX_RUNS = 16  # runs merged at once (open files, merge memory); more make a level more
 KIND_SHIFT = 40  # a row's tag is kind << KIND_SHIFT | owner: rows sort by key, kind, owner
 OWNER_MASK = (1 << KIND_SHIFT) - 1
 JOB_RESERVED = Planned(files=(MANIFEST_LINES, MANIFEST_SUMMARY, PREVIEW_FILE),
@@ -142,30 +142,39 @@ def _open_db(folder: str, cache_mib: int) -> sqlite3.Connection:
 _dataset_problem = lru_cache(maxsize=1024)(key_problem)  # refs come grouped by dataset
 
 
-def _plan_item(ref: ItemRef, formats: Sequence[str], options: Mapping[str, Any]
-               ) -> list[Planned] | str:
-    """The item's declarations in every format, or the reason it cannot be planned."""
+Planner = tuple[str, Any, Any]  # (format, its planned_keys, its options)
+
+
+def _plan_item(ref: ItemRef, planners: list[Planner]) -> list[Planned] | str:
+    """The item's declarations in every format, or the reason it cannot be planned (its
+    keys are checked by `_keys_problem`)."""
     for what, problem in (("dataset", _dataset_problem(ref.dataset)),
                           ("image name", key_problem(ref.name))):
         if problem:
             return f"{what}: {problem}"
     planned = []
-    for f in formats:
+    for f, planned_keys, opts in planners:
         try:
-            p = FORMATS[f].planned_keys(ref.dataset, ref.name, options[f])
+            planned.append(planned_keys(ref.dataset, ref.name, opts))
         except ItemError as e:
             return f"{f}: {e}"
         except Exception as e:  # a name no writer can place: this item only
             return f"{f}: " + expected("a name the writer can place", f"{type(e).__name__}: "
                                        f"{str(e)[:200]}")
-        for key in (*p.files, *p.folders, *p.shared):
-            # built from a valid dataset and name: only the length can be wrong
-            if len(key) > MAX_COMPONENT_BYTES or not key.isascii():
-                problem = key_problem(key)
-                if problem:
-                    return f"output key {key[:200]!r}: {problem}"
-        planned.append(p)
     return planned
+
+
+def _keys_problem(keys: list[str]) -> str | None:
+    """Why one of an item's `keys` cannot be an output key, or None. Built by the writers
+    from a valid dataset and name, so only lengths can be wrong: every key of at most
+    MAX_COMPONENT_BYTES ASCII characters passes at once."""
+    if max(map(len, keys), default=0) <= MAX_COMPONENT_BYTES and "".join(keys).isascii():
+        return None
+    for key in keys:
+        problem = key_problem(key)
+        if problem:
+            return f"output key {key[:200]!r}: {problem}"
+    return None
 
 
 def detect_clashes(refs: Iterable[ItemRef], *, formats: Sequence[str],
@@ -199,7 +208,7 @@ class _KeyRuns:
         self.folder, self.max_rows = folder, max(max_rows, RUN_BLOCK)
         self.spilled = 0
         self.rows: list[Row] = []
-        self.runs: list[str] = []
+        self.runs: list[tuple[int, str]] = []  # (level: how many merges made it, file)
 
     def add(self, keys: list[str], tags: list[int]) -> None:
         """Rows of `keys` (with '/') and their tags; empties both lists."""
@@ -213,12 +222,15 @@ class _KeyRuns:
 
     def _spill(self) -> None:
         self.rows.sort()
-        self.runs.append(self._write(self.rows))
+        self.runs.append((0, self._write(self.rows)))
         self.rows.clear()
-        if len(self.runs) >= MAX_RUNS:
-            runs, self.runs = self.runs, []
-            self.runs.append(self._write(heapq.merge(*(self._read(p) for p in runs))))
-            for path in runs:
+        # MAX_RUNS runs of one level become one of the next (each row is rewritten once per
+        # level: log(runs) / log(MAX_RUNS) times in all)
+        while len(self.runs) >= MAX_RUNS and len({lv for lv, _ in self.runs[-MAX_RUNS:]}) == 1:
+            level, group = self.runs[-1][0], [p for _, p in self.runs[-MAX_RUNS:]]
+            del self.runs[-MAX_RUNS:]
+            self.runs.append((level + 1, self._write(chain.from_iterable(_merged(group)))))
+            for path in group:
                 os.remove(path)
 
     def _write(self, rows: Iterable[Row]) -> str:
@@ -227,15 +239,9 @@ class _KeyRuns:
         with open(path, "wb") as f:
             it = iter(rows)
             while block := list(islice(it, RUN_BLOCK)):
-                data = marshal.dumps(block)
+                data = marshal.dumps(block, 2)  # 2: no back-references (faster)
                 f.write(len(data).to_bytes(8, "little") + data)
         return path
-
-    @staticmethod
-    def _read(path: str) -> Iterator[Row]:
-        with open(path, "rb") as f:  # marshal.load(f) would read a few bytes at a time
-            while size := int.from_bytes(f.read(8), "little"):
-                yield from marshal.loads(f.read(size))
 
     def __iter__(self) -> Iterator[Row]:
         if not self.runs:
@@ -243,13 +249,49 @@ class _KeyRuns:
             return iter(self.rows)
         if self.rows:
             self._spill()
-        return heapq.merge(*(self._read(p) for p in self.runs))
+        return chain.from_iterable(_merged([p for _, p in self.runs]))
 
     def remove(self) -> None:
         self.rows.clear()
-        for path in self.runs:
+        for _, path in self.runs:
             os.remove(path)
         self.runs.clear()
+
+
+def _blocks(path: str) -> Iterator[list[Row]]:
+    """The blocks of a spilled run, in order."""
+    with open(path, "rb") as f:  # marshal.load(f) would read a few bytes at a time
+        while size := int.from_bytes(f.read(8), "little"):
+            yield marshal.loads(f.read(size))
+
+
+def _merged(paths: list[str]) -> Iterator[list[Row]]:
+    """The rows of sorted runs, in order, in blocks. Every row up to `bound`, the smallest
+    last row of the runs' current blocks, is loaded (the rest of each run is >= its last
+    row): those are sorted (timsort merges the sorted pieces in C) and given out, then the
+    runs whose current block is used up are read on. Python works per block, not per row."""
+    readers = [_blocks(p) for p in paths]
+    last: dict[int, Row] = {}
+    pending: list[Row] = []
+
+    def load(i: int) -> None:
+        block = next(readers[i], None)
+        if block:
+            pending.extend(block)
+            last[i] = block[-1]
+        else:
+            last.pop(i, None)
+
+    for i in range(len(readers)):
+        load(i)
+    while last:
+        bound = min(last.values())
+        pending.sort()
+        cut = bisect_right(pending, bound)
+        yield pending[:cut]
+        del pending[:cut]
+        for i in [i for i, row in last.items() if row == bound]:
+            load(i)
 
 
 def _insert(db: sqlite3.Connection, store: _KeyRuns, refs: Iterable[ItemRef], *,
@@ -263,31 +305,16 @@ def _insert(db: sqlite3.Connection, store: _KeyRuns, refs: Iterable[ItemRef], *,
             tags += [kind << KIND_SHIFT | SIDECARS] * len(declared)
     names: list[tuple[int, str, str]] = []
     bad: list[tuple[int, str]] = []
-    shared_seen: set[str] = set()  # shared keys of the last items (refs come sorted)
-    shared_tag = SHARED << KIND_SHIFT | SIDECARS
+    shared_seen: set[str] = set()
     db.execute("BEGIN")
     n = 0
+    planners = [(f, FORMATS[f].planned_keys, options[f]) for f in formats]
     for n, ref in enumerate(refs, start=1):
         names.append((n, ref.dataset, ref.name))
-        if ref.problem is None:
-            planned = _plan_item(ref, formats, options)
-            if isinstance(planned, str):
-                bad.append((n, planned))
-            else:
-                for p in planned:
-                    if p.files:
-                        keys += p.files
-                        tags += [n] * len(p.files)  # FILE << KIND_SHIFT | n
-                    if p.folders:
-                        keys += p.folders
-                        tags += [FOLDER << KIND_SHIFT | n] * len(p.folders)
-                    for k in p.shared:
-                        if k not in shared_seen:
-                            if len(shared_seen) > 10_000:
-                                shared_seen.clear()
-                            shared_seen.add(k)
-                            keys.append(k)
-                            tags.append(shared_tag)
+        problem = _add_item(n, ref, planners=planners, keys=keys, tags=tags,
+                            shared_seen=shared_seen) if ref.problem is None else None
+        if problem:
+            bad.append((n, problem))
         if len(keys) >= BATCH or len(names) >= BATCH:
             _flush(db, names, bad)
             store.add(keys, tags)
@@ -295,6 +322,36 @@ def _insert(db: sqlite3.Connection, store: _KeyRuns, refs: Iterable[ItemRef], *,
     store.add(keys, tags)
     db.execute("COMMIT")
     return n
+
+
+def _add_item(n: int, ref: ItemRef, *, planners: list[Planner], keys: list[str],
+              tags: list[int], shared_seen: set[str]) -> str | None:
+    """Append item `n`'s rows to `keys` and `tags` (shared keys once: `shared_seen` holds
+    the last ones, refs come sorted), or return why it cannot be planned (no rows)."""
+    planned = _plan_item(ref, planners)
+    if isinstance(planned, str):
+        return planned
+    start, shared = len(keys), []
+    for p in planned:
+        if p.files:
+            keys += p.files
+            tags += [n] * len(p.files)  # FILE << KIND_SHIFT | n
+        if p.folders:
+            keys += p.folders
+            tags += [FOLDER << KIND_SHIFT | n] * len(p.folders)
+        shared += p.shared
+    problem = _keys_problem(keys[start:] + shared)
+    if problem:
+        del keys[start:], tags[start:]
+        return problem
+    for k in shared:
+        if k not in shared_seen:
+            if len(shared_seen) > 10_000:
+                shared_seen.clear()
+            shared_seen.add(k)
+            keys.append(k)
+            tags.append(SHARED << KIND_SHIFT | SIDECARS)
+    return None
 
 
 def _flush(db: sqlite3.Connection, names: list[tuple[int, str, str]],

@@ -217,8 +217,9 @@ def planned_keys(dataset: str, name: str, opts: ClearmlOptions) -> paths.Planned
     """The keys `write_item` writes for (dataset, name), known without rendering
     (jobs/clashes.py): the mask and the per-item frame, both by stem."""
     stem = name_stem(name)  # as mask_key / frame_key, prefixes cached
+    # checked once: another folder and extension make no component empty, '.' or '..'
     return paths.Planned((paths.join(paths.folder(NAME, MASKS_DIR, dataset) + stem + ".png"),
-                          paths.join(paths.folder(NAME, FRAMES_DIR, dataset) + stem + ".json")))
+                          paths.folder(NAME, FRAMES_DIR, dataset) + stem + ".json"))
 
 
 def reserved_keys(opts: ClearmlOptions) -> paths.Planned:

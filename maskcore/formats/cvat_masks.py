@@ -328,10 +328,9 @@ def planned_keys(dataset: str, name: str, opts: CvatOptions) -> paths.Planned:
     problem = subset_problem(dataset)
     if problem:
         raise ItemError(f"dataset {dataset!r} as a Segmentation Mask subset: {problem}")
-    rel = item_id(name) + MASK_EXT
+    rel = item_id(name) + MASK_EXT  # checked once: the same under both folders
     return paths.Planned(
-        (paths.join(paths.folder(NAME, CLASS_DIR) + rel),
-         paths.join(paths.folder(NAME, OBJECT_DIR) + rel)),
+        (paths.join(paths.folder(NAME, CLASS_DIR) + rel), paths.folder(NAME, OBJECT_DIR) + rel),
         shared=(paths.folder(NAME, SEGM_LIST_DIR) + dataset + ".txt",))
 
 
