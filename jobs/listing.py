@@ -34,7 +34,7 @@ import msgspec
 from maskcore.errors import InputError, ItemError
 from maskcore.formats import supervisely as sly
 from maskcore.formats.base import pack_parts
-from maskcore.model import ClassTable, Item
+from maskcore.model import ClassTable, name_stem
 from maskcore.paths import check_relative
 
 from .spool import Spool
@@ -192,7 +192,7 @@ def safe_key(key: str) -> bool:
 
 def stem(name: str) -> str:
     """The stem outputs are named by: the one rule, `maskcore.model.Item.stem`."""
-    return Item("", name, 0, 0, ()).stem
+    return name_stem(name)
 
 
 # ---------------------------------------------------------------------------- listing files
