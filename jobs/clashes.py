@@ -81,10 +81,11 @@ def _display(dataset: str, name: str) -> str:
 class ClashReport:
     """The items that fail at plan time, with their reasons (read from the database)."""
 
-    def __init__(self, db: sqlite3.Connection, folder: str, *, items: int, problems: int
-                 ) -> None:
+    def __init__(self, db: sqlite3.Connection, folder: str, *, items: int, problems: int,
+                 spilled_bytes: int = 0) -> None:
         self._db, self._folder = db, folder
         self.items, self.problems = items, problems
+        self.spilled_bytes = spilled_bytes  # most temporary disk the sorted runs took at once
 
     def problem(self, dataset: str, name: str) -> str | None:
         row = self._db.execute("SELECT reason FROM result WHERE dataset = ? AND name = ? "
@@ -194,7 +195,8 @@ def detect_clashes(refs: Iterable[ItemRef], *, formats: Sequence[str],
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
-    return ClashReport(db, folder, items=items, problems=problems)
+    return ClashReport(db, folder, items=items, problems=problems,
+                       spilled_bytes=keys.peak_bytes)
 
 
 Row = tuple[str, int]  # (key with SEP for '/', tag = kind << KIND_SHIFT | owner)
@@ -207,6 +209,7 @@ class _KeyRuns:
     def __init__(self, folder: str, *, max_rows: int) -> None:
         self.folder, self.max_rows = folder, max(max_rows, RUN_BLOCK)
         self.spilled = 0
+        self.bytes = self.peak_bytes = 0  # of the runs on disk
         self.rows: list[Row] = []
         self.runs: list[tuple[int, str]] = []  # (level: how many merges made it, file)
 
@@ -231,7 +234,7 @@ class _KeyRuns:
             del self.runs[-MAX_RUNS:]
             self.runs.append((level + 1, self._write(chain.from_iterable(_merged(group)))))
             for path in group:
-                os.remove(path)
+                self._delete(path)
 
     def _write(self, rows: Iterable[Row]) -> str:
         path = os.path.join(self.folder, f"keys-{self.spilled:05d}.marshal")
@@ -241,7 +244,13 @@ class _KeyRuns:
             while block := list(islice(it, RUN_BLOCK)):
                 data = marshal.dumps(block, 2)  # 2: no back-references (faster)
                 f.write(len(data).to_bytes(8, "little") + data)
+                self.bytes += 8 + len(data)
+        self.peak_bytes = max(self.peak_bytes, self.bytes)
         return path
+
+    def _delete(self, path: str) -> None:
+        self.bytes -= os.path.getsize(path)
+        os.remove(path)
 
     def __iter__(self) -> Iterator[Row]:
         if not self.runs:
@@ -254,7 +263,7 @@ class _KeyRuns:
     def remove(self) -> None:
         self.rows.clear()
         for _, path in self.runs:
-            os.remove(path)
+            self._delete(path)
         self.runs.clear()
 
 

@@ -180,8 +180,10 @@ def test_key_runs_sort_any_rows_across_spills_and_merges(tmp_path, monkeypatch):
     assert max(level for level, _ in store.runs) >= 2  # runs of runs were merged
     assert len(list(tmp_path.iterdir())) == len(store.runs)  # merged runs were removed
     assert list(store) == sorted((k.replace("/", "\x01"), t) for k, t in rows)
+    assert store.bytes == sum(p.stat().st_size for p in tmp_path.iterdir()) > 0
+    assert store.peak_bytes >= store.bytes
     store.remove()
-    assert list(tmp_path.iterdir()) == []
+    assert list(tmp_path.iterdir()) == [] and store.bytes == 0
 
 
 def test_same_input_same_reasons():
