@@ -154,11 +154,16 @@ def main() -> None:
     ap.add_argument("--s3", action="store_true",
                     help="list the inputs from a moto S3 server (subprocess on 127.0.0.1)")
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    ap.add_argument("--generate", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
     global IMAGE_FILES
     IMAGE_FILES = not args.no_image_files
     if args.child:
         child(*args.child)
+        return
+    if args.generate:
+        fmt, path, n = args.generate
+        GENERATORS[fmt](path, int(n))
         return
     if not args.s3:
         run(args, os.environ, None)
@@ -184,8 +189,12 @@ def run(args: argparse.Namespace, env: dict[str, str], s3: tuple | None) -> None
             "-noimg" if args.no_image_files and fmt != "supervisely" else ""))
         done = path + ".done"
         if not os.path.exists(done):
+            # in a process of its own: a child inherits this process's peak RSS (ru_maxrss
+            # survives fork + exec), which generating a large input would raise
             t = time.perf_counter()
-            GENERATORS[fmt](path, args.items)
+            subprocess.run([sys.executable, __file__, "--generate", fmt, path, str(args.items)]
+                           + (["--no-image-files"] if args.no_image_files else []),
+                           check=True, cwd=ROOT)
             open(done, "w").close()
             print(f"# generated {fmt} x {args.items} in {time.perf_counter() - t:.0f} s",
                   flush=True)
