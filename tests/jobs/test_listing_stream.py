@@ -238,8 +238,9 @@ def test_coco_listing_equals_the_in_memory_split(tmp_path):
 
 
 def test_coco_records_keep_their_json_text_beyond_64_bit_ints_and_utf8(tmp_path):
-    """Records are re-encoded with msgspec (json's text, faster); what it cannot write (an
-    int beyond 64 bits) falls back to json's encoder: the same inline as the in-memory split."""
+    """Records are re-encoded with msgspec (faster; exponent-form floats are written without
+    '+'); what it cannot write (an int beyond 64 bits) falls back to json's encoder: the same
+    values as the in-memory split's inline."""
     from maskcore.formats import coco
 
     doc = coco_json(["é/ü.jpg", "b.jpg"])
