@@ -56,7 +56,9 @@ def main() -> None:
     print(f"detect: {t1 - t0:.1f} s wall, {c1 - c0:.1f} s CPU ({report.items / (c1 - c0):,.0f} "
           f"items per CPU second); annotate: "
           f"{t2 - t1:.1f} s; failing items: {failed:,}")
-    print(f"peak RSS: {rss:.0f} MiB; temporary database: {db / 2**20:.0f} MiB")
+    print(f"peak RSS: {rss:.0f} MiB; temporary disk: sorted key runs "
+          f"{report.spilled_bytes / 2**20:.0f} MiB at most (removed after the scan), "
+          f"database {db / 2**20:.0f} MiB")
 
 
 if __name__ == "__main__":

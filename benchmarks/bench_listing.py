@@ -3,6 +3,7 @@
     python benchmarks/bench_listing.py                     # 1M items, every format
     python benchmarks/bench_listing.py --items 10000000    # 10M
     python benchmarks/bench_listing.py --formats cvat,coco --items 200000 --no-image-files
+    python benchmarks/bench_listing.py --items 20000 --s3   # the same inputs on moto S3
 
 Generates synthetic inputs (cached under --workdir, one folder per format and size): a
 Supervisely project (images are empty files, annotations tiny JSONs, 10 datasets), one COCO
@@ -10,6 +11,11 @@ instances JSON with one polygon per image and its images folder (empty files), o
 for images 1.1 annotations.xml with one box per image and its images/ folder. Each measurement
 runs in a fresh subprocess: `list_input` (listing into the spool) then one full `iter_refs()`
 pass; it prints seconds of each, items/s over both, and the child's peak RSS (ru_maxrss).
+
+--s3 starts a `moto_server` subprocess on 127.0.0.1 (as tests/e2e do), uploads each input to
+s3://bench-listing/<format>-<items>/ and lists it there through s3fs; the requests are the
+lines moto's access log gained during the child's run (listing + one pass; the upload is not
+counted), reported per item.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -86,6 +93,28 @@ def gen_cvat(path: str, n: int) -> None:
 GENERATORS = {"supervisely": gen_supervisely, "coco": gen_coco, "cvat": gen_cvat}
 
 
+def upload(fs, local: str, url: str) -> None:
+    """Every file under `local` to `url` (s3://bucket/prefix), in batches of fs.pipe."""
+    batch: dict[str, bytes] = {}
+    for folder, _dirs, files in os.walk(local):
+        for name in files:
+            path = os.path.join(folder, name)
+            with open(path, "rb") as f:
+                batch[f"{url}/{os.path.relpath(path, local)}"] = f.read()
+            if len(batch) >= 2000:
+                fs.pipe(batch)
+                batch.clear()
+    fs.pipe(batch)
+
+
+REQUEST = re.compile(r'"(?:\x1b\[[0-9;]*m)*(?:GET|HEAD|PUT|POST|DELETE) /')  # may be coloured
+
+
+def requests_logged(log_path: str) -> int:
+    with open(log_path, encoding="utf-8", errors="replace") as f:
+        return sum(1 for line in f if REQUEST.search(line))
+
+
 def child(fmt: str, path: str) -> None:
     sys.path.insert(0, ROOT)
     from jobs.listing import list_input
@@ -122,27 +151,71 @@ def main() -> None:
     ap.add_argument("--workdir", default="/tmp/maskjob-bench-listing")
     ap.add_argument("--no-image-files", action="store_true",
                     help="COCO/CVAT without image files: faster to generate on slow disks")
+    ap.add_argument("--s3", action="store_true",
+                    help="list the inputs from a moto S3 server (subprocess on 127.0.0.1)")
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    ap.add_argument("--generate", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
     global IMAGE_FILES
     IMAGE_FILES = not args.no_image_files
     if args.child:
         child(*args.child)
         return
+    if args.generate:
+        fmt, path, n = args.generate
+        GENERATORS[fmt](path, int(n))
+        return
+    if not args.s3:
+        run(args, os.environ, None)
+        return
+    sys.path.insert(0, ROOT)
+    from pathlib import Path
+
+    from tests.e2e.helpers import MotoServer, new_fs, s3_env
+
+    os.makedirs(args.workdir, exist_ok=True)
+    server = MotoServer(Path(args.workdir) / "moto.log").start()
+    try:
+        env = {**os.environ, **s3_env(server.endpoint)}
+        os.environ.update(s3_env(server.endpoint))
+        run(args, env, (new_fs(), str(server.log_path)))
+    finally:
+        server.stop()
+
+
+def run(args: argparse.Namespace, env: dict[str, str], s3: tuple | None) -> None:
     for fmt in args.formats.split(","):
         path = os.path.join(args.workdir, f"{fmt}-{args.items}" + (
             "-noimg" if args.no_image_files and fmt != "supervisely" else ""))
         done = path + ".done"
         if not os.path.exists(done):
+            # in a process of its own: a child inherits this process's peak RSS (ru_maxrss
+            # survives fork + exec), which generating a large input would raise
             t = time.perf_counter()
-            GENERATORS[fmt](path, args.items)
+            subprocess.run([sys.executable, __file__, "--generate", fmt, path, str(args.items)]
+                           + (["--no-image-files"] if args.no_image_files else []),
+                           check=True, cwd=ROOT)
             open(done, "w").close()
             print(f"# generated {fmt} x {args.items} in {time.perf_counter() - t:.0f} s",
                   flush=True)
+        requests = 0
+        if s3 is not None:
+            fs, log_path = s3
+            url = f"s3://bench-listing/{os.path.basename(path)}"
+            if not fs.exists("bench-listing"):
+                fs.mkdir("bench-listing")
+            t = time.perf_counter()
+            upload(fs, path, url)
+            print(f"# uploaded {fmt} to {url} in {time.perf_counter() - t:.0f} s", flush=True)
+            path, requests = url, requests_logged(log_path)
         out = subprocess.run([sys.executable, __file__, "--child", fmt, path], check=True,
                              capture_output=True, text=True, cwd=ROOT,
-                             env={**os.environ, "PYTHONPATH": ROOT}, timeout=6 * 3600)
+                             env={**env, "PYTHONPATH": ROOT}, timeout=6 * 3600)
         r = json.loads(out.stdout.strip().splitlines()[-1])
+        if s3 is not None:
+            requests = requests_logged(s3[1]) - requests
+            print(f"# S3 requests during listing + one pass: {requests:,} "
+                  f"({requests / r['items']:.4f} per item)")
         print(f"{fmt:12s} items={r['items']:>9,d}  listing {r['list_s']:7.1f} s  "
               f"iterate {r['iter_s']:6.1f} s  {r['items_per_s']:9,.0f} items/s  "
               f"({r['items_per_cpu_s']:9,.0f} per CPU-s)  "

@@ -22,10 +22,12 @@ Items whose dataset, name or any planned key breaks the name rules (`paths.key_p
 control characters, components over 255 bytes, '..', absolute, ...) fail with that reason too,
 and take no part in the detection. Items that already carry a problem from listing are skipped.
 
-Bounded memory at any scale: keys go to an SQLite database in a temporary folder (bounded page
-cache), '/' stored as '\\x01' so a folder's contents sort right after it; ONE ordered scan with
-a stack of the declared ancestors of the current key finds every clash. The report streams the
-problems back in input order (`annotate`) or answers one item (`problem`).
+Bounded memory at any scale: the keys are sorted externally (runs of a bounded number of rows
+sorted in memory, spilled to a temporary folder with marshal, merged block by block), '/' stored as
+'\\x01' so a folder's contents sort right after it; ONE ordered pass with a stack of the declared
+ancestors of the current key finds every clash. Names, reasons and clash rows go to an SQLite
+database in the same folder (bounded page cache). The report streams the problems back in input
+order (`annotate`) or answers one item (`problem`).
 
     with detect_clashes(refs, formats=spec.formats, options=options) as report:
         refs = list(report.annotate(refs))
@@ -34,12 +36,15 @@ problems back in input order (`annotate`) or answers one item (`problem`).
 from __future__ import annotations
 
 import dataclasses
+import marshal
 import os
 import shutil
 import sqlite3
 import tempfile
+from bisect import bisect_right
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from itertools import groupby
+from functools import lru_cache
+from itertools import chain, groupby, islice
 from operator import itemgetter
 from types import TracebackType
 from typing import Any
@@ -57,6 +62,11 @@ FILE, FOLDER, SHARED = 0, 1, 2
 SIDECARS = 0  # owner of the sidecars; items are 1, 2, ... in input order
 NAMED = 3  # other items named in a reason
 BATCH = 50_000
+ROW_BYTES = 160  # memory of one (key, tag) row in a run being sorted, roughly
+RUN_BLOCK = 2048  # rows per marshal block of a spilled run (the merge holds ~2 per run)
+MAX_RUNS = 16  # runs merged at once (open files, merge memory); more make a level more
+KIND_SHIFT = 40  # a row's tag is kind << KIND_SHIFT | owner: rows sort by key, kind, owner
+OWNER_MASK = (1 << KIND_SHIFT) - 1
 JOB_RESERVED = Planned(files=(MANIFEST_LINES, MANIFEST_SUMMARY, PREVIEW_FILE),
                        folders=(MANIFEST_DIR,))
 # relations between an item's key and the other side, for the reasons
@@ -71,10 +81,11 @@ def _display(dataset: str, name: str) -> str:
 class ClashReport:
     """The items that fail at plan time, with their reasons (read from the database)."""
 
-    def __init__(self, db: sqlite3.Connection, folder: str, *, items: int, problems: int
-                 ) -> None:
+    def __init__(self, db: sqlite3.Connection, folder: str, *, items: int, problems: int,
+                 spilled_bytes: int = 0) -> None:
         self._db, self._folder = db, folder
         self.items, self.problems = items, problems
+        self.spilled_bytes = spilled_bytes  # most temporary disk the sorted runs took at once
 
     def problem(self, dataset: str, name: str) -> str | None:
         row = self._db.execute("SELECT reason FROM result WHERE dataset = ? AND name = ? "
@@ -121,7 +132,6 @@ def _open_db(folder: str, cache_mib: int) -> sqlite3.Connection:
         db.execute(f"PRAGMA {pragma}")
     db.executescript("""
         CREATE TABLE items (id INTEGER PRIMARY KEY, dataset TEXT, name TEXT);
-        CREATE TABLE keys (path TEXT, kind INTEGER, owner INTEGER);
         CREATE TABLE bad (id INTEGER PRIMARY KEY, reason TEXT);
         CREATE TABLE clash (item INTEGER, other INTEGER, key TEXT, other_key TEXT,
                             relation INTEGER, more INTEGER);
@@ -130,30 +140,42 @@ def _open_db(folder: str, cache_mib: int) -> sqlite3.Connection:
     return db
 
 
-def _plan_item(ref: ItemRef, formats: Sequence[str], options: Mapping[str, Any]
-               ) -> list[Planned] | str:
-    """The item's declarations in every format, or the reason it cannot be planned."""
-    for what, value in (("dataset", ref.dataset), ("image name", ref.name)):
-        problem = key_problem(value)
+_dataset_problem = lru_cache(maxsize=1024)(key_problem)  # refs come grouped by dataset
+
+
+Planner = tuple[str, Any, Any]  # (format, its planned_keys, its options)
+
+
+def _plan_item(ref: ItemRef, planners: list[Planner]) -> list[Planned] | str:
+    """The item's declarations in every format, or the reason it cannot be planned (its
+    keys are checked by `_keys_problem`)."""
+    for what, problem in (("dataset", _dataset_problem(ref.dataset)),
+                          ("image name", key_problem(ref.name))):
         if problem:
             return f"{what}: {problem}"
     planned = []
-    for f in formats:
+    for f, planned_keys, opts in planners:
         try:
-            p = FORMATS[f].planned_keys(ref.dataset, ref.name, options[f])
+            planned.append(planned_keys(ref.dataset, ref.name, opts))
         except ItemError as e:
             return f"{f}: {e}"
         except Exception as e:  # a name no writer can place: this item only
             return f"{f}: " + expected("a name the writer can place", f"{type(e).__name__}: "
                                        f"{str(e)[:200]}")
-        for key in (*p.files, *p.folders, *p.shared):
-            # built by paths.join from a valid dataset and name: only the length can be wrong
-            if len(key) > MAX_COMPONENT_BYTES or not key.isascii():
-                problem = key_problem(key)
-                if problem:
-                    return f"output key {key[:200]!r}: {problem}"
-        planned.append(p)
     return planned
+
+
+def _keys_problem(keys: list[str]) -> str | None:
+    """Why one of an item's `keys` cannot be an output key, or None. Built by the writers
+    from a valid dataset and name, so only lengths can be wrong: every key of at most
+    MAX_COMPONENT_BYTES ASCII characters passes at once."""
+    if max(map(len, keys), default=0) <= MAX_COMPONENT_BYTES and "".join(keys).isascii():
+        return None
+    for key in keys:
+        problem = key_problem(key)
+        if problem:
+            return f"output key {key[:200]!r}: {problem}"
+    return None
 
 
 def detect_clashes(refs: Iterable[ItemRef], *, formats: Sequence[str],
@@ -165,65 +187,210 @@ def detect_clashes(refs: Iterable[ItemRef], *, formats: Sequence[str],
     folder = tempfile.mkdtemp(prefix="maskjob-clashes-", dir=workdir)
     try:
         db = _open_db(folder, cache_mib)
-        items = _insert(db, refs, formats=formats, options=options)
-        _scan(db)
+        keys = _KeyRuns(folder, max_rows=cache_mib * 2**20 // ROW_BYTES)
+        items = _insert(db, keys, refs, formats=formats, options=options)
+        _scan(db, keys)
+        keys.remove()
         problems = _reasons(db)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
-    return ClashReport(db, folder, items=items, problems=problems)
+    return ClashReport(db, folder, items=items, problems=problems,
+                       spilled_bytes=keys.peak_bytes)
 
 
-def _insert(db: sqlite3.Connection, refs: Iterable[ItemRef], *, formats: Sequence[str],
-            options: Mapping[str, Any]) -> int:
-    keys: list[tuple[str, int, int]] = []
+Row = tuple[str, int]  # (key with SEP for '/', tag = kind << KIND_SHIFT | owner)
+
+
+class _KeyRuns:
+    """Rows sorted externally: `add` them, then iterate them in order (key, then kind, then
+    owner). At most `max_rows` are held; more are spilled as sorted runs and merged."""
+
+    def __init__(self, folder: str, *, max_rows: int) -> None:
+        self.folder, self.max_rows = folder, max(max_rows, RUN_BLOCK)
+        self.spilled = 0
+        self.bytes = self.peak_bytes = 0  # of the runs on disk
+        self.rows: list[Row] = []
+        self.runs: list[tuple[int, str]] = []  # (level: how many merges made it, file)
+
+    def add(self, keys: list[str], tags: list[int]) -> None:
+        """Rows of `keys` (with '/') and their tags; empties both lists."""
+        # one bulk replace: no key holds NUL (paths.join refuses it)
+        if keys:
+            self.rows += zip("\x00".join(keys).replace("/", SEP).split("\x00"), tags,
+                             strict=True)
+        keys.clear(), tags.clear()
+        if len(self.rows) >= self.max_rows:
+            self._spill()
+
+    def _spill(self) -> None:
+        self.rows.sort()
+        self.runs.append((0, self._write(self.rows)))
+        self.rows.clear()
+        # MAX_RUNS runs of one level become one of the next (each row is rewritten once per
+        # level: log(runs) / log(MAX_RUNS) times in all)
+        while len(self.runs) >= MAX_RUNS and len({lv for lv, _ in self.runs[-MAX_RUNS:]}) == 1:
+            level, group = self.runs[-1][0], [p for _, p in self.runs[-MAX_RUNS:]]
+            del self.runs[-MAX_RUNS:]
+            self.runs.append((level + 1, self._write(chain.from_iterable(_merged(group)))))
+            for path in group:
+                self._delete(path)
+
+    def _write(self, rows: Iterable[Row]) -> str:
+        path = os.path.join(self.folder, f"keys-{self.spilled:05d}.marshal")
+        self.spilled += 1
+        with open(path, "wb") as f:
+            it = iter(rows)
+            while block := list(islice(it, RUN_BLOCK)):
+                data = marshal.dumps(block, 2)  # 2: no back-references (faster)
+                f.write(len(data).to_bytes(8, "little") + data)
+                self.bytes += 8 + len(data)
+        self.peak_bytes = max(self.peak_bytes, self.bytes)
+        return path
+
+    def _delete(self, path: str) -> None:
+        self.bytes -= os.path.getsize(path)
+        os.remove(path)
+
+    def __iter__(self) -> Iterator[Row]:
+        if not self.runs:
+            self.rows.sort()
+            return iter(self.rows)
+        if self.rows:
+            self._spill()
+        return chain.from_iterable(_merged([p for _, p in self.runs]))
+
+    def remove(self) -> None:
+        self.rows.clear()
+        for _, path in self.runs:
+            self._delete(path)
+        self.runs.clear()
+
+
+def _blocks(path: str) -> Iterator[list[Row]]:
+    """The blocks of a spilled run, in order."""
+    with open(path, "rb") as f:  # marshal.load(f) would read a few bytes at a time
+        while size := int.from_bytes(f.read(8), "little"):
+            yield marshal.loads(f.read(size))
+
+
+def _merged(paths: list[str]) -> Iterator[list[Row]]:
+    """The rows of sorted runs, in order, in blocks. Every row up to `bound`, the smallest
+    last row of the runs' current blocks, is loaded (the rest of each run is >= its last
+    row): those are sorted (timsort merges the sorted pieces in C) and given out, then the
+    runs whose current block is used up are read on. Python works per block, not per row."""
+    readers = [_blocks(p) for p in paths]
+    last: dict[int, Row] = {}
+    pending: list[Row] = []
+
+    def load(i: int) -> None:
+        block = next(readers[i], None)
+        if block:
+            pending.extend(block)
+            last[i] = block[-1]
+        else:
+            last.pop(i, None)
+
+    for i in range(len(readers)):
+        load(i)
+    while last:
+        bound = min(last.values())
+        pending.sort()
+        cut = bisect_right(pending, bound)
+        yield pending[:cut]
+        del pending[:cut]
+        for i in [i for i, row in last.items() if row == bound]:
+            load(i)
+
+
+def _insert(db: sqlite3.Connection, store: _KeyRuns, refs: Iterable[ItemRef], *,
+            formats: Sequence[str], options: Mapping[str, Any]) -> int:
+    keys: list[str] = []
+    tags: list[int] = []
     reserved = [JOB_RESERVED] + [FORMATS[f].reserved_keys(options[f]) for f in formats]
     for p in reserved:
-        keys += [(k.replace("/", SEP), FILE, SIDECARS) for k in p.files]
-        keys += [(k.replace("/", SEP), FOLDER, SIDECARS) for k in p.folders]
-        keys += [(k.replace("/", SEP), SHARED, SIDECARS) for k in p.shared]
+        for kind, declared in ((FILE, p.files), (FOLDER, p.folders), (SHARED, p.shared)):
+            keys += declared
+            tags += [kind << KIND_SHIFT | SIDECARS] * len(declared)
     names: list[tuple[int, str, str]] = []
     bad: list[tuple[int, str]] = []
-    shared_seen: set[str] = set()  # shared keys of the last items (refs come sorted)
+    shared_seen: set[str] = set()
     db.execute("BEGIN")
     n = 0
+    planners = [(f, FORMATS[f].planned_keys, options[f]) for f in formats]
     for n, ref in enumerate(refs, start=1):
         names.append((n, ref.dataset, ref.name))
-        if ref.problem is None:
-            planned = _plan_item(ref, formats, options)
-            if isinstance(planned, str):
-                bad.append((n, planned))
-            else:
-                for p in planned:
-                    keys += [(k.replace("/", SEP), FILE, n) for k in p.files]
-                    keys += [(k.replace("/", SEP), FOLDER, n) for k in p.folders]
-                    for k in p.shared:
-                        if k not in shared_seen:
-                            if len(shared_seen) > 10_000:
-                                shared_seen.clear()
-                            shared_seen.add(k)
-                            keys.append((k.replace("/", SEP), SHARED, SIDECARS))
+        problem = _add_item(n, ref, planners=planners, keys=keys, tags=tags,
+                            shared_seen=shared_seen) if ref.problem is None else None
+        if problem:
+            bad.append((n, problem))
         if len(keys) >= BATCH or len(names) >= BATCH:
-            _flush(db, names, keys, bad)
-    _flush(db, names, keys, bad)
+            _flush(db, names, bad)
+            store.add(keys, tags)
+    _flush(db, names, bad)
+    store.add(keys, tags)
     db.execute("COMMIT")
     return n
 
 
+def _add_item(n: int, ref: ItemRef, *, planners: list[Planner], keys: list[str],
+              tags: list[int], shared_seen: set[str]) -> str | None:
+    """Append item `n`'s rows to `keys` and `tags` (shared keys once: `shared_seen` holds
+    the last ones, refs come sorted), or return why it cannot be planned (no rows)."""
+    planned = _plan_item(ref, planners)
+    if isinstance(planned, str):
+        return planned
+    start, shared = len(keys), []
+    for p in planned:
+        if p.files:
+            keys += p.files
+            tags += [n] * len(p.files)  # FILE << KIND_SHIFT | n
+        if p.folders:
+            keys += p.folders
+            tags += [FOLDER << KIND_SHIFT | n] * len(p.folders)
+        shared += p.shared
+    problem = _keys_problem(keys[start:] + shared)
+    if problem:
+        del keys[start:], tags[start:]
+        return problem
+    for k in shared:
+        if k not in shared_seen:
+            if len(shared_seen) > 10_000:
+                shared_seen.clear()
+            shared_seen.add(k)
+            keys.append(k)
+            tags.append(SHARED << KIND_SHIFT | SIDECARS)
+    return None
+
+
 def _flush(db: sqlite3.Connection, names: list[tuple[int, str, str]],
-           keys: list[tuple[str, int, int]], bad: list[tuple[int, str]]) -> None:
+           bad: list[tuple[int, str]]) -> None:
     db.executemany("INSERT INTO items VALUES (?, ?, ?)", names)
-    db.executemany("INSERT INTO keys VALUES (?, ?, ?)", keys)
     db.executemany("INSERT INTO bad VALUES (?, ?)", bad)
-    names.clear(), keys.clear(), bad.clear()
+    names.clear(), bad.clear()
 
 
-def _scan(db: sqlite3.Connection) -> None:
+def _node(path: str, tags: list[int]) -> list[Any]:
+    """[path, path + SEP, file owners, folder owners, shared, hits, n_hits] (see `_scan`)."""
+    owners: tuple[list[int], list[int]] = ([], [])
+    shared = False
+    for tag in tags:
+        kind, owner = tag >> KIND_SHIFT, tag & OWNER_MASK
+        if kind == SHARED:
+            shared = True
+        elif owner not in owners[kind]:
+            owners[kind].append(owner)
+    return [path, path + SEP, owners[FILE], owners[FOLDER], shared, [], 0]
+
+
+def _scan(db: sqlite3.Connection, keys: Iterable[Row]) -> None:
     """One ordered pass over every key: same keys, and keys inside another's file or folder.
 
-    A node is [path, path + SEP, file owners, folder owners, shared, hits, n_hits]; the stack
-    holds the declared keys that are folders of the current one (nearest last); `hits` are
-    (owner, key) of others' keys found inside a node, reported when it leaves the stack."""
+    A node (`_node`) is made only for a key declared more than once, inside a declared key, or
+    holding the next key; the stack holds the declared keys that are folders of the current
+    one (nearest last); `hits` are (owner, key) of others' keys found inside a node, reported
+    when it leaves the stack. Most keys are alone and nothing is inside them: the loop only
+    compares them with their neighbours."""
     out: list[tuple[int, int, str, str, int, int]] = []
     stack: list[list[Any]] = []
 
@@ -273,26 +440,25 @@ def _scan(db: sqlite3.Connection) -> None:
                 record(owner, SIDECARS, key=path, other_key=path, relation=SAME_SIDECAR,
                        more=1)
 
-    node: list[Any] | None = None
-    for path, kind, owner in db.execute("SELECT path, kind, owner FROM keys ORDER BY path"):
-        if node is None or path != node[0]:
-            if node is not None:
+    cur, group = "", []  # the current key and its tags
+    for path, tag in chain(keys, (("", 0),)):  # the empty key ends the pass
+        if path == cur:
+            group.append(tag)
+            continue
+        if group:
+            if stack or len(group) > 1:
+                node = _node(cur, group)
                 if stack or len(node[2]) + len(node[3]) > 1 or (node[4] and (node[2] or node[3])):
                     check(node)
-                stack.append(node)
+                if path.startswith(node[1]):  # a key inside it follows: it is an ancestor
+                    stack.append(node)
+                elif node[6]:
+                    close(node)
+            elif path.startswith(cur) and path[len(cur)] == SEP:
+                stack.append(_node(cur, group))
             while stack and not path.startswith(stack[-1][1]):
                 close(stack.pop())
-            node = [path, path + SEP, [], [], False, [], 0]
-        if kind == SHARED:
-            node[4] = True
-        elif owner not in node[2 + kind]:
-            node[2 + kind].append(owner)
-    if node is not None:
-        if stack or len(node[2]) + len(node[3]) > 1 or (node[4] and (node[2] or node[3])):
-            check(node)
-        stack.append(node)
-    while stack:
-        close(stack.pop())
+        cur, group = path, [tag]
     db.executemany("INSERT INTO clash VALUES (?, ?, ?, ?, ?, ?)", out)
 
 

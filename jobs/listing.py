@@ -29,15 +29,20 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from maskcore.errors import InputError
+import msgspec
+
+from maskcore.errors import InputError, ItemError
 from maskcore.formats import supervisely as sly
 from maskcore.formats.base import pack_parts
-from maskcore.model import ClassTable, Item
+from maskcore.model import ClassTable, name_stem
+from maskcore.paths import check_relative
 
 from .spool import Spool
 from .storage import Root
 
 _COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # built once
+_ENCODE = msgspec.json.Encoder().encode  # _COMPACT's text, several times faster
+_DECODE = msgspec.json.Decoder().decode
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,11 +71,18 @@ class ItemRef:
                   self.ann_tag, self.image_tag, self.previous, list(self.ann_more)]
         while len(fields) > 4 and fields[-1] in (None, []):
             fields.pop()
-        return _COMPACT.encode(fields)
+        try:
+            return _ENCODE(fields).decode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate: json writes it as it is
+            return _COMPACT.encode(fields)
 
     @classmethod
     def from_json(cls, line: str | bytes) -> ItemRef:
-        return cls.from_fields(json.loads(line))
+        try:
+            fields = _DECODE(line)
+        except (msgspec.DecodeError, UnicodeEncodeError):
+            fields = json.loads(line)
+        return cls.from_fields(fields)
 
     @classmethod
     def from_fields(cls, f: Any) -> ItemRef:
@@ -171,13 +183,16 @@ def spooled_listing(reader: str, classes: ClassTable, fill: Callable[[Spool], in
 
 def safe_key(key: str) -> bool:
     """`check_relative` without raising (it runs once per listed file)."""
-    return bool(key) and key[0] != "/" and "\\" not in key and "\x00" not in key and \
-        key[1:2] != ":" and not any(p in ("", ".", "..") for p in key.split("/"))
+    try:
+        check_relative(key)
+    except ItemError:
+        return False
+    return True
 
 
 def stem(name: str) -> str:
     """The stem outputs are named by: the one rule, `maskcore.model.Item.stem`."""
-    return Item("", name, 0, 0, ()).stem
+    return name_stem(name)
 
 
 # ---------------------------------------------------------------------------- listing files
@@ -277,8 +292,8 @@ def _supervisely_files(root: Root) -> Iterator[tuple[int, str, str, str, str, st
     (kind 1) file of the project."""
     is_dataset: dict[str, bool] = {}
     for key, tag in iter_tags(root):
-        parent, fname = posixpath.split(key)
-        ds, kind = posixpath.split(parent)
+        parent, _, fname = key.rpartition("/")  # posixpath.split of a clean key
+        ds, _, kind = parent.rpartition("/")
         if not ds or kind not in (sly.IMG_DIR, sly.ANN_DIR):
             continue
         if ds not in is_dataset:

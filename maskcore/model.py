@@ -228,8 +228,12 @@ class Item:
 
     @property
     def stem(self) -> str:
-        """The image name without its last extension ('a.b.jpg' -> 'a.b'); a dot in a folder
-        name is not an extension ('dir.v2/file' -> 'dir.v2/file')."""
-        folder, slash, base = self.name.rpartition("/")
-        head, dot, _ext = base.rpartition(".")
-        return folder + slash + (head if dot and head else base)
+        return name_stem(self.name)
+
+
+def name_stem(name: str) -> str:
+    """The image name without its last extension ('a.b.jpg' -> 'a.b'); a dot in a folder
+    name is not an extension ('dir.v2/file' -> 'dir.v2/file')."""
+    folder, slash, base = name.rpartition("/")
+    head, dot, _ext = base.rpartition(".")
+    return folder + slash + (head if dot and head else base)

@@ -22,6 +22,7 @@ declarations may name and that are written once (sidecars such as list files or 
 from __future__ import annotations
 
 import unicodedata
+from functools import lru_cache
 from typing import NamedTuple
 
 from .errors import ItemError, expected
@@ -29,8 +30,18 @@ from .errors import ItemError, expected
 _DOTS = frozenset({"", ".", ".."})
 
 
+def _plain(path: str) -> bool:
+    """The common clean key, decided without splitting: no empty component (no leading,
+    trailing or double '/'), none starting with '.' (so none is '.' or '..'), no '\\' or NUL,
+    no drive letter."""
+    return bool(path) and path[0] not in "/." and "/." not in path and "//" not in path and (
+        path[-1] != "/" and "\\" not in path and "\x00" not in path and path[1:2] != ":")
+
+
 def check_relative(path: str, what: str = "path") -> str:
     """`path` itself if it is a clean relative key, else ItemError."""
+    if _plain(path):
+        return path
     if not path or path.startswith("/") or "\\" in path or "\x00" in path or (
         len(path) > 1 and path[1] == ":"
     ) or not _DOTS.isdisjoint(path.split("/")):
@@ -39,7 +50,18 @@ def check_relative(path: str, what: str = "path") -> str:
 
 
 def join(*parts: str) -> str:
+    key = "/".join(parts)
+    if _plain(key):  # then no part is empty or has a '/' to strip
+        return key
     return check_relative("/".join([p.strip("/") for p in parts if p]), "output key")
+
+
+@lru_cache(maxsize=4096)
+def folder(*parts: str) -> str:
+    """`join(*parts) + '/'`, cached: the prefix of the keys of many items under one folder
+    (`prefix + leaf` is a clean key when `leaf` is: plan-time clash detection builds ~10 keys
+    per item this way)."""
+    return join(*parts) + "/"
 
 
 def component(name: str) -> str:

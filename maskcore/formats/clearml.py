@@ -37,7 +37,7 @@ import numpy as np
 
 from .. import paths
 from ..errors import ConfigError, expected
-from ..model import ClassTable, Item
+from ..model import ClassTable, name_stem
 from .base import (
     Blob,
     FinalEntry,
@@ -152,7 +152,7 @@ def write_item(ctx: ItemContext, opts: ClearmlOptions) -> ItemOutput:
 
 def record_key(dataset: str, name: str, opts: ClearmlOptions) -> str:
     """The item's frame object: its record when it is carried forward unchanged."""
-    return frame_key(dataset, Item(dataset, name, 0, 0, ()).stem)
+    return frame_key(dataset, name_stem(name))
 
 
 def mask_labels(classes: ClassTable) -> dict[str, Any]:
@@ -212,8 +212,10 @@ def preview_mask(keys: Sequence[str], read: Callable[[str], bytes]) -> PreviewMa
 def planned_keys(dataset: str, name: str, opts: ClearmlOptions) -> paths.Planned:
     """The keys `write_item` writes for (dataset, name), known without rendering
     (jobs/clashes.py): the mask and the per-item frame, both by stem."""
-    stem = Item(dataset, name, 0, 0, ()).stem
-    return paths.Planned((mask_key(dataset, stem), frame_key(dataset, stem)))
+    stem = name_stem(name)  # as mask_key / frame_key, prefixes cached
+    # checked once: another folder and extension make no component empty, '.' or '..'
+    return paths.Planned((paths.join(paths.folder(NAME, MASKS_DIR, dataset) + stem + ".png"),
+                          paths.folder(NAME, FRAMES_DIR, dataset) + stem + ".json"))
 
 
 def reserved_keys(opts: ClearmlOptions) -> paths.Planned:

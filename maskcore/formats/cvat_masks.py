@@ -434,10 +434,10 @@ def planned_keys(dataset: str, name: str, opts: CvatOptions) -> paths.Planned:
     of them, so two subsets with the same id clash - and, shared by the items of a subset, its
     list file. ItemError for a subset a list file cannot be named after (as `write_item`)."""
     subset = subset_of(dataset, opts)
-    rel = item_id(name) + MASK_EXT
+    rel = item_id(name) + MASK_EXT  # checked once: the same under both folders
     return paths.Planned(
-        (paths.join(NAME, CLASS_DIR, rel), paths.join(NAME, OBJECT_DIR, rel)),
-        shared=(paths.join(NAME, SEGM_LIST_DIR, subset + ".txt"),))
+        (paths.join(paths.folder(NAME, CLASS_DIR) + rel), paths.folder(NAME, OBJECT_DIR) + rel),
+        shared=(paths.folder(NAME, SEGM_LIST_DIR) + subset + ".txt",))
 
 
 def reserved_keys(opts: CvatOptions) -> paths.Planned:

@@ -36,6 +36,7 @@ import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import cv2
@@ -44,7 +45,7 @@ import numpy as np
 from .. import compose, encode, paths
 from ..archive import PieceSink, TarStream, parse_size
 from ..errors import ConfigError, ItemError, expected
-from ..model import RGB, ClassTable, Item, Label
+from ..model import RGB, ClassTable, Label, name_stem
 from ..palette import machine_colors, rgb
 from ..rasterize import Stamp
 from .base import (
@@ -534,18 +535,27 @@ def planned_keys(dataset: str, name: str, opts: SuperviselyOptions) -> paths.Pla
     (jobs/clashes.py): the masks by stem, the item's own `masks_instances/<stem>/` folder (its
     files are named by class, known only after parsing), and the image and annotation copies
     (declared even for inputs that have none to copy)."""
-    stem = Item(dataset, name, 0, 0, ()).stem
-    base = paths.join(NAME, dataset)
-    png_name = paths.component(stem) + ".png"
-    files = [paths.join(base, folder, png_name) for folder, option in _MASK_FOLDERS
-             if getattr(opts, option)]
-    if opts.images:
-        files.append(paths.join(base, "img", paths.component(name)))
-    if opts.annotations:
-        files.append(paths.join(base, "ann", paths.component(name) + ".json"))
-    folders = (paths.join(base, "masks_instances", paths.component(stem)),) \
-        if opts.masks_instances else ()
-    return paths.Planned(tuple(files), folders)
+    # prefix + component: a component has no '/', '\\' or NUL and is never '', '.' or '..'
+    masks, img, ann, instances = _folders(dataset, opts)
+    stem = paths.component(name_stem(name))
+    files = [folder + stem + ".png" for folder in masks]
+    if img:
+        files.append(img + paths.component(name))
+    if ann:
+        files.append(ann + paths.component(name) + ".json")
+    return paths.Planned(tuple(files), (instances + stem,) if instances else ())
+
+
+@lru_cache(maxsize=1024)
+def _folders(dataset: str, opts: SuperviselyOptions) -> tuple[tuple[str, ...], str, str, str]:
+    """The folders `planned_keys` declares keys in, each as a prefix ending in '/' ('' when
+    not written): the requested mask folders, img, ann, masks_instances."""
+    def under(folder: str, wanted: bool) -> str:
+        return paths.folder(NAME, dataset, folder) if wanted else ""
+    return (tuple(under(folder, True) for folder, option in _MASK_FOLDERS
+                  if getattr(opts, option)),
+            under("img", opts.images), under("ann", opts.annotations),
+            under("masks_instances", opts.masks_instances))
 
 
 def reserved_keys(opts: SuperviselyOptions) -> paths.Planned:

@@ -43,6 +43,7 @@ import struct
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import google_crc32c
@@ -51,7 +52,7 @@ from numcodecs.zstd import Zstd
 
 from .. import paths
 from ..errors import ConfigError, ItemError, expected
-from ..model import ClassTable, Item
+from ..model import ClassTable, name_stem
 from .base import (
     Blob,
     FinalEntry,
@@ -367,15 +368,20 @@ def planned_keys(dataset: str, name: str, opts: ZarrOptions) -> paths.Planned:
     node and the intermediate group nodes above it, shared (a group may be both an item's group
     and the parent of another item's group, see `GroupsFinalizer`). ItemError for a group named
     like an array: readers (and finalize) would take it for one."""
-    group = group_path(dataset, Item(dataset, name, 0, 0, ()).stem)
+    group = group_path(dataset, name_stem(name))
     if group.rsplit("/", 1)[-1] in ARRAY_NAMES:
         raise ItemError(expected(f"an image name whose stem is not {' or '.join(ARRAY_NAMES)} "
                                  "(the zarr group would look like an array)", name))
-    base = paths.join(NAME, group)
-    return paths.Planned(
-        folders=tuple(paths.join(base, a) for a in ARRAY_NAMES),
-        shared=(paths.join(base, META_FILE),
-                *(paths.join(NAME, g, META_FILE) for g in ancestors(group))))
+    base = paths.folder(NAME) + group + "/"
+    return paths.Planned(folders=tuple([base + a for a in ARRAY_NAMES]),
+                         shared=(base + META_FILE, *_ancestor_nodes(group.rpartition("/")[0])))
+
+
+@lru_cache(maxsize=1024)
+def _ancestor_nodes(parent: str) -> tuple[str, ...]:
+    """The group nodes of `parent` (a group path, '' for the root) and of its ancestors."""
+    return tuple(paths.join(NAME, g, META_FILE) for g in ancestors(parent + "/_")) \
+        if parent else ()
 
 
 def reserved_keys(opts: ZarrOptions) -> paths.Planned:

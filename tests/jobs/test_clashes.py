@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.clashes import JOB_RESERVED, detect_clashes
+from jobs.clashes import JOB_RESERVED, _KeyRuns, detect_clashes
 from jobs.cli import run
 from jobs.listing import ItemRef
 from maskcore.formats import FORMATS
@@ -143,6 +143,49 @@ def test_many_way_clash_names_three_and_counts_the_rest():
     assert reason.count("ds/a.") == 3 and "and 2 more items" in reason
 
 
+def test_spilled_runs_find_the_same_clashes_as_one_run_in_memory(monkeypatch):
+    """Every clash kind at once, with the keys sorted in memory, then spilled in runs of 64
+    rows and merged (and the runs merged again past MAX_RUNS): the same failures."""
+    items = refs(("ds", "a.png"), ("ds", "a.jpg"), ("ds", "a/class/b.png"), ("ds", "x.jpg"),
+                 ("ds", "x.png/y.jpg"), ("meta.json", "x.png"), ("train", "x.png"),
+                 ("val", "x.png"), *[("big", f"i{i:04d}.png") for i in range(300)],
+                 ("big", "i0007.jpg"), ("zz", "new\nline.png"))
+    in_memory = failures(items)
+    assert {"ds/a.png", "ds/a.jpg", "ds/a/class/b.png", "ds/x.png/y.jpg", "meta.json/x.png",
+            "big/i0007.png", "big/i0007.jpg", "zz/new\nline.png"} <= set(in_memory)
+    monkeypatch.setattr("jobs.clashes.BATCH", 50)  # rows added (and maybe spilled) at once
+    monkeypatch.setattr("jobs.clashes.RUN_BLOCK", 16)
+    monkeypatch.setattr("jobs.clashes.ROW_BYTES", 64 * 2**20 // 64)  # runs of 64 rows
+    spills = []
+    monkeypatch.setattr("jobs.clashes._KeyRuns._write",
+                        lambda self, rows, write=_KeyRuns._write: spills.append(1) or write(
+                            self, rows))
+    monkeypatch.setattr("jobs.clashes.MAX_RUNS", 4)
+    assert failures(items) == in_memory
+    assert len(spills) > 20
+
+
+def test_key_runs_sort_any_rows_across_spills_and_merges(tmp_path, monkeypatch):
+    import random
+
+    monkeypatch.setattr("jobs.clashes.RUN_BLOCK", 7)
+    monkeypatch.setattr("jobs.clashes.MAX_RUNS", 3)
+    rng = random.Random(5)
+    rows = [("".join(rng.choice("ab/\x01é") for _ in range(rng.randint(1, 6))),
+             rng.randint(0, 3 << 40)) for _ in range(2000)]
+    store = _KeyRuns(str(tmp_path), max_rows=50)
+    for i in range(0, len(rows), 33):
+        chunk = rows[i:i + 33]
+        store.add([k for k, _ in chunk], [t for _, t in chunk])
+    assert max(level for level, _ in store.runs) >= 2  # runs of runs were merged
+    assert len(list(tmp_path.iterdir())) == len(store.runs)  # merged runs were removed
+    assert list(store) == sorted((k.replace("/", "\x01"), t) for k, t in rows)
+    assert store.bytes == sum(p.stat().st_size for p in tmp_path.iterdir()) > 0
+    assert store.peak_bytes >= store.bytes
+    store.remove()
+    assert list(tmp_path.iterdir()) == [] and store.bytes == 0
+
+
 def test_same_input_same_reasons():
     items = refs(("ds", "a.png"), ("ds", "a.jpg"), ("meta.json", "x.png"), ("b", "x.jpg"))
     assert failures(items) == failures(list(items))
@@ -172,9 +215,13 @@ def test_temporary_folder_is_removed(tmp_path):
 
 def test_driver_memory_does_not_grow_with_the_number_of_items(tmp_path, monkeypatch):
     """Lazy streams of 2k and 12k refs (every 100th with a same-stem twin): Python's peak
-    allocation is the same for both - keys, names and reasons live in SQLite (bounded cache);
-    Python holds one batch of rows (BATCH, small here so that both runs exceed it)."""
+    allocation is the same for both - names and reasons live in SQLite (bounded cache), keys
+    in sorted runs on disk; Python holds one batch and one run of rows (BATCH and the run
+    size, small here so that both streams exceed them; the 12k one merges its runs once)."""
     monkeypatch.setattr("jobs.clashes.BATCH", 500)
+    monkeypatch.setattr("jobs.clashes.RUN_BLOCK", 64)
+    monkeypatch.setattr("jobs.clashes.ROW_BYTES", 4 * 2**20 // 1000)  # runs of 1000 rows
+    monkeypatch.setattr("jobs.clashes.MAX_RUNS", 16)
     def stream(n):
         for i in range(n):
             yield ItemRef(f"ds{i // 1000}", f"img{i:07d}.jpg", None, None)

@@ -237,6 +237,27 @@ def test_coco_listing_equals_the_in_memory_split(tmp_path):
         assert (r.problem is None) == (split[r.name].problem is None)
 
 
+def test_coco_records_keep_their_json_text_beyond_64_bit_ints_and_utf8(tmp_path):
+    """Records are re-encoded with msgspec (faster; exponent-form floats are written without
+    '+'); what it cannot write (an int beyond 64 bits) falls back to json's encoder: the same
+    values as the in-memory split's inline."""
+    from maskcore.formats import coco
+
+    doc = coco_json(["é/ü.jpg", "b.jpg"])
+    doc["images"][0]["license"] = 2**70
+    doc["annotations"][1]["attributes"] = {"note": "line\u2028sep \"q\" \\ \t", "big": -2**65,
+                                           "f": [1e16, 1.5e-7, 0.1, -0.0, 123456789.125]}
+    path = tmp_path / "instances_x.json"
+    path.write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
+    split = {im.name: im for im in coco.split_dataset(path.read_bytes()).images}
+    refs = listed(tmp_path)
+    assert [r.name for r in refs] == ["b.jpg", "é/ü.jpg"]
+    for r in refs:
+        assert json.loads(r.ann_inline) == json.loads(split[r.name].inline)
+    assert json.loads(refs[1].ann_inline)["image"]["license"] == 2**70
+    assert json.loads(refs[0].ann_inline)["annotations"][0]["attributes"]["big"] == -2**65
+
+
 def test_coco_first_of_an_id_name_or_stem_wins(tmp_path):
     doc = coco_json(["a.jpg", "a.png", "b.jpg", "b.jpg"])
     doc["images"].append({"id": 1, "file_name": "z.jpg", "width": 8, "height": 6})
