@@ -546,16 +546,23 @@ def planned_keys(dataset: str, name: str, opts: SuperviselyOptions) -> paths.Pla
     return paths.Planned(tuple(files), (instances + stem,) if instances else ())
 
 
-@lru_cache(maxsize=1024)
 def _folders(dataset: str, opts: SuperviselyOptions) -> tuple[tuple[str, ...], str, str, str]:
     """The folders `planned_keys` declares keys in, each as a prefix ending in '/' ('' when
     not written): the requested mask folders, img, ann, masks_instances."""
+    wanted = tuple(bool(getattr(opts, option)) for _, option in _MASK_FOLDERS)
+    return _folders_of(dataset, wanted, opts.images, opts.annotations, opts.masks_instances)
+
+
+@lru_cache(maxsize=1024)
+def _folders_of(dataset: str, masks: tuple[bool, ...], images: bool, annotations: bool,
+                instances: bool) -> tuple[tuple[str, ...], str, str, str]:
+    """`_folders`, cached on what decides it (the options hold dicts: not hashable)."""
     def under(folder: str, wanted: bool) -> str:
         return paths.folder(NAME, dataset, folder) if wanted else ""
-    return (tuple(under(folder, True) for folder, option in _MASK_FOLDERS
-                  if getattr(opts, option)),
-            under("img", opts.images), under("ann", opts.annotations),
-            under("masks_instances", opts.masks_instances))
+    return (tuple(under(folder, True) for (folder, _), w in zip(_MASK_FOLDERS, masks, strict=True)
+                  if w),
+            under("img", images), under("ann", annotations),
+            under("masks_instances", instances))
 
 
 def reserved_keys(opts: SuperviselyOptions) -> paths.Planned:
