@@ -109,6 +109,13 @@ def start_attempt(dest: Root, pid: int, run_token: str) -> bool:
     return False
 
 
+def end_attempt(dest: Root, pid: int) -> None:
+    """Forget the attempt of partition `pid` (it raised: Dask's ordinary retry must run it
+    normally, not isolated); best effort, a store error here is not the one to report."""
+    with contextlib.suppress(Exception):
+        delete_keys(dest, [attempt_key(pid)])
+
+
 def clear_attempts(dest: Root) -> int:
     """Remove every attempt marker (one listing, bulk deletes): the run is over."""
     return delete_keys(dest, list(dest.list_files(ATTEMPTS_DIR)))

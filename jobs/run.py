@@ -35,7 +35,7 @@ from typing import Any
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from . import malloc
-from .manifest_store import PlanSlice, attempt_key, clear_attempts, delete_keys, start_attempt
+from .manifest_store import PlanSlice, clear_attempts, end_attempt, start_attempt
 from .tasks import ExportContext, process_partition, process_partition_isolated
 
 log = logging.getLogger("maskjob")
@@ -72,8 +72,7 @@ def _run(token: str, part: PlanSlice, isolated: bool = False) -> dict[str, int]:
     try:
         return fn(ctx, part)
     except BaseException:  # an exception, not a crash: Dask's retry runs it normally again
-        with contextlib.suppress(Exception):
-            delete_keys(ctx.dest, [attempt_key(part.pid)])
+        end_attempt(ctx.dest, part.pid)
         raise
 
 
