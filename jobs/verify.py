@@ -2,7 +2,10 @@
 
 For each `outputs[]` entry of `manifest.jsonl`: the object exists, has the recorded size and
 the recorded checksum. Prints each problem with the object's key; exit 1 if any, else 0.
-A missing `manifest.json` (export not completed) is a problem too.
+A missing `manifest.json` (export not completed) is a problem too. Dataset-level objects a
+format records in `manifest.json` under `format_details.<format>` as `{key, size, checksum}`
+entries (e.g. the Supervisely archive pieces) are checked the same way, streamed in CHUNK
+reads (a piece can be GiBs) and never past their recorded size + 1 byte.
 
 The manifest is data, not trust (SPEC 4): it is streamed line by line (never read whole; a line
 longer than MAX_LINE is a problem, not a memory spike), and a line that is not a JSON object, an
@@ -17,6 +20,7 @@ printed.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Iterator
@@ -125,6 +129,74 @@ def _check_batch(dest: Root, batch: list[dict[str, Any]]) -> Iterator[str]:
             yield f"checksum differs: {key}"
 
 
+MAX_SUMMARY = 64 * 1024 * 1024  # manifest.json is counters and format details: small
+
+
+def _recorded(node: Any, depth: int = 0) -> Iterator[Any]:
+    """Every `{key, size, checksum}` entry under a `format_details` tree (bounded depth)."""
+    if depth > 8:
+        return
+    if isinstance(node, dict):
+        if {"key", "size", "checksum"} <= node.keys():
+            yield node
+            return
+        for value in node.values():
+            yield from _recorded(value, depth + 1)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _recorded(value, depth + 1)
+
+
+def _stream_problem(dest: Root, out: dict[str, Any]) -> str | None:
+    """Size and checksum of one (possibly huge) object, read in CHUNK pieces."""
+    key, size = out["key"], out["size"]
+    fs, _ = dest.fs_path
+    digest, got = hashlib.md5(usedforsecurity=False), 0
+    try:
+        with fs.open(dest.full(key), "rb") as f:
+            while got <= size:
+                chunk = f.read(min(CHUNK * 8, size + 1 - got))
+                if not chunk:
+                    break
+                digest.update(chunk)
+                got += len(chunk)
+    except FileNotFoundError:
+        return f"missing: {key}"
+    except OSError as exc:
+        return f"unreadable: {key} ({type(exc).__name__})"
+    if got != size:
+        return f"size differs: {key} ({'more than ' + str(size) if got > size else got} bytes, " \
+               f"{MANIFEST_SUMMARY} says {size})"
+    if "md5:" + digest.hexdigest() != out["checksum"]:
+        return f"checksum differs: {key}"
+    return None
+
+
+def _summary_objects(dest: Root, problems: list[str]) -> Iterator[dict[str, Any]]:
+    """Checkable objects recorded in manifest.json's `format_details`; a bad entry is a problem."""
+    fs, _ = dest.fs_path
+    try:
+        with fs.open(dest.full(MANIFEST_SUMMARY), "rb") as f:
+            raw = f.read(MAX_SUMMARY + 1)
+    except FileNotFoundError:
+        return
+    if len(raw) > MAX_SUMMARY:
+        problems.append(f"{MANIFEST_SUMMARY}: longer than {MAX_SUMMARY} bytes")
+        return
+    try:
+        summary = json.loads(raw)
+    except (ValueError, RecursionError):
+        problems.append(f"{MANIFEST_SUMMARY}: not JSON")
+        return
+    details = summary.get("format_details", {}) if isinstance(summary, dict) else {}
+    for out in _recorded(details):
+        problem = _output_problem(out)
+        if problem:
+            problems.append(f"{MANIFEST_SUMMARY} format_details: {problem}")
+        else:
+            yield out
+
+
 def verify(dest: Root) -> int:
     problems: list[str] = []  # printed as they come, beyond SHOWN only counted
     count = {"objects": 0, "problems": 0}
@@ -158,6 +230,11 @@ def verify(dest: Root) -> int:
             report()
         problems.extend(_check_batch(dest, batch))
         count["objects"] += len(batch)
+    for out in _summary_objects(dest, problems):
+        problem = _stream_problem(dest, out)
+        if problem:
+            problems.append(problem)
+        count["objects"] += 1
     report()
     if count["problems"] > SHOWN:
         log.error("... and %d more problems", count["problems"] - SHOWN)

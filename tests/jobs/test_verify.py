@@ -156,3 +156,39 @@ def test_problems_beyond_the_shown_ones_are_counted(tmp_path, monkeypatch, caplo
     assert run(["verify", str(out)]) == 1
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 4 and "and 7 more problems" in errors[-1].getMessage()
+
+
+def test_objects_recorded_in_format_details_are_checked_streamed(tmp_path, caplog):
+    """Archive pieces (manifest.json `format_details`) are verified too: a truncated, a changed,
+    a missing and a grown piece are each named; an escaping key there is never followed."""
+    out = tmp_path / "out"
+    out.mkdir()
+    write_output(out, {"m/a.png": b"aaaa"})
+    pieces = {f"sly/p.tar.{n:03d}": bytes([n]) * 3000 for n in range(1, 6)}
+    for key, data in pieces.items():
+        (out / key).parent.mkdir(parents=True, exist_ok=True)
+        (out / key).write_bytes(data)
+    (tmp_path / "secret").write_bytes(b"x")
+    recorded = [fingerprint(k, d) for k, d in pieces.items()]
+    recorded.append({"key": "../secret", "size": 1, "checksum": fingerprint("", b"x")["checksum"]})
+    summary = {"format_details": {"sly": {"archive": {"pieces": recorded}}}}
+    (out / "manifest.json").write_text(json.dumps(summary))
+    assert run(["verify", str(out)]) == 1  # the escaping key alone is a problem
+    (out / "manifest.json").write_text(json.dumps({"format_details": {"sly": {"archive": {
+        "pieces": recorded[:-1]}}}}))
+    caplog.clear()
+    assert run(["verify", str(out)]) == 0
+    (out / "sly/p.tar.001").write_bytes(b"\1" * 2999)  # truncated
+    (out / "sly/p.tar.002").write_bytes(b"\2" * 2999 + b"X")  # changed
+    (out / "sly/p.tar.003").unlink()  # missing
+    (out / "sly/p.tar.004").write_bytes(b"\4" * 30000)  # grown
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="maskjob"):
+        assert run(["verify", str(out)]) == 1
+    text = caplog.text
+    assert "size differs: sly/p.tar.001 (2999 bytes" in text
+    assert "checksum differs: sly/p.tar.002" in text
+    assert "missing: sly/p.tar.003" in text
+    assert "size differs: sly/p.tar.004 (more than 3000 bytes" in text
+    assert "sly/p.tar.005" not in text
+    assert "verified 6 objects: 4 problems" in text
