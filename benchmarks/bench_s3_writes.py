@@ -23,60 +23,30 @@ import argparse
 import contextlib
 import os
 import platform
-import re
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-VENV_BIN = Path(sys.executable).parent
 
+from tests.e2e.helpers import MotoServer  # noqa: E402
 
 # -- moto ----------------------------------------------------------------------------------
 
 @contextlib.contextmanager
 def moto_server(workdir: Path):
-    log_path = workdir / "moto.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen([str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", "0"],
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    """The e2e tests' `MotoServer` (one moto launcher for tests and benchmarks)."""
+    server = MotoServer(workdir / "moto.log").start()
     try:
-        deadline = time.monotonic() + 30
-        endpoint = None
-        while endpoint is None:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("moto_server did not start:\n" + log_path.read_text())
-            m = re.search(r"Running on http://127\.0\.0\.1:(\d+)", log_path.read_text())
-            if m:
-                endpoint = f"http://127.0.0.1:{m.group(1)}"
-            else:
-                time.sleep(0.05)
-        while True:
-            try:
-                urllib.request.urlopen(endpoint + "/moto-api/", timeout=2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        yield endpoint
+        yield server.endpoint
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=5)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=5)
+        server.stop()
 
 
 def set_s3_env(endpoint: str) -> None:
