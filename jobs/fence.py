@@ -9,9 +9,10 @@ The protocol (every object through `Root`; the stores are strongly consistent: S
 
 - Driver (jobs/run.py), before dispatching anything: `manifest_store.adopt_run` writes the run's
   token to `_manifest/run`, then lists the attempt markers (`_manifest/attempts/part-NNNNN`)
-  and removes them. The partitions they name had been started by another run whose task may
-  still be running: `HoldBack` dispatches them `GRACE_S` seconds later; every other partition
-  is dispatched at once.
+  and removes them. The partitions they name had been started, and not committed, by another
+  run whose task may still be running (a task removes its marker when it commits):
+  `HoldBack` dispatches them `GRACE_S` seconds later; every other partition is dispatched at
+  once.
 - Task, at its start: it writes its attempt marker (`start_attempt`), then reads `_manifest/run`
   (`Fence.start`); another run's token there, and it stops before writing anything. By the order
   of those writes and reads, a task of an older run either finds the new run key at its start

@@ -118,8 +118,9 @@ def mark_attempt(dest: Root, pid: int, run_token: str) -> None:
 
 
 def end_attempt(dest: Root, pid: int) -> None:
-    """Forget the attempt of partition `pid` (it raised: Dask's ordinary retry must run it
-    normally, not isolated); best effort, a store error here is not the one to report."""
+    """Forget the attempt of partition `pid`: it committed (a rerun need not wait for it), or
+    it raised (Dask's ordinary retry must run it normally, not isolated); best effort, a store
+    error here is not the one to report."""
     with contextlib.suppress(Exception):
         delete_keys(dest, [attempt_key(pid)])
 

@@ -15,7 +15,8 @@
   (`manifest_store.start_attempt`), and an attempt that finds its own run's marker knows the
   worker of the previous one died mid-partition and goes isolated at once. So a poison item
   costs one worker process, whatever the scheduler's `allowed-failures` (an external
-  scheduler keeps its own, 3 by default). The markers are removed when every partition is in.
+  scheduler keeps its own, 3 by default). A partition's marker is removed when it commits (and
+  any left over when every partition is in), so only unfinished partitions keep one.
 - The fence (jobs/fence.py): before dispatching, the run adopts the output (its token in
   `_manifest/run`, other runs' attempt markers removed); partitions another run had started
   are dispatched `GRACE_S` later, and every task writes through a `FencedRoot`, so a task left
@@ -79,7 +80,7 @@ def _run(token: str, part: PlanSlice, isolated: bool = False) -> dict[str, int]:
     fence.start()  # after the marker is written (jobs/fence.py); raises Superseded
     fn = process_partition_isolated if isolated else process_partition
     try:
-        return fn(dataclasses.replace(ctx, dest=FencedRoot.around(ctx.dest, fence)), part)
+        counts = fn(dataclasses.replace(ctx, dest=FencedRoot.around(ctx.dest, fence)), part)
     except BaseException as e:
         if fence.probe():  # a newer run owns the output (and the marker): leave it alone
             if isinstance(e, Superseded):
@@ -87,6 +88,8 @@ def _run(token: str, part: PlanSlice, isolated: bool = False) -> dict[str, int]:
             raise fence.error() from e
         end_attempt(ctx.dest, part.pid)  # an exception, not a crash: Dask's retry runs it
         raise  # normally again
+    end_attempt(ctx.dest, part.pid)  # committed: a rerun need not hold this partition back
+    return counts
 
 
 def _adopt(ctx: ExportContext, token: str, parts: Iterable[PlanSlice]) -> HoldBack:

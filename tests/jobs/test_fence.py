@@ -250,3 +250,11 @@ def test_a_task_started_after_the_rerun_adopted_does_no_work(dest, task_env):
     with pytest.raises(Superseded):
         run_mod._run("old0", PlanSlice(0, 0, 0, 0))
     assert ran == []
+
+
+def test_a_task_that_commits_removes_its_marker_so_a_rerun_holds_nothing_back(dest, task_env):
+    adopt_run(dest, "run0")
+    task_env("run0", lambda ctx, part: {"items": 0})
+    assert run_mod._run("run0", PlanSlice(6, 0, 0, 0)) == {"items": 0}
+    assert attempt_of(dest, 6) is None
+    assert adopt_run(dest, "run1") == set()
