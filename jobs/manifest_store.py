@@ -10,9 +10,10 @@
                                               the partition's records for a format that keeps
                                               them (`PART_RECORDS`), written just before the part
     OUTPUT/_manifest/baseline.jsonl           the previous completed run's lines (--incremental)
-    OUTPUT/_manifest/run                      the token of the run that adopted the plan last
-                                              (the fence, jobs/fence.py)
+    OUTPUT/_manifest/run                      the token of the run that adopted the output
+                                              last (the fence, jobs/fence.py)
     OUTPUT/_manifest/attempts/part-NNNNN      the run token of the attempt running partition N
+                                              (removed when it commits or raises)
     OUTPUT/manifest.jsonl                     all parts merged, in partition order
     OUTPUT/manifest.json                      the summary, written LAST (the export completed)
 
