@@ -258,3 +258,31 @@ def test_a_task_that_commits_removes_its_marker_so_a_rerun_holds_nothing_back(de
     assert run_mod._run("run0", PlanSlice(6, 0, 0, 0)) == {"items": 0}
     assert attempt_of(dest, 6) is None
     assert adopt_run(dest, "run1") == set()
+
+
+def test_an_in_process_rerun_waits_out_the_grace_for_a_partition_another_run_left(
+        tmp_path, project, monkeypatch, caplog):
+    """`--workers 0` after a dead distributed run: the rerun adopts the output too, and the
+    partition whose marker it found runs last, after the grace."""
+    from jobs.cli import run
+    from tests.conftest import rect
+
+    p = project()
+    for n in ("a.png", "b.png", "c.png", "d.png"):
+        p.add("ds", n, [rect("car", 1, 1, 5, 5)])
+    out = tmp_path / "out"
+    start_attempt(Root(str(out)), 0, "dead0")  # the dead run was writing partition 0
+    monkeypatch.setattr(run_mod, "GRACE_S", 0.5)
+    order: list[int] = []
+    real = run_mod.process_partition
+    monkeypatch.setattr(run_mod, "process_partition",
+                        lambda ctx, part: (order.append(part.pid), real(ctx, part))[1])
+    caplog.set_level("INFO", logger="maskjob")
+    t0 = time.monotonic()
+    assert run(["export", str(p.root), str(out), "--workers", "0",
+                "--set", "partition_size=2"]) == 0
+    assert time.monotonic() - t0 >= 0.5
+    assert order == [1, 0]
+    assert "1 partitions had been started by another run" in caplog.text
+    assert current_run(Root(str(out))) not in (None, "dead0")
+    assert run(["verify", str(out)]) == 0
