@@ -10,6 +10,10 @@
                                               the partition's records for a format that keeps
                                               them (`PART_RECORDS`), written just before the part
     OUTPUT/_manifest/baseline.jsonl           the previous completed run's lines (--incremental)
+    OUTPUT/_manifest/run                      the token of the run that adopted the output
+                                              last (the fence, jobs/fence.py)
+    OUTPUT/_manifest/attempts/part-NNNNN      the run token of the attempt running partition N
+                                              (removed when it commits or raises)
     OUTPUT/manifest.jsonl                     all parts merged, in partition order
     OUTPUT/manifest.json                      the summary, written LAST (the export completed)
 
@@ -64,6 +68,7 @@ MANIFEST_SUMMARY = "manifest.json"
 SHARD_BYTES = 8 * 1024 * 1024  # a plan shard is cut at the first partition end past this
 DELETE_BATCH = 1000  # keys per bulk delete (S3 DeleteObjects takes at most 1000)
 ATTEMPTS_DIR = f"{MANIFEST_DIR}/attempts"  # one marker per partition a run has started
+RUN_KEY = f"{MANIFEST_DIR}/run"  # the current run's token: a dead run's tasks stop writing
 
 
 RECORDS_DIR = f"{MANIFEST_DIR}/records"
@@ -102,16 +107,21 @@ def start_attempt(dest: Root, pid: int, run_token: str) -> bool:
     True when this run had started it before: that attempt's worker died in the middle of it
     (a retry after a crash), so the caller should isolate its items. A marker of another run
     (a resumed job) does not count."""
-    key = attempt_key(pid)
-    if dest.exists(key) and dest.read(key, max_bytes=256) == run_token.encode():
+    if attempt_of(dest, pid) == run_token:
         return True
-    dest.write(key, run_token.encode())
+    mark_attempt(dest, pid, run_token)
     return False
 
 
+def mark_attempt(dest: Root, pid: int, run_token: str) -> None:
+    """Write partition `pid`'s attempt marker: the run `run_token` is running it."""
+    dest.write(attempt_key(pid), run_token.encode())
+
+
 def end_attempt(dest: Root, pid: int) -> None:
-    """Forget the attempt of partition `pid` (it raised: Dask's ordinary retry must run it
-    normally, not isolated); best effort, a store error here is not the one to report."""
+    """Forget the attempt of partition `pid`: it committed (a rerun need not wait for it), or
+    it raised (Dask's ordinary retry must run it normally, not isolated); best effort, a store
+    error here is not the one to report."""
     with contextlib.suppress(Exception):
         delete_keys(dest, [attempt_key(pid)])
 
@@ -119,6 +129,36 @@ def end_attempt(dest: Root, pid: int) -> None:
 def clear_attempts(dest: Root) -> int:
     """Remove every attempt marker (one listing, bulk deletes): the run is over."""
     return delete_keys(dest, list(dest.list_files(ATTEMPTS_DIR)))
+
+
+def attempt_of(dest: Root, pid: int) -> str | None:
+    """The run token in partition `pid`'s attempt marker; None when there is none."""
+    return _small(dest, attempt_key(pid))
+
+
+def current_run(dest: Root) -> str | None:
+    """The token of the run that adopted the output last (`adopt_run`); None if none did."""
+    return _small(dest, RUN_KEY)
+
+
+def adopt_run(dest: Root, run_token: str) -> set[int]:
+    """Make `run_token` the output's current run, then claim the partitions other runs had
+    started: their attempt markers are removed (one listing, bulk deletes) and their ids
+    returned. In this order - the run key written before the markers are listed, while a task
+    writes its marker before it reads the run key (jobs/fence.py) - a task of an older run
+    either has its marker listed here or finds the new run key at its start."""
+    dest.write(RUN_KEY, run_token.encode())
+    keys = list(dest.list_files(ATTEMPTS_DIR))
+    delete_keys(dest, keys)
+    head = f"{ATTEMPTS_DIR}/part-"
+    return {int(k[len(head):]) for k in keys if k.startswith(head) and k[len(head):].isdigit()}
+
+
+def _small(dest: Root, key: str) -> str | None:
+    try:
+        return dest.read(key, max_bytes=256).decode("utf-8", "replace")
+    except FileNotFoundError:
+        return None
 
 
 def shard_key(n: int) -> str:

@@ -15,7 +15,13 @@
   (`manifest_store.start_attempt`), and an attempt that finds its own run's marker knows the
   worker of the previous one died mid-partition and goes isolated at once. So a poison item
   costs one worker process, whatever the scheduler's `allowed-failures` (an external
-  scheduler keeps its own, 3 by default). The markers are removed when every partition is in.
+  scheduler keeps its own, 3 by default). A partition's marker is removed when it commits (and
+  any left over when every partition is in), so only unfinished partitions keep one.
+- The fence (jobs/fence.py): before dispatching, the run adopts the output (its token in
+  `_manifest/run`, other runs' attempt markers removed); partitions another run had started
+  are dispatched `GRACE_S` later, and every task writes through a `FencedRoot`, so a task left
+  running by a dead driver stops writing (`Superseded`) within `CHECK_S` of a newer run's
+  adoption - before that run dispatches the same partition.
 - `on_done(part)` is called once per committed partition. Results are never fetched: the
   counts are in the committed part (finalize reads them), and the driver knows each partition's
   item count from the plan - one scheduler round trip per task saved (benchmarks/bench_driver).
@@ -26,6 +32,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import time
@@ -35,7 +42,8 @@ from typing import Any
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from . import malloc
-from .manifest_store import PlanSlice, clear_attempts, end_attempt, start_attempt
+from .fence import GRACE_S, Fence, FencedRoot, HoldBack, Superseded
+from .manifest_store import PlanSlice, adopt_run, clear_attempts, end_attempt, start_attempt
 from .tasks import ExportContext, process_partition, process_partition_isolated
 
 log = logging.getLogger("maskjob")
@@ -64,16 +72,34 @@ def _run(token: str, part: PlanSlice, isolated: bool = False) -> dict[str, int]:
     if ctx is None:
         raise RuntimeError(f"Expected the job context {token} on this worker. Got none "
                            "instead (the worker plugin has not run yet).")
+    fence = Fence(ctx.dest, part.pid, token)
     if not isolated and start_attempt(ctx.dest, part.pid, token):
         log.warning("partition %d: a previous attempt's worker died while running it; "
                     "exporting its items one by one in child processes", part.pid)
         isolated = True
+    fence.start()  # after the marker is written (jobs/fence.py); raises Superseded
     fn = process_partition_isolated if isolated else process_partition
     try:
-        return fn(ctx, part)
-    except BaseException:  # an exception, not a crash: Dask's retry runs it normally again
-        end_attempt(ctx.dest, part.pid)
-        raise
+        counts = fn(dataclasses.replace(ctx, dest=FencedRoot.around(ctx.dest, fence)), part)
+    except BaseException as e:
+        if fence.probe():  # a newer run owns the output (and the marker): leave it alone
+            if isinstance(e, Superseded):
+                raise
+            raise fence.error() from e
+        end_attempt(ctx.dest, part.pid)  # an exception, not a crash: Dask's retry runs it
+        raise  # normally again
+    end_attempt(ctx.dest, part.pid)  # committed: a rerun need not hold this partition back
+    return counts
+
+
+def _adopt(ctx: ExportContext, token: str, parts: Iterable[PlanSlice]) -> HoldBack:
+    """Adopt the output for the run `token` (jobs/fence.py) and hold back the partitions that
+    another run had started."""
+    held = adopt_run(ctx.dest, token)
+    if held:
+        log.info("%d partitions had been started by another run: dispatching them in %.0f s, "
+                 "once that run's tasks have stopped writing", len(held), GRACE_S)
+    return HoldBack(parts, held, grace=GRACE_S)
 
 
 def cluster_window(client: Any) -> int:
@@ -83,19 +109,19 @@ def cluster_window(client: Any) -> int:
 
 def run_partitions(parts: Iterable[PlanSlice], *, ctx: ExportContext, client: Any | None,
                    max_in_flight: int, on_done: Callable[[PlanSlice], None]) -> None:
+    token = hashlib.sha1(f"{ctx.dest.url}{time.time_ns()}".encode()).hexdigest()[:8]
+    gate = _adopt(ctx, token, parts)
     if client is None:
         malloc.apply_in_process()
-        for p in parts:
+        for p in gate:
             process_partition(ctx, p)
             on_done(p)
         return
     from distributed import as_completed
     from distributed.scheduler import KilledWorker
 
-    token = hashlib.sha1(f"{ctx.dest.url}{time.time_ns()}".encode()).hexdigest()[:8]
     name = f"maskjob-context-{token}"
     client.register_plugin(ContextPlugin(token, ctx), name=name)
-    queue = iter(parts)
     inflight: dict[Any, PlanSlice] = {}
     ac = as_completed()
 
@@ -107,7 +133,7 @@ def run_partitions(parts: Iterable[PlanSlice], *, ctx: ExportContext, client: An
 
     def top_up(limit: int) -> None:
         while len(inflight) < limit:
-            p = next(queue, None)
+            p = gate.next()
             if p is None:
                 return
             submit(p)
@@ -118,7 +144,7 @@ def run_partitions(parts: Iterable[PlanSlice], *, ctx: ExportContext, client: An
     try:
         limit, checked = window(), time.monotonic()
         top_up(limit)
-        while inflight:
+        while inflight or not gate.finished:
             if max_in_flight <= 0 and time.monotonic() - checked >= REFRESH_S:
                 limit, checked = window(), time.monotonic()
                 top_up(limit)

@@ -14,6 +14,10 @@ Which requests fail: those whose method is in ``methods`` and that are the ``fir
 ``every``-th, or a random ``rate`` fraction (seeded), capped at ``max_faults``; for each
 method, the fault kinds cycle through ``modes``. ``counters`` tells what happened, per method
 and outcome (`<KIND> calls` counts every request by kind: LIST, GET, PUT, ...).
+
+``hold(part)``: the next GET whose path contains ``part`` waits, unanswered, until
+``release()`` (``holding`` is set while it waits): a read that stalls for as long as a test
+needs, e.g. to keep a task busy on one item.
 """
 
 from __future__ import annotations
@@ -56,6 +60,9 @@ class FaultProxy:
         self._matched = 0
         self._faults = 0
         self._server: ThreadingHTTPServer | None = None
+        self._hold: str | None = None
+        self.holding = threading.Event()
+        self._released = threading.Event()
         self._thread: threading.Thread | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -74,6 +81,7 @@ class FaultProxy:
         return self
 
     def stop(self) -> None:
+        self.release()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -97,6 +105,23 @@ class FaultProxy:
     @property
     def faults(self) -> int:
         return self._faults
+
+    # -- holding one read --------------------------------------------------------------------
+    def hold(self, part: str) -> None:
+        self._hold = part
+        self._released.clear()
+
+    def release(self) -> None:
+        self._released.set()
+
+    def _maybe_hold(self, method: str, path: str) -> None:
+        with self._lock:
+            held = method == "GET" and self._hold is not None and self._hold in path
+            if held:
+                self._hold = None
+        if held:
+            self.holding.set()
+            self._released.wait(timeout=120)
 
     # -- policy ------------------------------------------------------------------------------
     def decide(self, method: str) -> str | None:
@@ -172,6 +197,7 @@ class _Handler(BaseHTTPRequestHandler):
                 else self.command)
         with self.owner._lock:
             self.owner.counters[f"{kind} calls"] += 1
+        self.owner._maybe_hold(self.command, self.path)
         mode = self.owner.decide(self.command)
         if mode == "503":
             self.send_response_only(503, "Slow Down")

@@ -30,6 +30,7 @@ from .helpers import (
     demo_project,
     die_with_parent,
     enable_versioning,
+    list_keys,
     project_items,
     read_manifest,
     stop_process,
@@ -244,3 +245,67 @@ def test_a_poison_item_costs_one_worker_on_an_external_scheduler(tmp_path, proje
         assert len(deaths) == 1, deaths
     finally:
         cluster.stop()
+
+
+@pytest.mark.timeout(90)
+def test_a_dead_drivers_late_task_stops_before_overwriting_the_rerun_outputs(
+        s3, bucket, tmp_path: Path, cluster, moto, monkeypatch):
+    """The fence (jobs/fence.py), for real: driver A's task is stuck on one item's read (the
+    proxy holds that GET) when A is SIGKILLed; an input annotation changes and driver B runs
+    the job again to the end on the same external scheduler (new plan; the partition A had
+    started is held back, then redone). Only then does A's orphaned task get its bytes - and,
+    about to write the old masks over B's, it finds it was superseded and stops. Every output
+    matches B's manifest (verify), nothing stray is left."""
+    from jobs import run as run_mod
+    from tests.conftest import ProjectBuilder, rect
+
+    p = ProjectBuilder(tmp_path / "proj", [{"title": "car", "shape": "rectangle",
+                                             "color": "#FF0000"}])
+    for n in ("a.png", "b.png", "c.png", "d.png"):
+        p.add("ds", n, [rect("car", 2, 2, 9, 9)])
+    src, dst = f"s3://{bucket('in')}/proj", f"s3://{bucket('out')}/run"
+    upload_folder(s3, p.root, src)
+    items = project_items(p.root)
+    monkeypatch.setattr(run_mod, "GRACE_S", 2.0)  # driver B's hold-back (default 10 s)
+    base = ["export", src, dst, "--set", "partition_size=4", "--scheduler", cluster.address]
+
+    with FaultProxy(moto.endpoint, methods=()) as proxy:
+        proxy.hold("d.png.json")  # A's only partition reads a, b, c, then waits on d
+        with open(tmp_path / "driverA.log", "wb") as log:
+            driver = subprocess.Popen(
+                [str(VENV_BIN / "maskjob"), *base, "--storage-option",
+                 f"endpoint_url={proxy.url}"], stdout=log, stderr=subprocess.STDOUT,
+                env=os.environ, start_new_session=True, preexec_fn=die_with_parent)
+        try:
+            wait_for(lambda: proxy.holding.is_set() or driver.poll() is not None, 45,
+                     "driver A's task to reach the held read")
+            assert driver.poll() is None, (tmp_path / "driverA.log").read_text()[-3000:]
+            marker = f"{dst.removeprefix('s3://')}/_manifest/attempts/part-00000"
+            assert s3.cat_file(marker)  # A's task is the one waiting, past its start
+            os.killpg(driver.pid, signal.SIGKILL)
+            assert driver.wait(timeout=10) == -signal.SIGKILL
+        finally:
+            stop_process(driver, grace=1)
+        assert not cluster_idle(cluster)  # the orphaned task still runs
+
+        # the input changes (item a's box moves), and driver B exports it again
+        s3.pipe(f"{src.removeprefix('s3://')}/ds/ann/a.png.json", json.dumps(
+            {"size": {"width": 64, "height": 48}, "tags": [],
+             "objects": [rect("car", 20, 20, 40, 40)]}).encode())
+        t0 = time.monotonic()
+        assert run(base) == 0
+        assert time.monotonic() - t0 >= 2.0  # partition 0 waited for the grace
+        assert run(["verify", dst]) == 0
+        _, lines = read_manifest(s3, dst)
+        b_outputs = {o["key"]: o for e in lines for o in e["outputs"]}
+        assert not cluster_idle(cluster)  # A's task has not written anything yet
+
+        proxy.release()  # A's task gets d's annotation, renders it and goes to write
+        wait_for(lambda: cluster_idle(cluster), 30, "A's orphaned task to end", interval=0.2)
+
+    assert run(["verify", dst]) == 0  # every output's md5 is the one B's manifest names
+    check_complete_export(s3, dst, items)
+    listing = list_keys(s3, dst, detail=True)
+    for key, out in b_outputs.items():
+        assert listing[key]["size"] == out["size"], key
+    assert "superseded by run" in cluster.log("worker.log", tail=None)  # it stopped, told why
