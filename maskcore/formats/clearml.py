@@ -138,12 +138,14 @@ def gray_rgb_png(index: np.ndarray) -> bytes:
     return buf.tobytes()
 
 
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode  # one encoder
+
+
 def write_item(ctx: ItemContext, opts: ClearmlOptions) -> ItemOutput:
     item = ctx.item
     comp = ctx.composition(thickness=opts.thickness)
     key = mask_key(item.dataset, item.stem)
-    doc = frame(ctx, opts, ctx.output_uri(key), comp.present)
-    data = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
+    data = _encode(frame(ctx, opts, ctx.output_uri(key), comp.present)).encode()
     blobs = [Blob(key, gray_rgb_png(comp.class_map())),
              Blob(frame_key(item.dataset, item.stem), data)]
     return ItemOutput(blobs, dict(comp.class_pixels), comp.instances, dict(comp.not_painted),
