@@ -265,10 +265,10 @@ def write_item(ctx: ItemContext, opts: ZarrOptions) -> ItemOutput:
     item = ctx.item
     comp = ctx.composition(thickness=opts.thickness)
     idtype = np.uint16 if comp.top <= 65535 else np.uint32
-    arrays = (comp.class_map(), comp.instance_map(idtype))  # ARRAY_NAMES
+    cls, inst = arrays = (comp.class_map(), comp.instance_map(idtype))  # ARRAY_NAMES
     base = paths.join(NAME, group_path(item.dataset, item.stem)) + "/"  # + clean layout names
-    docs, head, tail = _item_docs(tuple(a.shape for a in arrays),
-                                  tuple(a.dtype.name for a in arrays), opts.chunk)
+    docs, head, tail = _item_docs((cls.shape, inst.shape), (cls.dtype.name, inst.dtype.name),
+                                  opts.chunk)
     attrs: dict[str, Any] = {"image": item.name}
     if item.image_key is not None:
         attrs["image_uri"] = ctx.input_uri(item.image_key)
