@@ -112,8 +112,8 @@ def frame(ctx: ItemContext, opts: ClearmlOptions, mask_uri: str, present: list[i
     """The frame dict of one item; `present` are the class indices (from 1) in its mask."""
     item = ctx.item
     source: dict[str, Any] = {"id": opts.source_id}
-    if item.image_key is not None:
-        source["uri"] = ctx.input_uri(item.image_key)
+    if (image_uri := ctx.image_uri()) is not None:
+        source["uri"] = image_uri
         source["content_type"] = _content_type(item.name)
     source.update({
         "width": item.width, "height": item.height, "timestamp": 0,

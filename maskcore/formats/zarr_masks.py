@@ -270,8 +270,8 @@ def write_item(ctx: ItemContext, opts: ZarrOptions) -> ItemOutput:
     docs, head, tail = _item_docs((cls.shape, inst.shape), (cls.dtype.name, inst.dtype.name),
                                   opts.chunk)
     attrs: dict[str, Any] = {"image": item.name}
-    if item.image_key is not None:
-        attrs["image_uri"] = ctx.input_uri(item.image_key)
+    if (image_uri := ctx.image_uri()) is not None:
+        attrs["image_uri"] = image_uri
     blobs = [Blob(base + META_FILE, b"".join((head, _dumps(attrs), tail)))]
     for name, a, doc in zip(ARRAY_NAMES, arrays, docs, strict=True):
         blobs.append(Blob(f"{base}{name}/{META_FILE}", doc))
