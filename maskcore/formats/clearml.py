@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import cv2
+import msgspec
 import numpy as np
 
 from .. import paths
@@ -138,14 +139,14 @@ def gray_rgb_png(index: np.ndarray) -> bytes:
     return buf.tobytes()
 
 
-_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode  # one encoder
+_encode = msgspec.json.Encoder().encode  # json.dumps' compact UTF-8 text, ~10x faster
 
 
 def write_item(ctx: ItemContext, opts: ClearmlOptions) -> ItemOutput:
     item = ctx.item
     comp = ctx.composition(thickness=opts.thickness)
     key = mask_key(item.dataset, item.stem)
-    data = _encode(frame(ctx, opts, ctx.output_uri(key), comp.present)).encode()
+    data = _encode(frame(ctx, opts, ctx.output_uri(key), comp.present))
     blobs = [Blob(key, gray_rgb_png(comp.class_map())),
              Blob(frame_key(item.dataset, item.stem), data)]
     return ItemOutput(blobs, dict(comp.class_pixels), comp.instances, dict(comp.not_painted),

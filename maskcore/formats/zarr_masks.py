@@ -47,6 +47,7 @@ from functools import lru_cache
 from typing import Any
 
 import google_crc32c
+import msgspec
 import numpy as np
 from numcodecs.zstd import compress as zstd_compress
 from numcodecs.zstd import decompress as zstd_decompress
@@ -167,23 +168,19 @@ def array_meta(shape: tuple[int, int], dtype: np.dtype, chunk: int) -> dict[str,
     }
 
 
-_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode  # one encoder
-
-
-def _dumps(doc: Mapping[str, Any]) -> bytes:
-    return _encode(doc).encode()
-
+# json.dumps' compact UTF-8 text (the documents hold only strings, ints, bools), ~10x faster
+_dumps = msgspec.json.Encoder().encode
 
 _ATTRS_MARK = {"~": 0}  # stands for an item group's attributes in its cached document
 
 
 @lru_cache(maxsize=256)
-def _item_docs(shapes: tuple[tuple[int, int], ...], dtypes: tuple[str, ...], chunk: int
+def _item_docs(shapes: tuple[tuple[int, int], ...], dtypes: tuple[np.dtype, ...], chunk: int
                ) -> tuple[tuple[bytes, ...], bytes, bytes]:
     """The documents of an item group whose arrays (ARRAY_NAMES) have these shapes and dtypes,
     the same for every image of that size: (each array's zarr.json, the group's zarr.json before
     its attributes, after them). Encoded once per (shapes, dtypes, chunk), not per item."""
-    metas = {name: array_meta(shape, np.dtype(dt), chunk)
+    metas = {name: array_meta(shape, dt, chunk)
              for name, shape, dt in zip(ARRAY_NAMES, shapes, dtypes, strict=True)}
     head, mark, tail = _dumps(group_meta(_ATTRS_MARK, metas)).partition(_dumps(_ATTRS_MARK))
     assert mark and _dumps(_ATTRS_MARK) not in tail, "the attributes mark must occur once"
@@ -197,7 +194,7 @@ def encode_shard(array: np.ndarray, chunk: int) -> bytes:
     h, w = array.shape
     le = array.dtype.newbyteorder("<")
     if h <= chunk and w <= chunk:  # one inner chunk, the array itself (small images)
-        if not array.any():
+        if not np.count_nonzero(array):  # (faster than .any() on small arrays)
             return _EMPTY_ONE
         data = zstd_compress(np.ascontiguousarray(array, dtype=le), ZSTD_LEVEL)
         raw_one = _ONE_INDEX.pack(0, len(data))
@@ -267,8 +264,7 @@ def write_item(ctx: ItemContext, opts: ZarrOptions) -> ItemOutput:
     idtype = np.uint16 if comp.top <= 65535 else np.uint32
     cls, inst = arrays = (comp.class_map(), comp.instance_map(idtype))  # ARRAY_NAMES
     base = paths.join(NAME, group_path(item.dataset, item.stem)) + "/"  # + clean layout names
-    docs, head, tail = _item_docs((cls.shape, inst.shape), (cls.dtype.name, inst.dtype.name),
-                                  opts.chunk)
+    docs, head, tail = _item_docs((cls.shape, inst.shape), (cls.dtype, inst.dtype), opts.chunk)
     attrs: dict[str, Any] = {"image": item.name}
     if (image_uri := ctx.image_uri()) is not None:
         attrs["image_uri"] = image_uri

@@ -134,3 +134,15 @@ def test_histogram_equals_bincount(dtype, n):
     rng = np.random.default_rng(n)
     m = rng.integers(0, n, (70, 90)).astype(dtype)
     assert np.array_equal(histogram(m, n), np.bincount(m.ravel(), minlength=n))
+
+
+def test_frame_bytes_are_the_compact_json_of_the_frame():
+    """The record (and frame object) is json.dumps' compact UTF-8 text of `frame`, also for
+    names with quotes and non-ASCII characters (keys cannot hold backslashes or controls)."""
+    ctx = ctx_for([Label(1, Rectangle(0, 0, 9, 9))], name='ü "q"/é 漢\u2028.png',
+                  image_key='img/ü "q"/é 漢\u2028.png')
+    out = clearml.write_item(ctx, opts())
+    key = clearml.mask_key("ds", ctx.item.stem)
+    doc = clearml.frame(ctx, opts(), f"s3://out/{key}", [2])
+    assert out.record == out.blobs[1].data == json.dumps(
+        doc, ensure_ascii=False, separators=(",", ":")).encode()
