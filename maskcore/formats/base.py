@@ -120,6 +120,14 @@ class ItemContext:
     _compositions: dict[int, Composition] = field(default_factory=dict)
     _image: np.ndarray | None = None
     _image_bytes: bytes | None = None
+    _image_uri: str | None = None
+
+    def image_uri(self) -> str | None:
+        """The image's URL (`input_uri` of its key, None without an image), made once for
+        every writer that records it (zarr attrs, ClearML frames)."""
+        if self._image_uri is None and self.item.image_key is not None:
+            self._image_uri = self.input_uri(self.item.image_key)
+        return self._image_uri
 
     def stamps(self, *, thickness: int = 2, templated: bool = False, rule: str | None = None
                ) -> list[Stamp | None]:

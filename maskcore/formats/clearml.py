@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import cv2
+import msgspec
 import numpy as np
 
 from .. import paths
@@ -112,8 +113,8 @@ def frame(ctx: ItemContext, opts: ClearmlOptions, mask_uri: str, present: list[i
     """The frame dict of one item; `present` are the class indices (from 1) in its mask."""
     item = ctx.item
     source: dict[str, Any] = {"id": opts.source_id}
-    if item.image_key is not None:
-        source["uri"] = ctx.input_uri(item.image_key)
+    if (image_uri := ctx.image_uri()) is not None:
+        source["uri"] = image_uri
         source["content_type"] = _content_type(item.name)
     source.update({
         "width": item.width, "height": item.height, "timestamp": 0,
@@ -138,12 +139,14 @@ def gray_rgb_png(index: np.ndarray) -> bytes:
     return buf.tobytes()
 
 
+_encode = msgspec.json.Encoder().encode  # json.dumps' compact UTF-8 text, ~10x faster
+
+
 def write_item(ctx: ItemContext, opts: ClearmlOptions) -> ItemOutput:
     item = ctx.item
     comp = ctx.composition(thickness=opts.thickness)
     key = mask_key(item.dataset, item.stem)
-    doc = frame(ctx, opts, ctx.output_uri(key), comp.present)
-    data = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
+    data = _encode(frame(ctx, opts, ctx.output_uri(key), comp.present))
     blobs = [Blob(key, gray_rgb_png(comp.class_map())),
              Blob(frame_key(item.dataset, item.stem), data)]
     return ItemOutput(blobs, dict(comp.class_pixels), comp.instances, dict(comp.not_painted),

@@ -242,6 +242,23 @@ def labelmap_text(classes: ClassTable, opts: CvatOptions) -> bytes:
     return ("\n".join(rows) + "\n").encode("utf-8")
 
 
+_LAST_BGR: tuple[ClassTable, CvatOptions, np.ndarray] | None = None
+
+
+def labelmap_bgr(classes: ClassTable, opts: CvatOptions) -> np.ndarray:
+    """The labelmap colours as a BGR table (line i = class index i), made once per job: the last
+    (classes, opts) pair is kept by identity (a job's items share both objects; hashing a class
+    table per item would cost as much as making the table)."""
+    global _LAST_BGR
+    last = _LAST_BGR
+    if last is not None and last[0] is classes and last[1] is opts:
+        return last[2]
+    table = np.array([c[::-1] for _, c in labelmap(classes, opts)], np.uint8)
+    table.flags.writeable = False
+    _LAST_BGR = (classes, opts, table)
+    return table
+
+
 # ---------------------------------------------------------------------------- painting
 def write_item(ctx: ItemContext, opts: CvatOptions) -> ItemOutput:
     item = ctx.item
@@ -254,8 +271,7 @@ def write_item(ctx: ItemContext, opts: CvatOptions) -> ItemOutput:
             "8-bit instance colours; set cvat.instance_overflow: wrap for CVAT's aliasing)",
             comp.top))
     index = comp.index
-    colors = np.array([c[::-1] for _, c in labelmap(ctx.classes, opts)], np.uint8)
-    class_lut = colors[comp.class_of]  # instance number -> BGR of its class line
+    class_lut = labelmap_bgr(ctx.classes, opts)[comp.class_of]  # instance -> its class's BGR
     if index.dtype == np.uint8:
         # paletted PNGs: every decoder expands them to exactly CVAT's RGB masks, and they cost
         # a third of encoding the RGB images (BENCHMARKS.md)

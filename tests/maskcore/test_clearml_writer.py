@@ -111,6 +111,22 @@ def test_clearml_and_zarr_of_one_pass_share_one_composition():
     assert other.composition(thickness=2) is not first  # a new item, a new composition
 
 
+def test_clearml_and_zarr_ask_for_the_image_url_once_and_record_the_same():
+    from maskcore.formats import zarr_masks
+
+    asked = []
+    ctx = ctx_for([Label(0, Rectangle(0, 0, 9, 9))])
+    ctx.input_uri = lambda k: asked.append(k) or f"s3://in/{k}"
+    frame = json.loads(clearml.write_item(ctx, opts()).record)
+    group = json.loads(zarr_masks.write_item(ctx, zarr_masks.Options()).blobs[0].data)
+    assert asked == [ctx.item.image_key]
+    assert frame["sources"][0]["uri"] == group["attributes"]["image_uri"] == \
+        f"s3://in/{ctx.item.image_key}"
+    no_image = ctx_for([Label(0, Rectangle(0, 0, 9, 9))], image_key=None)
+    assert no_image.image_uri() is None
+    assert "uri" not in json.loads(clearml.write_item(no_image, opts()).record)["sources"][0]
+
+
 @pytest.mark.parametrize("dtype, n", [(np.uint8, 4), (np.uint8, 256), (np.uint16, 300)])
 def test_histogram_equals_bincount(dtype, n):
     from maskcore.order import histogram
@@ -118,3 +134,15 @@ def test_histogram_equals_bincount(dtype, n):
     rng = np.random.default_rng(n)
     m = rng.integers(0, n, (70, 90)).astype(dtype)
     assert np.array_equal(histogram(m, n), np.bincount(m.ravel(), minlength=n))
+
+
+def test_frame_bytes_are_the_compact_json_of_the_frame():
+    """The record (and frame object) is json.dumps' compact UTF-8 text of `frame`, also for
+    names with quotes and non-ASCII characters (keys cannot hold backslashes or controls)."""
+    ctx = ctx_for([Label(1, Rectangle(0, 0, 9, 9))], name='ü "q"/é 漢\u2028.png',
+                  image_key='img/ü "q"/é 漢\u2028.png')
+    out = clearml.write_item(ctx, opts())
+    key = clearml.mask_key("ds", ctx.item.stem)
+    doc = clearml.frame(ctx, opts(), f"s3://out/{key}", [2])
+    assert out.record == out.blobs[1].data == json.dumps(
+        doc, ensure_ascii=False, separators=(",", ":")).encode()

@@ -226,6 +226,21 @@ def test_voc_colours_by_labelmap_line():
                                      "car:0,128,0::", "Zebra:128,128,0::"]
 
 
+def test_colours_follow_each_jobs_classes_and_options_in_one_process():
+    """The colour table is kept per (classes, options) object pair: another job in the same
+    process (other colours, voc, or equal-looking new objects) never sees a stale table."""
+    item = parse('<box label="Zebra" xtl="0" ytl="0" xbr="4" ybr="4"/>')
+    other = ClassTable((ClassInfo("person", (1, 2, 3)), ClassInfo("car", (4, 5, 6)),
+                        ClassInfo("Zebra", (7, 8, 9))))
+    for classes, colors, want in ((CLASSES, "source", (0, 0, 255)), (other, "source", (7, 8, 9)),
+                                  (other, "voc", voc_color(3)), (CLASSES, "source", (0, 0, 255))):
+        cls, _, _ = export(item, classes, colors=colors)
+        assert rgb_at(cls, 1, 1) == want
+        assert cvat_masks.labelmap_bgr(classes, cvat_masks.CvatOptions(colors=colors)).tolist() \
+            == [list(c[::-1]) for _, c in cvat_masks.labelmap(classes, cvat_masks.CvatOptions(
+                colors=colors))]
+
+
 def test_more_than_255_instances_error_or_wrap():
     boxes = "".join(f'<box label="car" xtl="{k % 30}" ytl="{k // 30}" xbr="{k % 30 + 1}" '
                     f'ybr="{k // 30 + 1}"/>' for k in range(300))

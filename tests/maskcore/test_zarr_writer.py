@@ -191,3 +191,37 @@ def test_item_group_of_and_ancestors():
     assert zarr_masks.item_group_of("zarr/ds/sub/a/class/zarr.json") is None
     assert zarr_masks.item_group_of("zarr/ds/sub/a/class/c/0/0") is None
     assert zarr_masks.ancestors("ds/sub/a") == ["ds", "ds/sub"]
+
+
+def test_cached_documents_are_the_plain_json_of_each_item(tmp_path):
+    """The per-size cached documents are byte for byte the JSON of the item's own nodes:
+    attributes spliced in per item (non-ASCII, quotes), documents per (shape, dtype)."""
+    o = opts(chunk=16)
+    for name, (w, h), top in (('ü "q"/é.jpg', (40, 30), 2), ("b.png", (40, 30), 1),
+                              ("c.png", (8, 9), 1), ("d.png", (8, 9), 70_000)):
+        labels = [Label(i % 2, Rectangle(0, 0, 3, 3)) for i in range(top)]
+        item = Item("ds", name, w, h, tuple(labels), None if top == 1 else "img/" + name)
+        out = zarr_masks.write_item(ItemContext(item, CLASSES, input_uri=lambda k: f"s3://b/{k}"),
+                                    o)
+        base = f"zarr/ds/{name.rsplit('.', 1)[0]}/"
+        docs = {b.key[len(base):].removesuffix("zarr.json").rstrip("/") or "group": b.data
+                for b in out.blobs if b.key.endswith("zarr.json")}
+        itype = np.dtype(np.uint32 if top > 65535 else np.uint16)
+        metas = {"class": zarr_masks.array_meta((h, w), np.dtype(np.uint8), 16),
+                 "instance": zarr_masks.array_meta((h, w), itype, 16)}
+        attrs = {"image": name} | ({} if top == 1 else {"image_uri": f"s3://b/img/{name}"})
+        plain = {k: json.dumps(v, ensure_ascii=False, separators=(",", ":")).encode()
+                 for k, v in [("group", zarr_masks.group_meta(attrs, metas)), *metas.items()]}
+        assert docs == plain
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.uint32])
+def test_one_chunk_shards_round_trip_and_empty_ones_hold_no_chunk(dtype):
+    rng = np.random.default_rng(1)
+    a = (rng.integers(0, 3, (9, 7)) * 70_001 % np.iinfo(dtype).max).astype(dtype)
+    for array in (a, np.zeros_like(a), a[:, ::2]):  # also a strided view
+        data = zarr_masks.encode_shard(array, 16)
+        assert np.array_equal(zarr_masks.decode_shard(data, array.shape, array.dtype, 16), array)
+    empty = zarr_masks.encode_shard(np.zeros_like(a), 16)
+    assert np.frombuffer(empty[:16], "<u8").tolist() == [zarr_masks.EMPTY] * 2
+    assert len(empty) == 20  # the index and its crc32c only
