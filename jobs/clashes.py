@@ -36,7 +36,6 @@ order (`annotate`) or answers one item (`problem`).
 from __future__ import annotations
 
 import dataclasses
-import marshal
 import os
 import shutil
 import sqlite3
@@ -47,10 +46,11 @@ from functools import lru_cache
 from itertools import chain, groupby, islice
 from operator import itemgetter
 from types import TracebackType
-from typing import Any
+from typing import Any, NamedTuple
 
 from maskcore.errors import ItemError, expected
 from maskcore.formats import FORMATS
+from maskcore.formats.base import NAME_MARK, STEM_MARK, plain_name
 from maskcore.paths import MAX_COMPONENT_BYTES, Planned, key_problem
 
 from .listing import ItemRef
@@ -62,8 +62,8 @@ FILE, FOLDER, SHARED = 0, 1, 2
 SIDECARS = 0  # owner of the sidecars; items are 1, 2, ... in input order
 NAMED = 3  # other items named in a reason
 BATCH = 50_000
-ROW_BYTES = 160  # memory of one (key, tag) row in a run being sorted, roughly
-RUN_BLOCK = 2048  # rows per marshal block of a spilled run (the merge holds ~2 per run)
+ROW_BYTES = 120  # memory of one row (a str, see `_row`) in a run being sorted, roughly
+RUN_BLOCK = 2048  # rows per block of a spilled run (the merge holds ~2 per run)
 MAX_RUNS = 16  # runs merged at once (open files, merge memory); more make a level more
 KIND_SHIFT = 40  # a row's tag is kind << KIND_SHIFT | owner: rows sort by key, kind, owner
 OWNER_MASK = (1 << KIND_SHIFT) - 1
@@ -189,7 +189,7 @@ def detect_clashes(refs: Iterable[ItemRef], *, formats: Sequence[str],
         db = _open_db(folder, cache_mib)
         keys = _KeyRuns(folder, max_rows=cache_mib * 2**20 // ROW_BYTES)
         items = _insert(db, keys, refs, formats=formats, options=options)
-        _scan(db, keys)
+        _scan(db, keys.blocks())
         keys.remove()
         problems = _reasons(db)
     except BaseException:
@@ -199,12 +199,26 @@ def detect_clashes(refs: Iterable[ItemRef], *, formats: Sequence[str],
                        spilled_bytes=keys.peak_bytes)
 
 
-Row = tuple[str, int]  # (key with SEP for '/', tag = kind << KIND_SHIFT | owner)
+# A row is ONE str: the key ('/' stored as SEP) + NUL + its tag in TAG_HEX hex digits, so rows
+# sort as (key, tag) pairs do (no key holds NUL: a shorter key sorts first) with str compares
+# only (list.sort compares 1-byte strings with memcmp), and a run is its rows joined by '\n'.
+Row = str
+TAG_HEX = 11  # kind << KIND_SHIFT | owner < 16 ** TAG_HEX
+TAG_LEN = TAG_HEX + 1
+
+
+def _row(key: str, tag: int) -> Row:
+    return f"{key}\x00{tag:0{TAG_HEX}x}"
+
+
+def _unrow(row: Row) -> tuple[str, int]:
+    return row[:-TAG_LEN], int(row[-TAG_HEX:], 16)
 
 
 class _KeyRuns:
-    """Rows sorted externally: `add` them, then iterate them in order (key, then kind, then
-    owner). At most `max_rows` are held; more are spilled as sorted runs and merged."""
+    """Rows sorted externally: add them, then read them in order (key, then kind, then
+    owner) with `blocks`. At most `max_rows` are held; more are spilled as sorted runs and
+    merged."""
 
     def __init__(self, folder: str, *, max_rows: int) -> None:
         self.folder, self.max_rows = folder, max(max_rows, RUN_BLOCK)
@@ -215,11 +229,15 @@ class _KeyRuns:
 
     def add(self, keys: list[str], tags: list[int]) -> None:
         """Rows of `keys` (with '/') and their tags; empties both lists."""
-        # one bulk replace: no key holds NUL (paths.join refuses it)
-        if keys:
-            self.rows += zip("\x00".join(keys).replace("/", SEP).split("\x00"), tags,
-                             strict=True)
+        self.add_text([_row(k, t) for k, t in zip(keys, tags, strict=True)])
         keys.clear(), tags.clear()
+
+    def add_text(self, text: list[str]) -> None:
+        """Rows given as text (keys with '/'; one or more rows per string, joined by '\\n');
+        empties `text`."""
+        if text:  # one bulk replace: no tag holds '/'
+            self.rows += "\n".join(text).replace("/", SEP).split("\n")
+            text.clear()
         if len(self.rows) >= self.max_rows:
             self._spill()
 
@@ -237,12 +255,12 @@ class _KeyRuns:
                 self._delete(path)
 
     def _write(self, rows: Iterable[Row]) -> str:
-        path = os.path.join(self.folder, f"keys-{self.spilled:05d}.marshal")
+        path = os.path.join(self.folder, f"keys-{self.spilled:05d}.rows")
         self.spilled += 1
         with open(path, "wb") as f:
             it = iter(rows)
             while block := list(islice(it, RUN_BLOCK)):
-                data = marshal.dumps(block, 2)  # 2: no back-references (faster)
+                data = "\n".join(block).encode("utf-8", "surrogatepass")
                 f.write(len(data).to_bytes(8, "little") + data)
                 self.bytes += 8 + len(data)
         self.peak_bytes = max(self.peak_bytes, self.bytes)
@@ -252,13 +270,18 @@ class _KeyRuns:
         self.bytes -= os.path.getsize(path)
         os.remove(path)
 
-    def __iter__(self) -> Iterator[Row]:
+    def blocks(self) -> Iterator[list[Row]]:
+        """Every row, in order, in lists."""
         if not self.runs:
             self.rows.sort()
-            return iter(self.rows)
+            return iter([self.rows])
         if self.rows:
             self._spill()
-        return chain.from_iterable(_merged([p for _, p in self.runs]))
+        return _merged([p for _, p in self.runs])
+
+    def __iter__(self) -> Iterator[tuple[str, int]]:
+        """Every row as (key, tag), in order."""
+        return map(_unrow, chain.from_iterable(self.blocks()))
 
     def remove(self) -> None:
         self.rows.clear()
@@ -269,9 +292,9 @@ class _KeyRuns:
 
 def _blocks(path: str) -> Iterator[list[Row]]:
     """The blocks of a spilled run, in order."""
-    with open(path, "rb") as f:  # marshal.load(f) would read a few bytes at a time
+    with open(path, "rb") as f:
         while size := int.from_bytes(f.read(8), "little"):
-            yield marshal.loads(f.read(size))
+            yield f.read(size).decode("utf-8", "surrogatepass").split("\n")
 
 
 def _merged(paths: list[str]) -> Iterator[list[Row]]:
@@ -303,44 +326,115 @@ def _merged(paths: list[str]) -> Iterator[list[Row]]:
             load(i)
 
 
+class _Template(NamedTuple):
+    """The rows of a PLAIN item (`base.plain_name`) of one dataset in every format, from the
+    writers' `key_template`s: `rows(stem, name, owner in OWNER_HEX hex digits)`."""
+
+    rows: Any  # str.format of the rows' text
+    n_rows: int
+    odd_stems: frozenset[str]
+    longest: int  # the longest plain name all of whose keys stay <= MAX_COMPONENT_BYTES
+    shared: str  # rows of the keys shared by every item of the dataset ('' if none)
+
+
+OWNER_HEX = KIND_SHIFT // 4
+
+
+def _template(dataset: str, planners: list[Planner]) -> _Template | None:
+    """The dataset's `_Template`, or None when its items take `_plan_item` (a dataset that
+    breaks the rules, a writer that refuses it, a non-ASCII key)."""
+    if _dataset_problem(dataset):
+        return None
+    rows, shared, odd, extra = [], [], set(), 0
+    for _f, _planned_keys, opts in planners:
+        try:
+            t = FORMATS[_f].key_template(dataset, opts)
+        except Exception:  # the writer refuses the dataset: its items say why
+            return None
+        odd |= t.odd_stems
+        for kind, keys in ((FILE, t.planned.files), (FOLDER, t.planned.folders),
+                           (SHARED, t.planned.shared)):
+            for key in keys:
+                if not key.isascii() or "{" in key or "}" in key or "\n" in key:
+                    return None
+                text = key.replace(STEM_MARK, "{0}").replace(NAME_MARK, "{1}")
+                extra = max(extra, len(text) - 3 * (text != key))
+                if kind == SHARED and text == key:
+                    shared.append(_row(key, SHARED << KIND_SHIFT | SIDECARS))
+                elif kind == SHARED:
+                    rows.append(_row(text, SHARED << KIND_SHIFT | SIDECARS))
+                else:
+                    rows.append(f"{text}\x00{kind:0{TAG_HEX - OWNER_HEX}x}{{2}}")
+    return _Template("\n".join(rows).format, len(rows), frozenset(odd),
+                     MAX_COMPONENT_BYTES - extra, "\n".join(shared))
+
+
 def _insert(db: sqlite3.Connection, store: _KeyRuns, refs: Iterable[ItemRef], *,
             formats: Sequence[str], options: Mapping[str, Any]) -> int:
-    keys: list[str] = []
-    tags: list[int] = []
+    text: list[str] = []
     reserved = [JOB_RESERVED] + [FORMATS[f].reserved_keys(options[f]) for f in formats]
     for p in reserved:
         for kind, declared in ((FILE, p.files), (FOLDER, p.folders), (SHARED, p.shared)):
-            keys += declared
-            tags += [kind << KIND_SHIFT | SIDECARS] * len(declared)
+            text += [_row(k, kind << KIND_SHIFT | SIDECARS) for k in declared]
     names: list[tuple[int, str, str]] = []
     bad: list[tuple[int, str]] = []
     shared_seen: set[str] = set()
+    templates: dict[str, _Template | None] = {}  # by dataset, bounded
+    declared: set[str] = set()  # datasets whose shared rows are in
     db.execute("BEGIN")
-    n = 0
+    n = rows = 0  # rows: in `text` (its strings may hold several)
     planners = [(f, FORMATS[f].planned_keys, options[f]) for f in formats]
     for n, ref in enumerate(refs, start=1):
-        names.append((n, ref.dataset, ref.name))
-        problem = _add_item(n, ref, planners=planners, keys=keys, tags=tags,
-                            shared_seen=shared_seen) if ref.problem is None else None
+        name, dataset = ref.name, ref.dataset
+        names.append((n, dataset, name))
+        if ref.problem is not None:
+            continue
+        t = templates.get(dataset, False)
+        if t is False:
+            if len(templates) >= 1024:
+                templates.clear(), declared.clear()
+            t = templates[dataset] = _template(dataset, planners)
+        if t is not None and len(name) <= t.longest and plain_name(name):
+            head, dot, _ext = name.rpartition(".")  # model.name_stem of a name without '/'
+            stem = head if dot and head else name
+            if stem not in t.odd_stems:
+                if dataset not in declared:
+                    declared.add(dataset)
+                    if t.shared:
+                        text.append(t.shared)
+                        rows += t.shared.count("\n") + 1
+                text.append(t.rows(stem, name, f"{n:0{OWNER_HEX}x}"))
+                rows += t.n_rows
+                if rows >= BATCH or len(names) >= BATCH:
+                    _flush(db, names, bad)
+                    store.add_text(text)
+                    rows = 0
+                continue
+        before = len(text)
+        problem = _add_item(n, ref, planners=planners, text=text, shared_seen=shared_seen)
         if problem:
             bad.append((n, problem))
-        if len(keys) >= BATCH or len(names) >= BATCH:
+        rows += len(text) - before
+        if rows >= BATCH or len(names) >= BATCH:
             _flush(db, names, bad)
-            store.add(keys, tags)
+            store.add_text(text)
+            rows = 0
     _flush(db, names, bad)
-    store.add(keys, tags)
+    store.add_text(text)
     db.execute("COMMIT")
     return n
 
 
-def _add_item(n: int, ref: ItemRef, *, planners: list[Planner], keys: list[str],
-              tags: list[int], shared_seen: set[str]) -> str | None:
-    """Append item `n`'s rows to `keys` and `tags` (shared keys once: `shared_seen` holds
-    the last ones, refs come sorted), or return why it cannot be planned (no rows)."""
+def _add_item(n: int, ref: ItemRef, *, planners: list[Planner], text: list[str],
+              shared_seen: set[str]) -> str | None:
+    """Append item `n`'s rows to `text` (shared keys once: `shared_seen` holds the last ones,
+    refs come sorted), or return why it cannot be planned (no rows)."""
     planned = _plan_item(ref, planners)
     if isinstance(planned, str):
         return planned
-    start, shared = len(keys), []
+    keys: list[str] = []
+    tags: list[int] = []
+    shared: list[str] = []
     for p in planned:
         if p.files:
             keys += p.files
@@ -349,9 +443,8 @@ def _add_item(n: int, ref: ItemRef, *, planners: list[Planner], keys: list[str],
             keys += p.folders
             tags += [FOLDER << KIND_SHIFT | n] * len(p.folders)
         shared += p.shared
-    problem = _keys_problem(keys[start:] + shared)
+    problem = _keys_problem(keys + shared)
     if problem:
-        del keys[start:], tags[start:]
         return problem
     for k in shared:
         if k not in shared_seen:
@@ -360,6 +453,7 @@ def _add_item(n: int, ref: ItemRef, *, planners: list[Planner], keys: list[str],
             shared_seen.add(k)
             keys.append(k)
             tags.append(SHARED << KIND_SHIFT | SIDECARS)
+    text += map(_row, keys, tags)
     return None
 
 
@@ -370,11 +464,12 @@ def _flush(db: sqlite3.Connection, names: list[tuple[int, str, str]],
     names.clear(), bad.clear()
 
 
-def _node(path: str, tags: list[int]) -> list[Any]:
+def _node(path: str, rows: list[Row]) -> list[Any]:
     """[path, path + SEP, file owners, folder owners, shared, hits, n_hits] (see `_scan`)."""
     owners: tuple[list[int], list[int]] = ([], [])
     shared = False
-    for tag in tags:
+    for row in rows:
+        tag = int(row[-TAG_HEX:], 16)
         kind, owner = tag >> KIND_SHIFT, tag & OWNER_MASK
         if kind == SHARED:
             shared = True
@@ -383,7 +478,7 @@ def _node(path: str, tags: list[int]) -> list[Any]:
     return [path, path + SEP, owners[FILE], owners[FOLDER], shared, [], 0]
 
 
-def _scan(db: sqlite3.Connection, keys: Iterable[Row]) -> None:
+def _scan(db: sqlite3.Connection, blocks: Iterable[list[Row]]) -> None:
     """One ordered pass over every key: same keys, and keys inside another's file or folder.
 
     A node (`_node`) is made only for a key declared more than once, inside a declared key, or
@@ -440,10 +535,11 @@ def _scan(db: sqlite3.Connection, keys: Iterable[Row]) -> None:
                 record(owner, SIDECARS, key=path, other_key=path, relation=SAME_SIDECAR,
                        more=1)
 
-    cur, group = "", []  # the current key and its tags
-    for path, tag in chain(keys, (("", 0),)):  # the empty key ends the pass
+    cur, group = "", []  # the current key and its rows
+    for row in chain(chain.from_iterable(blocks), (_row("", 0),)):  # the empty key ends it
+        path = row[:-TAG_LEN]
         if path == cur:
-            group.append(tag)
+            group.append(row)
             continue
         if group:
             if stack or len(group) > 1:
@@ -458,7 +554,7 @@ def _scan(db: sqlite3.Connection, keys: Iterable[Row]) -> None:
                 stack.append(_node(cur, group))
             while stack and not path.startswith(stack[-1][1]):
                 close(stack.pop())
-        cur, group = path, [tag]
+        cur, group = path, [row]
     db.executemany("INSERT INTO clash VALUES (?, ?, ?, ?, ?, ?)", out)
 
 
