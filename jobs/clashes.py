@@ -73,6 +73,19 @@ JOB_RESERVED = Planned(files=(MANIFEST_LINES, MANIFEST_SUMMARY, PREVIEW_FILE),
 SAME, SAME_SIDECAR, IN_FILE, IN_FOLDER, HOLDS = range(5)
 
 
+def _stored(text: str) -> str | bytes:
+    """`text` as the database keeps it: bytes (surrogates passed) if SQLite cannot take it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass")
+    return text
+
+
+def _loaded(value: str | bytes) -> str:
+    return value.decode("utf-8", "surrogatepass") if isinstance(value, bytes) else value
+
+
 def _display(dataset: str, name: str) -> str:
     shown = f"{dataset}/{name}"
     return shown if len(shown) <= 120 else shown[:117] + "..."
@@ -89,14 +102,15 @@ class ClashReport:
 
     def problem(self, dataset: str, name: str) -> str | None:
         row = self._db.execute("SELECT reason FROM result WHERE dataset = ? AND name = ? "
-                               "ORDER BY id LIMIT 1", (dataset, name)).fetchone()
+                               "ORDER BY id LIMIT 1", (_stored(dataset), _stored(name))
+                               ).fetchone()
         return row[0] if row else None
 
     def failures(self) -> Iterator[tuple[int, str, str, str]]:
         """(position in the refs from 0, dataset, name, reason), in input order."""
         for i, ds, name, reason in self._db.execute(
                 "SELECT id, dataset, name, reason FROM result ORDER BY id"):
-            yield i - 1, ds, name, reason
+            yield i - 1, _loaded(ds), _loaded(name), reason
 
     def annotate(self, refs: Iterable[ItemRef]) -> Iterator[ItemRef]:
         """`refs` (the same sequence, in the same order, as given to `detect_clashes`), each
@@ -459,7 +473,11 @@ def _add_item(n: int, ref: ItemRef, *, planners: list[Planner], text: list[str],
 
 def _flush(db: sqlite3.Connection, names: list[tuple[int, str, str]],
            bad: list[tuple[int, str]]) -> None:
-    db.executemany("INSERT INTO items VALUES (?, ?, ?)", names)
+    try:
+        db.executemany("INSERT INTO items VALUES (?, ?, ?)", names)
+    except UnicodeEncodeError:  # a lone surrogate (a JSON escape): kept as its bytes
+        db.executemany("INSERT OR REPLACE INTO items VALUES (?, ?, ?)",
+                       [(n, _stored(ds), _stored(name)) for n, ds, name in names])
     db.executemany("INSERT INTO bad VALUES (?, ?)", bad)
     names.clear(), bad.clear()
 
