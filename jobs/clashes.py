@@ -243,14 +243,13 @@ class _KeyRuns:
 
     def add(self, keys: list[str], tags: list[int]) -> None:
         """Rows of `keys` (with '/') and their tags; empties both lists."""
-        self.add_text([_row(k, t) for k, t in zip(keys, tags, strict=True)])
+        self.add_text([_row(k.replace("/", SEP), t) for k, t in zip(keys, tags, strict=True)])
         keys.clear(), tags.clear()
 
     def add_text(self, text: list[str]) -> None:
-        """Rows given as text (keys with '/'; one or more rows per string, joined by '\\n');
-        empties `text`."""
-        if text:  # one bulk replace: no tag holds '/'
-            self.rows += "\n".join(text).replace("/", SEP).split("\n")
+        """Rows given as text (one or more per string, joined by '\\n'); empties `text`."""
+        if text:
+            self.rows += "\n".join(text).split("\n")
             text.clear()
         if len(self.rows) >= self.max_rows:
             self._spill()
@@ -341,46 +340,73 @@ def _merged(paths: list[str]) -> Iterator[list[Row]]:
 
 
 class _Template(NamedTuple):
-    """The rows of a PLAIN item (`base.plain_name`) of one dataset in every format, from the
-    writers' `key_template`s: `rows(stem, name, owner in OWNER_HEX hex digits)`."""
+    """How the rows of the PLAIN items (`base.plain_name`) of one dataset are made in every
+    format, from the writers' `key_template`s, for a batch of items at once (`_plain_rows`).
+    Keys hold SEP already (a plain name has no '/')."""
 
-    rows: Any  # str.format of the rows' text
-    n_rows: int
+    by_stem: tuple[tuple[str, str], ...]  # (prefix, mid): prefix + stem + mid + owner
+    by_name: tuple[tuple[str, str], ...]  # the same with the name
+    shared_by_stem: tuple[tuple[str, str], ...]  # (prefix, suffix): prefix + stem + suffix
+    shared: str  # rows of the keys shared by every item of the dataset ('' if none)
+    n_rows: int  # rows of one item
     odd_stems: frozenset[str]
     longest: int  # the longest plain name all of whose keys stay <= MAX_COMPONENT_BYTES
-    shared: str  # rows of the keys shared by every item of the dataset ('' if none)
 
 
 OWNER_HEX = KIND_SHIFT // 4
+_OWNER = "\x05"  # stands for the owner's tag in a batch of rows being made
 
 
 def _template(dataset: str, planners: list[Planner]) -> _Template | None:
     """The dataset's `_Template`, or None when its items take `_plan_item` (a dataset that
-    breaks the rules, a writer that refuses it, a non-ASCII key)."""
+    breaks the rules, a writer that refuses it, a key that is not ASCII text)."""
     if _dataset_problem(dataset):
         return None
-    rows, shared, odd, extra = [], [], set(), 0
-    for _f, _planned_keys, opts in planners:
+    parts: tuple[list[tuple[str, str]], ...] = ([], [], [])
+    shared, odd, extra = [], set(), 0
+    for f, _planned_keys, opts in planners:
         try:
-            t = FORMATS[_f].key_template(dataset, opts)
+            t = FORMATS[f].key_template(dataset, opts)
         except Exception:  # the writer refuses the dataset: its items say why
             return None
         odd |= t.odd_stems
         for kind, keys in ((FILE, t.planned.files), (FOLDER, t.planned.folders),
                            (SHARED, t.planned.shared)):
             for key in keys:
-                if not key.isascii() or "{" in key or "}" in key or "\n" in key:
+                marks = key.count(STEM_MARK), key.count(NAME_MARK)
+                rest = key.replace(STEM_MARK, "").replace(NAME_MARK, "")
+                if sum(marks) > 1 or not (rest.isascii() and rest.isprintable()):
                     return None
-                text = key.replace(STEM_MARK, "{0}").replace(NAME_MARK, "{1}")
-                extra = max(extra, len(text) - 3 * (text != key))
-                if kind == SHARED and text == key:
+                key = key.replace("/", SEP)
+                extra = max(extra, len(key) - sum(marks))
+                if not sum(marks):  # shared by every item of the dataset
                     shared.append(_row(key, SHARED << KIND_SHIFT | SIDECARS))
+                    continue
+                prefix, _mark, suffix = key.partition(NAME_MARK if marks[1] else STEM_MARK)
+                if kind == SHARED and marks[0]:
+                    parts[2].append((prefix, _row(suffix, SHARED << KIND_SHIFT | SIDECARS)))
                 elif kind == SHARED:
-                    rows.append(_row(text, SHARED << KIND_SHIFT | SIDECARS))
+                    return None
                 else:
-                    rows.append(f"{text}\x00{kind:0{TAG_HEX - OWNER_HEX}x}{{2}}")
-    return _Template("\n".join(rows).format, len(rows), frozenset(odd),
-                     MAX_COMPONENT_BYTES - extra, "\n".join(shared))
+                    parts[marks[1]].append(
+                        (prefix, f"{suffix}\x00{kind:0{TAG_HEX - OWNER_HEX}x}"))
+    return _Template(*map(tuple, parts), "\n".join(shared), sum(map(len, parts)),
+                     frozenset(odd), MAX_COMPONENT_BYTES - extra)
+
+
+def _plain_rows(t: _Template, stems: list[str], names: list[str], out: list[str]) -> None:
+    """Append to `out` the rows of a batch of plain items of `t`'s dataset: `stems` and
+    `names` hold each item's stem and name + _OWNER + its owner in OWNER_HEX hex digits
+    (one join and one replace per key of the template); empties both lists."""
+    if not stems:
+        return
+    for pieces, values in ((t.by_stem, stems), (t.by_name, names)):
+        for prefix, mid in pieces:
+            out.append(prefix + ("\n" + prefix).join(values).replace(_OWNER, mid))
+    for prefix, suffix in t.shared_by_stem:
+        out.append(prefix + (suffix + "\n" + prefix).join(
+            [s.partition(_OWNER)[0] for s in stems]) + suffix)
+    stems.clear(), names.clear()
 
 
 def _insert(db: sqlite3.Connection, store: _KeyRuns, refs: Iterable[ItemRef], *,
@@ -389,14 +415,18 @@ def _insert(db: sqlite3.Connection, store: _KeyRuns, refs: Iterable[ItemRef], *,
     reserved = [JOB_RESERVED] + [FORMATS[f].reserved_keys(options[f]) for f in formats]
     for p in reserved:
         for kind, declared in ((FILE, p.files), (FOLDER, p.folders), (SHARED, p.shared)):
-            text += [_row(k, kind << KIND_SHIFT | SIDECARS) for k in declared]
+            text += [_row(k.replace("/", SEP), kind << KIND_SHIFT | SIDECARS)
+                     for k in declared]
     names: list[tuple[int, str, str]] = []
     bad: list[tuple[int, str]] = []
     shared_seen: set[str] = set()
     templates: dict[str, _Template | None] = {}  # by dataset, bounded
     declared: set[str] = set()  # datasets whose shared rows are in
+    plain: _Template | None = None  # of the plain items in `stems`, `plain_names`
+    stems: list[str] = []
+    plain_names: list[str] = []
     db.execute("BEGIN")
-    n = rows = 0  # rows: in `text` (its strings may hold several)
+    n = rows = 0  # rows: made or to make, not yet given to `store`
     planners = [(f, FORMATS[f].planned_keys, options[f]) for f in formats]
     for n, ref in enumerate(refs, start=1):
         name, dataset = ref.name, ref.dataset
@@ -412,14 +442,22 @@ def _insert(db: sqlite3.Connection, store: _KeyRuns, refs: Iterable[ItemRef], *,
             head, dot, _ext = name.rpartition(".")  # model.name_stem of a name without '/'
             stem = head if dot and head else name
             if stem not in t.odd_stems:
-                if dataset not in declared:
-                    declared.add(dataset)
-                    if t.shared:
-                        text.append(t.shared)
-                        rows += t.shared.count("\n") + 1
-                text.append(t.rows(stem, name, f"{n:0{OWNER_HEX}x}"))
+                if t is not plain:
+                    if plain is not None:
+                        _plain_rows(plain, stems, plain_names, text)
+                    plain = t
+                    if dataset not in declared:
+                        declared.add(dataset)
+                        if t.shared:
+                            text.append(t.shared)
+                            rows += t.shared.count("\n") + 1
+                owner = f"{_OWNER}{n:0{OWNER_HEX}x}"
+                stems.append(stem + owner)
+                if t.by_name:
+                    plain_names.append(name + owner)
                 rows += t.n_rows
                 if rows >= BATCH or len(names) >= BATCH:
+                    _plain_rows(t, stems, plain_names, text)
                     _flush(db, names, bad)
                     store.add_text(text)
                     rows = 0
@@ -430,9 +468,13 @@ def _insert(db: sqlite3.Connection, store: _KeyRuns, refs: Iterable[ItemRef], *,
             bad.append((n, problem))
         rows += len(text) - before
         if rows >= BATCH or len(names) >= BATCH:
+            if plain is not None:
+                _plain_rows(plain, stems, plain_names, text)
             _flush(db, names, bad)
             store.add_text(text)
             rows = 0
+    if plain is not None:
+        _plain_rows(plain, stems, plain_names, text)
     _flush(db, names, bad)
     store.add_text(text)
     db.execute("COMMIT")
@@ -467,7 +509,7 @@ def _add_item(n: int, ref: ItemRef, *, planners: list[Planner], text: list[str],
             shared_seen.add(k)
             keys.append(k)
             tags.append(SHARED << KIND_SHIFT | SIDECARS)
-    text += map(_row, keys, tags)
+    text += map(_row, [k.replace("/", SEP) for k in keys], tags)
     return None
 
 
