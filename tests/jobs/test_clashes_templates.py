@@ -9,7 +9,7 @@ import random
 
 import pytest
 
-from jobs.clashes import detect_clashes
+from jobs.clashes import TAG_LEN, detect_clashes
 from jobs.listing import ItemRef
 from maskcore.formats import FORMATS
 from tests.maskcore.test_key_templates import DATASETS, OPTIONS, hostile_names
@@ -58,3 +58,26 @@ def test_a_lone_surrogate_name_fails_alone():
         assert report.problem("ds", "a\ud800.jpg").startswith("image name: Expected")
         assert report.problem("ds\udfff", "c.jpg").startswith("dataset: Expected")
     assert [r.problem is not None for r in out] == [True, False, True]
+
+
+def every_row(blocks, stack):
+    for block in blocks:
+        for row in block:
+            yield row[:-TAG_LEN], row
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_the_scan_skips_only_rows_that_change_nothing(monkeypatch, seed):
+    """`_interesting` hands `_scan` only the rows next to a same or nested key: the scan of
+    every row finds the same failures (small blocks: many block edges)."""
+    items = hostile_items(seed)
+    items += [ItemRef("n", f"{'d/' * k}x{i}.png", None, None) for k in range(4)
+              for i in range(30)]
+    items += [ItemRef("n", f"{'d/' * k}x{i}.png/y.png", None, None) for k in range(3)
+              for i in range(0, 30, 7)]
+    monkeypatch.setattr("jobs.clashes.RUN_BLOCK", 5)
+    monkeypatch.setattr("jobs.clashes.ROW_BYTES", 64 * 2**20 // 40)  # runs of 40 rows
+    skipping = failures(items, {})
+    monkeypatch.setattr("jobs.clashes._interesting", every_row)
+    assert failures(items, {}) == skipping
+    assert len(skipping) > 100
