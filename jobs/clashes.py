@@ -36,13 +36,16 @@ order (`annotate`) or answers one item (`problem`).
 from __future__ import annotations
 
 import dataclasses
+import marshal
 import os
 import shutil
 import sqlite3
+import struct
 import tempfile
-from bisect import bisect_right
+from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from functools import lru_cache
+from heapq import heapify, heappop, heappush
 from itertools import chain, compress, groupby, islice
 from operator import itemgetter, or_
 from types import TracebackType
@@ -64,7 +67,7 @@ NAMED = 3  # other items named in a reason
 BATCH = 50_000
 ROW_BYTES = 120  # memory of one row (a str, see `_row`) in a run being sorted, roughly
 RUN_BLOCK = 2048  # rows per block of a spilled run (the merge holds ~2 per run)
-MAX_RUNS = 16  # runs merged at once (open files, merge memory); more make a level more
+MAX_RUNS = 32  # runs merged at once (open files, merge memory); more make a level more
 KIND_SHIFT = 40  # a row's tag is kind << KIND_SHIFT | owner: rows sort by key, kind, owner
 OWNER_MASK = (1 << KIND_SHIFT) - 1
 JOB_RESERVED = Planned(files=(MANIFEST_LINES, MANIFEST_SUMMARY, PREVIEW_FILE),
@@ -202,9 +205,13 @@ def detect_clashes(refs: Iterable[ItemRef], *, formats: Sequence[str],
     try:
         db = _open_db(folder, cache_mib)
         keys = _KeyRuns(folder, max_rows=cache_mib * 2**20 // ROW_BYTES)
-        items = _insert(db, keys, refs, formats=formats, options=options)
+        names = _Names(folder)
+        items = _insert(db, keys, names, refs, formats=formats, options=options)
         _scan(db, keys.blocks())
         keys.remove()
+        db.execute("BEGIN")
+        names.load(db)
+        db.execute("COMMIT")
         problems = _reasons(db)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
@@ -263,7 +270,8 @@ class _KeyRuns:
         while len(self.runs) >= MAX_RUNS and len({lv for lv, _ in self.runs[-MAX_RUNS:]}) == 1:
             level, group = self.runs[-1][0], [p for _, p in self.runs[-MAX_RUNS:]]
             del self.runs[-MAX_RUNS:]
-            self.runs.append((level + 1, self._write(chain.from_iterable(_merged(group)))))
+            merged = _merged(group, step=self.max_rows // 2)
+            self.runs.append((level + 1, self._write(chain.from_iterable(merged))))
             for path in group:
                 self._delete(path)
 
@@ -290,7 +298,7 @@ class _KeyRuns:
             return iter([self.rows])
         if self.rows:
             self._spill()
-        return _merged([p for _, p in self.runs])
+        return _merged([p for _, p in self.runs], step=self.max_rows // 2)
 
     def __iter__(self) -> Iterator[tuple[str, int]]:
         """Every row as (key, tag), in order."""
@@ -303,40 +311,41 @@ class _KeyRuns:
         self.runs.clear()
 
 
-def _blocks(path: str) -> Iterator[list[Row]]:
-    """The blocks of a spilled run, in order."""
+def _blocks(path: str) -> Iterator[bytes]:
+    """The blocks of a spilled run, in order, as stored (UTF-8 rows joined by '\\n')."""
     with open(path, "rb") as f:
         while size := int.from_bytes(f.read(8), "little"):
-            yield f.read(size).decode("utf-8", "surrogatepass").split("\n")
+            yield f.read(size)
 
 
-def _merged(paths: list[str]) -> Iterator[list[Row]]:
-    """The rows of sorted runs, in order, in blocks. Every row up to `bound`, the smallest
-    last row of the runs' current blocks, is loaded (the rest of each run is >= its last
-    row): those are sorted (timsort merges the sorted pieces in C) and given out, then the
-    runs whose current block is used up are read on. Python works per block, not per row."""
+def _first(block: bytes) -> Row:
+    end = block.find(b"\n")
+    return block[:end if end >= 0 else None].decode("utf-8", "surrogatepass")
+
+
+def _merged(paths: list[str], *, step: int) -> Iterator[list[Row]]:
+    """The rows of sorted runs, in order, in lists. Blocks are loaded in the order of their
+    first rows (a heap of each run's next block), about `step` rows at a time; then every
+    row below the first row of the next block to load is in memory: those are sorted (timsort
+    merges the sorted pieces in C, O(log pieces) per row) and given out. What stays is at most
+    the end of one block per run. Python works per block, not per row."""
     readers = [_blocks(p) for p in paths]
-    last: dict[int, Row] = {}
+    heap = [(_first(b), i, b) for i, r in enumerate(readers) if (b := next(r, None))]
+    heapify(heap)
     pending: list[Row] = []
-
-    def load(i: int) -> None:
-        block = next(readers[i], None)
-        if block:
-            pending.extend(block)
-            last[i] = block[-1]
-        else:
-            last.pop(i, None)
-
-    for i in range(len(readers)):
-        load(i)
-    while last:
-        bound = min(last.values())
+    while heap:
+        loaded = 0
+        while heap and loaded < step:
+            _, i, block = heappop(heap)
+            rows = block.decode("utf-8", "surrogatepass").split("\n")
+            pending += rows
+            loaded += len(rows)
+            if nxt := next(readers[i], None):
+                heappush(heap, (_first(nxt), i, nxt))
         pending.sort()
-        cut = bisect_right(pending, bound)
+        cut = bisect_left(pending, heap[0][0]) if heap else len(pending)
         yield pending[:cut]
         del pending[:cut]
-        for i in [i for i, row in last.items() if row == bound]:
-            load(i)
 
 
 class _Template(NamedTuple):
@@ -409,8 +418,9 @@ def _plain_rows(t: _Template, stems: list[str], names: list[str], out: list[str]
     stems.clear(), names.clear()
 
 
-def _insert(db: sqlite3.Connection, store: _KeyRuns, refs: Iterable[ItemRef], *,
-            formats: Sequence[str], options: Mapping[str, Any]) -> int:
+def _insert(db: sqlite3.Connection, store: _KeyRuns, names_file: _Names,
+            refs: Iterable[ItemRef], *, formats: Sequence[str], options: Mapping[str, Any]
+            ) -> int:
     text: list[str] = []
     reserved = [JOB_RESERVED] + [FORMATS[f].reserved_keys(options[f]) for f in formats]
     for p in reserved:
@@ -458,7 +468,7 @@ def _insert(db: sqlite3.Connection, store: _KeyRuns, refs: Iterable[ItemRef], *,
                 rows += t.n_rows
                 if rows >= BATCH or len(names) >= BATCH:
                     _plain_rows(t, stems, plain_names, text)
-                    _flush(db, names, bad)
+                    _flush(db, names_file, names, bad)
                     store.add_text(text)
                     rows = 0
                 continue
@@ -470,12 +480,12 @@ def _insert(db: sqlite3.Connection, store: _KeyRuns, refs: Iterable[ItemRef], *,
         if rows >= BATCH or len(names) >= BATCH:
             if plain is not None:
                 _plain_rows(plain, stems, plain_names, text)
-            _flush(db, names, bad)
+            _flush(db, names_file, names, bad)
             store.add_text(text)
             rows = 0
     if plain is not None:
         _plain_rows(plain, stems, plain_names, text)
-    _flush(db, names, bad)
+    _flush(db, names_file, names, bad)
     store.add_text(text)
     db.execute("COMMIT")
     return n
@@ -513,15 +523,54 @@ def _add_item(n: int, ref: ItemRef, *, planners: list[Planner], text: list[str],
     return None
 
 
-def _flush(db: sqlite3.Connection, names: list[tuple[int, str, str]],
+def _flush(db: sqlite3.Connection, store: _Names, names: list[tuple[int, str, str]],
            bad: list[tuple[int, str]]) -> None:
-    try:
-        db.executemany("INSERT INTO items VALUES (?, ?, ?)", names)
-    except UnicodeEncodeError:  # a lone surrogate (a JSON escape): kept as its bytes
-        db.executemany("INSERT OR REPLACE INTO items VALUES (?, ?, ?)",
-                       [(n, _stored(ds), _stored(name)) for n, ds, name in names])
+    store.add(names)
     db.executemany("INSERT INTO bad VALUES (?, ?)", bad)
-    names.clear(), bad.clear()
+    bad.clear()
+
+
+class _Names:
+    """Every item's (id, dataset, name), in batches in a file (marshal: the dataset, one
+    object for many items, is written once per batch); `load` puts those of the failing items
+    in the database (the others are never read: names are not in memory, nor all in SQLite)."""
+
+    HEAD = struct.Struct("<QQQ")  # first id, count, bytes of the batch
+
+    def __init__(self, folder: str) -> None:
+        self.path = os.path.join(folder, "names.marshal")
+        self.file = open(self.path, "wb")  # noqa: SIM115 - closed by `load` (or the folder)
+
+    def add(self, names: list[tuple[int, str, str]]) -> None:
+        """Store a batch of consecutive ids; empties `names`."""
+        if names:
+            data = marshal.dumps(names, 4)
+            self.file.write(self.HEAD.pack(names[0][0], len(names), len(data)) + data)
+            names.clear()
+
+    def load(self, db: sqlite3.Connection) -> None:
+        """Copy the names of the items in `bad` and `clash` to the `items` table."""
+        self.file.close()
+        wanted = db.execute("SELECT id FROM bad UNION SELECT item FROM clash UNION "
+                            "SELECT other FROM clash WHERE other != ? ORDER BY 1", (SIDECARS,))
+        ids = (i for (i,) in wanted)  # sorted by SQLite (on disk past its cache)
+        nxt = next(ids, None)
+        with open(self.path, "rb") as f:
+            while nxt is not None and (head := f.read(self.HEAD.size)):
+                first, count, size = self.HEAD.unpack(head)
+                if nxt >= first + count:
+                    f.seek(size, os.SEEK_CUR)
+                    continue
+                batch, rows = marshal.loads(f.read(size)), []
+                while nxt is not None and nxt < first + count:
+                    rows.append(batch[nxt - first])
+                    nxt = next(ids, None)
+                try:
+                    db.executemany("INSERT INTO items VALUES (?, ?, ?)", rows)
+                except UnicodeEncodeError:  # a lone surrogate (a JSON escape): as bytes
+                    db.executemany("INSERT OR REPLACE INTO items VALUES (?, ?, ?)",
+                                   [(n, _stored(ds), _stored(name)) for n, ds, name in rows])
+        os.remove(self.path)
 
 
 def _node(path: str, rows: list[Row]) -> list[Any]:
