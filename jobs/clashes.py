@@ -22,12 +22,21 @@ Items whose dataset, name or any planned key breaks the name rules (`paths.key_p
 control characters, components over 255 bytes, '..', absolute, ...) fail with that reason too,
 and take no part in the detection. Items that already carry a problem from listing are skipped.
 
-Bounded memory at any scale: the keys are sorted externally (runs of a bounded number of rows
-sorted in memory, spilled to a temporary folder with marshal, merged block by block), '/' stored as
-'\\x01' so a folder's contents sort right after it; ONE ordered pass with a stack of the declared
-ancestors of the current key finds every clash. Names, reasons and clash rows go to an SQLite
-database in the same folder (bounded page cache). The report streams the problems back in input
-order (`annotate`) or answers one item (`problem`).
+Speed: a PLAIN name (`maskcore.formats.base.plain_name`: printable ASCII, no '/', '\\' or
+':', not starting with '.') takes the writers' `key_template(dataset, opts)`, made once per
+dataset: its rows are made per batch of items (one join and one replace per key of the
+template), with one stem per item for all formats; the other names take `planned_keys` (the
+templates are checked against it on hostile names in the tests).
+
+Bounded memory at any scale: the keys are sorted externally as ONE str per row (the key, NUL,
+its tag in hex: str compares only), '/' stored as '\\x01' so a folder's contents sort right
+after it, in runs of a bounded number of rows sorted in memory, spilled to a temporary folder
+as UTF-8 lines and merged (MAX_RUNS at a time) in blocks taken in the order of their first
+rows; ONE ordered pass with a stack of the declared ancestors of the current key finds every
+clash, and looks only at the keys next to a same or nested key (`_interesting`). Every item's
+name goes to a file in the same folder, and only the failing items' names into an SQLite
+database there with the reasons and clash rows (bounded page cache). The report streams the
+problems back in input order (`annotate`) or answers one item (`problem`).
 
     with detect_clashes(refs, formats=spec.formats, options=options) as report:
         refs = list(report.annotate(refs))
@@ -143,9 +152,11 @@ class ClashReport:
 
 
 def _open_db(folder: str, cache_mib: int) -> sqlite3.Connection:
+    """The database of the failing items: an eighth of `cache_mib` of page cache (it holds
+    only failing items, written in id order; sorts spill to temporary files)."""
     db = sqlite3.connect(os.path.join(folder, "clashes.sqlite"), isolation_level=None)
     for pragma in ("journal_mode = OFF", "synchronous = OFF", "temp_store = FILE",
-                   "locking_mode = EXCLUSIVE", f"cache_size = -{cache_mib * 1024}"):
+                   "locking_mode = EXCLUSIVE", f"cache_size = -{cache_mib * 1024 // 8}"):
         db.execute(f"PRAGMA {pragma}")
     db.executescript("""
         CREATE TABLE items (id INTEGER PRIMARY KEY, dataset TEXT, name TEXT);
