@@ -281,7 +281,7 @@ class _KeyRuns:
         while len(self.runs) >= MAX_RUNS and len({lv for lv, _ in self.runs[-MAX_RUNS:]}) == 1:
             level, group = self.runs[-1][0], [p for _, p in self.runs[-MAX_RUNS:]]
             del self.runs[-MAX_RUNS:]
-            merged = _merged(group, step=self.max_rows // 2)
+            merged = _merged(group, step=self.max_rows // 4)
             self.runs.append((level + 1, self._write(chain.from_iterable(merged))))
             for path in group:
                 self._delete(path)
@@ -309,7 +309,7 @@ class _KeyRuns:
             return iter([self.rows])
         if self.rows:
             self._spill()
-        return _merged([p for _, p in self.runs], step=self.max_rows // 2)
+        return _merged([p for _, p in self.runs], step=self.max_rows // 4)
 
     def __iter__(self) -> Iterator[tuple[str, int]]:
         """Every row as (key, tag), in order."""
@@ -683,8 +683,9 @@ def _interesting(blocks: Iterable[list[Row]], stack: list[Any]) -> Iterator[tupl
     or a folder of it), and the first and last of each block. The others are alone: no other
     key is the same or inside them (sorted: a key inside one follows it at once), and they
     are inside no declared key (the stack is empty), so `_scan` would do nothing with them.
-    One comparison in C per row (`map(str.startswith, ...)`), Python only for the few kept."""
-    for block in blocks:
+    One comparison in C per row (`map(str.startswith, ...)`), Python only for the few kept;
+    the merged lists are taken RUN_BLOCK rows at a time (the keys made here stay few)."""
+    for block in (b[i:i + RUN_BLOCK] for b in blocks for i in range(0, len(b), RUN_BLOCK)):
         paths = [row[:-TAG_LEN] for row in block]
         n = len(paths)
         related = [True, *map(str.startswith, paths[1:], paths[:-1]), True]
