@@ -39,10 +39,11 @@ relative to the output root, bytes) and never touch storage; `jobs/tasks.py` wri
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import IO, Any, Protocol
+from typing import IO, Any, NamedTuple, Protocol
 
 import msgspec
 import numpy as np
@@ -52,6 +53,7 @@ from ..errors import ConfigError, ItemError, expected
 from ..limits import DEFAULT_LIMITS, Limits, check_image_header
 from ..model import ClassTable, Item
 from ..order import Composition, compose
+from ..paths import Planned
 from ..rasterize import Stamp, render
 from ..runs import Runs, render_runs
 
@@ -316,3 +318,62 @@ class Writer(Protocol):
 
     def preview_mask(self, keys: Sequence[str], read: Callable[[str], bytes]
                      ) -> PreviewMask | None: ...
+
+    def planned_keys(self, dataset: str, name: str, opts: Any) -> Planned: ...
+
+    def reserved_keys(self, opts: Any) -> Planned: ...
+
+    def key_template(self, dataset: str, opts: Any) -> KeyTemplate: ...
+
+
+# ---------------------------------------------------------------------------- plan (clashes)
+STEM_MARK = "\x02"  # in a KeyTemplate: the item's stem (control characters: never in a
+NAME_MARK = "\x03"  # dataset, name or layout folder that passes the name rules)
+_PLAIN_NAME = re.compile(r"[ -\-0-9;-\[\]-~][ -\.0-9;-\[\]-~]*").fullmatch
+
+
+def plain_name(name: str) -> bool:
+    """Whether `name` is PLAIN: printable ASCII, not empty, no '/', '\\' or ':', not starting
+    with '.'. Such a name passes `paths.key_problem` (when at most 255 characters), it is its
+    own `paths.component`, and so is its stem (`model.name_stem`: no '/', never empty, '.' or
+    '..'), which is also CVAT's item id."""
+    return _PLAIN_NAME(name) is not None
+
+
+class KeyTemplate(NamedTuple):
+    """A writer's `planned_keys` of one dataset for every PLAIN name at once
+    (`key_template(dataset, opts)`, jobs/clashes.py: one stem per item for all formats).
+
+    `planned` holds the keys with STEM_MARK for the item's stem and NAME_MARK for its name;
+    a key with neither (a list file, a group node above the items) is the same for every item
+    of the dataset. For a plain name whose stem is not in `odd_stems`,
+    `planned_keys(dataset, name, opts)` equals `planned` with the marks replaced (same keys,
+    same order); other names (and a dataset `key_template` raises for) take `planned_keys`."""
+
+    planned: Planned
+    odd_stems: frozenset[str] = frozenset()
+
+    def expand(self, name: str) -> Planned:
+        """`planned` for the PLAIN `name` (what the contract says `planned_keys` gives)."""
+        head, dot, _ext = name.rpartition(".")
+        stem = head if dot and head else name
+
+        def fill(keys: tuple[str, ...]) -> tuple[str, ...]:
+            return tuple(k.replace(STEM_MARK, stem).replace(NAME_MARK, name) for k in keys)
+        return Planned(*(fill(keys) for keys in self.planned))
+
+
+_PROBE_EXT = "\x04"  # the extension of the probe name `template_of` plans
+
+
+def template_of(planned_keys: Callable[[str, str, Any], Planned], dataset: str, opts: Any, *,
+                odd_stems: frozenset[str] = frozenset()) -> KeyTemplate:
+    """The KeyTemplate of a writer whose `planned_keys` makes the keys of a plain name from
+    its stem and name as text only (no other decision on them): planned for the probe name
+    STEM_MARK + '.' + a control character, then its name marked. A writer's `key_template`
+    states that by calling this; tests/maskcore/test_key_templates.py checks it on hostile
+    names. Raises what `planned_keys` raises for every item of `dataset`."""
+    probe = STEM_MARK + "." + _PROBE_EXT
+    planned = planned_keys(dataset, probe, opts)
+    return KeyTemplate(Planned(*(tuple(k.replace(probe, NAME_MARK) for k in keys)
+                                 for keys in planned)), odd_stems)

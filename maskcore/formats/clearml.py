@@ -45,9 +45,11 @@ from .base import (
     FinalizeIO,
     ItemContext,
     ItemOutput,
+    KeyTemplate,
     PreviewMask,
     check_thickness,
     decode_png,
+    template_of,
 )
 
 NAME = "clearml"
@@ -219,6 +221,11 @@ def planned_keys(dataset: str, name: str, opts: ClearmlOptions) -> paths.Planned
     # checked once: another folder and extension make no component empty, '.' or '..'
     return paths.Planned((paths.join(paths.folder(NAME, MASKS_DIR, dataset) + stem + ".png"),
                           paths.folder(NAME, FRAMES_DIR, dataset) + stem + ".json"))
+
+
+def key_template(dataset: str, opts: ClearmlOptions) -> KeyTemplate:
+    """`planned_keys` of the plain names of `dataset` (see `base.KeyTemplate`)."""
+    return template_of(planned_keys, dataset, opts)
 
 
 def reserved_keys(opts: ClearmlOptions) -> paths.Planned:

@@ -72,10 +72,12 @@ from .base import (
     FinalizeIO,
     ItemContext,
     ItemOutput,
+    KeyTemplate,
     PreviewMask,
     check_thickness,
     decode_png,
     no_record_key,
+    template_of,
 )
 from .cvat import (
     BACKGROUND,
@@ -454,6 +456,11 @@ def planned_keys(dataset: str, name: str, opts: CvatOptions) -> paths.Planned:
     return paths.Planned(
         (paths.join(paths.folder(NAME, CLASS_DIR) + rel), paths.folder(NAME, OBJECT_DIR) + rel),
         shared=(paths.folder(NAME, SEGM_LIST_DIR) + subset + ".txt",))
+
+
+def key_template(dataset: str, opts: CvatOptions) -> KeyTemplate:
+    """`planned_keys` of the plain names of `dataset` (see `base.KeyTemplate`)."""
+    return template_of(planned_keys, dataset, opts)
 
 
 def reserved_keys(opts: CvatOptions) -> paths.Planned:

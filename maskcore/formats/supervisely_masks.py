@@ -54,10 +54,12 @@ from .base import (
     FinalizeIO,
     ItemContext,
     ItemOutput,
+    KeyTemplate,
     PreviewMask,
     check_thickness,
     decode_png,
     no_record_key,
+    template_of,
 )
 from .supervisely import MACHINE_COLOR_FILE, META_FILE, SEMANTIC_COLOR_FILE
 
@@ -544,6 +546,11 @@ def planned_keys(dataset: str, name: str, opts: SuperviselyOptions) -> paths.Pla
     if ann:
         files.append(ann + paths.component(name) + ".json")
     return paths.Planned(tuple(files), (instances + stem,) if instances else ())
+
+
+def key_template(dataset: str, opts: SuperviselyOptions) -> KeyTemplate:
+    """`planned_keys` of the plain names of `dataset` (see `base.KeyTemplate`)."""
+    return template_of(planned_keys, dataset, opts)
 
 
 def _folders(dataset: str, opts: SuperviselyOptions) -> tuple[tuple[str, ...], str, str, str]:

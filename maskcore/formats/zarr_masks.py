@@ -61,9 +61,11 @@ from .base import (
     FinalizeIO,
     ItemContext,
     ItemOutput,
+    KeyTemplate,
     PreviewMask,
     check_thickness,
     no_record_key,
+    template_of,
 )
 
 NAME = "zarr"
@@ -403,6 +405,12 @@ def planned_keys(dataset: str, name: str, opts: ZarrOptions) -> paths.Planned:
     base = paths.folder(NAME) + group + "/"
     return paths.Planned(folders=tuple([base + a for a in ARRAY_NAMES]),
                          shared=(base + META_FILE, *_ancestor_nodes(group.rpartition("/")[0])))
+
+
+def key_template(dataset: str, opts: ZarrOptions) -> KeyTemplate:
+    """`planned_keys` of the plain names of `dataset` (see `base.KeyTemplate`); an array's
+    name as the stem takes `planned_keys` (refused there)."""
+    return template_of(planned_keys, dataset, opts, odd_stems=frozenset(ARRAY_NAMES))
 
 
 @lru_cache(maxsize=1024)
