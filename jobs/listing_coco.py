@@ -150,6 +150,7 @@ _WS = re.compile(rb"[ \t\n\r]*")
 _STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.S)
 _SCALAR = re.compile(rb"[^,}\] \t\n\r]+")
 _AT_BYTE = re.compile(r"\(byte (\d+)\)")
+_LONG_INT = re.compile(rb"[0-9]{19}")  # maybe beyond 64 bits: ijson refuses, msgspec would not
 _decode = msgspec.json.Decoder().decode
 _LISTS = (IMAGES, ANNOTATIONS, CATEGORIES)
 
@@ -161,8 +162,10 @@ class _Sections:
     '}' closes an element (a cut inside a string or a nested value leaves it unterminated),
     so a wrong guess is a DecodeError and an earlier '}' is tried. Anything else (a
     top-level value that is not an object, arrays of non-objects, a lexical error such as
-    NaN, a number msgspec refuses, a block beyond `MAX_BLOCK`) raises `_Slow`: the file is
-    then read with ijson as before, so the fast path never decides what an input means."""
+    NaN, a number msgspec refuses, an integer of 19+ digits - ijson refuses those beyond 64
+    bits, so such a file is loaded whole -, a block beyond `MAX_BLOCK`) raises `_Slow`: the
+    file is then read with ijson as before, so the fast path never decides what an input
+    means, and records are written as before."""
 
     BLOCK = 1 << 20
     MAX_BLOCK = 16 << 20  # a larger element (a huge RLE) is left to ijson
@@ -239,9 +242,12 @@ class _Sections:
     @staticmethod
     def _value(text: bytes) -> Any:
         try:
-            return _decode(text)
+            got = _decode(text)
         except msgspec.DecodeError:
             raise _Slow from None
+        if _LONG_INT.search(text):
+            raise _Slow  # such a file is loaded whole and written with json's encoder
+        return got
 
     def _object(self) -> None:
         """Skip a top-level object value (e.g. "info"): the shortest prefix that decodes."""
@@ -257,6 +263,8 @@ class _Sections:
                     _decode(self.buf[self.pos:end])
                 except msgspec.DecodeError:
                     continue
+                if _LONG_INT.search(self.buf, self.pos, end):
+                    raise _Slow  # as in `_value`
                 self.pos = end
                 return
             if self.eof or size > self.MAX_BLOCK:
@@ -306,6 +314,8 @@ class _Sections:
                 # the list ends before that byte (the cut was beyond it), or is wrong there
                 end, wrong = min(end, self.pos + int(m.group(1)) - 1), True
                 continue
+            if _LONG_INT.search(buf, self.pos, cut):
+                raise _Slow  # as in `_value`
             self.pos = cut + 1
             return got
         if wrong:

@@ -304,3 +304,76 @@ def test_supervisely_tar_with_a_top_folder_exports(tmp_path, how):
     statuses = [json.loads(x)["status"] for x in
                 (tmp_path / "out" / "manifest.jsonl").read_text().splitlines()]
     assert len(statuses) == len(want) and statuses.count("ok") >= 1  # images were read
+
+
+def coco_refs(path: Path, monkeypatch, *, fast: bool) -> tuple[list[tuple], str]:
+    """The listing's refs (or its InputError) with the msgspec pass, or with ijson alone;
+    with `fast`, also which path read the file."""
+    from jobs import listing_coco
+
+    used = []
+    slow = listing_coco._CocoFile._load_slow
+
+    def spy(self, spool):
+        used.append("ijson")
+        return slow(self, spool)
+
+    with monkeypatch.context() as m:
+        m.setattr(listing_coco._CocoFile, "_load_slow", spy)
+        m.setattr(listing_coco._Sections, "BLOCK", 64)  # many blocks, cuts and regrowth
+        if not fast:
+            m.setattr(listing_coco._Sections, "__iter__", lambda self: (_ for _ in ()).throw(
+                listing_coco._Slow()))
+        try:
+            got = [(r.dataset, r.name, r.problem, r.ann_inline, r.ann_tag, r.image_key)
+                   for r in listed(path, "coco")]
+        except InputError as e:
+            got = [("InputError", str(e))]
+    return got, "ijson" if used else "msgspec"
+
+
+def tricky_coco() -> dict:
+    doc = coco_json(["a},{b.jpg", "c\"}],[{.jpg", "ü/é.jpg", "d.jpg"])
+    doc["annotations"][0]["segmentation"] = {"size": [6, 8], "counts": "0},{1]"}
+    doc["annotations"][1]["attributes"] = {"n": {"deep": [{"x": 1}, {"y": [2]}]},
+                                           "f": [1e16, 1.5e-7, -0.0], "big": -2**59}
+    doc["annotations"].append({"id": 9, "image_id": 999, "category_id": 3})  # no such image
+    return {"info": {"description": "x},{y", "nested": {"a": [{}]}}, "licenses": [{"id": 1}],
+            "images": doc["images"], "annotations": doc["annotations"],
+            "categories": doc["categories"]}  # categories last, as in COCO 2017
+
+
+@pytest.mark.parametrize("indent", [None, 2])
+def test_coco_msgspec_pass_equals_the_ijson_passes(tmp_path, monkeypatch, indent):
+    path = tmp_path / "instances_x.json"
+    path.write_text(json.dumps(tricky_coco(), indent=indent, ensure_ascii=indent is None))
+    touch(tmp_path, "images/d.jpg", "images/ü/é.jpg")
+    fast, how = coco_refs(path, monkeypatch, fast=True)
+    assert how == "msgspec"
+    assert fast == coco_refs(path, monkeypatch, fast=False)[0]
+    assert [r[1] for r in fast] == ["a},{b.jpg", 'c"}],[{.jpg', "d.jpg", "ü/é.jpg"]
+    assert json.loads(fast[0][3])["annotations"][0]["segmentation"]["counts"] == "0},{1]"
+
+
+@pytest.mark.parametrize("bad", [
+    '"annotations": [{"id": 1, "image_id": 1, "category_id": 3, "area": NaN}]',  # pycocotools
+    '"annotations": [{"id": 1, "image_id": 1, "category_id": 3, "area": 1e400}]',
+    '"annotations": [], "info": {"year": 99999999999999999999}',  # ijson: beyond 64 bits
+    '"annotations": [{"id": 1, "image_id": 1, "category_id": 3, "area": 1},]',  # trailing ,
+    '"annotations": {"item": {"id": 1, "image_id": 1, "category_id": 3}}',
+    '"annotations": [{"id": 1, "image_id": 1, "category_id": 3, "area": 1}]} junk',
+    '"annotations": [{"id": 1, "image_id": 1, "category_id": 3, "area": 1}, 7]',
+])
+def test_coco_files_the_msgspec_pass_gives_up_on_are_read_as_before(tmp_path, monkeypatch,
+                                                                     bad):
+    """NaN, numbers msgspec refuses, malformed or odd layouts: ijson (and json for NaN) read
+    the file, so the msgspec pass never decides what such an input means."""
+    images = ",".join(json.dumps(im) for im in coco_json([f"{i}.jpg" for i in range(40)])
+                      ["images"])
+    text = ('{"categories": [{"id": 3, "name": "car"}], "images": [' + images + "], "
+            + bad + ("" if bad.endswith("junk") else "}"))
+    path = tmp_path / "instances_x.json"
+    path.write_text(text)
+    fast, how = coco_refs(path, monkeypatch, fast=True)
+    assert how == "ijson"
+    assert fast == coco_refs(path, monkeypatch, fast=False)[0]
