@@ -377,3 +377,41 @@ def test_coco_files_the_msgspec_pass_gives_up_on_are_read_as_before(tmp_path, mo
     fast, how = coco_refs(path, monkeypatch, fast=True)
     assert how == "ijson"
     assert fast == coco_refs(path, monkeypatch, fast=False)[0]
+
+
+def test_supervisely_merge_pairs_by_the_rules_on_random_layouts(tmp_path):
+    """The merge of the sorted image and annotation lists against the rules written out:
+    `a.jpg.json`, else legacy `a.json` (no image named `a`, first image of that stem without
+    its own), leftover annotations are items; two passes interleaved agree."""
+    import random
+
+    from maskcore.formats import supervisely as sly
+
+    rnd = random.Random(7)
+    parts = ["a", "b", ".", "jpg", "png", "a.b"]
+    images = {"".join(rnd.choice(parts) for _ in range(rnd.randint(1, 4))) for _ in range(60)}
+    images = {n for n in images if n not in (".", "..") and not n.endswith(".json")}
+    anns = {rnd.choice([n, sly.ann_names_for(n)[1][:-5]]) for n in images if rnd.random() < .7}
+    anns |= {"".join(rnd.choice(parts) for _ in range(3)) for _ in range(10)}
+    anns -= {".", ".."}
+    shutil.copy(SLY / "meta.json", tmp_path / "meta.json")
+    touch(tmp_path, *(f"ds/img/{n}" for n in images), *(f"ds/ann/{n}.json" for n in anns))
+    want, claimed = [], set()
+    for name in sorted(images):
+        legacy = sly.ann_names_for(name)[1][:-5]
+        if name in anns:
+            want.append((name, f"ds/ann/{name}.json"))
+        elif legacy != name and legacy not in images and legacy in anns and \
+                legacy not in claimed:
+            claimed.add(legacy)
+            want.append((name, f"ds/ann/{legacy}.json"))
+        else:
+            want.append((name, None))
+    want += [(a, f"ds/ann/{a}.json") for a in anns - images - claimed]
+    with list_input(Root(str(tmp_path))) as got:
+        one, two = got.iter_refs(), got.iter_refs()
+        refs = [(a, next(two)) for a in one]
+        assert all(a == b for a, b in refs) and next(two, None) is None
+        assert [(r.name, r.ann_key) for r, _ in refs] == sorted(want)
+        assert got.count == len(want)
+    assert claimed and anns - images - claimed  # both cases happened
