@@ -201,33 +201,45 @@ def iter_tags(root: Root, prefix: str = "") -> Iterator[tuple[str, str]]:
     """(key, tag) of every file under `prefix`, in no particular order, streamed: an
     os.scandir walk on local disk (tags as `Root.list_tags` gives them), else
     `Root.list_tags` (s3fs returns one listing of the prefix already)."""
+    for folder, name, tag in iter_folder_tags(root, prefix):
+        yield folder + name, tag
+
+
+def iter_folder_tags(root: Root, prefix: str = "") -> Iterator[tuple[str, str, str]]:
+    """`iter_tags` as (folder key ending in '/' or "", file name, tag): the files of a local
+    folder come one after another (callers decide per folder, not per file)."""
     _fs, base = root.fs_path
     if not root.is_local:
-        yield from root.list_tags(prefix)
+        for key, tag in root.list_tags(prefix):
+            folder, slash, name = key.rpartition("/")
+            yield folder + slash, name, tag
         return
     top = os.path.join(base, prefix) if prefix else base
     if not os.path.isdir(top):
         if prefix and os.path.isfile(top):
             st = os.stat(top)
-            yield prefix, f"{st.st_size}-{st.st_mtime}"
+            folder, slash, name = prefix.rpartition("/")
+            yield folder + slash, name, f"{st.st_size}-{st.st_mtime}"
         return
     stack = [(top, prefix.rstrip("/") + "/" if prefix else "")]
     while stack:
-        folder, rel = stack.pop()
+        path, rel = stack.pop()
         try:
-            entries = os.scandir(folder)
+            entries = os.scandir(path)
         except (FileNotFoundError, NotADirectoryError, PermissionError):
             continue
         with entries:
             for e in entries:
                 try:
+                    if e.is_dir():  # the entry's type: no stat unless a symlink
+                        stack.append((e.path, rel + e.name + "/"))
+                        continue
                     st = e.stat()
                 except OSError:
                     continue
-                if stat.S_ISDIR(st.st_mode):
-                    stack.append((e.path, rel + e.name + "/"))
-                else:
-                    yield rel + e.name, f"{st.st_size}-{st.st_mtime}"
+                if stat.S_ISDIR(st.st_mode):  # a directory replaced a file meanwhile
+                    continue
+                yield rel, e.name, f"{st.st_size}-{st.st_mtime}"
 
 
 def rebase(root: Root, marker: str | Callable[[Root], bool]) -> Root:
@@ -292,19 +304,20 @@ def list_supervisely(root: Root) -> Listing:
 def _supervisely_files(root: Root) -> Iterator[tuple[int, str, str, str, str]]:
     """(kind, dataset, name, key, tag) of each image (kind 0, name: its file name) and
     annotation (kind 1, name: its file name without '.json') file of the project."""
-    is_dataset: dict[str, bool] = {}
-    for key, tag in iter_tags(root):
-        parent, _, fname = key.rpartition("/")  # posixpath.split of a clean key
-        ds, _, kind = parent.rpartition("/")
-        if not ds or kind not in (sly.IMG_DIR, sly.ANN_DIR):
+    last, kind, ds, ok = None, -1, "", False
+    for folder, fname, tag in iter_folder_tags(root):
+        if folder != last:  # decided once per folder: the files of a folder come together
+            last, ok = folder, False
+            ds, _, sub = folder[:-1].rpartition("/")
+            if ds and sub in (sly.IMG_DIR, sly.ANN_DIR):
+                ok = next(iter(sly.dataset_dirs([ds])), None) is not None
+                kind = 0 if sub == sly.IMG_DIR else 1
+        if not ok:
             continue
-        if ds not in is_dataset:
-            is_dataset[ds] = next(iter(sly.dataset_dirs([ds])), None) is not None
-        if not is_dataset[ds]:
-            continue
+        key = folder + fname
         if not safe_key(key):
             continue  # a key that could escape (tar members): never read, never written
-        if kind == sly.IMG_DIR:
+        if kind == 0:
             yield 0, ds, fname, key, tag
         elif fname.endswith(".json"):
             yield 1, ds, fname[: -len(".json")], key, tag
