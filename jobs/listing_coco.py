@@ -546,8 +546,8 @@ def _fill(spool: Spool, root: Root, cfs: list[_CocoFile], fixed: Root | None
         spool.insert("INSERT INTO files VALUES (?, ?)",
                      listing.iter_tags(image_root, prefix.rstrip("/")))
     spool.execute("CREATE INDEX images_order ON images (ds, name, seq)")
-    spool.execute("CREATE INDEX anns_image ON anns (ds, idk, seq)")
-    spool.execute("CREATE INDEX files_key ON files (key)")
+    spool.execute("CREATE INDEX anns_image ON anns (ds, idk, seq, cid, ann)")  # covering: `_refs`
+    spool.execute("CREATE INDEX files_key ON files (key, tag)")
     for cf in cfs:
         cf.orphans += spool.scalar(
             "SELECT count(*) FROM anns a WHERE a.ds = ? AND NOT EXISTS (SELECT 1 FROM images i "
