@@ -415,3 +415,24 @@ def test_supervisely_merge_pairs_by_the_rules_on_random_layouts(tmp_path):
         assert [(r.name, r.ann_key) for r, _ in refs] == sorted(want)
         assert got.count == len(want)
     assert claimed and anns - images - claimed  # both cases happened
+
+
+@pytest.mark.s3
+def test_supervisely_and_coco_listed_from_s3_equal_the_local_listing(s3_bucket, tmp_path):
+    """The S3 paths (`Root.list_tags` pages instead of the scandir walk) give the same refs
+    (tags aside: ETags there, mtimes here), legacy names and orphans included."""
+    from tests.e2e.helpers import new_fs, upload_folder
+
+    shutil.copytree(SLY, tmp_path / "sly")
+    touch(tmp_path / "sly", "ds1/img/q.png", "ds1/ann/q.json", "ds1/ann/orphan.json")
+    fs = new_fs()
+    for local, fmt in ((tmp_path / "sly", "supervisely"), (COCO, "coco")):
+        url = f"s3://{s3_bucket}/{fmt}"
+        upload_folder(fs, local, url)
+        here = [(r.dataset, r.name, r.ann_key, r.image_key, r.problem, r.ann_inline)
+                for r in listed(local, fmt)]
+        assert [(r.dataset, r.name, r.ann_key, r.image_key, r.problem, r.ann_inline)
+                for r in listed(url, fmt)] == here
+        if fmt == "supervisely":
+            assert ("ds1", "q.png", "ds1/ann/q.json", "ds1/img/q.png") in [r[:4] for r in here]
+            assert ("ds1", "orphan", "ds1/ann/orphan.json", None) in [r[:4] for r in here]
