@@ -432,13 +432,21 @@ def _first_wins(spool: Spool) -> None:
     to the first); of the records left, the first of each output stem wins and the others
     fail (same file name, or same stem)."""
     spool.execute("CREATE INDEX images_id ON images (ds, idk, seq)")
-    spool.execute("UPDATE images SET problem = ? WHERE idk IS NOT NULL AND seq > "
-                  "(SELECT min(j.seq) FROM images j WHERE j.ds = images.ds AND "
-                  "j.idk = images.idk)", (DUP_ID,))
+    if _repeats(spool, "idk"):  # the UPDATEs visit every row: only when there is a repeat
+        spool.execute("UPDATE images SET problem = ? WHERE idk IS NOT NULL AND seq > "
+                      "(SELECT min(j.seq) FROM images j WHERE j.ds = images.ds AND "
+                      "j.idk = images.idk)", (DUP_ID,))
     spool.execute("CREATE INDEX images_stem ON images (ds, stem, seq)")
-    spool.execute("UPDATE images SET problem = ? WHERE problem IS NULL AND seq > "
-                  "(SELECT min(j.seq) FROM images j WHERE j.ds = images.ds AND "
-                  "j.stem = images.stem AND j.problem IS NULL)", (DUP,))
+    if _repeats(spool, "stem"):
+        spool.execute("UPDATE images SET problem = ? WHERE problem IS NULL AND seq > "
+                      "(SELECT min(j.seq) FROM images j WHERE j.ds = images.ds AND "
+                      "j.stem = images.stem AND j.problem IS NULL)", (DUP,))
+
+
+def _repeats(spool: Spool, column: str) -> bool:
+    """Whether two image records of a dataset share `column` (one scan of its index)."""
+    return spool.scalar(f"SELECT 1 FROM images WHERE {column} IS NOT NULL GROUP BY ds, "
+                        f"{column} HAVING count(*) > 1 LIMIT 1") is not None
 
 
 def _worded(spool: Spool, ds: str, name: str, rec: bytes, problem: str) -> str:
