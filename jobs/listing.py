@@ -301,9 +301,10 @@ def list_supervisely(root: Root) -> Listing:
                    spool=spool, meta_json=meta, image_root=base if base != root else None)
 
 
-def _supervisely_files(root: Root) -> Iterator[tuple[int, str, str, str, str]]:
-    """(kind, dataset, name, key, tag) of each image (kind 0, name: its file name) and
-    annotation (kind 1, name: its file name without '.json') file of the project."""
+def _supervisely_files(root: Root) -> Iterator[tuple[int, str, str, str]]:
+    """(kind, dataset, name, tag) of each image (kind 0, name: its file name, key
+    `_img_key`) and annotation (kind 1, name: its file name without '.json', key `_ann_key`)
+    file of the project."""
     last, kind, ds, ok = None, -1, "", False
     for folder, fname, tag in iter_folder_tags(root):
         if folder != last:  # decided once per folder: the files of a folder come together
@@ -318,9 +319,17 @@ def _supervisely_files(root: Root) -> Iterator[tuple[int, str, str, str, str]]:
         if not safe_key(key):
             continue  # a key that could escape (tar members): never read, never written
         if kind == 0:
-            yield 0, ds, fname, key, tag
+            yield 0, ds, fname, tag
         elif fname.endswith(".json"):
-            yield 1, ds, fname[: -len(".json")], key, tag
+            yield 1, ds, fname[: -len(".json")], tag
+
+
+def _img_key(ds: str, name: str) -> str:
+    return f"{ds}/{sly.IMG_DIR}/{name}"
+
+
+def _ann_key(ds: str, name: str) -> str:
+    return f"{ds}/{sly.ANN_DIR}/{name}.json"
 
 
 _NO_ANN = "no annotation file in ann/ for this image"
@@ -329,9 +338,9 @@ _NO_ANN = "no annotation file in ann/ for this image"
 def _spool_supervisely(spool: Spool, root: Root) -> int:
     """The project's images and annotation files in two tables, each with a covering index
     in (dataset, name) order (`_supervisely_refs` merges them); returns the item count."""
-    spool.execute("CREATE TABLE files (kind INT, ds TEXT, name TEXT, key TEXT, tag TEXT)")
-    spool.insert("INSERT INTO files VALUES (?, ?, ?, ?, ?)", _supervisely_files(root))
-    spool.execute("CREATE INDEX files_order ON files (kind, ds, name, key, tag)")
+    spool.execute("CREATE TABLE files (kind INT, ds TEXT, name TEXT, tag TEXT)")
+    spool.insert("INSERT INTO files VALUES (?, ?, ?, ?)", _supervisely_files(root))
+    spool.execute("CREATE INDEX files_order ON files (kind, ds, name, tag)")
     orphans = sum(1 for ds, name in spool.rows(
         "SELECT a.ds, a.name FROM files a WHERE a.kind = 1 AND NOT EXISTS "
         "(SELECT 1 FROM files i WHERE i.kind = 0 AND i.ds = a.ds AND i.name = a.name)")
@@ -360,30 +369,31 @@ def _supervisely_refs(spool: Spool) -> Iterator[ItemRef]:
     `a.json` when no image is named `a` and no earlier image took it), and the annotations
     left over (items without an image): one merge of the two sorted lists, in (dataset,
     name) order; the rare image without its `a.jpg.json` asks the spool (`_legacy_owner`)."""
-    order = "SELECT ds, name, key, tag FROM files WHERE kind = ? ORDER BY ds, name"
+    order = "SELECT ds, name, tag FROM files WHERE kind = ? ORDER BY ds, name"
     anns = spool.rows(order, (1,))
     ann = next(anns, None)
 
     def orphan() -> Iterator[ItemRef]:  # `ann` names no image: an item, unless legacy
         if _legacy_owner(spool, ann[0], ann[1]) is None:
-            yield ItemRef(ann[0], ann[1], ann[2], None, ann_tag=ann[3])
+            yield ItemRef(ann[0], ann[1], _ann_key(ann[0], ann[1]), None, ann_tag=ann[2])
 
-    for ds, name, key, tag in spool.rows(order, (0,)):
+    for ds, name, tag in spool.rows(order, (0,)):
+        key = _img_key(ds, name)
         while ann is not None and (ann[0], ann[1]) < (ds, name):
             yield from orphan()
             ann = next(anns, None)
         if ann is not None and ann[0] == ds and ann[1] == name:
-            yield ItemRef(ds, name, ann[2], key, ann_tag=ann[3], image_tag=tag)
+            yield ItemRef(ds, name, _ann_key(ds, name), key, ann_tag=ann[2], image_tag=tag)
             ann = next(anns, None)
             continue
         legacy = sly.ann_names_for(name)[1][: -len(".json")]
         got = None
         if legacy != name and not _has(spool, 0, ds, legacy) and \
                 _legacy_owner(spool, ds, legacy) == name:
-            got = spool.db.execute("SELECT key, tag FROM files WHERE kind = 1 AND ds = ? AND "
+            got = spool.db.execute("SELECT tag FROM files WHERE kind = 1 AND ds = ? AND "
                                    "name = ?", (ds, legacy)).fetchone()
         if got is not None:
-            yield ItemRef(ds, name, got[0], key, ann_tag=got[1], image_tag=tag)
+            yield ItemRef(ds, name, _ann_key(ds, legacy), key, ann_tag=got[0], image_tag=tag)
         else:
             yield ItemRef(ds, name, None, key, _NO_ANN, image_tag=tag)
     while ann is not None:
