@@ -167,7 +167,7 @@ class _Sections:
     file is then read with ijson as before, so the fast path never decides what an input
     means, and records are written as before."""
 
-    BLOCK = 1 << 20
+    BLOCK = 1 << 18  # ~2-4k elements: the decoded block is a few MB of Python objects
     MAX_BLOCK = 16 << 20  # a larger element (a huge RLE) is left to ijson
     TRIES = 8
 
