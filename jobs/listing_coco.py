@@ -243,7 +243,7 @@ class _Sections:
     def _value(text: bytes) -> Any:
         try:
             got = _decode(text)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):
             raise _Slow from None
         if _LONG_INT.search(text):
             raise _Slow  # such a file is loaded whole and written with json's encoder
@@ -261,6 +261,8 @@ class _Sections:
                     break
                 try:
                     _decode(self.buf[self.pos:end])
+                except RecursionError:
+                    raise _Slow from None
                 except msgspec.DecodeError:
                     continue
                 if _LONG_INT.search(self.buf, self.pos, end):
@@ -305,6 +307,8 @@ class _Sections:
             text = b"[" + buf[self.pos:cut + 1] + b"]"
             try:
                 got = _decode(text)
+            except RecursionError:
+                raise _Slow from None  # nested deeper than msgspec goes: ijson's call
             except msgspec.DecodeError as e:
                 m = _AT_BYTE.search(str(e))
                 if "truncated" in str(e) or (m and int(m.group(1)) >= len(text) - 1):
@@ -423,8 +427,23 @@ def _image_rows(cf: _CocoFile, records: Iterable[Any], start: int = 0
         elif not listing.safe_key(raw):
             problem = expected(
                 "a file_name relative to the images folder (no '..', not absolute)", raw)
-        yield (cf.dataset, name, k, idk, cf.encode(rec), problem, cf.where,
+        text = _encoded(cf, rec)
+        if text is None:
+            idk, text, problem = None, b"null", expected(
+                "an image record of a sane nesting depth", "RecursionError")
+        yield (cf.dataset, name, k, idk, text, problem, cf.where,
                listing.stem(name) if problem is None else None)
+
+
+TOO_DEEP = b""  # an annotation `_encoded` could not write: its image fails (`_refs`)
+
+
+def _encoded(cf: _CocoFile, value: Any) -> bytes | None:
+    """The record's JSON, None when it is nested too deep for the encoders (hostile)."""
+    try:
+        return cf.encode(value)
+    except RecursionError:
+        return None
 
 
 def _first_wins(spool: Spool) -> None:
@@ -471,7 +490,9 @@ def _ann_rows(cf: _CocoFile, anns: Iterable[Any], start: int = 0
             cf.orphans += 1
             continue
         cid = ann.get("category_id")
-        yield (cf.dataset, idk, k, cid if _key(cid) else None, cf.encode(ann))
+        text = _encoded(cf, ann)
+        yield (cf.dataset, idk, k, cid if _key(cid) else None,
+               TOO_DEEP if text is None else text)
 
 
 def _images_dir(fs: Any, json_path: str, dataset: str, first: str | None) -> str:
@@ -585,6 +606,10 @@ def _refs(spool: Spool, by_ds: dict[str, dict[Any, str]]) -> Iterator[listing.It
             if ann is not None:
                 anns.append(ann)
                 used.add(cid)
+        if TOO_DEEP in anns:
+            yield listing.ItemRef(ds, name, ann_key, None, expected(
+                "annotations of a sane nesting depth", "RecursionError"))
+            continue
         ckey = (ds, frozenset(used))
         cats = cats_json.get(ckey)
         if cats is None:
