@@ -306,17 +306,18 @@ def _supervisely_files(root: Root) -> Iterator[tuple[int, str, str, str]]:
     `_img_key`) and annotation (kind 1, name: its file name without '.json', key `_ann_key`)
     file of the project."""
     last, kind, ds, ok = None, -1, "", False
+    local = root.is_local  # scandir names: never empty, '.', '..', nor with '/' or NUL
     for folder, fname, tag in iter_folder_tags(root):
         if folder != last:  # decided once per folder: the files of a folder come together
             last, ok = folder, False
             ds, _, sub = folder[:-1].rpartition("/")
-            if ds and sub in (sly.IMG_DIR, sly.ANN_DIR):
+            if ds and sub in (sly.IMG_DIR, sly.ANN_DIR) and safe_key(folder[:-1]):
                 ok = next(iter(sly.dataset_dirs([ds])), None) is not None
                 kind = 0 if sub == sly.IMG_DIR else 1
         if not ok:
             continue
-        key = folder + fname
-        if not safe_key(key):
+        unsafe = ("\\" in fname) if local else not safe_key(folder + fname)
+        if unsafe:
             continue  # a key that could escape (tar members): never read, never written
         if kind == 0:
             yield 0, ds, fname, tag

@@ -441,3 +441,13 @@ def test_supervisely_and_coco_listed_from_s3_equal_the_local_listing(s3_bucket, 
         if fmt == "supervisely":
             assert ("ds1", "q.png", "ds1/ann/q.json", "ds1/img/q.png") in [r[:4] for r in here]
             assert ("ds1", "orphan", "ds1/ann/orphan.json", None) in [r[:4] for r in here]
+
+
+def test_supervisely_names_that_could_escape_are_never_listed(tmp_path):
+    """A backslash in a file name could become a path separator elsewhere: such a file is
+    skipped (never read or written), while odd but clean names ('.h.jpg', 'c:d.jpg') stay."""
+    shutil.copy(SLY / "meta.json", tmp_path / "meta.json")
+    touch(tmp_path, "ds/img/a\\b.jpg", "ds/ann/a\\b.jpg.json", "ds/img/.h.jpg", "ds/img/c:d.jpg",
+          "ds/img/ok.jpg", "ds/ann/ok.jpg.json")
+    assert [(r.name, r.ann_key) for r in listed(tmp_path)] == [
+        (".h.jpg", None), ("c:d.jpg", None), ("ok.jpg", "ds/ann/ok.jpg.json")]
