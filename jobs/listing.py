@@ -15,7 +15,8 @@ fsspec URL); an archive may hold the project under one top-level folder or under
 reference B.1). An image without an annotation, or an annotation without an image, is still an
 item: it fails alone with that reason (the SDK would silently skip the whole dataset). The
 listing is one walk of the project (os.scandir on local disk, one `find` elsewhere) streamed
-into the spool; SQLite joins images with their annotation files there.
+into the spool, where SQLite sorts images and annotation files by (dataset, name); each
+`iter_refs()` pairs them by one merge of the two sorted lists (no refs table, no JSON per ref).
 """
 
 from __future__ import annotations
@@ -200,33 +201,45 @@ def iter_tags(root: Root, prefix: str = "") -> Iterator[tuple[str, str]]:
     """(key, tag) of every file under `prefix`, in no particular order, streamed: an
     os.scandir walk on local disk (tags as `Root.list_tags` gives them), else
     `Root.list_tags` (s3fs returns one listing of the prefix already)."""
+    for folder, name, tag in iter_folder_tags(root, prefix):
+        yield folder + name, tag
+
+
+def iter_folder_tags(root: Root, prefix: str = "") -> Iterator[tuple[str, str, str]]:
+    """`iter_tags` as (folder key ending in '/' or "", file name, tag): the files of a local
+    folder come one after another (callers decide per folder, not per file)."""
     _fs, base = root.fs_path
     if not root.is_local:
-        yield from root.list_tags(prefix)
+        for key, tag in root.list_tags(prefix):
+            folder, slash, name = key.rpartition("/")
+            yield folder + slash, name, tag
         return
     top = os.path.join(base, prefix) if prefix else base
     if not os.path.isdir(top):
         if prefix and os.path.isfile(top):
             st = os.stat(top)
-            yield prefix, f"{st.st_size}-{st.st_mtime}"
+            folder, slash, name = prefix.rpartition("/")
+            yield folder + slash, name, f"{st.st_size}-{st.st_mtime}"
         return
     stack = [(top, prefix.rstrip("/") + "/" if prefix else "")]
     while stack:
-        folder, rel = stack.pop()
+        path, rel = stack.pop()
         try:
-            entries = os.scandir(folder)
+            entries = os.scandir(path)
         except (FileNotFoundError, NotADirectoryError, PermissionError):
             continue
         with entries:
             for e in entries:
                 try:
+                    if e.is_dir():  # the entry's type: no stat unless a symlink
+                        stack.append((e.path, rel + e.name + "/"))
+                        continue
                     st = e.stat()
                 except OSError:
                     continue
-                if stat.S_ISDIR(st.st_mode):
-                    stack.append((e.path, rel + e.name + "/"))
-                else:
-                    yield rel + e.name, f"{st.st_size}-{st.st_mtime}"
+                if stat.S_ISDIR(st.st_mode):  # a directory replaced a file meanwhile
+                    continue
+                yield rel, e.name, f"{st.st_size}-{st.st_mtime}"
 
 
 def rebase(root: Root, marker: str | Callable[[Root], bool]) -> Root:
@@ -283,78 +296,110 @@ def list_supervisely(root: Root) -> Listing:
         meta = base.read(sly.META_FILE)
     except FileNotFoundError:
         raise InputError(f"Expected {sly.META_FILE} at the root of {root.url}. Got none.") from None
-    return spooled_listing(sly.NAME, sly.parse_meta(meta), lambda s: _spool_supervisely(s, base),
-                           meta_json=meta, image_root=base if base != root else None)
+    spool, count = fill_spool(lambda s: _spool_supervisely(s, base))
+    return Listing(sly.NAME, sly.parse_meta(meta), count, lambda: _supervisely_refs(spool),
+                   spool=spool, meta_json=meta, image_root=base if base != root else None)
 
 
-def _supervisely_files(root: Root) -> Iterator[tuple[int, str, str, str, str, str | None]]:
-    """(kind, dataset, file name, key, tag, legacy stem) of each image (kind 0) and annotation
-    (kind 1) file of the project."""
-    is_dataset: dict[str, bool] = {}
-    for key, tag in iter_tags(root):
-        parent, _, fname = key.rpartition("/")  # posixpath.split of a clean key
-        ds, _, kind = parent.rpartition("/")
-        if not ds or kind not in (sly.IMG_DIR, sly.ANN_DIR):
+def _supervisely_files(root: Root) -> Iterator[tuple[int, str, str, str]]:
+    """(kind, dataset, name, tag) of each image (kind 0, name: its file name, key
+    `_img_key`) and annotation (kind 1, name: its file name without '.json', key `_ann_key`)
+    file of the project."""
+    last, kind, ds, ok = None, -1, "", False
+    local = root.is_local  # scandir names: never empty, '.', '..', nor with '/' or NUL
+    for folder, fname, tag in iter_folder_tags(root):
+        if folder != last:  # decided once per folder: the files of a folder come together
+            last, ok = folder, False
+            ds, _, sub = folder[:-1].rpartition("/")
+            if ds and sub in (sly.IMG_DIR, sly.ANN_DIR) and safe_key(folder[:-1]):
+                ok = next(iter(sly.dataset_dirs([ds])), None) is not None
+                kind = 0 if sub == sly.IMG_DIR else 1
+        if not ok:
             continue
-        if ds not in is_dataset:
-            is_dataset[ds] = next(iter(sly.dataset_dirs([ds])), None) is not None
-        if not is_dataset[ds]:
-            continue
-        if not safe_key(key):
+        unsafe = ("\\" in fname) if local else not safe_key(folder + fname)
+        if unsafe:
             continue  # a key that could escape (tar members): never read, never written
-        if kind == sly.IMG_DIR:
-            yield 0, ds, fname, key, tag, sly.ann_names_for(fname)[1][: -len(".json")]
+        if kind == 0:
+            yield 0, ds, fname, tag
         elif fname.endswith(".json"):
-            yield 1, ds, fname, key, tag, None
+            yield 1, ds, fname[: -len(".json")], tag
+
+
+def _img_key(ds: str, name: str) -> str:
+    return f"{ds}/{sly.IMG_DIR}/{name}"
+
+
+def _ann_key(ds: str, name: str) -> str:
+    return f"{ds}/{sly.ANN_DIR}/{name}.json"
+
+
+_NO_ANN = "no annotation file in ann/ for this image"
 
 
 def _spool_supervisely(spool: Spool, root: Root) -> int:
-    """Images join their annotation by `sly.ann_names_for` (`a.jpg.json`, else legacy
-    `a.json` if no earlier image took it); leftover annotations are items without image."""
-    spool.execute("CREATE TABLE files (kind INT, ds TEXT, fname TEXT, key TEXT, tag TEXT, "
-                  "stem TEXT)")
-    spool.insert("INSERT INTO files VALUES (?, ?, ?, ?, ?, ?)", _supervisely_files(root))
-    spool.execute("CREATE INDEX files_name ON files (kind, ds, fname)")
-    spool.execute("CREATE TABLE claimed (ds TEXT, fname TEXT, PRIMARY KEY (ds, fname))")
-    joined = spool.rows(
-        "SELECT i.ds, i.fname, i.key, i.tag, i.stem || '.json', a1.key, a1.tag, a2.key, "
-        "a2.tag, s.key IS NOT NULL FROM files i "
-        "LEFT JOIN files a1 ON a1.kind = 1 AND a1.ds = i.ds AND a1.fname = i.fname || '.json' "
-        "LEFT JOIN files a2 ON a2.kind = 1 AND a2.ds = i.ds AND a2.fname = i.stem || '.json' "
-        "LEFT JOIN files s ON s.kind = 0 AND s.ds = i.ds AND s.fname = i.stem "
-        "AND i.stem != i.fname "
-        "WHERE i.kind = 0 ORDER BY i.ds, i.fname")
+    """The project's images and annotation files in two tables, each with a covering index
+    in (dataset, name) order (`_supervisely_refs` merges them); returns the item count."""
+    spool.execute("CREATE TABLE files (kind INT, ds TEXT, name TEXT, tag TEXT)")
+    spool.insert("INSERT INTO files VALUES (?, ?, ?, ?)", _supervisely_files(root))
+    spool.execute("CREATE INDEX files_order ON files (kind, ds, name, tag)")
+    orphans = sum(1 for ds, name in spool.rows(
+        "SELECT a.ds, a.name FROM files a WHERE a.kind = 1 AND NOT EXISTS "
+        "(SELECT 1 FROM files i WHERE i.kind = 0 AND i.ds = a.ds AND i.name = a.name)")
+        if _legacy_owner(spool, ds, name) is None)
+    return orphans + spool.scalar("SELECT count(*) FROM files WHERE kind = 0")
 
-    def images() -> Iterator[ItemRef]:
-        for ds, name, key, tag, legacy, a1, t1, a2, t2, taken in joined:
-            ann_key, ann_tag = a1, t1
-            # the legacy name is free unless the image named like it, or an earlier image
-            # with the same stem, took it
-            if a1 is None and a2 is not None and not taken and spool.execute(
-                    "INSERT OR IGNORE INTO claimed VALUES (?, ?)", (ds, legacy)).rowcount:
-                ann_key, ann_tag = a2, t2
-            yield ItemRef(ds, name, ann_key, key,
-                          None if ann_key else "no annotation file in ann/ for this image",
-                          ann_tag=ann_tag, image_tag=tag)
 
-    def orphans() -> Iterator[ItemRef]:
-        for ds, fname, key, tag in spool.rows(
-                "SELECT a.ds, a.fname, a.key, a.tag FROM files a WHERE a.kind = 1 "
-                "AND NOT EXISTS (SELECT 1 FROM files i WHERE i.kind = 0 AND i.ds = a.ds AND "
-                "i.fname = substr(a.fname, 1, length(a.fname) - 5)) "
-                "AND NOT EXISTS (SELECT 1 FROM claimed c WHERE c.ds = a.ds AND "
-                "c.fname = a.fname) ORDER BY a.ds, a.fname"):
-            yield ItemRef(ds, fname[: -len(".json")], key, None, ann_tag=tag)
+def _has(spool: Spool, kind: int, ds: str, name: str) -> bool:
+    return spool.scalar("SELECT 1 FROM files WHERE kind = ? AND ds = ? AND name = ?",
+                        (kind, ds, name)) is not None
 
-    spool.execute(REFS_TABLE)
-    n = spool.insert("INSERT INTO refs VALUES (?, ?, ?)",
-                     ((r.dataset, r.name, r.to_json()) for r in images()))
-    n += spool.insert("INSERT INTO refs VALUES (?, ?, ?)",
-                      ((r.dataset, r.name, r.to_json()) for r in orphans()))
-    spool.execute("CREATE INDEX refs_order ON refs (dataset, name)")
-    spool.execute("DROP TABLE files")
-    spool.execute("DROP TABLE claimed")
-    return n
+
+def _legacy_owner(spool: Spool, ds: str, stem: str) -> str | None:
+    """The image that takes the legacy annotation `<stem>.json` when no image is named
+    `<stem>`: the first image `<stem>.<ext>` (in name order) without `<stem>.<ext>.json`."""
+    for (other,) in spool.rows("SELECT name FROM files WHERE kind = 0 AND ds = ? AND "
+                               "name >= ? AND name < ? ORDER BY name",
+                               (ds, stem + ".", stem + "/")):  # the names starting '<stem>.'
+        if "." not in other[len(stem) + 1:] and not _has(spool, 1, ds, other):
+            return other
+    return None
+
+
+def _supervisely_refs(spool: Spool) -> Iterator[ItemRef]:
+    """Images joined with their annotation by `sly.ann_names_for` (`a.jpg.json`, else legacy
+    `a.json` when no image is named `a` and no earlier image took it), and the annotations
+    left over (items without an image): one merge of the two sorted lists, in (dataset,
+    name) order; the rare image without its `a.jpg.json` asks the spool (`_legacy_owner`)."""
+    order = "SELECT ds, name, tag FROM files WHERE kind = ? ORDER BY ds, name"
+    anns = spool.rows(order, (1,))
+    ann = next(anns, None)
+
+    def orphan() -> Iterator[ItemRef]:  # `ann` names no image: an item, unless legacy
+        if _legacy_owner(spool, ann[0], ann[1]) is None:
+            yield ItemRef(ann[0], ann[1], _ann_key(ann[0], ann[1]), None, ann_tag=ann[2])
+
+    for ds, name, tag in spool.rows(order, (0,)):
+        key = _img_key(ds, name)
+        while ann is not None and (ann[0], ann[1]) < (ds, name):
+            yield from orphan()
+            ann = next(anns, None)
+        if ann is not None and ann[0] == ds and ann[1] == name:
+            yield ItemRef(ds, name, _ann_key(ds, name), key, ann_tag=ann[2], image_tag=tag)
+            ann = next(anns, None)
+            continue
+        legacy = sly.ann_names_for(name)[1][: -len(".json")]
+        got = None
+        if legacy != name and not _has(spool, 0, ds, legacy) and \
+                _legacy_owner(spool, ds, legacy) == name:
+            got = spool.db.execute("SELECT tag FROM files WHERE kind = 1 AND ds = ? AND "
+                                   "name = ?", (ds, legacy)).fetchone()
+        if got is not None:
+            yield ItemRef(ds, name, _ann_key(ds, legacy), key, ann_tag=got[0], image_tag=tag)
+        else:
+            yield ItemRef(ds, name, None, key, _NO_ANN, image_tag=tag)
+    while ann is not None:
+        yield from orphan()
+        ann = next(anns, None)
 
 
 # Detection order matters: the first probe that answers True names the input format.

@@ -7,7 +7,10 @@ INPUT is a JSON file, or a folder holding COCO JSONs at its top, else under `ann
 `val2017`); a single JSON of another name is used as well; several JSONs none of which is
 `instances_*` is an InputError (give the file itself).
 
-Each JSON is streamed (ijson, C backend), never loaded: images and annotations go into the
+Each JSON is streamed, never loaded: read once, a block of whole list elements at a time
+decoded by msgspec (`_Sections`); a file that pass gives up on (NaN, odd numbers or layout) is
+read again with ijson (C backend), a pass per list, and a file ijson refuses (NaN/Infinity,
+which Python's json and pycocotools accept) is loaded whole. Images and annotations go into the
 listing's on-disk spool, SQLite joins them per image, and each item's `ann_inline` is its own
 small JSON (`{"image", "annotations" in file order, "categories" it uses}`, what
 `coco.parse_item` reads), built when the refs are streamed. Per-image problems (no id,
@@ -30,7 +33,8 @@ import itertools
 import json
 import logging
 import posixpath
-from collections.abc import Iterator
+import re
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import ijson
@@ -48,6 +52,7 @@ log = logging.getLogger("maskjob")
 IMAGES_DIR = "images"
 ANNOTATIONS_DIR = "annotations"
 MAX_CATEGORIES = 1 << 16
+IMAGES, ANNOTATIONS, CATEGORIES = "images", "annotations", "categories"  # the lists we read
 _DUMPS = {"separators": (",", ":"), "ensure_ascii": False, "allow_nan": True}
 _dumps = json.JSONEncoder(**_DUMPS).encode  # json.dumps(x, **_DUMPS) without a new encoder
 _encode = msgspec.json.Encoder().encode  # ~10x faster (see `_json`)
@@ -136,6 +141,192 @@ def _key(v: object) -> str | None:
     return None
 
 
+# ---------------------------------------------------------------------------- fast path
+class _Slow(Exception):
+    """The fast reader gives up on this file: the caller re-reads it with ijson."""
+
+
+_WS = re.compile(rb"[ \t\n\r]*")
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.S)
+_SCALAR = re.compile(rb"[^,}\] \t\n\r]+")
+_AT_BYTE = re.compile(r"\(byte (\d+)\)")
+_LONG_INT = re.compile(rb"[0-9]{19}")  # maybe beyond 64 bits: ijson refuses, msgspec would not
+_decode = msgspec.json.Decoder().decode
+_LISTS = (IMAGES, ANNOTATIONS, CATEGORIES)
+
+
+class _Sections:
+    """One pass over a COCO file (a top-level object), yielding `(key, elements)` for the
+    arrays at its top level, decoded by msgspec a block of whole elements at a time: a
+    block ends at a '}' followed by ',' or ']', and `[` + block + `]` decodes only when that
+    '}' closes an element (a cut inside a string or a nested value leaves it unterminated),
+    so a wrong guess is a DecodeError and an earlier '}' is tried. Anything else (a
+    top-level value that is not an object, arrays of non-objects, a lexical error such as
+    NaN, a number msgspec refuses, an integer of 19+ digits - ijson refuses those beyond 64
+    bits, so such a file is loaded whole -, a block beyond `MAX_BLOCK`) raises `_Slow`: the
+    file is then read with ijson as before, so the fast path never decides what an input
+    means, and records are written as before."""
+
+    BLOCK = 1 << 18  # ~2-4k elements: the decoded block is a few MB of Python objects
+    MAX_BLOCK = 16 << 20  # a larger element (a huge RLE) is left to ijson
+    TRIES = 8
+
+    def __init__(self, f: Any) -> None:
+        self.f, self.buf, self.pos, self.eof = f, b"", 0, False
+
+    def _fill(self, need: int) -> bool:
+        """At least `need` bytes after pos (False at the end of the file)."""
+        while len(self.buf) - self.pos < need and not self.eof:
+            chunk = self.f.read(max(need, self.BLOCK))
+            self.eof = not chunk
+            self.buf = self.buf[self.pos:] + chunk
+            self.pos = 0
+        return len(self.buf) - self.pos >= need
+
+    def _char(self) -> bytes:
+        """The next non-blank byte (b"" at the end), not consumed."""
+        while True:
+            self.pos = _WS.match(self.buf, self.pos).end()
+            if self.pos < len(self.buf) or not self._fill(1):
+                return self.buf[self.pos:self.pos + 1]
+
+    def _token(self, pattern: re.Pattern[bytes]) -> bytes:
+        size = 256
+        while True:
+            self._fill(size)
+            m = pattern.match(self.buf, self.pos)
+            if m and (m.end() < len(self.buf) or self.eof):
+                self.pos = m.end()
+                return m.group()
+            if size > self.MAX_BLOCK or self.eof:
+                raise _Slow
+            size *= 4
+
+    def _expect(self, char: bytes) -> None:
+        if self._char() != char:
+            raise _Slow
+        self.pos += 1
+
+    def __iter__(self) -> Iterator[tuple[str, list[Any]]]:
+        self._expect(b"{")
+        if self._char() == b"}":
+            self.pos += 1
+        else:
+            while True:
+                if self._char() != b'"':
+                    raise _Slow
+                key = self._value(self._token(_STRING))
+                self._expect(b":")
+                c = self._char()
+                if key in _LISTS and c != b"[":
+                    raise _Slow  # ijson's prefixes would match inside an object
+                if c == b"[":
+                    self.pos += 1
+                    for elements in self._elements():
+                        yield key, elements
+                elif c == b'"':
+                    self._value(self._token(_STRING))
+                elif c == b"{":
+                    self._object()
+                else:
+                    self._value(self._token(_SCALAR))
+                c = self._char()
+                self.pos += 1
+                if c == b"}":
+                    break
+                if c != b",":
+                    raise _Slow
+        if self._char() != b"":
+            raise _Slow  # trailing bytes: ijson words the error
+
+    @staticmethod
+    def _value(text: bytes) -> Any:
+        try:
+            got = _decode(text)
+        except (msgspec.DecodeError, RecursionError):
+            raise _Slow from None
+        if _LONG_INT.search(text):
+            raise _Slow  # such a file is loaded whole and written with json's encoder
+        return got
+
+    def _object(self) -> None:
+        """Skip a top-level object value (e.g. "info"): the shortest prefix that decodes."""
+        size = 4096
+        while True:
+            self._fill(size)
+            end = self.pos
+            for _ in range(self.TRIES):
+                end = self.buf.find(b"}", end, len(self.buf)) + 1
+                if not end:
+                    break
+                try:
+                    _decode(self.buf[self.pos:end])
+                except RecursionError:
+                    raise _Slow from None
+                except msgspec.DecodeError:
+                    continue
+                if _LONG_INT.search(self.buf, self.pos, end):
+                    raise _Slow  # as in `_value`
+                self.pos = end
+                return
+            if self.eof or size > self.MAX_BLOCK:
+                raise _Slow
+            size *= 4
+
+    def _elements(self) -> Iterator[list[Any]]:
+        """The elements of the array whose '[' was just read, a decoded block at a time."""
+        size = self.BLOCK
+        while self._char() != b"]":
+            self._fill(size)
+            got = self._block()
+            if got is None:
+                if self.eof or size > self.MAX_BLOCK:
+                    raise _Slow
+                size *= 2
+                continue
+            size = self.BLOCK
+            yield got
+            if self._char() == b",":
+                self.pos += 1
+                if self._char() == b"]":
+                    raise _Slow  # a trailing comma
+        self.pos += 1
+
+    def _block(self) -> list[Any] | None:
+        """Whole elements from pos up to the last '}' that decodes as their end (None: no
+        such '}' in the buffer)."""
+        buf, end, wrong = self.buf, len(self.buf), False
+        for _ in range(self.TRIES):
+            cut = buf.rfind(b"}", self.pos, end)
+            if cut < 0:
+                break
+            end = cut
+            after = _WS.match(buf, cut + 1).end()
+            if after >= len(buf) or buf[after] not in b",]":
+                continue
+            text = b"[" + buf[self.pos:cut + 1] + b"]"
+            try:
+                got = _decode(text)
+            except RecursionError:
+                raise _Slow from None  # nested deeper than msgspec goes: ijson's call
+            except msgspec.DecodeError as e:
+                m = _AT_BYTE.search(str(e))
+                if "truncated" in str(e) or (m and int(m.group(1)) >= len(text) - 1):
+                    continue  # the cut is inside an element
+                if not m:
+                    raise _Slow from None  # a number msgspec refuses
+                # the list ends before that byte (the cut was beyond it), or is wrong there
+                end, wrong = min(end, self.pos + int(m.group(1)) - 1), True
+                continue
+            if _LONG_INT.search(buf, self.pos, cut):
+                raise _Slow  # as in `_value`
+            self.pos = cut + 1
+            return got
+        if wrong:
+            raise _Slow  # no whole element before the error: NaN, a lexical error...
+        return None
+
+
 class _CocoFile:
     """One JSON of the run: its dataset, classes, its first image's name, and its items."""
 
@@ -143,27 +334,66 @@ class _CocoFile:
         self.path = path
         self.where = posixpath.relpath(path, base) if path != base else posixpath.basename(path)
         self.dataset = coco.dataset_name(path)
-        fs = root.fs
-        self.fs = fs
+        self.fs = root.fs
         self.doc: dict[str, Any] | None = None
         self.encode = _json
+        self.cats: list[Any] = []
+        self.by_id: dict[Any, str] = {}
+        self.first: str | None = None
+        self.orphans = 0
+
+    def load(self, spool: Spool) -> int:
+        """Stream the file's images and annotations into the spool and read its categories;
+        returns the number of image records. One msgspec pass (`_Sections`); a file it gives
+        up on is read again with ijson, a pass per list (`_load_slow`)."""
+        try:
+            with self.fs.open(self.path, "rb") as f:
+                count = self._load_fast(spool, _Sections(f))
+        except _Slow:
+            for table in ("images", "anns"):
+                spool.execute(f"DELETE FROM {table} WHERE ds = ?", (self.dataset,))
+            self.cats, self.orphans = [], 0
+            count = self._load_slow(spool)
+        self._check_categories()
+        doc = json.dumps({"images": [], "annotations": [], "categories": self.cats}).encode()
+        self.classes = coco.parse_classes(doc)  # validates ids and names (InputError)
+        self.by_id = {c["id"]: c["name"] for c in self.cats}
+        return count
+
+    def _check_categories(self) -> None:
+        if len(self.cats) > MAX_CATEGORIES:
+            raise InputError(f"{self.where}: " + expected(
+                f"at most {MAX_CATEGORIES} categories", "more"))
+
+    def _load_fast(self, spool: Spool, sections: _Sections) -> int:
+        seq = {IMAGES: 0, ANNOTATIONS: 0}
+        for key, elements in sections:
+            if key == IMAGES:
+                spool.insert(IMAGES_SQL, _image_rows(self, elements, seq[key]))
+            elif key == ANNOTATIONS:
+                spool.insert(ANNS_SQL, _ann_rows(self, elements, seq[key]))
+            elif key == CATEGORIES:
+                self.cats.extend(elements)
+                self._check_categories()
+            if key in seq:
+                seq[key] += len(elements)
+        return seq[IMAGES]
+
+    def _load_slow(self, spool: Spool) -> int:
         try:  # this pass reads the whole file: a lexical error shows here
-            cats = list(itertools.islice(_items(fs, path, "categories.item", self.where),
-                                         MAX_CATEGORIES + 1))
+            self.cats = list(itertools.islice(
+                _items(self.fs, self.path, CATEGORIES + ".item", self.where),
+                MAX_CATEGORIES + 1))
         except InputError:
             # NaN/Infinity are not JSON, but Python's json (hence pycocotools) accepts them:
             # such a file is loaded whole, as before (the item with the NaN fails alone)
-            self.doc = _load_whole(fs.cat_file(path), self.where)
+            self.doc = _load_whole(self.fs.cat_file(self.path), self.where)
             self.encode = _json_whole
-            cats = self.doc["categories"]
-        if len(cats) > MAX_CATEGORIES:
-            raise InputError(f"{self.where}: " + expected(f"at most {MAX_CATEGORIES} categories",
-                                                          "more"))
-        doc = json.dumps({"images": [], "annotations": [], "categories": cats}).encode()
-        self.classes = coco.parse_classes(doc)  # validates ids and names (InputError)
-        self.by_id = {c["id"]: c["name"] for c in cats}
-        self.first: str | None = None
-        self.orphans = 0
+            self.cats = self.doc[CATEGORIES]
+        self._check_categories()
+        count = spool.insert(IMAGES_SQL, _image_rows(self, self.items(IMAGES)))
+        spool.insert(ANNS_SQL, _ann_rows(self, self.items(ANNOTATIONS)))
+        return count
 
     def items(self, key: str) -> Iterator[Any]:
         """The elements of the file's top-level list `key`, streamed."""
@@ -173,13 +403,19 @@ class _CocoFile:
             yield from _items(self.fs, self.path, key + ".item", self.where)
 
 
+IMAGES_SQL = "INSERT INTO images VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+ANNS_SQL = "INSERT INTO anns VALUES (?, ?, ?, ?, ?)"
+
+
 DUP_ID, DUP = "=dup id", "=dup stem"  # problems decided in SQL, worded when streamed
 
 
-def _image_rows(cf: _CocoFile) -> Iterator[tuple[Any, ...]]:
+def _image_rows(cf: _CocoFile, records: Iterable[Any], start: int = 0
+                ) -> Iterator[tuple[Any, ...]]:
     """(dataset, name, seq, id key, record JSON, problem, ann_key, stem) of each image
-    record; duplicate ids, names and stems are decided afterwards in SQL (`_first_wins`)."""
-    for k, rec in enumerate(cf.items("images")):
+    record (`start` is the first one's seq); duplicate ids, names and stems are decided
+    afterwards in SQL (`_first_wins`)."""
+    for k, rec in enumerate(records, start):
         raw = rec.get("file_name") if isinstance(rec, dict) else None
         name = raw if isinstance(raw, str) and raw else f"images[{k}]"
         idk = _key(rec.get("id")) if isinstance(rec, dict) else None
@@ -191,8 +427,23 @@ def _image_rows(cf: _CocoFile) -> Iterator[tuple[Any, ...]]:
         elif not listing.safe_key(raw):
             problem = expected(
                 "a file_name relative to the images folder (no '..', not absolute)", raw)
-        yield (cf.dataset, name, k, idk, cf.encode(rec), problem, cf.where,
+        text = _encoded(cf, rec)
+        if text is None:
+            idk, text, problem = None, b"null", expected(
+                "an image record of a sane nesting depth", "RecursionError")
+        yield (cf.dataset, name, k, idk, text, problem, cf.where,
                listing.stem(name) if problem is None else None)
+
+
+TOO_DEEP = b""  # an annotation `_encoded` could not write: its image fails (`_refs`)
+
+
+def _encoded(cf: _CocoFile, value: Any) -> bytes | None:
+    """The record's JSON, None when it is nested too deep for the encoders (hostile)."""
+    try:
+        return cf.encode(value)
+    except RecursionError:
+        return None
 
 
 def _first_wins(spool: Spool) -> None:
@@ -200,13 +451,21 @@ def _first_wins(spool: Spool) -> None:
     to the first); of the records left, the first of each output stem wins and the others
     fail (same file name, or same stem)."""
     spool.execute("CREATE INDEX images_id ON images (ds, idk, seq)")
-    spool.execute("UPDATE images SET problem = ? WHERE idk IS NOT NULL AND seq > "
-                  "(SELECT min(j.seq) FROM images j WHERE j.ds = images.ds AND "
-                  "j.idk = images.idk)", (DUP_ID,))
+    if _repeats(spool, "idk"):  # the UPDATEs visit every row: only when there is a repeat
+        spool.execute("UPDATE images SET problem = ? WHERE idk IS NOT NULL AND seq > "
+                      "(SELECT min(j.seq) FROM images j WHERE j.ds = images.ds AND "
+                      "j.idk = images.idk)", (DUP_ID,))
     spool.execute("CREATE INDEX images_stem ON images (ds, stem, seq)")
-    spool.execute("UPDATE images SET problem = ? WHERE problem IS NULL AND seq > "
-                  "(SELECT min(j.seq) FROM images j WHERE j.ds = images.ds AND "
-                  "j.stem = images.stem AND j.problem IS NULL)", (DUP,))
+    if _repeats(spool, "stem"):
+        spool.execute("UPDATE images SET problem = ? WHERE problem IS NULL AND seq > "
+                      "(SELECT min(j.seq) FROM images j WHERE j.ds = images.ds AND "
+                      "j.stem = images.stem AND j.problem IS NULL)", (DUP,))
+
+
+def _repeats(spool: Spool, column: str) -> bool:
+    """Whether two image records of a dataset share `column` (one scan of its index)."""
+    return spool.scalar(f"SELECT 1 FROM images WHERE {column} IS NOT NULL GROUP BY ds, "
+                        f"{column} HAVING count(*) > 1 LIMIT 1") is not None
 
 
 def _worded(spool: Spool, ds: str, name: str, rec: bytes, problem: str) -> str:
@@ -222,15 +481,18 @@ def _worded(spool: Spool, ds: str, name: str, rec: bytes, problem: str) -> str:
     return problem
 
 
-def _ann_rows(cf: _CocoFile) -> Iterator[tuple[Any, ...]]:
+def _ann_rows(cf: _CocoFile, anns: Iterable[Any], start: int = 0
+              ) -> Iterator[tuple[Any, ...]]:
     """(dataset, image id key, seq, category id, annotation JSON) of each annotation."""
-    for k, ann in enumerate(cf.items("annotations")):
+    for k, ann in enumerate(anns, start):
         idk = _key(ann.get("image_id")) if isinstance(ann, dict) else None
         if idk is None:
             cf.orphans += 1
             continue
         cid = ann.get("category_id")
-        yield (cf.dataset, idk, k, cid if _key(cid) else None, cf.encode(ann))
+        text = _encoded(cf, ann)
+        yield (cf.dataset, idk, k, cid if _key(cid) else None,
+               TOO_DEEP if text is None else text)
 
 
 def _images_dir(fs: Any, json_path: str, dataset: str, first: str | None) -> str:
@@ -262,11 +524,6 @@ def list_coco(root: Root, images_url: str | None = None) -> listing.Listing:
     if len(set(datasets)) != len(datasets):
         raise InputError(f"{root.url}: " + expected("COCO files naming different datasets",
                                                     datasets))
-    classes = cfs[0].classes
-    for cf in cfs[1:]:
-        if cf.classes != classes:
-            raise InputError(f"{cf.where}: " + expected(
-                f"the categories of {cfs[0].where} (one class list per run)", "other ones"))
     json_dir = posixpath.dirname(chosen[0])
     fixed = None
     if images_url:  # absolute, or relative to the JSON's folder
@@ -281,8 +538,8 @@ def list_coco(root: Root, images_url: str | None = None) -> listing.Listing:
         spool.close()
         raise
     by_ds = {cf.dataset: cf.by_id for cf in cfs}
-    return listing.Listing(coco.NAME, classes, count, lambda: _refs(spool, by_ds), spool=spool,
-                           image_root=image_root)
+    return listing.Listing(coco.NAME, cfs[0].classes, count, lambda: _refs(spool, by_ds),
+                           spool=spool, image_root=image_root)
 
 
 def _fill(spool: Spool, root: Root, cfs: list[_CocoFile], fixed: Root | None
@@ -295,12 +552,12 @@ def _fill(spool: Spool, root: Root, cfs: list[_CocoFile], fixed: Root | None
     spool.execute("CREATE TABLE anns (ds TEXT, idk TEXT, seq INT, cid, ann BLOB)")
     spool.execute("CREATE TABLE files (key TEXT, tag TEXT)")
     spool.execute("CREATE TABLE prefixes (ds TEXT PRIMARY KEY, prefix TEXT)")
-    count = 0
+    count = sum(cf.load(spool) for cf in cfs)
+    for cf in cfs[1:]:
+        if cf.classes != cfs[0].classes:
+            raise InputError(f"{cf.where}: " + expected(
+                f"the categories of {cfs[0].where} (one class list per run)", "other ones"))
     folders = {}
-    for cf in cfs:
-        count += spool.insert("INSERT INTO images VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                              _image_rows(cf))
-        spool.insert("INSERT INTO anns VALUES (?, ?, ?, ?, ?)", _ann_rows(cf))
     _first_wins(spool)
     for cf in cfs:
         cf.first = spool.scalar("SELECT name FROM images WHERE ds = ? AND problem IS NULL "
@@ -318,8 +575,8 @@ def _fill(spool: Spool, root: Root, cfs: list[_CocoFile], fixed: Root | None
         spool.insert("INSERT INTO files VALUES (?, ?)",
                      listing.iter_tags(image_root, prefix.rstrip("/")))
     spool.execute("CREATE INDEX images_order ON images (ds, name, seq)")
-    spool.execute("CREATE INDEX anns_image ON anns (ds, idk, seq)")
-    spool.execute("CREATE INDEX files_key ON files (key)")
+    spool.execute("CREATE INDEX anns_image ON anns (ds, idk, seq, cid, ann)")  # covering: `_refs`
+    spool.execute("CREATE INDEX files_key ON files (key, tag)")
     for cf in cfs:
         cf.orphans += spool.scalar(
             "SELECT count(*) FROM anns a WHERE a.ds = ? AND NOT EXISTS (SELECT 1 FROM images i "
@@ -349,6 +606,10 @@ def _refs(spool: Spool, by_ds: dict[str, dict[Any, str]]) -> Iterator[listing.It
             if ann is not None:
                 anns.append(ann)
                 used.add(cid)
+        if TOO_DEEP in anns:
+            yield listing.ItemRef(ds, name, ann_key, None, expected(
+                "annotations of a sane nesting depth", "RecursionError"))
+            continue
         ckey = (ds, frozenset(used))
         cats = cats_json.get(ckey)
         if cats is None:

@@ -304,3 +304,150 @@ def test_supervisely_tar_with_a_top_folder_exports(tmp_path, how):
     statuses = [json.loads(x)["status"] for x in
                 (tmp_path / "out" / "manifest.jsonl").read_text().splitlines()]
     assert len(statuses) == len(want) and statuses.count("ok") >= 1  # images were read
+
+
+def coco_refs(path: Path, monkeypatch, *, fast: bool) -> tuple[list[tuple], str]:
+    """The listing's refs (or its InputError) with the msgspec pass, or with ijson alone;
+    with `fast`, also which path read the file."""
+    from jobs import listing_coco
+
+    used = []
+    slow = listing_coco._CocoFile._load_slow
+
+    def spy(self, spool):
+        used.append("ijson")
+        return slow(self, spool)
+
+    with monkeypatch.context() as m:
+        m.setattr(listing_coco._CocoFile, "_load_slow", spy)
+        m.setattr(listing_coco._Sections, "BLOCK", 64)  # many blocks, cuts and regrowth
+        if not fast:
+            m.setattr(listing_coco._Sections, "__iter__", lambda self: (_ for _ in ()).throw(
+                listing_coco._Slow()))
+        try:
+            got = [(r.dataset, r.name, r.problem, r.ann_inline, r.ann_tag, r.image_key)
+                   for r in listed(path, "coco")]
+        except InputError as e:
+            got = [("InputError", str(e))]
+    return got, "ijson" if used else "msgspec"
+
+
+def tricky_coco() -> dict:
+    doc = coco_json(["a},{b.jpg", "c\"}],[{.jpg", "ü/é.jpg", "d.jpg"])
+    doc["annotations"][0]["segmentation"] = {"size": [6, 8], "counts": "0},{1]"}
+    doc["annotations"][1]["attributes"] = {"n": {"deep": [{"x": 1}, {"y": [2]}]},
+                                           "f": [1e16, 1.5e-7, -0.0], "big": -2**59}
+    doc["annotations"].append({"id": 9, "image_id": 999, "category_id": 3})  # no such image
+    return {"info": {"description": "x},{y", "nested": {"a": [{}]}}, "licenses": [{"id": 1}],
+            "images": doc["images"], "annotations": doc["annotations"],
+            "categories": doc["categories"]}  # categories last, as in COCO 2017
+
+
+@pytest.mark.parametrize("indent", [None, 2])
+def test_coco_msgspec_pass_equals_the_ijson_passes(tmp_path, monkeypatch, indent):
+    path = tmp_path / "instances_x.json"
+    path.write_text(json.dumps(tricky_coco(), indent=indent, ensure_ascii=indent is None))
+    touch(tmp_path, "images/d.jpg", "images/ü/é.jpg")
+    fast, how = coco_refs(path, monkeypatch, fast=True)
+    assert how == "msgspec"
+    assert fast == coco_refs(path, monkeypatch, fast=False)[0]
+    assert [r[1] for r in fast] == ["a},{b.jpg", 'c"}],[{.jpg', "d.jpg", "ü/é.jpg"]
+    assert json.loads(fast[0][3])["annotations"][0]["segmentation"]["counts"] == "0},{1]"
+
+
+@pytest.mark.parametrize("bad", [
+    '"annotations": [{"id": 1, "image_id": 1, "category_id": 3, "area": NaN}]',  # pycocotools
+    '"annotations": [{"id": 1, "image_id": 1, "category_id": 3, "area": 1e400}]',
+    '"annotations": [], "info": {"year": 99999999999999999999}',  # ijson: beyond 64 bits
+    '"annotations": [{"id": 1, "image_id": 1, "category_id": 3, "area": 1},]',  # trailing ,
+    '"annotations": {"item": {"id": 1, "image_id": 1, "category_id": 3}}',
+    '"annotations": [{"id": 1, "image_id": 1, "category_id": 3, "area": 1}]} junk',
+    '"annotations": [{"id": 1, "image_id": 1, "category_id": 3, "area": 1}, 7]',
+    '"annotations": [{"id": 1, "image_id": 1, "category_id": 3, "x": ' + '{"a":' * 3000 + "1"
+    + "}" * 3000 + "}]",  # deeper than msgspec decodes (RecursionError, not a crash)
+])
+def test_coco_files_the_msgspec_pass_gives_up_on_are_read_as_before(tmp_path, monkeypatch,
+                                                                     bad):
+    """NaN, numbers msgspec refuses, malformed or odd layouts: ijson (and json for NaN) read
+    the file, so the msgspec pass never decides what such an input means."""
+    images = ",".join(json.dumps(im) for im in coco_json([f"{i}.jpg" for i in range(40)])
+                      ["images"])
+    text = ('{"categories": [{"id": 3, "name": "car"}], "images": [' + images + "], "
+            + bad + ("" if bad.endswith("junk") else "}"))
+    path = tmp_path / "instances_x.json"
+    path.write_text(text)
+    fast, how = coco_refs(path, monkeypatch, fast=True)
+    assert how == "ijson"
+    assert fast == coco_refs(path, monkeypatch, fast=False)[0]
+    if '"a":{"a"' in text.replace(" ", ""):  # the item too deep to write fails alone
+        deep = [r[1] for r in fast if "sane nesting depth" in r[2]]
+        assert deep == ["0.jpg"]  # image id 1; the others fail only for their missing file
+
+
+def test_supervisely_merge_pairs_by_the_rules_on_random_layouts(tmp_path):
+    """The merge of the sorted image and annotation lists against the rules written out:
+    `a.jpg.json`, else legacy `a.json` (no image named `a`, first image of that stem without
+    its own), leftover annotations are items; two passes interleaved agree."""
+    import random
+
+    from maskcore.formats import supervisely as sly
+
+    rnd = random.Random(7)
+    parts = ["a", "b", ".", "jpg", "png", "a.b"]
+    images = {"".join(rnd.choice(parts) for _ in range(rnd.randint(1, 4))) for _ in range(60)}
+    images = {n for n in images if n not in (".", "..") and not n.endswith(".json")}
+    anns = {rnd.choice([n, sly.ann_names_for(n)[1][:-5]]) for n in images if rnd.random() < .7}
+    anns |= {"".join(rnd.choice(parts) for _ in range(3)) for _ in range(10)}
+    anns -= {".", ".."}
+    shutil.copy(SLY / "meta.json", tmp_path / "meta.json")
+    touch(tmp_path, *(f"ds/img/{n}" for n in images), *(f"ds/ann/{n}.json" for n in anns))
+    want, claimed = [], set()
+    for name in sorted(images):
+        legacy = sly.ann_names_for(name)[1][:-5]
+        if name in anns:
+            want.append((name, f"ds/ann/{name}.json"))
+        elif legacy != name and legacy not in images and legacy in anns and \
+                legacy not in claimed:
+            claimed.add(legacy)
+            want.append((name, f"ds/ann/{legacy}.json"))
+        else:
+            want.append((name, None))
+    want += [(a, f"ds/ann/{a}.json") for a in anns - images - claimed]
+    with list_input(Root(str(tmp_path))) as got:
+        one, two = got.iter_refs(), got.iter_refs()
+        refs = [(a, next(two)) for a in one]
+        assert all(a == b for a, b in refs) and next(two, None) is None
+        assert [(r.name, r.ann_key) for r, _ in refs] == sorted(want)
+        assert got.count == len(want)
+    assert claimed and anns - images - claimed  # both cases happened
+
+
+@pytest.mark.s3
+def test_supervisely_and_coco_listed_from_s3_equal_the_local_listing(s3_bucket, tmp_path):
+    """The S3 paths (`Root.list_tags` pages instead of the scandir walk) give the same refs
+    (tags aside: ETags there, mtimes here), legacy names and orphans included."""
+    from tests.e2e.helpers import new_fs, upload_folder
+
+    shutil.copytree(SLY, tmp_path / "sly")
+    touch(tmp_path / "sly", "ds1/img/q.png", "ds1/ann/q.json", "ds1/ann/orphan.json")
+    fs = new_fs()
+    for local, fmt in ((tmp_path / "sly", "supervisely"), (COCO, "coco")):
+        url = f"s3://{s3_bucket}/{fmt}"
+        upload_folder(fs, local, url)
+        here = [(r.dataset, r.name, r.ann_key, r.image_key, r.problem, r.ann_inline)
+                for r in listed(local, fmt)]
+        assert [(r.dataset, r.name, r.ann_key, r.image_key, r.problem, r.ann_inline)
+                for r in listed(url, fmt)] == here
+        if fmt == "supervisely":
+            assert ("ds1", "q.png", "ds1/ann/q.json", "ds1/img/q.png") in [r[:4] for r in here]
+            assert ("ds1", "orphan", "ds1/ann/orphan.json", None) in [r[:4] for r in here]
+
+
+def test_supervisely_names_that_could_escape_are_never_listed(tmp_path):
+    """A backslash in a file name could become a path separator elsewhere: such a file is
+    skipped (never read or written), while odd but clean names ('.h.jpg', 'c:d.jpg') stay."""
+    shutil.copy(SLY / "meta.json", tmp_path / "meta.json")
+    touch(tmp_path, "ds/img/a\\b.jpg", "ds/ann/a\\b.jpg.json", "ds/img/.h.jpg", "ds/img/c:d.jpg",
+          "ds/img/ok.jpg", "ds/ann/ok.jpg.json")
+    assert [(r.name, r.ann_key) for r in listed(tmp_path)] == [
+        (".h.jpg", None), ("c:d.jpg", None), ("ok.jpg", "ds/ann/ok.jpg.json")]
