@@ -21,6 +21,8 @@ Pixel rules (SPEC 2.5):
   `Ellipse`s always use their own rule, whatever the item's.
 
 `sdk_area(geometry)` is the SDK's `label.area`, which orders the app's machine masks.
+`templates_matter(item, classes, rule)`: whether `templated=True` can give other stamps than
+`templated=False` (a graph of a class with a template); when not, callers render once.
 Memory: a stamp holds at most its window (uint8, or uint16 for templates of > 255 parts).
 `max_pixels` bounds the sum of the windows of an item (`limits.max_shape_pixels`): each window
 is counted before it is allocated, and the label that would pass the bound fails the item
@@ -211,6 +213,14 @@ def render(
         stamps.append(label_stamp(i, item, classes, rule=rule, thickness=thickness,
                                   templated=templated, charge=charge))
     return stamps
+
+
+def templates_matter(item: Item, classes: ClassTable, rule: str) -> bool:
+    """Whether `templated=True` can render other stamps than `templated=False`: only graphs
+    of a class with a template draw differently (under the opencv rule)."""
+    return rule == "opencv" and any(
+        isinstance(lab.geometry, Graph) and classes[lab.class_index].geometry_config
+        for lab in item.labels)
 
 
 def label_stamp(i: int, item: Item, classes: ClassTable, *, rule: str, thickness: int,
