@@ -125,6 +125,22 @@ def test_templated_stamps_are_rendered_again_only_for_graphs_of_a_templated_clas
         assert [s.parts.tolist() for s in templated] == [s.parts.tolist() for s in again]
 
 
+def test_sdk_area_of_small_rings_equals_numpy_shoelace_bit_for_bit():
+    """Small integer rings take a plain Python shoelace: the same float as numpy's float64
+    sums (the order of the app's machine masks depends on it), near the bounds too."""
+    rng = np.random.default_rng(7)
+
+    def numpy_area(r):
+        x, y = r[:, 0].astype(np.float64), r[:, 1].astype(np.float64)
+        return float(0.5 * np.abs(np.dot(y, np.roll(x, 1)) - np.dot(x, np.roll(y, 1))))
+
+    for n, span in [(3, 10), (4, 9), (17, 1000), (64, (1 << 20) - 1), (64, 1 << 20),
+                    (65, 1 << 30), (200, 50)]:
+        for _ in range(50):
+            ring = rng.integers(-span, span + 1, (n, 2), dtype=np.int64)
+            assert sdk_area(Polygon(ring)) == numpy_area(ring)
+
+
 def test_cuboid_fills_its_own_five_faces():
     names = ("face1-topleft", "face1-topright", "face1-bottomright", "face1-bottomleft",
              "face2-topleft", "face2-topright", "face2-bottomright", "face2-bottomleft")
