@@ -103,8 +103,14 @@ class Root:
 
     @property
     def fs_path(self) -> tuple[fsspec.AbstractFileSystem, str]:
-        fs, path = _open(self.url, dict(self.storage_options))
-        return fs, path
+        # asked for several times per object read or written: the cache key is made once per
+        # Root (a plain attribute, not a field), the filesystem stays in the module's cache
+        key = self.__dict__.get("_fs_key")
+        if key is None:
+            key = _fs_key(self.url, self.storage_options)
+            object.__setattr__(self, "_fs_key", key)
+        got = _FS_CACHE.get(key)
+        return got if got is not None else _open(self.url, dict(self.storage_options))
 
     @property
     def fs(self) -> fsspec.AbstractFileSystem:
@@ -480,8 +486,12 @@ ARCHIVE_FILESYSTEMS = (TarFileSystem, ZipFileSystem)
 _FS_CACHE: dict[tuple[str, str], tuple[fsspec.AbstractFileSystem, str]] = {}
 
 
+def _fs_key(url: str, options: Mapping[str, Any]) -> tuple[str, str]:
+    return url, repr(sorted(options.items()))
+
+
 def _open(url: str, options: dict[str, Any]) -> tuple[fsspec.AbstractFileSystem, str]:
-    key = (url, repr(sorted(options.items())))
+    key = _fs_key(url, options)
     if key not in _FS_CACHE:
         if url.endswith((".tar", ".zip")) and "::" not in url and \
                 not url.startswith(("tar://", "zip://")):

@@ -98,3 +98,16 @@ def test_a_read_goes_to_the_end_of_the_file_at_most_cap_plus_one(tmp_path, told,
 def test_an_empty_file_reads_as_empty(tmp_path):
     (tmp_path / "e.json").write_bytes(b"")
     assert Root(str(tmp_path)).read("e.json") == b""
+
+
+def test_a_root_finds_its_filesystem_again_after_the_cache_is_dropped(tmp_path):
+    """The filesystem lives in the module's cache (tests drop it between S3 servers); a Root
+    keeps only its cache key, which pickles with it."""
+    import pickle
+
+    r = Root(str(tmp_path))
+    r.write("a.bin", b"1")
+    storage._FS_CACHE.clear()
+    assert r.read("a.bin") == b"1" and len(storage._FS_CACHE) == 1  # opened again
+    again = pickle.loads(pickle.dumps(r))
+    assert again == r and again.read("a.bin") == b"1" and len(storage._FS_CACHE) == 1
