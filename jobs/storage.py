@@ -16,26 +16,28 @@ stores are read with one ranged GET of at most max_bytes + 1 bytes (no extra HEA
 object still raises FileNotFoundError, and storage failures propagate (Dask retries).
 
 Writes: `write_many` sends a batch of objects with one concurrent call (s3fs batches the PUTs);
-on a local filesystem it writes each file to a temporary name and renames it, so a reader never
-sees half a file. A single PUT on S3 is atomic already. `open_write(key)` streams one large
-object (an archive, a merged manifest) with bounded memory: on a local disk a temporary file
-renamed over the key on success; on object stores one multipart upload of `block_size` parts
-(s3fs's 50 MiB by default: the most the writer holds), completed on close and aborted on error,
-so a reader never sees a partial object either way. `move(src, dst)` renames one object (a
-server-side copy and a delete on S3).
+on a local filesystem it writes each file to a new temporary name beside it (O_EXCL, plain
+os.open/os.write: no file object) and renames it, so a reader never sees half a file and a
+failed write leaves no temporary file. A single PUT on S3 is atomic already.
+`open_write(key)` streams one large object (an archive, a merged manifest) with bounded
+memory: on a local disk a temporary file renamed over the key on success; on object stores
+one multipart upload of `block_size` parts (s3fs's 50 MiB by default: the most the writer
+holds), completed on close and aborted on error, so a reader never sees a partial object
+either way. `move(src, dst)` renames one object (a server-side copy and a delete on S3).
 """
 
 from __future__ import annotations
 
 import errno
 import functools
+import itertools
 import os
 import posixpath
 import stat
 import threading
 import uuid
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -101,8 +103,14 @@ class Root:
 
     @property
     def fs_path(self) -> tuple[fsspec.AbstractFileSystem, str]:
-        fs, path = _open(self.url, dict(self.storage_options))
-        return fs, path
+        # asked for several times per object read or written: the cache key is made once per
+        # Root (a plain attribute, not a field), the filesystem stays in the module's cache
+        key = self.__dict__.get("_fs_key")
+        if key is None:
+            key = _fs_key(self.url, self.storage_options)
+            object.__setattr__(self, "_fs_key", key)
+        got = _FS_CACHE.get(key)
+        return got if got is not None else _open(self.url, dict(self.storage_options))
 
     @property
     def fs(self) -> fsspec.AbstractFileSystem:
@@ -328,14 +336,26 @@ def _read_local(base: str, path: str, key: str, cap: int) -> bytes:
                             "instead.")
         if info.st_size > cap:
             raise _too_big(key, cap, f"{info.st_size} bytes")
-        os.set_blocking(fd, True)
-        with os.fdopen(fd, "rb", closefd=False) as f:
-            data = f.read(cap + 1)  # the file may grow between fstat and read
+        data = _read_fd(fd, info.st_size, cap)  # O_NONBLOCK: no effect on a regular file
     finally:
         os.close(fd)
     if len(data) > cap:
         raise _too_big(key, cap, "a file still growing past that")
     return data
+
+
+def _read_fd(fd: int, size: int, cap: int) -> bytes:
+    """Until the end of the file, at most cap + 1 bytes (the file may grow between fstat and
+    read). Plain os.read calls sized by `size`: a buffered file object would cost a few system
+    calls of its own per file (fstat, ioctl, lseek) and allocate a cap + 1 buffer."""
+    chunks, total = [], 0
+    while total <= cap:
+        chunk = os.read(fd, min(cap + 1 - total, max(size + 1 - total, 1 << 16)))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def _file_kind(mode: int) -> str:
@@ -387,24 +407,77 @@ _FOLDERS: set[str] = set()  # folders this process made or found (makedirs once,
 
 
 def _atomic_local_write(path: str, data: bytes) -> None:
+    """`data` under `path`, never half of it: written to a new temporary name beside it
+    (O_EXCL: never someone else's file), then renamed over `path`; on any failure the
+    temporary file is removed."""
     folder = os.path.dirname(path) or "."
     if folder not in _FOLDERS:
         os.makedirs(folder, exist_ok=True)
         if len(_FOLDERS) > 65536:
             _FOLDERS.clear()
         _FOLDERS.add(folder)
-    tmp = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
     try:
-        _write_new(tmp, data)
+        tmp = _write_temp(path, data)
     except FileNotFoundError:  # the folder was removed since (a cleanup, a rerun)
         os.makedirs(folder, exist_ok=True)
-        _write_new(tmp, data)
-    os.replace(tmp, path)
+        tmp = _write_temp(path, data)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        _remove_quietly(tmp)
+        raise
 
 
-def _write_new(path: str, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
+_TEMP_TRIES = 8
+
+
+def _write_temp(path: str, data: bytes) -> str:
+    """A new file `<path>.<8 hex digits>.tmp` holding `data` (its name returned): the digits
+    count up from a random start per process, and a name that exists already is skipped."""
+    for attempt in range(1, _TEMP_TRIES + 1):
+        tmp = f"{path}.{next(_TEMP_IDS) & 0xFFFFFFFF:08x}.tmp"
+        try:
+            fd = os.open(tmp, _NEW_FILE, 0o666)
+            break
+        except FileExistsError:
+            if attempt == _TEMP_TRIES:
+                raise
+    try:
+        try:
+            _write_all(fd, data)
+        finally:
+            os.close(fd)  # a network filesystem may report a write error only here
+    except BaseException:
+        _remove_quietly(tmp)
+        raise
+    return tmp
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    n = os.write(fd, data)
+    if n < len(data):  # a short write (a signal, a full pipe): write the rest
+        view = memoryview(data)[n:]
+        while view:
+            view = view[os.write(fd, view):]
+
+
+def _remove_quietly(path: str) -> None:
+    with suppress(OSError):
+        os.remove(path)
+
+
+# os.open + os.write, not open(): a file object costs fstat, ioctl and lseek calls per file
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+_TEMP_IDS = itertools.count(int.from_bytes(os.urandom(4), "big"))
+
+
+def _reseed_temp_ids() -> None:  # a forked child must not count from its parent's number
+    global _TEMP_IDS
+    _TEMP_IDS = itertools.count(int.from_bytes(os.urandom(4), "big"))
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reseed_temp_ids)
 
 
 _ARCHIVE_LOCK = threading.Lock()
@@ -413,8 +486,12 @@ ARCHIVE_FILESYSTEMS = (TarFileSystem, ZipFileSystem)
 _FS_CACHE: dict[tuple[str, str], tuple[fsspec.AbstractFileSystem, str]] = {}
 
 
+def _fs_key(url: str, options: Mapping[str, Any]) -> tuple[str, str]:
+    return url, repr(sorted(options.items()))
+
+
 def _open(url: str, options: dict[str, Any]) -> tuple[fsspec.AbstractFileSystem, str]:
-    key = (url, repr(sorted(options.items())))
+    key = _fs_key(url, options)
     if key not in _FS_CACHE:
         if url.endswith((".tar", ".zip")) and "::" not in url and \
                 not url.startswith(("tar://", "zip://")):

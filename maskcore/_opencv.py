@@ -39,6 +39,7 @@ from .model import (
     Polygon,
     Polyline,
     Rectangle,
+    point_bounds,
 )
 
 
@@ -93,8 +94,8 @@ def extent(g: Geometry, thickness: int) -> tuple[int, int, int, int] | None:
         margin = thickness + point_radius(thickness) + 2
     else:
         return None
-    return (int(pts[:, 0].min()) - margin, int(pts[:, 1].min()) - margin,
-            int(pts[:, 0].max()) + margin, int(pts[:, 1].max()) + margin)
+    left, top, right, bottom = point_bounds(pts)
+    return left - margin, top - margin, right + margin, bottom + margin
 
 
 def _window(shape: tuple[int, ...], x: int, y: int, w: int, h: int

@@ -33,6 +33,7 @@ from .model import (
     Polygon,
     Polyline,
     Rectangle,
+    point_bounds,
 )
 
 
@@ -58,7 +59,7 @@ def bbox(g: Geometry) -> tuple[int, int, int, int] | None:
         pts = np.array([(n.x, n.y) for n in g.vertices], dtype=np.int64)
     else:
         return None
-    return int(pts[:, 0].min()), int(pts[:, 1].min()), int(pts[:, 0].max()), int(pts[:, 1].max())
+    return point_bounds(pts)
 
 
 def _inside(b: tuple[int, int, int, int], width: int, height: int) -> bool:

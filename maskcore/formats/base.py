@@ -31,7 +31,8 @@ owns its whole lifecycle, and jobs/ calls only this protocol, never a format by 
                                            output keys (None: this format has none)
 
 `ItemContext` is made once per item by the task. It renders stamps lazily, once per
-(rule, thickness, templated) - so several formats share one rendering - composes them once
+(rule, thickness, templated) - so several formats share one rendering; templated stamps are
+the plain ones unless a graph's class has a template - composes them once
 (`composition`: one drawing order, one class / instance map, one histogram for every writer),
 and decodes the image lazily, only if some output needs pixels. Writers return `Blob`s (key
 relative to the output root, bytes) and never touch storage; `jobs/tasks.py` writes them.
@@ -54,7 +55,7 @@ from ..limits import DEFAULT_LIMITS, Limits, check_image_header
 from ..model import ClassTable, Item
 from ..order import Composition, compose
 from ..paths import Planned
-from ..rasterize import Stamp, render
+from ..rasterize import Stamp, render, templates_matter
 from ..runs import Runs, render_runs
 
 PACK_MAGIC = b"MJPARTS1"
@@ -138,6 +139,8 @@ class ItemContext:
         rule = rule or self.rule
         if rule == "coco":
             thickness, templated = 1, False  # no strokes or templates under pycocotools' rule
+        if templated and not templates_matter(self.item, self.classes, rule):
+            templated = False  # the same stamps: rendered once
         key = (rule, thickness, templated)
         if key not in self._stamps:
             self._stamps[key] = render(self.item, self.classes, rule=rule, thickness=thickness,

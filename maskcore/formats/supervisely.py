@@ -191,8 +191,9 @@ def _points(v: object, budget: Budget, where: str, minimum: int) -> np.ndarray:
         arr = np.asarray(v, dtype=np.float64)
     except (TypeError, ValueError):
         arr = None
-    if (arr is not None and arr.ndim == 2 and arr.shape[1] == 2 and np.isfinite(arr).all()
-            and (np.abs(arr) <= limits.max_coordinate).all()):
+    # one reduction: NaN and infinities fail the comparison too (then the slow path names them)
+    if (arr is not None and arr.ndim == 2 and arr.shape[1] == 2 and arr.size
+            and np.abs(arr).max() <= limits.max_coordinate):
         return np.floor(arr).astype(np.int64)
     # slow path, point by point, for a message that names what is wrong
     return np.array([_xy(p, limits, where) for p in v], dtype=np.int64).reshape(-1, 2)

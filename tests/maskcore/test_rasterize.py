@@ -9,6 +9,7 @@ import pytest
 
 from maskcore import compose
 from maskcore._coco import window_boxes
+from maskcore.formats.base import ItemContext
 from maskcore.model import (
     AlphaMask,
     Bitmap,
@@ -26,7 +27,7 @@ from maskcore.model import (
     Polyline,
     Rectangle,
 )
-from maskcore.rasterize import render, sdk_area
+from maskcore.rasterize import render, sdk_area, templates_matter
 
 CLASSES = ClassTable((ClassInfo("a", (255, 0, 0), "any"),))
 
@@ -101,6 +102,43 @@ def test_graph_with_template_draws_edges_then_nodes_in_their_colours():
     assert canvas[2, 5].tolist() == [255, 0, 0]  # edge blue (BGR)
     assert canvas[2, 2].tolist() == [0, 255, 0]  # node a green
     assert canvas[2, 8].tolist() == [0, 0, 255]  # node b: the label colour, red (BGR)
+
+
+def test_templated_stamps_are_rendered_again_only_for_graphs_of_a_templated_class():
+    """ItemContext renders `templated=True` stamps once more only when a template can change
+    them; otherwise both requests get the same stamps (one rendering per item)."""
+    tmpl = {"nodes": {}, "edges": [{"src": "a", "dst": "b", "color": [0, 0, 255]}]}
+    classes = ClassTable((ClassInfo("p", (255, 0, 0), "polygon"),
+                          ClassInfo("g", (0, 255, 0), "graph", tmpl),
+                          ClassInfo("h", (0, 0, 255), "graph")))
+    square = Label(0, Polygon(poly((1, 1), (4, 1), (4, 4), (1, 4))))
+    graph = Graph((Node("a", 2, 6), Node("b", 8, 6)))
+    for labels, matter in (((square,), False), ((square, Label(2, graph)), False),
+                           ((square, Label(1, graph)), True)):
+        item = Item("ds", "x.png", 12, 12, labels)
+        assert templates_matter(item, classes, "opencv") is matter
+        assert not templates_matter(item, classes, "coco")
+        ctx = ItemContext(item, classes)
+        plain, templated = ctx.stamps(templated=False), ctx.stamps(templated=True)
+        assert (plain is templated) is not matter
+        again = render(item, classes, templated=True)
+        assert [s.parts.tolist() for s in templated] == [s.parts.tolist() for s in again]
+
+
+def test_sdk_area_of_small_rings_equals_numpy_shoelace_bit_for_bit():
+    """Small integer rings take a plain Python shoelace: the same float as numpy's float64
+    sums (the order of the app's machine masks depends on it), near the bounds too."""
+    rng = np.random.default_rng(7)
+
+    def numpy_area(r):
+        x, y = r[:, 0].astype(np.float64), r[:, 1].astype(np.float64)
+        return float(0.5 * np.abs(np.dot(y, np.roll(x, 1)) - np.dot(x, np.roll(y, 1))))
+
+    for n, span in [(3, 10), (4, 9), (17, 1000), (64, (1 << 20) - 1), (64, 1 << 20),
+                    (65, 1 << 30), (200, 50)]:
+        for _ in range(50):
+            ring = rng.integers(-span, span + 1, (n, 2), dtype=np.int64)
+            assert sdk_area(Polygon(ring)) == numpy_area(ring)
 
 
 def test_cuboid_fills_its_own_five_faces():
