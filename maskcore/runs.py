@@ -190,7 +190,8 @@ def _ranks(values: np.ndarray, top: int) -> tuple[np.ndarray, np.ndarray]:
         order = np.argsort(values)
         keys_sorted, where = values[order], order
     else:
-        keys = np.sort((values << shift) | np.arange(values.size))
+        # stable: a merge sort, fast on the footprints' runs, each already sorted
+        keys = np.sort((values << shift) | np.arange(values.size), kind="stable")
         keys_sorted, where = keys >> shift, keys & ((1 << shift) - 1)
     new = np.empty(values.size, bool)
     new[0] = True
@@ -212,23 +213,22 @@ def paint(runs: Sequence[Runs], values: Sequence[int], height: int, width: int,
         counts = np.zeros(n_values, np.int64)
         counts[0] = total
         return np.zeros((height, width), dtype), counts
-    priority = np.repeat(np.arange(1, len(runs) + 1, dtype=np.int64),
-                         [r.starts.size for r in runs])  # later footprints win
+    # later footprints win; in the narrowest dtype that holds every priority
+    kind = np.uint8 if len(runs) < 1 << 8 else np.uint16 if len(runs) < 1 << 16 else np.int64
+    priority = np.repeat(np.arange(1, len(runs) + 1, dtype=kind),
+                         [r.starts.size for r in runs])
     bounds, rank = _ranks(np.concatenate((starts, ends)), total)
     segments = bounds.size - 1
     a, b = rank[:starts.size], rank[starts.size:]
     # range-max of `priority` over segments [a, b): each range is two overlapping blocks of
-    # 2**level segments; blocks are then pushed down level by level to single segments
+    # 2**level segments (the largest priority per block by `maximum.at`); blocks are then
+    # pushed down level by level to single segments
     level = np.log2(b - a).astype(np.int64)
     levels = int(level.max()) + 1
-    table = np.zeros((levels, segments), np.int64)
-    # the largest priority per block: sort (block, priority) keys, keep each block's last
-    span = len(runs) + 1
-    keys = np.sort(np.concatenate(((level * segments + a) * span + priority,
-                                   (level * segments + b - (1 << level)) * span + priority)))
-    block, best = np.divmod(keys, span)
-    top = np.append(block[1:] != block[:-1], True)
-    table.ravel()[block[top]] = best[top]
+    table = np.zeros((levels, segments), kind)
+    cells = table.ravel()
+    np.maximum.at(cells, level * segments + a, priority)
+    np.maximum.at(cells, level * segments + b - (1 << level), priority)
     for lv in range(levels - 1, 0, -1):
         size, half = 1 << lv, 1 << (lv - 1)
         n = segments - size + 1

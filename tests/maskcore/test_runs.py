@@ -112,6 +112,27 @@ def test_paint_last_wins_and_counts_match_sequential_painting():
     assert empty.dtype == np.uint16 and not empty.any() and counts.tolist() == [H * W]
 
 
+@pytest.mark.parametrize("n", [255, 256, 300])
+def test_paint_many_footprints_last_wins(n):
+    """Priorities are kept in the narrowest dtype: 255 footprints still fit uint8, 256 and more
+    take uint16; overlapping random boxes against painting them in turn."""
+    rng = np.random.default_rng(n)
+    masks, values = [], []
+    for k in range(n):
+        m = np.zeros((H, W), np.uint8)
+        x, y = rng.integers(0, W - 4), rng.integers(0, H - 4)
+        m[y:y + rng.integers(1, 30), x:x + rng.integers(1, 40)] = 1
+        masks.append(m)
+        values.append(0 if k % 17 == 5 else k + 1)  # some erasers
+    found = runs.rle_runs([coco_mask.encode(np.asfortranarray(m)) for m in masks])
+    index, counts = runs.paint(found, values, H, W, np.uint16)
+    expected = np.zeros((H, W), np.uint16)
+    for m, v in zip(masks, values, strict=True):
+        expected[m > 0] = v
+    assert np.array_equal(index, expected)
+    assert counts.tolist() == np.bincount(expected.ravel(), minlength=n + 1).tolist()
+
+
 def _reference_stamps(item: Item) -> list[Stamp | None]:
     """The kernel's stamps, except polygons and boxes drawn by pycocotools on the full frame."""
     stamps = render(item, CLASSES, rule="coco")
