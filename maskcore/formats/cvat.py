@@ -354,6 +354,28 @@ def _points(el: ET.Element, budget: Budget, where: str, minimum: int) -> np.ndar
     return arr
 
 
+def _plain_polygons(shapes: list[ET.Element], limits: Limits) -> list[np.ndarray] | None:
+    """The points of every `<polygon>` among `shapes`, in order, parsed in one pass and
+    rounded as `_shape` rounds them (flat x, y, ... float64); None unless every one is plain
+    'x,y;...' text of numbers within range and the item's point limits hold - then `_points`
+    parses each, and its checks decide."""
+    raws = [sh.get("points") for sh in shapes if sh.tag == "polygon"]
+    if not raws or None in raws:
+        return None
+    sizes = [raw.count(";") + 1 for raw in raws]  # type: ignore[union-attr]
+    if sum(sizes) > limits.max_points or max(sizes) > limits.max_shape_points:
+        return None
+    flat = _plain_points(";".join(raws), sum(sizes))  # type: ignore[arg-type]
+    if flat is None:
+        return None
+    values = np.array(flat, dtype=np.float64)
+    if not np.abs(values).max() <= limits.max_coordinate:  # NaN compares False too
+        return None
+    values = fork_round(values)
+    cuts = np.cumsum([0, *sizes]) * 2
+    return [values[a:b] for a, b in zip(cuts[:-1].tolist(), cuts[1:].tolist(), strict=True)]
+
+
 def fork_round(values: list[float] | np.ndarray) -> np.ndarray:
     """CVAT's datumaro keeps every shape's points as float64 rounded to 2 decimals
     (`np.around(points, 2)`; upstream datumaro 1.13 goes through float32 instead, which moves
@@ -418,13 +440,19 @@ def rle_mask(el: ET.Element, budget: Budget, where: str) -> Bitmap | None:
     return Bitmap(left, top, mask)
 
 
-def _shape(el: ET.Element, budget: Budget, where: str) -> tuple[Geometry | None, bool]:
-    """(geometry, is a rotated box) of one shape element; geometry None: skipped kind."""
+def _shape(el: ET.Element, budget: Budget, where: str, parsed: np.ndarray | None = None
+           ) -> tuple[Geometry | None, bool]:
+    """(geometry, is a rotated box) of one shape element; geometry None: skipped kind.
+    `parsed`: a polygon's points from `_plain_polygons`."""
     limits = budget.limits
     tag = el.tag
     if tag == "polygon":
-        pts = _points(el, budget, where, 3)
-        return CocoPolygon((fork_round(pts.ravel()),)), False
+        if parsed is None:
+            return CocoPolygon((fork_round(_points(el, budget, where, 3).ravel()),)), False
+        budget.points(parsed.size // 2, f"<{tag}>", where)
+        if parsed.size < 6:
+            raise ItemError(expected("at least 3 points", parsed.size // 2), where=where)
+        return CocoPolygon((parsed,)), False
     if tag == "box":
         xtl, ytl = _number(el, "xtl", limits, where), _number(el, "ytl", limits, where)
         xbr, ybr = _number(el, "xbr", limits, where), _number(el, "ybr", limits, where)
@@ -472,6 +500,8 @@ def parse_image_element(data: bytes, classes: ClassTable, *, dataset: str, name:
     budget = Budget(limits)
     found: list[tuple[int, bool, int, Label]] = []
     ignored: Counter[str] = Counter()
+    polygons = _plain_polygons(shapes, limits)
+    parsed = iter(polygons) if polygons is not None else repeat(None)
     for k, sh in enumerate(shapes):
         label_name = sh.get("label")
         where = f"<{sh.tag}> #{k} ({label_name})"
@@ -501,7 +531,8 @@ def parse_image_element(data: bytes, classes: ClassTable, *, dataset: str, name:
             for x, y in pts.tolist():
                 found.append((z, False, k, Label(ci, Point(x, y), z, group)))
             continue
-        geometry, rotated = _shape(sh, budget, where)
+        geometry, rotated = _shape(sh, budget, where,
+                                   next(parsed) if sh.tag == "polygon" else None)
         if sh.tag == "mask" and geometry is None:
             geometry = CocoPolygon(())  # an empty mask still takes its place (instance number)
         if geometry is not None:

@@ -148,6 +148,38 @@ def test_points_spelled_loosely_parse_like_plain_ones(points):
     assert np.array_equal(got.parts[0], plain.parts[0])
 
 
+POLYGONS = ('<polygon label="car" points="1.5,2.25;10,2;4,9.755"/>'
+            '<box label="car" xtl="1" ytl="1" xbr="3" ybr="3"/>'
+            '<polygon label="person" points="0.004,0;31.996,0;16,23.5" z_order="1"/>'
+            '<polygon label="car" points="-3.125,1;5,-2;7,7;2,8"/>')
+
+
+@pytest.mark.parametrize("extra", ["", '<polygon label="car" points=" 1, 2;3,4 ;5,6;"/>',
+                                   '<polyline label="car" points="1,1;5,5"/>'])
+def test_polygons_parsed_in_one_pass_equal_parsed_one_by_one(extra, monkeypatch):
+    """An item's plain polygons are parsed together (`_plain_polygons`); one spelled loosely
+    sends them all to the careful parse: the same geometries either way."""
+    together = parse(POLYGONS + extra)
+    monkeypatch.setattr(cvat, "_plain_polygons", lambda shapes, limits: None)
+    alone = parse(POLYGONS + extra)
+    assert len(together.labels) == len(alone.labels) == 4 + bool(extra)
+    for a, b in zip(together.labels, alone.labels, strict=True):
+        assert type(a.geometry) is type(b.geometry) and a.z_order == b.z_order
+        if isinstance(a.geometry, CocoPolygon):
+            assert [p.tolist() for p in a.geometry.parts] == \
+                [p.tolist() for p in b.geometry.parts]
+
+
+@pytest.mark.parametrize("bad, reason", [
+    ("1,1;2,2", "at least 3 points"), ("1,1;nan,2;3,3", "finite"), ("1,1;2,2;3;3", "points like"),
+    ("1,1;2,2;1e7,3", "coordinate within"),
+])
+def test_a_bad_polygon_among_plain_ones_fails_the_item_at_its_shape(bad, reason):
+    with pytest.raises(ItemError, match=reason) as got:
+        parse(POLYGONS + f'<polygon label="person" points="{bad}"/>')
+    assert "#4 (person)" in str(got.value)
+
+
 def test_mask_runs_with_blanks_and_empty_pieces_parse_like_plain_ones():
     plain = parse('<mask label="car" rle="1,2,1" left="3" top="4" width="2" height="2"/>')
     for rle in ("1, 2, 1", "1,2,1,", "1,,2,1"):
