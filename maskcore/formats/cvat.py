@@ -402,20 +402,24 @@ def box_polygon(xtl: float, ytl: float, xbr: float, ybr: float, rotation: float)
     return fork_round(out)
 
 
-def rle_mask(el: ET.Element, budget: Budget, where: str) -> Bitmap | None:
-    """A CVAT `<mask>`: runs over its width x height box, row-major, starting with a 0-run.
-    The runs are checked as Python ints (non-negative, adding up to width x height) before
-    numpy sees them: a total that would wrap int64 never reaches `np.repeat`."""
-    limits = budget.limits
-    left = _int_attr(el, "left", where)
-    top = _int_attr(el, "top", where)
-    width = _int_attr(el, "width", where, -1)
-    height = _int_attr(el, "height", where, -1)
-    check_coordinate(left, limits, f"{where} left")
-    check_coordinate(top, limits, f"{where} top")
-    check_image_size(width, height, limits, what="mask")
-    raw = el.get("rle", "")
-    budget.rle_chars(len(raw), where)
+def _plain_runs(raw: str, area: int) -> np.ndarray | None:
+    """'n1,n2,...' of ASCII digits (a trailing ',' allowed) adding up to `area`, parsed by
+    numpy in one C pass; None otherwise. Every value is checked <= area before the sum, and
+    their count is the number of pieces (the text was read to its end): nothing wraps."""
+    if not (raw.isascii() and raw.replace(",", "").isdigit()) or ",," in raw or \
+            raw.startswith(","):
+        return None
+    counts = np.fromstring(raw, dtype=np.int64, sep=",")
+    if counts.size != raw.count(",") + 1 - raw.endswith(",") or \
+            counts.size * max(area, 1) >= 1 << 62 or int(counts.max()) > area or \
+            int(counts.sum()) != area:
+        return None
+    return counts
+
+
+def _checked_runs(raw: str, area: int, where: str) -> np.ndarray:
+    """`rle` runs as Python ints, checked (non-negative, adding up to `area`) before numpy
+    sees them: a total that would wrap int64 never reaches `np.repeat`."""
     try:
         pieces = raw.replace(" ", "").split(",")
         try:
@@ -428,11 +432,31 @@ def rle_mask(el: ET.Element, budget: Budget, where: str) -> Bitmap | None:
     if runs and min(runs) < 0:
         raise ItemError(expected("non-negative run lengths in 'rle'", min(runs)), where=where)
     total = sum(runs)  # exact: Python ints never wrap
-    if total != width * height:
-        raise ItemError(expected(f"runs adding up to width x height = {width * height}", total),
+    if total != area:
+        raise ItemError(expected(f"runs adding up to width x height = {area}", total),
                         where=where)
-    budget.pixels(total, "a <mask>", where)
-    counts = np.array(runs, dtype=np.int64)  # each run <= width x height: fits
+    return np.array(runs, dtype=np.int64)  # each run <= width x height: fits
+
+
+def rle_mask(el: ET.Element, budget: Budget, where: str) -> Bitmap | None:
+    """A CVAT `<mask>`: runs over its width x height box, row-major, starting with a 0-run.
+    Plain digits parse in one numpy pass (`_plain_runs`); anything else, and every error,
+    goes through `_checked_runs`. Either way no total that would wrap int64 reaches
+    `np.repeat`."""
+    limits = budget.limits
+    left = _int_attr(el, "left", where)
+    top = _int_attr(el, "top", where)
+    width = _int_attr(el, "width", where, -1)
+    height = _int_attr(el, "height", where, -1)
+    check_coordinate(left, limits, f"{where} left")
+    check_coordinate(top, limits, f"{where} top")
+    check_image_size(width, height, limits, what="mask")
+    raw = el.get("rle", "")
+    budget.rle_chars(len(raw), where)
+    counts = _plain_runs(raw, width * height)
+    if counts is None:  # anything but plain digits and commas, or not adding up: decided here
+        counts = _checked_runs(raw, width * height, where)
+    budget.pixels(width * height, "a <mask>", where)
     values = (np.arange(counts.size) % 2).astype(bool)
     mask = np.repeat(values, counts).reshape(height, width)
     if not mask.any():

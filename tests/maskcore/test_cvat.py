@@ -180,9 +180,24 @@ def test_a_bad_polygon_among_plain_ones_fails_the_item_at_its_shape(bad, reason)
     assert "#4 (person)" in str(got.value)
 
 
+@pytest.mark.parametrize("rle", [
+    f"{2**63 - 1},{2**63 - 1},6",  # wraps int64 to 4 = 2 x 2 if summed there
+    f"{2**64},{2**64},4", "99999999999999999999999,0,4", "0,0,0,4,0,0,0", "5", "1,2",
+])
+def test_mask_runs_that_do_not_add_up_fail_however_large(rle):
+    """Plain digits take numpy's parse: values saturate there, so each is checked against
+    the box before the sum - a total that wraps int64 never passes for the box's area."""
+    body = f'<mask label="car" rle="{rle}" left="0" top="0" width="2" height="2"/>'
+    if sum(map(int, rle.split(","))) == 4:
+        assert parse(body).labels[0].geometry.mask.all()
+    else:
+        with pytest.raises(ItemError, match="adding up"):
+            parse(body)
+
+
 def test_mask_runs_with_blanks_and_empty_pieces_parse_like_plain_ones():
     plain = parse('<mask label="car" rle="1,2,1" left="3" top="4" width="2" height="2"/>')
-    for rle in ("1, 2, 1", "1,2,1,", "1,,2,1"):
+    for rle in ("1, 2, 1", "1,2,1,", "1,,2,1", ",1,2,1", "+1,2,1", "\u0661,2,1", "01,2,1"):
         got = parse(f'<mask label="car" rle="{rle}" left="3" top="4" width="2" height="2"/>')
         assert np.array_equal(got.labels[0].geometry.mask, plain.labels[0].geometry.mask)
 
