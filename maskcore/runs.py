@@ -259,9 +259,10 @@ def _traced_runs(polygons: Sequence[np.ndarray], width: int, height: int
     new = np.empty(keys.size + 1, bool)
     new[0], new[-1] = True, True
     np.not_equal(keys[1:], keys[:-1], out=new[1:-1])
-    bounds = np.flatnonzero(new)
-    odd = (np.diff(bounds) & 1).astype(bool)
-    keys = keys[bounds[:-1][odd]]
+    if not new.all():
+        bounds = np.flatnonzero(new)
+        odd = (np.diff(bounds) & 1).astype(bool)
+        keys = keys[bounds[:-1][odd]]
     cuts = np.searchsorted(keys, np.arange(len(polygons) + 1) * total)
     counts = np.diff(cuts)
     pos = keys - np.repeat(np.arange(len(polygons)) * total, counts)
