@@ -358,7 +358,7 @@ def paint(runs: Sequence[Runs], values: Sequence[int], height: int, width: int,
     # range-max of `priority` over segments [a, b): each range is two overlapping blocks of
     # 2**level segments (the largest priority per block by `maximum.at`); blocks are then
     # pushed down level by level to single segments
-    level = np.log2(b - a).astype(np.int64)
+    level = (np.frexp(b - a)[1] - 1).astype(np.int64)  # floor(log2), exact
     levels = int(level.max()) + 1
     table = np.zeros((levels, segments), kind)
     cells = table.ravel()

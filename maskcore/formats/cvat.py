@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import math
 import operator
+import warnings
 import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Iterator
@@ -354,6 +355,34 @@ def _points(el: ET.Element, budget: Budget, where: str, minimum: int) -> np.ndar
     return arr
 
 
+_NUMBER_BYTES = np.zeros(256, bool)
+_NUMBER_BYTES[list(b"0123456789.+-eE,;")] = True
+
+
+def _plain_numbers(text: str, n: int) -> np.ndarray | None:
+    """'x1,y1;...;xn,yn' as 2n float64 in one numpy pass, when it is only ASCII digits, signs,
+    '.', 'e' and separators alternating ',' ';' ',' around non-empty values; None otherwise.
+    On those characters numpy's text parse is Python's `float` (correctly rounded), and every
+    value must be read whole: a count that differs sends the text to `_plain_points`."""
+    if n < 1 or not text.isascii():
+        return None
+    chars = np.frombuffer(text.encode("ascii"), np.uint8)
+    if not _NUMBER_BYTES[chars].all():
+        return None
+    seps = np.flatnonzero((chars == ord(",")) | (chars == ord(";")))
+    if seps.size != 2 * n - 1 or seps[0] == 0 or seps[-1] == chars.size - 1 or \
+            (np.diff(seps) < 2).any() or (chars[seps[0::2]] != ord(",")).any() or \
+            (chars[seps[1::2]] != ord(";")).any():
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy warns where it stops short of the end
+        try:
+            values = np.fromstring(text.replace(";", ","), sep=",")
+        except (ValueError, DeprecationWarning):
+            return None
+    return values if values.size == 2 * n else None
+
+
 def _plain_polygons(shapes: list[ET.Element], limits: Limits) -> list[np.ndarray] | None:
     """The points of every `<polygon>` among `shapes`, in order, parsed in one pass and
     rounded as `_shape` rounds them (flat x, y, ... float64); None unless every one is plain
@@ -365,10 +394,13 @@ def _plain_polygons(shapes: list[ET.Element], limits: Limits) -> list[np.ndarray
     sizes = [raw.count(";") + 1 for raw in raws]  # type: ignore[union-attr]
     if sum(sizes) > limits.max_points or max(sizes) > limits.max_shape_points:
         return None
-    flat = _plain_points(";".join(raws), sum(sizes))  # type: ignore[arg-type]
-    if flat is None:
-        return None
-    values = np.array(flat, dtype=np.float64)
+    joined = ";".join(raws)  # type: ignore[arg-type]
+    values = _plain_numbers(joined, sum(sizes))
+    if values is None:
+        flat = _plain_points(joined, sum(sizes))
+        if flat is None:
+            return None
+        values = np.array(flat, dtype=np.float64)
     if not np.abs(values).max() <= limits.max_coordinate:  # NaN compares False too
         return None
     values = fork_round(values)
@@ -457,7 +489,8 @@ def rle_mask(el: ET.Element, budget: Budget, where: str) -> Bitmap | None:
     if counts is None:  # anything but plain digits and commas, or not adding up: decided here
         counts = _checked_runs(raw, width * height, where)
     budget.pixels(width * height, "a <mask>", where)
-    values = (np.arange(counts.size) % 2).astype(bool)
+    values = np.zeros(counts.size, bool)
+    values[1::2] = True  # runs alternate, zeros first
     mask = np.repeat(values, counts).reshape(height, width)
     if not mask.any():
         return None

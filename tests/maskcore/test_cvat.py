@@ -170,6 +170,21 @@ def test_polygons_parsed_in_one_pass_equal_parsed_one_by_one(extra, monkeypatch)
                 [p.tolist() for p in b.geometry.parts]
 
 
+def test_plain_numbers_are_python_floats_or_refused():
+    """numpy's one-pass parse is taken only where it equals `float` on every value."""
+    rng = np.random.default_rng(3)
+    vals = np.concatenate([rng.uniform(-3000, 3000, 4000), 10.0 ** rng.uniform(-320, 308, 500)])
+    spelled = [repr(v) for v in vals.tolist()] + [f"{v:.2f}" for v in vals.tolist()] + \
+        ["1e5", "-0", "+3.5", "5.", ".5", "1E-2", "2.5e-324", "1e400", "0.1000000000000000055"]
+    spelled += spelled[-1:] if len(spelled) % 2 else []
+    text = ";".join(f"{a},{b}" for a, b in zip(spelled[0::2], spelled[1::2], strict=True))
+    got = cvat._plain_numbers(text, len(spelled) // 2)
+    assert got is not None and got.tolist() == [float(v) for v in spelled]
+    for bad in ("1.5.3,2", "1e,2", "1 ,2", "1,2,3", ",2", "1,", "0x1p3,2", "1_0,2", "inf,2",
+                "\u0661,2"):
+        assert cvat._plain_numbers(bad, 1) is None, bad
+
+
 @pytest.mark.parametrize("bad, reason", [
     ("1,1;2,2", "at least 3 points"), ("1,1;nan,2;3,3", "finite"), ("1,1;2,2;3;3", "points like"),
     ("1,1;2,2;1e7,3", "coordinate within"),
