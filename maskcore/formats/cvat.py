@@ -489,11 +489,11 @@ def rle_mask(el: ET.Element, budget: Budget, where: str) -> Bitmap | None:
     if counts is None:  # anything but plain digits and commas, or not adding up: decided here
         counts = _checked_runs(raw, width * height, where)
     budget.pixels(width * height, "a <mask>", where)
-    values = np.zeros(counts.size, bool)
-    values[1::2] = True  # runs alternate, zeros first
-    mask = np.repeat(values, counts).reshape(height, width)
-    if not mask.any():
+    if not counts[1::2].any():  # runs alternate, zeros first: no run of ones
         return None
+    values = np.zeros(counts.size, bool)
+    values[1::2] = True
+    mask = np.repeat(values, counts).reshape(height, width)
     return Bitmap(left, top, mask)
 
 
