@@ -11,9 +11,12 @@ as imports, listing and finalize cancel), the whole-job figures at N2, and each 
 The default 64,96: a job of N <= 6400 items plans min(N, 64) partitions, so from 64 images up
 the partition count is fixed and the marginal cost is per image, as in a large job (with N1 <
 64 it also carries the per-partition costs of a small job: thread pools, manifest parts).
-`--baseline DIR`: also time the maskjob of another checkout (e.g. a `git worktree` of the
-commit before a change) in the same rounds, interleaved, and compare its PNGs with datumaro's
-too: its row, and our speed-up over it, come from the same machine load.
+maskjob's CPU per image inside the partitions of the N2 job is printed too (process time
+around each partition: fixed costs drop out without a difference of two runs, so it holds up
+under load where the marginal figures do not). `--baseline DIR`: also time the maskjob of
+another checkout (e.g. a `git worktree` of the commit before a change) in the same rounds,
+interleaved, and compare its PNGs with datumaro's too: its row, and our speed-up over it,
+come from the same machine load.
 
 Builds a CVAT for images 1.1 task (annotations.xml and placeholder JPEGs: neither tool reads
 pixels for this format) with N images of 1920x1080 and about P float polygons each, plus a few
@@ -57,19 +60,20 @@ import cv2
 cv2.setNumThreads(1)
 import jobs.run
 from jobs.cli import run
-items = [0.0]
+items = [0.0, 0.0]
 inner = jobs.run.process_partition
 def timed_partition(*args):
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     try:
         return inner(*args)
     finally:
         items[0] += time.perf_counter() - t
+        items[1] += time.process_time() - c
 jobs.run.process_partition = timed_partition
 started, cpu = time.perf_counter(), time.process_time()
 rc = run(["export", sys.argv[1], sys.argv[2], "--format", "cvat", "--workers", "0"])
 print(json.dumps({"seconds": time.perf_counter() - started, "cpu": time.process_time() - cpu,
-                  "items": items[0], "rc": rc,
+                  "items": items[0], "items_cpu": items[1], "rc": rc,
                   "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
@@ -285,6 +289,12 @@ def dense(args: argparse.Namespace) -> None:
           f"{med('dm', n2, 'cpu') / med('mj', n2, 'cpu'):.1f}x CPU")
     print(f"PNGs compared: {cmp['pngs']} ({n2} images x class + object), differing from "
           f"datumaro's: {cmp['differ']}; PNGs only maskjob wrote: {cmp['extra']}")
+    inside = {side: 1000 * med(side, n2, "items_cpu") / n2 for side in ("mj", "base")
+              if (side, n2) in runs}
+    print("CPU ms per image inside the partitions (" + f"{n2} images): " + ", ".join(
+        f"{'maskjob' if side == 'mj' else 'baseline'} {v:.1f}" for side, v in inside.items())
+        + (f"; baseline / maskjob {inside['base'] / inside['mj']:.2f}x" if "base" in inside
+           else ""))
     if base is not None and cmp_base is not None:
         print(f"baseline: {marginal('dm', 'seconds') / marginal('base', 'seconds'):.1f}x wall, "
               f"{marginal('dm', 'cpu') / marginal('base', 'cpu'):.1f}x CPU marginal; ours over "
