@@ -1,7 +1,7 @@
 """CVAT Segmentation Mask 1.1 export: datumaro (as CVAT runs it) vs maskjob, one core each.
 
     .venv/bin/python benchmarks/bench_cvat.py [--images 20] [--polygons 50] [--rounds 5]
-    .venv/bin/python benchmarks/bench_cvat.py --dense [--images 64,96] [--rounds 1]
+    .venv/bin/python benchmarks/bench_cvat.py --dense [--images 64,96] [--rounds 1] [--baseline DIR]
 
 `--dense`: ~110 shapes per 1080p image (70 float polygons, 12 boxes, 12 rotated boxes, 15 RLE
 masks, an ellipse; some grouped, z_order 0-2, some crossing the border), run at two sizes N1 < N2
@@ -11,6 +11,12 @@ as imports, listing and finalize cancel), the whole-job figures at N2, and each 
 The default 64,96: a job of N <= 6400 items plans min(N, 64) partitions, so from 64 images up
 the partition count is fixed and the marginal cost is per image, as in a large job (with N1 <
 64 it also carries the per-partition costs of a small job: thread pools, manifest parts).
+maskjob's CPU per image inside the partitions of the N2 job is printed too (process time
+around each partition: fixed costs drop out without a difference of two runs, so it holds up
+under load where the marginal figures do not). `--baseline DIR`: also time the maskjob of
+another checkout (e.g. a `git worktree` of the commit before a change) in the same rounds,
+interleaved, and compare its PNGs with datumaro's too: its row, and our speed-up over it,
+come from the same machine load.
 
 Builds a CVAT for images 1.1 task (annotations.xml and placeholder JPEGs: neither tool reads
 pixels for this format) with N images of 1920x1080 and about P float polygons each, plus a few
@@ -54,19 +60,20 @@ import cv2
 cv2.setNumThreads(1)
 import jobs.run
 from jobs.cli import run
-items = [0.0]
+items = [0.0, 0.0]
 inner = jobs.run.process_partition
 def timed_partition(*args):
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     try:
         return inner(*args)
     finally:
         items[0] += time.perf_counter() - t
+        items[1] += time.process_time() - c
 jobs.run.process_partition = timed_partition
 started, cpu = time.perf_counter(), time.process_time()
 rc = run(["export", sys.argv[1], sys.argv[2], "--format", "cvat", "--workers", "0"])
 print(json.dumps({"seconds": time.perf_counter() - started, "cpu": time.process_time() - cpu,
-                  "items": items[0], "rc": rc,
+                  "items": items[0], "items_cpu": items[1], "rc": rc,
                   "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
@@ -195,8 +202,8 @@ def write_task(root: Path, images: list[list[str]]) -> None:
         (root / "images" / f"frame_{i:06d}.jpg").write_bytes(jpeg.tobytes())
 
 
-def timed(cmd: list[str], cwd: Path) -> dict[str, float]:
-    env = {**os.environ, **ONE_THREAD, "PYTHONPATH": str(REPO)}
+def timed(cmd: list[str], cwd: Path, repo: Path = REPO) -> dict[str, float]:
+    env = {**os.environ, **ONE_THREAD, "PYTHONPATH": str(repo)}
     got = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, check=False)
     if got.returncode != 0:
         raise SystemExit(f"{cmd[:3]} failed:\n{got.stderr[-3000:]}")
@@ -231,6 +238,7 @@ def _sides(task: Path, tmp: Path, tag: str) -> tuple[list[str], list[str], Path,
 
 def dense(args: argparse.Namespace) -> None:
     n1, n2 = sorted(int(v) for v in (args.images or "64,96").split(","))
+    base = Path(args.baseline).resolve() if args.baseline else None
     rounds = args.rounds or 1
     oracles = REPO / "tests" / "oracles"
     runs: dict[tuple[str, int], list[dict]] = {}
@@ -244,9 +252,14 @@ def dense(args: argparse.Namespace) -> None:
                 theirs_cmd, ours_cmd, _, _ = _sides(tmp / f"task{n}", tmp, str(n))
                 runs.setdefault(("dm", n), []).append(timed(theirs_cmd, oracles))
                 runs.setdefault(("mj", n), []).append(timed(ours_cmd, REPO))
+                if base is not None:
+                    base_cmd = [*ours_cmd[:-1], str(tmp / f"base{n}")]
+                    shutil.rmtree(tmp / f"base{n}", ignore_errors=True)
+                    runs.setdefault(("base", n), []).append(timed(base_cmd, base, base))
                 print(f"round {r + 1}, {n} images: datumaro {runs['dm', n][-1]['seconds']:.2f} s, "
                       f"maskjob {runs['mj', n][-1]['seconds']:.2f} s", file=sys.stderr)
         cmp = compare_pngs(tmp / f"dm{n2}", tmp / f"mj{n2}" / "cvat")
+        cmp_base = compare_pngs(tmp / f"dm{n2}", tmp / f"base{n2}" / "cvat") if base else None
 
     def med(side: str, n: int, key: str) -> float:
         return statistics.median(x[key] for x in runs[side, n])
@@ -262,8 +275,10 @@ def dense(args: argparse.Namespace) -> None:
     print("| exporter | marginal ms/image (wall) | marginal CPU ms/image | "
           f"whole job {n2} images, s (CPU s) | peak RSS MB |")
     print("|---|---:|---:|---:|---:|")
-    for side, title in (("dm", "datumaro 1.13.12 (CVAT's pipeline)"),
-                        ("mj", "maskjob `--workers 0`")):
+    sides = [("dm", "datumaro 1.13.12 (CVAT's pipeline)"), ("mj", "maskjob `--workers 0`")]
+    if base is not None:
+        sides.append(("base", f"maskjob `--workers 0`, baseline {base.name}"))
+    for side, title in sides:
         print(f"| {title} | {marginal(side, 'seconds'):.1f} | {marginal(side, 'cpu'):.1f} | "
               f"{med(side, n2, 'seconds'):.2f} ({med(side, n2, 'cpu'):.2f}) | "
               f"{med(side, n2, 'rss_mb'):.0f} |")
@@ -274,6 +289,18 @@ def dense(args: argparse.Namespace) -> None:
           f"{med('dm', n2, 'cpu') / med('mj', n2, 'cpu'):.1f}x CPU")
     print(f"PNGs compared: {cmp['pngs']} ({n2} images x class + object), differing from "
           f"datumaro's: {cmp['differ']}; PNGs only maskjob wrote: {cmp['extra']}")
+    inside = {side: 1000 * med(side, n2, "items_cpu") / n2 for side in ("mj", "base")
+              if (side, n2) in runs}
+    print("CPU ms per image inside the partitions (" + f"{n2} images): " + ", ".join(
+        f"{'maskjob' if side == 'mj' else 'baseline'} {v:.1f}" for side, v in inside.items())
+        + (f"; baseline / maskjob {inside['base'] / inside['mj']:.2f}x" if "base" in inside
+           else ""))
+    if base is not None and cmp_base is not None:
+        print(f"baseline: {marginal('dm', 'seconds') / marginal('base', 'seconds'):.1f}x wall, "
+              f"{marginal('dm', 'cpu') / marginal('base', 'cpu'):.1f}x CPU marginal; ours over "
+              f"the baseline {marginal('base', 'seconds') / marginal('mj', 'seconds'):.2f}x wall, "
+              f"{marginal('base', 'cpu') / marginal('mj', 'cpu'):.2f}x CPU; its PNGs differing "
+              f"from datumaro's: {cmp_base['differ']}")
 
 
 def main() -> None:
@@ -284,6 +311,8 @@ def main() -> None:
                     help="images (default 20); with --dense two sizes 'N1,N2' (default 64,96)")
     ap.add_argument("--polygons", type=int, default=50)
     ap.add_argument("--rounds", type=int, default=None, help="default 5 (--dense: 1)")
+    ap.add_argument("--baseline", default=None,
+                    help="--dense: also time the maskjob checkout at this path, same rounds")
     args = ap.parse_args()
     if not ORACLE_PY.exists():
         raise SystemExit("datumaro venv missing: run tests/oracles/run_datumaro_oracle.sh "

@@ -63,7 +63,14 @@ def window_boxes(polygons: list[tuple[np.ndarray, ...]], width: int, height: int
         flat = np.concatenate(values)
         return np.minimum.reduceat(flat, heads), np.maximum.reduceat(flat, heads)
 
-    (lo_x, hi_x), (lo_y, hi_y) = extremes(0), extremes(1)
+    parts = [p for k in used for p in polygons[k]]
+    if len(parts) == len(used) and not any(p.size & 1 for p in parts):  # one even part each
+        xy = np.concatenate(parts).reshape(-1, 2)
+        heads = np.cumsum([0, *[p.size // 2 for p in parts[:-1]]])
+        lo, hi = np.minimum.reduceat(xy, heads), np.maximum.reduceat(xy, heads)
+        (lo_x, lo_y), (hi_x, hi_y) = lo.T, hi.T
+    else:
+        (lo_x, hi_x), (lo_y, hi_y) = extremes(0), extremes(1)
     finite = np.isfinite(lo_x) & np.isfinite(hi_x) & np.isfinite(lo_y) & np.isfinite(hi_y)
     with np.errstate(invalid="ignore"):
         left = np.maximum(0, np.floor(np.where(finite, lo_x, 0)) - 1).astype(np.int64)

@@ -11,8 +11,11 @@ the composition is computed on runs:
   a bbox window: the stamps of polygons (`_coco.window`, for writers that need stamps) are
   these same pixels.
 - `polygon_runs(parts, width, height)`: pycocotools' own full-frame RLE of a polygon (one or
-  more float parts, unioned) - `frPyObjects` on the full frame, exactly as datumaro calls it -
-  with its compressed counts decoded here (vectorized; the format of `rleToString`).
+  more float parts, unioned) - `frPyObjects` on the full frame, as datumaro calls it. Polygons
+  of one part are traced here, `rleFrPoly`'s algorithm vectorized over an item's polygons and
+  straight to runs (`_traced_runs`, equal to pycocotools run for run); others go through
+  `frPyObjects` and `merge`, their compressed counts decoded here (the format of
+  `rleToString`).
 - `stamp_runs(stamp, height)`: the runs of any rendered stamp (ellipses, bitmaps, ...).
 - `render_runs(item, classes, max_pixels)`: every label's runs (or None), in annotation order:
   what `rasterize.render` gives under the coco rule, as runs; the same windows are charged to
@@ -23,7 +26,7 @@ the composition is computed on runs:
   found with an offline range-max over a sparse table (O(R log R) for R runs), then the
   column-major frame is written once with `np.repeat` and transposed once.
 
-Cost: O(perimeter) per polygon in pycocotools plus O(runs) numpy work, and two passes over the
+Cost: O(runs) numpy work per item, and two passes over the
 frame per item, whatever the shapes' areas.
 """
 
@@ -137,15 +140,147 @@ def rle_runs(rles: Sequence[dict]) -> list[Runs | None]:
 def polygon_runs(polygons: Sequence[Sequence[np.ndarray]], width: int, height: int
                  ) -> list[Runs | None]:
     """Per polygon (float parts, flat x, y, ...; unioned): its runs under pycocotools' rule on
-    the full frame, None if it paints nothing. One `frPyObjects` call for all parts."""
-    flat = [p for parts in polygons for p in parts]  # float64 arrays of >= 6 values
+    the full frame, None if it paints nothing. Polygons of one part (CVAT's polygons and boxes)
+    are traced here (`_traced_runs`); the others go through one `frPyObjects` call."""
+    out: list[Runs | None] = [None] * len(polygons)
+    single = [k for k, parts in enumerate(polygons) if len(parts) == 1]
+    traced = _traced_runs([polygons[k][0] for k in single], width, height)
+    if traced is None:
+        single = []
+    else:
+        for k, r in zip(single, traced, strict=True):
+            out[k] = r
+    rest = [k for k, parts in enumerate(polygons) if len(parts) != 1] if single else \
+        list(range(len(polygons)))
+    flat = [p for k in rest for p in polygons[k]]  # float64 arrays of >= 6 values
     rles = coco_mask.frPyObjects(flat, height, width) if flat else []
-    merged, k = [], 0
-    for parts in polygons:
-        own = rles[k:k + len(parts)]
-        k += len(parts)
-        merged.append(coco_mask.merge(own) if len(own) > 1 else own[0])
-    return rle_runs(merged)
+    merged, j = [], 0
+    for k in rest:
+        own = rles[j:j + len(polygons[k])]
+        j += len(polygons[k])
+        merged.append(coco_mask.merge(own) if len(own) > 1 else own[0] if own else None)
+    found = iter(rle_runs([m for m in merged if m is not None]))
+    for k, m in zip(rest, merged, strict=True):
+        out[k] = next(found) if m is not None else None
+    return out
+
+
+_GRID = 5  # pycocotools' rleFrPoly traces the boundary on a grid 5x finer than the pixels
+
+
+def _traced_runs(polygons: Sequence[np.ndarray], width: int, height: int
+                 ) -> list[Runs | None] | None:
+    """pycocotools' `rleFrPoly` of each polygon (flat float x, y, ...; a trailing odd value is
+    ignored, as there), computed vectorized over all of them and straight to runs (no RLE
+    string to encode and decode); None when a value is beyond what it handles in C ints.
+
+    `rleFrPoly` snaps the vertices to a 5x grid (`(int)(5 * v + .5)`, C truncation), walks
+    every edge one grid step at a time along its major axis (the minor coordinate is
+    `(int)(start + slope * t + .5)`, in that order of double operations, after swapping the
+    edge's ends so that it runs forwards), and where two consecutive boundary points change
+    grid column from 5i + 2 to 5i + 3 (pixel centre i) toggles the mask at pixel column i from
+    row `ceil((min(v) - 2) / 5)` (clipped to [0, h]) down. The toggles, sorted per polygon and
+    cancelled in pairs, are the runs. Only those crossings are computed here: on an edge along
+    x every grid step is one; on an edge along y (slope below 1) the step of each crossing is
+    found from the slope and settled by evaluating the same expression around it. Points
+    where two edges meet are the snapped vertex on both (never a crossing at column >= 2: the
+    C code's truncation only differs from it below 0), so only steps within edges count."""
+    if not polygons:
+        return []
+    h, w = height, width
+    sizes = np.array([p.size // 2 for p in polygons], np.int64)
+    xy = np.concatenate([p[:2 * (p.size // 2)] for p in polygons]).reshape(-1, 2)
+    snapped = _GRID * xy + 0.5
+    if not np.abs(snapped).max() < 1 << 30 or h * w >= 1 << 31:
+        return None  # C int arithmetic there: leave it to pycocotools
+    grid = snapped.astype(np.int64)  # truncates towards zero, as C's (int)
+    heads = np.cumsum(sizes) - sizes
+    nxt = np.arange(grid.shape[0]) + 1
+    nxt[heads + sizes - 1] = heads
+    x0, y0, x1, y1 = grid[:, 0], grid[:, 1], grid[nxt, 0], grid[nxt, 1]
+    dx, dy = np.abs(x1 - x0), np.abs(y1 - y0)
+    along_x = dx >= dy
+    flip = np.where(along_x, x0 > x1, y0 > y1)
+    xs, xe = np.where(flip, x1, x0), np.where(flip, x0, x1)
+    ys, ye = np.where(flip, y1, y0), np.where(flip, y0, y1)
+    owner = np.repeat(np.arange(len(polygons)), sizes)
+    last_col = _GRID * (w - 1) + 2  # grid columns 5i + 2 for pixel columns 0 <= i < w
+
+    # edges along x (dx > 0): grid steps t -> t + 1 from column xs + t = 5i + 2
+    e = np.flatnonzero(along_x & (dx > 0))
+    lo = np.maximum(0, 2 - xs[e])
+    first = lo + (2 - xs[e] - lo) % _GRID
+    n, k = _steps(first, np.minimum(dx[e] - 1, last_col - xs[e]))
+    slope = np.repeat((ye[e] - ys[e]) / dx[e], n)
+    start = np.repeat(ys[e].astype(np.float64), n)
+    t = np.repeat(first, n) + _GRID * k
+    v0 = (start + slope * t + 0.5).astype(np.int64)
+    v1 = (start + slope * (t + 1) + 0.5).astype(np.int64)
+    col_a = np.repeat((xs[e] + first - 2) // _GRID, n) + k
+    row_a, own_a = np.minimum(v0, v1), np.repeat(owner[e], n)
+
+    # edges along y: u(t) = (int)(xs + slope * t + .5) is monotonic and moves by at most one
+    # column per step; the crossing of column c is at the first t past it
+    e = np.flatnonzero(~along_x)
+    slope = (xe[e] - xs[e]) / dy[e]
+    u_end = (xs[e] + slope * dy[e] + 0.5).astype(np.int64)
+    u_start = (xs[e] + 0.5).astype(np.int64)
+    lo = np.maximum(np.minimum(u_start, u_end), 2)
+    first = lo + (2 - lo) % _GRID
+    n, k = _steps(first, np.minimum(np.maximum(u_start, u_end) - 1, last_col))
+    c = np.repeat(first, n) + _GRID * k
+    sl, xs_y = np.repeat(slope, n), np.repeat(xs[e].astype(np.float64), n)
+    end = np.repeat(dy[e], n)
+    rising = sl > 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        guess = np.ceil((c + 0.5 - xs_y) / sl).astype(np.int64)
+    # the float error of `guess` is far below a step: the crossing is guess - 1, guess or
+    # guess + 1 (u(0) is before column c by construction, so guess - 1 = 0 never passes)
+    before = np.clip(guess - 1, 0, end)
+    u = (xs_y + sl * before + 0.5).astype(np.int64)
+    early = np.where(rising, u >= c + 1, u <= c)
+    at = np.clip(guess, 0, end)
+    u = (xs_y + sl * at + 0.5).astype(np.int64)
+    on = np.where(rising, u >= c + 1, u <= c)
+    crossing = np.where(early, before, np.where(on, at, at + 1))
+    col_b = np.repeat((first - 2) // _GRID, n) + k
+    row_b = np.repeat(ys[e], n) + crossing - 1
+    own_b = np.repeat(owner[e], n)
+
+    col = np.concatenate((col_a, col_b))
+    row = np.concatenate((row_a, row_b))
+    own = np.concatenate((own_a, own_b))
+    row = np.clip(-((2 - row) // _GRID), 0, h)  # ceil((v - 2) / 5), clipped
+    pos = col * h + row
+    keep = pos < h * w  # a toggle at the very end changes no pixel
+    total = h * w + 1
+    keys = np.sort(own[keep] * total + pos[keep], kind="stable")  # edges' runs: merged
+    # cancel toggles in pairs: keep a position where its count is odd
+    new = np.empty(keys.size + 1, bool)
+    new[0], new[-1] = True, True
+    np.not_equal(keys[1:], keys[:-1], out=new[1:-1])
+    if not new.all():
+        bounds = np.flatnonzero(new)
+        odd = (np.diff(bounds) & 1).astype(bool)
+        keys = keys[bounds[:-1][odd]]
+    cuts = np.searchsorted(keys, np.arange(len(polygons) + 1) * total)
+    counts = np.diff(cuts)
+    pos = keys - np.repeat(np.arange(len(polygons)) * total, counts)
+    # an odd number of toggles: the last run ends at the end of the frame
+    tails = np.flatnonzero(counts & 1)
+    if tails.size:
+        pos = np.insert(pos, cuts[tails + 1], h * w)
+        counts[tails] += 1
+        cuts = np.concatenate(([0], np.cumsum(counts)))
+    return [Runs(pos[cuts[k]:cuts[k + 1]:2], pos[cuts[k] + 1:cuts[k + 1]:2])
+            if cuts[k + 1] > cuts[k] else None for k in range(len(polygons))]
+
+
+def _steps(first: np.ndarray, last: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(count per edge, k per step) of the values first + 5k <= last of every edge, the
+    steps of all edges in a row."""
+    n = np.maximum(0, (last - first) // _GRID + 1)
+    return n, np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
 
 
 def mask_runs(mask: np.ndarray, left: int, top: int, height: int) -> Runs | None:
@@ -190,7 +325,8 @@ def _ranks(values: np.ndarray, top: int) -> tuple[np.ndarray, np.ndarray]:
         order = np.argsort(values)
         keys_sorted, where = values[order], order
     else:
-        keys = np.sort((values << shift) | np.arange(values.size))
+        # stable: a merge sort, fast on the footprints' runs, each already sorted
+        keys = np.sort((values << shift) | np.arange(values.size), kind="stable")
         keys_sorted, where = keys >> shift, keys & ((1 << shift) - 1)
     new = np.empty(values.size, bool)
     new[0] = True
@@ -212,23 +348,22 @@ def paint(runs: Sequence[Runs], values: Sequence[int], height: int, width: int,
         counts = np.zeros(n_values, np.int64)
         counts[0] = total
         return np.zeros((height, width), dtype), counts
-    priority = np.repeat(np.arange(1, len(runs) + 1, dtype=np.int64),
-                         [r.starts.size for r in runs])  # later footprints win
+    # later footprints win; in the narrowest dtype that holds every priority
+    kind = np.uint8 if len(runs) < 1 << 8 else np.uint16 if len(runs) < 1 << 16 else np.int64
+    priority = np.repeat(np.arange(1, len(runs) + 1, dtype=kind),
+                         [r.starts.size for r in runs])
     bounds, rank = _ranks(np.concatenate((starts, ends)), total)
     segments = bounds.size - 1
     a, b = rank[:starts.size], rank[starts.size:]
     # range-max of `priority` over segments [a, b): each range is two overlapping blocks of
-    # 2**level segments; blocks are then pushed down level by level to single segments
-    level = np.log2(b - a).astype(np.int64)
+    # 2**level segments (the largest priority per block by `maximum.at`); blocks are then
+    # pushed down level by level to single segments
+    level = (np.frexp(b - a)[1] - 1).astype(np.int64)  # floor(log2), exact
     levels = int(level.max()) + 1
-    table = np.zeros((levels, segments), np.int64)
-    # the largest priority per block: sort (block, priority) keys, keep each block's last
-    span = len(runs) + 1
-    keys = np.sort(np.concatenate(((level * segments + a) * span + priority,
-                                   (level * segments + b - (1 << level)) * span + priority)))
-    block, best = np.divmod(keys, span)
-    top = np.append(block[1:] != block[:-1], True)
-    table.ravel()[block[top]] = best[top]
+    table = np.zeros((levels, segments), kind)
+    cells = table.ravel()
+    np.maximum.at(cells, level * segments + a, priority)
+    np.maximum.at(cells, level * segments + b - (1 << level), priority)
     for lv in range(levels - 1, 0, -1):
         size, half = 1 << lv, 1 << (lv - 1)
         n = segments - size + 1

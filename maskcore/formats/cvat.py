@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import math
 import operator
+import warnings
 import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Iterator
@@ -354,6 +355,59 @@ def _points(el: ET.Element, budget: Budget, where: str, minimum: int) -> np.ndar
     return arr
 
 
+_NUMBER_BYTES = np.zeros(256, bool)
+_NUMBER_BYTES[list(b"0123456789.+-eE,;")] = True
+
+
+def _plain_numbers(text: str, n: int) -> np.ndarray | None:
+    """'x1,y1;...;xn,yn' as 2n float64 in one numpy pass, when it is only ASCII digits, signs,
+    '.', 'e' and separators alternating ',' ';' ',' around non-empty values; None otherwise.
+    On those characters numpy's text parse is Python's `float` (correctly rounded), and every
+    value must be read whole: a count that differs sends the text to `_plain_points`."""
+    if n < 1 or not text.isascii():
+        return None
+    chars = np.frombuffer(text.encode("ascii"), np.uint8)
+    if not _NUMBER_BYTES[chars].all():
+        return None
+    seps = np.flatnonzero((chars == ord(",")) | (chars == ord(";")))
+    if seps.size != 2 * n - 1 or seps[0] == 0 or seps[-1] == chars.size - 1 or \
+            (np.diff(seps) < 2).any() or (chars[seps[0::2]] != ord(",")).any() or \
+            (chars[seps[1::2]] != ord(";")).any():
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy warns where it stops short of the end
+        try:
+            values = np.fromstring(text.replace(";", ","), sep=",")
+        except (ValueError, DeprecationWarning):
+            return None
+    return values if values.size == 2 * n else None
+
+
+def _plain_polygons(shapes: list[ET.Element], limits: Limits) -> list[np.ndarray] | None:
+    """The points of every `<polygon>` among `shapes`, in order, parsed in one pass and
+    rounded as `_shape` rounds them (flat x, y, ... float64); None unless every one is plain
+    'x,y;...' text of numbers within range and the item's point limits hold - then `_points`
+    parses each, and its checks decide."""
+    raws = [sh.get("points") for sh in shapes if sh.tag == "polygon"]
+    if not raws or None in raws:
+        return None
+    sizes = [raw.count(";") + 1 for raw in raws]  # type: ignore[union-attr]
+    if sum(sizes) > limits.max_points or max(sizes) > limits.max_shape_points:
+        return None
+    joined = ";".join(raws)  # type: ignore[arg-type]
+    values = _plain_numbers(joined, sum(sizes))
+    if values is None:
+        flat = _plain_points(joined, sum(sizes))
+        if flat is None:
+            return None
+        values = np.array(flat, dtype=np.float64)
+    if not np.abs(values).max() <= limits.max_coordinate:  # NaN compares False too
+        return None
+    values = fork_round(values)
+    cuts = np.cumsum([0, *sizes]) * 2
+    return [values[a:b] for a, b in zip(cuts[:-1].tolist(), cuts[1:].tolist(), strict=True)]
+
+
 def fork_round(values: list[float] | np.ndarray) -> np.ndarray:
     """CVAT's datumaro keeps every shape's points as float64 rounded to 2 decimals
     (`np.around(points, 2)`; upstream datumaro 1.13 goes through float32 instead, which moves
@@ -380,20 +434,24 @@ def box_polygon(xtl: float, ytl: float, xbr: float, ybr: float, rotation: float)
     return fork_round(out)
 
 
-def rle_mask(el: ET.Element, budget: Budget, where: str) -> Bitmap | None:
-    """A CVAT `<mask>`: runs over its width x height box, row-major, starting with a 0-run.
-    The runs are checked as Python ints (non-negative, adding up to width x height) before
-    numpy sees them: a total that would wrap int64 never reaches `np.repeat`."""
-    limits = budget.limits
-    left = _int_attr(el, "left", where)
-    top = _int_attr(el, "top", where)
-    width = _int_attr(el, "width", where, -1)
-    height = _int_attr(el, "height", where, -1)
-    check_coordinate(left, limits, f"{where} left")
-    check_coordinate(top, limits, f"{where} top")
-    check_image_size(width, height, limits, what="mask")
-    raw = el.get("rle", "")
-    budget.rle_chars(len(raw), where)
+def _plain_runs(raw: str, area: int) -> np.ndarray | None:
+    """'n1,n2,...' of ASCII digits (a trailing ',' allowed) adding up to `area`, parsed by
+    numpy in one C pass; None otherwise. Every value is checked <= area before the sum, and
+    their count is the number of pieces (the text was read to its end): nothing wraps."""
+    if not (raw.isascii() and raw.replace(",", "").isdigit()) or ",," in raw or \
+            raw.startswith(","):
+        return None
+    counts = np.fromstring(raw, dtype=np.int64, sep=",")
+    if counts.size != raw.count(",") + 1 - raw.endswith(",") or \
+            counts.size * max(area, 1) >= 1 << 62 or int(counts.max()) > area or \
+            int(counts.sum()) != area:
+        return None
+    return counts
+
+
+def _checked_runs(raw: str, area: int, where: str) -> np.ndarray:
+    """`rle` runs as Python ints, checked (non-negative, adding up to `area`) before numpy
+    sees them: a total that would wrap int64 never reaches `np.repeat`."""
     try:
         pieces = raw.replace(" ", "").split(",")
         try:
@@ -406,25 +464,52 @@ def rle_mask(el: ET.Element, budget: Budget, where: str) -> Bitmap | None:
     if runs and min(runs) < 0:
         raise ItemError(expected("non-negative run lengths in 'rle'", min(runs)), where=where)
     total = sum(runs)  # exact: Python ints never wrap
-    if total != width * height:
-        raise ItemError(expected(f"runs adding up to width x height = {width * height}", total),
+    if total != area:
+        raise ItemError(expected(f"runs adding up to width x height = {area}", total),
                         where=where)
-    budget.pixels(total, "a <mask>", where)
-    counts = np.array(runs, dtype=np.int64)  # each run <= width x height: fits
-    values = (np.arange(counts.size) % 2).astype(bool)
-    mask = np.repeat(values, counts).reshape(height, width)
-    if not mask.any():
+    return np.array(runs, dtype=np.int64)  # each run <= width x height: fits
+
+
+def rle_mask(el: ET.Element, budget: Budget, where: str) -> Bitmap | None:
+    """A CVAT `<mask>`: runs over its width x height box, row-major, starting with a 0-run.
+    Plain digits parse in one numpy pass (`_plain_runs`); anything else, and every error,
+    goes through `_checked_runs`. Either way no total that would wrap int64 reaches
+    `np.repeat`."""
+    limits = budget.limits
+    left = _int_attr(el, "left", where)
+    top = _int_attr(el, "top", where)
+    width = _int_attr(el, "width", where, -1)
+    height = _int_attr(el, "height", where, -1)
+    check_coordinate(left, limits, f"{where} left")
+    check_coordinate(top, limits, f"{where} top")
+    check_image_size(width, height, limits, what="mask")
+    raw = el.get("rle", "")
+    budget.rle_chars(len(raw), where)
+    counts = _plain_runs(raw, width * height)
+    if counts is None:  # anything but plain digits and commas, or not adding up: decided here
+        counts = _checked_runs(raw, width * height, where)
+    budget.pixels(width * height, "a <mask>", where)
+    if not counts[1::2].any():  # runs alternate, zeros first: no run of ones
         return None
+    values = np.zeros(counts.size, bool)
+    values[1::2] = True
+    mask = np.repeat(values, counts).reshape(height, width)
     return Bitmap(left, top, mask)
 
 
-def _shape(el: ET.Element, budget: Budget, where: str) -> tuple[Geometry | None, bool]:
-    """(geometry, is a rotated box) of one shape element; geometry None: skipped kind."""
+def _shape(el: ET.Element, budget: Budget, where: str, parsed: np.ndarray | None = None
+           ) -> tuple[Geometry | None, bool]:
+    """(geometry, is a rotated box) of one shape element; geometry None: skipped kind.
+    `parsed`: a polygon's points from `_plain_polygons`."""
     limits = budget.limits
     tag = el.tag
     if tag == "polygon":
-        pts = _points(el, budget, where, 3)
-        return CocoPolygon((fork_round(pts.ravel()),)), False
+        if parsed is None:
+            return CocoPolygon((fork_round(_points(el, budget, where, 3).ravel()),)), False
+        budget.points(parsed.size // 2, f"<{tag}>", where)
+        if parsed.size < 6:
+            raise ItemError(expected("at least 3 points", parsed.size // 2), where=where)
+        return CocoPolygon((parsed,)), False
     if tag == "box":
         xtl, ytl = _number(el, "xtl", limits, where), _number(el, "ytl", limits, where)
         xbr, ybr = _number(el, "xbr", limits, where), _number(el, "ybr", limits, where)
@@ -472,6 +557,8 @@ def parse_image_element(data: bytes, classes: ClassTable, *, dataset: str, name:
     budget = Budget(limits)
     found: list[tuple[int, bool, int, Label]] = []
     ignored: Counter[str] = Counter()
+    polygons = _plain_polygons(shapes, limits)
+    parsed = iter(polygons) if polygons is not None else repeat(None)
     for k, sh in enumerate(shapes):
         label_name = sh.get("label")
         where = f"<{sh.tag}> #{k} ({label_name})"
@@ -501,7 +588,8 @@ def parse_image_element(data: bytes, classes: ClassTable, *, dataset: str, name:
             for x, y in pts.tolist():
                 found.append((z, False, k, Label(ci, Point(x, y), z, group)))
             continue
-        geometry, rotated = _shape(sh, budget, where)
+        geometry, rotated = _shape(sh, budget, where,
+                                   next(parsed) if sh.tag == "polygon" else None)
         if sh.tag == "mask" and geometry is None:
             geometry = CocoPolygon(())  # an empty mask still takes its place (instance number)
         if geometry is not None:

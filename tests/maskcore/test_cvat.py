@@ -148,9 +148,71 @@ def test_points_spelled_loosely_parse_like_plain_ones(points):
     assert np.array_equal(got.parts[0], plain.parts[0])
 
 
+POLYGONS = ('<polygon label="car" points="1.5,2.25;10,2;4,9.755"/>'
+            '<box label="car" xtl="1" ytl="1" xbr="3" ybr="3"/>'
+            '<polygon label="person" points="0.004,0;31.996,0;16,23.5" z_order="1"/>'
+            '<polygon label="car" points="-3.125,1;5,-2;7,7;2,8"/>')
+
+
+@pytest.mark.parametrize("extra", ["", '<polygon label="car" points=" 1, 2;3,4 ;5,6;"/>',
+                                   '<polyline label="car" points="1,1;5,5"/>'])
+def test_polygons_parsed_in_one_pass_equal_parsed_one_by_one(extra, monkeypatch):
+    """An item's plain polygons are parsed together (`_plain_polygons`); one spelled loosely
+    sends them all to the careful parse: the same geometries either way."""
+    together = parse(POLYGONS + extra)
+    monkeypatch.setattr(cvat, "_plain_polygons", lambda shapes, limits: None)
+    alone = parse(POLYGONS + extra)
+    assert len(together.labels) == len(alone.labels) == 4 + bool(extra)
+    for a, b in zip(together.labels, alone.labels, strict=True):
+        assert type(a.geometry) is type(b.geometry) and a.z_order == b.z_order
+        if isinstance(a.geometry, CocoPolygon):
+            assert [p.tolist() for p in a.geometry.parts] == \
+                [p.tolist() for p in b.geometry.parts]
+
+
+def test_plain_numbers_are_python_floats_or_refused():
+    """numpy's one-pass parse is taken only where it equals `float` on every value."""
+    rng = np.random.default_rng(3)
+    vals = np.concatenate([rng.uniform(-3000, 3000, 4000), 10.0 ** rng.uniform(-320, 308, 500)])
+    spelled = [repr(v) for v in vals.tolist()] + [f"{v:.2f}" for v in vals.tolist()] + \
+        ["1e5", "-0", "+3.5", "5.", ".5", "1E-2", "2.5e-324", "1e400", "0.1000000000000000055"]
+    spelled += spelled[-1:] if len(spelled) % 2 else []
+    text = ";".join(f"{a},{b}" for a, b in zip(spelled[0::2], spelled[1::2], strict=True))
+    got = cvat._plain_numbers(text, len(spelled) // 2)
+    assert got is not None and got.tolist() == [float(v) for v in spelled]
+    for bad in ("1.5.3,2", "1e,2", "1 ,2", "1,2,3", ",2", "1,", "0x1p3,2", "1_0,2", "inf,2",
+                "\u0661,2"):
+        assert cvat._plain_numbers(bad, 1) is None, bad
+
+
+@pytest.mark.parametrize("bad, reason", [
+    ("1,1;2,2", "at least 3 points"), ("1,1;nan,2;3,3", "finite"), ("1,1;2,2;3;3", "points like"),
+    ("1,1;2,2;1e7,3", "coordinate within"),
+])
+def test_a_bad_polygon_among_plain_ones_fails_the_item_at_its_shape(bad, reason):
+    with pytest.raises(ItemError, match=reason) as got:
+        parse(POLYGONS + f'<polygon label="person" points="{bad}"/>')
+    assert "#4 (person)" in str(got.value)
+
+
+@pytest.mark.parametrize("rle", [
+    f"{2**63 - 1},{2**63 - 1},6",  # wraps int64 to 4 = 2 x 2 if summed there
+    f"{2**64},{2**64},4", "99999999999999999999999,0,4", "0,0,0,4,0,0,0", "5", "1,2",
+])
+def test_mask_runs_that_do_not_add_up_fail_however_large(rle):
+    """Plain digits take numpy's parse: values saturate there, so each is checked against
+    the box before the sum - a total that wraps int64 never passes for the box's area."""
+    body = f'<mask label="car" rle="{rle}" left="0" top="0" width="2" height="2"/>'
+    if sum(map(int, rle.split(","))) == 4:
+        assert parse(body).labels[0].geometry.mask.all()
+    else:
+        with pytest.raises(ItemError, match="adding up"):
+            parse(body)
+
+
 def test_mask_runs_with_blanks_and_empty_pieces_parse_like_plain_ones():
     plain = parse('<mask label="car" rle="1,2,1" left="3" top="4" width="2" height="2"/>')
-    for rle in ("1, 2, 1", "1,2,1,", "1,,2,1"):
+    for rle in ("1, 2, 1", "1,2,1,", "1,,2,1", ",1,2,1", "+1,2,1", "\u0661,2,1", "01,2,1"):
         got = parse(f'<mask label="car" rle="{rle}" left="3" top="4" width="2" height="2"/>')
         assert np.array_equal(got.labels[0].geometry.mask, plain.labels[0].geometry.mask)
 

@@ -72,6 +72,51 @@ def test_polygon_runs_equal_pycocotools_full_frame(seed):
             assert np.array_equal(r.window(5, 7, 20, 30, H), full[7:37, 5:25])
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_traced_polygons_are_pycocotools_rle_exactly(seed):
+    """`_traced_runs` (rleFrPoly without the C loop) against pycocotools polygon by polygon:
+    vertices on the 5x grid's column boundaries (x.1, x.5, integers), repeated vertices
+    (degenerate edges), near-vertical and near-horizontal edges, negative coordinates where
+    C's truncation differs from floor, odd-length arrays, frames of one pixel."""
+    rng = np.random.default_rng(seed)
+    for _ in range(25):
+        h, w = int(rng.integers(1, 70)), int(rng.integers(1, 70))
+        side = max(h, w)
+        polygons = []
+        for k in range(24):
+            m = int(rng.integers(3, 12))
+            kind = k % 6
+            if kind == 0:
+                pts = rng.uniform(-30, side + 30, (m, 2))
+            elif kind == 1:
+                pts = rng.integers(-5, side + 5, (m, 2)).astype(float)
+            elif kind == 2:
+                pts = rng.integers(-50, 5 * side + 50, (m, 2)) / 5 + \
+                    rng.choice([0, 0.1, -0.1, 0.02, 0.5], (m, 2))
+            elif kind == 3:  # steep edges: x moves a fraction of a pixel
+                pts = rng.uniform(0, side, (m, 2))
+                pts[1::2, 0] = pts[0::2, 0][:m // 2] + rng.uniform(-0.3, 0.3, m // 2)
+            elif kind == 4:
+                pts = rng.uniform(-3, 10, (m, 2)).round(1)
+                pts[2] = pts[1]
+            else:
+                pts = rng.uniform(-0.2, 1.2, (m, 2)) * [w, h]
+            flat = pts.round(int(rng.integers(0, 4))).ravel()
+            polygons.append(np.append(flat, 3.3) if k % 11 == 0 else flat)
+        traced = runs._traced_runs(polygons, w, h)
+        assert traced is not None
+        for flat, r in zip(polygons, traced, strict=True):
+            expected = coco_mask.decode(coco_mask.frPyObjects([flat], h, w)[0])
+            assert np.array_equal(frame_of(r, h, w), expected), (h, w, flat.tolist())
+
+
+def test_traced_polygons_beyond_c_ints_go_to_pycocotools():
+    far = np.array([0.0, 0.0, 5e8, 0.0, 0.0, 30.0])
+    assert runs._traced_runs([far], W, H) is None
+    (r,) = runs.polygon_runs([[far]], W, H)
+    assert np.array_equal(frame_of(r), full_frame([far]))
+
+
 def test_full_frame_rounding_not_a_shifted_window():
     """pycocotools rounds `x + s * t + .5` in doubles: shifting a polygon into its window moves
     the rounding; this one (from a dense benchmark image) lost a pixel at (1018, 854) in a
@@ -110,6 +155,27 @@ def test_paint_last_wins_and_counts_match_sequential_painting():
     assert counts.tolist() == np.bincount(expected.ravel(), minlength=5).tolist()
     empty, counts = runs.paint([], [], H, W, np.uint16)
     assert empty.dtype == np.uint16 and not empty.any() and counts.tolist() == [H * W]
+
+
+@pytest.mark.parametrize("n", [255, 256, 300])
+def test_paint_many_footprints_last_wins(n):
+    """Priorities are kept in the narrowest dtype: 255 footprints still fit uint8, 256 and more
+    take uint16; overlapping random boxes against painting them in turn."""
+    rng = np.random.default_rng(n)
+    masks, values = [], []
+    for k in range(n):
+        m = np.zeros((H, W), np.uint8)
+        x, y = rng.integers(0, W - 4), rng.integers(0, H - 4)
+        m[y:y + rng.integers(1, 30), x:x + rng.integers(1, 40)] = 1
+        masks.append(m)
+        values.append(0 if k % 17 == 5 else k + 1)  # some erasers
+    found = runs.rle_runs([coco_mask.encode(np.asfortranarray(m)) for m in masks])
+    index, counts = runs.paint(found, values, H, W, np.uint16)
+    expected = np.zeros((H, W), np.uint16)
+    for m, v in zip(masks, values, strict=True):
+        expected[m > 0] = v
+    assert np.array_equal(index, expected)
+    assert counts.tolist() == np.bincount(expected.ravel(), minlength=n + 1).tolist()
 
 
 def _reference_stamps(item: Item) -> list[Stamp | None]:
