@@ -12,8 +12,12 @@ Supervisely defaults (machine + human masks, image and annotation copies) and fo
 (supervisely, cvat, clearml, zarr). Rounds interleave; medians. Peak RSS per child (ru_maxrss).
 `--profile` adds a cProfile of the N-item run (top functions by self time, per item).
 `--tmp /dev/shm` writes to memory (the filesystem's own cost of creating ~4-15 files per
-item left out). Targets (issue 13): <= 1 ms per item (Supervisely) and <= 2 ms (four
-formats), per core.
+item left out). Filesystem floor, same run: after each export the child re-creates the same
+tree (every folder, every file with its size) with the cheapest safe write there is (os.open
+O_EXCL of a temporary name, os.write, os.close, os.rename) and times it the same way; the
+marginal floor per item is what the kernel alone charges for the files of an item on that
+filesystem (on this VM's ext4 it varies 80-700 us per file between runs). Targets (issue
+13): <= 1 ms per item (Supervisely) and <= 2 ms (four formats), per core.
 """
 
 from __future__ import annotations
@@ -87,6 +91,30 @@ def subset(full: Path, root: Path, n: int) -> Path:
     return root
 
 
+def fs_floor(tree: Path, scratch: Path) -> float:
+    """CPU seconds to re-create `tree` (same folders, same file sizes) under `scratch` with the
+    cheapest safe writes: the kernel's share of an export's outputs on this filesystem."""
+    dirs, files = [], []
+    for folder, _, names in os.walk(tree):
+        rel = os.path.relpath(folder, tree)
+        dirs.append(rel)
+        files += [(os.path.join(rel, n), os.path.getsize(os.path.join(folder, n))) for n in names]
+    payload = b"\0" * max((size for _, size in files), default=0)
+    c0 = time.process_time()
+    for rel in dirs:
+        os.makedirs(scratch / rel, exist_ok=True)
+    for i, (rel, size) in enumerate(files):
+        final = str(scratch / rel)
+        tmp = f"{final}.{i}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        os.write(fd, payload[:size])
+        os.close(fd)
+        os.rename(tmp, final)
+    cpu = time.process_time() - c0
+    shutil.rmtree(scratch, ignore_errors=True)
+    return cpu
+
+
 def child(args: argparse.Namespace) -> None:
     """In the pinned child: the CLI on the small then the full project; CPU seconds of each."""
     sys.path.insert(0, str(REPO))
@@ -110,6 +138,8 @@ def child(args: argparse.Namespace) -> None:
             text = io.StringIO()
             pstats.Stats(prof, stream=text).sort_stats("tottime").print_stats(25)
             out["profile"] = text.getvalue()
+        out[label]["floor"] = fs_floor(dest, Path(args.out) / f"{label}-floor")
+        out[label]["files"] = sum(len(names) for _, _, names in os.walk(dest))
         shutil.rmtree(dest, ignore_errors=True)
     out["maxrss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     Path(args.json).write_text(json.dumps(out))
@@ -159,15 +189,22 @@ def main() -> int:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     rows = ["| configuration | marginal CPU per item | average incl. fixed costs | "
-            "peak RSS | target | met |", "|---|---|---|---|---|---|"]
+            "files per item | filesystem floor (same run) | above the floor | "
+            "peak RSS | target | met |", "|---|---|---|---|---|---|---|---|---|"]
     summary = {}
     for name, rs in res.items():
         marginal = statistics.median((x["full"]["cpu"] - x["small"]["cpu"]) / (n - n_small)
                                      for x in rs) * 1000
         average = statistics.median(x["full"]["cpu"] / n for x in rs) * 1000
+        floor = statistics.median((x["full"]["floor"] - x["small"]["floor"]) / (n - n_small)
+                                  for x in rs) * 1000
+        files = statistics.median((x["full"]["files"] - x["small"]["files"]) / (n - n_small)
+                                  for x in rs)
         rss = max(x["maxrss_kb"] for x in rs) / 1024
-        summary[name] = {"marginal_ms": marginal, "average_ms": average, "maxrss_mb": rss}
-        rows.append(f"| {name} | **{marginal:.2f} ms** | {average:.2f} ms | {rss:.0f} MB | "
+        summary[name] = {"marginal_ms": marginal, "average_ms": average, "maxrss_mb": rss,
+                         "floor_ms": floor, "files_per_item": files}
+        rows.append(f"| {name} | **{marginal:.2f} ms** | {average:.2f} ms | {files:.1f} | "
+                    f"{floor:.2f} ms | {marginal - floor:.2f} ms | {rss:.0f} MB | "
                     f"<= {TARGETS[name]:.0f} ms | {'yes' if marginal <= TARGETS[name] else 'no'} |")
     print(json.dumps({"items": n, "small": n_small, "rounds": args.rounds, **summary}))
     print("\n".join(rows))
