@@ -84,10 +84,21 @@ _HEADER = re.compile(r"(?im)(?P<name>\b(?:proxy-)?authorization|\bset-cookie|\bc
                      r"(?P<sep>\s*:\s*)(?P<val>[^\r\n'\",}]+)")
 
 
+# Text no pattern below can match: an optional lowercase-letter scheme ("s3://") and then no
+# '@' (userinfo), '=' (pairs), ':' (headers, quoted pairs) or quotes - most object URLs.
+_PLAIN = re.compile(r"(?:(?!(?:authorization|cookie)://)[a-z][a-z0-9]*://)?[^@=:'\"]*")
+
+
 def redact_text(text: object) -> str:
     """`text` with every secret it carries replaced by '***' (URL userinfo, credential
     `name=value` pairs, headers, quoted credential pairs of a printed mapping)."""
     s = str(text)
+    if _PLAIN.fullmatch(s):  # one C scan instead of six substitutions (an URL per output)
+        return s
+    return _redact_patterns(s)
+
+
+def _redact_patterns(s: str) -> str:
     s = _USERINFO.sub(lambda m: f"{m[1]}{MASK}@", s)
     s = _BARE_USERINFO.sub(lambda m: f"{m[1]}{MASK}@", s)
 

@@ -299,3 +299,32 @@ def test_remote_reads_failing_mid_job_quote_no_secret(http_root, tmp_path):
     lines = out / "manifest.jsonl"
     assert "500" in proc.stderr + (lines.read_text() if lines.exists() else ""), proc.stderr
     assert_nowhere(secrets, proc, out)
+
+
+def test_the_plain_text_fast_path_never_skips_a_secret():
+    """`redact_text` returns text with no '@', '=', ':' (beyond a plain scheme) or quote as is;
+    on thousands of generated strings built from credential words, every such string is one
+    the full set of patterns leaves unchanged too."""
+    import random
+
+    from jobs.secrets import _PLAIN, _redact_patterns
+
+    rng = random.Random(7)
+    words = ["token", "password", "secret", "cookie", "authorization", "x-api-key",
+             "proxy-authorization", "set-cookie", "aws_secret_access_key", "key", "user",
+             "s3", "bucket", "img", "é", "日本", "a.b", "x", "-", "_", " ", "\n", "\t", "/",
+             "//", "%40", "%3D", "(", ")", "[", "]", ",", ";", "&", "?", "#", "~", "+", "*"]
+    schemes = ["", "", "s3://", "gs://", "file://", "https://", "cookie://",
+               "authorization://", "memory://"]
+    plain = 0
+    for _ in range(20000):
+        s = rng.choice(schemes) + "".join(rng.choice(words) for _ in range(rng.randint(0, 12)))
+        if _PLAIN.fullmatch(s):
+            plain += 1
+            assert _redact_patterns(s) == s, s
+        assert redact_text(s) == _redact_patterns(s), s
+    assert plain > 5000
+    for risky in ["cookie://a", "authorization://x", "s3://u:p@bucket/k", "s3://b/token=abc",
+                  "s3://b/'password': 'x'", "x-api-key: abc"]:
+        assert not _PLAIN.fullmatch(risky)
+        assert redact_text(risky) != risky
