@@ -412,20 +412,39 @@ def _atomic_local_write(path: str, data: bytes) -> None:
     temporary file is removed."""
     folder = os.path.dirname(path) or "."
     if folder not in _FOLDERS:
-        os.makedirs(folder, exist_ok=True)
-        if len(_FOLDERS) > 65536:
-            _FOLDERS.clear()
-        _FOLDERS.add(folder)
+        _make_folders(folder)
     try:
         tmp = _write_temp(path, data)
     except FileNotFoundError:  # the folder was removed since (a cleanup, a rerun)
-        os.makedirs(folder, exist_ok=True)
+        _FOLDERS.clear()
+        _make_folders(folder)
         tmp = _write_temp(path, data)
     try:
         os.replace(tmp, path)
     except BaseException:
         _remove_quietly(tmp)
         raise
+
+
+def _make_folders(folder: str) -> None:
+    """`folder` and its missing parents, each remembered in _FOLDERS: one mkdir per new level
+    (os.makedirs stats each level first), parents only when the mkdir says they are missing.
+    A file in the way raises (FileExistsError / NotADirectoryError), as makedirs does."""
+    try:
+        os.mkdir(folder)
+    except FileExistsError:
+        if not os.path.isdir(folder):
+            raise
+    except FileNotFoundError:
+        parent = os.path.dirname(folder)
+        if not parent or parent == folder:
+            raise
+        _make_folders(parent)
+        with suppress(FileExistsError):  # made by another process meanwhile
+            os.mkdir(folder)
+    if len(_FOLDERS) > 65536:
+        _FOLDERS.clear()
+    _FOLDERS.add(folder)
 
 
 _TEMP_TRIES = 8

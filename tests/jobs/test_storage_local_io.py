@@ -111,3 +111,22 @@ def test_a_root_finds_its_filesystem_again_after_the_cache_is_dropped(tmp_path):
     assert r.read("a.bin") == b"1" and len(storage._FS_CACHE) == 1  # opened again
     again = pickle.loads(pickle.dumps(r))
     assert again == r and again.read("a.bin") == b"1" and len(storage._FS_CACHE) == 1
+
+
+def test_new_folders_are_made_level_by_level_and_again_after_a_cleanup(tmp_path):
+    """Deep new folders (zarr: 7 per item) are made with one mkdir per level; a tree removed
+    while the process runs is made again; a file where a folder must go fails the write."""
+    root = Root(str(tmp_path / "out"))
+    keys = [f"z/img{i}.png/{sub}" for i in range(3)
+            for sub in ("zarr.json", "class/c/0/0", "instance/c/0/0", "class/zarr.json")]
+    root.write_many({k: k.encode() for k in keys})
+    assert all((tmp_path / "out" / k).read_bytes() == k.encode() for k in keys)
+    import shutil
+    shutil.rmtree(tmp_path / "out" / "z")  # a cleanup behind the process's folder cache
+    root.write_many({k: b"again" for k in keys})
+    assert all((tmp_path / "out" / k).read_bytes() == b"again" for k in keys)
+    (tmp_path / "out" / "blocked").write_bytes(b"a file")
+    with pytest.raises(OSError):
+        root.write_many({"blocked/sub/a.png": b"x"})
+    assert (tmp_path / "out" / "blocked").read_bytes() == b"a file"
+    assert not [p for p in (tmp_path / "out").rglob("*.tmp")]
