@@ -32,6 +32,7 @@ import hashlib
 import itertools
 import json
 import logging
+import operator
 import posixpath
 import re
 from collections.abc import Iterable, Iterator
@@ -505,12 +506,13 @@ def _encoded(cf: _CocoFile, value: Any) -> bytes | None:
         return None
 
 
-def _first_wins(spool: Spool) -> None:
+def _first_wins(spool: Spool) -> bool:
     """The rules of `coco.split_dataset`: a later record of an id fails (its annotations go
     to the first); of the records left, the first of each output stem wins and the others
-    fail (same file name, or same stem)."""
+    fail (same file name, or same stem). Returns whether some id repeats."""
     spool.execute("CREATE INDEX images_id ON images (ds, idk, seq)")
-    if _repeats(spool, "idk"):  # the UPDATEs visit every row: only when there is a repeat
+    dup_ids = _repeats(spool, "idk")
+    if dup_ids:  # the UPDATEs visit every row: only when there is a repeat
         spool.execute("UPDATE images SET problem = ? WHERE idk IS NOT NULL AND seq > "
                       "(SELECT min(j.seq) FROM images j WHERE j.ds = images.ds AND "
                       "j.idk = images.idk)", (DUP_ID,))
@@ -519,6 +521,7 @@ def _first_wins(spool: Spool) -> None:
         spool.execute("UPDATE images SET problem = ? WHERE problem IS NULL AND seq > "
                       "(SELECT min(j.seq) FROM images j WHERE j.ds = images.ds AND "
                       "j.stem = images.stem AND j.problem IS NULL)", (DUP,))
+    return dup_ids
 
 
 def _repeats(spool: Spool, column: str) -> bool:
@@ -601,6 +604,10 @@ def list_coco(root: Root, images_url: str | None = None) -> listing.Listing:
                            spool=spool, image_root=image_root)
 
 
+ORPHANS_SQL = ("SELECT count(*) FROM anns a WHERE a.ds = ? AND NOT EXISTS (SELECT 1 FROM images i "
+               "WHERE i.ds = a.ds AND i.idk = a.idk")
+
+
 def _fill(spool: Spool, root: Root, cfs: list[_CocoFile], fixed: Root | None
           ) -> tuple[int, Root]:
     """Stream every file into the spool, list each images folder once; returns the count and
@@ -617,7 +624,9 @@ def _fill(spool: Spool, root: Root, cfs: list[_CocoFile], fixed: Root | None
             raise InputError(f"{cf.where}: " + expected(
                 f"the categories of {cfs[0].where} (one class list per run)", "other ones"))
     folders = {}
-    _first_wins(spool)
+    # no repeated id: no record is DUP_ID, and the orphan count reads only images_id
+    orphans, dup = (ORPHANS_SQL + " AND i.problem IS NOT ?)", (DUP_ID,)) if _first_wins(
+        spool) else (ORPHANS_SQL + ")", ())
     for cf in cfs:
         cf.first = spool.scalar("SELECT name FROM images WHERE ds = ? AND problem IS NULL "
                                 "ORDER BY seq LIMIT 1", (cf.dataset,))
@@ -637,14 +646,14 @@ def _fill(spool: Spool, root: Root, cfs: list[_CocoFile], fixed: Root | None
     spool.execute("CREATE INDEX anns_image ON anns (ds, idk, seq, cid, ann)")  # covering: `_refs`
     spool.execute("CREATE INDEX files_key ON files (key, tag)")
     for cf in cfs:
-        cf.orphans += spool.scalar(
-            "SELECT count(*) FROM anns a WHERE a.ds = ? AND NOT EXISTS (SELECT 1 FROM images i "
-            "WHERE i.ds = a.ds AND i.idk = a.idk AND i.problem IS NOT ?)",
-            (cf.dataset, DUP_ID)) or 0
+        cf.orphans += spool.scalar(orphans, (cf.dataset, *dup)) or 0
         if cf.orphans:
             log.warning("%s: %d annotations name no image of the file; they are not exported",
                         cf.where, cf.orphans)
     return count, image_root
+
+
+_IMAGE_ROW = operator.itemgetter(0, 1, 2)  # (ds, name, seq): the rows of one image record
 
 
 def _refs(spool: Spool, by_ds: dict[str, dict[Any, str]]) -> Iterator[listing.ItemRef]:
@@ -655,14 +664,16 @@ def _refs(spool: Spool, by_ds: dict[str, dict[Any, str]]) -> Iterator[listing.It
         "LEFT JOIN files f ON i.problem IS NULL AND f.key = p.prefix || i.name "
         "LEFT JOIN anns a ON i.problem IS NULL AND a.ds = i.ds AND a.idk = i.idk "
         "ORDER BY i.ds, i.name, i.seq, a.seq")
-    for (ds, name, _seq, ann_key, rec, problem, image_key, image_tag), group in \
-            itertools.groupby(rows, key=lambda r: r[:8]):
+    for _image, group in itertools.groupby(rows, _IMAGE_ROW):
+        ds, name, _seq, ann_key, rec, problem, image_key, image_tag, cid, ann = next(group)
         if problem is not None:
             yield listing.ItemRef(ds, name, ann_key, None, _worded(spool, ds, name, rec, problem))
             continue
-        anns, used = [], set()
-        for *_, cid, ann in group:
-            if ann is not None:
+        if ann is None:  # a LEFT JOIN's null: the image has no annotation (one row)
+            anns, used = [], set()
+        else:
+            anns, used = [ann], {cid}
+            for *_, cid, ann in group:
                 anns.append(ann)
                 used.add(cid)
         if TOO_DEEP in anns:

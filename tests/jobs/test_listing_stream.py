@@ -488,3 +488,25 @@ def test_supervisely_names_that_could_escape_are_never_listed(tmp_path):
           "ds/img/ok.jpg", "ds/ann/ok.jpg.json")
     assert [(r.name, r.ann_key) for r in listed(tmp_path)] == [
         (".h.jpg", None), ("c:d.jpg", None), ("ok.jpg", "ds/ann/ok.jpg.json")]
+
+
+@pytest.mark.parametrize("repeat", [False, True])
+def test_coco_annotations_naming_no_image_are_counted_with_and_without_repeated_ids(
+        tmp_path, caplog, repeat):
+    """Orphans: an image_id no record has, or no usable id; an annotation of a repeated id
+    goes to its first record, one of an image that fails (unsafe name) is not an orphan."""
+    doc = coco_json(["a.jpg", "b.jpg", "c.jpg"])
+    doc["images"][2]["file_name"] = "../c.jpg"
+    if repeat:
+        doc["images"].append({"id": 1, "file_name": "a2.jpg"})
+    doc["annotations"] += [{"id": 7, "image_id": 99, "category_id": 3},
+                           {"id": 8, "image_id": True, "category_id": 3}]
+    path = tmp_path / "instances_x.json"
+    path.write_text(json.dumps(doc))
+    touch(tmp_path, "images/a.jpg", "images/b.jpg", "images/a2.jpg")
+    with caplog.at_level("WARNING", logger="maskjob"):
+        refs = listed(path, "coco")
+    assert "2 annotations name no image" in caplog.text
+    assert [r.name for r in refs if r.problem is None] == ["a.jpg", "b.jpg"]
+    assert len(json.loads(refs[[r.name for r in refs].index("a.jpg")].ann_inline)
+               ["annotations"]) == 1
