@@ -349,6 +349,10 @@ class _CocoFile:
         self.by_id: dict[Any, str] = {}
         self.first: str | None = None
         self.orphans = 0
+        # whether image ids / stems increase strictly in file order (so none repeats): known
+        # for blocks of plain records only, decided by `_increasing`
+        self.increasing = {"idk": True, "stem": True}
+        self.last: dict[str, Any] = {}
 
     def load(self, spool: Spool) -> int:
         """Stream the file's images and annotations into the spool and read its categories;
@@ -361,6 +365,7 @@ class _CocoFile:
             for table in ("images", "anns"):
                 spool.execute(f"DELETE FROM {table} WHERE ds = ?", (self.dataset,))
             self.cats, self.orphans = [], 0
+            self.increasing = {"idk": False, "stem": False}
             count = self._load_slow(spool)
         self._check_categories()
         doc = json.dumps({"images": [], "annotations": [], "categories": self.cats}).encode()
@@ -377,8 +382,11 @@ class _CocoFile:
         seq = {IMAGES: 0, ANNOTATIONS: 0}
         for key, elements in sections:
             if key == IMAGES:
-                spool.insert(IMAGES_SQL, _plain_image_rows(self, elements, seq[key]) or
-                             _image_rows(self, elements, seq[key]))
+                rows = _plain_image_rows(self, elements, seq[key])
+                if rows is None:
+                    self.increasing = {"idk": False, "stem": False}
+                    rows = _image_rows(self, elements, seq[key])
+                spool.insert(IMAGES_SQL, rows)
             elif key == ANNOTATIONS:
                 spool.insert(ANNS_SQL, _plain_ann_rows(self, elements, seq[key]) or
                              _ann_rows(self, elements, seq[key]))
@@ -475,8 +483,24 @@ def _plain_image_rows(cf: _CocoFile, records: list[Any], start: int
     texts = _encoded_all(records)
     if texts is None:
         return None
+    stems = list(map(listing.stem, names))
+    _increasing(cf, "idk", ids if kinds == {int} else None)
+    _increasing(cf, "stem", stems)
     return zip(itertools.repeat(cf.dataset), names, itertools.count(start), idks, texts,
-               itertools.repeat(None), itertools.repeat(cf.where), map(listing.stem, names))
+               itertools.repeat(None), itertools.repeat(cf.where), stems)
+
+
+def _increasing(cf: _CocoFile, column: str, values: list[Any] | None) -> None:
+    """Keep `cf.increasing[column]` only while the values (None: not comparable) increase
+    strictly from the last block's on (compared in C)."""
+    if values is None:
+        cf.increasing[column] = False
+    if not cf.increasing[column] or not values:
+        return
+    last = cf.last.get(column)
+    cf.increasing[column] = (last is None or last < values[0]) and all(
+        map(operator.lt, values, itertools.islice(values, 1, None)))
+    cf.last[column] = values[-1]
 
 
 def _plain_ann_rows(cf: _CocoFile, anns: list[Any], start: int
@@ -506,16 +530,19 @@ def _encoded(cf: _CocoFile, value: Any) -> bytes | None:
         return None
 
 
-def _first_wins(spool: Spool) -> bool:
+def _first_wins(spool: Spool, cfs: list[_CocoFile]) -> bool:
     """The rules of `coco.split_dataset`: a later record of an id fails (its annotations go
     to the first); of the records left, the first of each output stem wins and the others
-    fail (same file name, or same stem). Returns whether some id repeats."""
+    fail (same file name, or same stem). Returns whether some id repeats. Ids or stems
+    that increase strictly in every file (`_increasing`) are known not to repeat."""
     spool.execute("CREATE INDEX images_id ON images (ds, idk, seq)")
-    dup_ids = _repeats(spool, "idk")
+    dup_ids = not all(cf.increasing["idk"] for cf in cfs) and _repeats(spool, "idk")
     if dup_ids:  # the UPDATEs visit every row: only when there is a repeat
         spool.execute("UPDATE images SET problem = ? WHERE idk IS NOT NULL AND seq > "
                       "(SELECT min(j.seq) FROM images j WHERE j.ds = images.ds AND "
                       "j.idk = images.idk)", (DUP_ID,))
+    if all(cf.increasing["stem"] for cf in cfs):
+        return dup_ids
     spool.execute("CREATE INDEX images_stem ON images (ds, stem, seq)")
     if _repeats(spool, "stem"):
         spool.execute("UPDATE images SET problem = ? WHERE problem IS NULL AND seq > "
@@ -626,7 +653,7 @@ def _fill(spool: Spool, root: Root, cfs: list[_CocoFile], fixed: Root | None
     folders = {}
     # no repeated id: no record is DUP_ID, and the orphan count reads only images_id
     orphans, dup = (ORPHANS_SQL + " AND i.problem IS NOT ?)", (DUP_ID,)) if _first_wins(
-        spool) else (ORPHANS_SQL + ")", ())
+        spool, cfs) else (ORPHANS_SQL + ")", ())
     for cf in cfs:
         cf.first = spool.scalar("SELECT name FROM images WHERE ds = ? AND problem IS NULL "
                                 "ORDER BY seq LIMIT 1", (cf.dataset,))

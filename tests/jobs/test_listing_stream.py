@@ -510,3 +510,36 @@ def test_coco_annotations_naming_no_image_are_counted_with_and_without_repeated_
     assert [r.name for r in refs if r.problem is None] == ["a.jpg", "b.jpg"]
     assert len(json.loads(refs[[r.name for r in refs].index("a.jpg")].ann_inline)
                ["annotations"]) == 1
+
+
+@pytest.mark.parametrize("block", [64, 1 << 18])
+@pytest.mark.parametrize("order", ["increasing", "repeat at the end", "string ids"])
+def test_coco_plain_records_repeating_ids_and_stems_fail_in_any_order(tmp_path, monkeypatch,
+                                                                      block, order):
+    """Ids and stems increasing in file order are known unique without SQL; a repeat after
+    an increasing run (within a block or across blocks), or ids not comparable in order,
+    is found as before."""
+    names = ["a.jpg", "b.jpg", "c.jpg", "d.jpg"]
+    if order != "increasing":
+        names.append("b.png")  # the stem of b.jpg
+    doc = coco_json(names)
+    if order == "repeat at the end":
+        doc["images"][-1]["id"] = 2
+    elif order == "string ids":
+        for im in doc["images"]:
+            im["id"] = str(im["id"])
+        for ann in doc["annotations"]:
+            ann["image_id"] = str(ann["image_id"])
+    path = tmp_path / "instances_x.json"
+    path.write_text(json.dumps(doc))
+    touch(tmp_path, *[f"images/{n}" for n in names])
+    fast, how = coco_refs(path, monkeypatch, fast=True, block=block)
+    assert how == "msgspec"
+    assert fast == coco_refs(path, monkeypatch, fast=False)[0]
+    problems = {r[1]: r[2] for r in fast if r[2]}
+    if order == "increasing":
+        assert problems == {}
+    elif order == "repeat at the end":
+        assert list(problems) == ["b.png"] and "unique image ids" in problems["b.png"]
+    else:
+        assert list(problems) == ["b.png"] and "one image per file stem" in problems["b.png"]
