@@ -655,8 +655,10 @@ def _fill(spool: Spool, root: Root, cfs: list[_CocoFile], fixed: Root | None
     orphans, dup = (ORPHANS_SQL + " AND i.problem IS NOT ?)", (DUP_ID,)) if _first_wins(
         spool, cfs) else (ORPHANS_SQL + ")", ())
     for cf in cfs:
+        # a file's records are inserted in seq order (the ijson re-read after a DELETE
+        # too): rowid order is seq order, and the scan stops at the first match
         cf.first = spool.scalar("SELECT name FROM images WHERE ds = ? AND problem IS NULL "
-                                "ORDER BY seq LIMIT 1", (cf.dataset,))
+                                "ORDER BY rowid LIMIT 1", (cf.dataset,))
         folders[cf.dataset] = "" if fixed else _images_dir(fs, cf.path, cf.dataset, cf.first)
     if fixed is not None:
         image_root = fixed

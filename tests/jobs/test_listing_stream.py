@@ -543,3 +543,21 @@ def test_coco_plain_records_repeating_ids_and_stems_fail_in_any_order(tmp_path, 
         assert list(problems) == ["b.png"] and "unique image ids" in problems["b.png"]
     else:
         assert list(problems) == ["b.png"] and "one image per file stem" in problems["b.png"]
+
+
+@pytest.mark.parametrize("nan", [False, True])
+def test_coco_images_folder_is_chosen_by_the_first_usable_record(tmp_path, nan):
+    """The folder holding the first record without a problem (in file order) wins, also
+    when the file is read again by ijson after the msgspec pass gave up (NaN)."""
+    names = ["../bad.jpg", "x.jpg", "y.jpg"]
+    doc = coco_json(names)
+    if nan:
+        doc["annotations"][2]["area"] = float("nan")
+    (tmp_path / "annotations").mkdir()
+    path = tmp_path / "annotations" / "instances_val2017.json"
+    path.write_text(json.dumps(doc))
+    touch(tmp_path, "images/y.jpg", "val2017/x.jpg", "val2017/y.jpg")
+    refs = listed(path, "coco")
+    # x.jpg is only in val2017/: images/ (holding y.jpg) would fail it for a missing file
+    assert [(r.name, r.image_key) for r in refs if r.problem is None] == [
+        ("x.jpg", "x.jpg"), ("y.jpg", "y.jpg")]
