@@ -32,6 +32,7 @@ import hashlib
 import itertools
 import json
 import logging
+import operator
 import posixpath
 import re
 from collections.abc import Iterable, Iterator
@@ -150,7 +151,14 @@ _WS = re.compile(rb"[ \t\n\r]*")
 _STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.S)
 _SCALAR = re.compile(rb"[^,}\] \t\n\r]+")
 _AT_BYTE = re.compile(r"\(byte (\d+)\)")
-_LONG_INT = re.compile(rb"[0-9]{19}")  # maybe beyond 64 bits: ijson refuses, msgspec would not
+_DIGIT_TO_0 = bytes.maketrans(b"0123456789", b"0" * 10)
+_LONG_INT = b"0" * 19  # 19 digits in a row, maybe beyond 64 bits: ijson refuses, msgspec would not
+
+
+def _long_int(text: bytes) -> bool:
+    """Whether `text` holds a run of 19+ digits (bytes.translate + find: ~10x faster than
+    a regex search over a block)."""
+    return _LONG_INT in text.translate(_DIGIT_TO_0)
 _decode = msgspec.json.Decoder().decode
 _LISTS = (IMAGES, ANNOTATIONS, CATEGORIES)
 
@@ -245,7 +253,7 @@ class _Sections:
             got = _decode(text)
         except (msgspec.DecodeError, RecursionError):
             raise _Slow from None
-        if _LONG_INT.search(text):
+        if _long_int(text):
             raise _Slow  # such a file is loaded whole and written with json's encoder
         return got
 
@@ -265,7 +273,7 @@ class _Sections:
                     raise _Slow from None
                 except msgspec.DecodeError:
                     continue
-                if _LONG_INT.search(self.buf, self.pos, end):
+                if _long_int(self.buf[self.pos:end]):
                     raise _Slow  # as in `_value`
                 self.pos = end
                 return
@@ -318,7 +326,7 @@ class _Sections:
                 # the list ends before that byte (the cut was beyond it), or is wrong there
                 end, wrong = min(end, self.pos + int(m.group(1)) - 1), True
                 continue
-            if _LONG_INT.search(buf, self.pos, cut):
+            if _long_int(text):
                 raise _Slow  # as in `_value`
             self.pos = cut + 1
             return got
@@ -341,6 +349,10 @@ class _CocoFile:
         self.by_id: dict[Any, str] = {}
         self.first: str | None = None
         self.orphans = 0
+        # whether image ids / stems increase strictly in file order (so none repeats): known
+        # for blocks of plain records only, decided by `_increasing`
+        self.increasing = {"idk": True, "stem": True}
+        self.last: dict[str, Any] = {}
 
     def load(self, spool: Spool) -> int:
         """Stream the file's images and annotations into the spool and read its categories;
@@ -353,6 +365,7 @@ class _CocoFile:
             for table in ("images", "anns"):
                 spool.execute(f"DELETE FROM {table} WHERE ds = ?", (self.dataset,))
             self.cats, self.orphans = [], 0
+            self.increasing = {"idk": False, "stem": False}
             count = self._load_slow(spool)
         self._check_categories()
         doc = json.dumps({"images": [], "annotations": [], "categories": self.cats}).encode()
@@ -369,9 +382,14 @@ class _CocoFile:
         seq = {IMAGES: 0, ANNOTATIONS: 0}
         for key, elements in sections:
             if key == IMAGES:
-                spool.insert(IMAGES_SQL, _image_rows(self, elements, seq[key]))
+                rows = _plain_image_rows(self, elements, seq[key])
+                if rows is None:
+                    self.increasing = {"idk": False, "stem": False}
+                    rows = _image_rows(self, elements, seq[key])
+                spool.insert(IMAGES_SQL, rows)
             elif key == ANNOTATIONS:
-                spool.insert(ANNS_SQL, _ann_rows(self, elements, seq[key]))
+                spool.insert(ANNS_SQL, _plain_ann_rows(self, elements, seq[key]) or
+                             _ann_rows(self, elements, seq[key]))
             elif key == CATEGORIES:
                 self.cats.extend(elements)
                 self._check_categories()
@@ -435,6 +453,72 @@ def _image_rows(cf: _CocoFile, records: Iterable[Any], start: int = 0
                listing.stem(name) if problem is None else None)
 
 
+def _encoded_all(values: list[Any]) -> list[bytes] | None:
+    """`_json` of each value of a msgspec-decoded block, by one map in C (None: some value
+    needs `_encoded`'s care, e.g. nested too deep)."""
+    try:
+        return list(map(_encode, values))
+    except (RecursionError, OverflowError, TypeError, msgspec.EncodeError):
+        return None
+
+
+def _plain_image_rows(cf: _CocoFile, records: list[Any], start: int
+                      ) -> Iterator[tuple[Any, ...]] | None:
+    """`_image_rows` of a decoded block built by maps and zip in C, when every record is
+    an object with an int (or else a string) id and a non-empty, safe file_name (None
+    otherwise: then `_image_rows` decides each record)."""
+    if set(map(type, records)) != {dict}:
+        return None
+    names = list(map(dict.get, records, itertools.repeat("file_name")))
+    if set(map(type, names)) != {str} or "" in names or not all(map(listing.safe_key, names)):
+        return None
+    ids = list(map(dict.get, records, itertools.repeat("id")))
+    kinds = set(map(type, ids))
+    if kinds == {int}:
+        idks = map(str, ids)
+    elif kinds == {str}:
+        idks = map("s:".__add__, ids)
+    else:
+        return None
+    texts = _encoded_all(records)
+    if texts is None:
+        return None
+    stems = list(map(listing.stem, names))
+    _increasing(cf, "idk", ids if kinds == {int} else None)
+    _increasing(cf, "stem", stems)
+    return zip(itertools.repeat(cf.dataset), names, itertools.count(start), idks, texts,
+               itertools.repeat(None), itertools.repeat(cf.where), stems)
+
+
+def _increasing(cf: _CocoFile, column: str, values: list[Any] | None) -> None:
+    """Keep `cf.increasing[column]` only while the values (None: not comparable) increase
+    strictly from the last block's on (compared in C)."""
+    if values is None:
+        cf.increasing[column] = False
+    if not cf.increasing[column] or not values:
+        return
+    last = cf.last.get(column)
+    cf.increasing[column] = (last is None or last < values[0]) and all(
+        map(operator.lt, values, itertools.islice(values, 1, None)))
+    cf.last[column] = values[-1]
+
+
+def _plain_ann_rows(cf: _CocoFile, anns: list[Any], start: int
+                    ) -> Iterator[tuple[Any, ...]] | None:
+    """`_ann_rows` of a decoded block built in C, when every annotation is an object with
+    an int image_id and an int or string category_id (None otherwise)."""
+    if set(map(type, anns)) != {dict}:
+        return None
+    ids = list(map(dict.get, anns, itertools.repeat("image_id")))
+    cids = list(map(dict.get, anns, itertools.repeat("category_id")))
+    if set(map(type, ids)) != {int} or not set(map(type, cids)) <= {int, str}:
+        return None
+    texts = _encoded_all(anns)
+    if texts is None:
+        return None
+    return zip(itertools.repeat(cf.dataset), map(str, ids), itertools.count(start), cids, texts)
+
+
 TOO_DEEP = b""  # an annotation `_encoded` could not write: its image fails (`_refs`)
 
 
@@ -446,20 +530,25 @@ def _encoded(cf: _CocoFile, value: Any) -> bytes | None:
         return None
 
 
-def _first_wins(spool: Spool) -> None:
+def _first_wins(spool: Spool, cfs: list[_CocoFile]) -> bool:
     """The rules of `coco.split_dataset`: a later record of an id fails (its annotations go
     to the first); of the records left, the first of each output stem wins and the others
-    fail (same file name, or same stem)."""
+    fail (same file name, or same stem). Returns whether some id repeats. Ids or stems
+    that increase strictly in every file (`_increasing`) are known not to repeat."""
     spool.execute("CREATE INDEX images_id ON images (ds, idk, seq)")
-    if _repeats(spool, "idk"):  # the UPDATEs visit every row: only when there is a repeat
+    dup_ids = not all(cf.increasing["idk"] for cf in cfs) and _repeats(spool, "idk")
+    if dup_ids:  # the UPDATEs visit every row: only when there is a repeat
         spool.execute("UPDATE images SET problem = ? WHERE idk IS NOT NULL AND seq > "
                       "(SELECT min(j.seq) FROM images j WHERE j.ds = images.ds AND "
                       "j.idk = images.idk)", (DUP_ID,))
+    if all(cf.increasing["stem"] for cf in cfs):
+        return dup_ids
     spool.execute("CREATE INDEX images_stem ON images (ds, stem, seq)")
     if _repeats(spool, "stem"):
         spool.execute("UPDATE images SET problem = ? WHERE problem IS NULL AND seq > "
                       "(SELECT min(j.seq) FROM images j WHERE j.ds = images.ds AND "
                       "j.stem = images.stem AND j.problem IS NULL)", (DUP,))
+    return dup_ids
 
 
 def _repeats(spool: Spool, column: str) -> bool:
@@ -542,6 +631,10 @@ def list_coco(root: Root, images_url: str | None = None) -> listing.Listing:
                            spool=spool, image_root=image_root)
 
 
+ORPHANS_SQL = ("SELECT count(*) FROM anns a WHERE a.ds = ? AND NOT EXISTS (SELECT 1 FROM images i "
+               "WHERE i.ds = a.ds AND i.idk = a.idk")
+
+
 def _fill(spool: Spool, root: Root, cfs: list[_CocoFile], fixed: Root | None
           ) -> tuple[int, Root]:
     """Stream every file into the spool, list each images folder once; returns the count and
@@ -558,10 +651,14 @@ def _fill(spool: Spool, root: Root, cfs: list[_CocoFile], fixed: Root | None
             raise InputError(f"{cf.where}: " + expected(
                 f"the categories of {cfs[0].where} (one class list per run)", "other ones"))
     folders = {}
-    _first_wins(spool)
+    # no repeated id: no record is DUP_ID, and the orphan count reads only images_id
+    orphans, dup = (ORPHANS_SQL + " AND i.problem IS NOT ?)", (DUP_ID,)) if _first_wins(
+        spool, cfs) else (ORPHANS_SQL + ")", ())
     for cf in cfs:
+        # a file's records are inserted in seq order (the ijson re-read after a DELETE
+        # too): rowid order is seq order, and the scan stops at the first match
         cf.first = spool.scalar("SELECT name FROM images WHERE ds = ? AND problem IS NULL "
-                                "ORDER BY seq LIMIT 1", (cf.dataset,))
+                                "ORDER BY rowid LIMIT 1", (cf.dataset,))
         folders[cf.dataset] = "" if fixed else _images_dir(fs, cf.path, cf.dataset, cf.first)
     if fixed is not None:
         image_root = fixed
@@ -578,14 +675,14 @@ def _fill(spool: Spool, root: Root, cfs: list[_CocoFile], fixed: Root | None
     spool.execute("CREATE INDEX anns_image ON anns (ds, idk, seq, cid, ann)")  # covering: `_refs`
     spool.execute("CREATE INDEX files_key ON files (key, tag)")
     for cf in cfs:
-        cf.orphans += spool.scalar(
-            "SELECT count(*) FROM anns a WHERE a.ds = ? AND NOT EXISTS (SELECT 1 FROM images i "
-            "WHERE i.ds = a.ds AND i.idk = a.idk AND i.problem IS NOT ?)",
-            (cf.dataset, DUP_ID)) or 0
+        cf.orphans += spool.scalar(orphans, (cf.dataset, *dup)) or 0
         if cf.orphans:
             log.warning("%s: %d annotations name no image of the file; they are not exported",
                         cf.where, cf.orphans)
     return count, image_root
+
+
+_IMAGE_ROW = operator.itemgetter(0, 1, 2)  # (ds, name, seq): the rows of one image record
 
 
 def _refs(spool: Spool, by_ds: dict[str, dict[Any, str]]) -> Iterator[listing.ItemRef]:
@@ -596,14 +693,16 @@ def _refs(spool: Spool, by_ds: dict[str, dict[Any, str]]) -> Iterator[listing.It
         "LEFT JOIN files f ON i.problem IS NULL AND f.key = p.prefix || i.name "
         "LEFT JOIN anns a ON i.problem IS NULL AND a.ds = i.ds AND a.idk = i.idk "
         "ORDER BY i.ds, i.name, i.seq, a.seq")
-    for (ds, name, _seq, ann_key, rec, problem, image_key, image_tag), group in \
-            itertools.groupby(rows, key=lambda r: r[:8]):
+    for _image, group in itertools.groupby(rows, _IMAGE_ROW):
+        ds, name, _seq, ann_key, rec, problem, image_key, image_tag, cid, ann = next(group)
         if problem is not None:
             yield listing.ItemRef(ds, name, ann_key, None, _worded(spool, ds, name, rec, problem))
             continue
-        anns, used = [], set()
-        for *_, cid, ann in group:
-            if ann is not None:
+        if ann is None:  # a LEFT JOIN's null: the image has no annotation (one row)
+            anns, used = [], set()
+        else:
+            anns, used = [ann], {cid}
+            for *_, cid, ann in group:
                 anns.append(ann)
                 used.add(cid)
         if TOO_DEEP in anns:

@@ -306,7 +306,8 @@ def test_supervisely_tar_with_a_top_folder_exports(tmp_path, how):
     assert len(statuses) == len(want) and statuses.count("ok") >= 1  # images were read
 
 
-def coco_refs(path: Path, monkeypatch, *, fast: bool) -> tuple[list[tuple], str]:
+def coco_refs(path: Path, monkeypatch, *, fast: bool, block: int = 64
+              ) -> tuple[list[tuple], str]:
     """The listing's refs (or its InputError) with the msgspec pass, or with ijson alone;
     with `fast`, also which path read the file."""
     from jobs import listing_coco
@@ -320,7 +321,7 @@ def coco_refs(path: Path, monkeypatch, *, fast: bool) -> tuple[list[tuple], str]
 
     with monkeypatch.context() as m:
         m.setattr(listing_coco._CocoFile, "_load_slow", spy)
-        m.setattr(listing_coco._Sections, "BLOCK", 64)  # many blocks, cuts and regrowth
+        m.setattr(listing_coco._Sections, "BLOCK", block)  # 64: many blocks, cuts, regrowth
         if not fast:
             m.setattr(listing_coco._Sections, "__iter__", lambda self: (_ for _ in ()).throw(
                 listing_coco._Slow()))
@@ -353,6 +354,42 @@ def test_coco_msgspec_pass_equals_the_ijson_passes(tmp_path, monkeypatch, indent
     assert fast == coco_refs(path, monkeypatch, fast=False)[0]
     assert [r[1] for r in fast] == ["a},{b.jpg", 'c"}],[{.jpg', "d.jpg", "ü/é.jpg"]
     assert json.loads(fast[0][3])["annotations"][0]["segmentation"]["counts"] == "0},{1]"
+
+
+@pytest.mark.parametrize("block", [64, 1 << 18])
+def test_coco_msgspec_blocks_mixing_odd_records_equal_the_ijson_passes(tmp_path, monkeypatch,
+                                                                       block):
+    """A block of plain records is written by maps in C; one odd record anywhere in it
+    (string, bool, float or missing ids, unsafe or missing names, duplicates, odd category
+    ids) sends that block to the per-record path: every item as the ijson passes give it."""
+    doc = coco_json([f"{i}.jpg" for i in range(60)])
+    images, anns = doc["images"], doc["annotations"]
+    images[3]["id"] = "s3"
+    images[5]["id"] = True
+    images[7]["id"] = 7.0
+    del images[9]["id"]
+    images[11]["file_name"] = "../11.jpg"
+    images[13]["file_name"] = ""
+    images[15]["file_name"] = 15
+    images[17]["file_name"] = "/abs.jpg"
+    images[19]["id"] = images[18]["id"]  # a repeated id: the first wins
+    images[21]["file_name"] = "20.png"  # the stem of 20.jpg
+    images.append({"id": "s3", "file_name": "dup_s.jpg"})
+    anns[2]["image_id"] = "s3"
+    anns[4]["image_id"] = True
+    anns[6]["category_id"] = None
+    anns[8]["category_id"] = "3"
+    anns[10]["image_id"] = 10.0
+    del anns[12]["image_id"]
+    anns.append({"id": 99, "image_id": "s3", "category_id": 3, "f": [1e16, -0.0, "ü"]})
+    path = tmp_path / "instances_x.json"
+    path.write_text(json.dumps(doc, ensure_ascii=False))
+    touch(tmp_path, *[f"images/{i}.jpg" for i in range(0, 60, 2)])
+    fast, how = coco_refs(path, monkeypatch, fast=True, block=block)
+    assert how == "msgspec"
+    assert fast == coco_refs(path, monkeypatch, fast=False)[0]
+    problems = [r[2] for r in fast if r[2] and "no such file" not in r[2]]
+    assert len(problems) >= 9, problems  # each odd image record fails alone
 
 
 @pytest.mark.parametrize("bad", [
@@ -451,3 +488,76 @@ def test_supervisely_names_that_could_escape_are_never_listed(tmp_path):
           "ds/img/ok.jpg", "ds/ann/ok.jpg.json")
     assert [(r.name, r.ann_key) for r in listed(tmp_path)] == [
         (".h.jpg", None), ("c:d.jpg", None), ("ok.jpg", "ds/ann/ok.jpg.json")]
+
+
+@pytest.mark.parametrize("repeat", [False, True])
+def test_coco_annotations_naming_no_image_are_counted_with_and_without_repeated_ids(
+        tmp_path, caplog, repeat):
+    """Orphans: an image_id no record has, or no usable id; an annotation of a repeated id
+    goes to its first record, one of an image that fails (unsafe name) is not an orphan."""
+    doc = coco_json(["a.jpg", "b.jpg", "c.jpg"])
+    doc["images"][2]["file_name"] = "../c.jpg"
+    if repeat:
+        doc["images"].append({"id": 1, "file_name": "a2.jpg"})
+    doc["annotations"] += [{"id": 7, "image_id": 99, "category_id": 3},
+                           {"id": 8, "image_id": True, "category_id": 3}]
+    path = tmp_path / "instances_x.json"
+    path.write_text(json.dumps(doc))
+    touch(tmp_path, "images/a.jpg", "images/b.jpg", "images/a2.jpg")
+    with caplog.at_level("WARNING", logger="maskjob"):
+        refs = listed(path, "coco")
+    assert "2 annotations name no image" in caplog.text
+    assert [r.name for r in refs if r.problem is None] == ["a.jpg", "b.jpg"]
+    assert len(json.loads(refs[[r.name for r in refs].index("a.jpg")].ann_inline)
+               ["annotations"]) == 1
+
+
+@pytest.mark.parametrize("block", [64, 1 << 18])
+@pytest.mark.parametrize("order", ["increasing", "repeat at the end", "string ids"])
+def test_coco_plain_records_repeating_ids_and_stems_fail_in_any_order(tmp_path, monkeypatch,
+                                                                      block, order):
+    """Ids and stems increasing in file order are known unique without SQL; a repeat after
+    an increasing run (within a block or across blocks), or ids not comparable in order,
+    is found as before."""
+    names = ["a.jpg", "b.jpg", "c.jpg", "d.jpg"]
+    if order != "increasing":
+        names.append("b.png")  # the stem of b.jpg
+    doc = coco_json(names)
+    if order == "repeat at the end":
+        doc["images"][-1]["id"] = 2
+    elif order == "string ids":
+        for im in doc["images"]:
+            im["id"] = str(im["id"])
+        for ann in doc["annotations"]:
+            ann["image_id"] = str(ann["image_id"])
+    path = tmp_path / "instances_x.json"
+    path.write_text(json.dumps(doc))
+    touch(tmp_path, *[f"images/{n}" for n in names])
+    fast, how = coco_refs(path, monkeypatch, fast=True, block=block)
+    assert how == "msgspec"
+    assert fast == coco_refs(path, monkeypatch, fast=False)[0]
+    problems = {r[1]: r[2] for r in fast if r[2]}
+    if order == "increasing":
+        assert problems == {}
+    elif order == "repeat at the end":
+        assert list(problems) == ["b.png"] and "unique image ids" in problems["b.png"]
+    else:
+        assert list(problems) == ["b.png"] and "one image per file stem" in problems["b.png"]
+
+
+@pytest.mark.parametrize("nan", [False, True])
+def test_coco_images_folder_is_chosen_by_the_first_usable_record(tmp_path, nan):
+    """The folder holding the first record without a problem (in file order) wins, also
+    when the file is read again by ijson after the msgspec pass gave up (NaN)."""
+    names = ["../bad.jpg", "x.jpg", "y.jpg"]
+    doc = coco_json(names)
+    if nan:
+        doc["annotations"][2]["area"] = float("nan")
+    (tmp_path / "annotations").mkdir()
+    path = tmp_path / "annotations" / "instances_val2017.json"
+    path.write_text(json.dumps(doc))
+    touch(tmp_path, "images/y.jpg", "val2017/x.jpg", "val2017/y.jpg")
+    refs = listed(path, "coco")
+    # x.jpg is only in val2017/: images/ (holding y.jpg) would fail it for a missing file
+    assert [(r.name, r.image_key) for r in refs if r.problem is None] == [
+        ("x.jpg", "x.jpg"), ("y.jpg", "y.jpg")]
