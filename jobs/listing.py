@@ -208,38 +208,68 @@ def iter_tags(root: Root, prefix: str = "") -> Iterator[tuple[str, str]]:
 def iter_folder_tags(root: Root, prefix: str = "") -> Iterator[tuple[str, str, str]]:
     """`iter_tags` as (folder key ending in '/' or "", file name, tag): the files of a local
     folder come one after another (callers decide per folder, not per file)."""
+    for folder, files in iter_folder_batches(root, prefix):
+        for name, tag in files:
+            yield folder, name, tag
+
+
+WALK_BATCH = 4096  # files per batch of `iter_folder_batches` (bounds what a batch holds)
+
+
+def iter_folder_batches(root: Root, prefix: str = ""
+                        ) -> Iterator[tuple[str, list[tuple[str, str]]]]:
+    """`iter_folder_tags` in batches: (folder key ending in '/' or "", [(file name, tag),
+    ...]) with at most WALK_BATCH files of that one folder per batch (a folder may come in
+    several batches): callers decide once per batch and build rows in C (comprehensions,
+    `executemany`) instead of once per file. On local disk the names are scandir's (never
+    empty, '.', '..', nor holding '/' or NUL); elsewhere keys as `Root.list_tags` gives them."""
     _fs, base = root.fs_path
     if not root.is_local:
+        last, batch = None, []
         for key, tag in root.list_tags(prefix):
             folder, slash, name = key.rpartition("/")
-            yield folder + slash, name, tag
+            folder += slash
+            if folder != last or len(batch) >= WALK_BATCH:
+                if batch:
+                    yield last, batch  # type: ignore[misc]
+                last, batch = folder, []
+            batch.append((name, tag))
+        if batch:
+            yield last, batch  # type: ignore[misc]
         return
     top = os.path.join(base, prefix) if prefix else base
     if not os.path.isdir(top):
         if prefix and os.path.isfile(top):
             st = os.stat(top)
             folder, slash, name = prefix.rpartition("/")
-            yield folder + slash, name, f"{st.st_size}-{st.st_mtime}"
+            yield folder + slash, [(name, f"{st.st_size}-{st.st_mtime}")]
         return
     stack = [(top, prefix.rstrip("/") + "/" if prefix else "")]
+    is_dir = stat.S_ISDIR
     while stack:
         path, rel = stack.pop()
         try:
             entries = os.scandir(path)
         except (FileNotFoundError, NotADirectoryError, PermissionError):
             continue
+        batch: list[tuple[str, str]] = []
         with entries:
             for e in entries:
                 try:
                     if e.is_dir():  # the entry's type: no stat unless a symlink
                         stack.append((e.path, rel + e.name + "/"))
                         continue
-                    st = e.stat()
+                    st = e.stat()  # the one syscall per file (Linux scandir gives no size)
                 except OSError:
                     continue
-                if stat.S_ISDIR(st.st_mode):  # a directory replaced a file meanwhile
+                if is_dir(st.st_mode):  # a directory replaced a file meanwhile
                     continue
-                yield rel, e.name, f"{st.st_size}-{st.st_mtime}"
+                batch.append((e.name, f"{st.st_size}-{st.st_mtime}"))
+                if len(batch) >= WALK_BATCH:
+                    yield rel, batch
+                    batch = []
+        if batch:
+            yield rel, batch
 
 
 def rebase(root: Root, marker: str | Callable[[Root], bool]) -> Root:

@@ -215,16 +215,16 @@ def list_task(root: Root, xmls: list[str], *, moved: bool = False) -> listing.Li
 
     def fill(spool: Spool) -> int:
         spool.execute("CREATE TABLE items (ds TEXT, name TEXT, ann_key TEXT, element BLOB, "
-                      "tag TEXT, problem TEXT, k1 TEXT, k2 TEXT)")
-        spool.execute("CREATE TABLE files (key TEXT, tag TEXT)")
+                      "tag TEXT, problem TEXT)")
+        spool.execute("CREATE TABLE files (key TEXT PRIMARY KEY, tag TEXT) WITHOUT ROWID")
         n = 0
+        order: list = [True, ("", "")]  # items already in (dataset, name) order?; the last
         for key in xmls:
-            n += spool.insert("INSERT INTO items VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                              _task_rows(root, key, found, key != cvat.ANNOTATIONS_FILE))
-        spool.insert("INSERT INTO files VALUES (?, ?)",
-                     ((k, t) for k, t in listing.iter_tags(root, cvat.IMAGES_DIR) if _safe(k)))
-        spool.execute("CREATE INDEX items_order ON items (ds, name)")
-        spool.execute("CREATE INDEX files_key ON files (key)")
+            n += spool.insert("INSERT INTO items VALUES (?, ?, ?, ?, ?, ?)",
+                              _task_rows(root, key, found, key != cvat.ANNOTATIONS_FILE, order))
+        spool.insert("INSERT OR IGNORE INTO files VALUES (?, ?)", _image_files(root))
+        if not order[0]:
+            spool.execute("CREATE INDEX items_order ON items (ds, name)")
         return n
 
     spool, count = listing.fill_spool(fill)
@@ -233,9 +233,25 @@ def list_task(root: Root, xmls: list[str], *, moved: bool = False) -> listing.Li
                            image_root=root if moved else None)
 
 
-def _task_rows(root: Root, key: str, found: list[ClassTable], by_file: bool
-               ) -> Iterator[tuple[str, str, str, bytes, str, str | None, str, str]]:
+def _image_files(root: Root) -> Iterator[tuple[str, str]]:
+    """(key, tag) of every file under images/ whose key is safe: on local disk a folder is
+    checked once and a scandir name only for a backslash (see `listing.iter_folder_batches`)."""
+    local = root.is_local
+    for folder, files in listing.iter_folder_batches(root, cvat.IMAGES_DIR):
+        if local:
+            if _safe(folder + "x"):
+                yield from [(folder + name, tag) for name, tag in files if "\\" not in name]
+        else:
+            yield from [(folder + name, tag) for name, tag in files if _safe(folder + name)]
+
+
+def _task_rows(root: Root, key: str, found: list[ClassTable], by_file: bool,
+               order: list) -> Iterator[tuple[str, str, str, bytes, str, str | None]]:
+    """The items table's rows of one XML file; `order` is [in order so far, last (dataset,
+    name)] over all the files: it turns False as soon as an item comes before the one spooled
+    before it (then `fill` builds an index; Python's str order is SQLite's BINARY order)."""
     subset_of_file = posixpath.basename(key)[: -len(".xml")]
+    prev = order[1]
     with root.fs.open(root.full(key), "rb") as stream:
         for got in iter_images(stream, key):
             if isinstance(got, ClassTable):
@@ -252,26 +268,38 @@ def _task_rows(root: Root, key: str, found: list[ClassTable], by_file: bool
             if not name or not _safe(name):
                 problem = expected("an image name inside the task (relative, no '..')", name)
             tag = "md5:" + hashlib.md5(element, usedforsecurity=False).hexdigest()
-            yield (subset, name, key, element, tag, problem,
-                   f"{cvat.IMAGES_DIR}/{subset}/{name}", f"{cvat.IMAGES_DIR}/{name}")
+            here = (subset, name)
+            if here < prev:
+                order[0] = False
+            order[1] = prev = here
+            yield subset, name, key, element, tag, problem
+
+
+_IMAGES = f"'{cvat.IMAGES_DIR}/'"  # SQL text: the key of an item's image is built in the join
 
 
 def _task_refs(spool: Spool) -> Iterator[listing.ItemRef]:
+    """The items in (dataset, name) order (rowid order when they were spooled in that order),
+    each joined with its image file by two lookups of the files table's primary key."""
+    indexed = spool.scalar("SELECT 1 FROM sqlite_master WHERE name = 'items_order'")
     prev = None
-    for ds, name, ann_key, element, tag, problem, k1, t1, k2, t2 in spool.rows(
-            "SELECT i.ds, i.name, i.ann_key, i.element, i.tag, i.problem, f1.key, f1.tag, "
-            "f2.key, f2.tag FROM items i "
-            "LEFT JOIN files f1 ON f1.key = i.k1 LEFT JOIN files f2 ON f2.key = i.k2 "
-            "ORDER BY i.ds, i.name, i.rowid"):
-        image_key, image_tag = (k1, t1) if k1 is not None else (k2, t2)
-        if problem is None and (ds, name) == prev:
-            problem = expected("one <image> per name", f"{name!r} again in subset {ds!r}")
-        elif problem is None and image_key is None:
-            problem = expected(
-                f"the image file {cvat.IMAGES_DIR}/{ds}/{name} or {cvat.IMAGES_DIR}/{name} "
-                f"(one listing of {cvat.IMAGES_DIR}/)", "no such file")
-        if problem is not None:
-            image_key = image_tag = None
+    for ds, name, ann_key, element, tag, problem, t1, t2 in spool.rows(
+            "SELECT i.ds, i.name, i.ann_key, i.element, i.tag, i.problem, f1.tag, f2.tag "
+            f"FROM items i LEFT JOIN files f1 ON f1.key = {_IMAGES} || i.ds || '/' || i.name "
+            f"LEFT JOIN files f2 ON f2.key = {_IMAGES} || i.name "
+            + ("ORDER BY i.ds, i.name, i.rowid" if indexed else "ORDER BY i.rowid")):
+        image_key = image_tag = None
+        if problem is None:
+            if (ds, name) == prev:
+                problem = expected("one <image> per name", f"{name!r} again in subset {ds!r}")
+            elif t1 is not None:
+                image_key, image_tag = f"{cvat.IMAGES_DIR}/{ds}/{name}", t1
+            elif t2 is not None:
+                image_key, image_tag = f"{cvat.IMAGES_DIR}/{name}", t2
+            else:
+                problem = expected(
+                    f"the image file {cvat.IMAGES_DIR}/{ds}/{name} or {cvat.IMAGES_DIR}/{name} "
+                    f"(one listing of {cvat.IMAGES_DIR}/)", "no such file")
         prev = (ds, name)
         yield listing.ItemRef(ds, name, ann_key, image_key, problem, element, ann_tag=tag,
                               image_tag=image_tag)
