@@ -245,19 +245,39 @@ def iter_folder_batches(root: Root, prefix: str = ""
             yield folder + slash, [(name, f"{st.st_size}-{st.st_mtime}")]
         return
     stack = [(top, prefix.rstrip("/") + "/" if prefix else "")]
-    is_dir = stat.S_ISDIR
     while stack:
         path, rel = stack.pop()
-        try:
-            entries = os.scandir(path)
-        except (FileNotFoundError, NotADirectoryError, PermissionError):
-            continue
-        batch: list[tuple[str, str]] = []
+        for batch in _scan_folder(path, rel, stack):
+            yield rel, batch
+
+
+_BY_FD = os.scandir in os.supports_fd  # scandir(fd): stat by dir_fd + name
+_DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
+
+
+def _scan_folder(path: str, rel: str, stack: list[tuple[str, str]]
+                 ) -> Iterator[list[tuple[str, str]]]:
+    """The files of one local folder in batches of (name, "size-mtime"); its sub-folders go
+    onto `stack`. The folder is scanned through a descriptor where the OS allows: each
+    `stat` is then an `fstatat` of the bare name, not a lookup of the whole path."""
+    try:
+        fd = os.open(path, _DIR_FLAGS) if _BY_FD else None
+    except (FileNotFoundError, NotADirectoryError, PermissionError):
+        return
+    try:
+        entries = os.scandir(path if fd is None else fd)
+    except (FileNotFoundError, NotADirectoryError, PermissionError):
+        if fd is not None:
+            os.close(fd)
+        return
+    is_dir = stat.S_ISDIR
+    batch: list[tuple[str, str]] = []
+    try:
         with entries:
             for e in entries:
                 try:
                     if e.is_dir():  # the entry's type: no stat unless a symlink
-                        stack.append((e.path, rel + e.name + "/"))
+                        stack.append((os.path.join(path, e.name), rel + e.name + "/"))
                         continue
                     st = e.stat()  # the one syscall per file (Linux scandir gives no size)
                 except OSError:
@@ -266,10 +286,13 @@ def iter_folder_batches(root: Root, prefix: str = ""
                     continue
                 batch.append((e.name, f"{st.st_size}-{st.st_mtime}"))
                 if len(batch) >= WALK_BATCH:
-                    yield rel, batch
+                    yield batch
                     batch = []
-        if batch:
-            yield rel, batch
+    finally:
+        if fd is not None:
+            os.close(fd)
+    if batch:
+        yield batch
 
 
 def rebase(root: Root, marker: str | Callable[[Root], bool]) -> Root:
