@@ -128,7 +128,9 @@ def iter_images(stream: IO[bytes], where: str
     order. expat reports byte offsets, so each element is cut from the input bytes, never
     built as a tree: memory is one read chunk plus the element being read."""
     parser = pyexpat.ParserCreate()
-    state = {"depth": 0, "start": -1, "attrs": None, "classes": False}
+    # the handlers' state (nonlocal: cheaper than a dict per call): element depth, offset and
+    # attributes of the open depth-2 element, whether <meta> was seen
+    depth, begin, opened, classes = 0, -1, None, False
     done: list[tuple[str, dict[str, str] | None, int, int]] = []
 
     def refuse(*_: object) -> None:
@@ -140,7 +142,10 @@ def iter_images(stream: IO[bytes], where: str
             raise InputError(f"{where}: " + expected("UTF-8 XML (CVAT writes UTF-8)", encoding))
 
     def start(name: str, attrs: list[str]) -> None:
-        depth = state["depth"] = state["depth"] + 1
+        nonlocal depth, begin, opened
+        depth += 1
+        if depth > 2:  # shapes and their attributes: most elements
+            return
         if depth == 1:
             if name != "annotations":
                 raise InputError(f"{where}: " + expected(
@@ -151,15 +156,15 @@ def iter_images(stream: IO[bytes], where: str
                     "CVAT for images 1.1 (<image> elements)",
                     "<track> elements (CVAT for video 1.1); export the task as "
                     "'CVAT for images 1.1'"))
-            state["start"] = parser.CurrentByteIndex
-            state["attrs"] = dict(zip(attrs[::2], attrs[1::2], strict=True))
+            begin = parser.CurrentByteIndex
+            opened = dict(zip(attrs[::2], attrs[1::2], strict=True))
 
     def end(name: str) -> None:
-        depth = state["depth"]
-        state["depth"] = depth - 1
-        if depth == 2 and name in ("image", "meta"):
-            done.append((name, state["attrs"] if name == "image" else None, state["start"],
+        nonlocal depth
+        if depth == 2 and (name == "image" or name == "meta"):
+            done.append((name, opened if name == "image" else None, begin,
                          parser.CurrentByteIndex))
+        depth -= 1
 
     parser.StartDoctypeDeclHandler = refuse
     parser.EntityDeclHandler = refuse
@@ -180,9 +185,9 @@ def iter_images(stream: IO[bytes], where: str
             m = _END_TAG[name.encode()].match(buf, e - base)
             element = bytes(buf[s - base:m.end() if m else e - base])
             if name == "meta":
-                state["classes"] = True
+                classes = True
                 yield cvat.classes_from_meta(ET.fromstring(element))
-            elif not state["classes"]:
+            elif not classes:
                 raise InputError(f"{where}: " + expected(
                     "<meta> with the labels before the first <image>", "<image>"))
             else:
@@ -191,13 +196,13 @@ def iter_images(stream: IO[bytes], where: str
         done.clear()
         # keep the open element, else from the last '<' (a tag expat has not finished)
         last = buf.rfind(b"<")
-        keep = state["start"] if state["depth"] >= 2 else base + (last if last >= 0 else 0)
+        keep = begin if depth >= 2 else base + (last if last >= 0 else 0)
         keep = max(min(keep, base + len(buf)), base)
         del buf[:keep - base]
         base = keep
         if not chunk:
             break
-    if not state["classes"]:
+    if not classes:
         raise InputError(f"{where}: " + expected("a <meta> element with labels", "none"))
 
 
