@@ -221,13 +221,16 @@ def list_task(root: Root, xmls: list[str], *, moved: bool = False) -> listing.Li
     def fill(spool: Spool) -> int:
         spool.execute("CREATE TABLE items (ds TEXT, name TEXT, ann_key TEXT, element BLOB, "
                       "tag TEXT, problem TEXT)")
-        spool.execute("CREATE TABLE files (key TEXT PRIMARY KEY, tag TEXT) WITHOUT ROWID")
+        spool.execute("CREATE TABLE files (key TEXT, tag TEXT)")
         n = 0
         order: list = [True, ("", "")]  # items already in (dataset, name) order?; the last
         for key in xmls:
             n += spool.insert("INSERT INTO items VALUES (?, ?, ?, ?, ?, ?)",
                               _task_rows(root, key, found, key != cvat.ANNOTATIONS_FILE, order))
-        spool.insert("INSERT OR IGNORE INTO files VALUES (?, ?)", _image_files(root))
+        spool.insert("INSERT INTO files VALUES (?, ?)", _image_files(root))
+        # a covering index, built by SQLite's sorter: cheaper than inserting the walk's
+        # (unsorted) keys into a b-tree one by one, and the join never reads the table
+        spool.execute("CREATE INDEX files_key ON files (key, tag)")
         if not order[0]:
             spool.execute("CREATE INDEX items_order ON items (ds, name)")
         return n
@@ -285,7 +288,7 @@ _IMAGES = f"'{cvat.IMAGES_DIR}/'"  # SQL text: the key of an item's image is bui
 
 def _task_refs(spool: Spool) -> Iterator[listing.ItemRef]:
     """The items in (dataset, name) order (rowid order when they were spooled in that order),
-    each joined with its image file by two lookups of the files table's primary key."""
+    each joined with its image file by two lookups of the files' covering index."""
     indexed = spool.scalar("SELECT 1 FROM sqlite_master WHERE name = 'items_order'")
     prev = None
     for ds, name, ann_key, element, tag, problem, t1, t2 in spool.rows(
