@@ -118,7 +118,7 @@ def _tags(root: Root, prefix: str) -> dict[str, str]:
 
 
 # ---------------------------------------------------------------------------- tasks
-_END_TAG = {b"image": re.compile(rb"</image\s*>"), b"meta": re.compile(rb"</meta\s*>")}
+_END_TAG = {"image": re.compile(rb"</image\s*>").match, "meta": re.compile(rb"</meta\s*>").match}
 
 
 def iter_images(stream: IO[bytes], where: str
@@ -182,17 +182,16 @@ def iter_images(stream: IO[bytes], where: str
         except pyexpat.ExpatError as e:
             raise InputError(f"{where}: " + expected("well-formed XML", str(e))) from None
         for name, attrs, s, e in done:
-            m = _END_TAG[name.encode()].match(buf, e - base)
+            m = _END_TAG[name](buf, e - base)
             element = bytes(buf[s - base:m.end() if m else e - base])
-            if name == "meta":
+            if attrs is not None and classes:  # an <image> (the common case)
+                yield attrs, element
+            elif name == "meta":
                 classes = True
                 yield cvat.classes_from_meta(ET.fromstring(element))
-            elif not classes:
+            else:
                 raise InputError(f"{where}: " + expected(
                     "<meta> with the labels before the first <image>", "<image>"))
-            else:
-                assert attrs is not None
-                yield attrs, element
         done.clear()
         # keep the open element, else from the last '<' (a tag expat has not finished)
         last = buf.rfind(b"<")
