@@ -460,6 +460,9 @@ def test_walk_batches_hold_one_folder_and_every_file_with_its_tag(tmp_path, monk
     keys = [f"images/{n}" for n in ("a.jpg", "b.jpg", "c.jpg", ".hidden", "a\\b.jpg")] + [
         "images/s/d.jpg", "images/s/t/e.jpg", "images/s/t/f.jpg", "images/s/t/g.jpg"]
     touch(tmp_path, *keys)
+    (tmp_path / "images" / "broken.jpg").symlink_to(tmp_path / "nowhere.jpg")  # left out
+    (tmp_path / "images" / "s" / "link").symlink_to(tmp_path / "images" / "s" / "t")
+    keys += ["images/s/link/e.jpg", "images/s/link/f.jpg", "images/s/link/g.jpg"]
     root = Root(str(tmp_path))
     batches = list(listing.iter_folder_batches(root, "images"))
     assert all(1 <= len(files) <= 2 for _folder, files in batches)
