@@ -289,7 +289,8 @@ def _task_refs(spool: Spool) -> Iterator[listing.ItemRef]:
     """The items in (dataset, name) order (rowid order when they were spooled in that order),
     each joined with its image file by two lookups of the files' covering index."""
     indexed = spool.scalar("SELECT 1 FROM sqlite_master WHERE name = 'items_order'")
-    prev = None
+    top, ref = cvat.IMAGES_DIR, listing.ItemRef
+    last_ds = last_name = None
     for ds, name, ann_key, element, tag, problem, t1, t2 in spool.rows(
             "SELECT i.ds, i.name, i.ann_key, i.element, i.tag, i.problem, f1.tag, f2.tag "
             f"FROM items i LEFT JOIN files f1 ON f1.key = {_IMAGES} || i.ds || '/' || i.name "
@@ -297,19 +298,18 @@ def _task_refs(spool: Spool) -> Iterator[listing.ItemRef]:
             + ("ORDER BY i.ds, i.name, i.rowid" if indexed else "ORDER BY i.rowid")):
         image_key = image_tag = None
         if problem is None:
-            if (ds, name) == prev:
+            if name == last_name and ds == last_ds:
                 problem = expected("one <image> per name", f"{name!r} again in subset {ds!r}")
             elif t1 is not None:
-                image_key, image_tag = f"{cvat.IMAGES_DIR}/{ds}/{name}", t1
+                image_key, image_tag = f"{top}/{ds}/{name}", t1
             elif t2 is not None:
-                image_key, image_tag = f"{cvat.IMAGES_DIR}/{name}", t2
+                image_key, image_tag = f"{top}/{name}", t2
             else:
                 problem = expected(
-                    f"the image file {cvat.IMAGES_DIR}/{ds}/{name} or {cvat.IMAGES_DIR}/{name} "
-                    f"(one listing of {cvat.IMAGES_DIR}/)", "no such file")
-        prev = (ds, name)
-        yield listing.ItemRef(ds, name, ann_key, image_key, problem, element, ann_tag=tag,
-                              image_tag=image_tag)
+                    f"the image file {top}/{ds}/{name} or {top}/{name} "
+                    f"(one listing of {top}/)", "no such file")
+        last_ds, last_name = ds, name
+        yield ref(ds, name, ann_key, image_key, problem, element, tag, image_tag)
 
 
 # ---------------------------------------------------------------------------- mask archives
