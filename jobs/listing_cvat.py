@@ -258,7 +258,7 @@ def _task_rows(root: Root, key: str, found: list[ClassTable], by_file: bool,
     name)] over all the files: it turns False as soon as an item comes before the one spooled
     before it (then `fill` builds an index; Python's str order is SQLite's BINARY order)."""
     subset_of_file = posixpath.basename(key)[: -len(".xml")]
-    prev = order[1]
+    prev, default, md5 = order[1], cvat.DEFAULT_SUBSET, hashlib.md5
     with root.fs.open(root.full(key), "rb") as stream:
         for got in iter_images(stream, key):
             if isinstance(got, ClassTable):
@@ -270,15 +270,16 @@ def _task_rows(root: Root, key: str, found: list[ClassTable], by_file: bool,
                 continue
             attrs, element = got
             name = attrs.get("name", "")
-            subset = subset_of_file if by_file else (attrs.get("subset") or cvat.DEFAULT_SUBSET)
+            subset = subset_of_file if by_file else (attrs.get("subset") or default)
             problem = None
             if not name or not _safe(name):
                 problem = expected("an image name inside the task (relative, no '..')", name)
-            tag = "md5:" + hashlib.md5(element, usedforsecurity=False).hexdigest()
-            here = (subset, name)
-            if here < prev:
-                order[0] = False
-            order[1] = prev = here
+            tag = "md5:" + md5(element, usedforsecurity=False).hexdigest()
+            if order[0]:  # once out of order, the index is built anyway
+                here = (subset, name)
+                if here < prev:
+                    order[0] = False
+                order[1] = prev = here
             yield subset, name, key, element, tag, problem
 
 
