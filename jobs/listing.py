@@ -208,38 +208,91 @@ def iter_tags(root: Root, prefix: str = "") -> Iterator[tuple[str, str]]:
 def iter_folder_tags(root: Root, prefix: str = "") -> Iterator[tuple[str, str, str]]:
     """`iter_tags` as (folder key ending in '/' or "", file name, tag): the files of a local
     folder come one after another (callers decide per folder, not per file)."""
+    for folder, files in iter_folder_batches(root, prefix):
+        for name, tag in files:
+            yield folder, name, tag
+
+
+WALK_BATCH = 4096  # files per batch of `iter_folder_batches` (bounds what a batch holds)
+
+
+def iter_folder_batches(root: Root, prefix: str = ""
+                        ) -> Iterator[tuple[str, list[tuple[str, str]]]]:
+    """`iter_folder_tags` in batches: (folder key ending in '/' or "", [(file name, tag),
+    ...]) with at most WALK_BATCH files of that one folder per batch (a folder may come in
+    several batches): callers decide once per batch and build rows in C (comprehensions,
+    `executemany`) instead of once per file. On local disk the names are scandir's (never
+    empty, '.', '..', nor holding '/' or NUL); elsewhere keys as `Root.list_tags` gives them."""
     _fs, base = root.fs_path
     if not root.is_local:
+        last, batch = None, []
         for key, tag in root.list_tags(prefix):
             folder, slash, name = key.rpartition("/")
-            yield folder + slash, name, tag
+            folder += slash
+            if folder != last or len(batch) >= WALK_BATCH:
+                if batch:
+                    yield last, batch  # type: ignore[misc]
+                last, batch = folder, []
+            batch.append((name, tag))
+        if batch:
+            yield last, batch  # type: ignore[misc]
         return
     top = os.path.join(base, prefix) if prefix else base
     if not os.path.isdir(top):
         if prefix and os.path.isfile(top):
             st = os.stat(top)
             folder, slash, name = prefix.rpartition("/")
-            yield folder + slash, name, f"{st.st_size}-{st.st_mtime}"
+            yield folder + slash, [(name, f"{st.st_size}-{st.st_mtime}")]
         return
     stack = [(top, prefix.rstrip("/") + "/" if prefix else "")]
     while stack:
         path, rel = stack.pop()
-        try:
-            entries = os.scandir(path)
-        except (FileNotFoundError, NotADirectoryError, PermissionError):
-            continue
+        for batch in _scan_folder(path, rel, stack):
+            yield rel, batch
+
+
+_BY_FD = os.scandir in os.supports_fd  # scandir(fd): stat by dir_fd + name
+_DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
+
+
+def _scan_folder(path: str, rel: str, stack: list[tuple[str, str]]
+                 ) -> Iterator[list[tuple[str, str]]]:
+    """The files of one local folder in batches of (name, "size-mtime"); its sub-folders go
+    onto `stack`. The folder is scanned through a descriptor where the OS allows: each
+    `stat` is then an `fstatat` of the bare name, not a lookup of the whole path."""
+    try:
+        fd = os.open(path, _DIR_FLAGS) if _BY_FD else None
+    except (FileNotFoundError, NotADirectoryError, PermissionError):
+        return
+    try:
+        entries = os.scandir(path if fd is None else fd)
+    except (FileNotFoundError, NotADirectoryError, PermissionError):
+        if fd is not None:
+            os.close(fd)
+        return
+    is_dir = stat.S_ISDIR
+    batch: list[tuple[str, str]] = []
+    try:
         with entries:
             for e in entries:
                 try:
                     if e.is_dir():  # the entry's type: no stat unless a symlink
-                        stack.append((e.path, rel + e.name + "/"))
+                        stack.append((os.path.join(path, e.name), rel + e.name + "/"))
                         continue
-                    st = e.stat()
+                    st = e.stat()  # the one syscall per file (Linux scandir gives no size)
                 except OSError:
                     continue
-                if stat.S_ISDIR(st.st_mode):  # a directory replaced a file meanwhile
+                if is_dir(st.st_mode):  # a directory replaced a file meanwhile
                     continue
-                yield rel, e.name, f"{st.st_size}-{st.st_mtime}"
+                batch.append((e.name, f"{st.st_size}-{st.st_mtime}"))
+                if len(batch) >= WALK_BATCH:
+                    yield batch
+                    batch = []
+    finally:
+        if fd is not None:
+            os.close(fd)
+    if batch:
+        yield batch
 
 
 def rebase(root: Root, marker: str | Callable[[Root], bool]) -> Root:

@@ -118,7 +118,7 @@ def _tags(root: Root, prefix: str) -> dict[str, str]:
 
 
 # ---------------------------------------------------------------------------- tasks
-_END_TAG = {b"image": re.compile(rb"</image\s*>"), b"meta": re.compile(rb"</meta\s*>")}
+_END_TAG = {"image": re.compile(rb"</image\s*>").match, "meta": re.compile(rb"</meta\s*>").match}
 
 
 def iter_images(stream: IO[bytes], where: str
@@ -128,7 +128,9 @@ def iter_images(stream: IO[bytes], where: str
     order. expat reports byte offsets, so each element is cut from the input bytes, never
     built as a tree: memory is one read chunk plus the element being read."""
     parser = pyexpat.ParserCreate()
-    state = {"depth": 0, "start": -1, "attrs": None, "classes": False}
+    # the handlers' state (nonlocal: cheaper than a dict per call): element depth, offset and
+    # attributes of the open depth-2 element, whether <meta> was seen
+    depth, begin, opened, classes = 0, -1, None, False
     done: list[tuple[str, dict[str, str] | None, int, int]] = []
 
     def refuse(*_: object) -> None:
@@ -140,7 +142,10 @@ def iter_images(stream: IO[bytes], where: str
             raise InputError(f"{where}: " + expected("UTF-8 XML (CVAT writes UTF-8)", encoding))
 
     def start(name: str, attrs: list[str]) -> None:
-        depth = state["depth"] = state["depth"] + 1
+        nonlocal depth, begin, opened
+        depth += 1
+        if depth > 2:  # shapes and their attributes: most elements
+            return
         if depth == 1:
             if name != "annotations":
                 raise InputError(f"{where}: " + expected(
@@ -151,15 +156,15 @@ def iter_images(stream: IO[bytes], where: str
                     "CVAT for images 1.1 (<image> elements)",
                     "<track> elements (CVAT for video 1.1); export the task as "
                     "'CVAT for images 1.1'"))
-            state["start"] = parser.CurrentByteIndex
-            state["attrs"] = dict(zip(attrs[::2], attrs[1::2], strict=True))
+            begin = parser.CurrentByteIndex
+            opened = dict(zip(attrs[::2], attrs[1::2], strict=True))
 
     def end(name: str) -> None:
-        depth = state["depth"]
-        state["depth"] = depth - 1
-        if depth == 2 and name in ("image", "meta"):
-            done.append((name, state["attrs"] if name == "image" else None, state["start"],
+        nonlocal depth
+        if depth == 2 and (name == "image" or name == "meta"):
+            done.append((name, opened if name == "image" else None, begin,
                          parser.CurrentByteIndex))
+        depth -= 1
 
     parser.StartDoctypeDeclHandler = refuse
     parser.EntityDeclHandler = refuse
@@ -177,27 +182,26 @@ def iter_images(stream: IO[bytes], where: str
         except pyexpat.ExpatError as e:
             raise InputError(f"{where}: " + expected("well-formed XML", str(e))) from None
         for name, attrs, s, e in done:
-            m = _END_TAG[name.encode()].match(buf, e - base)
+            m = _END_TAG[name](buf, e - base)
             element = bytes(buf[s - base:m.end() if m else e - base])
-            if name == "meta":
-                state["classes"] = True
+            if attrs is not None and classes:  # an <image> (the common case)
+                yield attrs, element
+            elif name == "meta":
+                classes = True
                 yield cvat.classes_from_meta(ET.fromstring(element))
-            elif not state["classes"]:
+            else:
                 raise InputError(f"{where}: " + expected(
                     "<meta> with the labels before the first <image>", "<image>"))
-            else:
-                assert attrs is not None
-                yield attrs, element
         done.clear()
         # keep the open element, else from the last '<' (a tag expat has not finished)
         last = buf.rfind(b"<")
-        keep = state["start"] if state["depth"] >= 2 else base + (last if last >= 0 else 0)
+        keep = begin if depth >= 2 else base + (last if last >= 0 else 0)
         keep = max(min(keep, base + len(buf)), base)
         del buf[:keep - base]
         base = keep
         if not chunk:
             break
-    if not state["classes"]:
+    if not classes:
         raise InputError(f"{where}: " + expected("a <meta> element with labels", "none"))
 
 
@@ -215,16 +219,19 @@ def list_task(root: Root, xmls: list[str], *, moved: bool = False) -> listing.Li
 
     def fill(spool: Spool) -> int:
         spool.execute("CREATE TABLE items (ds TEXT, name TEXT, ann_key TEXT, element BLOB, "
-                      "tag TEXT, problem TEXT, k1 TEXT, k2 TEXT)")
+                      "tag TEXT, problem TEXT)")
         spool.execute("CREATE TABLE files (key TEXT, tag TEXT)")
         n = 0
+        order: list = [True, ("", "")]  # items already in (dataset, name) order?; the last
         for key in xmls:
-            n += spool.insert("INSERT INTO items VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                              _task_rows(root, key, found, key != cvat.ANNOTATIONS_FILE))
-        spool.insert("INSERT INTO files VALUES (?, ?)",
-                     ((k, t) for k, t in listing.iter_tags(root, cvat.IMAGES_DIR) if _safe(k)))
-        spool.execute("CREATE INDEX items_order ON items (ds, name)")
-        spool.execute("CREATE INDEX files_key ON files (key)")
+            n += spool.insert("INSERT INTO items VALUES (?, ?, ?, ?, ?, ?)",
+                              _task_rows(root, key, found, key != cvat.ANNOTATIONS_FILE, order))
+        spool.insert("INSERT INTO files VALUES (?, ?)", _image_files(root))
+        # a covering index, built by SQLite's sorter: cheaper than inserting the walk's
+        # (unsorted) keys into a b-tree one by one, and the join never reads the table
+        spool.execute("CREATE INDEX files_key ON files (key, tag)")
+        if not order[0]:
+            spool.execute("CREATE INDEX items_order ON items (ds, name)")
         return n
 
     spool, count = listing.fill_spool(fill)
@@ -233,9 +240,25 @@ def list_task(root: Root, xmls: list[str], *, moved: bool = False) -> listing.Li
                            image_root=root if moved else None)
 
 
-def _task_rows(root: Root, key: str, found: list[ClassTable], by_file: bool
-               ) -> Iterator[tuple[str, str, str, bytes, str, str | None, str, str]]:
+def _image_files(root: Root) -> Iterator[tuple[str, str]]:
+    """(key, tag) of every file under images/ whose key is safe: on local disk a folder is
+    checked once and a scandir name only for a backslash (see `listing.iter_folder_batches`)."""
+    local = root.is_local
+    for folder, files in listing.iter_folder_batches(root, cvat.IMAGES_DIR):
+        if local:
+            if _safe(folder + "x"):
+                yield from [(folder + name, tag) for name, tag in files if "\\" not in name]
+        else:
+            yield from [(folder + name, tag) for name, tag in files if _safe(folder + name)]
+
+
+def _task_rows(root: Root, key: str, found: list[ClassTable], by_file: bool,
+               order: list) -> Iterator[tuple[str, str, str, bytes, str, str | None]]:
+    """The items table's rows of one XML file; `order` is [in order so far, last (dataset,
+    name)] over all the files: it turns False as soon as an item comes before the one spooled
+    before it (then `fill` builds an index; Python's str order is SQLite's BINARY order)."""
     subset_of_file = posixpath.basename(key)[: -len(".xml")]
+    prev, default, md5 = order[1], cvat.DEFAULT_SUBSET, hashlib.md5
     with root.fs.open(root.full(key), "rb") as stream:
         for got in iter_images(stream, key):
             if isinstance(got, ClassTable):
@@ -247,34 +270,47 @@ def _task_rows(root: Root, key: str, found: list[ClassTable], by_file: bool
                 continue
             attrs, element = got
             name = attrs.get("name", "")
-            subset = subset_of_file if by_file else (attrs.get("subset") or cvat.DEFAULT_SUBSET)
+            subset = subset_of_file if by_file else (attrs.get("subset") or default)
             problem = None
             if not name or not _safe(name):
                 problem = expected("an image name inside the task (relative, no '..')", name)
-            tag = "md5:" + hashlib.md5(element, usedforsecurity=False).hexdigest()
-            yield (subset, name, key, element, tag, problem,
-                   f"{cvat.IMAGES_DIR}/{subset}/{name}", f"{cvat.IMAGES_DIR}/{name}")
+            tag = "md5:" + md5(element, usedforsecurity=False).hexdigest()
+            if order[0]:  # once out of order, the index is built anyway
+                here = (subset, name)
+                if here < prev:
+                    order[0] = False
+                order[1] = prev = here
+            yield subset, name, key, element, tag, problem
+
+
+_IMAGES = f"'{cvat.IMAGES_DIR}/'"  # SQL text: the key of an item's image is built in the join
 
 
 def _task_refs(spool: Spool) -> Iterator[listing.ItemRef]:
-    prev = None
-    for ds, name, ann_key, element, tag, problem, k1, t1, k2, t2 in spool.rows(
-            "SELECT i.ds, i.name, i.ann_key, i.element, i.tag, i.problem, f1.key, f1.tag, "
-            "f2.key, f2.tag FROM items i "
-            "LEFT JOIN files f1 ON f1.key = i.k1 LEFT JOIN files f2 ON f2.key = i.k2 "
-            "ORDER BY i.ds, i.name, i.rowid"):
-        image_key, image_tag = (k1, t1) if k1 is not None else (k2, t2)
-        if problem is None and (ds, name) == prev:
-            problem = expected("one <image> per name", f"{name!r} again in subset {ds!r}")
-        elif problem is None and image_key is None:
-            problem = expected(
-                f"the image file {cvat.IMAGES_DIR}/{ds}/{name} or {cvat.IMAGES_DIR}/{name} "
-                f"(one listing of {cvat.IMAGES_DIR}/)", "no such file")
-        if problem is not None:
-            image_key = image_tag = None
-        prev = (ds, name)
-        yield listing.ItemRef(ds, name, ann_key, image_key, problem, element, ann_tag=tag,
-                              image_tag=image_tag)
+    """The items in (dataset, name) order (rowid order when they were spooled in that order),
+    each joined with its image file by two lookups of the files' covering index."""
+    indexed = spool.scalar("SELECT 1 FROM sqlite_master WHERE name = 'items_order'")
+    top, ref = cvat.IMAGES_DIR, listing.ItemRef
+    last_ds = last_name = None
+    for ds, name, ann_key, element, tag, problem, t1, t2 in spool.rows(
+            "SELECT i.ds, i.name, i.ann_key, i.element, i.tag, i.problem, f1.tag, f2.tag "
+            f"FROM items i LEFT JOIN files f1 ON f1.key = {_IMAGES} || i.ds || '/' || i.name "
+            f"LEFT JOIN files f2 ON f2.key = {_IMAGES} || i.name "
+            + ("ORDER BY i.ds, i.name, i.rowid" if indexed else "ORDER BY i.rowid")):
+        image_key = image_tag = None
+        if problem is None:
+            if name == last_name and ds == last_ds:
+                problem = expected("one <image> per name", f"{name!r} again in subset {ds!r}")
+            elif t1 is not None:
+                image_key, image_tag = f"{top}/{ds}/{name}", t1
+            elif t2 is not None:
+                image_key, image_tag = f"{top}/{name}", t2
+            else:
+                problem = expected(
+                    f"the image file {top}/{ds}/{name} or {top}/{name} "
+                    f"(one listing of {top}/)", "no such file")
+        last_ds, last_name = ds, name
+        yield ref(ds, name, ann_key, image_key, problem, element, tag, image_tag)
 
 
 # ---------------------------------------------------------------------------- mask archives

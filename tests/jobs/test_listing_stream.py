@@ -561,3 +561,61 @@ def test_coco_images_folder_is_chosen_by_the_first_usable_record(tmp_path, nan):
     # x.jpg is only in val2017/: images/ (holding y.jpg) would fail it for a missing file
     assert [(r.name, r.image_key) for r in refs if r.problem is None] == [
         ("x.jpg", "x.jpg"), ("y.jpg", "y.jpg")]
+
+
+# ---------------------------------------------------------------------------- the walk, joins
+def test_walk_batches_hold_one_folder_and_every_file_with_its_tag(tmp_path, monkeypatch):
+    from jobs import listing
+    monkeypatch.setattr(listing, "WALK_BATCH", 2)
+    keys = [f"images/{n}" for n in ("a.jpg", "b.jpg", "c.jpg", ".hidden", "a\\b.jpg")] + [
+        "images/s/d.jpg", "images/s/t/e.jpg", "images/s/t/f.jpg", "images/s/t/g.jpg"]
+    touch(tmp_path, *keys)
+    (tmp_path / "images" / "broken.jpg").symlink_to(tmp_path / "nowhere.jpg")  # left out
+    (tmp_path / "images" / "s" / "link").symlink_to(tmp_path / "images" / "s" / "t")
+    keys += ["images/s/link/e.jpg", "images/s/link/f.jpg", "images/s/link/g.jpg"]
+    root = Root(str(tmp_path))
+    batches = list(listing.iter_folder_batches(root, "images"))
+    assert all(1 <= len(files) <= 2 for _folder, files in batches)
+    got = {folder + name: tag for folder, files in batches for name, tag in files}
+    assert sorted(got) == sorted(keys)
+    for key, tag in got.items():
+        st = (tmp_path / key).stat()
+        assert tag == f"{st.st_size}-{st.st_mtime}"
+    assert dict(listing.iter_tags(root, "images")) == got  # the per-file forms agree
+    assert list(listing.iter_folder_batches(root, "images/a.jpg")) == [
+        ("images/", [("a.jpg", got["images/a.jpg"])])]  # a prefix naming one file
+    assert list(listing.iter_folder_batches(root, "nowhere")) == []
+
+
+def test_cvat_join_in_order_and_out_of_order_items_agree(tmp_path):
+    """Items already in (dataset, name) order are read in file order (no index), others
+    through an index: the same refs either way, images found under images/<ds>/ first, then
+    images/, names with a sub-folder, repeats and backslash names failing alone."""
+    names = ["a.jpg", "a.jpg", "b.jpg", "sub/c.jpg", "x\\y.jpg", "z.jpg"]
+    touch(tmp_path / "in", "images/a.jpg", "images/s/a.jpg", "images/b.jpg",
+          "images/sub/c.jpg", "images/x\\y.jpg")
+    (tmp_path / "in" / "annotations.xml").write_text(cvat_xml(names, "s"))
+    ordered = listed(tmp_path / "in")
+    (tmp_path / "in" / "annotations.xml").write_text(cvat_xml(names[::-1], "s"))
+    shuffled = listed(tmp_path / "in")
+    view = [(r.dataset, r.name, r.image_key, r.problem is None) for r in ordered]
+    assert view == [("s", "a.jpg", "images/s/a.jpg", True), ("s", "a.jpg", None, False),
+                    ("s", "b.jpg", "images/b.jpg", True),
+                    ("s", "sub/c.jpg", "images/sub/c.jpg", True),
+                    ("s", "x\\y.jpg", None, False), ("s", "z.jpg", None, False)]
+    assert "again" in ordered[1].problem and "no such file" in ordered[5].problem
+    assert [(r.dataset, r.name, r.image_key, r.image_tag, r.problem is None)
+            for r in shuffled] == [(r.dataset, r.name, r.image_key, r.image_tag,
+                                    r.problem is None) for r in ordered]
+    st = (tmp_path / "in" / "images" / "b.jpg").stat()
+    assert ordered[2].image_tag == f"{st.st_size}-{st.st_mtime}"
+
+
+def test_cvat_subsets_out_of_order_across_the_file_are_sorted(tmp_path):
+    body = (cvat_xml(["b.jpg"], "val").replace("</annotations>\n", "")
+            + cvat_xml(["a.jpg", "c.jpg"], "train").split("</meta>\n", 1)[1])
+    (tmp_path / "annotations.xml").write_text(body)
+    touch(tmp_path, "images/val/b.jpg", "images/train/a.jpg", "images/c.jpg")
+    assert [(r.dataset, r.name, r.image_key) for r in listed(tmp_path)] == [
+        ("train", "a.jpg", "images/train/a.jpg"), ("train", "c.jpg", "images/c.jpg"),
+        ("val", "b.jpg", "images/val/b.jpg")]
