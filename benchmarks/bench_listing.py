@@ -10,7 +10,9 @@ Supervisely project (images are empty files, annotations tiny JSONs, 10 datasets
 instances JSON with one polygon per image and its images folder (empty files), one CVAT
 for images 1.1 annotations.xml with one box per image and its images/ folder. Each measurement
 runs in a fresh subprocess: `list_input` (listing into the spool) then one full `iter_refs()`
-pass; it prints seconds of each, items/s over both, and the child's peak RSS (ru_maxrss).
+pass; it prints seconds of each, items/s over both, items per CPU-second of both (the child's
+CPU after its imports; `cpu_s_with_imports` adds the ~0.75 CPU-s of interpreter start and
+imports a job pays once) and the child's peak RSS (ru_maxrss).
 
 --s3 starts a `moto_server` subprocess on 127.0.0.1 (as tests/e2e do), uploads each input to
 s3://bench-listing/<format>-<items>/ and lists it there through s3fs; the requests are the
@@ -120,7 +122,8 @@ def child(fmt: str, path: str) -> None:
     from jobs.listing import list_input
     from jobs.storage import Root
 
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # after the imports
+    start = resource.getrusage(resource.RUSAGE_SELF)  # after the imports (~0.75 CPU-s)
+    base = start.ru_maxrss / 1024
     t0 = time.perf_counter()
     listing = list_input(Root(path), fmt)
     t1 = time.perf_counter()
@@ -136,9 +139,10 @@ def child(fmt: str, path: str) -> None:
     problems = sum(1 for r in listing.iter_refs() if r.problem) if n <= 2_000_000 else -1
     listing.close()
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    cpu = use.ru_utime + use.ru_stime
+    cpu = use.ru_utime + use.ru_stime - start.ru_utime - start.ru_stime
     print(json.dumps({"format": fmt, "items": n, "count": listing.count, "list_s": t1 - t0,
                       "cpu_s": cpu, "items_per_cpu_s": n / cpu,
+                      "cpu_s_with_imports": use.ru_utime + use.ru_stime,
                       "iter_s": t2 - t1, "items_per_s": n / (t2 - t0), "peak_rss_mb": rss,
                       "base_rss_mb": base,
                       "problems": problems}))
