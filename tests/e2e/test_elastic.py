@@ -24,10 +24,10 @@ N_ITEMS = 36  # heavy enough that one worker is still busy when the others have 
 def heavy_project(root: Path) -> ProjectBuilder:
     p = ProjectBuilder(root, [{"title": "car", "shape": "rectangle", "color": "#FF0000"},
                               {"title": "person", "shape": "polygon", "color": "#00FF00"}])
-    for k in range(N_ITEMS):
-        objs = [rect("car", j, j, 1200 - j, 700 - j) for j in range(0, 200, 10)]
-        objs += [poly("person", (5 + j, 5), (1200, 40 + j), (600, 700 - j)) for j in range(6)]
-        p.add("ds", f"img{k:03d}.png", objs, w=1280, h=720)
+    for k in range(N_ITEMS):  # ~1 s per item on one core: a partition outlives the polling
+        objs = [rect("car", j, j, 1900 - j, 1060 - j) for j in range(0, 400, 10)]
+        objs += [poly("person", (5 + j, 5), (1900, 40 + j), (900, 1060 - j)) for j in range(8)]
+        p.add("ds", f"img{k:03d}.png", objs, w=1920, h=1080)
     return p
 
 
