@@ -110,6 +110,18 @@ def _entries(f: IO[bytes], problems: list[str]) -> Iterator[dict[str, Any]]:
                 yield out
 
 
+def _content_problem(out: dict[str, Any], got: int, digest: str, *, source: str) -> str | None:
+    """What differs between an object read back (`got` bytes, at most size + 1, with checksum
+    `digest`) and its recorded entry; `source` names the file that recorded it."""
+    key, size = out["key"], out["size"]
+    if got != size:
+        shown = f"more than {size}" if got > size else str(got)
+        return f"size differs: {key} ({shown} bytes, {source} says {size})"
+    if digest != out["checksum"]:
+        return f"checksum differs: {key}"
+    return None
+
+
 def _check_batch(dest: Root, batch: list[dict[str, Any]]) -> Iterator[str]:
     """Problems of a batch of outputs, read with one concurrent call (size + 1 bytes each)."""
     fs, _ = dest.fs_path
@@ -122,11 +134,11 @@ def _check_batch(dest: Root, batch: list[dict[str, Any]]) -> Iterator[str]:
             yield f"missing: {key}"
         elif isinstance(data, BaseException):
             yield f"unreadable: {key} ({type(data).__name__})"
-        elif len(data) != out["size"]:
-            size = f"more than {out['size']}" if len(data) > out["size"] else str(len(data))
-            yield f"size differs: {key} ({size} bytes, manifest says {out['size']})"
-        elif checksum(data) != out["checksum"]:
-            yield f"checksum differs: {key}"
+        else:
+            digest = checksum(data) if len(data) == out["size"] else ""
+            problem = _content_problem(out, len(data), digest, source="manifest")
+            if problem:
+                yield problem
 
 
 MAX_SUMMARY = 64 * 1024 * 1024  # manifest.json is counters and format details: small
@@ -164,12 +176,7 @@ def _stream_problem(dest: Root, out: dict[str, Any]) -> str | None:
         return f"missing: {key}"
     except OSError as exc:
         return f"unreadable: {key} ({type(exc).__name__})"
-    if got != size:
-        return f"size differs: {key} ({'more than ' + str(size) if got > size else got} bytes, " \
-               f"{MANIFEST_SUMMARY} says {size})"
-    if "md5:" + digest.hexdigest() != out["checksum"]:
-        return f"checksum differs: {key}"
-    return None
+    return _content_problem(out, got, "md5:" + digest.hexdigest(), source=MANIFEST_SUMMARY)
 
 
 def _summary_objects(dest: Root, problems: list[str]) -> Iterator[dict[str, Any]]:
