@@ -758,11 +758,12 @@ def _fill(spool: Spool, root: Root, cfs: list[_CocoFile], fixed: Root | None
     prefixes = {ds: "" if f in ("", ".") else f + "/" for ds, f in folders.items()}
     for cf in cfs:
         cf.prefix = prefixes[cf.dataset]
-        if any(p != cf.prefix and (p.startswith(cf.prefix) or cf.prefix.startswith(p))
-               for p in prefixes.values()):
-            cf.demote(spool)  # the listing of a folder holds another's: left to the join
     spool.insert("INSERT INTO prefixes VALUES (?, ?)", prefixes.items())
+    listed: list[str] = []
     for prefix in sorted(set(prefixes.values())):  # each images folder listed once
+        if any(map(prefix.startswith, listed)):
+            continue  # a folder inside one listed already: its files are there (once)
+        listed.append(prefix)
         spool.insert("INSERT INTO files VALUES (?, ?)",
                      listing.iter_tags(image_root, prefix.rstrip("/")))
     spool.execute("CREATE INDEX images_order ON images (ds, name, seq)")

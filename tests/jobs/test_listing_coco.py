@@ -140,7 +140,7 @@ def test_random_layouts_equal_the_join(tmp_path, monkeypatch, seed):
         stems = [name_stem(n) for n in names]
         if stems != sorted(set(stems)):
             ordered = False  # stems out of order ('a.b.jpg' < 'a.jpg'), or repeated
-        expect_merge |= ordered and not nested
+        expect_merge |= ordered
         sub = f"d{f}"
         write(tmp_path / "annotations" / f"instances_{sub}.json",
               coco_doc(names, ids, anns), images_first=rnd.random() < 0.8)
@@ -153,19 +153,19 @@ def test_random_layouts_equal_the_join(tmp_path, monkeypatch, seed):
         assert got[-1]
 
 
-def test_folder_listing_holding_another_datasets_folder_is_left_to_the_join(
-        tmp_path, monkeypatch):
-    """images/ holds images/b/: the folders' listings overlap, so the join (its rows) decides
-    both files, as before."""
+def test_folder_inside_another_datasets_folder_is_listed_once(tmp_path, monkeypatch):
+    """images/ holds images/b/: its files are listed once (by the walk of images/), so the
+    image of both datasets gets its annotation once (each listed folder used to add a row
+    of it to the join: its annotations came twice)."""
     write(tmp_path / "annotations" / "instances_a.json",
           coco_doc(["b/x.jpg", "y.jpg"], [1, 2], [(1, 3), (2, 3)]))
     write(tmp_path / "annotations" / "instances_b.json", coco_doc(["x.jpg"], [1], [(1, 3)]))
     touch(tmp_path, "images/b/x.jpg", "images/y.jpg")
-    (tmp_path / "b").mkdir()
-    touch(tmp_path, "b/x.jpg")
     refs, *_rest, merged = both(tmp_path, monkeypatch)
-    assert not merged
-    assert [r.name for r in refs] == ["b/x.jpg", "y.jpg", "x.jpg"]
+    assert merged
+    assert [(r.dataset, r.name, r.image_key) for r in refs] == [
+        ("a", "b/x.jpg", "b/x.jpg"), ("a", "y.jpg", "y.jpg"), ("b", "x.jpg", "b/x.jpg")]
+    assert [len(json.loads(r.ann_inline)["annotations"]) for r in refs] == [1, 1, 1]
 
 
 @pytest.mark.parametrize("bad", ["NaN", "12345678901234567890123"])
