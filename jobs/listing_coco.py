@@ -779,10 +779,15 @@ def _fill(spool: Spool, root: Root, cfs: list[_CocoFile], fixed: Root | None
 
 
 def _blocks(spool: Spool, ds: str, kind: int) -> Iterator[tuple[list[Any], list[Any]]]:
-    """(image ids, names or category ids + JSONs) of each stored block, in file order."""
-    for ids, data in spool.rows("SELECT ids, data FROM blocks WHERE ds = ? AND kind = ? "
-                                "ORDER BY rowid", (ds, kind)):
-        yield _unpack(ids), data
+    """(image ids, names or category ids + JSONs) of each stored block, in file order: one
+    block read at a time (not `Spool.rows`' batches of rows: a block is thousands of records)."""
+    cur = spool.db.execute("SELECT ids, data FROM blocks WHERE ds = ? AND kind = ? ORDER BY "
+                           "rowid", (ds, kind))
+    try:
+        for ids, data in cur:
+            yield _unpack(ids), data
+    finally:
+        cur.close()
 
 
 def _sorted_orphans(spool: Spool, ds: str) -> int:
