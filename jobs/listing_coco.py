@@ -13,9 +13,15 @@ read again with ijson (C backend), a pass per list, and a file ijson refuses (Na
 which Python's json and pycocotools accept) is loaded whole. Images and annotations go into the
 listing's on-disk spool, SQLite joins them per image, and each item's `ann_inline` is its own
 small JSON (`{"image", "annotations" in file order, "categories" it uses}`, what
-`coco.parse_item` reads), built when the refs are streamed. Per-image problems (no id,
-duplicate id, file name or output stem - the stem rule is `Item.stem` -, a name that could
-escape) fail that image alone; annotations naming no image are counted and logged.
+`coco.parse_item` reads), built when the refs are streamed. A file whose records are plain
+(`_plain_images` / `_plain_anns`) and in order - file names, their stems and integer image
+ids increasing, annotations' image ids never decreasing, as CVAT and most tools export - skips
+the join: its decoded blocks are stored as they are (msgpack, one spool row per block) and its
+refs come from one merge of them with the images folder's listing in key order
+(`_sorted_refs`), the same refs the join gives (tests/jobs/test_listing_coco.py). Per-image
+problems (no id, duplicate id, file name or output stem - the stem rule is `Item.stem` -, a
+name that could escape) fail that image alone; annotations naming no image are counted and
+logged. An images folder inside another one of the run is listed once (with the outer one).
 
 Images: `file_name` (sub-folders allowed, e.g. `v1.0/a.jpg`) is resolved under the images
 folder of its dataset: the first of `images/` beside the JSON, `images/` beside its folder,
@@ -366,13 +372,13 @@ class _CocoFile:
         return all(self.increasing.values())
 
     def _unordered(self, spool: Spool) -> None:
-        """Some record is not plain: the file's records go into rows (`_demote`)."""
+        """Some record is not plain: the file's records go into rows (`demote`)."""
         self.increasing = dict.fromkeys(ORDERS, False)
         self.demote(spool)
 
     def demote(self, spool: Spool) -> None:
         """Move the blocks stored so far into the images / anns rows the careful path reads
-        (the rows `_plain_image_rows` / `_plain_ann_rows` write), in file order."""
+        (`_image_block_rows` / `_ann_block_rows`), in file order."""
         self.blocks = False
         if not self.stored:
             return
