@@ -385,22 +385,25 @@ class _CocoFile:
         self.stored = False
         for (rowid,) in list(spool.rows("SELECT rowid FROM blocks WHERE ds = ? ORDER BY "
                                         "rowid", (self.dataset,))):
-            kind, seq, ids, data = spool.db.execute(
-                "SELECT kind, seq, ids, data FROM blocks WHERE rowid = ?", (rowid,)).fetchone()
+            kind, seq, ids, data, stems = spool.db.execute(
+                "SELECT kind, seq, ids, data, stems FROM blocks WHERE rowid = ?", (rowid,)
+            ).fetchone()
             first, texts = _unpack(data)
             if kind == IMAGE_BLOCK:
                 spool.insert(IMAGES_SQL, _image_block_rows(
-                    self, (first, _unpack(ids), texts, None), seq))
+                    self, (first, _unpack(ids), texts, _unpack(stems)), seq))
             else:
                 spool.insert(ANNS_SQL, _ann_block_rows(self, (_unpack(ids), first, texts), seq))
         spool.execute("DELETE FROM blocks WHERE ds = ?", (self.dataset,))
 
     def _store(self, spool: Spool, kind: int, *, seq: int, ids: list[int], first: list[Any],
-               texts: list[bytes]) -> None:
-        """One block of plain records in file order: `first` is the names (images) or the
-        category ids (annotations), `ids` the image ids."""
-        spool.execute("INSERT INTO blocks VALUES (?, ?, ?, ?, ?)",
-                      (self.dataset, kind, seq, _pack(ids), _pack((first, texts))))
+               texts: list[bytes], stems: list[str] | None = None) -> None:
+        """One block of plain records in file order: `first` is the names (images, with
+        their `stems`: only `demote` reads them) or the category ids (annotations), `ids` the
+        image ids."""
+        spool.execute("INSERT INTO blocks VALUES (?, ?, ?, ?, ?, ?)",
+                      (self.dataset, kind, seq, _pack(ids), _pack((first, texts)),
+                       None if stems is None else _pack(stems)))
         self.stored = True
 
     def load(self, spool: Spool) -> int:
@@ -437,11 +440,11 @@ class _CocoFile:
                     self._unordered(spool)
                     spool.insert(IMAGES_SQL, _image_rows(self, elements, seq[key]))
                 elif self.in_order and self.blocks:
-                    names, ids, texts, _stems = plain
+                    names, ids, texts, stems = plain
                     if self.first is None:
                         self.first = names[0]  # no record of such a file has a problem
                     self._store(spool, IMAGE_BLOCK, seq=seq[key], ids=ids, first=names,
-                                texts=texts)
+                                texts=texts, stems=stems)
                 else:
                     self.demote(spool)
                     spool.insert(IMAGES_SQL, _image_block_rows(self, plain, seq[key]))
@@ -561,15 +564,15 @@ def _plain_images(cf: _CocoFile, records: list[Any]
 
 
 def _image_block_rows(cf: _CocoFile, block: tuple[list[str], list[Any], list[bytes],
-                                                     list[str] | None], start: int
+                                                     list[str]], start: int
                       ) -> Iterator[tuple[Any, ...]]:
     """The `_image_rows` of a block of plain records (`_plain_images`: names, ids, JSONs,
-    stems or None), built in C."""
+    stems), built in C."""
     names, ids, texts, stems = block
     idks = map(str, ids) if type(ids[0]) is int else map("s:".__add__, ids)
     return zip(itertools.repeat(cf.dataset), names, itertools.count(start), idks, texts,
                itertools.repeat(None), itertools.repeat(cf.where),
-               map(listing.stem, names) if stems is None else stems)
+               stems)
 
 
 def _increasing(cf: _CocoFile, column: str, values: list[Any] | None) -> None:
@@ -735,7 +738,8 @@ def _fill(spool: Spool, root: Root, cfs: list[_CocoFile], fixed: Root | None
                   "problem TEXT, ann_key TEXT, stem TEXT)")
     spool.execute("CREATE TABLE anns (ds TEXT, idk TEXT, seq INT, cid, ann BLOB)")
     spool.execute("CREATE TABLE files (key TEXT, tag TEXT)")
-    spool.execute("CREATE TABLE blocks (ds TEXT, kind INT, seq INT, ids BLOB, data BLOB)")
+    spool.execute("CREATE TABLE blocks (ds TEXT, kind INT, seq INT, ids BLOB, data BLOB, "
+                  "stems BLOB)")
     spool.execute("CREATE TABLE prefixes (ds TEXT PRIMARY KEY, prefix TEXT)")
     count = sum(cf.load(spool) for cf in cfs)
     for cf in cfs[1:]:
