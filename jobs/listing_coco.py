@@ -13,9 +13,15 @@ read again with ijson (C backend), a pass per list, and a file ijson refuses (Na
 which Python's json and pycocotools accept) is loaded whole. Images and annotations go into the
 listing's on-disk spool, SQLite joins them per image, and each item's `ann_inline` is its own
 small JSON (`{"image", "annotations" in file order, "categories" it uses}`, what
-`coco.parse_item` reads), built when the refs are streamed. Per-image problems (no id,
-duplicate id, file name or output stem - the stem rule is `Item.stem` -, a name that could
-escape) fail that image alone; annotations naming no image are counted and logged.
+`coco.parse_item` reads), built when the refs are streamed. A file whose records are plain
+(`_plain_images` / `_plain_anns`) and in order - file names, their stems and integer image
+ids increasing, annotations' image ids never decreasing, as CVAT and most tools export - skips
+the join: its decoded blocks are stored as they are (msgpack, one spool row per block) and its
+refs come from one merge of them with the images folder's listing in key order
+(`_sorted_refs`), the same refs the join gives (tests/jobs/test_listing_coco.py). Per-image
+problems (no id, duplicate id, file name or output stem - the stem rule is `Item.stem` -, a
+name that could escape) fail that image alone; annotations naming no image are counted and
+logged. An images folder inside another one of the run is listed once (with the outer one).
 
 Images: `file_name` (sub-folders allowed, e.g. `v1.0/a.jpg`) is resolved under the images
 folder of its dataset: the first of `images/` beside the JSON, `images/` beside its folder,
@@ -28,6 +34,7 @@ relative to `Listing.image_root`, the folder the JSON's folder sits in (or `imag
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import itertools
 import json
@@ -348,11 +355,56 @@ class _CocoFile:
         self.cats: list[Any] = []
         self.by_id: dict[Any, str] = {}
         self.first: str | None = None
+        self.prefix = ""  # of image keys: the images folder relative to `Listing.image_root`
         self.orphans = 0
-        # whether image ids / stems increase strictly in file order (so none repeats): known
-        # for blocks of plain records only, decided by `_increasing`
-        self.increasing = {"idk": True, "stem": True}
+        # whether image ids / stems / names increase strictly in file order (so none repeats)
+        # and annotations' image ids never decrease: known for blocks of plain records only,
+        # decided by `_increasing`
+        self.increasing = dict.fromkeys(ORDERS, True)
         self.last: dict[str, Any] = {}
+        # the records are in the spool's `blocks` (`_store`), not in rows: while every
+        # block is plain and in order (`in_order`), see `_sorted_refs`
+        self.blocks = True
+        self.stored = False  # some block was stored
+
+    @property
+    def in_order(self) -> bool:
+        return all(self.increasing.values())
+
+    def _unordered(self, spool: Spool) -> None:
+        """Some record is not plain: the file's records go into rows (`demote`)."""
+        self.increasing = dict.fromkeys(ORDERS, False)
+        self.demote(spool)
+
+    def demote(self, spool: Spool) -> None:
+        """Move the blocks stored so far into the images / anns rows the careful path reads
+        (`_image_block_rows` / `_ann_block_rows`), in file order."""
+        self.blocks = False
+        if not self.stored:
+            return
+        self.stored = False
+        for (rowid,) in list(spool.rows("SELECT rowid FROM blocks WHERE ds = ? ORDER BY "
+                                        "rowid", (self.dataset,))):
+            kind, seq, ids, data, stems = spool.db.execute(
+                "SELECT kind, seq, ids, data, stems FROM blocks WHERE rowid = ?", (rowid,)
+            ).fetchone()
+            first, texts = _unpack(data)
+            if kind == IMAGE_BLOCK:
+                spool.insert(IMAGES_SQL, _image_block_rows(
+                    self, (first, _unpack(ids), texts, _unpack(stems)), seq))
+            else:
+                spool.insert(ANNS_SQL, _ann_block_rows(self, (_unpack(ids), first, texts), seq))
+        spool.execute("DELETE FROM blocks WHERE ds = ?", (self.dataset,))
+
+    def _store(self, spool: Spool, kind: int, *, seq: int, ids: list[int], first: list[Any],
+               texts: list[bytes], stems: list[str] | None = None) -> None:
+        """One block of plain records in file order: `first` is the names (images, with
+        their `stems`: only `demote` reads them) or the category ids (annotations), `ids` the
+        image ids."""
+        spool.execute("INSERT INTO blocks VALUES (?, ?, ?, ?, ?, ?)",
+                      (self.dataset, kind, seq, _pack(ids), _pack((first, texts)),
+                       None if stems is None else _pack(stems)))
+        self.stored = True
 
     def load(self, spool: Spool) -> int:
         """Stream the file's images and annotations into the spool and read its categories;
@@ -362,10 +414,11 @@ class _CocoFile:
             with self.fs.open(self.path, "rb") as f:
                 count = self._load_fast(spool, _Sections(f))
         except _Slow:
-            for table in ("images", "anns"):
+            for table in ("images", "anns", "blocks"):
                 spool.execute(f"DELETE FROM {table} WHERE ds = ?", (self.dataset,))
-            self.cats, self.orphans = [], 0
-            self.increasing = {"idk": False, "stem": False}
+            self.cats, self.orphans, self.first = [], 0, None
+            self.increasing = dict.fromkeys(ORDERS, False)
+            self.blocks = self.stored = False
             count = self._load_slow(spool)
         self._check_categories()
         doc = json.dumps({"images": [], "annotations": [], "categories": self.cats}).encode()
@@ -382,19 +435,38 @@ class _CocoFile:
         seq = {IMAGES: 0, ANNOTATIONS: 0}
         for key, elements in sections:
             if key == IMAGES:
-                rows = _plain_image_rows(self, elements, seq[key])
-                if rows is None:
-                    self.increasing = {"idk": False, "stem": False}
-                    rows = _image_rows(self, elements, seq[key])
-                spool.insert(IMAGES_SQL, rows)
+                plain = _plain_images(self, elements)
+                if plain is None:
+                    self._unordered(spool)
+                    spool.insert(IMAGES_SQL, _image_rows(self, elements, seq[key]))
+                elif self.in_order and self.blocks:
+                    names, ids, texts, stems = plain
+                    if self.first is None:
+                        self.first = names[0]  # no record of such a file has a problem
+                    self._store(spool, IMAGE_BLOCK, seq=seq[key], ids=ids, first=names,
+                                texts=texts, stems=stems)
+                else:
+                    self.demote(spool)
+                    spool.insert(IMAGES_SQL, _image_block_rows(self, plain, seq[key]))
             elif key == ANNOTATIONS:
-                spool.insert(ANNS_SQL, _plain_ann_rows(self, elements, seq[key]) or
-                             _ann_rows(self, elements, seq[key]))
+                plain = _plain_anns(self, elements)
+                if plain is None:
+                    self._unordered(spool)
+                    spool.insert(ANNS_SQL, _ann_rows(self, elements, seq[key]))
+                elif self.in_order and self.blocks:
+                    ids, cids, texts = plain
+                    self._store(spool, ANN_BLOCK, seq=seq[key], ids=ids, first=cids,
+                                texts=texts)
+                else:
+                    self.demote(spool)
+                    spool.insert(ANNS_SQL, _ann_block_rows(self, plain, seq[key]))
             elif key == CATEGORIES:
                 self.cats.extend(elements)
                 self._check_categories()
             if key in seq:
                 seq[key] += len(elements)
+        if not self.in_order:
+            self.demote(spool)
         return seq[IMAGES]
 
     def _load_slow(self, spool: Spool) -> int:
@@ -422,6 +494,10 @@ class _CocoFile:
 
 
 IMAGES_SQL = "INSERT INTO images VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+IMAGE_BLOCK, ANN_BLOCK = 0, 1  # kinds of `blocks` rows
+ORDERS = ("idk", "stem", "name", "ann")  # `_CocoFile.increasing`
+_pack = msgspec.msgpack.Encoder().encode  # a block: a few C calls, not a row per record
+_unpack = msgspec.msgpack.Decoder().decode
 ANNS_SQL = "INSERT INTO anns VALUES (?, ?, ?, ?, ?)"
 
 
@@ -462,11 +538,12 @@ def _encoded_all(values: list[Any]) -> list[bytes] | None:
         return None
 
 
-def _plain_image_rows(cf: _CocoFile, records: list[Any], start: int
-                      ) -> Iterator[tuple[Any, ...]] | None:
-    """`_image_rows` of a decoded block built by maps and zip in C, when every record is
-    an object with an int (or else a string) id and a non-empty, safe file_name (None
-    otherwise: then `_image_rows` decides each record)."""
+def _plain_images(cf: _CocoFile, records: list[Any]
+                  ) -> tuple[list[str], list[Any], list[bytes], list[str]] | None:
+    """(file names, ids, record JSONs, stems) of a decoded block, built by maps in C, when
+    every record is an object with an int (or else a string) id and a non-empty, safe
+    file_name (None otherwise: then `_image_rows` decides each record); keeps
+    `cf.increasing` up to date."""
     if set(map(type, records)) != {dict}:
         return None
     names = list(map(dict.get, records, itertools.repeat("file_name")))
@@ -474,11 +551,7 @@ def _plain_image_rows(cf: _CocoFile, records: list[Any], start: int
         return None
     ids = list(map(dict.get, records, itertools.repeat("id")))
     kinds = set(map(type, ids))
-    if kinds == {int}:
-        idks = map(str, ids)
-    elif kinds == {str}:
-        idks = map("s:".__add__, ids)
-    else:
+    if kinds != {int} and kinds != {str}:
         return None
     texts = _encoded_all(records)
     if texts is None:
@@ -486,27 +559,41 @@ def _plain_image_rows(cf: _CocoFile, records: list[Any], start: int
     stems = list(map(listing.stem, names))
     _increasing(cf, "idk", ids if kinds == {int} else None)
     _increasing(cf, "stem", stems)
+    _increasing(cf, "name", names)
+    return names, ids, texts, stems
+
+
+def _image_block_rows(cf: _CocoFile, block: tuple[list[str], list[Any], list[bytes],
+                                                     list[str]], start: int
+                      ) -> Iterator[tuple[Any, ...]]:
+    """The `_image_rows` of a block of plain records (`_plain_images`: names, ids, JSONs,
+    stems), built in C."""
+    names, ids, texts, stems = block
+    idks = map(str, ids) if type(ids[0]) is int else map("s:".__add__, ids)
     return zip(itertools.repeat(cf.dataset), names, itertools.count(start), idks, texts,
-               itertools.repeat(None), itertools.repeat(cf.where), stems)
+               itertools.repeat(None), itertools.repeat(cf.where),
+               stems)
 
 
 def _increasing(cf: _CocoFile, column: str, values: list[Any] | None) -> None:
     """Keep `cf.increasing[column]` only while the values (None: not comparable) increase
-    strictly from the last block's on (compared in C)."""
+    (strictly, but for ORDERS' non-strict "ann") from the last block's on (in C)."""
     if values is None:
         cf.increasing[column] = False
     if not cf.increasing[column] or not values:
         return
     last = cf.last.get(column)
-    cf.increasing[column] = (last is None or last < values[0]) and all(
-        map(operator.lt, values, itertools.islice(values, 1, None)))
+    lt = operator.le if column == "ann" else operator.lt
+    cf.increasing[column] = (last is None or lt(last, values[0])) and all(
+        map(lt, values, itertools.islice(values, 1, None)))
     cf.last[column] = values[-1]
 
 
-def _plain_ann_rows(cf: _CocoFile, anns: list[Any], start: int
-                    ) -> Iterator[tuple[Any, ...]] | None:
-    """`_ann_rows` of a decoded block built in C, when every annotation is an object with
-    an int image_id and an int or string category_id (None otherwise)."""
+def _plain_anns(cf: _CocoFile, anns: list[Any]
+                ) -> tuple[list[int], list[Any], list[bytes]] | None:
+    """(image ids, category ids, annotation JSONs) of a decoded block built in C, when every
+    annotation is an object with an int image_id and an int or string category_id (None
+    otherwise: then `_ann_rows` decides each); keeps `cf.increasing["ann"]` up to date."""
     if set(map(type, anns)) != {dict}:
         return None
     ids = list(map(dict.get, anns, itertools.repeat("image_id")))
@@ -516,6 +603,14 @@ def _plain_ann_rows(cf: _CocoFile, anns: list[Any], start: int
     texts = _encoded_all(anns)
     if texts is None:
         return None
+    _increasing(cf, "ann", ids)
+    return ids, cids, texts
+
+
+def _ann_block_rows(cf: _CocoFile, block: tuple[list[int], list[Any], list[bytes]],
+                    start: int) -> Iterator[tuple[Any, ...]]:
+    """The `_ann_rows` of a block of plain annotations (`_plain_anns`), built in C."""
+    ids, cids, texts = block
     return zip(itertools.repeat(cf.dataset), map(str, ids), itertools.count(start), cids, texts)
 
 
@@ -626,8 +721,7 @@ def list_coco(root: Root, images_url: str | None = None) -> listing.Listing:
     except BaseException:
         spool.close()
         raise
-    by_ds = {cf.dataset: cf.by_id for cf in cfs}
-    return listing.Listing(coco.NAME, cfs[0].classes, count, lambda: _refs(spool, by_ds),
+    return listing.Listing(coco.NAME, cfs[0].classes, count, lambda: _refs(spool, cfs),
                            spool=spool, image_root=image_root)
 
 
@@ -644,6 +738,8 @@ def _fill(spool: Spool, root: Root, cfs: list[_CocoFile], fixed: Root | None
                   "problem TEXT, ann_key TEXT, stem TEXT)")
     spool.execute("CREATE TABLE anns (ds TEXT, idk TEXT, seq INT, cid, ann BLOB)")
     spool.execute("CREATE TABLE files (key TEXT, tag TEXT)")
+    spool.execute("CREATE TABLE blocks (ds TEXT, kind INT, seq INT, ids BLOB, data BLOB, "
+                  "stems BLOB)")
     spool.execute("CREATE TABLE prefixes (ds TEXT PRIMARY KEY, prefix TEXT)")
     count = sum(cf.load(spool) for cf in cfs)
     for cf in cfs[1:]:
@@ -655,6 +751,9 @@ def _fill(spool: Spool, root: Root, cfs: list[_CocoFile], fixed: Root | None
     orphans, dup = (ORPHANS_SQL + " AND i.problem IS NOT ?)", (DUP_ID,)) if _first_wins(
         spool, cfs) else (ORPHANS_SQL + ")", ())
     for cf in cfs:
+        if cf.blocks:  # `cf.first` is its first record
+            folders[cf.dataset] = "" if fixed else _images_dir(fs, cf.path, cf.dataset, cf.first)
+            continue
         # a file's records are inserted in seq order (the ijson re-read after a DELETE
         # too): rowid order is seq order, and the scan stops at the first match
         cf.first = spool.scalar("SELECT name FROM images WHERE ds = ? AND problem IS NULL "
@@ -667,36 +766,161 @@ def _fill(spool: Spool, root: Root, cfs: list[_CocoFile], fixed: Root | None
         image_root = Root(fs.unstrip_protocol(top), dict(root.storage_options))
         folders = {ds: rel_path(f, top) for ds, f in folders.items()}
     prefixes = {ds: "" if f in ("", ".") else f + "/" for ds, f in folders.items()}
+    for cf in cfs:
+        cf.prefix = prefixes[cf.dataset]
     spool.insert("INSERT INTO prefixes VALUES (?, ?)", prefixes.items())
+    listed: list[str] = []
     for prefix in sorted(set(prefixes.values())):  # each images folder listed once
+        if any(map(prefix.startswith, listed)):
+            continue  # a folder inside one listed already: its files are there (once)
+        listed.append(prefix)
         spool.insert("INSERT INTO files VALUES (?, ?)",
                      listing.iter_tags(image_root, prefix.rstrip("/")))
     spool.execute("CREATE INDEX images_order ON images (ds, name, seq)")
     spool.execute("CREATE INDEX anns_image ON anns (ds, idk, seq, cid, ann)")  # covering: `_refs`
     spool.execute("CREATE INDEX files_key ON files (key, tag)")
     for cf in cfs:
-        cf.orphans += spool.scalar(orphans, (cf.dataset, *dup)) or 0
+        cf.orphans += _sorted_orphans(spool, cf.dataset) if cf.blocks else spool.scalar(
+            orphans, (cf.dataset, *dup)) or 0
         if cf.orphans:
             log.warning("%s: %d annotations name no image of the file; they are not exported",
                         cf.where, cf.orphans)
     return count, image_root
 
 
-_IMAGE_ROW = operator.itemgetter(0, 1, 2)  # (ds, name, seq): the rows of one image record
+def _blocks(spool: Spool, ds: str, kind: int) -> Iterator[tuple[list[Any], list[Any]]]:
+    """(image ids, names or category ids + JSONs) of each stored block, in file order: one
+    block read at a time (not `Spool.rows`' batches of rows: a block is thousands of records)."""
+    cur = spool.db.execute("SELECT ids, data FROM blocks WHERE ds = ? AND kind = ? ORDER BY "
+                           "rowid", (ds, kind))
+    try:
+        for ids, data in cur:
+            yield _unpack(ids), data
+    finally:
+        cur.close()
 
 
-def _refs(spool: Spool, by_ds: dict[str, dict[Any, str]]) -> Iterator[listing.ItemRef]:
-    cats_json: dict[tuple[str, frozenset[Any]], bytes] = {}  # the categories of a set of ids
+def _sorted_orphans(spool: Spool, ds: str) -> int:
+    """The annotations (image ids never decreasing) whose image id no record (ids
+    increasing) has: one merge of the stored blocks, a set of one block of ids at a time."""
+    images = (ids for ids, _data in _blocks(spool, ds, IMAGE_BLOCK))
+    have = next(images, None)
+    known = set(have or ())
+    orphans = 0
+    for ids, _data in _blocks(spool, ds, ANN_BLOCK):
+        i = 0
+        while i < len(ids):
+            while have is not None and have[-1] < ids[i]:  # blocks wholly below: passed
+                have = next(images, None)
+                known = set(have or ())
+            if have is None:
+                orphans += len(ids) - i
+                break
+            j = bisect.bisect_right(ids, have[-1], i)  # ids[i:j] end within this block
+            orphans += j - i - sum(map(known.__contains__, ids[i:j]))
+            i = j
+    return orphans
+
+
+def _refs(spool: Spool, cfs: list[_CocoFile]) -> Iterator[listing.ItemRef]:
+    """Every file's refs, in (dataset, name) order: from the stored blocks of a file whose
+    records are in order (`_sorted_refs`), else from the join (`_joined_refs`)."""
+    cats: dict[tuple[str, frozenset[Any]], bytes] = {}  # the categories of a set of ids
+    for cf in sorted(cfs, key=operator.attrgetter("dataset")):
+        if cf.blocks:
+            yield from _sorted_refs(spool, cf, cats)
+        else:
+            yield from _joined_refs(spool, cf, cats)
+
+
+def _sorted_refs(spool: Spool, cf: _CocoFile, cats: dict[tuple[str, frozenset[Any]], bytes]
+                 ) -> Iterator[listing.ItemRef]:
+    """The refs of a file whose records are plain and in order (`_CocoFile.in_order`):
+    names increasing are (dataset, name) order, each image's annotations follow each other
+    (image ids increasing, theirs never decreasing) and the files are read in key order,
+    so one merge of the three gives what `_joined_refs`' join gives, without it."""
+    ds, prefix = cf.dataset, cf.prefix
+    files = spool.rows("SELECT key, tag FROM files WHERE key >= ? ORDER BY key", (prefix,))
+    anns = _ann_stream(spool, ds)
+    try:
+        fkey, ftag = next(files, (None, None))
+        aid, cid, ann = next(anns, _END)
+        for block_ids, data in _blocks(spool, ds, IMAGE_BLOCK):
+            names, texts = _unpack(data)
+            for name, iid, rec in zip(names, block_ids, texts):  # noqa: B905 (same lengths)
+                key = prefix + name
+                while fkey is not None and fkey < key:
+                    fkey, ftag = next(files, (None, None))
+                while aid is not None and aid < iid:  # an orphan (`_sorted_orphans`)
+                    aid, cid, ann = next(anns, _END)
+                group: list[bytes] = []
+                used = set()
+                while aid == iid:
+                    group.append(ann)
+                    used.add(cid)
+                    aid, cid, ann = next(anns, _END)
+                yield _ref(cf, name, rec, (group, used, key, ftag if fkey == key else None),
+                           cats)
+    finally:
+        files.close()
+        anns.close()
+
+
+_END = (None, None, None)
+
+
+def _ann_stream(spool: Spool, ds: str) -> Iterator[tuple[int, Any, bytes]]:
+    for ids, data in _blocks(spool, ds, ANN_BLOCK):
+        cids, texts = _unpack(data)
+        yield from zip(ids, cids, texts)  # noqa: B905 (equal lengths)
+
+
+def _ref(cf: _CocoFile, name: str, rec: bytes,
+         found: tuple[list[bytes], set[Any], str, str | None],
+         cats: dict[tuple[str, frozenset[Any]], bytes]) -> listing.ItemRef:
+    """The ref of an image record without a problem of its own: `found` = (its
+    annotations' JSONs in file order, their category ids, its image key, the tag of that
+    file or None when the folder's listing has no such file)."""
+    anns, used, image_key, image_tag = found
+    ds = cf.dataset
+    if TOO_DEEP in anns:
+        return listing.ItemRef(ds, name, cf.where, None, expected(
+            "annotations of a sane nesting depth", "RecursionError"))
+    ckey = (ds, frozenset(used))
+    got = cats.get(ckey)
+    if got is None:
+        if len(cats) > 4096:
+            cats.clear()
+        got = cats[ckey] = _dumps(
+            [[cid, cname] for cid, cname in cf.by_id.items() if cid in used]).encode()
+    inline = b"".join((b'{"image":', rec, b',"annotations":[', b",".join(anns),
+                       b'],"categories":', got, b"}"))
+    tag = hashlib.md5(inline, usedforsecurity=False).hexdigest()
+    if image_tag is None:
+        return listing.ItemRef(ds, name, cf.where, None, expected(
+            f"the image file {image_key} (one listing of its folder)", "no such file"),
+            ann_inline=inline, ann_tag=tag)
+    return listing.ItemRef(ds, name, cf.where, image_key, ann_inline=inline, ann_tag=tag,
+                           image_tag=image_tag)
+
+
+_IMAGE_ROW = operator.itemgetter(0, 1)  # (name, seq): the rows of one image record
+
+
+def _joined_refs(spool: Spool, cf: _CocoFile, cats: dict[tuple[str, frozenset[Any]], bytes]
+                 ) -> Iterator[listing.ItemRef]:
+    """The refs of a file read into rows: images joined with their file and annotations."""
     rows = spool.rows(
-        "SELECT i.ds, i.name, i.seq, i.ann_key, i.rec, i.problem, p.prefix || i.name, f.tag, "
+        "SELECT i.name, i.seq, i.rec, i.problem, p.prefix || i.name, f.tag, "
         "a.cid, a.ann FROM images i JOIN prefixes p ON p.ds = i.ds "
         "LEFT JOIN files f ON i.problem IS NULL AND f.key = p.prefix || i.name "
         "LEFT JOIN anns a ON i.problem IS NULL AND a.ds = i.ds AND a.idk = i.idk "
-        "ORDER BY i.ds, i.name, i.seq, a.seq")
+        "WHERE i.ds = ? ORDER BY i.name, i.seq, a.seq", (cf.dataset,))
     for _image, group in itertools.groupby(rows, _IMAGE_ROW):
-        ds, name, _seq, ann_key, rec, problem, image_key, image_tag, cid, ann = next(group)
+        name, _seq, rec, problem, image_key, image_tag, cid, ann = next(group)
         if problem is not None:
-            yield listing.ItemRef(ds, name, ann_key, None, _worded(spool, ds, name, rec, problem))
+            yield listing.ItemRef(cf.dataset, name, cf.where, None,
+                                  _worded(spool, cf.dataset, name, rec, problem))
             continue
         if ann is None:  # a LEFT JOIN's null: the image has no annotation (one row)
             anns, used = [], set()
@@ -705,24 +929,4 @@ def _refs(spool: Spool, by_ds: dict[str, dict[Any, str]]) -> Iterator[listing.It
             for *_, cid, ann in group:
                 anns.append(ann)
                 used.add(cid)
-        if TOO_DEEP in anns:
-            yield listing.ItemRef(ds, name, ann_key, None, expected(
-                "annotations of a sane nesting depth", "RecursionError"))
-            continue
-        ckey = (ds, frozenset(used))
-        cats = cats_json.get(ckey)
-        if cats is None:
-            if len(cats_json) > 4096:
-                cats_json.clear()
-            cats = cats_json[ckey] = _dumps(
-                [[cid, cname] for cid, cname in by_ds[ds].items() if cid in used]).encode()
-        inline = b"".join((b'{"image":', rec, b',"annotations":[', b",".join(anns),
-                           b'],"categories":', cats, b"}"))
-        tag = hashlib.md5(inline, usedforsecurity=False).hexdigest()
-        if image_tag is None:
-            yield listing.ItemRef(ds, name, ann_key, None, expected(
-                f"the image file {image_key} (one listing of its folder)", "no such file"),
-                ann_inline=inline, ann_tag=tag)
-            continue
-        yield listing.ItemRef(ds, name, ann_key, image_key, ann_inline=inline, ann_tag=tag,
-                              image_tag=image_tag)
+        yield _ref(cf, name, rec, (anns, used, image_key, image_tag), cats)
