@@ -66,7 +66,7 @@ WORKER_ENV = {
 # Dask settings of the LocalCluster the job starts (`connect`). On top of the workers'
 # environment and one allowed failure (see `connect`): the periodic background work of Dask's
 # processes, which competes with the items for the machine's cores - at 2 workers on 2 CPUs
-# ~0.18 cores idle, ~0.05 with these (BENCHMARKS.md "Scaling"). The statistical profiler
+# ~0.14 cores idle, ~0.05 with these (BENCHMARKS.md "Scaling"). The statistical profiler
 # (the dashboard's Profile page) samples every worker's task stack every 10 ms on the worker's
 # event loop; the event-loop health check ticks every 20 ms in every process (500 ms is what
 # Dask's own test clusters use; a loop blocked > `tick.limit` is still reported); the system
