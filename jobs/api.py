@@ -17,7 +17,8 @@ Contract:
   `.exit_code` (0, or 1 when more items failed than `max_failed` allows), `.manifest_url`.
 - A given dask `client` is used as is and never closed; without one, `scheduler` /
   `scheduler_file` / DASK_SCHEDULER_ADDRESS connect to a running scheduler, else a LocalCluster
-  of `workers` processes (dashboard on 127.0.0.1 unless `dashboard_address`) runs the job and
+  of `workers` processes (dashboard on 127.0.0.1 unless `dashboard_address`; Dask's
+  statistical profiler off and its periodic monitors slowed: `CLUSTER_CONFIG`) runs the job and
   is closed at the end; `workers=0` runs in this process.
 - Where the job runs when nobody said (`choose_workers`): no client, scheduler, scheduler
   file, DASK_SCHEDULER_ADDRESS or `workers` given -> in this process when the job is small
@@ -61,6 +62,22 @@ WORKER_ENV = {
     "OMP_NUM_THREADS": 1,
     "OPENBLAS_NUM_THREADS": 1,
     "MKL_NUM_THREADS": 1,
+}
+# Dask settings of the LocalCluster the job starts (`connect`). On top of the workers'
+# environment and one allowed failure (see `connect`): the periodic background work of Dask's
+# processes, which competes with the items for the machine's cores - at 2 workers on 2 CPUs
+# ~0.14 cores idle, ~0.05 with these (BENCHMARKS.md "Scaling"). The statistical profiler
+# (the dashboard's Profile page) samples every worker's task stack every 10 ms on the worker's
+# event loop; the event-loop health check ticks every 20 ms in every process (500 ms is what
+# Dask's own test clusters use; a loop blocked > `tick.limit` is still reported); the system
+# monitor (the dashboard's CPU/memory plots) samples every 0.5 s. The memory monitor (the
+# nanny's memory limit) is left at Dask's interval.
+CLUSTER_CONFIG = {
+    "distributed.nanny.pre-spawn-environ": WORKER_ENV,
+    "distributed.scheduler.allowed-failures": 1,
+    "distributed.worker.profile.enabled": False,
+    "distributed.admin.tick.interval": "500ms",
+    "distributed.admin.system-monitor.interval": "2s",
 }
 
 
@@ -321,9 +338,9 @@ def connect(*, scheduler: str | None = None, scheduler_file: str | None = None,
     # array into a fresh mmap (40x the page faults, ~25% more CPU, BENCHMARKS.md); a worker
     # here holds one image at a time, so let glibc keep and reuse those pages.
     # allowed-failures 1: a partition whose worker dies twice is re-run item by item in child
-    # processes (jobs/run.py), so one poison item costs two worker processes, not four
-    with dask.config.set({"distributed.nanny.pre-spawn-environ": WORKER_ENV,
-                          "distributed.scheduler.allowed-failures": 1}):
+    # processes (jobs/run.py), so one poison item costs two worker processes, not four.
+    # The rest of CLUSTER_CONFIG: less background work in Dask's own processes.
+    with dask.config.set(CLUSTER_CONFIG):
         cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
                                host="127.0.0.1",
                                dashboard_address=dashboard_address or "127.0.0.1:0",

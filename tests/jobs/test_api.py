@@ -97,6 +97,30 @@ def test_a_given_client_is_used_as_is_and_left_open(two_items, tmp_path):
         assert client.submit(sum, [1, 2]).result(timeout=30) == 3  # still usable
 
 
+@pytest.mark.cluster
+def test_the_jobs_own_cluster_keeps_dask_background_work_low():
+    """The LocalCluster `connect` starts: no statistical profiler on the workers, slower
+    event-loop ticks and system monitor in every process, and one allowed failure
+    (jobs.api.CLUSTER_CONFIG), read by the processes themselves."""
+    from jobs.api import connect
+
+    def probe(dask_worker=None, dask_scheduler=None):
+        server = dask_worker or dask_scheduler
+        pcs = server.periodic_callbacks
+        return "profile" in pcs, pcs["tick"].callback_time, pcs["monitor"].callback_time
+
+    client, cluster = connect(workers=1)
+    try:
+        (worker,) = client.run(probe).values()
+        assert worker == (False, 500, 2000)
+        assert client.run_on_scheduler(probe)[1:] == (500, 2000)
+        assert client.run_on_scheduler(
+            lambda dask_scheduler: dask_scheduler.allowed_failures) == 1
+    finally:
+        client.close()
+        cluster.close()
+
+
 @pytest.mark.s3
 def test_storage_options_are_a_dict(two_items, s3_bucket, moto_server, monkeypatch):
     from tests.e2e.helpers import new_fs
