@@ -191,20 +191,23 @@ class PartSet(AbstractSet[int]):
     """A set of partition ids below `size`, one bit each (12.5 KB at 100k partitions, where a
     set of ints holds ~70 bytes per id); ids outside the range are never in it."""
 
-    __slots__ = ("_bits", "_count")
+    __slots__ = ("_bits", "_count", "_size")
 
     def __init__(self, size: int) -> None:
-        self._bits = bytearray((max(size, 0) + 7) // 8)
+        self._size = max(size, 0)
+        self._bits = bytearray((self._size + 7) // 8)
         self._count = 0
 
     def add(self, pid: int) -> None:
+        if not 0 <= pid < self._size:
+            raise IndexError(f"Expected a partition id below {self._size}. Got {pid} instead.")
         byte, bit = divmod(pid, 8)
         if not self._bits[byte] >> bit & 1:
             self._bits[byte] |= 1 << bit
             self._count += 1
 
     def __contains__(self, pid: object) -> bool:
-        if not isinstance(pid, int) or not 0 <= pid < len(self._bits) * 8:
+        if not isinstance(pid, int) or not 0 <= pid < self._size:
             return False
         return bool(self._bits[pid >> 3] >> (pid & 7) & 1)
 
