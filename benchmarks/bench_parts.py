@@ -3,15 +3,16 @@
 
     nice .venv/bin/python benchmarks/bench_parts.py [--local 1000,100000] [--s3 1000,4000]
                                                     [--base /path/to/other/checkout]
-                                                    [--replan] [--repeats 2]
+                                                    [--replan 1000,20000] [--repeats 2]
 
 For each N: an output holding plan.json, N committed parts of its token and 10 parts of another
 plan (late commits of a dead driver, re-created before every run: the resume deletes them).
 Each measurement is a FRESH process that builds the Plan (N partitions) and opens the store,
-then runs `prepare_plan` - the resume - and reports its peak RSS (ru_maxrss), the growth of
-the peak over the process's size before the call (the listing's share), CPU and wall seconds.
-`--replan`: the other branch of prepare_plan as well (settings changed: all N parts of the old
-plan are stale and deleted; local disk only, the parts are re-created for every run).
+then runs `prepare_plan` - the resume - and reports its peak RSS (VmHWM: ru_maxrss of the
+process image alone - Linux's ru_maxrss keeps the parent's peak across fork and exec), the
+growth of that peak during the call (the listing's share), CPU and wall seconds.
+`--replan 1000,20000`: the other branch of prepare_plan at those Ns (settings changed: all N
+parts of the old plan are stale and deleted; local disk only, re-created for every run).
 `--base DIR`: the same measurements with PYTHONPATH=DIR (e.g. a `git worktree` of the branch
 point), interleaved with this checkout's, so ratios come from the same run. `--s3`: on a moto
 S3 server (tests/e2e/helpers.py); moto takes ~25 ms per PUT on a loaded machine, so its Ns
@@ -35,7 +36,7 @@ STALE = 10
 TOKEN, OTHER = "a" * 16, "b" * 16
 
 CHILD = r"""
-import json, resource, sys, time
+import json, sys, time
 from array import array
 from jobs.manifest_store import PLAN_KEY, ShardWriter
 from jobs.plan import Plan, prepare_plan
@@ -47,11 +48,15 @@ shards = ShardWriter(dest)
 shards.shard_of, shards.starts, shards.ends = array("i", [0]) * n, array("q", [0]) * n, \
     array("q", [0]) * n
 plan = Plan(previous["fingerprint"] if mode == "resume" else "sha256:changed", 1, n, shards, 1)
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def hwm():  # this process image's own peak RSS in KB (ru_maxrss would include the peak
+    # of the benchmark's parent: Linux carries the maximum across fork and exec)
+    with open("/proc/self/status") as f:
+        return int(next(x for x in f if x.startswith("VmHWM:")).split()[1])
+before = hwm()
 cpu, wall = time.process_time(), time.perf_counter()
 done = prepare_plan(dest, plan)
 cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+peak = hwm()
 print(json.dumps({"done": len(done), "cpu": cpu, "wall": wall, "peak_mb": peak / 1024,
                   "growth_mb": (peak - before) / 1024}))
 """
@@ -74,11 +79,10 @@ def _setup_local(top: Path, n: int, mode: str) -> str:
     man = out / "_manifest"
     man.mkdir(parents=True, exist_ok=True)
     (man / "plan.json").write_bytes(_plan_json(n))
-    wanted = _keys(n, TOKEN) + _keys(STALE if mode == "resume" else n, OTHER)
-    for k in wanted:
-        p = out / k
-        if not p.exists():
-            p.write_bytes(b"")
+    have = set(os.listdir(man))
+    for k in _keys(n, TOKEN) + _keys(STALE if mode == "resume" else n, OTHER):
+        if k[len("_manifest/"):] not in have:
+            os.close(os.open(out / k, os.O_CREAT | os.O_WRONLY, 0o644))
     return str(out)
 
 
@@ -111,7 +115,7 @@ def main() -> None:
     ap.add_argument("--local", default="1000,100000")
     ap.add_argument("--s3", default="")
     ap.add_argument("--base", default="")
-    ap.add_argument("--replan", action="store_true")
+    ap.add_argument("--replan", default="", help="Ns for the replan path (local disk)")
     ap.add_argument("--repeats", type=int, default=2)
     args = ap.parse_args()
     codes = [("this", str(ROOT))] + ([("base", args.base)] if args.base else [])
@@ -129,12 +133,13 @@ def main() -> None:
                     best[key] = r
         for label, _code in codes:
             rows.append(_row(where, mode, n, label, best[(where, mode, n, label)]))
+            print(rows[-1], flush=True)
 
     try:
         for n in [int(x) for x in args.local.split(",") if x]:
             run("local", "resume", n, lambda n=n: _setup_local(top, n, "resume"))
-            if args.replan:
-                run("local", "replan", n, lambda n=n: _setup_local(top, n, "replan"))
+        for n in [int(x) for x in args.replan.split(",") if x]:
+            run("local", "replan", n, lambda n=n: _setup_local(top, n, "replan"))
         if args.s3:
             _s3(args, run, top)
     finally:
