@@ -323,25 +323,27 @@ def _walk_s3(fs: Any, top: str, page: int) -> Iterator[str]:
     try:
         while True:
             try:
-                got = sync(fs.loop, _take, pages, page)
+                names, more = sync(fs.loop, _take_names, pages, page)
             except FileNotFoundError:
                 return
-            for info in got:
-                if not info["name"].endswith("/"):
-                    yield info["name"]
-            if len(got) < page:
+            yield from names
+            if not more:
                 return
     finally:
         sync(fs.loop, pages.aclose)
 
 
-async def _take(pages: Any, n: int) -> list[dict[str, Any]]:
-    out = []
+async def _take_names(pages: Any, n: int) -> tuple[list[str], bool]:
+    """The names of the next `n` listed objects (info dicts dropped at once; folder
+    placeholders left out), and whether the listing may go on."""
+    names, seen = [], 0
     async for info in pages:
-        out.append(info)
-        if len(out) >= n:
-            break
-    return out
+        if not info["name"].endswith("/"):
+            names.append(info["name"])
+        seen += 1
+        if seen >= n:
+            return names, True
+    return names, False
 
 
 def _find(fs: fsspec.AbstractFileSystem, top: str, **kwargs: Any) -> Any:
