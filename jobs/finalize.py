@@ -48,10 +48,9 @@ from maskcore.model import ClassTable
 from .manifest_store import (
     MANIFEST_LINES,
     MANIFEST_SUMMARY,
-    delete_keys,
     iter_part_batches,
     records_key,
-    scan_parts,
+    sweep_parts,
 )
 from .preview import Sampler, write_preview
 from .storage import Root
@@ -218,10 +217,9 @@ def finalize_export(*, dest: Root, n_parts: int, plan_token: str, formats: Seque
         write_preview(dest, meta, totals, sampler.picked)
     except (OSError, ValueError, ItemError) as e:
         io.problem(f"preview.html not written: {type(e).__name__}: {e}")
-    _, stale = scan_parts(dest, plan_token)  # committed late by a dead driver's tasks
+    _, stale = sweep_parts(dest, plan_token, 0)  # committed late by a dead driver's tasks
     if stale:
-        log.info("finalize: deleting %d parts of another plan (never merged)", len(stale))
-        delete_keys(dest, stale)
+        log.info("finalize: deleted %d parts of another plan (never merged)", stale)
     body = {**meta, **({"format_details": details} if details else {}),
             "summary": summary.to_dict()}
     dest.write(MANIFEST_SUMMARY, json.dumps(body, indent=2, ensure_ascii=False).encode())

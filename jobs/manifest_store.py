@@ -25,7 +25,7 @@ when they are not UTF-8). A partition is a `PlanSlice`: a shard number and a byt
 Plan tokens: a committed part (and its records) carries the token of the plan it was made for
 in its name. Only parts of the current plan's token exist for resume, finalize and the merge; a
 part of another token - committed late by a task of a driver that died before the plan was
-replaced - is ignored, and deleted (`stale_keys`) when a plan is adopted and at finalize. Two
+replaced - is ignored, and deleted (`sweep_parts`) when a plan is adopted and at finalize. Two
 parts of the same partition never share a name across plans, so a late commit cannot replace a
 current one either.
 
@@ -46,7 +46,8 @@ import logging
 import os
 import re
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
 
@@ -127,8 +128,9 @@ def end_attempt(dest: Root, pid: int) -> None:
 
 
 def clear_attempts(dest: Root) -> int:
-    """Remove every attempt marker (one listing, bulk deletes): the run is over."""
-    return delete_keys(dest, list(dest.list_files(ATTEMPTS_DIR)))
+    """Remove every attempt marker (listed and deleted in bulk, a page at a time): the run is
+    over."""
+    return _sweep(dest, ATTEMPTS_DIR, lambda _key: True)
 
 
 def attempt_of(dest: Root, pid: int) -> str | None:
@@ -143,15 +145,21 @@ def current_run(dest: Root) -> str | None:
 
 def adopt_run(dest: Root, run_token: str) -> set[int]:
     """Make `run_token` the output's current run, then claim the partitions other runs had
-    started: their attempt markers are removed (one listing, bulk deletes) and their ids
-    returned. In this order - the run key written before the markers are listed, while a task
-    writes its marker before it reads the run key (jobs/fence.py) - a task of an older run
-    either has its marker listed here or finds the new run key at its start."""
+    started: their attempt markers are removed (listed a page at a time, bulk deletes) and
+    their ids returned. In this order - the run key written before the markers are listed,
+    while a task writes its marker before it reads the run key (jobs/fence.py) - a task of an
+    older run either has its marker listed here or finds the new run key at its start."""
     dest.write(RUN_KEY, run_token.encode())
-    keys = list(dest.list_files(ATTEMPTS_DIR))
-    delete_keys(dest, keys)
     head = f"{ATTEMPTS_DIR}/part-"
-    return {int(k[len(head):]) for k in keys if k.startswith(head) and k[len(head):].isdigit()}
+    held: set[int] = set()  # at most the partitions in flight when that run stopped
+
+    def claim(key: str) -> bool:
+        if key.startswith(head) and key[len(head):].isdigit():
+            held.add(int(key[len(head):]))
+        return True
+
+    _sweep(dest, ATTEMPTS_DIR, claim)
+    return held
 
 
 def _small(dest: Root, key: str) -> str | None:
@@ -168,29 +176,98 @@ def shard_key(n: int) -> str:
 def _numbered(dest: Root, prefix: str, head: str) -> set[int]:
     """Numbers N of the `head`N.jsonl objects under `prefix` (one listing)."""
     found = set()
-    for key in dest.list_files(prefix):
-        rel = key[len(prefix):].lstrip("/")
-        if rel.startswith(head) and rel.endswith(".jsonl") and "/" not in rel:
-            try:
-                found.add(int(rel[len(head):-6]))
-            except ValueError:
-                continue
+    for page in dest.key_pages(prefix):
+        for key in page:
+            rel = key[len(prefix):].lstrip("/")
+            if rel.startswith(head) and rel.endswith(".jsonl") and "/" not in rel:
+                try:
+                    found.add(int(rel[len(head):-6]))
+                except ValueError:
+                    continue
     return found
 
 
-def scan_parts(dest: Root, token: str | None) -> tuple[set[int], list[str]]:
-    """(ids of the partitions committed under the plan of `token`, keys of the parts and
-    records of every other plan - all of them when `token` is None): one listing."""
-    done, stale = set(), []
-    for key in dest.list_files(MANIFEST_DIR):
+class PartSet(AbstractSet[int]):
+    """A set of partition ids below `size`, one bit each (12.5 KB at 100k partitions, where a
+    set of ints holds ~70 bytes per id); ids outside the range are never in it."""
+
+    __slots__ = ("_bits", "_count", "_size")
+
+    def __init__(self, size: int) -> None:
+        self._size = max(size, 0)
+        self._bits = bytearray((self._size + 7) // 8)
+        self._count = 0
+
+    def add(self, pid: int) -> None:
+        if not 0 <= pid < self._size:
+            raise IndexError(f"Expected a partition id below {self._size}. Got {pid} instead.")
+        byte, bit = divmod(pid, 8)
+        if not self._bits[byte] >> bit & 1:
+            self._bits[byte] |= 1 << bit
+            self._count += 1
+
+    def __contains__(self, pid: object) -> bool:
+        if not isinstance(pid, int) or not 0 <= pid < self._size:
+            return False
+        return bool(self._bits[pid >> 3] >> (pid & 7) & 1)
+
+    def __iter__(self) -> Iterator[int]:
+        for byte, bits in enumerate(self._bits):
+            if bits:
+                yield from (byte * 8 + b for b in range(8) if bits >> b & 1)
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __repr__(self) -> str:
+        return f"PartSet({sorted(self)})"
+
+
+def sweep_parts(dest: Root, token: str | None, n_parts: int) -> tuple[PartSet, int]:
+    """(ids below `n_parts` of the partitions committed under the plan of `token`, the number
+    of parts and records of every other plan - all of them when `token` is None - deleted):
+    one streamed listing, stale keys deleted in bulk as they are found (`_sweep`). A part of
+    the current plan at or past `n_parts` is not in the set, and is kept."""
+    done = PartSet(n_parts)
+
+    def stale(key: str) -> bool:
         m = _COMMITTED.fullmatch(key[len(MANIFEST_DIR):].lstrip("/"))
         if m is None:
-            continue
+            return False
         if token is None or m.group(2) != token:
-            stale.append(key)
-        elif not key.startswith(RECORDS_DIR):
-            done.add(int(m.group(1)))
-    return done, stale
+            return True
+        pid = int(m.group(1))
+        if pid < n_parts and not key.startswith(RECORDS_DIR):
+            done.add(pid)
+        return False
+
+    return done, _sweep(dest, MANIFEST_DIR, stale)
+
+
+SWEEP_PASSES = 4  # listings of one prefix by `_sweep` at most
+
+
+def _sweep(dest: Root, prefix: str, doomed: Callable[[str], bool]) -> int:
+    """Delete the keys under `prefix` for which `doomed(key)` is true, while listing: names
+    only, one page at a time, deleted in bulk batches of DELETE_BATCH - the driver holds one
+    page and one batch, whatever the number of keys. A folder changed during its listing may
+    skip entries (POSIX readdir leaves it open; S3 pages continue after the last key, so
+    never do), so a listing in whose middle a batch was deleted is done again, up to
+    SWEEP_PASSES listings; `doomed` sees every key at least once. Returns the number of
+    keys deleted."""
+    deleted = 0
+    for _ in range(SWEEP_PASSES):
+        batch: list[str] = []
+        mid_listing = False
+        for page in dest.key_pages(prefix):
+            batch.extend(k for k in page if doomed(k))
+            if len(batch) >= DELETE_BATCH:
+                deleted += delete_keys(dest, batch)
+                batch, mid_listing = [], True
+        deleted += delete_keys(dest, batch)
+        if not mid_listing:
+            break
+    return deleted
 
 
 def plan_shards(dest: Root) -> set[int]:

@@ -34,6 +34,7 @@ import json
 import logging
 import tempfile
 from collections.abc import Iterable, Iterator
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -53,9 +54,9 @@ from .manifest_store import (
     iter_baseline,
     new_token,
     plan_shards,
-    scan_parts,
     shard_key,
     snapshot_baseline,
+    sweep_parts,
 )
 from .storage import Root
 
@@ -176,7 +177,7 @@ def _read_plan_json(dest: Root) -> dict[str, Any] | None:
     return previous if isinstance(previous, dict) else None
 
 
-def prepare_plan(dest: Root, plan: Plan) -> set[int]:
+def prepare_plan(dest: Root, plan: Plan) -> AbstractSet[int]:
     """Adopt `plan` and set its token: the committed partitions that belong to it (a resume:
     the previous token is kept, parts of other tokens are deleted), or - for a new plan, with a
     new token - none, after removing every old part, removed items' outputs and the old
@@ -186,17 +187,14 @@ def prepare_plan(dest: Root, plan: Plan) -> set[int]:
     if previous is not None and previous.get("fingerprint") == plan.fingerprint \
             and is_token(previous.get("token")) and not completed:
         plan.token = previous["token"]
-        done, stale = scan_parts(dest, plan.token)
+        done, stale = sweep_parts(dest, plan.token, plan.n_parts)
         if stale:
-            log.info("ignoring and deleting %d parts of another plan", len(stale))
-            delete_keys(dest, stale)
-        return {p for p in done if p < plan.n_parts}
+            log.info("ignored and deleted %d parts of another plan", stale)
+        return done
     plan.token = new_token()
-    _, old = scan_parts(dest, None)
+    _, old = sweep_parts(dest, None, 0)
     if old:
-        log.info("input or settings changed since the last run: discarding %d old parts",
-                 len(old))
-        delete_keys(dest, old)
+        log.info("input or settings changed since the last run: discarded %d old parts", old)
     if plan.removed_keys:
         log.info("removing %d outputs of %d items deleted from the input", plan.removed_keys,
                  plan.removed_items)

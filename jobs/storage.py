@@ -34,6 +34,7 @@ import itertools
 import os
 import posixpath
 import stat
+import sys
 import threading
 import uuid
 from collections.abc import Iterator, Mapping
@@ -94,6 +95,9 @@ def common_path(paths: list[str]) -> str:
 def rel_path(path: str, start: str) -> str:
     """posixpath.relpath of two paths of one filesystem, URL schemes kept out of the way."""
     return posixpath.relpath(_split_scheme(path)[1], _split_scheme(start)[1])
+
+
+LIST_PAGE = 1000  # keys per page of `Root.key_pages` (an S3 ListObjectsV2 page)
 
 
 @dataclass(frozen=True)
@@ -183,10 +187,8 @@ class Root:
             found = _find(fs, top)
         except FileNotFoundError:
             return
-        base_norm = base.rstrip("/")
         for p in sorted(found):
-            rel = p[len(base_norm):].lstrip("/") if p.startswith(base_norm) else p
-            yield rel
+            yield _relative(p, base)
 
     def list_tags(self, prefix: str = "") -> Iterator[tuple[str, str]]:
         """(key, tag) of every file under `prefix`, sorted; the tag (size and ETag, or size
@@ -197,13 +199,33 @@ class Root:
             found = _find(fs, top, detail=True)
         except FileNotFoundError:
             return
-        base_norm = base.rstrip("/")
         for p in sorted(found):
             info = found[p]
-            rel = p[len(base_norm):].lstrip("/") if p.startswith(base_norm) else p
             version = info.get("ETag") or info.get("etag") or info.get("mtime") or \
                 info.get("LastModified") or ""
-            yield rel, f"{info.get('size', '')}-{str(version).strip(chr(34))}"
+            yield _relative(p, base), f"{info.get('size', '')}-{str(version).strip(chr(34))}"
+
+    def key_pages(self, prefix: str = "", *, page: int = LIST_PAGE) -> Iterator[list[str]]:
+        """The keys (relative to the root) of every file under `prefix`, in lists of at most
+        `page` keys, in no set order: names only, so the caller holds one page, never the
+        listing of the whole prefix (see `list_files`, sorted, for small prefixes). S3: one
+        ListObjectsV2 page at a time, nothing put in s3fs's listing cache; local disk: an
+        os.scandir walk that follows no links; other stores: their `find`. A prefix that does
+        not exist has no keys."""
+        fs, base = self.fs_path
+        top = posixpath.join(base, check_relative(prefix, "prefix")) if prefix else base
+        if isinstance(fs, LocalFileSystem):
+            paths: Iterator[str] = _walk_local(top)
+        elif _is_s3(fs):
+            paths = _walk_s3(fs, top, page)
+        else:
+            try:
+                paths = iter(_find(fs, top))
+            except FileNotFoundError:
+                return
+        keys = (_relative(p, base) for p in paths)
+        while chunk := list(itertools.islice(keys, page)):
+            yield chunk
 
     def write_many(self, objects: Mapping[str, bytes]) -> None:
         if not objects:
@@ -258,6 +280,70 @@ class Root:
     def delete(self, keys: list[str]) -> None:
         if keys:
             self.fs.rm([self.full(k) for k in keys])
+
+
+def _relative(path: str, base: str) -> str:
+    """A listed filesystem path as a key relative to the root at `base`."""
+    base_norm = base.rstrip("/")
+    return path[len(base_norm):].lstrip("/") if path.startswith(base_norm) else path
+
+
+def _walk_local(top: str) -> Iterator[str]:
+    """Paths of the files under the folder `top` (os.scandir, one folder open at a time
+    besides the stack of folders still to visit; links are listed, not followed). A folder
+    removed during the walk, or a missing `top`, is skipped."""
+    stack = [top]
+    while stack:
+        folder = stack.pop()
+        try:
+            with os.scandir(folder) as entries:
+                for e in entries:
+                    if e.is_dir(follow_symlinks=False):
+                        stack.append(e.path)
+                    else:
+                        yield e.path
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+
+
+def _is_s3(fs: fsspec.AbstractFileSystem) -> bool:
+    s3fs = sys.modules.get("s3fs")  # imported already whenever an S3 root exists
+    return s3fs is not None and isinstance(fs, s3fs.S3FileSystem)
+
+
+def _walk_s3(fs: Any, top: str, page: int) -> Iterator[str]:
+    """Paths (bucket/key) of the objects under the folder `top`, ListObjectsV2 pages pulled
+    one `page` at a time from s3fs's own page iterator (each page through its retrying
+    `_call_s3`); folder placeholder objects (keys ending in '/') are no files. A missing
+    bucket has no objects, as for `find`."""
+    from fsspec.asyn import sync
+
+    bucket, key, _ = fs.split_path(top)
+    pages = fs._iterdir(bucket, delimiter="", prefix=f"{key.rstrip('/')}/" if key else "")
+    try:
+        while True:
+            try:
+                names, more = sync(fs.loop, _take_names, pages, page)
+            except FileNotFoundError:
+                return
+            yield from names
+            if not more:
+                return
+    finally:
+        sync(fs.loop, pages.aclose)
+
+
+async def _take_names(pages: Any, n: int) -> tuple[list[str], bool]:
+    """The names of the next `n` listed objects (info dicts dropped at once; folder
+    placeholders left out), and whether the listing may go on."""
+    names, seen = [], 0
+    async for info in pages:
+        if not info["name"].endswith("/"):
+            names.append(info["name"])
+        seen += 1
+        if seen >= n:
+            return names, True
+    return names, False
 
 
 def _find(fs: fsspec.AbstractFileSystem, top: str, **kwargs: Any) -> Any:

@@ -30,7 +30,7 @@ from jobs.manifest_store import (
     part_key,
     read_slice,
     records_key,
-    scan_parts,
+    sweep_parts,
 )
 from jobs.plan import auto_partition_size, prepare_plan, write_plan
 from jobs.storage import Root
@@ -351,4 +351,4 @@ def test_resume_keeps_only_the_current_tokens_parts(tmp_path):
         records_key("clearml", 0, plan.token), part_key(7, plan.token)])
     changed = write_plan(dest, iter(refs[:3]), partition_size=2, settings="s")
     assert prepare_plan(dest, changed) == set() and changed.token != plan.token
-    assert scan_parts(dest, changed.token) == (set(), [])  # every old part is gone
+    assert sweep_parts(dest, changed.token, 2) == (set(), 0)  # every old part is gone
