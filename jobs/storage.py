@@ -216,7 +216,7 @@ class Root:
         top = posixpath.join(base, check_relative(prefix, "prefix")) if prefix else base
         if isinstance(fs, LocalFileSystem):
             paths: Iterator[str] = _walk_local(top)
-        elif _is_s3(fs):
+        elif _is_s3(fs) and hasattr(fs, "_iterdir"):  # s3fs's page iterator (private API)
             paths = _walk_s3(fs, top, page)
         else:
             try:
