@@ -115,8 +115,35 @@ def _items(fs: Any, path: str, prefix: str, where: str) -> Iterator[Any]:
     try:
         with fs.open(path, "rb") as f:
             yield from ijson.items(f, prefix, use_float=True)
-    except ijson.JSONError as e:
+    except (ijson.JSONError, UnicodeDecodeError) as e:  # the latter: e.g. overlong UTF-8
         raise InputError(f"{where}: " + expected("valid JSON", str(e).splitlines()[0])) from None
+
+
+# a `\uXXXX` escape of a surrogate that is not half of a pair: yajl (ijson) writes '?' for a
+# lone high one - a file_name would silently name another image - and bytes Python cannot
+# decode for a lone low one; json keeps it, so such a file is loaded whole (`_load_slow`)
+_LONE_SURROGATE = re.compile(
+    rb"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+    rb"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}")
+_SCAN = 1 << 20
+
+
+def _has_lone_surrogate(fs: Any, path: str) -> bool:
+    """Whether the file may hold a lone surrogate escape (an escaped backslash before 'u'
+    counts too: such a file is merely loaded whole). Read a block at a time; a match in a
+    block's last 12 bytes is decided with the next block."""
+    with fs.open(path, "rb") as f:
+        buf, start = b"", 0
+        while True:
+            chunk = f.read(_SCAN)
+            buf += chunk
+            edge = len(buf) if not chunk else len(buf) - 12
+            if any(start <= m.start() < edge for m in _LONE_SURROGATE.finditer(buf)):
+                return True
+            if not chunk:
+                return False
+            keep = buf[-18:]  # 6 bytes of look-behind before the undecided 12
+            buf, start = keep, max(0, edge - (len(buf) - len(keep)))
 
 
 def _load_whole(data: bytes, where: str) -> dict[str, Any]:
@@ -368,7 +395,11 @@ class _CocoFile:
             self.increasing = {"idk": False, "stem": False}
             count = self._load_slow(spool)
         self._check_categories()
-        doc = json.dumps({"images": [], "annotations": [], "categories": self.cats}).encode()
+        try:
+            doc = json.dumps({"images": [], "annotations": [], "categories": self.cats}).encode()
+        except RecursionError:
+            raise InputError(f"{self.where}: " + expected(
+                "categories of a sane nesting depth", "RecursionError")) from None
         self.classes = coco.parse_classes(doc)  # validates ids and names (InputError)
         self.by_id = {c["id"]: c["name"] for c in self.cats}
         return count
@@ -399,6 +430,8 @@ class _CocoFile:
 
     def _load_slow(self, spool: Spool) -> int:
         try:  # this pass reads the whole file: a lexical error shows here
+            if _has_lone_surrogate(self.fs, self.path):
+                raise InputError("a lone surrogate: ijson would change it")
             self.cats = list(itertools.islice(
                 _items(self.fs, self.path, CATEGORIES + ".item", self.where),
                 MAX_CATEGORIES + 1))
@@ -442,13 +475,16 @@ def _image_rows(cf: _CocoFile, records: Iterable[Any], start: int = 0
             problem = expected("an image record with an integer or string 'id'", rec)
         elif not isinstance(raw, str) or not raw:
             problem = expected("a non-empty 'file_name'", raw)
+        elif not _unicode(raw):  # a lone surrogate (json keeps it): no file has that name
+            name = raw.encode("utf-8", "backslashreplace").decode()
+            problem = expected("a file_name in valid Unicode", name)
         elif not listing.safe_key(raw):
             problem = expected(
                 "a file_name relative to the images folder (no '..', not absolute)", raw)
         text = _encoded(cf, rec)
-        if text is None:
-            idk, text, problem = None, b"null", expected(
-                "an image record of a sane nesting depth", "RecursionError")
+        if isinstance(text, str):
+            idk, text, problem = None, b"null", problem or expected(
+                "an image record of a sane nesting depth in valid Unicode", text)
         yield (cf.dataset, name, k, idk, text, problem, cf.where,
                listing.stem(name) if problem is None else None)
 
@@ -522,12 +558,30 @@ def _plain_ann_rows(cf: _CocoFile, anns: list[Any], start: int
 TOO_DEEP = b""  # an annotation `_encoded` could not write: its image fails (`_refs`)
 
 
-def _encoded(cf: _CocoFile, value: Any) -> bytes | None:
-    """The record's JSON, None when it is nested too deep for the encoders (hostile)."""
+def _encoded(cf: _CocoFile, value: Any) -> bytes | str:
+    """The record's JSON, else why the encoders cannot write it (hostile): nested too
+    deep, or a lone surrogate (a file json loaded whole)."""
     try:
         return cf.encode(value)
-    except RecursionError:
-        return None
+    except (RecursionError, UnicodeEncodeError) as e:
+        return type(e).__name__
+
+
+def _unicode(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+_INT64 = range(-1 << 63, 1 << 63)
+
+
+def _cid_column(cid: Any) -> Any:
+    """A category id as the anns table keeps it: SQLite integers are 64-bit, so a larger one
+    is kept as its decimal text (`_refs` matches it so)."""
+    return cid if type(cid) is not int or cid in _INT64 else str(cid)
 
 
 def _first_wins(spool: Spool, cfs: list[_CocoFile]) -> bool:
@@ -580,8 +634,8 @@ def _ann_rows(cf: _CocoFile, anns: Iterable[Any], start: int = 0
             continue
         cid = ann.get("category_id")
         text = _encoded(cf, ann)
-        yield (cf.dataset, idk, k, cid if _key(cid) else None,
-               TOO_DEEP if text is None else text)
+        yield (cf.dataset, idk, k, _cid_column(cid) if _key(cid) else None,
+               TOO_DEEP if isinstance(text, str) else text)
 
 
 def _images_dir(fs: Any, json_path: str, dataset: str, first: str | None) -> str:
@@ -707,15 +761,16 @@ def _refs(spool: Spool, by_ds: dict[str, dict[Any, str]]) -> Iterator[listing.It
                 used.add(cid)
         if TOO_DEEP in anns:
             yield listing.ItemRef(ds, name, ann_key, None, expected(
-                "annotations of a sane nesting depth", "RecursionError"))
+                "annotations of a sane nesting depth in valid Unicode",
+                "RecursionError or a lone surrogate"))
             continue
         ckey = (ds, frozenset(used))
         cats = cats_json.get(ckey)
         if cats is None:
             if len(cats_json) > 4096:
                 cats_json.clear()
-            cats = cats_json[ckey] = _dumps(
-                [[cid, cname] for cid, cname in by_ds[ds].items() if cid in used]).encode()
+            cats = cats_json[ckey] = _dumps([[cid, cname] for cid, cname in by_ds[ds].items()
+                                             if _cid_column(cid) in used]).encode()
         inline = b"".join((b'{"image":', rec, b',"annotations":[', b",".join(anns),
                            b'],"categories":', cats, b"}"))
         tag = hashlib.md5(inline, usedforsecurity=False).hexdigest()

@@ -88,6 +88,10 @@ def _classes(categories: list[Any], where: str) -> tuple[ClassTable, dict[int, s
         name = c.get("name")
         if not isinstance(name, str) or not name:
             raise InputError(f"{at}: " + expected("a non-empty category 'name'", name))
+        if not name.isascii() and name.encode("utf-8", "surrogatepass").decode(
+                "utf-8", "replace") != name:  # a lone surrogate (a JSON escape)
+            raise InputError(f"{at}: " + expected("a category 'name' in valid Unicode",
+                                                  ascii(name)))
         if c["id"] in by_id:
             raise InputError(f"{at}: " + expected("unique category ids", c["id"]))
         if name in names:

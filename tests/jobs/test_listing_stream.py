@@ -619,3 +619,137 @@ def test_cvat_subsets_out_of_order_across_the_file_are_sorted(tmp_path):
     assert [(r.dataset, r.name, r.image_key) for r in listed(tmp_path)] == [
         ("train", "a.jpg", "images/train/a.jpg"), ("train", "c.jpg", "images/c.jpg"),
         ("val", "b.jpg", "images/val/b.jpg")]
+
+
+# ---------------------------------------------------------------------------- hostile COCO text
+def coco_text(tmp_path: Path, text: str | bytes) -> Path:
+    path = tmp_path / "instances_x.json"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode("utf-8", "surrogatepass"))
+    touch(tmp_path, "images/a.jpg", "images/b.jpg", "images/?.jpg")
+    return path
+
+
+IM1 = '{"id":1,"file_name":"a.jpg","width":8,"height":6}'
+IM2 = '{"id":2,"file_name":"b.jpg","width":8,"height":6}'
+ANN1 = '{"id":1,"image_id":1,"category_id":3,"bbox":[1,1,2,2]'
+
+
+def coco_doc(images: str, anns: str = "[]", cats: str = '[{"id":3,"name":"car"}]') -> str:
+    return f'{{"categories":{cats},"images":{images},"annotations":{anns}}}'
+
+
+@pytest.mark.parametrize("nan", ["", ',"w":NaN'])  # NaN: json loads the file whole
+def test_coco_lone_surrogate_escapes_fail_their_item_alone(tmp_path, monkeypatch, nan):
+    """A `\\ud800` escape no low half follows: ijson (yajl) turned it into '?' - the item
+    then named another image ('?.jpg', which exists) - and a lone low half crashed the run
+    with a UnicodeDecodeError (json keeps both, SQLite and UTF-8 refuse them): each such item
+    fails alone, a surrogate pair is a character as before."""
+    text = coco_doc("[" + IM1.replace('"a.jpg"', r'"\ud800.jpg"') + "," + IM2 + ","
+                    + '{"id":3,"file_name":"c.jpg","x":"\\udc00"}' + ","
+                    + r'{"id":4,"file_name":"\ud83d\ude00.jpg"}]',
+                    "[" + ANN1.replace('"image_id":1', '"image_id":2') + ',"x":"\\udfff"' + nan
+                    + "}]")
+    path = coco_text(tmp_path, text)
+    fast, how = coco_refs(path, monkeypatch, fast=True)
+    assert how == "ijson" and fast == coco_refs(path, monkeypatch, fast=False)[0]
+    got = {r[1]: r[2] for r in fast}
+    assert set(got) == {"\\ud800.jpg", "b.jpg", "c.jpg", "😀.jpg"}  # no '?.jpg'
+    assert "valid Unicode" in got["\\ud800.jpg"] and "valid Unicode" in got["c.jpg"]
+    assert "lone surrogate" in got["b.jpg"]
+    assert "no such file" in got["😀.jpg"]
+
+
+def test_coco_lone_surrogate_scan_sees_escapes_across_blocks(tmp_path, monkeypatch):
+    from jobs import listing_coco
+    from jobs.storage import Root as R
+
+    monkeypatch.setattr(listing_coco, "_SCAN", 7)
+    fs = R(str(tmp_path)).fs
+    for text, lone in [(r'"\ud83d\ude00" "\ud83d\ude00"', False), (r'"x\ud83d" "\ude00"', True),
+                       (r'"\udc00"', True), (r'"abcdefghijk\ud800"', True),
+                       ('"' + "y" * 13 + r'\ud83d\ude00"', False)]:
+        (tmp_path / "t.json").write_text(text)
+        assert listing_coco._has_lone_surrogate(fs, str(tmp_path / "t.json")) is lone, text
+
+
+def test_coco_category_id_beyond_64_bits_is_no_crash(tmp_path, monkeypatch):
+    """SQLite integers are 64-bit: an annotation's category_id of 2**63 (or below -2**63)
+    crashed the run with an OverflowError; a category of that id is matched as before."""
+    big, small = 2**63, -2**63 - 1
+    text = coco_doc("[" + IM1 + "," + IM2 + "]",
+                    f'[{ANN1.replace(":3,", f":{big},")}}},'
+                    f'{ANN1.replace(":3,", f":{small},").replace(":1,", ":2,", 1)}}}]',
+                    f'[{{"id":{big},"name":"car"}}]')
+    path = coco_text(tmp_path, text)
+    fast, how = coco_refs(path, monkeypatch, fast=True)
+    assert how == "ijson" and fast == coco_refs(path, monkeypatch, fast=False)[0]
+    assert [r[2] for r in fast] == [None, None]
+    a, b = (json.loads(r[3])["categories"] for r in fast)
+    assert a == [[big, "car"]] and b == []
+
+
+@pytest.mark.parametrize("text, message", [
+    (coco_doc("[" + IM1 + "]").encode().replace(b"a.jpg", b"a\xc0\xaf.jpg"), "valid JSON"),
+    (coco_doc("[" + IM1 + "]", cats='[{"id":3,"name":"car","x":' + "[" * 5000 + "]" * 5000
+              + "}]"), "sane nesting depth"),
+    (coco_doc("[" + IM1 + "]", cats=r'[{"id":3,"name":"c\ud800"}]'), "valid Unicode"),
+])
+def test_coco_file_level_problems_are_input_errors_not_crashes(tmp_path, monkeypatch, text,
+                                                               message):
+    """Overlong UTF-8 (ijson raised UnicodeDecodeError), categories nested deeper than the
+    encoder goes (RecursionError), a category name with a lone surrogate: one InputError."""
+    path = coco_text(tmp_path, text)
+    fast, _how = coco_refs(path, monkeypatch, fast=True)
+    assert fast == coco_refs(path, monkeypatch, fast=False)[0]
+    assert fast[0][0] == "InputError" and message in fast[0][1]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_coco_msgspec_pass_equals_the_ijson_passes_on_random_hostile_files(tmp_path,
+                                                                           monkeypatch, seed):
+    """Random COCO files with odd ids, names, nesting, key order, indents and escapes: the
+    msgspec pass gives the refs (problems, inline JSON, tags) the ijson passes give."""
+    import random
+
+    r = random.Random(seed)
+    atoms = [0, -1, 2**53 + 1, 10**17, 1.5, -0.0, 1e16, 5e-324, True, None, "", "1", "a},{b",
+             'q"}]', "e\u0301", "\\", "\x00", "😀", "\u2028", "../x.jpg", "/abs.jpg", "a\\b.jpg",
+             "A.jpg", "a.jpg", "a.png"]
+
+    def val(depth: int = 0) -> object:
+        k = r.random()
+        if depth < 3 and k < .15:
+            return [val(depth + 1) for _ in range(r.randint(0, 3))]
+        if depth < 3 and k < .3:
+            return {r.choice(["id", "file_name", "}", "image_id", ""]): val(depth + 1)
+                    for _ in range(r.randint(0, 3))}
+        return r.choice(atoms)
+
+    names = [r.choice(["a.jpg", "A.jpg", "a.png", "d/e.jpg", "\u00e9.jpg", "e\u0301.jpg",
+                       "x},{.jpg", "../z.jpg"]) if r.random() < .3 else f"{i}.jpg"
+             for i in range(r.randint(0, 30))]
+    ids = list(range(1, len(names) + 1))
+    if r.random() < .3:
+        r.shuffle(ids)
+    doc = coco_json(names)
+    for im, i in zip(doc["images"], ids, strict=True):
+        im["id"] = val() if r.random() < .15 else i
+        if r.random() < .1:
+            im["file_name"] = val()
+    for a in doc["annotations"]:
+        a["image_id"] = r.choice(ids)
+        for key in ("image_id", "category_id", "segmentation"):
+            if r.random() < .1:
+                a[key] = val()
+    doc["images"] = [val() if r.random() < .05 else im for im in doc["images"]]
+    keys = list(doc)
+    r.shuffle(keys)
+    body = {"info": val(), **{k: doc[k] for k in keys}} if r.random() < .3 else doc
+    path = tmp_path / "instances_x.json"
+    path.write_text(json.dumps(body, ensure_ascii=r.random() < .5,
+                               indent=r.choice([None, 1, "\t"])))
+    touch(tmp_path, *(f"images/{i}.jpg" for i in range(0, 30, 2)), "images/a.jpg")
+    block = r.choice([64, 200, 1 << 18])
+    fast, _how = coco_refs(path, monkeypatch, fast=True, block=block)  # msgspec mostly;
+    # ijson when a list ends with a non-object (3 seeds of 40)
+    assert fast == coco_refs(path, monkeypatch, fast=False, block=block)[0]
