@@ -173,10 +173,16 @@ def iter_images(stream: IO[bytes], where: str
     parser.StartElementHandler = start
     parser.EndElementHandler = end
     buf = bytearray()
-    base = 0  # file offset of buf[0]
+    base, first = 0, True  # file offset of buf[0]; whether chunk is the first one
     while True:
         chunk = stream.read(1 << 20)
+        if first and (chunk[:2] in (b"\xff\xfe", b"\xfe\xff") or b"\x00" in chunk[:4]):
+            # UTF-16/32 (a BOM, or NULs in '<?xm'): expat would read it, but elements cut
+            # from the bytes would not parse alone
+            raise InputError(f"{where}: " + expected("UTF-8 XML (CVAT writes UTF-8)",
+                                                     "UTF-16 or UTF-32"))
         buf += chunk
+        first = False
         try:
             parser.Parse(chunk, not chunk)
         except pyexpat.ExpatError as e:

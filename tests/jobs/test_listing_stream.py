@@ -753,3 +753,38 @@ def test_coco_msgspec_pass_equals_the_ijson_passes_on_random_hostile_files(tmp_p
     fast, _how = coco_refs(path, monkeypatch, fast=True, block=block)  # msgspec mostly;
     # ijson when a list ends with a non-object (3 seeds of 40)
     assert fast == coco_refs(path, monkeypatch, fast=False, block=block)[0]
+
+
+# ---------------------------------------------------------------------------- hostile CVAT XML
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be", "utf-32"])
+def test_cvat_xml_in_utf16_or_utf32_is_an_input_error_not_a_crash(tmp_path, encoding):
+    """expat reads UTF-16 by its BOM (or NULs), but `<meta>` and `<image>` elements cut
+    from those bytes do not parse alone: the <meta> crashed the run with a ParseError."""
+    text = cvat_xml(["a.jpg"]).replace('<?xml version="1.0" encoding="utf-8"?>\n', "")
+    (tmp_path / "annotations.xml").write_bytes(text.encode(encoding))
+    touch(tmp_path, "images/a.jpg")
+    with pytest.raises(InputError, match="UTF-8 XML"):
+        listed(tmp_path)
+
+
+@pytest.mark.parametrize("body, want", [
+    ('<image id="0" name="a.jpg" width="8" height="6"/>\n', ["a.jpg"]),  # self-closing
+    ('<image id="0" name="a.jpg" width="8" height="6"><box label="car" xtl="1" ytl="1" '
+     'xbr="4" ybr="4"/><![CDATA[</image>]]><!-- </image> --></image  >\n', ["a.jpg"]),
+    ('<image id="0" name="..&#47;b.jpg" width="8" height="6"/><?pi </image> ?>'
+     '<image id="1" name="&#97;.jpg" width="8" height="6"/>', ["../b.jpg", "a.jpg"]),
+])
+def test_cvat_elements_are_cut_whole_around_cdata_comments_and_references(tmp_path, body,
+                                                                          want):
+    from maskcore.formats import cvat
+
+    (tmp_path / "annotations.xml").write_text(XML_HEAD + body + "</annotations>\n")
+    touch(tmp_path, "images/a.jpg")
+    refs = listed(tmp_path)
+    assert [r.name for r in refs] == want
+    for r in refs:
+        if r.problem is None:  # the element parses alone, as the worker reads it
+            classes = cvat.parse_task_classes((XML_HEAD + "</annotations>").encode())
+            cvat.parse_item(r.ann_inline, classes, dataset=r.dataset, name=r.name)
+        else:
+            assert "no '..'" in r.problem
