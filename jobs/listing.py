@@ -244,10 +244,10 @@ def iter_folder_batches(root: Root, prefix: str = ""
             folder, slash, name = prefix.rpartition("/")
             yield folder + slash, [(name, f"{st.st_size}-{st.st_mtime}")]
         return
-    stack = [(top, prefix.rstrip("/") + "/" if prefix else "")]
+    stack = [(top, prefix.rstrip("/") + "/" if prefix else "", ())]
     while stack:
-        path, rel = stack.pop()
-        for batch in _scan_folder(path, rel, stack):
+        path, rel, above = stack.pop()
+        for batch in _scan_folder(path, rel, above, stack):
             yield rel, batch
 
 
@@ -255,18 +255,38 @@ _BY_FD = os.scandir in os.supports_fd  # scandir(fd): stat by dir_fd + name
 _DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
 
 
-def _scan_folder(path: str, rel: str, stack: list[tuple[str, str]]
+def _text(name: str) -> str:
+    """A scandir name as listings keep it: a name that is not UTF-8 (Python's surrogate
+    escapes; SQLite and JSON refuse them) gets its bytes as backslash escapes - a backslash
+    name, which no listing pairs, reads or writes."""
+    try:
+        name.encode()
+    except UnicodeEncodeError:
+        return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return name
+
+
+def _scan_folder(path: str, rel: str, above: tuple[tuple[int, int], ...],
+                 stack: list[tuple[str, str, tuple[tuple[int, int], ...]]]
                  ) -> Iterator[list[tuple[str, str]]]:
     """The files of one local folder in batches of (name, "size-mtime"); its sub-folders go
     onto `stack`. The folder is scanned through a descriptor where the OS allows: each
-    `stat` is then an `fstatat` of the bare name, not a lookup of the whole path."""
+    `stat` is then an `fstatat` of the bare name, not a lookup of the whole path. Symlinked
+    folders are followed, except to a folder of `above` (the (device, inode) of the folders
+    the walk came through: a loop); a folder that cannot be opened (gone, no permission,
+    too many links) is left out."""
     try:
         fd = os.open(path, _DIR_FLAGS) if _BY_FD else None
-    except (FileNotFoundError, NotADirectoryError, PermissionError):
+    except OSError:
         return
     try:
+        st = os.stat(path if fd is None else fd)
+        here = (st.st_dev, st.st_ino)
+        if here in above:
+            raise OSError("a loop")
+        above += (here,)
         entries = os.scandir(path if fd is None else fd)
-    except (FileNotFoundError, NotADirectoryError, PermissionError):
+    except OSError:
         if fd is not None:
             os.close(fd)
         return
@@ -275,16 +295,17 @@ def _scan_folder(path: str, rel: str, stack: list[tuple[str, str]]
     try:
         with entries:
             for e in entries:
+                name = e.name if e.name.isascii() else _text(e.name)
                 try:
                     if e.is_dir():  # the entry's type: no stat unless a symlink
-                        stack.append((os.path.join(path, e.name), rel + e.name + "/"))
+                        stack.append((os.path.join(path, e.name), rel + name + "/", above))
                         continue
                     st = e.stat()  # the one syscall per file (Linux scandir gives no size)
                 except OSError:
                     continue
                 if is_dir(st.st_mode):  # a directory replaced a file meanwhile
                     continue
-                batch.append((e.name, f"{st.st_size}-{st.st_mtime}"))
+                batch.append((name, f"{st.st_size}-{st.st_mtime}"))
                 if len(batch) >= WALK_BATCH:
                     yield batch
                     batch = []

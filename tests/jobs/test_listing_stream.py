@@ -5,6 +5,7 @@ missing images failing their item, and inputs not understood refused instead of 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -788,3 +789,47 @@ def test_cvat_elements_are_cut_whole_around_cdata_comments_and_references(tmp_pa
             cvat.parse_item(r.ann_inline, classes, dataset=r.dataset, name=r.name)
         else:
             assert "no '..'" in r.problem
+
+
+# ---------------------------------------------------------------------------- hostile local trees
+def test_walk_of_a_symlink_loop_ends_and_lists_each_file_once(tmp_path):
+    """A symlink to a folder the walk came through (`loop -> ..`) crashed every listing with
+    'Too many levels of symbolic links' after listing the tree ~40 times; a symlink to a
+    sibling folder is still followed."""
+    shutil.copy(SLY / "meta.json", tmp_path / "meta.json")
+    touch(tmp_path, "ds/img/a.jpg", "ds/ann/a.jpg.json", "other/img/b.jpg")
+    (tmp_path / "ds" / "img" / "loop").symlink_to("..")
+    (tmp_path / "ds" / "self").symlink_to(".")
+    (tmp_path / "other" / "img" / "side").symlink_to(tmp_path / "ds" / "img")
+    assert [(r.dataset, r.name, r.problem is None) for r in listed(tmp_path)] == [
+        ("ds", "a.jpg", True), ("other", "b.jpg", False)]
+    from jobs import listing
+
+    keys = sorted(k for k, _ in listing.iter_tags(Root(str(tmp_path)), "other"))
+    # side/loop/ is ds/ (listed once there), side/loop/img/ and side/loop/self/ are loops
+    assert keys == ["other/img/b.jpg", "other/img/side/a.jpg",
+                    "other/img/side/loop/ann/a.jpg.json"]
+
+
+def test_file_names_that_are_not_utf8_are_no_crash(tmp_path):
+    """scandir gives a name that is not UTF-8 as surrogate escapes, which SQLite refused
+    (UnicodeEncodeError: the whole run failed): such a name is listed as its bytes' backslash
+    escapes, a backslash name that is never paired, read or written; the rest lists."""
+    bad, bad_ds = os.fsdecode(b"\xff.jpg"), os.fsdecode(b"d\xfe")
+    shutil.copy(SLY / "meta.json", tmp_path / "meta.json")
+    touch(tmp_path, "ds/img/a.jpg", "ds/ann/a.jpg.json", f"ds/img/{bad}", f"ds/ann/{bad}.json",
+          f"{bad_ds}/img/b.jpg")
+    assert [(r.dataset, r.name, r.problem) for r in listed(tmp_path)] == [("ds", "a.jpg", None)]
+    from jobs import listing
+
+    assert sorted(k for k, _ in listing.iter_tags(Root(str(tmp_path)), "ds/img")) == [
+        "ds/img/\\xff.jpg", "ds/img/a.jpg"]
+    (tmp_path / "coco").mkdir()
+    (tmp_path / "coco" / "instances_x.json").write_text(json.dumps(coco_json(["a.jpg", "c.jpg"])))
+    touch(tmp_path / "coco", "images/a.jpg", f"images/{bad}")
+    assert [(r.name, r.problem is None) for r in listed(tmp_path / "coco")] == [
+        ("a.jpg", True), ("c.jpg", False)]
+    (tmp_path / "cvat").mkdir()
+    (tmp_path / "cvat" / "annotations.xml").write_text(cvat_xml(["a.jpg"]))
+    touch(tmp_path / "cvat", "images/a.jpg", f"images/{bad}")
+    assert [(r.name, r.problem) for r in listed(tmp_path / "cvat")] == [("a.jpg", None)]
