@@ -48,7 +48,7 @@ from fsspec.implementations.zip import ZipFileSystem
 
 from maskcore.errors import ItemError
 from maskcore.limits import DEFAULT_LIMITS
-from maskcore.paths import check_relative
+from maskcore.paths import MAX_COMPONENT_BYTES, check_relative
 
 from .secrets import redact, redact_text  # noqa: F401  (redact: re-exported, old callers)
 
@@ -227,7 +227,7 @@ class Root:
         path = self.full(key)
         if isinstance(fs, LocalFileSystem):
             os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-            tmp = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
+            tmp = _temp_name(path, uuid.uuid4().int)
             try:
                 with open(tmp, "wb") as f:
                     yield f
@@ -454,7 +454,7 @@ def _write_temp(path: str, data: bytes) -> str:
     """A new file `<path>.<8 hex digits>.tmp` holding `data` (its name returned): the digits
     count up from a random start per process, and a name that exists already is skipped."""
     for attempt in range(1, _TEMP_TRIES + 1):
-        tmp = f"{path}.{next(_TEMP_IDS) & 0xFFFFFFFF:08x}.tmp"
+        tmp = _temp_name(path, next(_TEMP_IDS))
         try:
             fd = os.open(tmp, _NEW_FILE, 0o666)
             break
@@ -469,6 +469,17 @@ def _write_temp(path: str, data: bytes) -> str:
     except BaseException:
         _remove_quietly(tmp)
         raise
+    return tmp
+
+
+def _temp_name(path: str, n: int) -> str:
+    """`<path>.<8 hex digits of n>.tmp`, or `.<8 hex digits>.tmp` beside it when that name
+    would be longer than a file name may be (a key's last part of up to 255 bytes is a legal
+    output: its temporary file must be too)."""
+    tmp = f"{path}.{n & 0xFFFFFFFF:08x}.tmp"
+    size = len(tmp) - tmp.rfind(os.sep) - 1
+    if size > MAX_COMPONENT_BYTES // 4 and len(os.fsencode(tmp[-size:])) > MAX_COMPONENT_BYTES:
+        tmp = os.path.join(os.path.dirname(path), f".{n & 0xFFFFFFFF:08x}.tmp")
     return tmp
 
 
