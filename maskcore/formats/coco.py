@@ -209,7 +209,11 @@ def _numbers(v: object, limits: Limits, where: str, what: str) -> np.ndarray:
     if not isinstance(v, list) or not all(
             isinstance(x, int | float) and not isinstance(x, bool) for x in v):
         raise ItemError(expected(f"{what} as a list of numbers", v), where=where)
-    arr = np.asarray(v, dtype=np.float64)
+    try:
+        arr = np.asarray(v, dtype=np.float64)
+    except OverflowError:  # an integer beyond float64 (10**400): JSON allows it
+        raise ItemError(expected(f"coordinates within +-{limits.max_coordinate:g} in {what}",
+                                 "an integer beyond the float range"), where=where) from None
     if not np.all(np.isfinite(arr)):
         raise ItemError(expected(f"finite coordinates in {what}", v), where=where)
     if arr.size and float(np.abs(arr).max()) > limits.max_coordinate:
