@@ -28,6 +28,7 @@ relative to `Listing.image_root`, the folder the JSON's folder sits in (or `imag
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import itertools
 import json
@@ -111,9 +112,18 @@ def _choose(root: Root, files: list[str]) -> list[str]:
                      "file itself as INPUT.")
 
 
+def _open(fs: Any, path: str) -> Any:
+    """The file, read from after its UTF-8 BOM if it has one (Windows tools write one; json
+    skips it, ijson and the msgspec pass would not: such a file was loaded whole)."""
+    f = fs.open(path, "rb")
+    if f.read(3) != codecs.BOM_UTF8:
+        f.seek(0)
+    return f
+
+
 def _items(fs: Any, path: str, prefix: str, where: str) -> Iterator[Any]:
     try:
-        with fs.open(path, "rb") as f:
+        with _open(fs, path) as f:
             yield from ijson.items(f, prefix, use_float=True)
     except (ijson.JSONError, UnicodeDecodeError) as e:  # the latter: e.g. overlong UTF-8
         raise InputError(f"{where}: " + expected("valid JSON", str(e).splitlines()[0])) from None
@@ -386,7 +396,7 @@ class _CocoFile:
         returns the number of image records. One msgspec pass (`_Sections`); a file it gives
         up on is read again with ijson, a pass per list (`_load_slow`)."""
         try:
-            with self.fs.open(self.path, "rb") as f:
+            with _open(self.fs, self.path) as f:
                 count = self._load_fast(spool, _Sections(f))
         except _Slow:
             for table in ("images", "anns"):

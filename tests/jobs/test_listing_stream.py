@@ -4,6 +4,7 @@ missing images failing their item, and inputs not understood refused instead of 
 
 from __future__ import annotations
 
+import codecs
 import json
 import os
 import shutil
@@ -833,3 +834,22 @@ def test_file_names_that_are_not_utf8_are_no_crash(tmp_path):
     (tmp_path / "cvat" / "annotations.xml").write_text(cvat_xml(["a.jpg"]))
     touch(tmp_path / "cvat", "images/a.jpg", f"images/{bad}")
     assert [(r.name, r.problem) for r in listed(tmp_path / "cvat")] == [("a.jpg", None)]
+
+
+@pytest.mark.parametrize("nan", [False, True])
+def test_coco_with_a_utf8_bom_is_streamed(tmp_path, monkeypatch, nan):
+    """Windows tools write a UTF-8 BOM: msgspec's pass and ijson refused it, so such a file
+    was loaded whole by json (memory of the whole file); both passes now skip it."""
+    doc = coco_json(["a.jpg", "b.jpg"])
+    if nan:
+        doc["annotations"][0]["area"] = float("nan")
+    path = coco_text(tmp_path, codecs.BOM_UTF8 + json.dumps(doc).encode())
+    from jobs import listing_coco
+
+    loads, whole = [], listing_coco._load_whole
+    monkeypatch.setattr(listing_coco, "_load_whole", lambda *a: loads.append(1) or whole(*a))
+    fast, how = coco_refs(path, monkeypatch, fast=True)
+    assert how == ("ijson" if nan else "msgspec")
+    assert fast == coco_refs(path, monkeypatch, fast=False)[0]
+    assert [r[2] for r in fast] == [None, None]
+    assert len(loads) == (2 if nan else 0)  # NaN: json's whole load, as without a BOM
