@@ -169,11 +169,12 @@ def _load_whole(data: bytes, where: str) -> dict[str, Any]:
 
 
 def _key(v: object) -> str | None:
-    """An image id as a join key: 1 and "1" stay different ids."""
+    """An image id as a join key: 1 and "1" stay different ids; a string with a lone
+    surrogate (a file json loaded whole) as the hex of its code units, which SQLite takes."""
     if type(v) is int:
         return str(v)
     if isinstance(v, str):
-        return "s:" + v
+        return "s:" + v if _unicode(v) else "u:" + v.encode("utf-8", "surrogatepass").hex()
     if isinstance(v, int) and not isinstance(v, bool):
         return str(int(v))
     return None
@@ -590,8 +591,11 @@ _INT64 = range(-1 << 63, 1 << 63)
 
 def _cid_column(cid: Any) -> Any:
     """A category id as the anns table keeps it: SQLite integers are 64-bit, so a larger one
-    is kept as its decimal text (`_refs` matches it so)."""
-    return cid if type(cid) is not int or cid in _INT64 else str(cid)
+    is kept as its decimal text (`_refs` matches it so); a string SQLite cannot take (a lone
+    surrogate) names no category (ids are integers): None."""
+    if type(cid) is int:
+        return cid if cid in _INT64 else str(cid)
+    return cid if not isinstance(cid, str) or _unicode(cid) else None
 
 
 def _first_wins(spool: Spool, cfs: list[_CocoFile]) -> bool:

@@ -644,18 +644,20 @@ def coco_doc(images: str, anns: str = "[]", cats: str = '[{"id":3,"name":"car"}]
 def test_coco_lone_surrogate_escapes_fail_their_item_alone(tmp_path, monkeypatch, nan):
     """A `\\ud800` escape no low half follows: ijson (yajl) turned it into '?' - the item
     then named another image ('?.jpg', which exists) - and a lone low half crashed the run
-    with a UnicodeDecodeError (json keeps both, SQLite and UTF-8 refuse them): each such item
-    fails alone, a surrogate pair is a character as before."""
+    with a UnicodeDecodeError (json keeps both, SQLite and UTF-8 refuse them - in names, ids,
+    image_ids, category_ids): each such item fails alone, a pair is a character as before."""
     text = coco_doc("[" + IM1.replace('"a.jpg"', r'"\ud800.jpg"') + "," + IM2 + ","
                     + '{"id":3,"file_name":"c.jpg","x":"\\udc00"}' + ","
-                    + r'{"id":4,"file_name":"\ud83d\ude00.jpg"}]',
+                    + r'{"id":4,"file_name":"\ud83d\ude00.jpg"},'
+                    + r'{"id":"\udc01","file_name":"d.jpg"}]',
                     "[" + ANN1.replace('"image_id":1', '"image_id":2') + ',"x":"\\udfff"' + nan
-                    + "}]")
+                    + "}," + ANN1.replace('"image_id":1', r'"image_id":"\udc01"') + "},"
+                    + ANN1.replace('"category_id":3', r'"category_id":"\udc02"') + "}]")
     path = coco_text(tmp_path, text)
     fast, how = coco_refs(path, monkeypatch, fast=True)
     assert how == "ijson" and fast == coco_refs(path, monkeypatch, fast=False)[0]
     got = {r[1]: r[2] for r in fast}
-    assert set(got) == {"\\ud800.jpg", "b.jpg", "c.jpg", "😀.jpg"}  # no '?.jpg'
+    assert set(got) == {"\\ud800.jpg", "b.jpg", "c.jpg", "😀.jpg", "d.jpg"}  # no '?.jpg'
     assert "valid Unicode" in got["\\ud800.jpg"] and "valid Unicode" in got["c.jpg"]
     assert "lone surrogate" in got["b.jpg"]
     assert "no such file" in got["😀.jpg"]
