@@ -63,7 +63,9 @@ def _is_id(v: object) -> bool:
     return isinstance(v, int | str) and not isinstance(v, bool)
 
 
-def _load(data: bytes, where: str) -> dict[str, Any]:
+def load_document(data: bytes, where: str) -> dict[str, Any]:
+    """A whole COCO instances JSON (InputError when it is not one: not JSON, nested too deep,
+    an integer of more digits than Python converts, not the three lists)."""
     try:
         doc = json.loads(data)
     except ValueError as e:  # JSONDecodeError, UnicodeDecodeError, a 5000-digit integer
@@ -105,7 +107,7 @@ def _classes(categories: list[Any], where: str) -> tuple[ClassTable, dict[int, s
 
 def parse_classes(data: bytes) -> ClassTable:
     """The class list of a COCO instances JSON: its categories in file order."""
-    return _classes(_load(data, "COCO JSON")["categories"], "COCO JSON")[0]
+    return _classes(load_document(data, "COCO JSON")["categories"], "COCO JSON")[0]
 
 
 @dataclass(frozen=True)
@@ -134,7 +136,7 @@ def _stem(name: str) -> str:
 def split_dataset(data: bytes, where: str = "COCO JSON") -> CocoSplit:
     """Split a COCO instances JSON into one small JSON per image (InputError if the file as a
     whole is unusable; per-image problems are recorded on the image and fail it alone)."""
-    doc = _load(data, where)
+    doc = load_document(data, where)
     classes, by_id = _classes(doc["categories"], where)
     per_image: dict[Any, list[Any]] = {}
     records: list[tuple[int, Any]] = []

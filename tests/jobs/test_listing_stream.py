@@ -697,11 +697,16 @@ def test_coco_category_id_beyond_64_bits_is_no_crash(tmp_path, monkeypatch):
     (coco_doc("[" + IM1 + "]", cats='[{"id":3,"name":"car","x":' + "[" * 5000 + "]" * 5000
               + "}]"), "sane nesting depth"),
     (coco_doc("[" + IM1 + "]", cats=r'[{"id":3,"name":"c\ud800"}]'), "valid Unicode"),
+    (coco_doc("[" + IM1 + "]", "[" + ANN1 + ',"x":' + "9" * 5000 + "}]"), "4300 digits"),
+    (coco_doc("[" + IM1 + "]", "[" + ANN1 + ',"a":NaN,"x":' + "[" * 100_000 + "]" * 100_000
+              + "}]"), "sane nesting depth"),  # NaN: json loads it whole, and recursed
 ])
 def test_coco_file_level_problems_are_input_errors_not_crashes(tmp_path, monkeypatch, text,
                                                                message):
     """Overlong UTF-8 (ijson raised UnicodeDecodeError), categories nested deeper than the
-    encoder goes (RecursionError), a category name with a lone surrogate: one InputError."""
+    encoder goes (RecursionError), a category name with a lone surrogate, an integer of more
+    digits than Python converts (ValueError), a NaN file deeper than json recurses: one
+    InputError each, as `coco.split_dataset` (and pycocotools' json) refuse them."""
     path = coco_text(tmp_path, text)
     fast, _how = coco_refs(path, monkeypatch, fast=True)
     assert fast == coco_refs(path, monkeypatch, fast=False)[0]
