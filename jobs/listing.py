@@ -227,6 +227,8 @@ def iter_folder_batches(root: Root, prefix: str = ""
     if not root.is_local:
         last, batch = None, []
         for key, tag in root.list_tags(prefix):
+            if not key.isascii():  # a tar member's name that is not UTF-8
+                key = _text(key)
             folder, slash, name = key.rpartition("/")
             folder += slash
             if folder != last or len(batch) >= WALK_BATCH:
@@ -256,9 +258,9 @@ _DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
 
 
 def _text(name: str) -> str:
-    """A scandir name as listings keep it: a name that is not UTF-8 (Python's surrogate
-    escapes; SQLite and JSON refuse them) gets its bytes as backslash escapes - a backslash
-    name, which no listing pairs, reads or writes."""
+    """A file name as listings keep it: a name that is not UTF-8 (Python's surrogate
+    escapes, from scandir or a tar member; SQLite and JSON refuse them) gets its bytes as
+    backslash escapes - a backslash name, which no listing pairs, reads or writes."""
     try:
         name.encode()
     except UnicodeEncodeError:

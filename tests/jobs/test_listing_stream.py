@@ -820,9 +820,9 @@ def test_walk_of_a_symlink_loop_ends_and_lists_each_file_once(tmp_path):
 
 
 def test_file_names_that_are_not_utf8_are_no_crash(tmp_path):
-    """scandir gives a name that is not UTF-8 as surrogate escapes, which SQLite refused
-    (UnicodeEncodeError: the whole run failed): such a name is listed as its bytes' backslash
-    escapes, a backslash name that is never paired, read or written; the rest lists."""
+    """scandir (and tarfile) give a name that is not UTF-8 as surrogate escapes, which SQLite
+    refused (UnicodeEncodeError: the whole run failed): such a name is listed as its bytes'
+    backslash escapes, a backslash name that is never paired, read or written."""
     bad, bad_ds = os.fsdecode(b"\xff.jpg"), os.fsdecode(b"d\xfe")
     shutil.copy(SLY / "meta.json", tmp_path / "meta.json")
     touch(tmp_path, "ds/img/a.jpg", "ds/ann/a.jpg.json", f"ds/img/{bad}", f"ds/ann/{bad}.json",
@@ -841,6 +841,14 @@ def test_file_names_that_are_not_utf8_are_no_crash(tmp_path):
     (tmp_path / "cvat" / "annotations.xml").write_text(cvat_xml(["a.jpg"]))
     touch(tmp_path / "cvat", "images/a.jpg", f"images/{bad}")
     assert [(r.name, r.problem) for r in listed(tmp_path / "cvat")] == [("a.jpg", None)]
+    import tarfile
+
+    with tarfile.open(tmp_path / "sly.tar", "w") as tar:  # member names as bytes: GNU format
+        for key in ("meta.json", "ds/img/a.jpg", "ds/ann/a.jpg.json", f"ds/img/{bad}",
+                    f"ds/ann/{bad}.json"):
+            tar.add(tmp_path / key, key)
+    assert [(r.dataset, r.name, r.problem) for r in listed(tmp_path / "sly.tar")] == [
+        ("ds", "a.jpg", None)]
 
 
 @pytest.mark.parametrize("nan", [False, True])
