@@ -868,3 +868,43 @@ def test_coco_with_a_utf8_bom_is_streamed(tmp_path, monkeypatch, nan):
     assert fast == coco_refs(path, monkeypatch, fast=False)[0]
     assert [r[2] for r in fast] == [None, None]
     assert len(loads) == (2 if nan else 0)  # NaN: json's whole load, as without a BOM
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_cvat_image_elements_cut_from_any_read_sizes_equal_the_parsed_tree(seed):
+    """`iter_images` cuts each <image> from the bytes by expat's offsets, across reads of any
+    size: CDATA and comments holding '</image>', processing instructions, self-closing images,
+    blanks in end tags, entities: each cut element parses to the tree's element."""
+    import io
+    import random
+    import xml.etree.ElementTree as ET
+
+    from jobs.listing_cvat import iter_images
+
+    rng = random.Random(seed)
+
+    class Trickle(io.BytesIO):
+        def read(self, n: int = -1) -> bytes:
+            return super().read(rng.randint(1, 40))
+
+    for _ in range(100):
+        parts = [XML_HEAD]
+        for i in range(rng.randint(0, 8)):
+            name = rng.choice(["a.jpg", "&lt;b&gt;.jpg", "c d.jpg", "é.jpg", "x&#10;y",
+                               "&#x1F600;"])
+            body = rng.choice(["", '<box label="car" xtl="1" ytl="1" xbr="4" ybr="4"/>',
+                               "<![CDATA[</image>]]>", "<!-- </image> < -->",
+                               '<polygon label="car" points="1,1;2,2;3,3"></polygon >'])
+            blank = rng.choice(["", " ", "\n", "\t "])
+            head = f'<image id="{i}" name="{name}" width="8" height="6"{blank}'
+            parts.append(head + "/>" if not body and rng.random() < .3 else
+                         f"{head}>{body}</image{blank}>")
+            parts.append(rng.choice(["", "\n", "<!-- c -->", "<?pi x?>", "<other/>"]))
+        data = ("".join(parts) + "</annotations>").encode()
+        want = [e for e in ET.fromstring(data) if e.tag == "image"]
+        got = [g for g in iter_images(Trickle(data), "x") if isinstance(g, tuple)]
+        assert len(got) == len(want)
+        for (attrs, element), tree in zip(got, want, strict=True):
+            cut = ET.fromstring(element)
+            cut.tail = tree.tail = None
+            assert attrs == tree.attrib and ET.tostring(cut) == ET.tostring(tree)
