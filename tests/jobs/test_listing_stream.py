@@ -426,13 +426,14 @@ def test_coco_files_the_msgspec_pass_gives_up_on_are_read_as_before(tmp_path, mo
 def test_supervisely_merge_pairs_by_the_rules_on_random_layouts(tmp_path):
     """The merge of the sorted image and annotation lists against the rules written out:
     `a.jpg.json`, else legacy `a.json` (no image named `a`, first image of that stem without
-    its own), leftover annotations are items; two passes interleaved agree."""
+    its own), leftover annotations are items; two passes interleaved agree. Names differ in
+    case, NFC/NFD, '~' and ' ' (sorting around '.') and may hold '.json' twice."""
     import random
 
     from maskcore.formats import supervisely as sly
 
     rnd = random.Random(7)
-    parts = ["a", "b", ".", "jpg", "png", "a.b"]
+    parts = ["a", "b", ".", "jpg", "png", "a.b", "A", "\u00e9", "e\u0301", ".json", "~", " "]
     images = {"".join(rnd.choice(parts) for _ in range(rnd.randint(1, 4))) for _ in range(60)}
     images = {n for n in images if n not in (".", "..") and not n.endswith(".json")}
     anns = {rnd.choice([n, sly.ann_names_for(n)[1][:-5]]) for n in images if rnd.random() < .7}
