@@ -287,14 +287,17 @@ class _Sections:
         return got
 
     def _object(self) -> None:
-        """Skip a top-level object value (e.g. "info"): the shortest prefix that decodes."""
-        size = 4096
+        """Skip a top-level object value (e.g. "info"): the shortest prefix that decodes,
+        TRIES more '}' tried per round (each round reads more): an object holding many
+        small ones is skipped too (trying the same first '}' each round gave up on it)."""
+        size, tried = 4096, 0  # bytes after pos whose '}' were tried already
         while True:
             self._fill(size)
-            end = self.pos
+            end, more = self.pos + tried, True
             for _ in range(self.TRIES):
                 end = self.buf.find(b"}", end, len(self.buf)) + 1
                 if not end:
+                    end, more = len(self.buf), False
                     break
                 try:
                     _decode(self.buf[self.pos:end])
@@ -306,9 +309,9 @@ class _Sections:
                     raise _Slow  # as in `_value`
                 self.pos = end
                 return
-            if self.eof or size > self.MAX_BLOCK:
+            if (self.eof and not more) or size > self.MAX_BLOCK:
                 raise _Slow
-            size *= 4
+            size, tried = size * 4, end - self.pos
 
     def _elements(self) -> Iterator[list[Any]]:
         """The elements of the array whose '[' was just read, a decoded block at a time."""

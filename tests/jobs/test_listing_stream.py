@@ -909,3 +909,18 @@ def test_cvat_image_elements_cut_from_any_read_sizes_equal_the_parsed_tree(seed)
             cut = ET.fromstring(element)
             cut.tail = tree.tail = None
             assert attrs == tree.attrib and ET.tostring(cut) == ET.tostring(tree)
+
+
+@pytest.mark.parametrize("block", [64, 1 << 18])
+def test_coco_top_level_object_of_many_small_objects_stays_on_the_msgspec_pass(
+        tmp_path, monkeypatch, block):
+    """A top-level value such as "info" holding 9+ objects: each round tried the same first
+    8 '}' as its end, so such a file went to the ijson passes (3 reads); now every round
+    tries further ones."""
+    doc = coco_json(["a.jpg", "b.jpg"])
+    doc = {"info": {f"k{i}": {"v": [i, {"w": "}"}]} for i in range(12)}, **doc}
+    path = coco_text(tmp_path, json.dumps(doc, indent=1))
+    fast, how = coco_refs(path, monkeypatch, fast=True, block=block)
+    assert how == "msgspec"
+    assert fast == coco_refs(path, monkeypatch, fast=False, block=block)[0]
+    assert [r[2] for r in fast] == [None, None]
