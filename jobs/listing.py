@@ -257,15 +257,23 @@ _BY_FD = os.scandir in os.supports_fd  # scandir(fd): stat by dir_fd + name
 _DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
 
 
-def _text(name: str) -> str:
-    """A file name as listings keep it: a name that is not UTF-8 (Python's surrogate
-    escapes, from scandir or a tar member; SQLite and JSON refuse them) gets its bytes as
-    backslash escapes - a backslash name, which no listing pairs, reads or writes."""
+def is_utf8(text: str) -> bool:
+    """Whether `text` can be written as UTF-8: no lone surrogate (Python's escape of a file
+    name's undecodable bytes, or a JSON `\\ud800`), which SQLite and UTF-8 refuse."""
     try:
-        name.encode()
+        text.encode()
     except UnicodeEncodeError:
-        return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    return name
+        return False
+    return True
+
+
+def _text(name: str) -> str:
+    """A file name as listings keep it: a name that is not UTF-8 (from scandir or a tar
+    member) gets its bytes as backslash escapes - a backslash name, which no listing pairs,
+    reads or writes."""
+    if is_utf8(name):
+        return name
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _scan_folder(path: str, rel: str, above: tuple[tuple[int, int], ...],

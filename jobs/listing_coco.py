@@ -165,7 +165,7 @@ def _key(v: object) -> str | None:
     if type(v) is int:
         return str(v)
     if isinstance(v, str):
-        return "s:" + v if _unicode(v) else "u:" + v.encode("utf-8", "surrogatepass").hex()
+        return "s:" + v if listing.is_utf8(v) else "u:" + v.encode("utf-8", "surrogatepass").hex()
     if isinstance(v, int) and not isinstance(v, bool):
         return str(int(v))
     return None
@@ -480,7 +480,7 @@ def _image_rows(cf: _CocoFile, records: Iterable[Any], start: int = 0
             problem = expected("an image record with an integer or string 'id'", rec)
         elif not isinstance(raw, str) or not raw:
             problem = expected("a non-empty 'file_name'", raw)
-        elif not _unicode(raw):  # a lone surrogate (json keeps it): no file has that name
+        elif not listing.is_utf8(raw):  # a lone surrogate (json keeps it): no file has that name
             name = raw.encode("utf-8", "backslashreplace").decode()
             problem = expected("a file_name in valid Unicode", name)
         elif not listing.safe_key(raw):
@@ -572,14 +572,6 @@ def _encoded(cf: _CocoFile, value: Any) -> bytes | str:
         return type(e).__name__
 
 
-def _unicode(text: str) -> bool:
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 _INT64 = range(-1 << 63, 1 << 63)
 
 
@@ -589,7 +581,7 @@ def _cid_column(cid: Any) -> Any:
     surrogate) names no category (ids are integers): None."""
     if type(cid) is int:
         return cid if cid in _INT64 else str(cid)
-    return cid if not isinstance(cid, str) or _unicode(cid) else None
+    return cid if not isinstance(cid, str) or listing.is_utf8(cid) else None
 
 
 def _first_wins(spool: Spool, cfs: list[_CocoFile]) -> bool:

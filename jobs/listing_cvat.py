@@ -114,7 +114,10 @@ _safe = listing.safe_key
 
 
 def _tags(root: Root, prefix: str) -> dict[str, str]:
-    return {k: t for k, t in root.list_tags(prefix) if _safe(k)}
+    """(key, tag) of the files under `prefix` whose keys are safe and UTF-8 (a name that is
+    not is never read, as in `listing.iter_folder_batches`)."""
+    return {k: t for k, t in root.list_tags(prefix)
+            if _safe(k) and (k.isascii() or listing.is_utf8(k))}
 
 
 # ---------------------------------------------------------------------------- tasks

@@ -924,3 +924,24 @@ def test_coco_top_level_object_of_many_small_objects_stays_on_the_msgspec_pass(
     assert how == "msgspec"
     assert fast == coco_refs(path, monkeypatch, fast=False, block=block)[0]
     assert [r[2] for r in fast] == [None, None]
+
+
+def test_cvat_mask_archive_png_names_that_are_not_utf8_are_never_listed(tmp_path):
+    """Without subset lists every SegmentationClass PNG is an item: one whose name is not
+    UTF-8 became an item name SQLite and the plan's UTF-8 refuse, and the export failed
+    whole (exit 3, and every rerun)."""
+    import cv2
+    import numpy as np
+
+    png = cv2.imencode(".png", np.zeros((6, 8, 3), np.uint8))[1].tobytes()
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "labelmap.txt").write_text("# label:color_rgb:parts:actions\n"
+                                           "background:0,0,0::\ncar:255,0,0::\n")
+    for folder in ("SegmentationClass", "SegmentationObject"):
+        (src / folder).mkdir()
+        for name in ("a.png", os.fsdecode(b"\xff.png")):
+            (src / folder / name).write_bytes(png)
+    assert [(r.name, r.problem) for r in listed(src)] == [("a.png", None)]
+    out = tmp_path / "out"
+    assert run(["export", str(src), str(out), "--workers", "0", "--format", "zarr"]) == 0
