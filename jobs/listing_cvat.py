@@ -65,7 +65,7 @@ def _xml_files(root: Root) -> list[str]:
     keys = sorted(posixpath.basename(f["name"].rstrip("/")) for f in found
                   if f.get("type") == "file")
     return [k for k in keys if k.lower().endswith(".xml") and not k.startswith(".")
-            and _is_cvat_xml(root, k)]
+            and listing.is_utf8(k) and _is_cvat_xml(root, k)]
 
 
 def _is_cvat_xml(root: Root, key: str) -> bool:

@@ -125,6 +125,10 @@ def subset_problem(subset: str) -> str | None:
     """
     if not subset or subset in (".", "..") or any(c in subset for c in "/\\\x00\n\r"):
         return expected("a subset name usable as a file name", subset)
+    try:
+        subset.encode()
+    except UnicodeEncodeError:  # a list file's name that is not UTF-8
+        return expected("a subset name in UTF-8", ascii(subset))
     if "_" in subset:
         return expected("a subset name without '_' (CVAT's importer skips list files whose "
                         "name has '_')", subset)

@@ -945,3 +945,20 @@ def test_cvat_mask_archive_png_names_that_are_not_utf8_are_never_listed(tmp_path
     assert [(r.name, r.problem) for r in listed(src)] == [("a.png", None)]
     out = tmp_path / "out"
     assert run(["export", str(src), str(out), "--workers", "0", "--format", "zarr"]) == 0
+
+
+def test_cvat_subset_files_named_in_bytes_that_are_not_utf8(tmp_path):
+    """A subset list or a datumaro `<subset>.xml` whose name is not UTF-8 named a dataset
+    SQLite and the plan refuse (the export failed whole): the list is an input error
+    naming it, the XML is not a dataset of the input."""
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "train.xml").write_text(cvat_xml(["a.jpg"]))
+    (tmp_path / "x" / os.fsdecode(b"\xfe.xml")).write_text(cvat_xml(["b.jpg"]))
+    touch(tmp_path / "x", "images/a.jpg", "images/b.jpg")
+    assert [(r.dataset, r.name, r.problem) for r in listed(tmp_path / "x")] == [
+        ("train", "a.jpg", None)]
+    lists = tmp_path / "m" / "ImageSets" / "Segmentation"
+    lists.mkdir(parents=True)
+    (lists / os.fsdecode(b"\xfe.txt")).write_text("a\n")
+    with pytest.raises(InputError, match="a subset name in UTF-8"):
+        listed(tmp_path / "m")
