@@ -63,11 +63,37 @@ def _is_id(v: object) -> bool:
     return isinstance(v, int | str) and not isinstance(v, bool)
 
 
+class RepeatedList(InputError):
+    """A top-level list (`TOP_KEYS`) given twice in one file."""
+
+
+def check_top_keys(keys: Any, where: str) -> None:
+    """The one rule for a COCO file whose top level repeats 'images', 'annotations' or
+    'categories' (JSON allows it): json and pycocotools keep the last list, a streaming
+    reader would join both, so whichever reading we chose another tool disagrees - such a
+    file is an InputError (RepeatedList) on every path (whole load, msgspec and ijson
+    passes). Other repeated keys ("info") are not read and pass."""
+    seen: set[str] = set()
+    for k in keys:
+        if k in TOP_KEYS and k in seen:
+            raise RepeatedList(f"{where}: " + expected(
+                "each of 'images', 'annotations' and 'categories' once at the top level",
+                f"'{k}' twice (tools disagree on which to read)"))
+        seen.add(k)
+
+
 def load_document(data: bytes, where: str) -> dict[str, Any]:
     """A whole COCO instances JSON (InputError when it is not one: not JSON, nested too deep,
-    an integer of more digits than Python converts, not the three lists)."""
+    an integer of more digits than Python converts, not the three lists, a list given twice
+    - `check_top_keys`)."""
+    top: list[Any] = []
+
+    def pairs(got: list[tuple[str, Any]]) -> dict[str, Any]:
+        top[:] = [got]  # the last object closed is the top level (~8% slower than json's)
+        return dict(got)
+
     try:
-        doc = json.loads(data)
+        doc = json.loads(data, object_pairs_hook=pairs)
     except ValueError as e:  # JSONDecodeError, UnicodeDecodeError, a 5000-digit integer
         raise InputError(f"{where}: " + expected("valid JSON", str(e))) from None
     except RecursionError:
@@ -77,6 +103,7 @@ def load_document(data: bytes, where: str) -> dict[str, Any]:
         raise InputError(f"{where}: " + expected(
             "a COCO instances object with 'images', 'annotations' and 'categories' lists",
             sorted(doc) if isinstance(doc, dict) else type(doc).__name__))
+    check_top_keys((k for k, _ in top[0]), where)
     return doc
 
 

@@ -962,3 +962,31 @@ def test_cvat_subset_files_named_in_bytes_that_are_not_utf8(tmp_path):
     (lists / os.fsdecode(b"\xfe.txt")).write_text("a\n")
     with pytest.raises(InputError, match="a subset name in UTF-8"):
         listed(tmp_path / "m")
+
+
+@pytest.mark.parametrize("key", ["images", "annotations", "categories"])
+@pytest.mark.parametrize("nan", ["", ',"w":NaN'])  # NaN: json loads the file whole
+@pytest.mark.parametrize("odd", ["", ',"z":1e999'])  # a number msgspec refuses: ijson passes
+def test_coco_top_level_list_given_twice_is_an_input_error_on_every_path(
+        tmp_path, monkeypatch, key, nan, odd):
+    """`{"images":[a],...,"images":[b]}`: the streaming passes joined both lists, json (and
+    pycocotools) keep the last: whatever we read, another tool reads other items - one
+    InputError naming the key, from the msgspec pass, the ijson passes and json's whole load."""
+    lists = {"images": "[" + IM1 + "]", "annotations": "[" + ANN1 + nan + "}]",
+             "categories": '[{"id":3,"name":"car"}]'}
+    again = {"images": "[" + IM2 + "]", "annotations": "[]",
+             "categories": '[{"id":4,"name":"bus"}]'}[key]
+    text = ("{" + ",".join(f'"{k}":{v}' for k, v in lists.items()) + ',"info":{"a":1}'
+            + odd + f',"{key}":{again}' + "}")
+    path = coco_text(tmp_path, text)
+    fast, how = coco_refs(path, monkeypatch, fast=True)
+    assert how == ("ijson" if nan or odd else "msgspec")
+    assert fast == coco_refs(path, monkeypatch, fast=False)[0]
+    assert fast[0][0] == "InputError" and f"'{key}' twice" in fast[0][1], fast
+    from maskcore.formats import coco
+
+    with pytest.raises(InputError, match=f"'{key}' twice"):
+        coco.split_dataset(path.read_bytes())
+    # a repeated key we do not read ("info") is no problem
+    path.write_text(coco_doc("[" + IM1 + "]")[:-1] + ',"info":1,"info":2}')
+    assert [r[2] for r in coco_refs(path, monkeypatch, fast=True)[0]] == [None]
