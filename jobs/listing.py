@@ -39,7 +39,7 @@ from maskcore.model import ClassTable, name_stem
 from maskcore.paths import check_relative
 
 from .spool import Spool
-from .storage import Root
+from .storage import Root, link_leaves, real_root
 
 _COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # built once
 _ENCODE = msgspec.json.Encoder().encode  # _COMPACT's text, several times faster
@@ -240,6 +240,14 @@ def iter_folder_batches(root: Root, prefix: str = ""
             yield last, batch  # type: ignore[misc]
         return
     top = os.path.join(base, prefix) if prefix else base
+    try:
+        real = real_root(base)
+    except OSError:
+        return
+    if prefix and link_leaves(real, top):
+        folder, slash, name = prefix.rstrip("/").rpartition("/")
+        yield folder + slash, [(name, LINK_OUT)]
+        return
     if not os.path.isdir(top):
         if prefix and os.path.isfile(top):
             st = os.stat(top)
@@ -249,8 +257,14 @@ def iter_folder_batches(root: Root, prefix: str = ""
     stack = [(top, prefix.rstrip("/") + "/" if prefix else "", ())]
     while stack:
         path, rel, above = stack.pop()
-        for batch in _scan_folder(path, rel, above, stack):
+        for batch in _scan_folder(path, rel, above, stack, real):
             yield rel, batch
+
+
+# the tag of a symlink whose target is outside the root: listed without a stat through it (a
+# size and time that are not the input's), never entered nor read - its item fails at the
+# read ("a link that leads outside it", `storage._read_local`)
+LINK_OUT = "link-outside"
 
 
 _BY_FD = os.scandir in os.supports_fd  # scandir(fd): stat by dir_fd + name
@@ -277,14 +291,15 @@ def _text(name: str) -> str:
 
 
 def _scan_folder(path: str, rel: str, above: tuple[tuple[int, int], ...],
-                 stack: list[tuple[str, str, tuple[tuple[int, int], ...]]]
+                 stack: list[tuple[str, str, tuple[tuple[int, int], ...]]], real: str
                  ) -> Iterator[list[tuple[str, str]]]:
     """The files of one local folder in batches of (name, "size-mtime"); its sub-folders go
     onto `stack`. The folder is scanned through a descriptor where the OS allows: each
     `stat` is then an `fstatat` of the bare name, not a lookup of the whole path. Symlinked
     folders are followed, except to a folder of `above` (the (device, inode) of the folders
     the walk came through: a loop); a folder that cannot be opened (gone, no permission,
-    too many links) is left out."""
+    too many links) is left out. A symlink leading outside the root (`real`, its real path)
+    is one file tagged `LINK_OUT`, never stat'ed through nor entered."""
     try:
         fd = os.open(path, _DIR_FLAGS) if _BY_FD else None
     except OSError:
@@ -307,15 +322,19 @@ def _scan_folder(path: str, rel: str, above: tuple[tuple[int, int], ...],
             for e in entries:
                 name = e.name if e.name.isascii() else _text(e.name)
                 try:
-                    if e.is_dir():  # the entry's type: no stat unless a symlink
+                    if e.is_symlink() and link_leaves(real, os.path.join(path, e.name)):
+                        tag = LINK_OUT
+                    elif e.is_dir():  # the entry's type: no stat unless a symlink
                         stack.append((os.path.join(path, e.name), rel + name + "/", above))
                         continue
-                    st = e.stat()  # the one syscall per file (Linux scandir gives no size)
+                    else:
+                        st = e.stat()  # the one syscall per file (Linux scandir gives no size)
+                        if is_dir(st.st_mode):  # a directory replaced a file meanwhile
+                            continue
+                        tag = f"{st.st_size}-{st.st_mtime}"
                 except OSError:
                     continue
-                if is_dir(st.st_mode):  # a directory replaced a file meanwhile
-                    continue
-                batch.append((name, f"{st.st_size}-{st.st_mtime}"))
+                batch.append((name, tag))
                 if len(batch) >= WALK_BATCH:
                     yield batch
                     batch = []

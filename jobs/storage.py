@@ -301,12 +301,25 @@ def _real_parent(path: str) -> str:
         return os.path.realpath(path)
 
 
+def real_root(base: str) -> str:
+    """The real path of a local root (links resolved, cached): what `link_leaves` compares."""
+    return _realpath_root(base)
+
+
+def link_leaves(top: str, path: str) -> bool:
+    """Whether the local `path` (under the root whose real path is `top`), links resolved,
+    is outside the root: such a file is never read (`_read_local`) nor stat'ed by a listing
+    (its size and time are not the input's to disclose)."""
+    real = os.path.realpath(path)
+    return real != top and not real.startswith(top.rstrip(os.sep) + os.sep)
+
+
 def _read_local(base: str, path: str, key: str, cap: int) -> bytes:
     """A regular file inside the root (its real path, links resolved), read with a cap."""
     top = _realpath_root(base)
 
     def inside(real: str) -> str:
-        if real != top and not real.startswith(top.rstrip(os.sep) + os.sep):
+        if link_leaves(top, real):
             raise ItemError(f"{key}: Expected an input file inside the input folder. Got a "
                             "link that leads outside it instead.")
         return real

@@ -990,3 +990,31 @@ def test_coco_top_level_list_given_twice_is_an_input_error_on_every_path(
     # a repeated key we do not read ("info") is no problem
     path.write_text(coco_doc("[" + IM1 + "]")[:-1] + ',"info":1,"info":2}')
     assert [r[2] for r in coco_refs(path, monkeypatch, fast=True)[0]] == [None]
+
+
+def test_symlinks_leading_outside_the_input_are_never_stated_through(tmp_path):
+    """`img/a.jpg -> /elsewhere/secret.jpg` was never read (its item fails), but the walk
+    stat'ed it: the secret's size and time went into the manifest. Such a link (a file or a
+    folder) is listed with the tag `link-outside`, never entered, and its item fails with the
+    read's reason; links inside the input are followed as before."""
+    from jobs import listing
+
+    inp, out = tmp_path / "in", tmp_path / "secret"
+    shutil.copytree(SLY, inp)
+    touch(out, "dir/c.jpg")
+    (out / "s.jpg").write_bytes(b"x" * 12345)
+    img = next(inp.glob("*/img"))
+    victim = sorted(img.iterdir())[0]
+    victim.unlink()
+    victim.symlink_to(out / "s.jpg")
+    (img / "far").symlink_to(out / "dir")
+    (img / "near.jpg").symlink_to(sorted(img.iterdir())[-1])  # inside: followed
+    tags = dict(listing.iter_tags(Root(str(inp))))
+    rel = victim.relative_to(inp).as_posix()
+    assert tags[rel] == tags[rel.rsplit("/", 1)[0] + "/far"] == "link-outside"
+    assert not any("12345" in t or k.endswith("c.jpg") for k, t in tags.items())
+    assert tags[rel.rsplit("/", 1)[0] + "/near.jpg"] != "link-outside"
+    assert dict(listing.iter_tags(Root(str(inp)), rel)) == {rel: "link-outside"}
+    assert run(["export", str(inp), str(tmp_path / "o"), "--workers", "0"]) == 1
+    text = (tmp_path / "o" / "manifest.jsonl").read_text()
+    assert "12345" not in text and "leads outside" in text
