@@ -455,9 +455,12 @@ def _plain_runs(raw: str, area: int) -> np.ndarray | None:
 
 def _checked_runs(raw: str, area: int, where: str) -> np.ndarray:
     """`rle` runs as Python ints, checked (non-negative, adding up to `area`) before numpy
-    sees them: a total that would wrap int64 never reaches `np.repeat`."""
+    sees them: a total that would wrap int64 never reaches `np.repeat`. Each piece between
+    commas is read by `int` as CVAT/datumaro read it (`int(x) for x in rle.split(',')`):
+    blanks around a number pass ("1, 2" - what CVAT writes), blanks inside one ("0 1") fail
+    the item (removing them read '01'); empty pieces (a trailing ',') are skipped as before."""
     try:
-        pieces = raw.replace(" ", "").split(",")
+        pieces = raw.split(",")
         try:
             runs = list(map(int, pieces))  # no empty pieces: one C-level pass
         except ValueError:

@@ -128,6 +128,9 @@ def test_ellipse_is_cvat_cv2_recipe_with_round_half_even():
     ('<box label="car" xtl="1" ytl="1" xbr="1e9" ybr="3"/>', "coordinate within"),
     ('<mask label="car" rle="1, 2" left="0" top="0" width="2" height="2"/>', "adding up"),
     ('<mask label="car" rle="1, -1, 4" left="0" top="0" width="2" height="2"/>', "non-negative"),
+    ('<mask label="car" rle="0 1,3" left="0" top="0" width="2" height="2"/>', "integers"),
+    ('<mask label="car" rle="1,2 ,1 0" left="0" top="0" width="1" height="13"/>', "integers"),
+    ('<mask label="car" rle="1, ,3" left="0" top="0" width="2" height="2"/>', "integers"),
     ('<cube label="car"/>', "CVAT shape"),
     ('<box label="car" xtl="1" ytl="1" xbr="3" ybr="3" z_order="x"/>', "integer"),
 ])
@@ -493,6 +496,8 @@ def test_random_hostile_items_parse_the_same_without_the_one_pass_parsers(seed, 
                     left -= runs[-1]
                 rle = ",".join(map(str, runs))
                 rle = rng.choice([rle, rle + ",", rle.replace(",", ", "), "-" + rle,
+                                  rle.replace(",", " "), " " + rle.replace(",", " ,\t"),
+                                  rle.replace("0", "0 0", 1), rle.replace("1", "1\u00a0"),
                                   rle + ",99999999999999999999", rle.replace("1", "\u0661")])
                 shapes.append(f'<mask label="car" rle="{rle}" left="1" top="2" width="{w}" '
                               f'height="{h}"/>')
