@@ -361,7 +361,7 @@ def _subset_ids(root: Root, class_pngs: dict[str, str]) -> list[tuple[str, str]]
             text = root.read(key).decode("utf-8")
         except UnicodeDecodeError:
             raise InputError(f"{key}: " + expected("UTF-8 text", "undecodable bytes")) from None
-        for line in text.splitlines():
+        for line in cvat.text_lines(text):  # datumaro's reading: id ' ' is none, 'a\x0cb' one
             line = line.strip()
             if line and line[0] != "#":
                 out.append((subset, line))

@@ -615,6 +615,14 @@ class LabelMapEntry:
     actions: tuple[str, ...] = ()
 
 
+def text_lines(text: str) -> list[str]:
+    """The lines of a text file as datumaro reads labelmap.txt and ImageSets lists (`for line
+    in open(path, encoding="utf-8")`: universal newlines): split at '\n', '\r\n' and '\r'
+    only. `str.splitlines` also splits at \x0b, \x0c, \x1c-\x1e, \x85, U+2028/9, so an id
+    'a\x0cb' became two ids; it stays one (and fails alone by the name rules)."""
+    return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+
+
 def parse_labelmap(data: bytes | None, where: str = LABELMAP_FILE) -> list[LabelMapEntry]:
     """labelmap.txt with datumaro's importer rules (A.4): whole-line '#' comments and blank
     lines skipped, exactly 4 ':'-separated fields, names not stripped, duplicate names refused,
@@ -629,7 +637,7 @@ def parse_labelmap(data: bytes | None, where: str = LABELMAP_FILE) -> list[Label
         raise InputError(f"{where}: " + expected("UTF-8 text", "undecodable bytes")) from None
     out: list[LabelMapEntry] = []
     seen: set[str] = set()
-    for n, raw in enumerate(text.splitlines(), start=1):
+    for n, raw in enumerate(text_lines(text), start=1):
         line = raw.strip()
         if not line or line[0] == "#":
             continue

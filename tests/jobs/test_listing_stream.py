@@ -1018,3 +1018,25 @@ def test_symlinks_leading_outside_the_input_are_never_stated_through(tmp_path):
     assert run(["export", str(inp), str(tmp_path / "o"), "--workers", "0"]) == 1
     text = (tmp_path / "o" / "manifest.jsonl").read_text()
     assert "12345" not in text and "leads outside" in text
+
+
+def test_cvat_subset_list_lines_are_read_as_datumaro_reads_them(tmp_path):
+    """datumaro reads `ImageSets/Segmentation/<subset>.txt` with `for line in f` (universal
+    newlines) and `line.strip()`: a line of blanks is no id, and '\\x0c', '\\x1c', U+2028 or
+    '\\x85' inside a line do not split it (str.splitlines did: 'a\\x0cb' listed 'a' and 'b',
+    two items of other images): the whole id is one item, which fails by the name rules."""
+    import cv2
+    import numpy as np
+
+    png = cv2.imencode(".png", np.zeros((6, 8, 3), np.uint8))[1].tobytes()
+    src = tmp_path / "in"
+    lists = src / "ImageSets" / "Segmentation"
+    lists.mkdir(parents=True)
+    (src / "SegmentationClass").mkdir()
+    for name in ("a", "b", "c", "d", "e", "f"):
+        (src / "SegmentationClass" / f"{name}.png").write_bytes(png)
+    (lists / "train.txt").write_bytes(
+        "a\r\n \n\t\x0c\nb\x0cc\r# note\rd\u2028e\x85f\n".encode())
+    got = [(r.dataset, r.name, r.problem is None) for r in listed(src)]
+    assert got == [("train", "a.png", True), ("train", "b\x0cc.png", False),
+                   ("train", "d\u2028e\x85f.png", False)]

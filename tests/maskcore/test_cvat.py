@@ -524,3 +524,10 @@ def test_random_hostile_items_parse_the_same_without_the_one_pass_parsers(seed, 
             m.setattr(cvat, "_plain_polygons", lambda shapes, limits: None)
             m.setattr(cvat, "_plain_runs", lambda raw, area: None)
             assert parsed(data, limits) == fast, data
+
+
+def test_labelmap_lines_split_at_newlines_only_as_datumaro_reads_the_file():
+    """A '\\x0c' (or U+2028) inside a label name does not end the line (str.splitlines did:
+    'ca\\x0cr:1,2,3::' became two lines of the wrong field count); \\r and \\r\\n do."""
+    entries = cvat.parse_labelmap("ca\x0cr:1,2,3::\r\nbus\u2028x:4,5,6::\rvan:::".encode())
+    assert [e.name for e in entries] == ["ca\x0cr", "bus\u2028x", "van"]
