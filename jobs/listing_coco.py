@@ -413,6 +413,9 @@ class _CocoFile:
         up on is read again with ijson, a pass per list (`_load_slow`)."""
         try:
             with _open(self.fs, self.path) as f:
+                at = f.tell()  # after a UTF-8 BOM
+                coco.check_encoding(f.read(4), self.where)  # before any pass or whole load
+                f.seek(at)
                 count = self._load_fast(spool, _Sections(f, self.where))
         except _Slow:
             for table in ("images", "anns"):

@@ -63,6 +63,17 @@ def _is_id(v: object) -> bool:
     return isinstance(v, int | str) and not isinstance(v, bool)
 
 
+def check_encoding(head: bytes, where: str) -> None:
+    """A COCO file is UTF-8 (a BOM allowed): Python's json reads UTF-16/32 bytes by their
+    BOM or NULs, but pycocotools opens the file as UTF-8 text and fails, and the streaming
+    passes refuse it (such a file was loaded whole): an InputError. `head`: the first 4
+    bytes at least."""
+    encoding = json.detect_encoding(head[:4])
+    if encoding not in ("utf-8", "utf-8-sig"):
+        raise InputError(f"{where}: " + expected("a JSON file in UTF-8 (pycocotools reads UTF-8)",
+                                                 f"{encoding.upper()} text"))
+
+
 class RepeatedList(InputError):
     """A top-level list (`TOP_KEYS`) given twice in one file."""
 
@@ -85,7 +96,8 @@ def check_top_keys(keys: Any, where: str) -> None:
 def load_document(data: bytes, where: str) -> dict[str, Any]:
     """A whole COCO instances JSON (InputError when it is not one: not JSON, nested too deep,
     an integer of more digits than Python converts, not the three lists, a list given twice
-    - `check_top_keys`)."""
+    - `check_top_keys` -, not UTF-8 - `check_encoding`)."""
+    check_encoding(data, where)
     top: list[Any] = []
 
     def pairs(got: list[tuple[str, Any]]) -> dict[str, Any]:

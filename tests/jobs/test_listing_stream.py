@@ -1040,3 +1040,23 @@ def test_cvat_subset_list_lines_are_read_as_datumaro_reads_them(tmp_path):
     got = [(r.dataset, r.name, r.problem is None) for r in listed(src)]
     assert got == [("train", "a.png", True), ("train", "b\x0cc.png", False),
                    ("train", "d\u2028e\x85f.png", False)]
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-32-be"])
+def test_coco_json_in_utf16_or_utf32_is_an_input_error_before_any_load(tmp_path, monkeypatch,
+                                                                       encoding):
+    """Python's json reads UTF-16/32 bytes (by BOM or NULs), so such a file was loaded whole
+    into memory after both streaming passes refused it - and pycocotools (the file opened as
+    UTF-8 text) refuses it: an input error before any pass, as for CVAT XML."""
+    from jobs import listing_coco
+    from maskcore.formats import coco
+
+    path = coco_text(tmp_path, json.dumps(coco_json(["a.jpg"])).encode(encoding))
+    loads: list[int] = []
+    monkeypatch.setattr(listing_coco, "_load_whole", lambda *a: loads.append(1))
+    for fast in (True, False):
+        got, how = coco_refs(path, monkeypatch, fast=fast)
+        assert got[0][0] == "InputError" and encoding.upper() in got[0][1], got
+        assert how == "msgspec" and not loads  # refused before any pass
+    with pytest.raises(InputError, match="in UTF-8"):
+        coco.split_dataset(path.read_bytes())
