@@ -35,6 +35,7 @@ import msgspec
 from maskcore.errors import InputError, ItemError
 from maskcore.formats import supervisely as sly
 from maskcore.formats.base import pack_parts
+from maskcore.limits import DEFAULT_LIMITS, Limits
 from maskcore.model import ClassTable, name_stem
 from maskcore.paths import check_relative
 
@@ -521,9 +522,10 @@ def _list_cvat(root: Root) -> Listing:
     return listing_cvat.list_cvat(root)
 
 
-def _list_coco(root: Root, images_url: str | None = None) -> Listing:
+def _list_coco(root: Root, images_url: str | None = None, *,
+               limits: Limits = DEFAULT_LIMITS) -> Listing:
     from .listing_coco import list_coco
-    return list_coco(root, images_url=images_url)
+    return list_coco(root, images_url=images_url, limits=limits)
 
 
 DETECTORS: list[tuple[str, Callable[[Root], bool]]] = [
@@ -537,6 +539,7 @@ LISTERS: dict[str, Callable[..., Listing]] = {
     "coco": _list_coco,
 }
 TAKES_IMAGES_URL = ("coco",)  # listers whose images may live elsewhere (config images_url)
+TAKES_LIMITS = ("coco",)  # listers that build annotation text (bounded by the job's limits)
 
 
 def read_annotation(root: Root, ref: ItemRef) -> bytes:
@@ -550,17 +553,21 @@ def read_annotation(root: Root, ref: ItemRef) -> bytes:
     return data
 
 
-def list_input(root: Root, input_format: str = "auto", images_url: str | None = None
-               ) -> Listing:
+def list_input(root: Root, input_format: str = "auto", images_url: str | None = None, *,
+               limits: Limits = DEFAULT_LIMITS) -> Listing:
     """The listing of INPUT (InputError when the input is not understood, including an input
-    of the named format that holds no item: never an "ok" run over nothing)."""
+    of the named format that holds no item: never an "ok" run over nothing). `limits`: the
+    job's (a COCO image whose annotation text exceeds `max_annotation_bytes` fails alone)."""
     fmt = detect_format(root) if input_format == "auto" else input_format
     if fmt not in LISTERS:
         raise InputError(f"Expected an input format in {sorted(LISTERS)}. Got {fmt!r} instead.")
     if images_url is not None and fmt not in TAKES_IMAGES_URL:
         raise InputError(f"Expected images_url only for {list(TAKES_IMAGES_URL)} inputs. Got "
                          f"it for a {fmt} input instead.")
-    got = LISTERS[fmt](root) if images_url is None else LISTERS[fmt](root, images_url=images_url)
+    kw: dict[str, Any] = {} if images_url is None else {"images_url": images_url}
+    if fmt in TAKES_LIMITS:
+        kw["limits"] = limits
+    got = LISTERS[fmt](root, **kw)
     if got.count == 0:
         got.close()
         raise InputError(f"Expected at least one item in the {fmt} input {root.url}. Got none: "

@@ -44,6 +44,7 @@ import msgspec
 
 from maskcore.errors import InputError, expected
 from maskcore.formats import coco
+from maskcore.limits import DEFAULT_LIMITS, Limits
 
 from . import listing
 from .spool import Spool
@@ -639,9 +640,10 @@ def _repeats(spool: Spool, column: str) -> bool:
                         f"{column} HAVING count(*) > 1 LIMIT 1") is not None
 
 
-def _worded(spool: Spool, ds: str, name: str, rec: bytes, problem: str) -> str:
-    if problem == DUP_ID:
-        return expected("unique image ids", json.loads(rec)["id"])
+def _worded(spool: Spool, ds: str, name: str, rec: bytes | None, problem: str) -> str:
+    if problem == DUP_ID:  # (rec None: longer than the item cap, not read)
+        return expected("unique image ids", "a repeated id" if rec is None else
+                        json.loads(rec)["id"])
     if problem == DUP:
         first = spool.scalar("SELECT name FROM images WHERE ds = ? AND stem = ? AND "
                              "problem IS NULL", (ds, listing.stem(name)))
@@ -683,7 +685,8 @@ def _images_dir(fs: Any, json_path: str, dataset: str, first: str | None) -> str
     return chosen
 
 
-def list_coco(root: Root, images_url: str | None = None) -> listing.Listing:
+def list_coco(root: Root, images_url: str | None = None, *,
+              limits: Limits = DEFAULT_LIMITS) -> listing.Listing:
     files = _json_files(root)
     if not files:
         raise InputError(f"Expected a COCO instances JSON at {root.url} (the file, or a folder "
@@ -709,7 +712,8 @@ def list_coco(root: Root, images_url: str | None = None) -> listing.Listing:
         spool.close()
         raise
     by_ds = {cf.dataset: cf.by_id for cf in cfs}
-    return listing.Listing(coco.NAME, cfs[0].classes, count, lambda: _refs(spool, by_ds),
+    cap = limits.max_annotation_bytes
+    return listing.Listing(coco.NAME, cfs[0].classes, count, lambda: _refs(spool, by_ds, cap),
                            spool=spool, image_root=image_root)
 
 
@@ -767,26 +771,47 @@ def _fill(spool: Spool, root: Root, cfs: list[_CocoFile], fixed: Root | None
 _IMAGE_ROW = operator.itemgetter(0, 1, 2)  # (ds, name, seq): the rows of one image record
 
 
-def _refs(spool: Spool, by_ds: dict[str, dict[Any, str]]) -> Iterator[listing.ItemRef]:
+def _too_big(cap: int, got: str) -> str:
+    return expected(f"an image's annotations (its per-image JSON) of at most {cap} bytes "
+                    "(limits.max_annotation_bytes)", got)
+
+
+def _refs(spool: Spool, by_ds: dict[str, dict[Any, str]], cap: int
+          ) -> Iterator[listing.ItemRef]:
+    """The items, each `ann_inline` built from its rows; one whose text would exceed `cap`
+    (the worker's `max_annotation_bytes`, which would refuse it) fails here, and the driver
+    never holds more than `cap` of it: rows are summed as they come, and an annotation
+    longer than `cap` is never read from the spool (its length is)."""
     cats_json: dict[tuple[str, frozenset[Any]], bytes] = {}  # the categories of a set of ids
     rows = spool.rows(
-        "SELECT i.ds, i.name, i.seq, i.ann_key, i.rec, i.problem, p.prefix || i.name, f.tag, "
-        "a.cid, a.ann FROM images i JOIN prefixes p ON p.ds = i.ds "
+        f"SELECT i.ds, i.name, i.seq, i.ann_key, CASE WHEN length(i.rec) <= {int(cap)} THEN "
+        "i.rec END, i.problem, p.prefix || i.name, f.tag, "
+        f"a.cid, CASE WHEN length(a.ann) <= {int(cap)} THEN a.ann END, length(a.ann) "
+        "FROM images i JOIN prefixes p ON p.ds = i.ds "
         "LEFT JOIN files f ON i.problem IS NULL AND f.key = p.prefix || i.name "
         "LEFT JOIN anns a ON i.problem IS NULL AND a.ds = i.ds AND a.idk = i.idk "
         "ORDER BY i.ds, i.name, i.seq, a.seq")
     for _image, group in itertools.groupby(rows, _IMAGE_ROW):
-        ds, name, _seq, ann_key, rec, problem, image_key, image_tag, cid, ann = next(group)
+        first = next(group)
+        ds, name, _seq, ann_key, rec, problem, image_key, image_tag, cid, ann, size = first
         if problem is not None:
             yield listing.ItemRef(ds, name, ann_key, None, _worded(spool, ds, name, rec, problem))
             continue
-        if ann is None:  # a LEFT JOIN's null: the image has no annotation (one row)
-            anns, used = [], set()
-        else:
-            anns, used = [ann], {cid}
-            for *_, cid, ann in group:
+        if rec is None:  # the image record alone is longer than cap: never read
+            yield listing.ItemRef(ds, name, ann_key, None, _too_big(cap, "a longer image record"))
+            continue
+        anns, used, total = [], set(), len(rec)
+        if size is not None:  # else a LEFT JOIN's null: the image has no annotation (one row)
+            for *_, cid, ann, size in itertools.chain((first,), group):
+                total += size + 1
+                if total > cap:
+                    break
                 anns.append(ann)
                 used.add(cid)
+        if total > cap:  # the rest of the group is skipped by groupby, never held
+            yield listing.ItemRef(ds, name, ann_key, None, _too_big(
+                cap, f"more ({len(anns) + 1}+ annotations)"))
+            continue
         if TOO_DEEP in anns:
             yield listing.ItemRef(ds, name, ann_key, None, expected(
                 "annotations of a sane nesting depth in valid Unicode",
@@ -801,6 +826,9 @@ def _refs(spool: Spool, by_ds: dict[str, dict[Any, str]]) -> Iterator[listing.It
                                              if _cid_column(cid) in used]).encode()
         inline = b"".join((b'{"image":', rec, b',"annotations":[', b",".join(anns),
                            b'],"categories":', cats, b"}"))
+        if len(inline) > cap:  # its categories tipped it over
+            yield listing.ItemRef(ds, name, ann_key, None, _too_big(cap, f"{len(inline)} bytes"))
+            continue
         tag = hashlib.md5(inline, usedforsecurity=False).hexdigest()
         if image_tag is None:
             yield listing.ItemRef(ds, name, ann_key, None, expected(

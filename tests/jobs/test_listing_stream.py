@@ -1060,3 +1060,43 @@ def test_coco_json_in_utf16_or_utf32_is_an_input_error_before_any_load(tmp_path,
         assert how == "msgspec" and not loads  # refused before any pass
     with pytest.raises(InputError, match="in UTF-8"):
         coco.split_dataset(path.read_bytes())
+
+
+def test_coco_image_whose_annotation_text_exceeds_the_item_limit_fails_at_listing(tmp_path):
+    """The driver joined all of one image's annotations into its per-image JSON with no cap
+    (an image with 10**6 annotations, or one of a 1 GB RLE, was held whole): an image whose
+    JSON would exceed `limits.max_annotation_bytes` - the worker refuses it - fails alone
+    at listing; the driver sums row lengths and never reads an annotation beyond the cap.
+    An image exactly at the cap passes, as the worker takes it."""
+    import dataclasses
+
+    from maskcore.formats import coco
+    from maskcore.limits import DEFAULT_LIMITS
+
+    doc = coco_json(["a.jpg", "b.jpg", "c.jpg"])
+    doc["annotations"] = [
+        {"id": 9, "image_id": 2, "category_id": 1, "bbox": [0, 0, 1, 1], "x": "y" * 5000},
+        *({"id": 10 + k, "image_id": 3, "category_id": 1, "bbox": [0, 0, 1, 1]}
+          for k in range(200)),
+    ]
+    path = tmp_path / "instances_x.json"
+    path.write_text(json.dumps(doc))
+    touch(tmp_path, "images/a.jpg", "images/b.jpg", "images/c.jpg")
+
+    def listed_with(cap: int) -> dict[str, ItemRef]:
+        limits = dataclasses.replace(DEFAULT_LIMITS, max_annotation_bytes=cap)
+        with list_input(Root(str(path)), "coco", limits=limits) as got:
+            return {r.name: r for r in got.refs}
+
+    refs = listed_with(4000)
+    assert refs["a.jpg"].problem is None and len(refs["a.jpg"].ann_inline) < 4000
+    for name in ("b.jpg", "c.jpg"):  # one long annotation; many short ones
+        assert "limits.max_annotation_bytes" in refs[name].problem
+        assert refs[name].ann_inline is None
+    exact = len(listed_with(10**6)["c.jpg"].ann_inline)
+    assert listed_with(exact)["c.jpg"].problem is None
+    assert "max_annotation_bytes" in listed_with(exact - 1)["c.jpg"].problem
+    with pytest.raises(Exception, match="max_annotation_bytes"):  # the worker's own rule
+        coco.parse_item(listed_with(10**6)["c.jpg"].ann_inline, coco.parse_classes(
+            path.read_bytes()), dataset="x", name="c.jpg", limits=dataclasses.replace(
+                DEFAULT_LIMITS, max_annotation_bytes=exact - 1))
