@@ -256,7 +256,7 @@ def prepare(input: str, output: str | None = None, *, formats: Sequence[str] | N
     source = Root(str(input), opts)
     dest = Root(str(output), opts) if output is not None else None
     try:
-        listing = list_input(source, spec.input_format, spec.images_url)
+        listing = list_input(source, spec.input_format, spec.images_url, limits=spec.limits)
     except InputError as e:
         raise PreflightError(str(e)) from e
     except Exception as e:  # credentials, endpoint, bucket, archive, storage option typo

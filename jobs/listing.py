@@ -36,11 +36,12 @@ import msgspec
 from maskcore.errors import InputError, ItemError
 from maskcore.formats import supervisely as sly
 from maskcore.formats.base import pack_parts
+from maskcore.limits import DEFAULT_LIMITS, Limits
 from maskcore.model import ClassTable, name_stem
 from maskcore.paths import check_relative
 
 from .spool import Spool
-from .storage import Root
+from .storage import Root, link_leaves, real_root
 
 _COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # built once
 _ENCODE = msgspec.json.Encoder().encode  # _COMPACT's text, several times faster
@@ -259,6 +260,8 @@ def iter_folder_batches(root: Root, prefix: str = ""
     if not root.is_local:
         last, batch = None, []
         for key, tag in root.list_tags(prefix):
+            if not key.isascii():  # a tar member's name that is not UTF-8
+                key = _text(key)
             folder, slash, name = key.rpartition("/")
             folder += slash
             if folder != last or len(batch) >= WALK_BATCH:
@@ -270,35 +273,78 @@ def iter_folder_batches(root: Root, prefix: str = ""
             yield last, batch  # type: ignore[misc]
         return
     top = os.path.join(base, prefix) if prefix else base
+    try:
+        real = real_root(base)
+    except OSError:
+        return
+    if prefix and link_leaves(real, top):
+        folder, slash, name = prefix.rstrip("/").rpartition("/")
+        yield folder + slash, [(name, LINK_OUT)]
+        return
     if not os.path.isdir(top):
         if prefix and os.path.isfile(top):
             st = os.stat(top)
             folder, slash, name = prefix.rpartition("/")
             yield folder + slash, [(name, f"{st.st_size}-{st.st_mtime}")]
         return
-    stack = [(top, prefix.rstrip("/") + "/" if prefix else "")]
+    stack = [(top, prefix.rstrip("/") + "/" if prefix else "", ())]
     while stack:
-        path, rel = stack.pop()
-        for batch in _scan_folder(path, rel, stack):
+        path, rel, above = stack.pop()
+        for batch in _scan_folder(path, rel, above, stack, real):
             yield rel, batch
+
+
+# the tag of a symlink whose target is outside the root: listed without a stat through it (a
+# size and time that are not the input's), never entered nor read - its item fails at the
+# read ("a link that leads outside it", `storage._read_local`)
+LINK_OUT = "link-outside"
 
 
 _BY_FD = os.scandir in os.supports_fd  # scandir(fd): stat by dir_fd + name
 _DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
 
 
-def _scan_folder(path: str, rel: str, stack: list[tuple[str, str]]
+def is_utf8(text: str) -> bool:
+    """Whether `text` can be written as UTF-8: no lone surrogate (Python's escape of a file
+    name's undecodable bytes, or a JSON `\\ud800`), which SQLite and UTF-8 refuse."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _text(name: str) -> str:
+    """A file name as listings keep it: a name that is not UTF-8 (from scandir or a tar
+    member) gets its bytes as backslash escapes - a backslash name, which no listing pairs,
+    reads or writes."""
+    if is_utf8(name):
+        return name
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _scan_folder(path: str, rel: str, above: tuple[tuple[int, int], ...],
+                 stack: list[tuple[str, str, tuple[tuple[int, int], ...]]], real: str
                  ) -> Iterator[list[tuple[str, str]]]:
     """The files of one local folder in batches of (name, "size-mtime"); its sub-folders go
     onto `stack`. The folder is scanned through a descriptor where the OS allows: each
-    `stat` is then an `fstatat` of the bare name, not a lookup of the whole path."""
+    `stat` is then an `fstatat` of the bare name, not a lookup of the whole path. Symlinked
+    folders are followed, except to a folder of `above` (the (device, inode) of the folders
+    the walk came through: a loop); a folder that cannot be opened (gone, no permission,
+    too many links) is left out. A symlink leading outside the root (`real`, its real path)
+    is one file tagged `LINK_OUT`, never stat'ed through nor entered."""
     try:
         fd = os.open(path, _DIR_FLAGS) if _BY_FD else None
-    except (FileNotFoundError, NotADirectoryError, PermissionError):
+    except OSError:
         return
     try:
+        st = os.stat(path if fd is None else fd)
+        here = (st.st_dev, st.st_ino)
+        if here in above:
+            raise OSError("a loop")
+        above += (here,)
         entries = os.scandir(path if fd is None else fd)
-    except (FileNotFoundError, NotADirectoryError, PermissionError):
+    except OSError:
         if fd is not None:
             os.close(fd)
         return
@@ -307,16 +353,21 @@ def _scan_folder(path: str, rel: str, stack: list[tuple[str, str]]
     try:
         with entries:
             for e in entries:
+                name = e.name if e.name.isascii() else _text(e.name)
                 try:
-                    if e.is_dir():  # the entry's type: no stat unless a symlink
-                        stack.append((os.path.join(path, e.name), rel + e.name + "/"))
+                    if e.is_symlink() and link_leaves(real, os.path.join(path, e.name)):
+                        tag = LINK_OUT
+                    elif e.is_dir():  # the entry's type: no stat unless a symlink
+                        stack.append((os.path.join(path, e.name), rel + name + "/", above))
                         continue
-                    st = e.stat()  # the one syscall per file (Linux scandir gives no size)
+                    else:
+                        st = e.stat()  # the one syscall per file (Linux scandir gives no size)
+                        if is_dir(st.st_mode):  # a directory replaced a file meanwhile
+                            continue
+                        tag = f"{st.st_size}-{st.st_mtime}"
                 except OSError:
                     continue
-                if is_dir(st.st_mode):  # a directory replaced a file meanwhile
-                    continue
-                batch.append((e.name, f"{st.st_size}-{st.st_mtime}"))
+                batch.append((name, tag))
                 if len(batch) >= WALK_BATCH:
                     yield batch
                     batch = []
@@ -503,9 +554,10 @@ def _list_cvat(root: Root) -> Listing:
     return listing_cvat.list_cvat(root)
 
 
-def _list_coco(root: Root, images_url: str | None = None) -> Listing:
+def _list_coco(root: Root, images_url: str | None = None, *,
+               limits: Limits = DEFAULT_LIMITS) -> Listing:
     from .listing_coco import list_coco
-    return list_coco(root, images_url=images_url)
+    return list_coco(root, images_url=images_url, limits=limits)
 
 
 DETECTORS: list[tuple[str, Callable[[Root], bool]]] = [
@@ -519,6 +571,7 @@ LISTERS: dict[str, Callable[..., Listing]] = {
     "coco": _list_coco,
 }
 TAKES_IMAGES_URL = ("coco",)  # listers whose images may live elsewhere (config images_url)
+TAKES_LIMITS = ("coco",)  # listers that build annotation text (bounded by the job's limits)
 
 
 def read_annotation(root: Root, ref: ItemRef) -> bytes:
@@ -532,17 +585,21 @@ def read_annotation(root: Root, ref: ItemRef) -> bytes:
     return data
 
 
-def list_input(root: Root, input_format: str = "auto", images_url: str | None = None
-               ) -> Listing:
+def list_input(root: Root, input_format: str = "auto", images_url: str | None = None, *,
+               limits: Limits = DEFAULT_LIMITS) -> Listing:
     """The listing of INPUT (InputError when the input is not understood, including an input
-    of the named format that holds no item: never an "ok" run over nothing)."""
+    of the named format that holds no item: never an "ok" run over nothing). `limits`: the
+    job's (a COCO image whose annotation text exceeds `max_annotation_bytes` fails alone)."""
     fmt = detect_format(root) if input_format == "auto" else input_format
     if fmt not in LISTERS:
         raise InputError(f"Expected an input format in {sorted(LISTERS)}. Got {fmt!r} instead.")
     if images_url is not None and fmt not in TAKES_IMAGES_URL:
         raise InputError(f"Expected images_url only for {list(TAKES_IMAGES_URL)} inputs. Got "
                          f"it for a {fmt} input instead.")
-    got = LISTERS[fmt](root) if images_url is None else LISTERS[fmt](root, images_url=images_url)
+    kw: dict[str, Any] = {} if images_url is None else {"images_url": images_url}
+    if fmt in TAKES_LIMITS:
+        kw["limits"] = limits
+    got = LISTERS[fmt](root, **kw)
     if got.count == 0:
         got.close()
         raise InputError(f"Expected at least one item in the {fmt} input {root.url}. Got none: "

@@ -35,6 +35,7 @@ relative to `Listing.image_root`, the folder the JSON's folder sits in (or `imag
 from __future__ import annotations
 
 import bisect
+import codecs
 import hashlib
 import itertools
 import json
@@ -50,6 +51,7 @@ import msgspec
 
 from maskcore.errors import InputError, expected
 from maskcore.formats import coco
+from maskcore.limits import DEFAULT_LIMITS, Limits
 
 from . import listing
 from .spool import Spool
@@ -118,32 +120,76 @@ def _choose(root: Root, files: list[str]) -> list[str]:
                      "file itself as INPUT.")
 
 
+def _open(fs: Any, path: str) -> Any:
+    """The file, read from after its UTF-8 BOM if it has one (Windows tools write one; json
+    skips it, ijson and the msgspec pass would not: such a file was loaded whole)."""
+    f = fs.open(path, "rb")
+    if f.read(3) != codecs.BOM_UTF8:
+        f.seek(0)
+    return f
+
+
 def _items(fs: Any, path: str, prefix: str, where: str) -> Iterator[Any]:
     try:
-        with fs.open(path, "rb") as f:
+        with _open(fs, path) as f:
             yield from ijson.items(f, prefix, use_float=True)
-    except ijson.JSONError as e:
+    except (ijson.JSONError, ValueError) as e:  # overlong UTF-8, an int of 5000 digits
         raise InputError(f"{where}: " + expected("valid JSON", str(e).splitlines()[0])) from None
 
 
-def _load_whole(data: bytes, where: str) -> dict[str, Any]:
-    try:
-        doc = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InputError(f"{where}: " + expected("valid JSON", str(e))) from None
-    if not isinstance(doc, dict) or not all(isinstance(doc.get(k), list) for k in coco.TOP_KEYS):
-        raise InputError(f"{where}: " + expected(
-            "a COCO instances object with 'images', 'annotations' and 'categories' lists",
-            sorted(doc) if isinstance(doc, dict) else type(doc).__name__))
-    return doc
+def _top_keys(fs: Any, path: str, where: str) -> Iterator[str]:
+    """The keys of the file's top-level object, in order: ijson's events whose prefix is ''
+    (filtered in C: ~2x the cost of a C `items` pass; only files the msgspec pass gave up on).
+    Only for a file an `items` pass read whole: ijson 3.6's `parse` segfaults on an integer
+    of more digits than Python converts (`items` raises ValueError)."""
+    with _open(fs, path) as f:
+        try:
+            for _, event, value in itertools.filterfalse(operator.itemgetter(0),
+                                                         ijson.parse(f)):
+                if event == "map_key":
+                    yield value
+        except (ijson.JSONError, ValueError) as e:
+            raise InputError(f"{where}: " + expected("valid JSON",
+                                                     str(e).splitlines()[0])) from None
+
+
+# a `\uXXXX` escape of a surrogate that is not half of a pair: yajl (ijson) writes '?' for a
+# lone high one - a file_name would silently name another image - and bytes Python cannot
+# decode for a lone low one; json keeps it, so such a file is loaded whole (`_load_slow`)
+_LONE_SURROGATE = re.compile(  # starting with a literal '\\u': ~10x faster to scan (~200 MB/s)
+    rb"\\u[dD](?:[89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+    rb"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD])[c-fC-F][0-9a-fA-F]{2})")
+_SCAN = 1 << 20
+
+
+def _has_lone_surrogate(fs: Any, path: str) -> bool:
+    """Whether the file may hold a lone surrogate escape (an escaped backslash before 'u'
+    counts too: such a file is merely loaded whole). Read a block at a time; a match in a
+    block's last 12 bytes is decided with the next block."""
+    with fs.open(path, "rb") as f:
+        buf, start = b"", 0
+        while True:
+            chunk = f.read(_SCAN)
+            buf += chunk
+            edge = len(buf) if not chunk else len(buf) - 12
+            if any(start <= m.start() < edge for m in _LONE_SURROGATE.finditer(buf)):
+                return True
+            if not chunk:
+                return False
+            keep = buf[-18:]  # 6 bytes of look-behind before the undecided 12
+            buf, start = keep, max(0, edge - (len(buf) - len(keep)))
+
+
+_load_whole = coco.load_document  # a file ijson refuses (NaN): json, as the split reads it
 
 
 def _key(v: object) -> str | None:
-    """An image id as a join key: 1 and "1" stay different ids."""
+    """An image id as a join key: 1 and "1" stay different ids; a string with a lone
+    surrogate (a file json loaded whole) as the hex of its code units, which SQLite takes."""
     if type(v) is int:
         return str(v)
     if isinstance(v, str):
-        return "s:" + v
+        return "s:" + v if listing.is_utf8(v) else "u:" + v.encode("utf-8", "surrogatepass").hex()
     if isinstance(v, int) and not isinstance(v, bool):
         return str(int(v))
     return None
@@ -186,8 +232,9 @@ class _Sections:
     MAX_BLOCK = 16 << 20  # a larger element (a huge RLE) is left to ijson
     TRIES = 8
 
-    def __init__(self, f: Any) -> None:
+    def __init__(self, f: Any, where: str = "COCO JSON") -> None:
         self.f, self.buf, self.pos, self.eof = f, b"", 0, False
+        self.where = where
 
     def _fill(self, need: int) -> bool:
         """At least `need` bytes after pos (False at the end of the file)."""
@@ -224,6 +271,7 @@ class _Sections:
 
     def __iter__(self) -> Iterator[tuple[str, list[Any]]]:
         self._expect(b"{")
+        seen: list[str] = []
         if self._char() == b"}":
             self.pos += 1
         else:
@@ -231,6 +279,9 @@ class _Sections:
                 if self._char() != b'"':
                     raise _Slow
                 key = self._value(self._token(_STRING))
+                if key in _LISTS:
+                    seen.append(key)
+                    coco.check_top_keys(seen, self.where)
                 self._expect(b":")
                 c = self._char()
                 if key in _LISTS and c != b"[":
@@ -265,14 +316,17 @@ class _Sections:
         return got
 
     def _object(self) -> None:
-        """Skip a top-level object value (e.g. "info"): the shortest prefix that decodes."""
-        size = 4096
+        """Skip a top-level object value (e.g. "info"): the shortest prefix that decodes,
+        TRIES more '}' tried per round (each round reads more): an object holding many
+        small ones is skipped too (trying the same first '}' each round gave up on it)."""
+        size, tried = 4096, 0  # bytes after pos whose '}' were tried already
         while True:
             self._fill(size)
-            end = self.pos
+            end, more = self.pos + tried, True
             for _ in range(self.TRIES):
                 end = self.buf.find(b"}", end, len(self.buf)) + 1
                 if not end:
+                    end, more = len(self.buf), False
                     break
                 try:
                     _decode(self.buf[self.pos:end])
@@ -284,9 +338,9 @@ class _Sections:
                     raise _Slow  # as in `_value`
                 self.pos = end
                 return
-            if self.eof or size > self.MAX_BLOCK:
+            if (self.eof and not more) or size > self.MAX_BLOCK:
                 raise _Slow
-            size *= 4
+            size, tried = size * 4, end - self.pos
 
     def _elements(self) -> Iterator[list[Any]]:
         """The elements of the array whose '[' was just read, a decoded block at a time."""
@@ -411,8 +465,11 @@ class _CocoFile:
         returns the number of image records. One msgspec pass (`_Sections`); a file it gives
         up on is read again with ijson, a pass per list (`_load_slow`)."""
         try:
-            with self.fs.open(self.path, "rb") as f:
-                count = self._load_fast(spool, _Sections(f))
+            with _open(self.fs, self.path) as f:
+                at = f.tell()  # after a UTF-8 BOM
+                coco.check_encoding(f.read(4), self.where)  # before any pass or whole load
+                f.seek(at)
+                count = self._load_fast(spool, _Sections(f, self.where))
         except _Slow:
             for table in ("images", "anns", "blocks"):
                 spool.execute(f"DELETE FROM {table} WHERE ds = ?", (self.dataset,))
@@ -421,7 +478,11 @@ class _CocoFile:
             self.blocks = self.stored = False
             count = self._load_slow(spool)
         self._check_categories()
-        doc = json.dumps({"images": [], "annotations": [], "categories": self.cats}).encode()
+        try:
+            doc = json.dumps({"images": [], "annotations": [], "categories": self.cats}).encode()
+        except RecursionError:
+            raise InputError(f"{self.where}: " + expected(
+                "categories of a sane nesting depth", "RecursionError")) from None
         self.classes = coco.parse_classes(doc)  # validates ids and names (InputError)
         self.by_id = {c["id"]: c["name"] for c in self.cats}
         return count
@@ -471,9 +532,15 @@ class _CocoFile:
 
     def _load_slow(self, spool: Spool) -> int:
         try:  # this pass reads the whole file: a lexical error shows here
+            if _has_lone_surrogate(self.fs, self.path):
+                raise InputError("a lone surrogate: ijson would change it")
             self.cats = list(itertools.islice(
                 _items(self.fs, self.path, CATEGORIES + ".item", self.where),
                 MAX_CATEGORIES + 1))
+            if len(self.cats) <= MAX_CATEGORIES:  # that pass read all: `_top_keys` is safe
+                coco.check_top_keys(_top_keys(self.fs, self.path, self.where), self.where)
+        except coco.RepeatedList:
+            raise
         except InputError:
             # NaN/Infinity are not JSON, but Python's json (hence pycocotools) accepts them:
             # such a file is loaded whole, as before (the item with the NaN fails alone)
@@ -518,13 +585,16 @@ def _image_rows(cf: _CocoFile, records: Iterable[Any], start: int = 0
             problem = expected("an image record with an integer or string 'id'", rec)
         elif not isinstance(raw, str) or not raw:
             problem = expected("a non-empty 'file_name'", raw)
+        elif not listing.is_utf8(raw):  # a lone surrogate (json keeps it): no file has that name
+            name = raw.encode("utf-8", "backslashreplace").decode()
+            problem = expected("a file_name in valid Unicode", name)
         elif not listing.safe_key(raw):
             problem = expected(
                 "a file_name relative to the images folder (no '..', not absolute)", raw)
         text = _encoded(cf, rec)
-        if text is None:
-            idk, text, problem = None, b"null", expected(
-                "an image record of a sane nesting depth", "RecursionError")
+        if isinstance(text, str):
+            idk, text, problem = None, b"null", problem or expected(
+                "an image record of a sane nesting depth in valid Unicode", text)
         yield (cf.dataset, name, k, idk, text, problem, cf.where,
                listing.stem(name) if problem is None else None)
 
@@ -617,12 +687,25 @@ def _ann_block_rows(cf: _CocoFile, block: tuple[list[int], list[Any], list[bytes
 TOO_DEEP = b""  # an annotation `_encoded` could not write: its image fails (`_refs`)
 
 
-def _encoded(cf: _CocoFile, value: Any) -> bytes | None:
-    """The record's JSON, None when it is nested too deep for the encoders (hostile)."""
+def _encoded(cf: _CocoFile, value: Any) -> bytes | str:
+    """The record's JSON, else why the encoders cannot write it (hostile): nested too
+    deep, or a lone surrogate (a file json loaded whole)."""
     try:
         return cf.encode(value)
-    except RecursionError:
-        return None
+    except (RecursionError, UnicodeEncodeError) as e:
+        return type(e).__name__
+
+
+_INT64 = range(-1 << 63, 1 << 63)
+
+
+def _cid_column(cid: Any) -> Any:
+    """A category id as the anns table keeps it: SQLite integers are 64-bit, so a larger one
+    is kept as its decimal text (`_refs` matches it so); a string SQLite cannot take (a lone
+    surrogate) names no category (ids are integers): None."""
+    if type(cid) is int:
+        return cid if cid in _INT64 else str(cid)
+    return cid if not isinstance(cid, str) or listing.is_utf8(cid) else None
 
 
 def _first_wins(spool: Spool, cfs: list[_CocoFile]) -> bool:
@@ -652,9 +735,10 @@ def _repeats(spool: Spool, column: str) -> bool:
                         f"{column} HAVING count(*) > 1 LIMIT 1") is not None
 
 
-def _worded(spool: Spool, ds: str, name: str, rec: bytes, problem: str) -> str:
-    if problem == DUP_ID:
-        return expected("unique image ids", json.loads(rec)["id"])
+def _worded(spool: Spool, ds: str, name: str, rec: bytes | None, problem: str) -> str:
+    if problem == DUP_ID:  # (rec None: longer than the item cap, not read)
+        return expected("unique image ids", "a repeated id" if rec is None else
+                        json.loads(rec)["id"])
     if problem == DUP:
         first = spool.scalar("SELECT name FROM images WHERE ds = ? AND stem = ? AND "
                              "problem IS NULL", (ds, listing.stem(name)))
@@ -675,8 +759,8 @@ def _ann_rows(cf: _CocoFile, anns: Iterable[Any], start: int = 0
             continue
         cid = ann.get("category_id")
         text = _encoded(cf, ann)
-        yield (cf.dataset, idk, k, cid if _key(cid) else None,
-               TOO_DEEP if text is None else text)
+        yield (cf.dataset, idk, k, _cid_column(cid) if _key(cid) else None,
+               TOO_DEEP if isinstance(text, str) else text)
 
 
 def _images_dir(fs: Any, json_path: str, dataset: str, first: str | None) -> str:
@@ -696,7 +780,8 @@ def _images_dir(fs: Any, json_path: str, dataset: str, first: str | None) -> str
     return chosen
 
 
-def list_coco(root: Root, images_url: str | None = None) -> listing.Listing:
+def list_coco(root: Root, images_url: str | None = None, *,
+              limits: Limits = DEFAULT_LIMITS) -> listing.Listing:
     files = _json_files(root)
     if not files:
         raise InputError(f"Expected a COCO instances JSON at {root.url} (the file, or a folder "
@@ -721,7 +806,8 @@ def list_coco(root: Root, images_url: str | None = None) -> listing.Listing:
     except BaseException:
         spool.close()
         raise
-    return listing.Listing(coco.NAME, cfs[0].classes, count, lambda: _refs(spool, cfs),
+    cap = limits.max_annotation_bytes
+    return listing.Listing(coco.NAME, cfs[0].classes, count, lambda: _refs(spool, cfs, cap),
                            spool=spool, image_root=image_root)
 
 
@@ -822,19 +908,21 @@ def _sorted_orphans(spool: Spool, ds: str) -> int:
     return orphans
 
 
-def _refs(spool: Spool, cfs: list[_CocoFile]) -> Iterator[listing.ItemRef]:
+def _refs(spool: Spool, cfs: list[_CocoFile], cap: int) -> Iterator[listing.ItemRef]:
     """Every file's refs, in (dataset, name) order: from the stored blocks of a file whose
-    records are in order (`_sorted_refs`), else from the join (`_joined_refs`)."""
+    records are in order (`_sorted_refs`), else from the join (`_joined_refs`). An image
+    whose per-image JSON would exceed `cap` (the worker's `max_annotation_bytes`, which
+    would refuse it) fails here."""
     cats: dict[tuple[str, frozenset[Any]], bytes] = {}  # the categories of a set of ids
     for cf in sorted(cfs, key=operator.attrgetter("dataset")):
         if cf.blocks:
-            yield from _sorted_refs(spool, cf, cats)
+            yield from _sorted_refs(spool, cf, cats, cap)
         else:
-            yield from _joined_refs(spool, cf, cats)
+            yield from _joined_refs(spool, cf, cats, cap)
 
 
-def _sorted_refs(spool: Spool, cf: _CocoFile, cats: dict[tuple[str, frozenset[Any]], bytes]
-                 ) -> Iterator[listing.ItemRef]:
+def _sorted_refs(spool: Spool, cf: _CocoFile, cats: dict[tuple[str, frozenset[Any]], bytes],
+                 cap: int) -> Iterator[listing.ItemRef]:
     """The refs of a file whose records are plain and in order (`_CocoFile.in_order`):
     names increasing are (dataset, name) order, each image's annotations follow each other
     (image ids increasing, theirs never decreasing) and the files are read in key order,
@@ -859,8 +947,12 @@ def _sorted_refs(spool: Spool, cf: _CocoFile, cats: dict[tuple[str, frozenset[An
                     group.append(ann)
                     used.add(cid)
                     aid, cid, ann = next(anns, _END)
+                if len(rec) + sum(map(len, group)) + len(group) > cap:  # (held in a block)
+                    yield listing.ItemRef(cf.dataset, name, cf.where, None,
+                                          _over(cap, len(rec), map(len, group)))
+                    continue
                 yield _ref(cf, name, rec, (group, used, key, ftag if fkey == key else None),
-                           cats)
+                           cats, cap)
     finally:
         files.close()
         anns.close()
@@ -877,24 +969,28 @@ def _ann_stream(spool: Spool, ds: str) -> Iterator[tuple[int, Any, bytes]]:
 
 def _ref(cf: _CocoFile, name: str, rec: bytes,
          found: tuple[list[bytes], set[Any], str, str | None],
-         cats: dict[tuple[str, frozenset[Any]], bytes]) -> listing.ItemRef:
+         cats: dict[tuple[str, frozenset[Any]], bytes], cap: int) -> listing.ItemRef:
     """The ref of an image record without a problem of its own: `found` = (its
-    annotations' JSONs in file order, their category ids, its image key, the tag of that
-    file or None when the folder's listing has no such file)."""
+    annotations' JSONs in file order, their category ids (as decoded, or as the anns table
+    keeps them: `_cid_column`), its image key, the tag of that file or None when the
+    folder's listing has no such file)."""
     anns, used, image_key, image_tag = found
     ds = cf.dataset
     if TOO_DEEP in anns:
         return listing.ItemRef(ds, name, cf.where, None, expected(
-            "annotations of a sane nesting depth", "RecursionError"))
+            "annotations of a sane nesting depth in valid Unicode",
+            "RecursionError or a lone surrogate"))
     ckey = (ds, frozenset(used))
     got = cats.get(ckey)
     if got is None:
         if len(cats) > 4096:
             cats.clear()
-        got = cats[ckey] = _dumps(
-            [[cid, cname] for cid, cname in cf.by_id.items() if cid in used]).encode()
+        got = cats[ckey] = _dumps([[cid, cname] for cid, cname in cf.by_id.items()
+                                   if cid in used or _cid_column(cid) in used]).encode()
     inline = b"".join((b'{"image":', rec, b',"annotations":[', b",".join(anns),
                        b'],"categories":', got, b"}"))
+    if len(inline) > cap:  # its categories tipped it over
+        return listing.ItemRef(ds, name, cf.where, None, _too_big(cap, f"{len(inline)} bytes"))
     tag = hashlib.md5(inline, usedforsecurity=False).hexdigest()
     if image_tag is None:
         return listing.ItemRef(ds, name, cf.where, None, expected(
@@ -907,26 +1003,60 @@ def _ref(cf: _CocoFile, name: str, rec: bytes,
 _IMAGE_ROW = operator.itemgetter(0, 1)  # (name, seq): the rows of one image record
 
 
-def _joined_refs(spool: Spool, cf: _CocoFile, cats: dict[tuple[str, frozenset[Any]], bytes]
-                 ) -> Iterator[listing.ItemRef]:
-    """The refs of a file read into rows: images joined with their file and annotations."""
+def _too_big(cap: int, got: str) -> str:
+    return expected(f"an image's annotations (its per-image JSON) of at most {cap} bytes "
+                    "(limits.max_annotation_bytes)", got)
+
+
+def _over(cap: int, rec: int, sizes: Iterable[int]) -> str:
+    """Why an image whose record is `rec` bytes and annotations `sizes` bytes long is over
+    `cap`, in `_joined_refs`' words."""
+    if rec > cap:
+        return _too_big(cap, "a longer image record")
+    total, n = rec, 0
+    for size in sizes:
+        total += size + 1
+        n += 1
+        if total > cap:
+            break
+    return _too_big(cap, f"more ({n}+ annotations)")
+
+
+def _joined_refs(spool: Spool, cf: _CocoFile, cats: dict[tuple[str, frozenset[Any]], bytes],
+                 cap: int) -> Iterator[listing.ItemRef]:
+    """The refs of a file read into rows: images joined with their file and annotations.
+    The driver never holds more than `cap` of one image: rows are summed as they come, and
+    a record or an annotation longer than `cap` is never read from the spool (its length
+    is)."""
     rows = spool.rows(
-        "SELECT i.name, i.seq, i.rec, i.problem, p.prefix || i.name, f.tag, "
-        "a.cid, a.ann FROM images i JOIN prefixes p ON p.ds = i.ds "
+        f"SELECT i.name, i.seq, CASE WHEN length(i.rec) <= {int(cap)} THEN i.rec END, "
+        "i.problem, p.prefix || i.name, f.tag, "
+        f"a.cid, CASE WHEN length(a.ann) <= {int(cap)} THEN a.ann END, length(a.ann) "
+        "FROM images i JOIN prefixes p ON p.ds = i.ds "
         "LEFT JOIN files f ON i.problem IS NULL AND f.key = p.prefix || i.name "
         "LEFT JOIN anns a ON i.problem IS NULL AND a.ds = i.ds AND a.idk = i.idk "
         "WHERE i.ds = ? ORDER BY i.name, i.seq, a.seq", (cf.dataset,))
     for _image, group in itertools.groupby(rows, _IMAGE_ROW):
-        name, _seq, rec, problem, image_key, image_tag, cid, ann = next(group)
+        first = next(group)
+        name, _seq, rec, problem, image_key, image_tag, cid, ann, size = first
         if problem is not None:
             yield listing.ItemRef(cf.dataset, name, cf.where, None,
                                   _worded(spool, cf.dataset, name, rec, problem))
             continue
-        if ann is None:  # a LEFT JOIN's null: the image has no annotation (one row)
-            anns, used = [], set()
-        else:
-            anns, used = [ann], {cid}
-            for *_, cid, ann in group:
+        if rec is None:  # the image record alone is longer than cap: never read
+            yield listing.ItemRef(cf.dataset, name, cf.where, None,
+                                  _too_big(cap, "a longer image record"))
+            continue
+        anns, used, total = [], set(), len(rec)
+        if size is not None:  # else a LEFT JOIN's null: the image has no annotation (one row)
+            for *_, cid, ann, size in itertools.chain((first,), group):
+                total += size + 1
+                if total > cap:
+                    break
                 anns.append(ann)
                 used.add(cid)
-        yield _ref(cf, name, rec, (anns, used, image_key, image_tag), cats)
+        if total > cap:  # the rest of the group is skipped by groupby, never held
+            yield listing.ItemRef(cf.dataset, name, cf.where, None, _too_big(
+                cap, f"more ({len(anns) + 1}+ annotations)"))
+            continue
+        yield _ref(cf, name, rec, (anns, used, image_key, image_tag), cats, cap)

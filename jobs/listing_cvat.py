@@ -65,7 +65,7 @@ def _xml_files(root: Root) -> list[str]:
     keys = sorted(posixpath.basename(f["name"].rstrip("/")) for f in found
                   if f.get("type") == "file")
     return [k for k in keys if k.lower().endswith(".xml") and not k.startswith(".")
-            and _is_cvat_xml(root, k)]
+            and listing.is_utf8(k) and _is_cvat_xml(root, k)]
 
 
 def _is_cvat_xml(root: Root, key: str) -> bool:
@@ -114,7 +114,10 @@ _safe = listing.safe_key
 
 
 def _tags(root: Root, prefix: str) -> dict[str, str]:
-    return {k: t for k, t in root.list_tags(prefix) if _safe(k)}
+    """(key, tag) of the files under `prefix` whose keys are safe and UTF-8 (a name that is
+    not is never read, as in `listing.iter_folder_batches`)."""
+    return {k: t for k, t in root.list_tags(prefix)
+            if _safe(k) and (k.isascii() or listing.is_utf8(k))}
 
 
 # ---------------------------------------------------------------------------- tasks
@@ -173,10 +176,16 @@ def iter_images(stream: IO[bytes], where: str
     parser.StartElementHandler = start
     parser.EndElementHandler = end
     buf = bytearray()
-    base = 0  # file offset of buf[0]
+    base, first = 0, True  # file offset of buf[0]; whether chunk is the first one
     while True:
         chunk = stream.read(1 << 20)
+        if first and (chunk[:2] in (b"\xff\xfe", b"\xfe\xff") or b"\x00" in chunk[:4]):
+            # UTF-16/32 (a BOM, or NULs in '<?xm'): expat would read it, but elements cut
+            # from the bytes would not parse alone
+            raise InputError(f"{where}: " + expected("UTF-8 XML (CVAT writes UTF-8)",
+                                                     "UTF-16 or UTF-32"))
         buf += chunk
+        first = False
         try:
             parser.Parse(chunk, not chunk)
         except pyexpat.ExpatError as e:
@@ -352,7 +361,7 @@ def _subset_ids(root: Root, class_pngs: dict[str, str]) -> list[tuple[str, str]]
             text = root.read(key).decode("utf-8")
         except UnicodeDecodeError:
             raise InputError(f"{key}: " + expected("UTF-8 text", "undecodable bytes")) from None
-        for line in text.splitlines():
+        for line in cvat.text_lines(text):  # datumaro's reading: id ' ' is none, 'a\x0cb' one
             line = line.strip()
             if line and line[0] != "#":
                 out.append((subset, line))

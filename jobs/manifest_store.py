@@ -311,7 +311,7 @@ def read_slice(dest: Root, s: PlanSlice) -> list[tuple[ItemRef, dict[str, Any] |
     fs = dest.fs
     data = fs.cat_file(dest.full(shard_key(s.shard)), start=s.start, end=s.end)
     out = []
-    for line in data.decode("utf-8").splitlines():
+    for line in data.split(b"\n"):  # not splitlines(): a name may hold U+2028, \x1c, \x85
         if line:
             d = json.loads(line)
             out.append((decode_ref(d["r"]), d.get("p")))

@@ -49,7 +49,7 @@ from fsspec.implementations.zip import ZipFileSystem
 
 from maskcore.errors import ItemError
 from maskcore.limits import DEFAULT_LIMITS
-from maskcore.paths import check_relative
+from maskcore.paths import MAX_COMPONENT_BYTES, check_relative
 
 from .secrets import redact, redact_text  # noqa: F401  (redact: re-exported, old callers)
 
@@ -249,7 +249,7 @@ class Root:
         path = self.full(key)
         if isinstance(fs, LocalFileSystem):
             os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-            tmp = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
+            tmp = _temp_name(path, uuid.uuid4().int)
             try:
                 with open(tmp, "wb") as f:
                     yield f
@@ -387,12 +387,25 @@ def _real_parent(path: str) -> str:
         return os.path.realpath(path)
 
 
+def real_root(base: str) -> str:
+    """The real path of a local root (links resolved, cached): what `link_leaves` compares."""
+    return _realpath_root(base)
+
+
+def link_leaves(top: str, path: str) -> bool:
+    """Whether the local `path` (under the root whose real path is `top`), links resolved,
+    is outside the root: such a file is never read (`_read_local`) nor stat'ed by a listing
+    (its size and time are not the input's to disclose)."""
+    real = os.path.realpath(path)
+    return real != top and not real.startswith(top.rstrip(os.sep) + os.sep)
+
+
 def _read_local(base: str, path: str, key: str, cap: int) -> bytes:
     """A regular file inside the root (its real path, links resolved), read with a cap."""
     top = _realpath_root(base)
 
     def inside(real: str) -> str:
-        if real != top and not real.startswith(top.rstrip(os.sep) + os.sep):
+        if link_leaves(top, real):
             raise ItemError(f"{key}: Expected an input file inside the input folder. Got a "
                             "link that leads outside it instead.")
         return real
@@ -540,7 +553,7 @@ def _write_temp(path: str, data: bytes) -> str:
     """A new file `<path>.<8 hex digits>.tmp` holding `data` (its name returned): the digits
     count up from a random start per process, and a name that exists already is skipped."""
     for attempt in range(1, _TEMP_TRIES + 1):
-        tmp = f"{path}.{next(_TEMP_IDS) & 0xFFFFFFFF:08x}.tmp"
+        tmp = _temp_name(path, next(_TEMP_IDS))
         try:
             fd = os.open(tmp, _NEW_FILE, 0o666)
             break
@@ -555,6 +568,17 @@ def _write_temp(path: str, data: bytes) -> str:
     except BaseException:
         _remove_quietly(tmp)
         raise
+    return tmp
+
+
+def _temp_name(path: str, n: int) -> str:
+    """`<path>.<8 hex digits of n>.tmp`, or `.<8 hex digits>.tmp` beside it when that name
+    would be longer than a file name may be (a key's last part of up to 255 bytes is a legal
+    output: its temporary file must be too)."""
+    tmp = f"{path}.{n & 0xFFFFFFFF:08x}.tmp"
+    size = len(tmp) - tmp.rfind(os.sep) - 1
+    if size > MAX_COMPONENT_BYTES // 4 and len(os.fsencode(tmp[-size:])) > MAX_COMPONENT_BYTES:
+        tmp = os.path.join(os.path.dirname(path), f".{n & 0xFFFFFFFF:08x}.tmp")
     return tmp
 
 

@@ -63,9 +63,49 @@ def _is_id(v: object) -> bool:
     return isinstance(v, int | str) and not isinstance(v, bool)
 
 
-def _load(data: bytes, where: str) -> dict[str, Any]:
+def check_encoding(head: bytes, where: str) -> None:
+    """A COCO file is UTF-8 (a BOM allowed): Python's json reads UTF-16/32 bytes by their
+    BOM or NULs, but pycocotools opens the file as UTF-8 text and fails, and the streaming
+    passes refuse it (such a file was loaded whole): an InputError. `head`: the first 4
+    bytes at least."""
+    encoding = json.detect_encoding(head[:4])
+    if encoding not in ("utf-8", "utf-8-sig"):
+        raise InputError(f"{where}: " + expected("a JSON file in UTF-8 (pycocotools reads UTF-8)",
+                                                 f"{encoding.upper()} text"))
+
+
+class RepeatedList(InputError):
+    """A top-level list (`TOP_KEYS`) given twice in one file."""
+
+
+def check_top_keys(keys: Any, where: str) -> None:
+    """The one rule for a COCO file whose top level repeats 'images', 'annotations' or
+    'categories' (JSON allows it): json and pycocotools keep the last list, a streaming
+    reader would join both, so whichever reading we chose another tool disagrees - such a
+    file is an InputError (RepeatedList) on every path (whole load, msgspec and ijson
+    passes). Other repeated keys ("info") are not read and pass."""
+    seen: set[str] = set()
+    for k in keys:
+        if k in TOP_KEYS and k in seen:
+            raise RepeatedList(f"{where}: " + expected(
+                "each of 'images', 'annotations' and 'categories' once at the top level",
+                f"'{k}' twice (tools disagree on which to read)"))
+        seen.add(k)
+
+
+def load_document(data: bytes, where: str) -> dict[str, Any]:
+    """A whole COCO instances JSON (InputError when it is not one: not JSON, nested too deep,
+    an integer of more digits than Python converts, not the three lists, a list given twice
+    - `check_top_keys` -, not UTF-8 - `check_encoding`)."""
+    check_encoding(data, where)
+    top: list[Any] = []
+
+    def pairs(got: list[tuple[str, Any]]) -> dict[str, Any]:
+        top[:] = [got]  # the last object closed is the top level (~8% slower than json's)
+        return dict(got)
+
     try:
-        doc = json.loads(data)
+        doc = json.loads(data, object_pairs_hook=pairs)
     except ValueError as e:  # JSONDecodeError, UnicodeDecodeError, a 5000-digit integer
         raise InputError(f"{where}: " + expected("valid JSON", str(e))) from None
     except RecursionError:
@@ -75,6 +115,7 @@ def _load(data: bytes, where: str) -> dict[str, Any]:
         raise InputError(f"{where}: " + expected(
             "a COCO instances object with 'images', 'annotations' and 'categories' lists",
             sorted(doc) if isinstance(doc, dict) else type(doc).__name__))
+    check_top_keys((k for k, _ in top[0]), where)
     return doc
 
 
@@ -88,6 +129,10 @@ def _classes(categories: list[Any], where: str) -> tuple[ClassTable, dict[int, s
         name = c.get("name")
         if not isinstance(name, str) or not name:
             raise InputError(f"{at}: " + expected("a non-empty category 'name'", name))
+        if not name.isascii() and name.encode("utf-8", "surrogatepass").decode(
+                "utf-8", "replace") != name:  # a lone surrogate (a JSON escape)
+            raise InputError(f"{at}: " + expected("a category 'name' in valid Unicode",
+                                                  ascii(name)))
         if c["id"] in by_id:
             raise InputError(f"{at}: " + expected("unique category ids", c["id"]))
         if name in names:
@@ -101,7 +146,7 @@ def _classes(categories: list[Any], where: str) -> tuple[ClassTable, dict[int, s
 
 def parse_classes(data: bytes) -> ClassTable:
     """The class list of a COCO instances JSON: its categories in file order."""
-    return _classes(_load(data, "COCO JSON")["categories"], "COCO JSON")[0]
+    return _classes(load_document(data, "COCO JSON")["categories"], "COCO JSON")[0]
 
 
 @dataclass(frozen=True)
@@ -130,7 +175,7 @@ def _stem(name: str) -> str:
 def split_dataset(data: bytes, where: str = "COCO JSON") -> CocoSplit:
     """Split a COCO instances JSON into one small JSON per image (InputError if the file as a
     whole is unusable; per-image problems are recorded on the image and fail it alone)."""
-    doc = _load(data, where)
+    doc = load_document(data, where)
     classes, by_id = _classes(doc["categories"], where)
     per_image: dict[Any, list[Any]] = {}
     records: list[tuple[int, Any]] = []
@@ -205,7 +250,11 @@ def _numbers(v: object, limits: Limits, where: str, what: str) -> np.ndarray:
     if not isinstance(v, list) or not all(
             isinstance(x, int | float) and not isinstance(x, bool) for x in v):
         raise ItemError(expected(f"{what} as a list of numbers", v), where=where)
-    arr = np.asarray(v, dtype=np.float64)
+    try:
+        arr = np.asarray(v, dtype=np.float64)
+    except OverflowError:  # an integer beyond float64 (10**400): JSON allows it
+        raise ItemError(expected(f"coordinates within +-{limits.max_coordinate:g} in {what}",
+                                 "an integer beyond the float range"), where=where) from None
     if not np.all(np.isfinite(arr)):
         raise ItemError(expected(f"finite coordinates in {what}", v), where=where)
     if arr.size and float(np.abs(arr).max()) > limits.max_coordinate:

@@ -125,6 +125,10 @@ def subset_problem(subset: str) -> str | None:
     """
     if not subset or subset in (".", "..") or any(c in subset for c in "/\\\x00\n\r"):
         return expected("a subset name usable as a file name", subset)
+    try:
+        subset.encode()
+    except UnicodeEncodeError:  # a list file's name that is not UTF-8
+        return expected("a subset name in UTF-8", ascii(subset))
     if "_" in subset:
         return expected("a subset name without '_' (CVAT's importer skips list files whose "
                         "name has '_')", subset)
@@ -451,9 +455,12 @@ def _plain_runs(raw: str, area: int) -> np.ndarray | None:
 
 def _checked_runs(raw: str, area: int, where: str) -> np.ndarray:
     """`rle` runs as Python ints, checked (non-negative, adding up to `area`) before numpy
-    sees them: a total that would wrap int64 never reaches `np.repeat`."""
+    sees them: a total that would wrap int64 never reaches `np.repeat`. Each piece between
+    commas is read by `int` as CVAT/datumaro read it (`int(x) for x in rle.split(',')`):
+    blanks around a number pass ("1, 2" - what CVAT writes), blanks inside one ("0 1") fail
+    the item (removing them read '01'); empty pieces (a trailing ',') are skipped as before."""
     try:
-        pieces = raw.replace(" ", "").split(",")
+        pieces = raw.split(",")
         try:
             runs = list(map(int, pieces))  # no empty pieces: one C-level pass
         except ValueError:
@@ -608,6 +615,14 @@ class LabelMapEntry:
     actions: tuple[str, ...] = ()
 
 
+def text_lines(text: str) -> list[str]:
+    """The lines of a text file as datumaro reads labelmap.txt and ImageSets lists (`for line
+    in open(path, encoding="utf-8")`: universal newlines): split at '\n', '\r\n' and '\r'
+    only. `str.splitlines` also splits at \x0b, \x0c, \x1c-\x1e, \x85, U+2028/9, so an id
+    'a\x0cb' became two ids; it stays one (and fails alone by the name rules)."""
+    return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+
+
 def parse_labelmap(data: bytes | None, where: str = LABELMAP_FILE) -> list[LabelMapEntry]:
     """labelmap.txt with datumaro's importer rules (A.4): whole-line '#' comments and blank
     lines skipped, exactly 4 ':'-separated fields, names not stripped, duplicate names refused,
@@ -622,7 +637,7 @@ def parse_labelmap(data: bytes | None, where: str = LABELMAP_FILE) -> list[Label
         raise InputError(f"{where}: " + expected("UTF-8 text", "undecodable bytes")) from None
     out: list[LabelMapEntry] = []
     seen: set[str] = set()
-    for n, raw in enumerate(text.splitlines(), start=1):
+    for n, raw in enumerate(text_lines(text), start=1):
         line = raw.strip()
         if not line or line[0] == "#":
             continue

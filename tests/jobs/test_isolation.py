@@ -10,7 +10,7 @@ import json
 import cv2
 import pytest
 
-from jobs import config
+from jobs import config, storage
 from jobs.cli import run
 from jobs.listing import ItemRef
 from jobs.manifest_store import part_key
@@ -78,8 +78,9 @@ def hostile_project(project):
     p.add("ds", "good.png", [rect("car", 2, 2, 20, 20)])
     p.add("ds", "nested.png", ann=b'{"size": {"width": 64, "height": 48}, "objects": '
                                   + b"[" * 200_000 + b"]" * 200_000 + b"}")
-    p.add("ds", "n" * 244 + ".png", [rect("car", 1, 1, 5, 5)])  # its outputs' temp names are
-    p.add("ds", "zz good.png", [rect("car", 3, 3, 9, 9)])       # longer than NAME_MAX
+    p.add("ds", "n" * 244 + ".png", [rect("car", 1, 1, 5, 5)])  # the store refuses its names
+    p.add("ds", "m" * 244 + ".png", [rect("car", 1, 1, 5, 5)])  # legal: up to 255 bytes
+    p.add("ds", "zz good.png", [rect("car", 3, 3, 9, 9)])
     for name in ("overflow.png", "cv2.png", "keyerror.png", "attr.png", "recursion.png",
                  "oserror.png"):
         p.add("ds", name, [rect("car", 1, 1, 5, 5)])
@@ -106,11 +107,20 @@ def test_every_exception_of_one_item_fails_that_item_alone(hostile_project, tmp_
         return real(data, classes, name=name, **kw)
 
     monkeypatch.setattr(INPUT_FORMATS["supervisely"], "parse_item", parse_item)
+    write_temp = storage._write_temp
+
+    def refusing(path: str, data: bytes) -> str:  # a store whose names are shorter
+        if "n" * 200 in path:
+            raise OSError(errno.ENAMETOOLONG, "File name too long", path)
+        return write_temp(path, data)
+
+    monkeypatch.setattr(storage, "_write_temp", refusing)
     out = tmp_path / "out"
     assert run(["export", str(hostile_project.root), str(out), "--workers", "0", "--set",
                 "partition_size=100"]) == 1
     items = by_item(out)
     assert items["good.png"]["status"] == items["zz good.png"]["status"] == "ok"
+    assert items["m" * 244 + ".png"]["status"] == "ok"  # its temp names were too long once
     assert (out / "supervisely/ds/masks_machine/zz good.png").exists()
     assert items["nested.png"]["status"] == "failed"
     long = items["n" * 244 + ".png"]

@@ -7,6 +7,7 @@ folders nested in another's, and blocks cut anywhere."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import random
@@ -31,9 +32,9 @@ def listing_of(url: Path, monkeypatch, *, careful: bool, block: int, **kw
     used = []
     merge = listing_coco._sorted_refs
 
-    def spy(spool, cf, cats):
+    def spy(spool, cf, cats, cap):
         used.append(cf.dataset)
-        return merge(spool, cf, cats)
+        return merge(spool, cf, cats, cap)
 
     log = logging.getLogger("maskjob")
     seen: list[str] = []
@@ -224,3 +225,22 @@ def test_merge_holds_one_block_at_a_time_not_the_file(tmp_path):
             tracemalloc.stop()
     assert count == n
     assert peak < size / 2, (peak, size)  # every block at once: more than `size`
+
+
+@pytest.mark.parametrize("cap", [60, 300, 330, 1000])
+def test_an_image_over_the_annotation_cap_fails_alike_on_both_paths(tmp_path, monkeypatch, cap):
+    """An in-order file whose image's per-image JSON would exceed `max_annotation_bytes`
+    fails that image at listing time with the join's words (record alone too long, or the
+    count of annotations that tipped it), and the other images pass."""
+    from maskcore.limits import DEFAULT_LIMITS
+
+    names = ["a.jpg", "b.jpg", "c.jpg"]
+    anns = [(1, 3), (2, 3), (2, 4), (2, 3), (2, 4), (3, 3)]
+    write(tmp_path / "instances_x.json", coco_doc(names, [1, 2, 3], anns))
+    touch(tmp_path, *[f"images/{n}" for n in names])
+    limits = dataclasses.replace(DEFAULT_LIMITS, max_annotation_bytes=cap)
+    refs, *_, merged = both(tmp_path, monkeypatch, limits=limits)
+    assert merged
+    problems = [r.problem for r in refs]
+    assert any(p and "max_annotation_bytes" in p for p in problems) == (cap < 1000)
+    assert any(p is None for p in problems) == (cap > 60)

@@ -4,7 +4,9 @@ missing images failing their item, and inputs not understood refused instead of 
 
 from __future__ import annotations
 
+import codecs
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -424,13 +426,14 @@ def test_coco_files_the_msgspec_pass_gives_up_on_are_read_as_before(tmp_path, mo
 def test_supervisely_merge_pairs_by_the_rules_on_random_layouts(tmp_path):
     """The merge of the sorted image and annotation lists against the rules written out:
     `a.jpg.json`, else legacy `a.json` (no image named `a`, first image of that stem without
-    its own), leftover annotations are items; two passes interleaved agree."""
+    its own), leftover annotations are items; two passes interleaved agree. Names differ in
+    case, NFC/NFD, '~' and ' ' (sorting around '.') and may hold '.json' twice."""
     import random
 
     from maskcore.formats import supervisely as sly
 
     rnd = random.Random(7)
-    parts = ["a", "b", ".", "jpg", "png", "a.b"]
+    parts = ["a", "b", ".", "jpg", "png", "a.b", "A", "\u00e9", "e\u0301", ".json", "~", " "]
     images = {"".join(rnd.choice(parts) for _ in range(rnd.randint(1, 4))) for _ in range(60)}
     images = {n for n in images if n not in (".", "..") and not n.endswith(".json")}
     anns = {rnd.choice([n, sly.ann_names_for(n)[1][:-5]]) for n in images if rnd.random() < .7}
@@ -619,3 +622,481 @@ def test_cvat_subsets_out_of_order_across_the_file_are_sorted(tmp_path):
     assert [(r.dataset, r.name, r.image_key) for r in listed(tmp_path)] == [
         ("train", "a.jpg", "images/train/a.jpg"), ("train", "c.jpg", "images/c.jpg"),
         ("val", "b.jpg", "images/val/b.jpg")]
+
+
+# ---------------------------------------------------------------------------- hostile COCO text
+def coco_text(tmp_path: Path, text: str | bytes) -> Path:
+    path = tmp_path / "instances_x.json"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode("utf-8", "surrogatepass"))
+    touch(tmp_path, "images/a.jpg", "images/b.jpg", "images/?.jpg")
+    return path
+
+
+IM1 = '{"id":1,"file_name":"a.jpg","width":8,"height":6}'
+IM2 = '{"id":2,"file_name":"b.jpg","width":8,"height":6}'
+ANN1 = '{"id":1,"image_id":1,"category_id":3,"bbox":[1,1,2,2]'
+
+
+def coco_doc(images: str, anns: str = "[]", cats: str = '[{"id":3,"name":"car"}]') -> str:
+    return f'{{"categories":{cats},"images":{images},"annotations":{anns}}}'
+
+
+@pytest.mark.parametrize("nan", ["", ',"w":NaN'])  # NaN: json loads the file whole
+def test_coco_lone_surrogate_escapes_fail_their_item_alone(tmp_path, monkeypatch, nan):
+    """A `\\ud800` escape no low half follows: ijson (yajl) turned it into '?' - the item
+    then named another image ('?.jpg', which exists) - and a lone low half crashed the run
+    with a UnicodeDecodeError (json keeps both, SQLite and UTF-8 refuse them - in names, ids,
+    image_ids, category_ids): each such item fails alone, a pair is a character as before."""
+    text = coco_doc("[" + IM1.replace('"a.jpg"', r'"\ud800.jpg"') + "," + IM2 + ","
+                    + '{"id":3,"file_name":"c.jpg","x":"\\udc00"}' + ","
+                    + r'{"id":4,"file_name":"\ud83d\ude00.jpg"},'
+                    + r'{"id":"\udc01","file_name":"d.jpg"}]',
+                    "[" + ANN1.replace('"image_id":1', '"image_id":2') + ',"x":"\\udfff"' + nan
+                    + "}," + ANN1.replace('"image_id":1', r'"image_id":"\udc01"') + "},"
+                    + ANN1.replace('"category_id":3', r'"category_id":"\udc02"') + "}]")
+    path = coco_text(tmp_path, text)
+    fast, how = coco_refs(path, monkeypatch, fast=True)
+    assert how == "ijson" and fast == coco_refs(path, monkeypatch, fast=False)[0]
+    got = {r[1]: r[2] for r in fast}
+    assert set(got) == {"\\ud800.jpg", "b.jpg", "c.jpg", "😀.jpg", "d.jpg"}  # no '?.jpg'
+    assert "valid Unicode" in got["\\ud800.jpg"] and "valid Unicode" in got["c.jpg"]
+    assert "lone surrogate" in got["b.jpg"]
+    assert "no such file" in got["😀.jpg"]
+
+
+def test_coco_lone_surrogate_scan_sees_escapes_across_blocks(tmp_path, monkeypatch):
+    from jobs import listing_coco
+    from jobs.storage import Root as R
+
+    monkeypatch.setattr(listing_coco, "_SCAN", 7)
+    fs = R(str(tmp_path)).fs
+    for text, lone in [(r'"\ud83d\ude00" "\ud83d\ude00"', False), (r'"x\ud83d" "\ude00"', True),
+                       (r'"\udc00"', True), (r'"abcdefghijk\ud800"', True),
+                       ('"' + "y" * 13 + r'\ud83d\ude00"', False)]:
+        (tmp_path / "t.json").write_text(text)
+        assert listing_coco._has_lone_surrogate(fs, str(tmp_path / "t.json")) is lone, text
+
+
+def test_coco_category_id_beyond_64_bits_is_no_crash(tmp_path, monkeypatch):
+    """SQLite integers are 64-bit: an annotation's category_id of 2**63 (or below -2**63)
+    crashed the run with an OverflowError; a category of that id is matched as before."""
+    big, small = 2**63, -2**63 - 1
+    text = coco_doc("[" + IM1 + "," + IM2 + "]",
+                    f'[{ANN1.replace(":3,", f":{big},")}}},'
+                    f'{ANN1.replace(":3,", f":{small},").replace(":1,", ":2,", 1)}}}]',
+                    f'[{{"id":{big},"name":"car"}}]')
+    path = coco_text(tmp_path, text)
+    fast, how = coco_refs(path, monkeypatch, fast=True)
+    assert how == "ijson" and fast == coco_refs(path, monkeypatch, fast=False)[0]
+    assert [r[2] for r in fast] == [None, None]
+    a, b = (json.loads(r[3])["categories"] for r in fast)
+    assert a == [[big, "car"]] and b == []
+
+
+@pytest.mark.parametrize("text, message", [
+    (coco_doc("[" + IM1 + "]").encode().replace(b"a.jpg", b"a\xc0\xaf.jpg"), "valid JSON"),
+    (coco_doc("[" + IM1 + "]", cats='[{"id":3,"name":"car","x":' + "[" * 5000 + "]" * 5000
+              + "}]"), "sane nesting depth"),
+    (coco_doc("[" + IM1 + "]", cats=r'[{"id":3,"name":"c\ud800"}]'), "valid Unicode"),
+    (coco_doc("[" + IM1 + "]", "[" + ANN1 + ',"x":' + "9" * 5000 + "}]"), "4300 digits"),
+    (coco_doc("[" + IM1 + "]", "[" + ANN1 + ',"a":NaN,"x":' + "[" * 100_000 + "]" * 100_000
+              + "}]"), "sane nesting depth"),  # NaN: json loads it whole, and recursed
+])
+def test_coco_file_level_problems_are_input_errors_not_crashes(tmp_path, monkeypatch, text,
+                                                               message):
+    """Overlong UTF-8 (ijson raised UnicodeDecodeError), categories nested deeper than the
+    encoder goes (RecursionError), a category name with a lone surrogate, an integer of more
+    digits than Python converts (ValueError), a NaN file deeper than json recurses: one
+    InputError each, as `coco.split_dataset` (and pycocotools' json) refuse them."""
+    path = coco_text(tmp_path, text)
+    fast, _how = coco_refs(path, monkeypatch, fast=True)
+    assert fast == coco_refs(path, monkeypatch, fast=False)[0]
+    assert fast[0][0] == "InputError" and message in fast[0][1]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_coco_msgspec_pass_equals_the_ijson_passes_on_random_hostile_files(tmp_path,
+                                                                           monkeypatch, seed):
+    """Random COCO files with odd ids, names, nesting, key order, indents and escapes: the
+    msgspec pass gives the refs (problems, inline JSON, tags) the ijson passes give."""
+    import random
+
+    r = random.Random(seed)
+    atoms = [0, -1, 2**53 + 1, 10**17, 1.5, -0.0, 1e16, 5e-324, True, None, "", "1", "a},{b",
+             'q"}]', "e\u0301", "\\", "\x00", "😀", "\u2028", "../x.jpg", "/abs.jpg", "a\\b.jpg",
+             "A.jpg", "a.jpg", "a.png"]
+
+    def val(depth: int = 0) -> object:
+        k = r.random()
+        if depth < 3 and k < .15:
+            return [val(depth + 1) for _ in range(r.randint(0, 3))]
+        if depth < 3 and k < .3:
+            return {r.choice(["id", "file_name", "}", "image_id", ""]): val(depth + 1)
+                    for _ in range(r.randint(0, 3))}
+        return r.choice(atoms)
+
+    names = [r.choice(["a.jpg", "A.jpg", "a.png", "d/e.jpg", "\u00e9.jpg", "e\u0301.jpg",
+                       "x},{.jpg", "../z.jpg"]) if r.random() < .3 else f"{i}.jpg"
+             for i in range(r.randint(0, 30))]
+    ids = list(range(1, len(names) + 1))
+    if r.random() < .3:
+        r.shuffle(ids)
+    doc = coco_json(names)
+    for im, i in zip(doc["images"], ids, strict=True):
+        im["id"] = val() if r.random() < .15 else i
+        if r.random() < .1:
+            im["file_name"] = val()
+    for a in doc["annotations"]:
+        a["image_id"] = r.choice(ids)
+        for key in ("image_id", "category_id", "segmentation"):
+            if r.random() < .1:
+                a[key] = val()
+    doc["images"] = [val() if r.random() < .05 else im for im in doc["images"]]
+    keys = list(doc)
+    r.shuffle(keys)
+    body = {"info": val(), **{k: doc[k] for k in keys}} if r.random() < .3 else doc
+    path = tmp_path / "instances_x.json"
+    path.write_text(json.dumps(body, ensure_ascii=r.random() < .5,
+                               indent=r.choice([None, 1, "\t"])))
+    touch(tmp_path, *(f"images/{i}.jpg" for i in range(0, 30, 2)), "images/a.jpg")
+    block = r.choice([64, 200, 1 << 18])
+    fast, _how = coco_refs(path, monkeypatch, fast=True, block=block)  # msgspec mostly;
+    # ijson when a list ends with a non-object (3 seeds of 40)
+    assert fast == coco_refs(path, monkeypatch, fast=False, block=block)[0]
+
+
+# ---------------------------------------------------------------------------- hostile CVAT XML
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be", "utf-32"])
+def test_cvat_xml_in_utf16_or_utf32_is_an_input_error_not_a_crash(tmp_path, encoding):
+    """expat reads UTF-16 by its BOM (or NULs), but `<meta>` and `<image>` elements cut
+    from those bytes do not parse alone: the <meta> crashed the run with a ParseError."""
+    text = cvat_xml(["a.jpg"]).replace('<?xml version="1.0" encoding="utf-8"?>\n', "")
+    (tmp_path / "annotations.xml").write_bytes(text.encode(encoding))
+    touch(tmp_path, "images/a.jpg")
+    with pytest.raises(InputError, match="UTF-8 XML"):
+        listed(tmp_path)
+
+
+@pytest.mark.parametrize("body, want", [
+    ('<image id="0" name="a.jpg" width="8" height="6"/>\n', ["a.jpg"]),  # self-closing
+    ('<image id="0" name="a.jpg" width="8" height="6"><box label="car" xtl="1" ytl="1" '
+     'xbr="4" ybr="4"/><![CDATA[</image>]]><!-- </image> --></image  >\n', ["a.jpg"]),
+    ('<image id="0" name="..&#47;b.jpg" width="8" height="6"/><?pi </image> ?>'
+     '<image id="1" name="&#97;.jpg" width="8" height="6"/>', ["../b.jpg", "a.jpg"]),
+])
+def test_cvat_elements_are_cut_whole_around_cdata_comments_and_references(tmp_path, body,
+                                                                          want):
+    from maskcore.formats import cvat
+
+    (tmp_path / "annotations.xml").write_text(XML_HEAD + body + "</annotations>\n")
+    touch(tmp_path, "images/a.jpg")
+    refs = listed(tmp_path)
+    assert [r.name for r in refs] == want
+    for r in refs:
+        if r.problem is None:  # the element parses alone, as the worker reads it
+            classes = cvat.parse_task_classes((XML_HEAD + "</annotations>").encode())
+            cvat.parse_item(r.ann_inline, classes, dataset=r.dataset, name=r.name)
+        else:
+            assert "no '..'" in r.problem
+
+
+# ---------------------------------------------------------------------------- hostile local trees
+def test_walk_of_a_symlink_loop_ends_and_lists_each_file_once(tmp_path):
+    """A symlink to a folder the walk came through (`loop -> ..`) crashed every listing with
+    'Too many levels of symbolic links' after listing the tree ~40 times; a symlink to a
+    sibling folder is still followed."""
+    shutil.copy(SLY / "meta.json", tmp_path / "meta.json")
+    touch(tmp_path, "ds/img/a.jpg", "ds/ann/a.jpg.json", "other/img/b.jpg")
+    (tmp_path / "ds" / "img" / "loop").symlink_to("..")
+    (tmp_path / "ds" / "self").symlink_to(".")
+    (tmp_path / "other" / "img" / "side").symlink_to(tmp_path / "ds" / "img")
+    assert [(r.dataset, r.name, r.problem is None) for r in listed(tmp_path)] == [
+        ("ds", "a.jpg", True), ("other", "b.jpg", False)]
+    from jobs import listing
+
+    keys = sorted(k for k, _ in listing.iter_tags(Root(str(tmp_path)), "other"))
+    # side/loop/ is ds/ (listed once there), side/loop/img/ and side/loop/self/ are loops
+    assert keys == ["other/img/b.jpg", "other/img/side/a.jpg",
+                    "other/img/side/loop/ann/a.jpg.json"]
+
+
+def test_file_names_that_are_not_utf8_are_no_crash(tmp_path):
+    """scandir (and tarfile) give a name that is not UTF-8 as surrogate escapes, which SQLite
+    refused (UnicodeEncodeError: the whole run failed): such a name is listed as its bytes'
+    backslash escapes, a backslash name that is never paired, read or written."""
+    bad, bad_ds = os.fsdecode(b"\xff.jpg"), os.fsdecode(b"d\xfe")
+    shutil.copy(SLY / "meta.json", tmp_path / "meta.json")
+    touch(tmp_path, "ds/img/a.jpg", "ds/ann/a.jpg.json", f"ds/img/{bad}", f"ds/ann/{bad}.json",
+          f"{bad_ds}/img/b.jpg")
+    assert [(r.dataset, r.name, r.problem) for r in listed(tmp_path)] == [("ds", "a.jpg", None)]
+    from jobs import listing
+
+    assert sorted(k for k, _ in listing.iter_tags(Root(str(tmp_path)), "ds/img")) == [
+        "ds/img/\\xff.jpg", "ds/img/a.jpg"]
+    (tmp_path / "coco").mkdir()
+    (tmp_path / "coco" / "instances_x.json").write_text(json.dumps(coco_json(["a.jpg", "c.jpg"])))
+    touch(tmp_path / "coco", "images/a.jpg", f"images/{bad}")
+    assert [(r.name, r.problem is None) for r in listed(tmp_path / "coco")] == [
+        ("a.jpg", True), ("c.jpg", False)]
+    (tmp_path / "cvat").mkdir()
+    (tmp_path / "cvat" / "annotations.xml").write_text(cvat_xml(["a.jpg"]))
+    touch(tmp_path / "cvat", "images/a.jpg", f"images/{bad}")
+    assert [(r.name, r.problem) for r in listed(tmp_path / "cvat")] == [("a.jpg", None)]
+    import tarfile
+
+    with tarfile.open(tmp_path / "sly.tar", "w") as tar:  # member names as bytes: GNU format
+        for key in ("meta.json", "ds/img/a.jpg", "ds/ann/a.jpg.json", f"ds/img/{bad}",
+                    f"ds/ann/{bad}.json"):
+            tar.add(tmp_path / key, key)
+    assert [(r.dataset, r.name, r.problem) for r in listed(tmp_path / "sly.tar")] == [
+        ("ds", "a.jpg", None)]
+
+
+@pytest.mark.parametrize("nan", [False, True])
+def test_coco_with_a_utf8_bom_is_streamed(tmp_path, monkeypatch, nan):
+    """Windows tools write a UTF-8 BOM: msgspec's pass and ijson refused it, so such a file
+    was loaded whole by json (memory of the whole file); both passes now skip it."""
+    doc = coco_json(["a.jpg", "b.jpg"])
+    if nan:
+        doc["annotations"][0]["area"] = float("nan")
+    path = coco_text(tmp_path, codecs.BOM_UTF8 + json.dumps(doc).encode())
+    from jobs import listing_coco
+
+    loads, whole = [], listing_coco._load_whole
+    monkeypatch.setattr(listing_coco, "_load_whole", lambda *a: loads.append(1) or whole(*a))
+    fast, how = coco_refs(path, monkeypatch, fast=True)
+    assert how == ("ijson" if nan else "msgspec")
+    assert fast == coco_refs(path, monkeypatch, fast=False)[0]
+    assert [r[2] for r in fast] == [None, None]
+    assert len(loads) == (2 if nan else 0)  # NaN: json's whole load, as without a BOM
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_cvat_image_elements_cut_from_any_read_sizes_equal_the_parsed_tree(seed):
+    """`iter_images` cuts each <image> from the bytes by expat's offsets, across reads of any
+    size: CDATA and comments holding '</image>', processing instructions, self-closing images,
+    blanks in end tags, entities: each cut element parses to the tree's element."""
+    import io
+    import random
+    import xml.etree.ElementTree as ET
+
+    from jobs.listing_cvat import iter_images
+
+    rng = random.Random(seed)
+
+    class Trickle(io.BytesIO):
+        def read(self, n: int = -1) -> bytes:
+            return super().read(rng.randint(1, 40))
+
+    for _ in range(100):
+        parts = [XML_HEAD]
+        for i in range(rng.randint(0, 8)):
+            name = rng.choice(["a.jpg", "&lt;b&gt;.jpg", "c d.jpg", "é.jpg", "x&#10;y",
+                               "&#x1F600;"])
+            body = rng.choice(["", '<box label="car" xtl="1" ytl="1" xbr="4" ybr="4"/>',
+                               "<![CDATA[</image>]]>", "<!-- </image> < -->",
+                               '<polygon label="car" points="1,1;2,2;3,3"></polygon >'])
+            blank = rng.choice(["", " ", "\n", "\t "])
+            head = f'<image id="{i}" name="{name}" width="8" height="6"{blank}'
+            parts.append(head + "/>" if not body and rng.random() < .3 else
+                         f"{head}>{body}</image{blank}>")
+            parts.append(rng.choice(["", "\n", "<!-- c -->", "<?pi x?>", "<other/>"]))
+        data = ("".join(parts) + "</annotations>").encode()
+        want = [e for e in ET.fromstring(data) if e.tag == "image"]
+        got = [g for g in iter_images(Trickle(data), "x") if isinstance(g, tuple)]
+        assert len(got) == len(want)
+        for (attrs, element), tree in zip(got, want, strict=True):
+            cut = ET.fromstring(element)
+            cut.tail = tree.tail = None
+            assert attrs == tree.attrib and ET.tostring(cut) == ET.tostring(tree)
+
+
+@pytest.mark.parametrize("block", [64, 1 << 18])
+def test_coco_top_level_object_of_many_small_objects_stays_on_the_msgspec_pass(
+        tmp_path, monkeypatch, block):
+    """A top-level value such as "info" holding 9+ objects: each round tried the same first
+    8 '}' as its end, so such a file went to the ijson passes (3 reads); now every round
+    tries further ones."""
+    doc = coco_json(["a.jpg", "b.jpg"])
+    doc = {"info": {f"k{i}": {"v": [i, {"w": "}"}]} for i in range(12)}, **doc}
+    path = coco_text(tmp_path, json.dumps(doc, indent=1))
+    fast, how = coco_refs(path, monkeypatch, fast=True, block=block)
+    assert how == "msgspec"
+    assert fast == coco_refs(path, monkeypatch, fast=False, block=block)[0]
+    assert [r[2] for r in fast] == [None, None]
+
+
+def test_cvat_mask_archive_png_names_that_are_not_utf8_are_never_listed(tmp_path):
+    """Without subset lists every SegmentationClass PNG is an item: one whose name is not
+    UTF-8 became an item name SQLite and the plan's UTF-8 refuse, and the export failed
+    whole (exit 3, and every rerun)."""
+    import cv2
+    import numpy as np
+
+    png = cv2.imencode(".png", np.zeros((6, 8, 3), np.uint8))[1].tobytes()
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "labelmap.txt").write_text("# label:color_rgb:parts:actions\n"
+                                           "background:0,0,0::\ncar:255,0,0::\n")
+    for folder in ("SegmentationClass", "SegmentationObject"):
+        (src / folder).mkdir()
+        for name in ("a.png", os.fsdecode(b"\xff.png")):
+            (src / folder / name).write_bytes(png)
+    assert [(r.name, r.problem) for r in listed(src)] == [("a.png", None)]
+    out = tmp_path / "out"
+    assert run(["export", str(src), str(out), "--workers", "0", "--format", "zarr"]) == 0
+
+
+def test_cvat_subset_files_named_in_bytes_that_are_not_utf8(tmp_path):
+    """A subset list or a datumaro `<subset>.xml` whose name is not UTF-8 named a dataset
+    SQLite and the plan refuse (the export failed whole): the list is an input error
+    naming it, the XML is not a dataset of the input."""
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "train.xml").write_text(cvat_xml(["a.jpg"]))
+    (tmp_path / "x" / os.fsdecode(b"\xfe.xml")).write_text(cvat_xml(["b.jpg"]))
+    touch(tmp_path / "x", "images/a.jpg", "images/b.jpg")
+    assert [(r.dataset, r.name, r.problem) for r in listed(tmp_path / "x")] == [
+        ("train", "a.jpg", None)]
+    lists = tmp_path / "m" / "ImageSets" / "Segmentation"
+    lists.mkdir(parents=True)
+    (lists / os.fsdecode(b"\xfe.txt")).write_text("a\n")
+    with pytest.raises(InputError, match="a subset name in UTF-8"):
+        listed(tmp_path / "m")
+
+
+@pytest.mark.parametrize("key", ["images", "annotations", "categories"])
+@pytest.mark.parametrize("nan", ["", ',"w":NaN'])  # NaN: json loads the file whole
+@pytest.mark.parametrize("odd", ["", ',"z":1e999'])  # a number msgspec refuses: ijson passes
+def test_coco_top_level_list_given_twice_is_an_input_error_on_every_path(
+        tmp_path, monkeypatch, key, nan, odd):
+    """`{"images":[a],...,"images":[b]}`: the streaming passes joined both lists, json (and
+    pycocotools) keep the last: whatever we read, another tool reads other items - one
+    InputError naming the key, from the msgspec pass, the ijson passes and json's whole load."""
+    lists = {"images": "[" + IM1 + "]", "annotations": "[" + ANN1 + nan + "}]",
+             "categories": '[{"id":3,"name":"car"}]'}
+    again = {"images": "[" + IM2 + "]", "annotations": "[]",
+             "categories": '[{"id":4,"name":"bus"}]'}[key]
+    text = ("{" + ",".join(f'"{k}":{v}' for k, v in lists.items()) + ',"info":{"a":1}'
+            + odd + f',"{key}":{again}' + "}")
+    path = coco_text(tmp_path, text)
+    fast, how = coco_refs(path, monkeypatch, fast=True)
+    assert how == ("ijson" if nan or odd else "msgspec")
+    assert fast == coco_refs(path, monkeypatch, fast=False)[0]
+    assert fast[0][0] == "InputError" and f"'{key}' twice" in fast[0][1], fast
+    from maskcore.formats import coco
+
+    with pytest.raises(InputError, match=f"'{key}' twice"):
+        coco.split_dataset(path.read_bytes())
+    # a repeated key we do not read ("info") is no problem
+    path.write_text(coco_doc("[" + IM1 + "]")[:-1] + ',"info":1,"info":2}')
+    assert [r[2] for r in coco_refs(path, monkeypatch, fast=True)[0]] == [None]
+
+
+def test_symlinks_leading_outside_the_input_are_never_stated_through(tmp_path):
+    """`img/a.jpg -> /elsewhere/secret.jpg` was never read (its item fails), but the walk
+    stat'ed it: the secret's size and time went into the manifest. Such a link (a file or a
+    folder) is listed with the tag `link-outside`, never entered, and its item fails with the
+    read's reason; links inside the input are followed as before."""
+    from jobs import listing
+
+    inp, out = tmp_path / "in", tmp_path / "secret"
+    shutil.copytree(SLY, inp)
+    touch(out, "dir/c.jpg")
+    (out / "s.jpg").write_bytes(b"x" * 12345)
+    img = next(inp.glob("*/img"))
+    victim = sorted(img.iterdir())[0]
+    victim.unlink()
+    victim.symlink_to(out / "s.jpg")
+    (img / "far").symlink_to(out / "dir")
+    (img / "near.jpg").symlink_to(sorted(img.iterdir())[-1])  # inside: followed
+    tags = dict(listing.iter_tags(Root(str(inp))))
+    rel = victim.relative_to(inp).as_posix()
+    assert tags[rel] == tags[rel.rsplit("/", 1)[0] + "/far"] == "link-outside"
+    assert not any("12345" in t or k.endswith("c.jpg") for k, t in tags.items())
+    assert tags[rel.rsplit("/", 1)[0] + "/near.jpg"] != "link-outside"
+    assert dict(listing.iter_tags(Root(str(inp)), rel)) == {rel: "link-outside"}
+    assert run(["export", str(inp), str(tmp_path / "o"), "--workers", "0"]) == 1
+    text = (tmp_path / "o" / "manifest.jsonl").read_text()
+    assert "12345" not in text and "leads outside" in text
+
+
+def test_cvat_subset_list_lines_are_read_as_datumaro_reads_them(tmp_path):
+    """datumaro reads `ImageSets/Segmentation/<subset>.txt` with `for line in f` (universal
+    newlines) and `line.strip()`: a line of blanks is no id, and '\\x0c', '\\x1c', U+2028 or
+    '\\x85' inside a line do not split it (str.splitlines did: 'a\\x0cb' listed 'a' and 'b',
+    two items of other images): the whole id is one item, which fails by the name rules."""
+    import cv2
+    import numpy as np
+
+    png = cv2.imencode(".png", np.zeros((6, 8, 3), np.uint8))[1].tobytes()
+    src = tmp_path / "in"
+    lists = src / "ImageSets" / "Segmentation"
+    lists.mkdir(parents=True)
+    (src / "SegmentationClass").mkdir()
+    for name in ("a", "b", "c", "d", "e", "f"):
+        (src / "SegmentationClass" / f"{name}.png").write_bytes(png)
+    (lists / "train.txt").write_bytes(
+        "a\r\n \n\t\x0c\nb\x0cc\r# note\rd\u2028e\x85f\n".encode())
+    got = [(r.dataset, r.name, r.problem is None) for r in listed(src)]
+    assert got == [("train", "a.png", True), ("train", "b\x0cc.png", False),
+                   ("train", "d\u2028e\x85f.png", False)]
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-32-be"])
+def test_coco_json_in_utf16_or_utf32_is_an_input_error_before_any_load(tmp_path, monkeypatch,
+                                                                       encoding):
+    """Python's json reads UTF-16/32 bytes (by BOM or NULs), so such a file was loaded whole
+    into memory after both streaming passes refused it - and pycocotools (the file opened as
+    UTF-8 text) refuses it: an input error before any pass, as for CVAT XML."""
+    from jobs import listing_coco
+    from maskcore.formats import coco
+
+    path = coco_text(tmp_path, json.dumps(coco_json(["a.jpg"])).encode(encoding))
+    loads: list[int] = []
+    monkeypatch.setattr(listing_coco, "_load_whole", lambda *a: loads.append(1))
+    for fast in (True, False):
+        got, how = coco_refs(path, monkeypatch, fast=fast)
+        assert got[0][0] == "InputError" and encoding.upper() in got[0][1], got
+        assert how == "msgspec" and not loads  # refused before any pass
+    with pytest.raises(InputError, match="in UTF-8"):
+        coco.split_dataset(path.read_bytes())
+
+
+def test_coco_image_whose_annotation_text_exceeds_the_item_limit_fails_at_listing(tmp_path):
+    """The driver joined all of one image's annotations into its per-image JSON with no cap
+    (an image with 10**6 annotations, or one of a 1 GB RLE, was held whole): an image whose
+    JSON would exceed `limits.max_annotation_bytes` - the worker refuses it - fails alone
+    at listing; the driver sums row lengths and never reads an annotation beyond the cap.
+    An image exactly at the cap passes, as the worker takes it."""
+    import dataclasses
+
+    from maskcore.formats import coco
+    from maskcore.limits import DEFAULT_LIMITS
+
+    doc = coco_json(["a.jpg", "b.jpg", "c.jpg"])
+    doc["annotations"] = [
+        {"id": 9, "image_id": 2, "category_id": 1, "bbox": [0, 0, 1, 1], "x": "y" * 5000},
+        *({"id": 10 + k, "image_id": 3, "category_id": 1, "bbox": [0, 0, 1, 1]}
+          for k in range(200)),
+    ]
+    path = tmp_path / "instances_x.json"
+    path.write_text(json.dumps(doc))
+    touch(tmp_path, "images/a.jpg", "images/b.jpg", "images/c.jpg")
+
+    def listed_with(cap: int) -> dict[str, ItemRef]:
+        limits = dataclasses.replace(DEFAULT_LIMITS, max_annotation_bytes=cap)
+        with list_input(Root(str(path)), "coco", limits=limits) as got:
+            return {r.name: r for r in got.refs}
+
+    refs = listed_with(4000)
+    assert refs["a.jpg"].problem is None and len(refs["a.jpg"].ann_inline) < 4000
+    for name in ("b.jpg", "c.jpg"):  # one long annotation; many short ones
+        assert "limits.max_annotation_bytes" in refs[name].problem
+        assert refs[name].ann_inline is None
+    exact = len(listed_with(10**6)["c.jpg"].ann_inline)
+    assert listed_with(exact)["c.jpg"].problem is None
+    assert "max_annotation_bytes" in listed_with(exact - 1)["c.jpg"].problem
+    with pytest.raises(Exception, match="max_annotation_bytes"):  # the worker's own rule
+        coco.parse_item(listed_with(10**6)["c.jpg"].ann_inline, coco.parse_classes(
+            path.read_bytes()), dataset="x", name="c.jpg", limits=dataclasses.replace(
+                DEFAULT_LIMITS, max_annotation_bytes=exact - 1))

@@ -74,6 +74,9 @@ def test_every_partition_reads_back_its_items_from_small_shards(tmp_path):
     refs[3] = ItemRef("ds", "img_00000003.png", None, None, "a reason\nwith a newline",
                       ann_inline=b"\xff\x00binary", ann_more=("x", "y"))
     refs[4] = ItemRef("ds", "img_00000004.png", None, None, ann_inline="é\n{}".encode())
+    # str.splitlines() also breaks at these (JSON keeps them raw): the whole run failed
+    refs[5] = ItemRef("ds", "img_00000005\u2028\x1c\x85\u2029\x0b\x0c.png", None, None,
+                      ann_inline='{"x": "\u2028\x1d"}'.encode())
     plan = write_plan(dest, iter(refs), partition_size=7, settings="s", shard_bytes=5000)
     assert plan.n_shards > 5 and plan.n_parts == 143 and plan.count == 1000
     got = [r for pid in range(plan.n_parts) for r, _ in read_slice(dest, plan.slice(pid))]

@@ -130,3 +130,18 @@ def test_new_folders_are_made_level_by_level_and_again_after_a_cleanup(tmp_path)
         root.write_many({"blocked/sub/a.png": b"x"})
     assert (tmp_path / "out" / "blocked").read_bytes() == b"a file"
     assert not [p for p in (tmp_path / "out").rglob("*.tmp")]
+
+
+@pytest.mark.parametrize("name", ["a" * 251 + ".png", "é" * 125 + ".png", "a" * 242 + ".png"])
+def test_a_key_whose_name_is_as_long_as_a_file_name_may_be_is_written(tmp_path, name):
+    """Up to 255 bytes is a legal output name (`paths.key_problem`): `<name>.<hex>.tmp` was
+    longer, and the item failed with 'File name too long'; a short temporary name beside it
+    serves then, in `write_many` and in `open_write`."""
+    assert len(name.encode()) <= 255
+    root = Root(str(tmp_path))
+    root.write_many({f"d/{name}": b"x"})
+    with root.open_write(f"e/{name}") as f:
+        f.write(b"y")
+    assert (tmp_path / "d" / name).read_bytes() == b"x"
+    assert (tmp_path / "e" / name).read_bytes() == b"y"
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == [name, name]

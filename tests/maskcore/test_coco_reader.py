@@ -70,6 +70,7 @@ def test_classes_are_categories_in_file_order_with_voc_colours():
     ([{"id": 1, "name": "a"}, {"id": 2, "name": "a"}], "unique category names"),
     ([{"id": "1", "name": "a"}], "integer 'id'"),
     ([{"id": 1, "name": ""}], "non-empty category 'name'"),
+    ([{"id": 1, "name": "a\ud800"}], "valid Unicode"),  # a lone surrogate escape
 ])
 def test_bad_categories_are_input_errors(cats, needle):
     with pytest.raises(InputError, match=needle):
@@ -230,6 +231,8 @@ def test_labels_keep_annotation_order_and_class_of_their_category():
     ({"category_id": 1, "segmentation": [[0, 0, "5", 0, 5, 5]]}, "list of numbers"),
     ({"category_id": 1, "segmentation": [[0, 0, float("nan"), 0, 5, 5]]}, "finite"),
     ({"category_id": 1, "segmentation": [[0, 0, 1e12, 0, 5, 5]]}, "coordinates within"),
+    ({"category_id": 1, "segmentation": [[0, 0, 10**400, 0, 5, 5]]}, "coordinates within"),
+    ({"category_id": 1, "bbox": [1, 2, 3, -10**400]}, "coordinates within"),
     ({"category_id": 1, "segmentation": "polygon"}, "a segmentation"),
     ({"category_id": 1, "segmentation": []}, "'segmentation' or a 'bbox'"),
     ({"category_id": 1, "bbox": [1, 2, -3, 4]}, "width, height >= 0"),

@@ -128,6 +128,9 @@ def test_ellipse_is_cvat_cv2_recipe_with_round_half_even():
     ('<box label="car" xtl="1" ytl="1" xbr="1e9" ybr="3"/>', "coordinate within"),
     ('<mask label="car" rle="1, 2" left="0" top="0" width="2" height="2"/>', "adding up"),
     ('<mask label="car" rle="1, -1, 4" left="0" top="0" width="2" height="2"/>', "non-negative"),
+    ('<mask label="car" rle="0 1,3" left="0" top="0" width="2" height="2"/>', "integers"),
+    ('<mask label="car" rle="1,2 ,1 0" left="0" top="0" width="1" height="13"/>', "integers"),
+    ('<mask label="car" rle="1, ,3" left="0" top="0" width="2" height="2"/>', "integers"),
     ('<cube label="car"/>', "CVAT shape"),
     ('<box label="car" xtl="1" ytl="1" xbr="3" ybr="3" z_order="x"/>', "integer"),
 ])
@@ -459,3 +462,72 @@ def test_subset_problem():
     assert cvat.subset_problem("Train") is None and cvat.subset_problem("default") is None
     assert "'_'" in cvat.subset_problem("my_train")
     assert cvat.subset_problem("a/b") and cvat.subset_problem("")
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_hostile_items_parse_the_same_without_the_one_pass_parsers(seed, monkeypatch):
+    """Random items of polygons, polylines, points and masks whose numbers are spelled every
+    way (exponents, signs, '1e400', hex, 'nan', '١', blanks, empty pieces, runs beyond int64),
+    some under tight point limits: the one-pass parsers (`_plain_polygons`, `_plain_runs`)
+    give the geometries, or the error, the careful parses give."""
+    import dataclasses
+    import random
+
+    from maskcore.limits import DEFAULT_LIMITS
+
+    rng = random.Random(seed)
+    tokens = ["0", "-1", "+1", "1.", ".5", "1e5", "1E-5", "1e400", "1e-400", "9" * 30, "1e",
+              ".", "-", "1-2", "", " 1", "inf", "nan", "0x10", "1_0", "\u0661", "4.9e-324"]
+
+    def number() -> str:
+        if rng.random() < .6:
+            return f"{rng.uniform(-2, 40):.{rng.randint(0, 7)}f}"
+        return rng.choice(tokens)
+
+    def item() -> bytes:
+        shapes = []
+        for _ in range(rng.randint(1, 5)):
+            kind = rng.choice(["polygon", "polygon", "mask", "polyline", "points"])
+            if kind == "mask":
+                w, h, runs = rng.randint(1, 4), rng.randint(1, 4), []
+                left = w * h
+                while left > 0:
+                    runs.append(rng.randint(0, left))
+                    left -= runs[-1]
+                rle = ",".join(map(str, runs))
+                rle = rng.choice([rle, rle + ",", rle.replace(",", ", "), "-" + rle,
+                                  rle.replace(",", " "), " " + rle.replace(",", " ,\t"),
+                                  rle.replace("0", "0 0", 1), rle.replace("1", "1\u00a0"),
+                                  rle + ",99999999999999999999", rle.replace("1", "\u0661")])
+                shapes.append(f'<mask label="car" rle="{rle}" left="1" top="2" width="{w}" '
+                              f'height="{h}"/>')
+            else:
+                pts = ";".join(f"{number()},{number()}" for _ in range(rng.randint(1, 5)))
+                shapes.append(f'<{kind} label="car" points="{pts}"/>')
+        return element("".join(shapes))
+
+    def parsed(data: bytes, limits) -> object:
+        try:
+            got = cvat.parse_item(data, CLASSES, dataset="d", name="x.jpg", limits=limits)
+        except ItemError as e:
+            return str(e)
+        return [(type(la.geometry).__name__, repr(la.geometry.parts) if isinstance(
+            la.geometry, CocoPolygon) else getattr(la.geometry, "mask", la.geometry).tobytes()
+            if isinstance(la.geometry, Bitmap) else repr(la.geometry)) for la in got.labels]
+
+    for _ in range(300):
+        data = item()
+        limits = DEFAULT_LIMITS if rng.random() < .8 else dataclasses.replace(
+            DEFAULT_LIMITS, max_points=rng.randint(3, 12), max_shape_points=rng.randint(3, 6))
+        fast = parsed(data, limits)
+        with monkeypatch.context() as m:
+            m.setattr(cvat, "_plain_polygons", lambda shapes, limits: None)
+            m.setattr(cvat, "_plain_runs", lambda raw, area: None)
+            assert parsed(data, limits) == fast, data
+
+
+def test_labelmap_lines_split_at_newlines_only_as_datumaro_reads_the_file():
+    """A '\\x0c' (or U+2028) inside a label name does not end the line (str.splitlines did:
+    'ca\\x0cr:1,2,3::' became two lines of the wrong field count); \\r and \\r\\n do."""
+    entries = cvat.parse_labelmap("ca\x0cr:1,2,3::\r\nbus\u2028x:4,5,6::\rvan:::".encode())
+    assert [e.name for e in entries] == ["ca\x0cr", "bus\u2028x", "van"]
