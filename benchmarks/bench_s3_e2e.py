@@ -1,21 +1,27 @@
 """A whole export through S3 at scale: N items from a moto S3 server to moto, on a LocalCluster.
 
     .venv/bin/python benchmarks/bench_s3_e2e.py [--items 100000] [--workers 2] [--format ...]
+                                                 [--floor-items 10000] [--preload]
 
 What runs (nothing is a shortcut: the product's own CLI in a subprocess):
 
-1. a `moto_server` subprocess on 127.0.0.1 and, in front of it, a counting HTTP proxy (the
-   fault proxy of the e2e tests with no faults) that every client of the job talks to;
+1. moto's S3 in a subprocess on 127.0.0.1 (`tests/e2e/moto_s3.py`, as the e2e tests run it)
+   and, in front of it, a counting HTTP proxy (the fault proxy of the e2e tests with no faults)
+   that every client of the job talks to;
 2. a Supervisely project of `--items` tiny items (16x16 PNG, an annotation with a polygon and
-   a rectangle in two classes, 10 datasets) uploaded straight to moto (not timed);
-3. baseline, same run: the I/O floor of the same items through the same proxy with raw s3fs in
-   this process - read each item's two input objects and write one output object of the same
-   size as our machine mask, in concurrent batches of 1,000 (`cat` / `pipe`);
+   a rectangle in two classes, 10 datasets) uploaded straight to moto with s3fs (not timed), or
+   with `--preload` written to a local folder and put into moto's S3 backend by the server
+   before it listens (same objects, no HTTP: 200,000 PUTs take moto ~15 min here);
+3. baseline, same run: the I/O floor through the same proxy with raw s3fs in this process -
+   read each item's two input objects and write one output object of the same size as our
+   machine mask, in concurrent batches of 1,000 (`_cat_file` with one GET / `pipe`), on the
+   first `--floor-items` items (a rate, so a sample of 10,000 tells it);
 4. `maskjob export s3://in s3://out --workers W` (embedded LocalCluster), timed from process
    start to exit, with the proxy counting every request by kind.
 
 Prints items/s of both, the ratio, S3 requests per item by kind (LIST, GET, HEAD, PUT, POST,
-DELETE), and the peak RSS (VmHWM, sampled) of every process of the job: the driver, the
+DELETE), CPU-ms per request of the moto server and of the proxy during the export, and the peak
+RSS (VmHWM, sampled) of every process of the job: the driver, the
 scheduler/nanny side and each worker. The driver's peak must not grow with --items.
 """
 
@@ -76,23 +82,38 @@ def item_keys(n: int) -> list[tuple[str, str]]:
     return [(f"ds{i % DATASETS}", f"img_{i:08d}.png") for i in range(n)]
 
 
+def project_objects(n: int):
+    """(key relative to the project, bytes) of every object of the project."""
+    png = tiny_png()
+    yield "meta.json", META
+    for i, (ds, name) in enumerate(item_keys(n)):
+        yield f"{ds}/img/{name}", png
+        yield f"{ds}/ann/{name}.json", annotation(i)
+
+
 def upload_project(fs, url: str, n: int) -> float:
     t0 = time.perf_counter()
     bucket = url.removeprefix("s3://").split("/", 1)[0]
     if not fs.exists(bucket):
         fs.mkdir(bucket)
     base = url.removeprefix("s3://").rstrip("/")
-    png = tiny_png()
-    fs.pipe({f"{base}/meta.json": META})
     batch: dict[str, bytes] = {}
-    for i, (ds, name) in enumerate(item_keys(n)):
-        batch[f"{base}/{ds}/img/{name}"] = png
-        batch[f"{base}/{ds}/ann/{name}.json"] = annotation(i)
+    for key, data in project_objects(n):
+        batch[f"{base}/{key}"] = data
         if len(batch) >= 2000:
             fs.pipe(batch)
             batch = {}
     if batch:
         fs.pipe(batch)
+    return time.perf_counter() - t0
+
+
+def write_project(folder: Path, n: int) -> float:
+    t0 = time.perf_counter()
+    for key, data in project_objects(n):
+        path = folder / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
     return time.perf_counter() - t0
 
 
@@ -110,7 +131,8 @@ def raw_floor(fs, src: str, dst: str, n: int, out_size: int) -> float:
         chunk = keys[s:s + 1000]
         paths = [p for ds, nm in chunk
                  for p in (f"{src}/{ds}/img/{nm}", f"{src}/{ds}/ann/{nm}.json")]
-        sync(fs.loop, _gather, [fs._cat_file(p) for p in paths])  # GETs only, no HEADs
+        sync(fs.loop, _gather, [fs._cat_file(p, max_concurrency=1)  # 1 GET, no HEAD
+                                for p in paths])
         fs.pipe({f"{dst}/{ds}/masks_machine/{nm}": body for ds, nm in chunk})
     return time.perf_counter() - t0
 
@@ -176,25 +198,44 @@ def run_export(args: argparse.Namespace, env: dict[str, str], src: str, dst: str
 
 
 def main() -> None:
+    import psutil
+
+    t_start = time.perf_counter()
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--items", type=int, default=100_000)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--format", action="append", default=[],
                     help="output format(s), default: supervisely")
+    ap.add_argument("--floor-items", type=int, default=10_000,
+                    help="items the raw floor reads and writes (at most --items)")
+    ap.add_argument("--preload", action="store_true",
+                    help="put the input into moto's backend at server start, not by PUTs")
     args = ap.parse_args()
     args.format = args.format or ["supervisely"]
+    n = args.items
+    n_floor = min(n, args.floor_items)
 
     with tempfile.TemporaryDirectory(prefix="maskjob-s3e2e-") as tmp:
-        moto = MotoServer(Path(tmp) / "moto.log").start()
+        preload: tuple[str, ...] = ()
+        if args.preload:
+            local = Path(tmp) / "proj"
+            print(f"writing {n:,} items ({2 * n + 1:,} objects) to {local} ...", flush=True)
+            print(f"  {write_project(local, n):.1f} s", flush=True)
+            preload = (f"input/proj={local}",)
+        t0 = time.perf_counter()
+        moto = MotoServer(Path(tmp) / "moto.log", preload=preload).start(timeout=1800)
+        if preload:
+            print(f"  moto started with them in {time.perf_counter() - t0:.1f} s", flush=True)
+        server = psutil.Process(moto.proc.pid)
         try:
             with FaultProxy(moto.endpoint, methods=()) as proxy:
-                direct = s3_env(moto.endpoint)
-                os.environ.update(direct)
-                fs = new_fs()
-                n = args.items
-                print(f"uploading {n:,} items ({2 * n + 1:,} objects) to moto ...", flush=True)
-                up = upload_project(fs, "s3://input/proj", n)
-                print(f"  {up:.1f} s ({2 * n / up:,.0f} objects/s, direct to moto)", flush=True)
+                os.environ.update(s3_env(moto.endpoint))
+                if not preload:
+                    print(f"uploading {n:,} items ({2 * n + 1:,} objects) to moto ...",
+                          flush=True)
+                    up = upload_project(new_fs(), "s3://input/proj", n)
+                    print(f"  {up:.1f} s ({2 * n / up:,.0f} objects/s, direct to moto)",
+                          flush=True)
 
                 env = {**os.environ, **s3_env(proxy.url)}
                 os.environ.update(s3_env(proxy.url))
@@ -202,37 +243,46 @@ def main() -> None:
                 proxy.counters.clear()
                 pfs.mkdir("floor")
                 pfs.mkdir("output")
-                floor = raw_floor(pfs, "s3://input/proj", "s3://floor/out", n, out_size=120)
+                floor = raw_floor(pfs, "s3://input/proj", "s3://floor/out", n_floor,
+                                  out_size=120)
                 floor_calls = Counter({k: v for k, v in proxy.counters.items()
                                        if k.endswith(" calls")})
-                print(f"raw s3fs floor: {floor:.1f} s ({n / floor:,.0f} items/s)", flush=True)
+                print(f"raw s3fs floor: {floor:.1f} s ({n_floor / floor:,.0f} items/s)",
+                      flush=True)
 
                 proxy.counters.clear()
+                cpu0 = sum(server.cpu_times()[:2]), time.process_time()
                 wall, rc, peaks, summary = run_export(args, env, "s3://input/proj", "s3://output/job")
+                cpu1 = sum(server.cpu_times()[:2]), time.process_time()
                 calls = Counter({k: v for k, v in proxy.counters.items() if k.endswith(" calls")})
         finally:
             moto.stop()
+    total = time.perf_counter() - t_start
+    requests = sum(calls.values()) or 1
 
     counts = summary.get("counts", summary.get("summary", {}))
     print()
     print(f"### End to end through moto S3 (`benchmarks/bench_s3_e2e.py --items {n}"
-          f" --workers {args.workers}`)")
+          f" --workers {args.workers}{' --preload' * args.preload}`)")
     print()
     print(f"formats: {', '.join(args.format)}; exit code {rc}; manifest counts: {counts}")
     print()
     print("| run | items | seconds | items/s | vs raw floor |")
     print("|---|---:|---:|---:|---:|")
-    print(f"| raw s3fs floor (2 GETs + 1 PUT per item, batches of 1,000) | {n:,} | {floor:.1f} |"
-          f" {n / floor:,.0f} | 1.00x |")
+    print(f"| raw s3fs floor (2 GETs + 1 PUT per item, batches of 1,000) | {n_floor:,} |"
+          f" {floor:.1f} | {n_floor / floor:,.0f} | 1.00x |")
     print(f"| `maskjob export --workers {args.workers}` (process start to exit) | {n:,} |"
-          f" {wall:.1f} | {n / wall:,.0f} | {floor / wall:.2f}x |")
+          f" {wall:.1f} | {n / wall:,.0f} | {(n / wall) / (n_floor / floor):.2f}x |")
     print()
     print("| S3 requests per item | " + " | ".join(KINDS) + " | all |")
     print("|---|" + "---:|" * (len(KINDS) + 1))
-    for label, c in (("raw floor", floor_calls), ("export", calls)):
-        total = sum(c.values())
-        print(f"| {label} | " + " | ".join(f"{c.get(f'{k} calls', 0) / n:.3f}" for k in KINDS)
-              + f" | {total / n:.3f} |")
+    for label, c, m in (("raw floor", floor_calls, n_floor), ("export", calls, n)):
+        print(f"| {label} | " + " | ".join(f"{c.get(f'{k} calls', 0) / m:.3f}" for k in KINDS)
+              + f" | {sum(c.values()) / m:.3f} |")
+    print()
+    print(f"During the export: {requests / wall:,.0f} requests/s; CPU per request: moto server"
+          f" {1000 * (cpu1[0] - cpu0[0]) / requests:.2f} ms, counting proxy (this process)"
+          f" {1000 * (cpu1[1] - cpu0[1]) / requests:.2f} ms. Whole command: {total:.0f} s.")
     print()
     print("| process | peak RSS (VmHWM, sampled every 0.25 s) |")
     print("|---|---:|")
