@@ -119,6 +119,14 @@ class MotoServer:
         except OSError:
             return False
 
+    def counts(self, reset: bool = False) -> dict[str, int]:
+        """S3 requests served so far by kind (LIST, GET, HEAD, PUT, POST, DELETE); `reset`:
+        start counting again from zero."""
+        req = urllib.request.Request(self.endpoint + "/_counts",
+                                     method="POST" if reset else "GET")
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return json.loads(r.read())
+
     def reset(self) -> None:
         req = urllib.request.Request(self.endpoint + "/moto-api/reset", method="POST")
         with urllib.request.urlopen(req, timeout=10) as r:
