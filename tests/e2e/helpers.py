@@ -93,12 +93,14 @@ class MotoServer:
         self.proc: subprocess.Popen | None = None
         self.endpoint = ""
 
+    def command(self) -> list[str]:
+        return [sys.executable, str(Path(__file__).with_name("moto_s3.py")), "-H", "127.0.0.1",
+                "-p", "0", *(a for spec in self.preload for a in ("--preload", spec))]
+
     def start(self, timeout: float = 30) -> MotoServer:
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        cmd = [sys.executable, str(Path(__file__).with_name("moto_s3.py")), "-H", "127.0.0.1",
-               "-p", "0", *(a for spec in self.preload for a in ("--preload", spec))]
-        self.proc = subprocess.Popen(cmd, stdout=self._log,
+        self.proc = subprocess.Popen(self.command(), stdout=self._log,
                                      stderr=subprocess.STDOUT, env=env, start_new_session=True,
                                      preexec_fn=die_with_parent)
 
