@@ -179,16 +179,42 @@ class _Handler(BaseHTTPRequestHandler):
             pass
 
     def _forward(self, body: bytes) -> tuple[int, str, list[tuple[str, str]], bytes]:
-        conn = http.client.HTTPConnection(*self.owner.upstream, timeout=60)
-        try:
-            headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
-            if self.command not in ("GET", "HEAD", "DELETE") or body:
-                headers["Content-Length"] = str(len(body))
-            conn.request(self.command, self.path, body=body or None, headers=headers)
-            resp = conn.getresponse()
-            data = resp.read()
+        """One request upstream on this client connection's own keep-alive connection (one
+        TCP connection and server thread per request made the proxy and moto spend CPU on
+        connects and thread starts); a reused connection the upstream had closed while idle
+        is retried once on a fresh one, as HTTP clients do."""
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
+        if self.command not in ("GET", "HEAD", "DELETE") or body:
+            headers["Content-Length"] = str(len(body))
+        for attempt in (0, 1):
+            conn, reused = self._upstream_conn()
+            try:
+                conn.request(self.command, self.path, body=body or None, headers=headers)
+                resp = conn.getresponse()
+                data = resp.read()
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                self._drop_upstream()
+                if reused and attempt == 0:
+                    continue
+                raise
+            except BaseException:
+                self._drop_upstream()
+                raise
+            if resp.will_close:
+                self._drop_upstream()
             return resp.status, resp.reason, resp.getheaders(), data
-        finally:
+        raise AssertionError("unreachable")
+
+    def _upstream_conn(self) -> tuple[http.client.HTTPConnection, bool]:
+        conn = getattr(self, "_upstream", None)
+        if conn is not None:
+            return conn, True
+        self._upstream = http.client.HTTPConnection(*self.owner.upstream, timeout=60)
+        return self._upstream, False
+
+    def _drop_upstream(self) -> None:
+        conn, self._upstream = getattr(self, "_upstream", None), None
+        if conn is not None:
             conn.close()
 
     def _handle(self) -> None:
@@ -240,5 +266,6 @@ class _Handler(BaseHTTPRequestHandler):
     do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
 
     def finish(self) -> None:
+        self._drop_upstream()
         with contextlib.suppress(OSError):
             super().finish()
