@@ -195,15 +195,22 @@ class Root:
         and mtime) changes whenever the object is replaced: incremental runs compare it."""
         fs, base = self.fs_path
         top = posixpath.join(base, prefix) if prefix else base
-        try:
+        if _is_s3(fs) and hasattr(fs, "_iterdir"):  # streamed: one page held at a time
+            last = None
+            for p, tag in _walk_s3(fs, top, LIST_PAGE, tags=True):
+                if last is not None and p <= last:  # ListObjectsV2 lists in UTF-8 order
+                    raise OSError(f"{fs.unstrip_protocol(top)}: the store listed {p!r} after "
+                                  f"{last!r}: expected keys in order (S3's ListObjectsV2)")
+                last = p
+                yield _relative(p, base), tag
+            if last is not None:
+                return
+        try:  # (or `top` is one object, or there is nothing)
             found = _find(fs, top, detail=True)
         except FileNotFoundError:
             return
         for p in sorted(found):
-            info = found[p]
-            version = info.get("ETag") or info.get("etag") or info.get("mtime") or \
-                info.get("LastModified") or ""
-            yield _relative(p, base), f"{info.get('size', '')}-{str(version).strip(chr(34))}"
+            yield _relative(p, base), _tag(found[p])
 
     def key_pages(self, prefix: str = "", *, page: int = LIST_PAGE) -> Iterator[list[str]]:
         """The keys (relative to the root) of every file under `prefix`, in lists of at most
@@ -311,11 +318,19 @@ def _is_s3(fs: fsspec.AbstractFileSystem) -> bool:
     return s3fs is not None and isinstance(fs, s3fs.S3FileSystem)
 
 
-def _walk_s3(fs: Any, top: str, page: int) -> Iterator[str]:
-    """Paths (bucket/key) of the objects under the folder `top`, ListObjectsV2 pages pulled
-    one `page` at a time from s3fs's own page iterator (each page through its retrying
-    `_call_s3`); folder placeholder objects (keys ending in '/') are no files. A missing
-    bucket has no objects, as for `find`."""
+def _tag(info: Mapping[str, Any]) -> str:
+    """A listed object's tag (`Root.list_tags`): size and ETag, or size and mtime."""
+    version = info.get("ETag") or info.get("etag") or info.get("mtime") or \
+        info.get("LastModified") or ""
+    return f"{info.get('size', '')}-{str(version).strip(chr(34))}"
+
+
+def _walk_s3(fs: Any, top: str, page: int, *, tags: bool = False) -> Iterator[Any]:
+    """Paths (bucket/key) of the objects under the folder `top` (with `tags`: (path, tag)),
+    in the store's listing order, ListObjectsV2 pages pulled one `page` at a time from
+    s3fs's own page iterator (each page through its retrying `_call_s3`); folder placeholder
+    objects (keys ending in '/') are no files. A missing bucket has no objects, as for
+    `find`."""
     from fsspec.asyn import sync
 
     bucket, key, _ = fs.split_path(top)
@@ -323,7 +338,7 @@ def _walk_s3(fs: Any, top: str, page: int) -> Iterator[str]:
     try:
         while True:
             try:
-                names, more = sync(fs.loop, _take_names, pages, page)
+                names, more = sync(fs.loop, _take_names, pages, page, tags)
             except FileNotFoundError:
                 return
             yield from names
@@ -333,13 +348,14 @@ def _walk_s3(fs: Any, top: str, page: int) -> Iterator[str]:
         sync(fs.loop, pages.aclose)
 
 
-async def _take_names(pages: Any, n: int) -> tuple[list[str], bool]:
-    """The names of the next `n` listed objects (info dicts dropped at once; folder
-    placeholders left out), and whether the listing may go on."""
-    names, seen = [], 0
+async def _take_names(pages: Any, n: int, tags: bool) -> tuple[list[Any], bool]:
+    """The names (or (name, tag)) of the next `n` listed objects (info dicts dropped at once;
+    folder placeholders left out), and whether the listing may go on."""
+    names: list[Any] = []
+    seen = 0
     async for info in pages:
         if not info["name"].endswith("/"):
-            names.append(info["name"])
+            names.append((info["name"], _tag(info)) if tags else info["name"])
         seen += 1
         if seen >= n:
             return names, True

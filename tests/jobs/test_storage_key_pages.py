@@ -81,3 +81,30 @@ def test_s3_many_pages_tricky_names_and_no_listing_cache(s3_bucket):
 @pytest.mark.s3
 def test_s3_missing_bucket_has_no_keys(s3_bucket):
     assert _all(Root(f"s3://{s3_bucket}-gone/out")) == []
+
+
+@pytest.mark.s3
+def test_s3_list_tags_streams_in_sorted_order_with_find_s_tags(s3_bucket):
+    """`Root.list_tags` on S3 reads ListObjectsV2 pages as they come (the input listing of a
+    10M-item project never holds every object's info): the same (key, tag) pairs, in the same
+    sorted order, as one `find(detail=True)` sorted, but for folder placeholders (a console's
+    `ds/folder/` is no file: `find` listed it as one); a prefix naming one object, or nothing,
+    still answers as before; no listing is left in s3fs's cache."""
+    fs = new_fs()
+    base = f"{s3_bucket}/in"
+    many = [f"ds/img/{i:05d}.png" for i in range(1100)]  # > 1 page
+    fs.pipe({f"{base}/{k}": k.encode() * (len(k) % 3) for k in many + TRICKY})
+    fs.pipe({f"{base}/ds/folder/": b"", f"{s3_bucket}/in2/x": b""})
+    root = Root(f"s3://{base}")
+
+    def by_find(prefix: str) -> list[tuple[str, str]]:
+        found = fs.find(f"{base}/{prefix}" if prefix else base, detail=True)
+        fs.invalidate_cache()
+        return [(p[len(base) + 1:], f"{i['size']}-{i['ETag'].strip(chr(34))}")
+                for p, i in sorted(found.items()) if not p.endswith("/")]
+
+    for prefix in ("", "ds", "ds/img", "日本", "ds/img/00007.png", "none"):
+        got = list(root.list_tags(prefix))
+        assert got == by_find(prefix), prefix
+        assert not root.fs.dircache
+    assert len(list(root.list_tags("ds"))) == 1100
