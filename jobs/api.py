@@ -72,6 +72,11 @@ WORKER_ENV = {
 # Dask's own test clusters use; a loop blocked > `tick.limit` is still reported); the system
 # monitor (the dashboard's CPU/memory plots) samples every 0.5 s. The memory monitor (the
 # nanny's memory limit) is left at Dask's interval.
+# What this process was started with, for WORKER_ENV's variables: Dask's nanny lets
+# os.environ win over `pre-spawn-environ` - and writes its own values into os.environ when it
+# spawns a worker, so after any other LocalCluster in this process os.environ holds Dask's
+# defaults, not the user's choice (`_worker_environ`).
+_STARTED_WITH = {k: os.environ[k] for k in WORKER_ENV if k in os.environ}
 CLUSTER_CONFIG = {
     "distributed.nanny.pre-spawn-environ": WORKER_ENV,
     "distributed.scheduler.allowed-failures": 1,
@@ -340,12 +345,30 @@ def connect(*, scheduler: str | None = None, scheduler_file: str | None = None,
     # allowed-failures 1: a partition whose worker dies twice is re-run item by item in child
     # processes (jobs/run.py), so one poison item costs two worker processes, not four.
     # The rest of CLUSTER_CONFIG: less background work in Dask's own processes.
-    with dask.config.set(CLUSTER_CONFIG):
+    with dask.config.set(CLUSTER_CONFIG), _worker_environ():
         cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
                                host="127.0.0.1",
                                dashboard_address=dashboard_address or "127.0.0.1:0",
                                silence_logs=logging.WARNING)
     return Client(cluster), cluster
+
+
+@contextlib.contextmanager
+def _worker_environ() -> Any:
+    """os.environ, while the job's LocalCluster starts, holding WORKER_ENV (or what the
+    process was started with, which wins as Dask means it to): a nanny reads its workers'
+    environment from there, where an earlier cluster of this process may have left Dask's
+    own values (MALLOC_TRIM_THRESHOLD_=65536). Restored afterwards."""
+    saved = {k: os.environ.get(k) for k in WORKER_ENV}
+    os.environ.update({k: _STARTED_WITH.get(k, str(v)) for k, v in WORKER_ENV.items()})
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def run_prepared(job: Prepared, *, client: Any | None = None, scheduler: str | None = None,

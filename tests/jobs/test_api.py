@@ -121,6 +121,36 @@ def test_the_jobs_own_cluster_keeps_dask_background_work_low():
         cluster.close()
 
 
+@pytest.mark.cluster
+def test_the_jobs_own_workers_get_worker_env_after_another_cluster_in_the_process(monkeypatch):
+    """Dask's nanny writes its `pre-spawn-environ` (MALLOC_TRIM_THRESHOLD_=65536) into this
+    process's os.environ, where it would win over ours for every later cluster: a default
+    LocalCluster first, then the job's own - whose workers still get WORKER_ENV, and the
+    process's environment is as it was."""
+    from distributed import Client, LocalCluster
+
+    from jobs.api import WORKER_ENV, connect
+
+    def env():
+        return {k: os.environ.get(k) for k in WORKER_ENV}
+
+    for k in WORKER_ENV:
+        monkeypatch.delenv(k, raising=False)
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=None) as other, Client(other) as c:
+        assert c.run(env).popitem()[1]["MALLOC_TRIM_THRESHOLD_"] == "65536"
+    before = env()
+    assert before["MALLOC_TRIM_THRESHOLD_"] == "65536"  # left behind by Dask's nanny
+    client, cluster = connect(workers=1)
+    try:
+        (worker,) = client.run(env).values()
+        assert worker == {k: str(v) for k, v in WORKER_ENV.items()}
+        assert env() == before
+    finally:
+        client.close()
+        cluster.close()
+
+
 @pytest.mark.s3
 def test_storage_options_are_a_dict(two_items, s3_bucket, moto_server, monkeypatch):
     from tests.e2e.helpers import new_fs
