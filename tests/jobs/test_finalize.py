@@ -309,3 +309,36 @@ def test_a_failed_pass_commits_no_partial_cvat_zip(tmp_path):
     assert not (out / "cvat/segmentation_mask_1.1.zip").exists()
     assert not [p for p in (out / "cvat").rglob("*") if ".tmp" in p.name]
     assert not (out / "manifest.json").exists()
+
+
+def test_the_merged_manifest_is_opened_with_its_own_multipart_block(tmp_path, monkeypatch):
+    """manifest.jsonl grows with the items: it streams in MANIFEST_BLOCK parts (the driver
+    holds one block and its upload copy), the format outputs keep the store's default."""
+    commit(tmp_path, [[entry("a", "x1.png")]])
+    opened: dict[str, int | None] = {}
+    real = Root.open_write
+
+    def spy(self, key, *, block_size=None):
+        opened[key] = block_size
+        return real(self, key, block_size=block_size)
+
+    monkeypatch.setattr(Root, "open_write", spy)
+    run_finalize(tmp_path, 1)
+    assert opened.pop("manifest.jsonl") == fin_mod.MANIFEST_BLOCK == 16 * 2**20
+    assert opened and set(opened.values()) == {None}  # e.g. clearml/frames.jsonl
+
+
+@pytest.mark.s3
+def test_a_stream_on_s3_is_uploaded_in_parts_of_its_block(s3_bucket):
+    """On a real S3 endpoint (moto), 40 MiB streamed with MANIFEST_BLOCK arrive as one
+    object of three parts (its multipart ETag says so), equal to what was written."""
+    from tests.e2e.helpers import new_fs
+
+    root = Root(f"s3://{s3_bucket}/out")
+    line = b"x" * 1023 + b"\n"
+    with fin_mod.open_output(root, "m.jsonl", block_size=fin_mod.MANIFEST_BLOCK) as f:
+        for _ in range(40 * 1024):
+            f.write(line)
+    info = new_fs().info(f"{s3_bucket}/out/m.jsonl")
+    assert info["size"] == 40 * 2**20
+    assert info["ETag"].strip('"').endswith("-3")
