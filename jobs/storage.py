@@ -183,8 +183,9 @@ class Root:
                 yield f
         elif isinstance(fs, ARCHIVE_FILESYSTEMS):
             with _ARCHIVE_LOCK:
-                if fs.info(path).get("type", "file") != "file":
-                    raise ItemError(f"{key}: Expected a file in the archive. Got a directory "
+                kind = fs.info(path).get("type", "file")  # FileNotFoundError if missing
+                if kind != "file":
+                    raise ItemError(f"{key}: Expected a file in the archive. Got a {kind} "
                                     "instead.")
                 with fs.open(path, "rb") as f:
                     yield f
