@@ -14,6 +14,8 @@ key whose real path (symlinks resolved) leaves the root is refused. Archive memb
 are read with a cap, so their real size counts, not the size their header declares. Object
 stores are read with one ranged GET of at most max_bytes + 1 bytes (no extra HEAD). A missing
 object still raises FileNotFoundError, and storage failures propagate (Dask retries).
+`open_read(key)` streams one object to a caller that reads it in chunks and bounds what it
+holds itself (an ImageSets list): `read`'s checks, no cap.
 
 Writes: `write_many` sends a batch of objects with one concurrent call (s3fs batches the PUTs);
 on a local filesystem it writes each file to a new temporary name beside it (O_EXCL, plain
@@ -174,7 +176,8 @@ class Root:
     def open_read(self, key: str) -> Iterator[IO[bytes]]:
         """A binary file streaming one object (a large text read in chunks), without `read`'s
         cap but with its other checks: on a local disk a regular file inside the root, in an
-        archive a file member (the archive's shared handle is locked until the block exits)."""
+        archive a file member (the archive's shared handle is locked until the block exits: read
+        nothing else of the archive inside it)."""
         fs, base = self.fs_path
         path = self.full(key)
         if isinstance(fs, LocalFileSystem):
