@@ -318,7 +318,7 @@ def _task_refs(spool: Spool) -> Iterator[listing.ItemRef]:
 
 
 # ---------------------------------------------------------------------------- mask archives
-LIST_CHUNK = 1 << 20  # bytes of an ImageSets list decoded at a time
+LIST_CHUNK = 1 << 18  # bytes of an ImageSets list decoded at a time (~20k short lines)
 # characters of one line of a list: no id that long can name a file (paths are at most a few
 # KB), and the line being read is what the listing holds
 MAX_LIST_LINE = 1 << 20
