@@ -8,7 +8,9 @@
 Generates synthetic inputs (cached under --workdir, one folder per format and size): a
 Supervisely project (images are empty files, annotations tiny JSONs, 10 datasets), one COCO
 instances JSON with one polygon per image and its images folder (empty files), one CVAT
-for images 1.1 annotations.xml with one box per image and its images/ folder. Each measurement
+for images 1.1 annotations.xml with one box per image and its images/ folder, and (format
+`cvatmask`, not in the default list) a CVAT Segmentation Mask 1.1 archive of empty PNGs and
+images with two subset lists. Each measurement
 runs in a fresh subprocess: `list_input` (listing into the spool) then one full `iter_refs()`
 pass; it prints seconds of each, items/s over both, items per CPU-second of both (the child's
 CPU after its imports; `cpu_s_with_imports` adds the ~0.75 CPU-s of interpreter start and
@@ -92,7 +94,26 @@ def gen_cvat(path: str, n: int) -> None:
     _touch_many(os.path.join(path, "images"), names)
 
 
-GENERATORS = {"supervisely": gen_supervisely, "coco": gen_coco, "cvat": gen_cvat}
+def gen_cvatmask(path: str, n: int) -> None:
+    """A CVAT Segmentation Mask 1.1 archive: a class PNG and an image per item, an object PNG
+    for every other one, ids split over two subset lists (train, val)."""
+    os.makedirs(path, exist_ok=True)
+    with open(os.path.join(path, "labelmap.txt"), "w") as f:
+        f.write("# label:color_rgb:parts:actions\nbackground:0,0,0::\ncar:255,0,0::\n")
+    ids = [f"img_{i:08d}" for i in range(n)]
+    _touch_many(os.path.join(path, "SegmentationClass"), [i + ".png" for i in ids])
+    _touch_many(os.path.join(path, "SegmentationObject"), [i + ".png" for i in ids[::2]])
+    _touch_many(os.path.join(path, "JPEGImages"), [i + ".jpg" for i in ids])
+    lists = os.path.join(path, "ImageSets", "Segmentation")
+    os.makedirs(lists, exist_ok=True)
+    for subset, part in (("train", ids[: n * 4 // 5]), ("val", ids[n * 4 // 5:])):
+        with open(os.path.join(lists, subset + ".txt"), "w") as f:
+            f.writelines(i + "\n" for i in part)
+
+
+GENERATORS = {"supervisely": gen_supervisely, "coco": gen_coco, "cvat": gen_cvat,
+              "cvatmask": gen_cvatmask}
+READERS = {"cvatmask": "cvat"}  # the input format of a generated input, when not its name
 
 
 def upload(fs, local: str, url: str) -> None:
@@ -125,7 +146,7 @@ def child(fmt: str, path: str) -> None:
     start = resource.getrusage(resource.RUSAGE_SELF)  # after the imports (~0.75 CPU-s)
     base = start.ru_maxrss / 1024
     t0 = time.perf_counter()
-    listing = list_input(Root(path), fmt)
+    listing = list_input(Root(path), READERS.get(fmt, fmt))
     t1 = time.perf_counter()
     n = 0
     prev = None

@@ -18,7 +18,8 @@ holding one top-level folder is read inside it) or any fsspec URL. One input for
   `JPEGImages/<id>.<ext>`. The class PNG is the item's `ann_key`, the object PNG its
   `ann_more`. An id listed without any mask PNG is an image without annotations: its size is
   read from its image's header here (it becomes an empty `<image>` element), or it fails.
-  (This listing still holds its key sets in memory.)
+  The three folders are listed once each into the spool, the lists are read in chunks, and
+  one sorted join stores the items: memory does not grow with the number of items.
 
 Safety: names that could escape the input (absolute, `..`, backslashes) make their item fail
 and are never read; an XML with a DOCTYPE/ENTITY, not in UTF-8, or declaring an absurd size,
@@ -27,11 +28,12 @@ and an archive member declaring an absurd size, are refused.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import posixpath
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import IO
 from xml.parsers import expat as pyexpat
 from xml.sax.saxutils import quoteattr
@@ -111,13 +113,6 @@ def list_cvat(root: Root) -> listing.Listing:
 
 
 _safe = listing.safe_key
-
-
-def _tags(root: Root, prefix: str) -> dict[str, str]:
-    """(key, tag) of the files under `prefix` whose keys are safe and UTF-8 (a name that is
-    not is never read, as in `listing.iter_folder_batches`)."""
-    return {k: t for k, t in root.list_tags(prefix)
-            if _safe(k) and (k.isascii() or listing.is_utf8(k))}
 
 
 # ---------------------------------------------------------------------------- tasks
@@ -323,79 +318,191 @@ def _task_refs(spool: Spool) -> Iterator[listing.ItemRef]:
 
 
 # ---------------------------------------------------------------------------- mask archives
+LIST_CHUNK = 1 << 18  # bytes of an ImageSets list decoded at a time (~20k short lines)
+# characters of one line of a list: no id that long can name a file (paths are at most a few
+# KB), and the line being read is what the listing holds
+MAX_LIST_LINE = 1 << 20
+_PNG_KINDS = ((0, cvat.CLASS_DIR), (1, cvat.OBJECT_DIR))
+
+
 def list_masks(root: Root, *, moved: bool = False) -> listing.Listing:
+    """A Segmentation Mask archive (see module docstring), spooled: the mask PNGs, the images
+    and the subset lists' (subset, id) rows go into tables, and one sorted join (`_spool_masks`)
+    stores the items in (dataset, name) order; `_mask_ref` makes each row a ref."""
     size = root.size(cvat.LABELMAP_FILE)
     if size is not None and size > MAX_LABELMAP_BYTES:
         raise InputError(f"{cvat.LABELMAP_FILE}: " + expected(
             f"at most {MAX_LABELMAP_BYTES} bytes", f"{size} bytes"))
     labelmap = root.read(cvat.LABELMAP_FILE) if size is not None else None
     classes = cvat.parse_labelmap_classes(labelmap)
-    class_pngs = _tags(root, cvat.CLASS_DIR)
-    object_pngs = _tags(root, cvat.OBJECT_DIR)
-    images = _tags(root, cvat.VOC_IMAGES_DIR)
-    image_of = {cvat.item_id(k[len(cvat.VOC_IMAGES_DIR) + 1:]): k for k in images}
-    ids = _subset_ids(root, class_pngs)
-    refs: list[listing.ItemRef] = []
-    for subset, id_ in ids:
-        refs.append(_mask_ref(root, subset, id_, class_pngs, object_pngs, images, image_of))
-    return listing.Listing.of(cvat.NAME, classes, refs, image_root=root if moved else None)
+    spool, count = listing.fill_spool(lambda s: _spool_masks(s, root))
+    return listing.Listing(cvat.NAME, classes, count, lambda: _mask_refs(spool), spool=spool,
+                           image_root=root if moved else None)
 
 
-def _subset_ids(root: Root, class_pngs: dict[str, str]) -> list[tuple[str, str]]:
+def _spool_masks(spool: Spool, root: Root) -> int:
+    """Tables `pngs` (kind 0 class, 1 object; id; tag), `images` (id, name under JPEGImages/,
+    tag), `ids` (subset, id; rowid: list order) and `sizes` (id, width, height of the image of
+    an id that needs it), then `items`: `ids` joined with the rest, inserted sorted by
+    (dataset, name, list order) so each pass reads it in rowid order. Returns the count."""
+    spool.execute("CREATE TABLE pngs (kind INT, id TEXT, tag TEXT)")
+    spool.execute("CREATE TABLE images (id TEXT, name TEXT, tag TEXT)")
+    spool.execute("CREATE TABLE ids (subset TEXT, id TEXT)")
+    spool.execute("CREATE TABLE sizes (id TEXT PRIMARY KEY, w INT, h INT)")
+    for kind, top in _PNG_KINDS:
+        spool.insert("INSERT INTO pngs VALUES (?, ?, ?)", _png_rows(root, kind, top))
+    spool.insert("INSERT INTO images VALUES (?, ?, ?)", _image_rows(root))
+    spool.execute("CREATE INDEX pngs_id ON pngs (kind, id, tag)")
+    spool.execute("CREATE INDEX images_id ON images (id, name, tag)")
+    # the image of an id: the last of its files in key order (a dict of the sorted listing)
+    spool.execute("CREATE TABLE image_of AS SELECT id, max(name) AS name, tag FROM images "
+                  "GROUP BY id")
+    spool.execute("CREATE UNIQUE INDEX image_of_id ON image_of (id)")
     lists = [k for k in root.list_files(cvat.SEGM_LIST_DIR)
              if posixpath.dirname(k) == cvat.SEGM_LIST_DIR and k.endswith(".txt")]
-    if not lists:  # no subset lists: every class PNG, in one subset
-        start = len(cvat.CLASS_DIR) + 1
-        return [(cvat.DEFAULT_SUBSET, k[start:-len(cvat.MASK_EXT)]) for k in sorted(class_pngs)
-                if k.endswith(cvat.MASK_EXT)]
-    out: list[tuple[str, str]] = []
-    for key in sorted(lists):
-        subset = posixpath.basename(key)[:-len(".txt")]
-        problem = cvat.subset_problem(subset)
-        if problem:
-            raise InputError(f"{key}: {problem}")
-        size = root.size(key) or 0
-        if size > MAX_XML_BYTES:
-            raise InputError(f"{key}: " + expected(f"at most {MAX_XML_BYTES} bytes", size))
-        try:
-            text = root.read(key).decode("utf-8")
-        except UnicodeDecodeError:
-            raise InputError(f"{key}: " + expected("UTF-8 text", "undecodable bytes")) from None
-        for line in cvat.text_lines(text):  # datumaro's reading: id ' ' is none, 'a\x0cb' one
-            line = line.strip()
-            if line and line[0] != "#":
-                out.append((subset, line))
-    return out
+    if lists:
+        for key in sorted(lists):
+            spool.insert("INSERT INTO ids VALUES (?, ?)", _list_rows(root, key))
+    else:  # no subset lists: every class PNG, in one subset, in key order
+        spool.execute("INSERT INTO ids SELECT ?, id FROM pngs WHERE kind = 0 "
+                      f"ORDER BY id || '{cvat.MASK_EXT}'", (cvat.DEFAULT_SUBSET,))
+    found = ("SELECT l.subset, l.id, (SELECT tag FROM pngs WHERE kind = 0 AND id = l.id), "
+             "(SELECT tag FROM pngs WHERE kind = 1 AND id = l.id), i.name, i.tag")
+    joined = " FROM ids l LEFT JOIN image_of i ON i.id = l.id"
+    # the images of ids without masks: their sizes are read once, here (`_mask_ref` decides)
+    spool.insert("INSERT OR IGNORE INTO sizes VALUES (?, ?, ?)", _size_rows(root, spool.rows(
+        found + joined + " WHERE i.name IS NOT NULL AND NOT EXISTS (SELECT 1 FROM pngs p "
+        "WHERE p.kind IN (0, 1) AND p.id = l.id) GROUP BY l.id")))
+    spool.execute("CREATE TABLE items (subset TEXT, id TEXT, class_tag TEXT, object_tag TEXT, "
+                  "image TEXT, image_tag TEXT, w INT, h INT)")
+    spool.execute(f"INSERT INTO items {found}, s.w, s.h{joined} LEFT JOIN sizes s ON "
+                  f"s.id = l.id ORDER BY l.subset, COALESCE(i.name, l.id || "
+                  f"'{cvat.MASK_EXT}'), l.rowid")
+    return spool.scalar("SELECT count(*) FROM items")
 
 
-def _mask_ref(root: Root, subset: str, id_: str, class_pngs: dict[str, str],
-              object_pngs: dict[str, str], images: dict[str, str], image_of: dict[str, str]
-              ) -> listing.ItemRef:
+def _png_rows(root: Root, kind: int, top: str) -> Iterator[tuple[int, str, str]]:
+    """(kind, id, tag) of each `<top>/<id>.png` whose key is safe and UTF-8 (other files can
+    be no item's mask: a name that is not is never read, as in `iter_folder_batches`)."""
+    start, ext = len(top) + 1, cvat.MASK_EXT
+    for key, tag in _files(root, top):
+        if key.endswith(ext) and key.startswith(top + "/"):
+            yield kind, key[start:-len(ext)], tag
+
+
+def _image_rows(root: Root) -> Iterator[tuple[str, str, str]]:
+    """(item id, name under JPEGImages/, tag) of each image whose key is safe and UTF-8."""
+    top = cvat.VOC_IMAGES_DIR + "/"
+    item_id = cvat.item_id
+    for key, tag in _files(root, cvat.VOC_IMAGES_DIR):
+        if key.startswith(top):
+            name = key[len(top):]
+            yield item_id(name), name, tag
+
+
+def _files(root: Root, prefix: str) -> Iterator[tuple[str, str]]:
+    """(key, tag) of the files under `prefix` whose keys are safe and UTF-8, streamed in
+    batches (`listing.iter_folder_batches`: on local disk names that are not UTF-8 come as
+    backslash escapes, which are not safe)."""
+    for folder, files in listing.iter_folder_batches(root, prefix):
+        yield from [(k, t) for k, t in ((folder + n, t) for n, t in files)
+                    if _safe(k) and (k.isascii() or listing.is_utf8(k))]
+
+
+def _list_rows(root: Root, key: str) -> Iterator[tuple[str, str]]:
+    """(subset, id) of each id of one ImageSets list, in line order, read LIST_CHUNK bytes at a
+    time with datumaro's line rules (`cvat.text_lines`: '\n', '\r\n', '\r'; each line
+    stripped; blank lines and '#' comments skipped). A line longer than MAX_LIST_LINE is an
+    InputError (the list was read whole before: refused above `Limits.max_object_bytes`)."""
+    subset = posixpath.basename(key)[:-len(".txt")]
+    problem = cvat.subset_problem(subset)
+    if problem:
+        raise InputError(f"{key}: {problem}")
+    size = root.size(key) or 0
+    if size > MAX_XML_BYTES:
+        raise InputError(f"{key}: " + expected(f"at most {MAX_XML_BYTES} bytes", size))
+    decode = codecs.getincrementaldecoder("utf-8")().decode
+    rest = ""  # the line the last chunk ended in
+    with root.open_read(key) as f:
+        while True:
+            chunk = f.read(LIST_CHUNK)
+            try:
+                text = rest + decode(chunk, final=not chunk)
+            except UnicodeDecodeError:
+                raise InputError(f"{key}: " + expected("UTF-8 text", "undecodable bytes")
+                                 ) from None
+            lines = cvat.text_lines(text)
+            # a '\r\n' cut between two chunks reads as '\r' then '\n': one blank line more,
+            # and blank lines are skipped
+            rest = lines.pop() if chunk else ""
+            if len(rest) > MAX_LIST_LINE or max(map(len, lines), default=0) > MAX_LIST_LINE:
+                raise InputError(f"{key}: " + expected(
+                    f"lines of at most {MAX_LIST_LINE} characters (one item id each)",
+                    "a longer line"))
+            for line in lines:  # datumaro's reading: id ' ' is none, 'a\x0cb' one
+                line = line.strip()
+                if line and line[0] != "#":
+                    yield subset, line
+            if not chunk:
+                return
+
+
+def _size_rows(root: Root, rows: Iterator[tuple[str, ...]]
+               ) -> Iterator[tuple[str, int | None, int | None]]:
+    """(id, width, height) of the image of each joined row whose ref needs its size (`None`s
+    when the header tells none): `_mask_ref` asks for it or not."""
+    asked: list[tuple[int, int] | None] = []  # what `size` read for the current row
+
+    def size(key: str) -> tuple[int, int] | None:
+        asked.append(_image_size(root, key))
+        return asked[-1]
+
+    for subset, id_, class_tag, object_tag, image, image_tag in rows:
+        asked.clear()
+        _mask_ref(subset, id_, class_tag, object_tag, image, image_tag, size)
+        if asked:
+            got = asked[-1]
+            yield id_, got and got[0], got and got[1]
+
+
+def _mask_refs(spool: Spool) -> Iterator[listing.ItemRef]:
+    """The stored items in (dataset, name) order, each made a ref by `_mask_ref`."""
+    for subset, id_, class_tag, object_tag, image, image_tag, w, h in spool.rows(
+            "SELECT * FROM items ORDER BY rowid"):
+        yield _mask_ref(subset, id_, class_tag, object_tag, image, image_tag,
+                        lambda _key, w=w, h=h: None if w is None else (w, h))
+
+
+def _mask_ref(subset: str, id_: str, class_tag: str | None, object_tag: str | None,
+              image: str | None, image_tag: str | None,
+              size: Callable[[str], tuple[int, int] | None]) -> listing.ItemRef:
+    """The ref of id `id_` of `subset`, given what the listing found: the tags of its class and
+    object PNGs, its image (name under JPEGImages/) and tag, and `size(image key)`, read only
+    for an id without masks."""
     class_key = f"{cvat.CLASS_DIR}/{id_}{cvat.MASK_EXT}"
     object_key = f"{cvat.OBJECT_DIR}/{id_}{cvat.MASK_EXT}"
-    image_key = image_of.get(id_)
-    name = image_key[len(cvat.VOC_IMAGES_DIR) + 1:] if image_key else id_ + cvat.MASK_EXT
+    image_key = f"{cvat.VOC_IMAGES_DIR}/{image}" if image is not None else None
+    name = image if image is not None else id_ + cvat.MASK_EXT
     if not _safe(class_key):
         return listing.ItemRef(subset, name, None, None,
-                       expected("an item id inside the archive (relative, no '..')", id_))
-    image_tag = images.get(image_key or "")
-    if class_key in class_pngs:
-        more = (object_key,) if object_key in object_pngs else ()
-        tag = "|".join([class_pngs[class_key], *(object_pngs[k] for k in more)])
-        return listing.ItemRef(subset, name, class_key, image_key, ann_tag=tag, image_tag=image_tag,
-                       ann_more=more)
-    if object_key in object_pngs:
+                               expected("an item id inside the archive (relative, no '..')", id_))
+    if class_tag is not None:
+        more = (object_key,) if object_tag is not None else ()
+        tag = class_tag if object_tag is None else f"{class_tag}|{object_tag}"
+        return listing.ItemRef(subset, name, class_key, image_key, ann_tag=tag,
+                               image_tag=image_tag, ann_more=more)
+    if object_tag is not None:
         return listing.ItemRef(subset, name, None, image_key, expected(
             f"{class_key} beside {object_key} (instances need their classes)", "none"))
-    size = _image_size(root, image_key) if image_key else None
-    if size is None:
+    got = size(image_key) if image_key else None
+    if got is None:
         return listing.ItemRef(subset, name, None, image_key, expected(
             f"{class_key} or an image in {cvat.VOC_IMAGES_DIR}/ to know the size of this "
             "item without annotations", "neither"))
-    element = (f"<image name={quoteattr(name)} width=\"{size[0]}\" height=\"{size[1]}\" />"
+    element = (f"<image name={quoteattr(name)} width=\"{got[0]}\" height=\"{got[1]}\" />"
                ).encode()
     return listing.ItemRef(subset, name, None, image_key, None, element, ann_tag="empty",
-                   image_tag=image_tag)
+                           image_tag=image_tag)
 
 
 def _image_size(root: Root, key: str) -> tuple[int, int] | None:

@@ -14,6 +14,8 @@ key whose real path (symlinks resolved) leaves the root is refused. Archive memb
 are read with a cap, so their real size counts, not the size their header declares. Object
 stores are read with one ranged GET of at most max_bytes + 1 bytes (no extra HEAD). A missing
 object still raises FileNotFoundError, and storage failures propagate (Dask retries).
+`open_read(key)` streams one object to a caller that reads it in chunks and bounds what it
+holds itself (an ImageSets list): `read`'s checks, no cap.
 
 Writes: `write_many` sends a batch of objects with one concurrent call (s3fs batches the PUTs);
 on a local filesystem it writes each file to a new temporary name beside it (O_EXCL, plain
@@ -169,6 +171,30 @@ class Root:
         got = fs.cat_ranges(paths, [0] * len(paths), [cap + 1] * len(paths), on_error="return")
         return {full[p]: _checked(fs, p, full[p], cap, data)
                 for p, data in zip(paths, got, strict=True)}
+
+    @contextmanager
+    def open_read(self, key: str) -> Iterator[IO[bytes]]:
+        """A binary file streaming one object (a large text read in chunks), without `read`'s
+        cap but with its other checks: on a local disk a regular file inside the root, in an
+        archive a file member (the archive's shared handle is locked until the block exits: read
+        nothing else of the archive inside it)."""
+        fs, base = self.fs_path
+        path = self.full(key)
+        if isinstance(fs, LocalFileSystem):
+            fd, _size = _open_local(base, path, key)
+            with os.fdopen(fd, "rb") as f:  # O_NONBLOCK: no effect on a regular file
+                yield f
+        elif isinstance(fs, ARCHIVE_FILESYSTEMS):
+            with _ARCHIVE_LOCK:
+                kind = fs.info(path).get("type", "file")  # FileNotFoundError if missing
+                if kind != "file":
+                    raise ItemError(f"{key}: Expected a file in the archive. Got a {kind} "
+                                    "instead.")
+                with fs.open(path, "rb") as f:
+                    yield f
+        else:
+            with fs.open(path, "rb") as f:
+                yield f
 
     def exists(self, key: str) -> bool:
         return self.fs.exists(self.full(key))
@@ -418,6 +444,21 @@ def link_leaves(top: str, path: str) -> bool:
 
 def _read_local(base: str, path: str, key: str, cap: int) -> bytes:
     """A regular file inside the root (its real path, links resolved), read with a cap."""
+    fd, size = _open_local(base, path, key)
+    try:
+        if size > cap:
+            raise _too_big(key, cap, f"{size} bytes")
+        data = _read_fd(fd, size, cap)  # O_NONBLOCK: no effect on a regular file
+    finally:
+        os.close(fd)
+    if len(data) > cap:
+        raise _too_big(key, cap, "a file still growing past that")
+    return data
+
+
+def _open_local(base: str, path: str, key: str) -> tuple[int, int]:
+    """(descriptor, size) of a regular file inside the root (its real path, links resolved):
+    ItemError for a link leading outside it or anything but a regular file."""
     top = _realpath_root(base)
 
     def inside(real: str) -> str:
@@ -449,14 +490,10 @@ def _read_local(base: str, path: str, key: str, cap: int) -> bytes:
         if not stat.S_ISREG(info.st_mode):
             raise ItemError(f"{key}: Expected a regular file. Got {_file_kind(info.st_mode)} "
                             "instead.")
-        if info.st_size > cap:
-            raise _too_big(key, cap, f"{info.st_size} bytes")
-        data = _read_fd(fd, info.st_size, cap)  # O_NONBLOCK: no effect on a regular file
-    finally:
+    except BaseException:
         os.close(fd)
-    if len(data) > cap:
-        raise _too_big(key, cap, "a file still growing past that")
-    return data
+        raise
+    return fd, info.st_size
 
 
 def _read_fd(fd: int, size: int, cap: int) -> bytes:
