@@ -438,7 +438,11 @@ def link_leaves(top: str, path: str) -> bool:
     """Whether the local `path` (under the root whose real path is `top`), links resolved,
     is outside the root: such a file is never read (`_read_local`) nor stat'ed by a listing
     (its size and time are not the input's to disclose)."""
-    real = os.path.realpath(path)
+    return _outside(top, os.path.realpath(path))
+
+
+def _outside(top: str, real: str) -> bool:
+    """Whether the resolved path `real` is outside the root whose real path is `top`."""
     return real != top and not real.startswith(top.rstrip(os.sep) + os.sep)
 
 
@@ -461,8 +465,8 @@ def _open_local(base: str, path: str, key: str) -> tuple[int, int]:
     ItemError for a link leading outside it or anything but a regular file."""
     top = _realpath_root(base)
 
-    def inside(real: str) -> str:
-        if link_leaves(top, real):
+    def inside(real: str) -> str:  # (resolved already: no second realpath per read)
+        if _outside(top, real):
             raise ItemError(f"{key}: Expected an input file inside the input folder. Got a "
                             "link that leads outside it instead.")
         return real
