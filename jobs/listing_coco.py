@@ -1019,6 +1019,11 @@ def _over(cap: int, rec: int, sizes: Iterable[int]) -> str:
         n += 1
         if total > cap:
             break
+    return _too_many(cap, n)
+
+
+def _too_many(cap: int, n: int) -> str:
+    """The words for an image that the `n`-th of its annotations took past `cap`."""
     return _too_big(cap, f"more ({n}+ annotations)")
 
 
@@ -1056,7 +1061,7 @@ def _joined_refs(spool: Spool, cf: _CocoFile, cats: dict[tuple[str, frozenset[An
                 anns.append(ann)
                 used.add(cid)
         if total > cap:  # the rest of the group is skipped by groupby, never held
-            yield listing.ItemRef(cf.dataset, name, cf.where, None, _too_big(
-                cap, f"more ({len(anns) + 1}+ annotations)"))
+            yield listing.ItemRef(cf.dataset, name, cf.where, None,
+                                  _too_many(cap, len(anns) + 1))
             continue
         yield _ref(cf, name, rec, (anns, used, image_key, image_tag), cats, cap)
