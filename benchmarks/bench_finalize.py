@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench_finalize.py [--items 1000000] [--formats each,all]
                                                   [--per-part 50] [--zarr-open 100000]
+                                                  [--s3 30000,100000]
 
 For each format alone and for all four at once (`--formats each,all`, or a list such as
 `cvat,zarr`), writes N synthetic manifest lines in committed parts of `--per-part` items on
@@ -11,6 +12,15 @@ finalize_export in a FRESH process and reports its seconds, CPU seconds and peak
 (`ru_maxrss` of that process: the driver's whole footprint, interpreter and imports included).
 `--zarr-open N`: a layout-2 zarr store with N item groups; `zarr.open_group` time and RSS in a
 fresh process, and the store requests to read one image's masks.
+
+`--s3 30000,100000`: the same finalize with its output on S3 (moto's S3 on loopback,
+`tests/e2e/moto_s3.py`; the parts and records preloaded into the bucket), for each size once
+with the streams' multipart policy of a30ed04 (`old`: manifest.jsonl in 16 MiB parts, every
+other stream - ClearML frames.jsonl, CVAT ImageSets lists - in s3fs's 50 MiB default) and once
+with storage's policy (`new`: every line stream in `LINES_BLOCK` parts), interleaved in one run;
+each finalize in a fresh process: its CPU seconds, RSS before finalize_export and peak RSS.
+`--formats` defaults to clearml there (the stream that grows with the items besides the
+manifest).
 
 Other benchmarks call `finalize_run(items=..., formats=..., per_part=...)` (one measured
 finalize in a fresh process, returns a dict) and `zarr_open_run(items=...)`.
@@ -107,12 +117,35 @@ def make_parts(root: Path, items: int, formats: tuple[str, ...], per_part: int =
     return n_parts
 
 
-def _finalize_step(root: str, n_parts: int, formats: tuple[str, ...]) -> dict:
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        return next(int(x.split()[1]) for x in f if x.startswith("VmRSS:")) / 1024
+
+
+def _old_policy() -> None:
+    """The streams' part sizes of a30ed04: manifest.jsonl in 16 MiB parts (LINES_BLOCK), every
+    other stream with s3fs's 50 MiB default (= ARCHIVE_BLOCK)."""
+    from jobs.manifest_store import MANIFEST_LINES
+    from jobs.storage import Root
+
+    real = Root.open_write
+
+    def open_write(self, key, *, archive=False):
+        return real(self, key, archive=archive or key != MANIFEST_LINES)
+
+    Root.open_write = open_write  # type: ignore[method-assign]
+
+
+def _finalize_step(root: str, n_parts: int, formats: tuple[str, ...], policy: str = "new"
+                   ) -> dict:
     """Runs in the fresh process: one finalize_export, measured."""
     from jobs.config import load
     from jobs.finalize import finalize_export
     from jobs.storage import Root
     from maskcore.model import ClassInfo, ClassTable
+
+    if policy == "old":
+        _old_policy()
 
     spec = load(None)
     classes = ClassTable((ClassInfo("car", (255, 0, 0), "polygon"),
@@ -124,19 +157,27 @@ def _finalize_step(root: str, n_parts: int, formats: tuple[str, ...]) -> dict:
     import logging
 
     logging.getLogger("maskjob").setLevel(logging.ERROR)  # 12 absent preview samples
+    dest = Root(root)
+    dest.exists("manifest.json")  # the filesystem opened (S3: client, credentials)
+    before = _rss_mb()
     t0, c0 = time.perf_counter(), time.process_time()
-    summary = finalize_export(dest=Root(root), n_parts=n_parts, plan_token=TOKEN,
+    summary = finalize_export(dest=dest, n_parts=n_parts, plan_token=TOKEN,
                               formats=formats, options=options, classes=classes, meta=meta)
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    sizes = {k: dest.fs.size(dest.full(k)) for k in ("manifest.jsonl", "clearml/frames.jsonl")
+             if dest.exists(k)}
     return {"items": summary.items, "failed": summary.to_dict()["failed"],
             "parts": n_parts, "seconds": round(seconds, 2), "cpu_seconds": round(cpu, 2),
+            "rss_before_mb": round(before, 1),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-            "manifest_mb": round(os.path.getsize(Path(root, "manifest.jsonl")) / 1e6, 1)}
+            "manifest_mb": round(sizes["manifest.jsonl"] / 1e6, 1),
+            "frames_mb": round(sizes.get("clearml/frames.jsonl", 0) / 1e6, 1)}
 
 
-def _fresh(*args: str) -> dict:
+def _fresh(*args: str, env: dict[str, str] | None = None) -> dict:
     out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True,
-                         check=True, env={**os.environ, "PYTHONPATH": str(ROOT)}).stdout
+                         check=True,
+                         env={**os.environ, **(env or {}), "PYTHONPATH": str(ROOT)}).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -153,6 +194,49 @@ def finalize_run(*, items: int, formats: tuple[str, ...], per_part: int = 50,
         return {"formats": "+".join(formats), "make_s": round(made, 1), **res}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------- on S3
+def s3_runs(*, sizes: list[int], formats: tuple[str, ...], per_part: int = 50,
+            workdir: str | None = None) -> list[dict]:
+    """Parts of each size preloaded into one moto server; per size, finalize_export onto S3
+    with the `old` then the `new` streams' policy, each in a fresh process; their figures."""
+    from tests.e2e.helpers import MotoServer, s3_env
+
+    tmp = tempfile.mkdtemp(prefix="bench-finalize-s3-", dir=workdir)
+    moto = None
+    try:
+        n_parts = {}
+        for n in sizes:
+            n_parts[n] = make_parts(Path(tmp, str(n)), n, formats, per_part)
+        moto = MotoServer(Path(tmp, "moto.log"),
+                          preload=tuple(f"bench/p{n}={tmp}/{n}" for n in sizes)).start(600)
+        env = {**s3_env(moto.endpoint), "AWS_EC2_METADATA_DISABLED": "true"}
+        out = []
+        for n in sizes:
+            for policy in ("old", "new"):
+                res = _fresh("--step", "finalize", "--root", f"s3://bench/p{n}",
+                             "--parts", str(n_parts[n]), "--formats", ",".join(formats),
+                             "--policy", policy, env=env)
+                out.append({"formats": "+".join(formats), "policy": policy, **res})
+        return out
+    finally:
+        if moto is not None:
+            moto.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _print_s3(runs: list[dict]) -> None:
+    print("| formats | items | streams' part size | finalize CPU s | RSS before | "
+          "driver peak RSS | peak - before | manifest.jsonl | frames.jsonl |")
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|")
+    for r in runs:
+        label = ("old: manifest 16 MiB, others 50 MiB" if r["policy"] == "old"
+                 else "new: every line stream 16 MiB")
+        print(f"| {r['formats']} | {r['items']:,} | {label} | {r['cpu_seconds']:.1f} | "
+              f"{r['rss_before_mb']:.0f} MB | {r['peak_rss_mb']:.0f} MB | "
+              f"{r['peak_rss_mb'] - r['rss_before_mb']:.0f} MB | {r['manifest_mb']:.0f} MB | "
+              f"{r['frames_mb']:.0f} MB |", flush=True)
 
 
 # ---------------------------------------------------------------------------- zarr open
@@ -229,9 +313,19 @@ def main() -> None:
     ap.add_argument("--step", choices=["finalize", "zarr-open"])
     ap.add_argument("--root")
     ap.add_argument("--parts", type=int)
+    ap.add_argument("--s3", help="item counts (e.g. 30000,100000): finalize onto moto's S3, "
+                                 "old vs new streams' part sizes")
+    ap.add_argument("--policy", choices=["old", "new"], default="new")
+    ap.add_argument("--workdir", help="where the parts are made (default: the temp folder)")
     a = ap.parse_args()
     if a.step == "finalize":
-        print(json.dumps(_finalize_step(a.root, a.parts, tuple(a.formats.split(",")))))
+        print(json.dumps(_finalize_step(a.root, a.parts, tuple(a.formats.split(",")),
+                                        a.policy)))
+        return
+    if a.s3:
+        formats = ("clearml",) if a.formats == "each,all" else tuple(a.formats.split(","))
+        _print_s3(s3_runs(sizes=[int(x) for x in a.s3.split(",")], formats=formats,
+                          per_part=a.per_part, workdir=a.workdir))
         return
     if a.step == "zarr-open":
         print(json.dumps(_zarr_open_step(a.root)))

@@ -165,10 +165,10 @@ class FencedRoot(Root):
             self._check()
         super().write_many(objects)
 
-    def open_write(self, key: str, *, block_size: int | None = None
+    def open_write(self, key: str, *, archive: bool = False
                    ) -> AbstractContextManager[IO[bytes]]:
         self._check()
-        return super().open_write(key, block_size=block_size)
+        return super().open_write(key, archive=archive)
 
     def move(self, src: str, dst: str) -> None:
         self._check()

@@ -34,8 +34,7 @@ import logging
 import os
 import stat
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager
-from typing import IO, Any, cast
+from typing import Any, cast
 
 import msgspec
 
@@ -58,20 +57,6 @@ from .storage import Root
 log = logging.getLogger("maskjob")
 
 _DECODE = msgspec.json.Decoder(FinalEntry).decode
-
-
-# Multipart block of the merged manifest.jsonl on object stores: the writer holds up to one
-# block and copies it for the upload, so s3fs's 50 MiB default cost the driver ~+170 MB once
-# the file passed 50 MB (~50k items); 16 MiB costs ~+70 MB and still takes 160 GB of lines
-# (10,000 parts: ~160M items). Format outputs (archives, zips) keep s3fs's 50 MiB (500 GB).
-MANIFEST_BLOCK = 16 * 2**20
-
-
-def open_output(dest: Root, key: str, *, block_size: int | None = None
-                ) -> AbstractContextManager[IO[bytes]]:
-    """A binary file to stream one large object into (`Root.open_write`: a reader never sees
-    half an object)."""
-    return dest.open_write(key, block_size=block_size)
 
 
 def _read_local(path: str) -> bytes | None:
@@ -126,7 +111,7 @@ def finalize_io(dest: Root, summary: Summary) -> FinalizeIO:
         read=dest.read,
         read_many=lambda keys, missing_ok=False: _read_many(dest, keys, missing_ok),
         write_many=dest.write_many,
-        open_output=lambda key: open_output(dest, key),
+        open_output=dest.open_write,
         problem=problem,
         exists=dest.exists,
         delete=dest.delete,
@@ -183,7 +168,7 @@ def finalize_export(*, dest: Root, n_parts: int, plan_token: str, formats: Seque
     details: dict[str, Any] = {}  # format -> what its finalizer records (manifest.json)
     failure: BaseException | None = None
     record_formats = [f for f in formats if FORMATS[f].PART_RECORDS]
-    with open_output(dest, MANIFEST_LINES, block_size=MANIFEST_BLOCK) as merged:
+    with dest.open_write(MANIFEST_LINES) as merged:  # lines: storage's LINES_BLOCK parts
         try:
             for f in formats:
                 own = dataclasses.replace(io, record=lambda d, f=f: details.__setitem__(f, d))

@@ -215,6 +215,13 @@ def _no_io(what: str) -> None:
     raise NotImplementedError(f"this FinalizeIO cannot {what}")
 
 
+class OpenOutput(Protocol):
+    """`FinalizeIO.open_output`: a stream of lines by default, `archive=True` for an archive."""
+
+    def __call__(self, key: str, *, archive: bool = False
+                 ) -> AbstractContextManager[IO[bytes]]: ...
+
+
 @dataclass(frozen=True)
 class FinalizeIO:
     """The I/O a finalizer may do, supplied by jobs/ (keys are relative to the output root):
@@ -223,8 +230,11 @@ class FinalizeIO:
     read_many(keys, missing_ok) -> {key: bytes}   one concurrent call; with `missing_ok`,
                                                   keys that do not exist are left out
     write_many({key: bytes})                      one concurrent call
-    open_output(key) -> context manager of a binary file to stream one large object into
-                                                  (committed on normal exit, discarded on error)
+    open_output(key, archive=False) -> context manager of a binary file to stream one large
+                                                  object into (committed on normal exit,
+                                                  discarded on error); `archive=True` for an
+                                                  archive (zip, tar): bigger multipart parts
+                                                  than a line stream (storage's policy)
     problem(message)                              report something finalize could not do
                                                   (listed in manifest.json; never raises)
     exists(key) -> bool, delete(keys), move(src, dst)   for outputs whose keys vary between
@@ -236,7 +246,7 @@ class FinalizeIO:
     read: Callable[[str], bytes]
     read_many: Callable[[list[str], bool], dict[str, bytes]]
     write_many: Callable[[Mapping[str, bytes]], None]
-    open_output: Callable[[str], AbstractContextManager[IO[bytes]]]
+    open_output: OpenOutput
     problem: Callable[[str], None]
     exists: Callable[[str], bool] = lambda key: False
     delete: Callable[[list[str]], None] = lambda keys: None

@@ -439,16 +439,16 @@ def box_polygon(xtl: float, ytl: float, xbr: float, ybr: float, rotation: float)
 
 
 def _plain_runs(raw: str, area: int) -> np.ndarray | None:
-    """'n1,n2,...' of ASCII digits (a trailing ',' allowed) adding up to `area`, parsed by
-    numpy in one C pass; None otherwise. Every value is checked <= area before the sum, and
-    their count is the number of pieces (the text was read to its end): nothing wraps."""
+    """'n1,n2,...' of ASCII digits adding up to `area`, parsed by numpy in one C pass; None
+    otherwise (an empty piece - leading, doubled or trailing ',' - included: `_checked_runs`
+    fails it). Every value is checked <= area before the sum, and their count is the number
+    of pieces (the text was read to its end): nothing wraps."""
     if not (raw.isascii() and raw.replace(",", "").isdigit()) or ",," in raw or \
-            raw.startswith(","):
+            raw.startswith(",") or raw.endswith(","):
         return None
     counts = np.fromstring(raw, dtype=np.int64, sep=",")
-    if counts.size != raw.count(",") + 1 - raw.endswith(",") or \
-            counts.size * max(area, 1) >= 1 << 62 or int(counts.max()) > area or \
-            int(counts.sum()) != area:
+    if counts.size != raw.count(",") + 1 or counts.size * max(area, 1) >= 1 << 62 or \
+            int(counts.max()) > area or int(counts.sum()) != area:
         return None
     return counts
 
@@ -456,18 +456,19 @@ def _plain_runs(raw: str, area: int) -> np.ndarray | None:
 def _checked_runs(raw: str, area: int, where: str) -> np.ndarray:
     """`rle` runs as Python ints, checked (non-negative, adding up to `area`) before numpy
     sees them: a total that would wrap int64 never reaches `np.repeat`. Each piece between
-    commas is read by `int` as CVAT/datumaro read it (`int(x) for x in rle.split(',')`):
-    blanks around a number pass ("1, 2" - what CVAT writes), blanks inside one ("0 1") fail
-    the item (removing them read '01'); empty pieces (a trailing ',') are skipped as before."""
+    commas is read by `int` as CVAT's importer reads it (`map(int, rle.split(','))`): blanks
+    around a number pass ("1, 2" - what CVAT writes), blanks inside one ("0 1") fail the item
+    (removing them read '01'), and so does an empty piece ("1,,2", ",1", "1,2,", ""), which
+    fails CVAT's import of the file."""
+    pieces = raw.split(",")
     try:
-        pieces = raw.split(",")
-        try:
-            runs = list(map(int, pieces))  # no empty pieces: one C-level pass
-        except ValueError:
-            runs = [int(v) for v in pieces if v]
+        runs = list(map(int, pieces))  # one C-level pass
     except ValueError:
-        raise ItemError(expected("'rle' as comma-separated integers", raw[:60]),
-                        where=where) from None
+        empty = next((n for n, v in enumerate(pieces, 1) if not v.strip()), 0)
+        what = "'rle' as comma-separated integers"
+        if empty:
+            what += f" (piece {empty} of {len(pieces)} is empty; CVAT's importer fails on it)"
+        raise ItemError(expected(what, raw[:60]), where=where) from None
     if runs and min(runs) < 0:
         raise ItemError(expected("non-negative run lengths in 'rle'", min(runs)), where=where)
     total = sum(runs)  # exact: Python ints never wrap

@@ -339,7 +339,7 @@ class SubsetListsFinalizer:
         self.pngs: list[str] = []
         self.renamed: dict[str, str] = {}  # dataset -> its subset, where they differ
         if opts.zip:
-            self._zctx = io.open_output(paths.join(NAME, ZIP_NAME))
+            self._zctx = io.open_output(paths.join(NAME, ZIP_NAME), archive=True)
             self.zip = zipfile.ZipFile(self._zctx.__enter__(), "w", zipfile.ZIP_STORED)
 
     def take(self, entry: FinalEntry) -> None:

@@ -394,8 +394,8 @@ class ArchiveFinalizer:
                  mtime: int | None = None) -> None:
         self.opts, self.io = opts, io
         split = opts.archive_split
-        self.sink = PieceSink(lambda n: io.open_output(archive_key(opts, n if split else None)),
-                              split=split)
+        self.sink = PieceSink(lambda n: io.open_output(archive_key(opts, n if split else None),
+                                                       archive=True), split=split)
         self.tar = TarStream(self.sink, mtime=int(time.time()) if mtime is None else mtime)
         self.dirs: set[str] = set()  # folders of datasets and their sub-folders
         self.item_dirs: list[str] = []  # folders inside those, of the last item(s)

@@ -282,3 +282,35 @@ def test_datumaro_imports_our_output_strictly(exports):
         mine = sorted([classes[lab.class_index].name, k + 1, int(lab.geometry.mask.sum())]
                       for k, lab in enumerate(item.labels) if hasattr(lab.geometry, "mask"))
         assert anns == mine, key
+
+
+def test_a_mask_rle_with_an_empty_piece_fails_its_item_alone(tmp_path):
+    """A task whose annotations.xml has masks with an empty rle piece (doubled, leading,
+    trailing ',': CVAT's importer does int() on each piece and fails) among good items: each
+    of those items fails with its name and the reason in the manifest, everything else
+    exports (the fixture's items, and a good mask item written the same way)."""
+    task = tmp_path / "task"
+    shutil.copytree(TASK, task)
+    bad = {"rle_double.jpg": ("1,,2,5", "piece 2 of 4"), "rle_lead.jpg": (",3,5", "piece 1 of 3"),
+           "rle_trail.jpg": ("3,5,", "piece 3 of 3")}
+    rles = {**{k: v[0] for k, v in bad.items()}, "rle_good.jpg": "3,5"}
+    images = "".join(
+        f'  <image id="{10 + n}" name="{name}" width="4" height="2">\n'
+        f'    <mask label="car" source="manual" occluded="0" rle="{rle}" left="0" top="0" '
+        f'width="4" height="2" z_order="0">\n    </mask>\n  </image>\n'
+        for n, (name, rle) in enumerate(rles.items()))
+    xml = task / "annotations.xml"
+    xml.write_text(xml.read_text().replace("</annotations>", images + "</annotations>"))
+    for name in rles:
+        cv2.imwrite(str(task / "images" / name), np.zeros((2, 4, 3), np.uint8))
+    out = tmp_path / "out"
+    assert export(task, out, "--set", "cvat.instance_overflow=wrap") == 1
+    items = manifest(out)
+    for name, (_, piece) in bad.items():
+        assert items[name]["status"] == "failed", name
+        assert f"{piece} is empty; CVAT's importer fails on it" in items[name]["error"], name
+        assert not (out / "cvat/SegmentationClass" / name.replace(".jpg", ".png")).exists()
+    good = {k: v for k, v in items.items() if k not in bad}
+    assert len(good) == 6 and all(v["status"] != "failed" for v in good.values()), good
+    mask = pixels(out / "cvat/SegmentationClass/rle_good.png")
+    assert (mask.reshape(-1, 3).any(axis=1) == np.array([0, 0, 0, 1, 1, 1, 1, 1], bool)).all()

@@ -8,6 +8,7 @@ grow with the number of items."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import tracemalloc
@@ -64,7 +65,7 @@ def frame_ids(out: Path) -> list[str]:
     return [json.loads(x)["id"] for x in (out / "clearml/frames.jsonl").read_text().splitlines()]
 
 
-def run_finalize(out: Path, n_parts: int, formats=ALL, **sets):
+def run_finalize(out: Path | str, n_parts: int, formats=ALL, **sets):
     spec = load(None, sets=[f"{k}={v}" for k, v in sets.items()], formats=formats)
     meta = {"formats": list(formats), "output": {"url": str(out)}, "input": {},
             "classes": [{"index": 1, "name": "car", "color": [255, 0, 0]},
@@ -311,34 +312,64 @@ def test_a_failed_pass_commits_no_partial_cvat_zip(tmp_path):
     assert not (out / "manifest.json").exists()
 
 
-def test_the_merged_manifest_is_opened_with_its_own_multipart_block(tmp_path, monkeypatch):
-    """manifest.jsonl grows with the items: it streams in MANIFEST_BLOCK parts (the driver
-    holds one block and its upload copy), the format outputs keep the store's default."""
-    commit(tmp_path, [[entry("a", "x1.png")]])
-    opened: dict[str, int | None] = {}
+LINE_STREAMS = ("manifest.jsonl", "clearml/frames.jsonl", "cvat/ImageSets/Segmentation/a.txt")
+ARCHIVES = ("cvat/segmentation_mask_1.1.zip", "supervisely/project.tar")
+STREAM_SETS = {"cvat.zip": "true", "supervisely.archive": "tar"}
+
+
+def spy_blocks(monkeypatch) -> dict[str, int | None]:
+    """key -> multipart part size of the file `Root.open_write` really yielded (s3fs's
+    S3File.blocksize; None on a local disk)."""
+    seen: dict[str, int | None] = {}
     real = Root.open_write
 
-    def spy(self, key, *, block_size=None):
-        opened[key] = block_size
-        return real(self, key, block_size=block_size)
+    @contextlib.contextmanager
+    def spy(self, key, *, archive=False):
+        with real(self, key, archive=archive) as f:
+            seen[key] = getattr(f, "blocksize", None)
+            yield f
 
     monkeypatch.setattr(Root, "open_write", spy)
-    run_finalize(tmp_path, 1)
-    assert opened.pop("manifest.jsonl") == fin_mod.MANIFEST_BLOCK == 16 * 2**20
-    assert opened and set(opened.values()) == {None}  # e.g. clearml/frames.jsonl
+    return seen
+
+
+def test_every_stream_of_the_driver_says_whether_it_is_an_archive(tmp_path, monkeypatch):
+    """Line streams (manifest, frames, subset lists) get storage's LINES_BLOCK, archives its
+    ARCHIVE_BLOCK: the policy is storage's, the formats only say what they stream."""
+    from jobs import storage
+
+    commit(tmp_path, [[entry("a", "x1.png")]])
+    kinds: dict[str, bool] = {}
+    real_open = Root.open_write
+
+    def open_spy(self, key, *, archive=False):
+        kinds[key] = archive
+        return real_open(self, key, archive=archive)
+
+    monkeypatch.setattr(Root, "open_write", open_spy)
+    run_finalize(tmp_path, 1, **STREAM_SETS)
+    assert kinds == {**dict.fromkeys(LINE_STREAMS, False), **dict.fromkeys(ARCHIVES, True)}
+    assert storage.stream_block(archive=False) == storage.LINES_BLOCK == 16 * 2**20
+    assert storage.stream_block(archive=True) == storage.ARCHIVE_BLOCK == 50 * 2**20
 
 
 @pytest.mark.s3
-def test_a_stream_on_s3_is_uploaded_in_parts_of_its_block(s3_bucket):
-    """On a real S3 endpoint (moto), 40 MiB streamed with MANIFEST_BLOCK arrive as one
-    object of three parts (its multipart ETag says so), equal to what was written."""
+def test_on_s3_line_streams_upload_in_16_mib_parts_and_archives_in_50(s3_bucket, tmp_path,
+                                                                       monkeypatch):
+    """A real finalize on moto: every stream's s3fs file has storage's part size, and 20 MiB
+    of ClearML frames (one partition's records) arrive as one object of two parts - its
+    multipart ETag says so; s3fs's 50 MiB default would have sent one PUT."""
     from tests.e2e.helpers import new_fs
 
-    root = Root(f"s3://{s3_bucket}/out")
-    line = b"x" * 1023 + b"\n"
-    with fin_mod.open_output(root, "m.jsonl", block_size=fin_mod.MANIFEST_BLOCK) as f:
-        for _ in range(40 * 1024):
-            f.write(line)
-    info = new_fs().info(f"{s3_bucket}/out/m.jsonl")
-    assert info["size"] == 40 * 2**20
-    assert info["ETag"].strip('"').endswith("-3")
+    commit(tmp_path, [[entry("a", "x1.png")], [entry("a", "x2.png")]])
+    line = b'{"id":"a/' + b"x" * 1012 + b'"}\n'  # 1 KiB
+    (tmp_path / records_key("clearml", 0, TOKEN)).write_bytes(line * (20 * 1024))
+    fs = new_fs()
+    fs.put(str(tmp_path) + "/", f"{s3_bucket}/out", recursive=True)
+    seen = spy_blocks(monkeypatch)
+    run_finalize(f"s3://{s3_bucket}/out", 2, **STREAM_SETS)
+    assert seen == {**dict.fromkeys(LINE_STREAMS, 16 * 2**20),
+                    **dict.fromkeys(ARCHIVES, 50 * 2**20)}
+    info = fs.info(f"{s3_bucket}/out/clearml/frames.jsonl")
+    assert info["size"] == 20 * 2**20 + len(b'{"id": "a/x2.png"}\n')  # + partition 1's frame
+    assert info["ETag"].strip('"').endswith("-2")

@@ -213,11 +213,31 @@ def test_mask_runs_that_do_not_add_up_fail_however_large(rle):
             parse(body)
 
 
-def test_mask_runs_with_blanks_and_empty_pieces_parse_like_plain_ones():
+def test_mask_runs_with_blanks_parse_like_plain_ones():
     plain = parse('<mask label="car" rle="1,2,1" left="3" top="4" width="2" height="2"/>')
-    for rle in ("1, 2, 1", "1,2,1,", "1,,2,1", ",1,2,1", "+1,2,1", "\u0661,2,1", "01,2,1"):
+    for rle in ("1, 2, 1", " 1 ,2,1\t", "+1,2,1", "\u0661,2,1", "01,2,1"):
         got = parse(f'<mask label="car" rle="{rle}" left="3" top="4" width="2" height="2"/>')
         assert np.array_equal(got.labels[0].geometry.mask, plain.labels[0].geometry.mask)
+
+
+@pytest.mark.parametrize("rle, piece", [
+    ("1,,2,1", "piece 2 of 4"), (",1,2,1", "piece 1 of 4"), ("1,2,1,", "piece 4 of 4"),
+    ("", "piece 1 of 1"), (",", "piece 1 of 2"), ("1, ,2,1", "piece 2 of 4"),
+    ("1,2,1,,", "piece 4 of 5"),
+])
+def test_mask_runs_with_an_empty_piece_fail_the_item_as_cvat_fails_the_file(rle, piece,
+                                                                           monkeypatch):
+    """CVAT's importer reads `map(int, rle.split(','))`: an empty piece raises there. The runs
+    add up to the box (the pieces were skipped before), and the numpy pass and the careful
+    parse give the same error."""
+    body = f'<mask label="car" rle="{rle}" left="3" top="4" width="2" height="2"/>'
+    with pytest.raises(ItemError, match=f"{piece} is empty; CVAT's importer fails on it"
+                       ) as fast:
+        parse(body)
+    monkeypatch.setattr(cvat, "_plain_runs", lambda raw, area: None)
+    with pytest.raises(ItemError) as careful:
+        parse(body)
+    assert str(careful.value) == str(fast.value)
 
 
 def test_bad_image_elements_fail_the_item():

@@ -49,13 +49,15 @@ class Store:
     def __init__(self) -> None:
         self.objects: dict[str, bytes] = {}
         self.opened: list[str] = []
+        self.archives: list[bool] = []  # open_output's archive flag, per opened key
         self.discarded: list[str] = []
         self.problems: list[str] = []
         self.recorded: list[dict] = []
 
     @contextlib.contextmanager
-    def open_output(self, key):
+    def open_output(self, key, *, archive=False):
         self.opened.append(key)
+        self.archives.append(archive)
         buf = io.BytesIO()
         try:
             yield buf
@@ -293,6 +295,7 @@ def test_split_pieces_concatenate_to_the_tar_and_stale_names_go():
     assert keys == [f"supervisely/project.tar.{i:03d}" for i in range(1, n + 1)]
     assert b"".join(store.objects[k] for k in keys) == tar  # same mtime: same bytes
     assert [p["key"] for p in store.recorded[-1]["archive"]["pieces"]] == keys
+    assert store.archives == [True] * n  # every piece streams in storage's archive parts
 
 
 def test_a_tar_that_fits_in_one_piece_is_named_like_an_unsplit_tar():

@@ -117,7 +117,7 @@ def local_io(root: Path, problems: list[str]) -> FinalizeIO:
                 or (root / k).is_file()}
 
     @contextmanager
-    def open_output(key):
+    def open_output(key, *, archive=False):
         (root / key).parent.mkdir(parents=True, exist_ok=True)
         with open(root / key, "wb") as f:
             yield f
