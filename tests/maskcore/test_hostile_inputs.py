@@ -536,3 +536,16 @@ print([(l.class_index, l.geometry.mask.shape) for l in item.labels])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip() == \
         "[(0, (5000, 5000)), (0, (5000, 5000)), (1, (5000, 10000))]"
+
+
+def test_a_sixteen_bit_mask_png_is_refused_from_its_header_before_decoding():
+    """A 10000 x 10000 16-bit RGBA class PNG of zeros is 3.5 MB; OpenCV decoded it (800 MB, a
+    1.6 GB peak) before its dtype was refused. The IHDR's bit depth refuses it: here its pixel
+    data is not even deflate, so only a refusal that never decodes names the bit depth."""
+    ihdr = struct.pack(">IIBBBBB", 10000, 10000, 16, 6, 0, 0, 0)
+    data = b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + ihdr + \
+        struct.pack(">I", zlib.crc32(b"IHDR" + ihdr)) + b"\x00\x00\x00\x04IDATjunk\x00\x00\x00\x00"
+    classes = cvat.parse_labelmap_classes(b"background:0,0,0::\ncar:255,0,0::\n")
+    with pytest.raises(ItemError, match=r"8-bit mask PNG\. Got '16-bit samples"):
+        cvat.parse_mask_item(data, classes, dataset="d", name="a.png", image_key=None,
+                             ann_key=None, limits=DEFAULT_LIMITS)
