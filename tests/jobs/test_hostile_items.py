@@ -34,3 +34,18 @@ def test_a_one_pixel_object_is_blended_into_the_human_mask(project, tmp_path):
     human = cv2.imread(str(out / "supervisely" / "ds" / "masks_human" / "dot.png"))
     want = (image[7, 5].astype(np.uint16) + np.array((0, 0, 255))) >> 1  # car is #FF0000
     assert human[7, 64 + 5].tolist() == want.tolist()
+
+
+def test_a_meta_of_more_classes_than_a_machine_mask_holds_exits_2_before_any_work(
+        project, tmp_path, capsys):
+    """70,000 classes in meta.json: every item failed with 'png takes 2-D uint8/uint16 ...
+    Got uint32' (the class index map outgrew 16 bits); now one line before any work."""
+    classes = [{"title": f"c{i}", "shape": "rectangle", "color": "#%06X" % (i + 1)}
+               for i in range(70_000)]
+    p = project(classes)
+    p.add("ds", "a.png", [rect("c69999", 1, 1, 5, 5)])
+    out = tmp_path / "out"
+    assert export(p.root, out) == 2
+    err = capsys.readouterr().err
+    assert "supervisely.masks_machine" in err and "at most 65535 classes" in err
+    assert not out.exists()
