@@ -28,7 +28,7 @@ from maskcore.encode import decode_image, png_bilevel
 from maskcore.errors import InputError, ItemError, expected, shown
 from maskcore.formats import coco, cvat, supervisely
 from maskcore.limits import DEFAULT_LIMITS, Budget, Limits, image_header_size, load_json
-from maskcore.model import ClassInfo, ClassTable, Item, Label, Rectangle
+from maskcore.model import ClassInfo, ClassTable, Item, Label, Polygon, Polyline, Rectangle
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -549,3 +549,21 @@ def test_a_sixteen_bit_mask_png_is_refused_from_its_header_before_decoding():
     with pytest.raises(ItemError, match=r"8-bit mask PNG\. Got '16-bit samples"):
         cvat.parse_mask_item(data, classes, dataset="d", name="a.png", image_key=None,
                              ann_key=None, limits=DEFAULT_LIMITS)
+
+
+@pytest.mark.parametrize("shape", ["polygon", "line"])
+def test_opencv_shapes_are_charged_for_the_rows_they_span_before_they_are_drawn(shape):
+    """fillPoly visits every edge on every row it spans: 80,000 points zigzagging down an
+    8000-row image ran for minutes (a million points are allowed); polylines walk every
+    segment's pixels. Both are charged with their window before OpenCV is called."""
+    n, side = 80_000, 8000
+    pts = np.stack([np.linspace(0, side - 1, n), np.tile([0, side - 1], n // 2)], 1)
+    geometry = Polygon(pts.astype(np.int64), ()) if shape == "polygon" else \
+        Polyline(pts.astype(np.int64))
+    item = Item("d", "a", side, side, (Label(0, geometry),))
+    t = time.process_time()
+    with pytest.raises(ItemError, match=r"limits\.max_shape_pixels"):
+        rasterize.render(item, SLY_CLASSES, max_pixels=DEFAULT_LIMITS.max_shape_pixels)
+    assert time.process_time() - t < 2.0
+    small = Item("d", "a", side, side, (Label(0, Polygon(pts[:200].astype(np.int64), ())),))
+    assert rasterize.render(small, SLY_CLASSES, max_pixels=DEFAULT_LIMITS.max_shape_pixels)[0]
