@@ -75,9 +75,11 @@ def blend_cumulative(canvas: np.ndarray, stamps: Sequence[Stamp], colors: Sequen
         region = canvas[s.window]
         if region.size == 0:
             continue
-        if s.alpha is None and len(s.colors) == 1:
+        if s.alpha is None and len(s.colors) == 1 and region.shape[:2] != (1, 1):
             # one colour: floor((a + b) / 2) = (a & b) + ((a ^ b) >> 1) in uint8, by OpenCV on
-            # the window (~6x faster than painting a copy and averaging in uint16)
+            # the window (~6x faster than painting a copy and averaging in uint16). A 1x1
+            # window is left to numpy: OpenCV's binding reads its 3 values as a vector, the
+            # 4-tuple as another, and returns a (4, 1) float64 array
             bgr = _bgr(c if s.colors[0] is None else s.colors[0])
             scalar = (int(bgr[0]), int(bgr[1]), int(bgr[2]), 0)
             half = cv2.bitwise_xor(region, scalar)

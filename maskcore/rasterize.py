@@ -165,7 +165,8 @@ def _opencv_stamp(index: int, g: Geometry, item: Item, thickness: int,
     if box is None:
         return None
     left, top, right, bottom = box
-    charge((bottom - top + 1) * (right - left + 1))
+    rows, cols = bottom - top + 1, right - left + 1
+    charge(rows * cols + _opencv.draw_steps(g, thickness, rows, cols))
     colors: tuple[RGB | None, ...] = (None,)
     part_value = None
     dtype = np.uint8

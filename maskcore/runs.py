@@ -165,7 +165,7 @@ def polygon_runs(polygons: Sequence[Sequence[np.ndarray]], width: int, height: i
     return out
 
 
-_GRID = 5  # pycocotools' rleFrPoly traces the boundary on a grid 5x finer than the pixels
+_GRID = _coco.GRID
 
 
 def _traced_runs(polygons: Sequence[np.ndarray], width: int, height: int
@@ -391,6 +391,8 @@ def render_runs(item: Item, classes: ClassTable, *, max_pixels: int | None = Non
                 if isinstance(lab.geometry, CocoPolygon | Rectangle)}
     boxes = dict(zip(polygons, _coco.window_boxes(list(polygons.values()), item.width,
                                                   item.height), strict=True))
+    costs = dict(zip(polygons, _coco.trace_bytes(list(polygons.values()), item.width),
+                     strict=True))
     charge = WindowBudget(max_pixels)
     out: list[Runs | None] = [None] * len(item.labels)
     drawn: list[int] = []
@@ -400,7 +402,7 @@ def render_runs(item: Item, classes: ClassTable, *, max_pixels: int | None = Non
             box = boxes[i]
             if box is not None:
                 left, top, right, bottom = box
-                charge((right - left + 1) * (bottom - top + 1))
+                charge((right - left + 1) * (bottom - top + 1) + costs[i])
                 drawn.append(i)
             continue
         g = item.labels[i].geometry

@@ -734,12 +734,12 @@ def _decode_png(data: bytes, budget: Budget, where: str) -> np.ndarray:
         raise ItemError(expected("a PNG", f"{len(data)} bytes that are not one"),
                         where=where) from None
     check_image_size(w, h, budget.limits, what=where)  # like an image: not a shape's cost
+    if data[24] == 16:  # IHDR's bit depth, before decoding: 16-bit RGBA is 8 bytes a pixel
+        raise ItemError(expected("an 8-bit mask PNG", "16-bit samples (datumaro would wrap "
+                                 "them to 8 bits)"), where=where)
     arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if arr is None:
         raise ItemError(expected("a decodable PNG", "corrupt data"), where=where)
-    if arr.dtype != np.uint8:
-        raise ItemError(expected("an 8-bit mask PNG", f"{arr.dtype} samples (datumaro would "
-                                 "wrap them to 8 bits)"), where=where)
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[:, :, 0]
     if arr.ndim == 3 and arr.shape[2] not in (3, 4):

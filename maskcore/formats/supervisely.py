@@ -187,13 +187,13 @@ def _points(v: object, budget: Budget, where: str, minimum: int) -> np.ndarray:
     if len(v) < minimum:
         raise ItemError(expected(f"at least {minimum} points", f"{len(v)} points"), where=where)
     budget.points(len(v), "a shape", where)  # before numpy converts them
-    try:  # fast path: one numpy conversion for the whole ring
-        arr = np.asarray(v, dtype=np.float64)
-    except (TypeError, ValueError):
+    try:  # fast path: one numpy conversion for the whole ring, numbers only ('1' is text:
+        arr = np.asarray(v)  # the SDK's math.floor refuses it, float64 would parse it)
+    except (TypeError, ValueError, OverflowError):
         arr = None
     # one reduction: NaN and infinities fail the comparison too (then the slow path names them)
-    if (arr is not None and arr.ndim == 2 and arr.shape[1] == 2 and arr.size
-            and np.abs(arr).max() <= limits.max_coordinate):
+    if (arr is not None and arr.dtype.kind in "iuf" and arr.ndim == 2 and arr.shape[1] == 2
+            and arr.size and np.abs(arr).max() <= limits.max_coordinate):
         return np.floor(arr).astype(np.int64)
     # slow path, point by point, for a message that names what is wrong
     return np.array([_xy(p, limits, where) for p in v], dtype=np.int64).reshape(-1, 2)

@@ -66,6 +66,7 @@ from .supervisely import MACHINE_COLOR_FILE, META_FILE, SEMANTIC_COLOR_FILE
 NAME = "supervisely"
 HUMAN_STYLES = ("app", "dtl")
 GREEN_BGR = np.array((0, 255, 0), np.uint8)
+MAX_MACHINE_CLASSES = 65535  # class indices 1..65535 in a 16-bit PNG (0 is background)
 
 
 @dataclass(frozen=True)
@@ -161,7 +162,13 @@ class SuperviselyOptions:
         return opts
 
     def check_classes(self, classes: ClassTable, prefix: str) -> None:
-        """Colour maps may only name classes of the input (checked before any work)."""
+        """Colour maps may only name classes of the input, and app-style machine masks (class
+        index per pixel) need a PNG sample to hold every index (checked before any work)."""
+        if self.masks_machine and not self.dtl and len(classes) > MAX_MACHINE_CLASSES:
+            raise ConfigError(expected(f"at most {MAX_MACHINE_CLASSES} classes for machine "
+                                       "masks (class index per pixel in a 16-bit PNG)",
+                                       f"{len(classes)} classes"),
+                              key=f"{prefix}.masks_machine")
         names = set(classes.names())
         for k, mapping in (("gt_machine_color", self.gt_machine_color),
                            ("gt_human_color", self.gt_human_color)):

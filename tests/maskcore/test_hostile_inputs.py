@@ -23,12 +23,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from maskcore import rasterize
+from maskcore import rasterize, runs
 from maskcore.encode import decode_image, png_bilevel
 from maskcore.errors import InputError, ItemError, expected, shown
 from maskcore.formats import coco, cvat, supervisely
 from maskcore.limits import DEFAULT_LIMITS, Budget, Limits, image_header_size, load_json
-from maskcore.model import ClassInfo, ClassTable, Item, Label, Rectangle
+from maskcore.model import ClassInfo, ClassTable, Item, Label, Polygon, Polyline, Rectangle
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -303,6 +303,22 @@ def test_coco_rle_boxes_share_the_pixel_budget():
         coco_item(full, count=3, limits=Limits(max_shape_pixels=20000))
 
 
+@pytest.mark.parametrize("parts", [
+    [[0.0, 0.0, 1999.0, 1.0, 0.0, 2.0] * 1300],  # one part: ~1300 column crossings an edge
+    [[1.0, 1.0, 1e6, 1.0, 1.0, 1e6]] * 1000,  # pycocotools walks 5e6 grid steps an edge
+])
+def test_coco_polygons_long_for_their_points_are_charged_before_they_are_traced(parts):
+    """The coco rule's trace grows with the edges' lengths: a few thousand points zigzagging
+    across the image took gigabytes (a 1000-part polygon far outside it: minutes in C)."""
+    t = time.process_time()
+    item = coco_item(parts, width=2000, height=2000)
+    with pytest.raises(ItemError, match=r"limits\.max_shape_pixels"):
+        runs.render_runs(item, COCO_CLASSES, max_pixels=DEFAULT_LIMITS.max_shape_pixels)
+    assert time.process_time() - t < 5.0
+    small = coco_item([[0.0, 0.0, 1999.0, 1.0, 0.0, 2.0] * 30], width=2000, height=2000)
+    assert runs.render_runs(small, COCO_CLASSES, max_pixels=DEFAULT_LIMITS.max_shape_pixels)
+
+
 def test_coco_file_nested_too_deep_is_an_input_error_not_a_crash():
     doc = {"images": [], "annotations": [], "categories": []}
     data = json.dumps(doc).encode()[:-1] + b', "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
@@ -467,6 +483,13 @@ item = Item("d", "a", 10000, 10000, tuple(Label(1, Rectangle(0, 0, 9999, 9999))
                                           for _ in range(50)))
 refused("opencv full-frame rectangles", lambda: rasterize.render(
     item, SLY_CLASSES, max_pixels=DEFAULT_LIMITS.max_shape_pixels))
+zigzag = np.stack([np.tile([0, 1999], 4000), np.linspace(0, 1999, 8000)], 1).ravel()
+item = Item("d", "a", 2000, 2000, (Label(0, CocoPolygon((zigzag,))),))
+refused("coco 8000-point zigzag (1.7 GB traced)", lambda: rasterize.render(
+    item, COCO_CLASSES, rule="coco", max_pixels=DEFAULT_LIMITS.max_shape_pixels))
+item = Item("d", "a", 2000, 2000, (Label(0, CocoPolygon((zigzag, zigzag[:6]))),))
+refused("coco 2-part zigzag (pycocotools)", lambda: rasterize.render(
+    item, COCO_CLASSES, rule="coco", max_pixels=DEFAULT_LIMITS.max_shape_pixels))
 raw = b'{"size": {"width": 4, "height": 4}, "objects": [], "x": [' + b"[]," * 11_000_000 + b"[]]}"
 refused("json of 11M empty lists", lambda: sly_item([], raw=raw))
 print("done")
@@ -479,7 +502,7 @@ def test_hostile_inputs_fail_within_a_capped_address_space(tmp_path):
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           timeout=240, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    assert proc.stdout.count("refused") == len(HUGE) + 6 and "done" in proc.stdout
+    assert proc.stdout.count("refused") == len(HUGE) + 8 and "done" in proc.stdout
 
 
 # ---------------------------------------------------------------------------- Segmentation Mask
@@ -513,3 +536,34 @@ print([(l.class_index, l.geometry.mask.shape) for l in item.labels])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip() == \
         "[(0, (5000, 5000)), (0, (5000, 5000)), (1, (5000, 10000))]"
+
+
+def test_a_sixteen_bit_mask_png_is_refused_from_its_header_before_decoding():
+    """A 10000 x 10000 16-bit RGBA class PNG of zeros is 3.5 MB; OpenCV decoded it (800 MB, a
+    1.6 GB peak) before its dtype was refused. The IHDR's bit depth refuses it: here its pixel
+    data is not even deflate, so only a refusal that never decodes names the bit depth."""
+    ihdr = struct.pack(">IIBBBBB", 10000, 10000, 16, 6, 0, 0, 0)
+    data = b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + ihdr + \
+        struct.pack(">I", zlib.crc32(b"IHDR" + ihdr)) + b"\x00\x00\x00\x04IDATjunk\x00\x00\x00\x00"
+    classes = cvat.parse_labelmap_classes(b"background:0,0,0::\ncar:255,0,0::\n")
+    with pytest.raises(ItemError, match=r"8-bit mask PNG\. Got '16-bit samples"):
+        cvat.parse_mask_item(data, classes, dataset="d", name="a.png", image_key=None,
+                             ann_key=None, limits=DEFAULT_LIMITS)
+
+
+@pytest.mark.parametrize("shape", ["polygon", "line"])
+def test_opencv_shapes_are_charged_for_the_rows_they_span_before_they_are_drawn(shape):
+    """fillPoly visits every edge on every row it spans: 80,000 points zigzagging down an
+    8000-row image ran for minutes (a million points are allowed); polylines walk every
+    segment's pixels. Both are charged with their window before OpenCV is called."""
+    n, side = 80_000, 8000
+    pts = np.stack([np.linspace(0, side - 1, n), np.tile([0, side - 1], n // 2)], 1)
+    geometry = Polygon(pts.astype(np.int64), ()) if shape == "polygon" else \
+        Polyline(pts.astype(np.int64))
+    item = Item("d", "a", side, side, (Label(0, geometry),))
+    t = time.process_time()
+    with pytest.raises(ItemError, match=r"limits\.max_shape_pixels"):
+        rasterize.render(item, SLY_CLASSES, max_pixels=DEFAULT_LIMITS.max_shape_pixels)
+    assert time.process_time() - t < 2.0
+    small = Item("d", "a", side, side, (Label(0, Polygon(pts[:200].astype(np.int64), ())),))
+    assert rasterize.render(small, SLY_CLASSES, max_pixels=DEFAULT_LIMITS.max_shape_pixels)[0]

@@ -77,7 +77,8 @@ def test_cumulative_blend_equals_paint_then_average_on_windows_of_a_view():
               Stamp(5, 2, 2, rng.integers(0, 3, (6, 6)).astype(np.uint8),
                     colors=((1, 2, 3), None)),
               Stamp(6, 4, 3, np.ones((5, 5), np.uint8),
-                    alpha=rng.integers(0, 256, (5, 5)).astype(np.uint8))]
+                    alpha=rng.integers(0, 256, (5, 5)).astype(np.uint8)),
+              Stamp(7, 9, 9, np.ones((1, 1), np.uint8))]  # cv2 returned (4, 1) float64
     colors = [tuple(int(v) for v in rng.integers(0, 256, 3)) for _ in stamps]
     image = rng.integers(0, 256, (h, w, 3)).astype(np.uint8)
     both = np.concatenate([image, image], axis=1)

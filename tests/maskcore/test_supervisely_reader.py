@@ -111,6 +111,10 @@ def test_point_and_graph_outside_are_dropped():
      b' "points": {"exterior": [[NaN, 1], [5, 1], [5, 5]], "interior": []}}]}', "finite"),
     (ann(poly_obj([[1e12, 1], [5, 1], [5, 5]])), "coordinate within"),
     (ann(poly_obj("oops")), "list of [x, y] points"),
+    # numbers written as text: the SDK's math.floor refuses them (numpy's float64 parsed them)
+    (ann(poly_obj([["1", "2"], [5, 1], [5, 5]])), "Expected a number. Got '1' instead"),
+    (ann({"classTitle": "box", "tags": [], "points": {"exterior": [["1e2", 1], [5, 5]]}}),
+     "Expected a number"),
     (ann(w=0, h=80), "width to be a positive integer"),
     (ann(w=200000, h=200000), "image width <= 65535"),
     (ann({"classTitle": "box", "geometryType": "polygon", "tags": [],
