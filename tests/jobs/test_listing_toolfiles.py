@@ -1,0 +1,117 @@
+"""The input listings on files WRITTEN by real datumaro (1.13.12): messy names (spaces, '(',
+unicode NFC/NFD, astral and fullwidth characters, names whose byte / code point / natural orders
+differ, dots, a leading dot, nested folders, case pairs, 200-character names, one stem with two
+extensions in two subsets), three subsets, images without annotations, polygons, crowd RLE
+masks, boxes, groups, an image with 300 instances and 300 labels.
+
+Inputs: tests/data/toolfiles/ (`tests/oracles/run_datumaro_oracle.sh --toolfiles`, items in
+CVAT's default lexicographical frame order). A larger set (3000 items) is written at test time
+when the oracle venv exists, skipped otherwise. For each file: which path the listing takes
+(COCO's in-order merge, the CVAT XML's in-order spool), and that the refs (every field), count
+and warnings equal those of the careful path (SQLite join / sorted index)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from jobs import listing_coco, listing_cvat
+from jobs.listing import list_input
+from jobs.storage import Root
+from tests.jobs.test_listing_coco import both
+
+REPO = Path(__file__).resolve().parents[2]
+DATA = REPO / "tests/data/toolfiles"
+VENV = Path(os.environ.get("MASKJOB_ORACLE_CACHE", Path.home() / ".cache/maskjob")) / \
+    "datumaro-1.13.12"
+
+
+def staged(src: Path, dst: Path) -> Path:
+    """A copy of a generated set with every image file it names (the listings read keys only)."""
+    shutil.copytree(src / "coco", dst / "coco")
+    shutil.copytree(src / "cvat", dst / "cvat")
+    for line in (src / "images.txt").read_text(encoding="utf-8").splitlines():
+        key = line.split("\t")[0]
+        for top in ("coco/images", "cvat/images"):
+            (dst / top / key).parent.mkdir(parents=True, exist_ok=True)
+            (dst / top / key).write_bytes(b"x")
+    return dst
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory) -> Path:
+    return staged(DATA, tmp_path_factory.mktemp("toolfiles"))
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory) -> Path:
+    if not (VENV / "bin/python").exists():
+        pytest.skip(f"no datumaro oracle venv at {VENV}")
+    out = tmp_path_factory.mktemp("toolfiles_big")
+    subprocess.run(["nice", "-n", "10", "bash", str(REPO / "tests/oracles/run_datumaro_oracle.sh"),
+                    "--toolfiles", "--items", "3000", "--out", str(out / "gen")],
+                   check=True, capture_output=True)
+    return staged(out / "gen", out / "staged")
+
+
+def cvat_listing(url: Path, monkeypatch, *, careful: bool) -> tuple[object, ...]:
+    """(refs, count, whether the items were spooled in order) of a CVAT XML listing;
+    `careful` marks them out of order from the first item (sorted index)."""
+    rows, ordered = listing_cvat._task_rows, []
+
+    def spy(root, key, found, by_file, order):
+        if careful:
+            order[0] = False
+        yield from rows(root, key, found, by_file, order)
+        ordered.append(order[0])
+
+    with monkeypatch.context() as m:
+        m.setattr(listing_cvat, "_task_rows", spy)
+        with list_input(Root(str(url)), "cvat") as got:
+            return got.refs, got.count, all(ordered)
+
+
+def orders(url: Path, monkeypatch) -> dict[str, dict[str, bool]]:
+    """`_CocoFile.increasing` of each file of a COCO listing, by dataset."""
+    load, seen = listing_coco._CocoFile.load, {}
+
+    def spy(self, spool):
+        n = load(self, spool)
+        seen[self.dataset] = dict(self.increasing)
+        return n
+
+    with monkeypatch.context() as m:
+        m.setattr(listing_coco._CocoFile, "load", spy)
+        with list_input(Root(str(url)), "coco") as got:
+            assert got.count
+    return seen
+
+
+@pytest.mark.parametrize("which", ["small", "big"])
+def test_datumaro_coco_equals_the_join(which, request, monkeypatch):
+    root = request.getfixturevalue(which)
+    refs, count, _root, warnings, merged = both(root / "coco", monkeypatch)
+    assert count == len(refs) and not [r.problem for r in refs if r.problem]
+    assert {r.dataset for r in refs} == {"train", "val", "test (hold-out)"}
+    assert warnings == []
+    got = orders(root / "coco", monkeypatch)
+    # datumaro writes the images in frame order (names increase) with image ids 1, 2, ...
+    # over the subsets, but keyed by item id: val's `img.png` (item `img`) takes its id
+    # first, so train's `img.jpg` repeats that smaller id and train's ids do not increase
+    if which == "small":
+        assert got["train"] == {"idk": False, "stem": False, "name": True, "ann": False}
+        assert got["val"]["idk"] and got["val"]["ann"]
+    # names with a character below '.' after another's stem ('img (1).jpg' < 'img.jpg' but
+    # 'img' < 'img (1)') reverse the stems' order
+    assert all(o["name"] and not o["stem"] for o in got.values())
+    assert not merged
+
+
+def test_datumaro_cvat_xml_equals_the_sorted_index(small, monkeypatch):
+    fast = cvat_listing(small / "cvat", monkeypatch, careful=False)
+    careful = cvat_listing(small / "cvat", monkeypatch, careful=True)
+    assert fast[:2] == careful[:2]
