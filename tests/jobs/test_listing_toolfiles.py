@@ -96,17 +96,18 @@ def test_datumaro_coco_equals_the_join(which, request, monkeypatch):
     root = request.getfixturevalue(which)
     refs, count, _root, warnings, merged = both(root / "coco", monkeypatch)
     assert count == len(refs) and not [r.problem for r in refs if r.problem]
-    assert {r.dataset for r in refs} == {"train", "val", "test (hold-out)"}
+    assert {r.dataset for r in refs} == {"train", "val", "test (hold-out)", "train-extra"}
     assert warnings == []
     got = orders(root / "coco", monkeypatch)
     # datumaro writes the images in frame order (names increase) with image ids 1, 2, ...
-    # over the subsets, but keyed by item id: val's `img.png` (item `img`) takes its id
-    # first, so train's `img.jpg` repeats that smaller id and train's ids do not increase
-    # stems compared as `stem + "."` (the names' order): 'img (1).jpg' before 'img.jpg' is
+    # over the subsets, but keyed by item id: train's `img.jpg` (item `img`) takes its id
+    # first, so val's `img.png` repeats that smaller id and val's ids do not increase.
+    # Stems compared as `stem + "."` (the names' order): 'img (1).jpg' before 'img.jpg' is
     # in order; 'a.b.jpg' before 'a.jpg' (stems 'a.b' > 'a') is not
     if which == "small":
-        assert got["train"] == {"idk": False, "stem": False, "name": True, "ann": False}
-        assert all(got["val"].values()) and all(got["test (hold-out)"].values())
+        assert got["val"] == {"idk": False, "stem": True, "name": True, "ann": False}
+        assert got["train"] == {"idk": True, "stem": False, "name": True, "ann": True}
+        assert all(got["train-extra"].values())
     assert all(o["name"] for o in got.values())
     assert merged == any(all(o.values()) for o in got.values())
 

@@ -10,7 +10,8 @@ order (lexicographical: Python `sorted` of the file names) and image ids are dat
 unicode (NFC/NFD, astral, fullwidth), names whose byte / code point / natural orders differ,
 dots, nested folders, case pairs, 200-character names, the same stem with two extensions (in
 two subsets: datumaro's item id is the name without its extension, so one subset cannot hold
-both). Annotations: polygons, RLE masks, crowd masks, boxes, groups, an image with 300
+both). Subsets whose `<subset>.xml` names sort unlike the subsets ('train-extra.xml' <
+'train.xml', 'train' < 'train-extra'). Annotations: polygons, RLE masks, crowd masks, boxes, groups, an image with 300
 instances, 300 labels, images with no annotation. Deterministic for a given --items.
 
 Default output: tests/data/toolfiles/ (committed, small). `images.txt` lists every image file
@@ -32,7 +33,7 @@ import datumaro as dm
 import numpy as np
 
 N_LABELS = 300
-SUBSETS = ["train", "val", "test (hold-out)"]
+SUBSETS = ["train", "val", "test (hold-out)", "train-extra"]
 BASES = ["a", "a b", "a-b", "a.b", "a.b.c", "img (1)", "img", "img2", "img10", "Img", "IMG",
          "cat", "Cat", "é", "e\u0301", "\u03a9", "\U0001f600", "\uff21", "z", "_x", "~y",
          "v1.0/a", "sub/dir/deep/x", "sub/dir/x y", "sub/é", "0", "00", "1e3",
