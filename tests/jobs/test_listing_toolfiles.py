@@ -18,8 +18,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
-from jobs import listing_coco, listing_cvat
+from jobs import listing, listing_coco, listing_cvat
 from jobs.listing import list_input
 from jobs.storage import Root
 from tests.jobs.test_listing_coco import both
@@ -56,6 +57,16 @@ def big(tmp_path_factory) -> Path:
                     "--toolfiles", "--items", "3000", "--out", str(out / "gen")],
                    check=True, capture_output=True)
     return staged(out / "gen", out / "staged")
+
+
+@pytest.fixture(scope="module")
+def voc(tmp_path_factory) -> Path:
+    if not (VENV / "bin/python").exists():
+        pytest.skip(f"no datumaro oracle venv at {VENV}")
+    out = tmp_path_factory.mktemp("toolfiles_voc") / "gen"
+    subprocess.run(["nice", "-n", "10", "bash", str(REPO / "tests/oracles/run_datumaro_oracle.sh"),
+                    "--toolfiles", "--voc", "--out", str(out)], check=True, capture_output=True)
+    return out
 
 
 def cvat_listing(url: Path, monkeypatch, *, careful: bool) -> tuple[object, ...]:
@@ -116,3 +127,46 @@ def test_datumaro_cvat_xml_equals_the_sorted_index(small, monkeypatch):
     fast = cvat_listing(small / "cvat", monkeypatch, careful=False)
     careful = cvat_listing(small / "cvat", monkeypatch, careful=True)
     assert fast[:2] == careful[:2] and fast[2] and not careful[2]
+
+
+def test_datumaro_segmentation_mask_listing(voc):
+    """datumaro's `voc_segmentation` (CVAT's Segmentation mask 1.1 exporter): every listed id is
+    an item of its subset, named `<id>.png`, with its two PNGs; an id without masks (no
+    annotation, boxes only, or a name with a leading space) fails for want of a size until its
+    image is in JPEGImages/."""
+    lists = {p.stem: p.read_text(encoding="utf-8").splitlines()
+             for p in (voc / "voc/ImageSets/Segmentation").glob("*.txt")}
+    # datumaro writes the id ' 74' as it is, and reads it (as maskjob does) stripped: '74',
+    # whose PNGs do not exist (SegmentationClass/ 74.png does)
+    want = sorted((s, i.strip() + ".png") for s, ids in lists.items() for i in ids)
+    assert any(i != i.strip() for ids in lists.values() for i in ids)
+    sizes = {}
+    for line in (voc / "images.txt").read_text("utf-8").splitlines():
+        key, h, w = line.split("\t")
+        subset, _, name = key.partition("/")
+        sizes[f"{subset}/{name.rsplit('.', 1)[0].strip()}"] = (int(w), int(h))
+
+    def listed() -> list[listing.ItemRef]:
+        with list_input(Root(str(voc / "voc")), "cvat") as got:
+            assert got.count == len(want)
+            return got.refs
+
+    refs = listed()
+    assert sorted((r.dataset, r.name) for r in refs) == want
+    bare = []
+    for r in refs:
+        key = r.name[:-4]
+        if (voc / "voc/SegmentationClass" / r.name).exists():
+            assert r.problem is None and r.ann_key == f"SegmentationClass/{r.name}"
+            assert r.ann_more == (f"SegmentationObject/{r.name}",)
+            with Image.open(voc / "voc" / r.ann_key) as im:
+                assert im.size == sizes[f"{r.dataset}/{key}"]
+        else:
+            assert "to know the size of this item without annotations" in r.problem
+            bare.append((r.dataset, key))
+    assert bare
+    for ds, key in bare:  # the images CVAT would have exported with them
+        path = voc / "voc/JPEGImages" / (key + ".jpg")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", sizes[f"{ds}/{key}"]).save(path)
+    assert [r.problem for r in listed() if r.problem] == []

@@ -11,8 +11,12 @@ unicode (NFC/NFD, astral, fullwidth), names whose byte / code point / natural or
 dots, nested folders, case pairs, 200-character names, the same stem with two extensions (in
 two subsets: datumaro's item id is the name without its extension, so one subset cannot hold
 both). Subsets whose `<subset>.xml` names sort unlike the subsets ('train-extra.xml' <
-'train.xml', 'train' < 'train-extra'). Annotations: polygons, RLE masks, crowd masks, boxes, groups, an image with 300
-instances, 300 labels, images with no annotation. Deterministic for a given --items.
+'train.xml', 'train' < 'train-extra'). Annotations: polygons, RLE masks, crowd masks, boxes,
+groups, an image with 300 instances, 300 labels, images with no annotation. Deterministic
+for a given --items.
+
+`--voc` adds `voc/`, datumaro's `voc_segmentation` (label_map "source": a labelmap without
+colours, background first; ids without a mask are listed but get no PNG).
 
 Default output: tests/data/toolfiles/ (committed, small). `images.txt` lists every image file
 with its size, for the test to create.
@@ -126,6 +130,9 @@ def main() -> None:
         (out / "cvat").mkdir()
         for xml in sorted((Path(tmp) / "cvat").glob("*.xml")):
             shutil.copy(xml, out / "cvat" / xml.name)
+        if "--voc" in argv:  # PNGs: too big to commit, written at test time only
+            ds.export(str(out / "voc"), "voc_segmentation", save_media=False,
+                      label_map="source")
     (out / "images.txt").write_text("".join(f"{k}\t{h}\t{w}\n" for k, h, w in images),
                                     encoding="utf-8")
     info = {"generator": f"tests/oracles/run_datumaro_oracle.sh --toolfiles --items {n}",
