@@ -14,11 +14,12 @@ which Python's json and pycocotools accept) is loaded whole. Images and annotati
 listing's on-disk spool, SQLite joins them per image, and each item's `ann_inline` is its own
 small JSON (`{"image", "annotations" in file order, "categories" it uses}`, what
 `coco.parse_item` reads), built when the refs are streamed. A file whose records are plain
-(`_plain_images` / `_plain_anns`) and in order - file names, their stems and integer image
-ids increasing, annotations' image ids never decreasing, as CVAT and most tools export - skips
-the join: its decoded blocks are stored as they are (msgpack, one spool row per block) and its
-refs come from one merge of them with the images folder's listing in key order
-(`_sorted_refs`), the same refs the join gives (tests/jobs/test_listing_coco.py). Per-image
+(`_plain_images` / `_plain_anns`) and in order - file names, their stems (as `stem + "."`:
+the names' order) and integer image ids increasing, annotations' image ids never decreasing,
+as CVAT and most tools export - skips the join: its decoded blocks are stored as they are
+(msgpack, one spool row per block) and its refs come from one merge of them with the images
+folder's listing in key order (`_sorted_refs`), the same refs the join gives
+(tests/jobs/test_listing_coco.py, tests/jobs/test_listing_toolfiles.py). Per-image
 problems (no id, duplicate id, file name or output stem - the stem rule is `Item.stem` -, a
 name that could escape) fail that image alone; annotations naming no image are counted and
 logged. An images folder inside another one of the run is listed once (with the outer one).
@@ -608,6 +609,9 @@ def _encoded_all(values: list[Any]) -> list[bytes] | None:
         return None
 
 
+_STEM_ORDER = operator.add
+
+
 def _plain_images(cf: _CocoFile, records: list[Any]
                   ) -> tuple[list[str], list[Any], list[bytes], list[str]] | None:
     """(file names, ids, record JSONs, stems) of a decoded block, built by maps in C, when
@@ -628,7 +632,10 @@ def _plain_images(cf: _CocoFile, records: list[Any]
         return None
     stems = list(map(listing.stem, names))
     _increasing(cf, "idk", ids if kinds == {int} else None)
-    _increasing(cf, "stem", stems)
+    # stems compared as `stem + "."`, the order their names sort in: 'img (1).jpg' comes
+    # before 'img.jpg' (datumaro's / CVAT's frame order), 'img (1).' before 'img.' too, while
+    # 'img (1)' > 'img'; strictly increasing, they are still all different
+    _increasing(cf, "stem", list(map(_STEM_ORDER, stems, itertools.repeat("."))))
     _increasing(cf, "name", names)
     return names, ids, texts, stems
 

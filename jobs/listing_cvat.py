@@ -58,7 +58,8 @@ XML_HEAD = 1 << 12  # bytes read to tell a CVAT XML (an <annotations> root) from
 
 def _xml_files(root: Root) -> list[str]:
     """datumaro's layout: `<subset>.xml` files at the top of INPUT, each holding <annotations>
-    (one listing of the top level only)."""
+    (one listing of the top level only), in subset order: `_task_rows` then finds the items of
+    files datumaro wrote in order ('train.xml' before 'train-extra.xml')."""
     fs, path = root.fs_path
     try:
         found = fs.ls(path, detail=True)
@@ -66,8 +67,8 @@ def _xml_files(root: Root) -> list[str]:
         return []
     keys = sorted(posixpath.basename(f["name"].rstrip("/")) for f in found
                   if f.get("type") == "file")
-    return [k for k in keys if k.lower().endswith(".xml") and not k.startswith(".")
-            and listing.is_utf8(k) and _is_cvat_xml(root, k)]
+    return sorted((k for k in keys if k.lower().endswith(".xml") and not k.startswith(".")
+                   and listing.is_utf8(k) and _is_cvat_xml(root, k)), key=lambda k: k[:-4])
 
 
 def _is_cvat_xml(root: Root, key: str) -> bool:

@@ -107,6 +107,25 @@ def test_in_order_file_is_merged_and_equals_the_join(tmp_path, monkeypatch):
     assert json.loads(by["\uff21.jpg"].ann_inline)["annotations"] == []
 
 
+@pytest.mark.parametrize(("names", "merged"), [
+    # CVAT / datumaro frame order: a name with ' ', '(' or '-' after a stem sorts before it
+    (["img (1).jpg", "img-2.png", "img.jpg", "img_3.jpg", "sub/x y.jpg", "sub/x.jpg"], True),
+    (["a.b.c", "a.jpg"], False),  # stems 'a.b' > 'a': the names' order is not theirs
+    (["a", "a b.jpg"], False),  # a name without extension: "a b." < "a."
+    (["img (1).jpg", "img.jpg", "img.png"], False),  # the same stem: the second fails
+    (["a", "a.jpg"], False),
+])
+def test_names_in_order_with_stems_out_of_order(tmp_path, monkeypatch, names, merged):
+    doc = coco_doc(names, list(range(1, len(names) + 1)), [(1, 3), (2, 4)])
+    write(tmp_path / "instances_x.json", doc)
+    touch(tmp_path, *[f"images/{n}" for n in names])
+    refs, count, *_rest, got = both(tmp_path, monkeypatch, block=64)
+    assert got is merged and count == len(names)
+    assert [r.name for r in refs] == names
+    failed = [r.name for r in refs if r.problem]
+    assert failed == ([names[-1]] if len({name_stem(n) for n in names}) < len(names) else [])
+
+
 @pytest.mark.parametrize("seed", range(60))
 def test_random_layouts_equal_the_join(tmp_path, monkeypatch, seed):
     """Ids, names and annotations in order or not, repeated, string, missing; orphans

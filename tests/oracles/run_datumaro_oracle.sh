@@ -8,6 +8,9 @@
 #   tests/oracles/run_datumaro_oracle.sh --setup-only        # just create the venv
 #   tests/oracles/run_datumaro_oracle.sh --fidelity          # files datumaro WRITES + goldens
 #                                                            # (datumaro_fidelity.py, issue 12)
+#   tests/oracles/run_datumaro_oracle.sh --toolfiles [--items N] [--out DIR]
+#                                                            # messy-named COCO / CVAT XML files
+#                                                            # datumaro writes (datumaro_toolfiles.py)
 #
 # datumaro lives in its own cached venv, never in maskjob's:
 # $MASKJOB_ORACLE_CACHE/datumaro-1.13.12 (default ~/.cache/maskjob/datumaro-1.13.12), created on
@@ -25,12 +28,14 @@ PY="${PYTHON:-python3}"
 rebuild_fixture=0
 setup_only=0
 fidelity=0
+toolfiles=0
 args=()
 for a in "$@"; do
   case "$a" in
     --rebuild-fixture) rebuild_fixture=1 ;;
     --setup-only) setup_only=1 ;;
     --fidelity) fidelity=1 ;;
+    --toolfiles) toolfiles=1 ;;
     *) args+=("$a") ;;
   esac
 done
@@ -57,5 +62,8 @@ fi
 cd "$HERE"
 if [ "$fidelity" = 1 ]; then
   exec "$VENV/bin/python" datumaro_fidelity.py --repo "$REPO"
+fi
+if [ "$toolfiles" = 1 ]; then
+  exec "$VENV/bin/python" datumaro_toolfiles.py --repo "$REPO" ${args[@]+"${args[@]}"}
 fi
 exec "$VENV/bin/python" datumaro_oracle.py --repo "$REPO" ${args[@]+"${args[@]}"}

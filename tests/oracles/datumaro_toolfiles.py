@@ -1,0 +1,146 @@
+"""Files WRITTEN by real datumaro (1.13.12) at scale, for the listings' fast paths: runs ONLY in
+the oracle venv (`run_datumaro_oracle.sh --toolfiles [--items N] [--out DIR]`), never in
+maskjob's.
+
+Builds one datumaro dataset with messy names and lets datumaro write it as `coco_instances`,
+`cvat` (CVAT for images 1.1, `<subset>.xml`) and `voc_segmentation` (what CVAT's Segmentation
+mask 1.1 export runs), without media. The items of each subset are in CVAT's default frame
+order (lexicographical: Python `sorted` of the file names) and image ids are datumaro's own
+(1, 2, ... over all subsets, as CVAT exports a task). Names: spaces and '(' (sort before '.'),
+unicode (NFC/NFD, astral, fullwidth), names whose byte / code point / natural orders differ,
+dots, nested folders, case pairs, 200-character names, the same stem with two extensions (in
+two subsets: datumaro's item id is the name without its extension, so one subset cannot hold
+both). Subsets whose `<subset>.xml` names sort unlike the subsets ('train-extra.xml' <
+'train.xml', 'train' < 'train-extra'). Annotations: polygons, RLE masks, crowd masks, boxes,
+groups, an image with 300 instances, 300 labels, images with no annotation. Deterministic
+for a given --items.
+
+`--voc` adds `voc/`, datumaro's `voc_segmentation` (label_map "source": a labelmap without
+colours, background first; ids without a mask are listed but get no PNG).
+
+Default output: tests/data/toolfiles/ (committed, small). `images.txt` lists every image file
+with its size, for the test to create.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import shutil
+import sys
+import tempfile
+from importlib import metadata
+from pathlib import Path
+
+import datumaro as dm
+import numpy as np
+
+N_LABELS = 300
+SUBSETS = ["train", "val", "test (hold-out)", "train-extra"]
+BASES = ["a", "a b", "a-b", "a.b", "a.b.c", "img (1)", "img", "img2", "img10", "Img", "IMG",
+         "cat", "Cat", "é", "e\u0301", "\u03a9", "\U0001f600", "\uff21", "z", "_x", "~y",
+         "v1.0/a", "sub/dir/deep/x", "sub/dir/x y", "sub/é", "0", "00", "1e3",
+         "L" * 200, "q'r", "x,y"]
+
+
+def names(n: int, rnd: random.Random) -> list[str]:
+    out = [b + ".jpg" for b in BASES]
+    while len(out) < n:
+        b = rnd.choice(BASES[:-3]) if rnd.random() < 0.5 else ""
+        sep = rnd.choice(["", " ", "_", "-", ".", "/"])
+        ext = rnd.choice([".jpg", ".jpg", ".png", ".JPG", ".jpeg"])
+        out.append(f"{b}{sep}{len(out)}{ext}".lstrip("/"))
+    return out[:n]
+
+
+def annotations(rnd: random.Random, k: int, h: int, w: int) -> list[dm.Annotation]:
+    anns: list[dm.Annotation] = []
+    kinds = rnd.randrange(5)
+    if kinds == 0:
+        return anns  # an image with no annotation
+    for j in range(rnd.randrange(1, 6)):
+        label = rnd.randrange(N_LABELS)
+        x, y = rnd.uniform(0, w - 8), rnd.uniform(0, h - 8)
+        kind = rnd.randrange(5)
+        group = rnd.choice([0, 0, 1, 2])
+        if kind == 0:
+            anns.append(dm.Polygon([x, y, x + 7.25, y + 0.5, x + 3.5, y + 6.75], label=label,
+                                   group=group, id=j))
+        elif kind == 1:
+            anns.append(dm.Bbox(x, y, rnd.uniform(1, 8), rnd.uniform(1, 8), label=label,
+                                group=group, id=j))
+        else:
+            m = np.zeros((h, w), np.uint8)
+            m[int(y):int(y) + 5, int(x):int(x) + 6] = 1
+            m[int(y) + 2, int(x) + 2] = 0
+            anns.append(dm.Mask(m, label=label, group=group, id=j,
+                                attributes={"is_crowd": kind == 4}))
+    return anns
+
+
+def many(h: int, w: int) -> list[dm.Annotation]:
+    """300 instances in one image (one per label): boxes and polygons."""
+    out: list[dm.Annotation] = []
+    for i in range(300):
+        x, y = (i * 7) % (w - 4), (i * 3) % (h - 4)
+        if i % 2:
+            out.append(dm.Bbox(x, y, 3, 3, label=i, id=i))
+        else:
+            out.append(dm.Polygon([x, y, x + 3, y, x + 3, y + 3], label=i, id=i))
+    return out
+
+
+def dataset(n: int) -> tuple[dm.Dataset, list[tuple[str, int, int]]]:
+    rnd = random.Random(n)
+    files = names(n, rnd)
+    by_subset: dict[str, list[str]] = {s: [] for s in SUBSETS}
+    for i, f in enumerate(files):
+        by_subset[SUBSETS[i % len(SUBSETS)]].append(f)
+    by_subset["val"].append("img.png")  # the stem of train's img.jpg (another subset)
+    items, images = [], []
+    for subset in SUBSETS:
+        for name in sorted(by_subset[subset]):  # CVAT's default (lexicographical) frame order
+            h, w = rnd.choice([(24, 32), (30, 40), (48, 64)])
+            anns = many(h, w) if name == "img2.jpg" else annotations(rnd, len(items), h, w)
+            stem, _ext = name.rsplit(".", 1)
+            media = dm.Image.from_file(path=f"/nonexistent/{subset}/{name}", size=(h, w))
+            items.append(dm.DatasetItem(id=stem, subset=subset, annotations=anns, media=media))
+            images.append((f"{subset}/{name}", h, w))
+    cats = dm.LabelCategories.from_iterable([f"c{i:03d}" for i in range(N_LABELS)])
+    return dm.Dataset.from_iterable(items, categories={dm.AnnotationType.label: cats}), images
+
+
+def main() -> None:
+    logging.disable(logging.WARNING)  # the CVAT writer warns of every is_crowd attribute
+    argv = sys.argv
+    repo = Path(argv[argv.index("--repo") + 1]) if "--repo" in argv else \
+        Path(__file__).resolve().parents[2]
+    n = int(argv[argv.index("--items") + 1]) if "--items" in argv else 150
+    out = Path(argv[argv.index("--out") + 1]) if "--out" in argv else \
+        repo / "tests/data/toolfiles"
+    ds, images = dataset(n)
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        ds.export(str(Path(tmp) / "coco"), "coco_instances", save_media=False)
+        ds.export(str(Path(tmp) / "cvat"), "cvat", save_media=False)
+        shutil.copytree(Path(tmp) / "coco" / "annotations", out / "coco" / "annotations")
+        (out / "cvat").mkdir()
+        for xml in sorted((Path(tmp) / "cvat").glob("*.xml")):
+            shutil.copy(xml, out / "cvat" / xml.name)
+        if "--voc" in argv:  # PNGs: too big to commit, written at test time only
+            ds.export(str(out / "voc"), "voc_segmentation", save_media=False,
+                      label_map="source")
+    (out / "images.txt").write_text("".join(f"{k}\t{h}\t{w}\n" for k, h, w in images),
+                                    encoding="utf-8")
+    info = {"generator": f"tests/oracles/run_datumaro_oracle.sh --toolfiles --items {n}",
+            "datumaro": metadata.version("datumaro"), "numpy": np.__version__,
+            "items": len(images)}
+    (out / "ORACLE.json").write_text(json.dumps(info, indent=2) + "\n")
+    print(out)
+
+
+if __name__ == "__main__":
+    main()
