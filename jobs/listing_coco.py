@@ -408,6 +408,8 @@ class _CocoFile:
         self.encode = _json
         self.cats: list[Any] = []
         self.by_id: dict[Any, str] = {}
+        self.cat_json: list[bytes] = []
+        self.cat_at: dict[Any, int] = {}
         self.first: str | None = None
         self.prefix = ""  # of image keys: the images folder relative to `Listing.image_root`
         self.orphans = 0
@@ -485,6 +487,11 @@ class _CocoFile:
                 "categories of a sane nesting depth", "RecursionError")) from None
         self.classes = coco.parse_classes(doc)  # validates ids and names (InputError)
         self.by_id = {c["id"]: c["name"] for c in self.cats}
+        # each category's `[id, name]` JSON, and its position by its id as an item's
+        # `used` ids may hold it (as decoded, or as the anns table keeps it: `_cid_column`)
+        self.cat_json = [_dumps(pair).encode() for pair in self.by_id.items()]
+        self.cat_at = {key: k for k, cid in enumerate(self.by_id)
+                       for key in (cid, _cid_column(cid))}
         return count
 
     def _check_categories(self) -> None:
@@ -985,8 +992,9 @@ def _ref(cf: _CocoFile, name: str, rec: bytes,
     if got is None:
         if len(cats) > 4096:
             cats.clear()
-        got = cats[ckey] = _dumps([[cid, cname] for cid, cname in cf.by_id.items()
-                                   if cid in used or _cid_column(cid) in used]).encode()
+        at = cf.cat_at  # the categories used, in file order: a lookup per id used
+        got = cats[ckey] = b"[" + b",".join(map(cf.cat_json.__getitem__, sorted(
+            {at[cid] for cid in used if cid in at}))) + b"]"
     inline = b"".join((b'{"image":', rec, b',"annotations":[', b",".join(anns),
                        b'],"categories":', got, b"}"))
     if len(inline) > cap:  # its categories tipped it over
