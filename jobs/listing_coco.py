@@ -54,6 +54,7 @@ from maskcore.formats import coco
 from maskcore.limits import DEFAULT_LIMITS, Limits
 
 from . import listing
+from .runs import Runs
 from .spool import Spool
 from .storage import Root, common_path, norm_path, rel_path
 
@@ -422,6 +423,7 @@ class _CocoFile:
         # block is plain and in order (`in_order`), see `_sorted_refs`
         self.blocks = True
         self.stored = False  # some block was stored
+        self.anns: Runs | None = None  # (image id key, category id, JSON) of rows, by key
 
     @property
     def in_order(self) -> bool:
@@ -449,7 +451,7 @@ class _CocoFile:
                 spool.insert(IMAGES_SQL, _image_block_rows(
                     self, (first, _unpack(ids), texts, _unpack(stems)), seq))
             else:
-                spool.insert(ANNS_SQL, _ann_block_rows(self, (_unpack(ids), first, texts), seq))
+                self.ann_rows(spool, _ann_block_rows((_unpack(ids), first, texts)))
         spool.execute("DELETE FROM blocks WHERE ds = ?", (self.dataset,))
 
     def _store(self, spool: Spool, kind: int, *, seq: int, ids: list[int], first: list[Any],
@@ -473,8 +475,10 @@ class _CocoFile:
                 f.seek(at)
                 count = self._load_fast(spool, _Sections(f, self.where))
         except _Slow:
-            for table in ("images", "anns", "blocks"):
+            for table in ("images", "blocks"):
                 spool.execute(f"DELETE FROM {table} WHERE ds = ?", (self.dataset,))
+            if self.anns is not None:
+                self.anns.clear()
             self.cats, self.orphans, self.first = [], 0, None
             self.increasing = dict.fromkeys(ORDERS, False)
             self.blocks = self.stored = False
@@ -520,14 +524,14 @@ class _CocoFile:
                 plain = _plain_anns(self, elements)
                 if plain is None:
                     self._unordered(spool)
-                    spool.insert(ANNS_SQL, _ann_rows(self, elements, seq[key]))
+                    self.ann_rows(spool, _ann_rows(self, elements))
                 elif self.in_order and self.blocks:
                     ids, cids, texts = plain
                     self._store(spool, ANN_BLOCK, seq=seq[key], ids=ids, first=cids,
                                 texts=texts)
                 else:
                     self.demote(spool)
-                    spool.insert(ANNS_SQL, _ann_block_rows(self, plain, seq[key]))
+                    self.ann_rows(spool, _ann_block_rows(plain))
             elif key == CATEGORIES:
                 self.cats.extend(elements)
                 self._check_categories()
@@ -556,8 +560,14 @@ class _CocoFile:
             self.cats = self.doc[CATEGORIES]
         self._check_categories()
         count = spool.insert(IMAGES_SQL, _image_rows(self, self.items(IMAGES)))
-        spool.insert(ANNS_SQL, _ann_rows(self, self.items(ANNOTATIONS)))
+        self.ann_rows(spool, _ann_rows(self, self.items(ANNOTATIONS)))
         return count
+
+    def ann_rows(self, spool: Spool, rows: Iterable[tuple[str, Any, bytes]]) -> None:
+        """Annotation rows of the careful path, added in file order (`_ann_rows`)."""
+        if self.anns is None:
+            self.anns = Runs(spool)
+        self.anns.add(rows)
 
     def items(self, key: str) -> Iterator[Any]:
         """The elements of the file's top-level list `key`, streamed."""
@@ -572,7 +582,7 @@ IMAGE_BLOCK, ANN_BLOCK = 0, 1  # kinds of `blocks` rows
 ORDERS = ("idk", "stem", "name", "ann")  # `_CocoFile.increasing`
 _pack = msgspec.msgpack.Encoder().encode  # a block: a few C calls, not a row per record
 _unpack = msgspec.msgpack.Decoder().decode
-ANNS_SQL = "INSERT INTO anns VALUES (?, ?, ?, ?, ?)"
+GROUPS_SQL = "INSERT INTO groups VALUES (?, ?, ?, ?, ?)"
 
 
 DUP_ID, DUP = "=dup id", "=dup stem"  # problems decided in SQL, worded when streamed
@@ -684,11 +694,11 @@ def _plain_anns(cf: _CocoFile, anns: list[Any]
     return ids, cids, texts
 
 
-def _ann_block_rows(cf: _CocoFile, block: tuple[list[int], list[Any], list[bytes]],
-                    start: int) -> Iterator[tuple[Any, ...]]:
+def _ann_block_rows(block: tuple[list[int], list[Any], list[bytes]]
+                    ) -> Iterator[tuple[Any, ...]]:
     """The `_ann_rows` of a block of plain annotations (`_plain_anns`), built in C."""
     ids, cids, texts = block
-    return zip(itertools.repeat(cf.dataset), map(str, ids), itertools.count(start), cids, texts)
+    return zip(map(str, ids), cids, texts)  # noqa: B905 (equal lengths)
 
 
 TOO_DEEP = b""  # an annotation `_encoded` could not write: its image fails (`_refs`)
@@ -756,17 +766,16 @@ def _worded(spool: Spool, ds: str, name: str, rec: bytes | None, problem: str) -
     return problem
 
 
-def _ann_rows(cf: _CocoFile, anns: Iterable[Any], start: int = 0
-              ) -> Iterator[tuple[Any, ...]]:
-    """(dataset, image id key, seq, category id, annotation JSON) of each annotation."""
-    for k, ann in enumerate(anns, start):
+def _ann_rows(cf: _CocoFile, anns: Iterable[Any]) -> Iterator[tuple[Any, ...]]:
+    """(image id key, category id, annotation JSON) of each annotation."""
+    for ann in anns:
         idk = _key(ann.get("image_id")) if isinstance(ann, dict) else None
         if idk is None:
             cf.orphans += 1
             continue
         cid = ann.get("category_id")
         text = _encoded(cf, ann)
-        yield (cf.dataset, idk, k, _cid_column(cid) if _key(cid) else None,
+        yield (idk, _cid_column(cid) if _key(cid) else None,
                TOO_DEEP if isinstance(text, str) else text)
 
 
@@ -808,33 +817,37 @@ def list_coco(root: Root, images_url: str | None = None, *,
                                                                            images_url))),
                      dict(root.storage_options))
     spool = Spool()
+    cap = limits.max_annotation_bytes
     try:
-        count, image_root = _fill(spool, root, cfs, fixed)
+        count, image_root = _fill(spool, root, cfs, fixed=fixed, cap=cap)
     except BaseException:
         spool.close()
         raise
-    cap = limits.max_annotation_bytes
     return listing.Listing(coco.NAME, cfs[0].classes, count, lambda: _refs(spool, cfs, cap),
                            spool=spool, image_root=image_root)
 
 
-ORPHANS_SQL = ("SELECT count(*) FROM anns a WHERE a.ds = ? AND NOT EXISTS (SELECT 1 FROM images i "
-               "WHERE i.ds = a.ds AND i.idk = a.idk")
+ORPHANS_SQL = ("SELECT sum(a.n) FROM groups a WHERE a.ds = ? AND NOT EXISTS (SELECT 1 FROM "
+               "images i WHERE i.ds = a.ds AND i.idk = a.idk")
 
 
-def _fill(spool: Spool, root: Root, cfs: list[_CocoFile], fixed: Root | None
+def _fill(spool: Spool, root: Root, cfs: list[_CocoFile], *, fixed: Root | None, cap: int
           ) -> tuple[int, Root]:
     """Stream every file into the spool, list each images folder once; returns the count and
-    the root image keys are relative to (the common folder of the images folders)."""
+    the root image keys are relative to (the common folder of the images folders). The
+    annotations of a file read into rows are grouped per image id (`_groups`)."""
     fs = root.fs
     spool.execute("CREATE TABLE images (ds TEXT, name TEXT, seq INT, idk TEXT, rec BLOB, "
                   "problem TEXT, ann_key TEXT, stem TEXT)")
-    spool.execute("CREATE TABLE anns (ds TEXT, idk TEXT, seq INT, cid, ann BLOB)")
+    spool.execute("CREATE TABLE groups (ds TEXT, idk TEXT, n INT, over INT, data BLOB)")
     spool.execute("CREATE TABLE files (key TEXT, tag TEXT)")
     spool.execute("CREATE TABLE blocks (ds TEXT, kind INT, seq INT, ids BLOB, data BLOB, "
                   "stems BLOB)")
     spool.execute("CREATE TABLE prefixes (ds TEXT PRIMARY KEY, prefix TEXT)")
     count = sum(cf.load(spool) for cf in cfs)
+    for cf in cfs:
+        if cf.anns is not None and not cf.blocks:
+            spool.insert(GROUPS_SQL, _groups(cf, cf.anns.merged(), cap))
     for cf in cfs[1:]:
         if cf.classes != cfs[0].classes:
             raise InputError(f"{cf.where}: " + expected(
@@ -870,7 +883,7 @@ def _fill(spool: Spool, root: Root, cfs: list[_CocoFile], fixed: Root | None
         spool.insert("INSERT INTO files VALUES (?, ?)",
                      listing.iter_tags(image_root, prefix.rstrip("/")))
     spool.execute("CREATE INDEX images_order ON images (ds, name, seq)")
-    spool.execute("CREATE INDEX anns_image ON anns (ds, idk, seq, cid, ann)")  # covering: `_refs`
+    spool.execute("CREATE INDEX groups_id ON groups (ds, idk)")
     spool.execute("CREATE INDEX files_key ON files (key, tag)")
     for cf in cfs:
         cf.orphans += _sorted_orphans(spool, cf.dataset) if cf.blocks else spool.scalar(
@@ -1008,9 +1021,6 @@ def _ref(cf: _CocoFile, name: str, rec: bytes,
                            image_tag=image_tag)
 
 
-_IMAGE_ROW = operator.itemgetter(0, 1)  # (name, seq): the rows of one image record
-
-
 def _too_big(cap: int, got: str) -> str:
     return expected(f"an image's annotations (its per-image JSON) of at most {cap} bytes "
                     "(limits.max_annotation_bytes)", got)
@@ -1035,23 +1045,43 @@ def _too_many(cap: int, n: int) -> str:
     return _too_big(cap, f"more ({n}+ annotations)")
 
 
+def _groups(cf: _CocoFile, rows: Iterator[Any], cap: int) -> Iterator[tuple[Any, ...]]:
+    """The `GROUPS_SQL` row of each image id of a file's annotation rows (sorted by id,
+    file order kept): their count, and the category ids and JSONs of the first ones whose
+    JSONs (and a comma each) fit in `cap` - `over` when more follow (the image fails:
+    `_joined_refs`), so a group never holds more than `cap`."""
+    ds = cf.dataset
+    for idk, group in itertools.groupby(rows, _GROUP_KEY):
+        cids, texts, n, total, over = [], [], 0, 0, 0
+        for _idk, cid, text in group:
+            n += 1
+            if not over:
+                total += len(text) + 1
+                if total > cap:
+                    over = 1
+                    continue
+                cids.append(cid)
+                texts.append(text)
+        yield ds, idk, n, over, _pack((cids, texts))
+
+
+_GROUP_KEY = operator.itemgetter(0)
+
+
 def _joined_refs(spool: Spool, cf: _CocoFile, cats: dict[tuple[str, frozenset[Any]], bytes],
                  cap: int) -> Iterator[listing.ItemRef]:
-    """The refs of a file read into rows: images joined with their file and annotations.
-    The driver never holds more than `cap` of one image: rows are summed as they come, and
-    a record or an annotation longer than `cap` is never read from the spool (its length
-    is)."""
+    """The refs of a file read into rows: images joined with their file and their group of
+    annotations (`_groups`). The driver never holds more than `cap` of one image: a group
+    holds at most that, and a record longer than `cap` is never read from the spool (its
+    length is)."""
     rows = spool.rows(
-        f"SELECT i.name, i.seq, CASE WHEN length(i.rec) <= {int(cap)} THEN i.rec END, "
-        "i.problem, p.prefix || i.name, f.tag, "
-        f"a.cid, CASE WHEN length(a.ann) <= {int(cap)} THEN a.ann END, length(a.ann) "
+        f"SELECT i.name, CASE WHEN length(i.rec) <= {int(cap)} THEN i.rec END, "
+        "i.problem, p.prefix || i.name, f.tag, g.data, g.over "
         "FROM images i JOIN prefixes p ON p.ds = i.ds "
         "LEFT JOIN files f ON i.problem IS NULL AND f.key = p.prefix || i.name "
-        "LEFT JOIN anns a ON i.problem IS NULL AND a.ds = i.ds AND a.idk = i.idk "
-        "WHERE i.ds = ? ORDER BY i.name, i.seq, a.seq", (cf.dataset,))
-    for _image, group in itertools.groupby(rows, _IMAGE_ROW):
-        first = next(group)
-        name, _seq, rec, problem, image_key, image_tag, cid, ann, size = first
+        "LEFT JOIN groups g ON i.problem IS NULL AND g.ds = i.ds AND g.idk = i.idk "
+        "WHERE i.ds = ? ORDER BY i.name, i.seq", (cf.dataset,))
+    for name, rec, problem, image_key, image_tag, data, over in rows:
         if problem is not None:
             yield listing.ItemRef(cf.dataset, name, cf.where, None,
                                   _worded(spool, cf.dataset, name, rec, problem))
@@ -1061,14 +1091,17 @@ def _joined_refs(spool: Spool, cf: _CocoFile, cats: dict[tuple[str, frozenset[An
                                   _too_big(cap, "a longer image record"))
             continue
         anns, used, total = [], set(), len(rec)
-        if size is not None:  # else a LEFT JOIN's null: the image has no annotation (one row)
-            for *_, cid, ann, size in itertools.chain((first,), group):
-                total += size + 1
+        if data is not None:  # else a LEFT JOIN's null: the image has no annotation
+            cids, texts = _unpack(data)
+            for cid, ann in zip(cids, texts):  # noqa: B905 (equal lengths)
+                total += len(ann) + 1
                 if total > cap:
                     break
                 anns.append(ann)
                 used.add(cid)
-        if total > cap:  # the rest of the group is skipped by groupby, never held
+            else:
+                total += over * (cap + 1)  # the next one: over `cap` with no record at all
+        if total > cap:
             yield listing.ItemRef(cf.dataset, name, cf.where, None,
                                   _too_many(cap, len(anns) + 1))
             continue
