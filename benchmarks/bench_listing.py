@@ -73,10 +73,11 @@ _ANN = ('{{"id":{},"image_id":{},"category_id":{},"iscrowd":0,'
 
 def gen_coco(path: str, n: int) -> None:
     """`in-order` (CVAT / datumaro's layout: one polygon per image, ids and names
-    increasing, the listing's in-order path) or `coco2017` (COCO 2017's own layout, the
-    join path: images in no name order with ids not increasing in name order, 1-5 polygons
-    per image (~3), annotations grouped by category across images, their ids increasing in
-    file order)."""
+    increasing, the listing's in-order path), `coco2017` (COCO 2017's own layout, the
+    careful path: images in no name order with ids not increasing in name order, 1-5
+    polygons per image (~3) of 80 categories, annotations grouped by category across
+    images, their ids increasing in file order) or `shuffled` (the in-order file's content
+    - one polygon per image, one category - in that layout)."""
     import random
 
     os.makedirs(os.path.join(path, "annotations"), exist_ok=True)
@@ -90,10 +91,12 @@ def gen_coco(path: str, n: int) -> None:
         ids = rnd.sample(range(1, 10 * n + 1), n)  # name k has id ids[k]: unrelated orders
         images = list(zip(ids, names, strict=True))
         rnd.shuffle(images)
-        cats = [(c, f"class{c}") for c in range(1, COCO2017_CATEGORIES + 1)]
+        one = COCO_ORDER == "shuffled"
+        cats = [(1, "car")] if one else [(c, f"class{c}")
+                                         for c in range(1, COCO2017_CATEGORIES + 1)]
         by_cat: list[list[int]] = [[] for _ in cats]
-        for iid in ids:
-            for _ in range(rnd.randint(1, 5)):
+        for iid, _name in images if one else zip(ids, names, strict=True):
+            for _ in range(1 if one else rnd.randint(1, 5)):
                 by_cat[rnd.randrange(len(cats))].append(iid)
         anns = [(iid, c + 1) for c, got in enumerate(by_cat) for iid in got]
     with open(os.path.join(path, "annotations", "instances_default.json"), "w") as f:
@@ -205,9 +208,11 @@ def main() -> None:
     ap.add_argument("--workdir", default="/tmp/maskjob-bench-listing")
     ap.add_argument("--no-image-files", action="store_true",
                     help="COCO/CVAT without image files: faster to generate on slow disks")
-    ap.add_argument("--coco-order", choices=("in-order", "coco2017"), default="in-order",
-                    help="COCO file layout: in order (the in-order path), or COCO 2017's "
-                    "(images shuffled, annotations grouped by category: the join path)")
+    ap.add_argument("--coco-order", choices=("in-order", "coco2017", "shuffled"),
+                    default="in-order",
+                    help="COCO file layout: in order (the in-order path), COCO 2017's "
+                    "(images shuffled, ~3 annotations per image grouped by category: the "
+                    "careful path), or shuffled (the in-order content in that layout)")
     ap.add_argument("--s3", action="store_true",
                     help="list the inputs from a moto S3 server (subprocess on 127.0.0.1)")
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)

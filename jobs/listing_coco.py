@@ -827,8 +827,7 @@ def list_coco(root: Root, images_url: str | None = None, *,
                            spool=spool, image_root=image_root)
 
 
-ORPHANS_SQL = ("SELECT sum(a.n) FROM groups a WHERE a.ds = ? AND NOT EXISTS (SELECT 1 FROM "
-               "images i WHERE i.ds = a.ds AND i.idk = a.idk")
+IDS_SQL = "SELECT DISTINCT idk FROM images WHERE ds = ? AND idk IS NOT NULL"  # + ORDER BY idk
 
 
 def _fill(spool: Spool, root: Root, cfs: list[_CocoFile], *, fixed: Root | None, cap: int
@@ -845,17 +844,18 @@ def _fill(spool: Spool, root: Root, cfs: list[_CocoFile], *, fixed: Root | None,
                   "stems BLOB)")
     spool.execute("CREATE TABLE prefixes (ds TEXT PRIMARY KEY, prefix TEXT)")
     count = sum(cf.load(spool) for cf in cfs)
-    for cf in cfs:
-        if cf.anns is not None and not cf.blocks:
-            spool.insert(GROUPS_SQL, _groups(cf, cf.anns.merged(), cap))
     for cf in cfs[1:]:
         if cf.classes != cfs[0].classes:
             raise InputError(f"{cf.where}: " + expected(
                 f"the categories of {cfs[0].where} (one class list per run)", "other ones"))
     folders = {}
-    # no repeated id: no record is DUP_ID, and the orphan count reads only images_id
-    orphans, dup = (ORPHANS_SQL + " AND i.problem IS NOT ?)", (DUP_ID,)) if _first_wins(
-        spool, cfs) else (ORPHANS_SQL + ")", ())
+    # no repeated id: no record is DUP_ID, and the image ids are read from images_id alone
+    ids, dup = (IDS_SQL + " AND problem IS NOT ? ORDER BY idk", (DUP_ID,)) if _first_wins(
+        spool, cfs) else (IDS_SQL + " ORDER BY idk", ())
+    for cf in cfs:
+        if cf.anns is not None and not cf.blocks:
+            spool.insert(GROUPS_SQL, _groups(cf, cf.anns.merged(), cap=cap, ids=spool.rows(
+                ids, (cf.dataset, *dup))))
     for cf in cfs:
         if cf.blocks:  # `cf.first` is its first record
             folders[cf.dataset] = "" if fixed else _images_dir(fs, cf.path, cf.dataset, cf.first)
@@ -886,8 +886,8 @@ def _fill(spool: Spool, root: Root, cfs: list[_CocoFile], *, fixed: Root | None,
     spool.execute("CREATE INDEX groups_id ON groups (ds, idk)")
     spool.execute("CREATE INDEX files_key ON files (key, tag)")
     for cf in cfs:
-        cf.orphans += _sorted_orphans(spool, cf.dataset) if cf.blocks else spool.scalar(
-            orphans, (cf.dataset, *dup)) or 0
+        if cf.blocks:
+            cf.orphans += _sorted_orphans(spool, cf.dataset)
         if cf.orphans:
             log.warning("%s: %d annotations name no image of the file; they are not exported",
                         cf.where, cf.orphans)
@@ -1045,13 +1045,22 @@ def _too_many(cap: int, n: int) -> str:
     return _too_big(cap, f"more ({n}+ annotations)")
 
 
-def _groups(cf: _CocoFile, rows: Iterator[Any], cap: int) -> Iterator[tuple[Any, ...]]:
+def _groups(cf: _CocoFile, rows: Iterator[Any], *, cap: int, ids: Iterator[tuple[str]]
+            ) -> Iterator[tuple[Any, ...]]:
     """The `GROUPS_SQL` row of each image id of a file's annotation rows (sorted by id,
     file order kept): their count, and the category ids and JSONs of the first ones whose
     JSONs (and a comma each) fit in `cap` - `over` when more follow (the image fails:
-    `_joined_refs`), so a group never holds more than `cap`."""
+    `_joined_refs`), so a group never holds more than `cap`. The annotations of an id no
+    image has (`ids`: the ids of the file's images, increasing as SQLite orders text, which
+    is Python's order of valid UTF-8) are counted in `cf.orphans` and not stored."""
     ds = cf.dataset
+    have = next(ids, None)
     for idk, group in itertools.groupby(rows, _GROUP_KEY):
+        while have is not None and have[0] < idk:
+            have = next(ids, None)
+        if have is None or have[0] != idk:
+            cf.orphans += sum(1 for _ in group)
+            continue
         cids, texts, n, total, over = [], [], 0, 0, 0
         for _idk, cid, text in group:
             n += 1
