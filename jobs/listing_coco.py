@@ -842,7 +842,6 @@ def _fill(spool: Spool, root: Root, cfs: list[_CocoFile], *, fixed: Root | None,
     spool.execute("CREATE TABLE files (key TEXT, tag TEXT)")
     spool.execute("CREATE TABLE blocks (ds TEXT, kind INT, seq INT, ids BLOB, data BLOB, "
                   "stems BLOB)")
-    spool.execute("CREATE TABLE prefixes (ds TEXT PRIMARY KEY, prefix TEXT)")
     count = sum(cf.load(spool) for cf in cfs)
     for cf in cfs[1:]:
         if cf.classes != cfs[0].classes:
@@ -874,7 +873,6 @@ def _fill(spool: Spool, root: Root, cfs: list[_CocoFile], *, fixed: Root | None,
     prefixes = {ds: "" if f in ("", ".") else f + "/" for ds, f in folders.items()}
     for cf in cfs:
         cf.prefix = prefixes[cf.dataset]
-    spool.insert("INSERT INTO prefixes VALUES (?, ?)", prefixes.items())
     listed: list[str] = []
     for prefix in sorted(set(prefixes.values())):  # each images folder listed once
         if any(map(prefix.startswith, listed)):
@@ -948,17 +946,14 @@ def _sorted_refs(spool: Spool, cf: _CocoFile, cats: dict[tuple[str, frozenset[An
     (image ids increasing, theirs never decreasing) and the files are read in key order,
     so one merge of the three gives what `_joined_refs`' join gives, without it."""
     ds, prefix = cf.dataset, cf.prefix
-    files = spool.rows("SELECT key, tag FROM files WHERE key >= ? ORDER BY key", (prefix,))
+    files = _Tags(spool, prefix)
     anns = _ann_stream(spool, ds)
     try:
-        fkey, ftag = next(files, (None, None))
         aid, cid, ann = next(anns, _END)
         for block_ids, data in _blocks(spool, ds, IMAGE_BLOCK):
             names, texts = _unpack(data)
             for name, iid, rec in zip(names, block_ids, texts):  # noqa: B905 (same lengths)
                 key = prefix + name
-                while fkey is not None and fkey < key:
-                    fkey, ftag = next(files, (None, None))
                 while aid is not None and aid < iid:  # an orphan (`_sorted_orphans`)
                     aid, cid, ann = next(anns, _END)
                 group: list[bytes] = []
@@ -971,14 +966,32 @@ def _sorted_refs(spool: Spool, cf: _CocoFile, cats: dict[tuple[str, frozenset[An
                     yield listing.ItemRef(cf.dataset, name, cf.where, None,
                                           _over(cap, len(rec), map(len, group)))
                     continue
-                yield _ref(cf, name, rec, (group, used, key, ftag if fkey == key else None),
-                           cats, cap)
+                yield _ref(cf, name, rec, (group, used, key, files.tag(key)), cats, cap)
     finally:
         files.close()
         anns.close()
 
 
 _END = (None, None, None)
+
+
+class _Tags:
+    """The tags of the files of image keys asked in increasing order (None: no such file):
+    one merge with the files table in key order (SQLite orders text as Python orders valid
+    UTF-8), not a lookup per image."""
+
+    def __init__(self, spool: Spool, prefix: str) -> None:
+        self.rows = spool.rows("SELECT key, tag FROM files WHERE key >= ? ORDER BY key",
+                               (prefix,))
+        self.key, self.got = next(self.rows, (None, None))
+
+    def tag(self, key: str) -> str | None:
+        while self.key is not None and self.key < key:
+            self.key, self.got = next(self.rows, (None, None))
+        return self.got if self.key == key else None
+
+    def close(self) -> None:
+        self.rows.close()
 
 
 def _ann_stream(spool: Spool, ds: str) -> Iterator[tuple[int, Any, bytes]]:
@@ -1083,14 +1096,21 @@ def _joined_refs(spool: Spool, cf: _CocoFile, cats: dict[tuple[str, frozenset[An
     annotations (`_groups`). The driver never holds more than `cap` of one image: a group
     holds at most that, and a record longer than `cap` is never read from the spool (its
     length is)."""
+    files = _Tags(spool, cf.prefix)
+    try:
+        yield from _joined(spool, cf, cats, cap, files)
+    finally:
+        files.close()
+
+
+def _joined(spool: Spool, cf: _CocoFile, cats: dict[tuple[str, frozenset[Any]], bytes],
+            cap: int, files: _Tags) -> Iterator[listing.ItemRef]:
     rows = spool.rows(
         f"SELECT i.name, CASE WHEN length(i.rec) <= {int(cap)} THEN i.rec END, "
-        "i.problem, p.prefix || i.name, f.tag, g.data, g.over "
-        "FROM images i JOIN prefixes p ON p.ds = i.ds "
-        "LEFT JOIN files f ON i.problem IS NULL AND f.key = p.prefix || i.name "
+        "i.problem, g.data, g.over FROM images i "
         "LEFT JOIN groups g ON i.problem IS NULL AND g.ds = i.ds AND g.idk = i.idk "
         "WHERE i.ds = ? ORDER BY i.name, i.seq", (cf.dataset,))
-    for name, rec, problem, image_key, image_tag, data, over in rows:
+    for name, rec, problem, data, over in rows:
         if problem is not None:
             yield listing.ItemRef(cf.dataset, name, cf.where, None,
                                   _worded(spool, cf.dataset, name, rec, problem))
@@ -1114,4 +1134,5 @@ def _joined_refs(spool: Spool, cf: _CocoFile, cats: dict[tuple[str, frozenset[An
             yield listing.ItemRef(cf.dataset, name, cf.where, None,
                                   _too_many(cap, len(anns) + 1))
             continue
-        yield _ref(cf, name, rec, (anns, used, image_key, image_tag), cats, cap)
+        image_key = cf.prefix + name
+        yield _ref(cf, name, rec, (anns, used, image_key, files.tag(image_key)), cats, cap)
