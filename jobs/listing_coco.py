@@ -582,7 +582,7 @@ IMAGE_BLOCK, ANN_BLOCK = 0, 1  # kinds of `blocks` rows
 ORDERS = ("idk", "stem", "name", "ann")  # `_CocoFile.increasing`
 _pack = msgspec.msgpack.Encoder().encode  # a block: a few C calls, not a row per record
 _unpack = msgspec.msgpack.Decoder().decode
-GROUPS_SQL = "INSERT INTO groups VALUES (?, ?, ?, ?, ?)"
+GROUPS_SQL = "INSERT INTO groups VALUES (?, ?, ?, ?)"
 
 
 DUP_ID, DUP = "=dup id", "=dup stem"  # problems decided in SQL, worded when streamed
@@ -838,7 +838,9 @@ def _fill(spool: Spool, root: Root, cfs: list[_CocoFile], *, fixed: Root | None,
     fs = root.fs
     spool.execute("CREATE TABLE images (ds TEXT, name TEXT, seq INT, idk TEXT, rec BLOB, "
                   "problem TEXT, ann_key TEXT, stem TEXT)")
-    spool.execute("CREATE TABLE groups (ds TEXT, idk TEXT, n INT, over INT, data BLOB)")
+    # inserted in key order (`_groups`): appended to one B-tree, read by one lookup per image
+    spool.execute("CREATE TABLE groups (ds TEXT, idk TEXT, over INT, data BLOB, "
+                  "PRIMARY KEY (ds, idk)) WITHOUT ROWID")
     spool.execute("CREATE TABLE files (key TEXT, tag TEXT)")
     spool.execute("CREATE TABLE blocks (ds TEXT, kind INT, seq INT, ids BLOB, data BLOB, "
                   "stems BLOB)")
@@ -881,7 +883,6 @@ def _fill(spool: Spool, root: Root, cfs: list[_CocoFile], *, fixed: Root | None,
         spool.insert("INSERT INTO files VALUES (?, ?)",
                      listing.iter_tags(image_root, prefix.rstrip("/")))
     spool.execute("CREATE INDEX images_order ON images (ds, name, seq)")
-    spool.execute("CREATE INDEX groups_id ON groups (ds, idk)")
     spool.execute("CREATE INDEX files_key ON files (key, tag)")
     for cf in cfs:
         if cf.blocks:
@@ -1061,7 +1062,7 @@ def _too_many(cap: int, n: int) -> str:
 def _groups(cf: _CocoFile, rows: Iterator[Any], *, cap: int, ids: Iterator[tuple[str]]
             ) -> Iterator[tuple[Any, ...]]:
     """The `GROUPS_SQL` row of each image id of a file's annotation rows (sorted by id,
-    file order kept): their count, and the category ids and JSONs of the first ones whose
+    file order kept): the category ids and JSONs of the first ones whose
     JSONs (and a comma each) fit in `cap` - `over` when more follow (the image fails:
     `_joined_refs`), so a group never holds more than `cap`. The annotations of an id no
     image has (`ids`: the ids of the file's images, increasing as SQLite orders text, which
@@ -1074,17 +1075,14 @@ def _groups(cf: _CocoFile, rows: Iterator[Any], *, cap: int, ids: Iterator[tuple
         if have is None or have[0] != idk:
             cf.orphans += sum(1 for _ in group)
             continue
-        cids, texts, n, total, over = [], [], 0, 0, 0
+        cids, texts, total = [], [], 0
         for _idk, cid, text in group:
-            n += 1
-            if not over:
-                total += len(text) + 1
-                if total > cap:
-                    over = 1
-                    continue
-                cids.append(cid)
-                texts.append(text)
-        yield ds, idk, n, over, _pack((cids, texts))
+            total += len(text) + 1
+            if total > cap:
+                break  # the rest of the group is skipped by groupby
+            cids.append(cid)
+            texts.append(text)
+        yield ds, idk, int(total > cap), _pack((cids, texts))
 
 
 _GROUP_KEY = operator.itemgetter(0)
