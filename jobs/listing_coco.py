@@ -11,7 +11,9 @@ Each JSON is streamed, never loaded: read once, a block of whole list elements a
 decoded by msgspec (`_Sections`); a file that pass gives up on (NaN, odd numbers or layout) is
 read again with ijson (C backend), a pass per list, and a file ijson refuses (NaN/Infinity,
 which Python's json and pycocotools accept) is loaded whole. Images and annotations go into the
-listing's on-disk spool, SQLite joins them per image, and each item's `ann_inline` is its own
+listing's on-disk spool: images into rows, annotations through an external sort by image id
+(`jobs/runs.py`) into one row per image id (`_groups`: at most `max_annotation_bytes` of it),
+SQLite joins each image with its group, and each item's `ann_inline` is its own
 small JSON (`{"image", "annotations" in file order, "categories" it uses}`, what
 `coco.parse_item` reads), built when the refs are streamed. A file whose records are plain
 (`_plain_images` / `_plain_anns`) and in order - file names, their stems and integer image
