@@ -4,6 +4,7 @@
     python benchmarks/bench_listing.py --items 10000000    # 10M
     python benchmarks/bench_listing.py --formats cvat,coco --items 200000 --no-image-files
     python benchmarks/bench_listing.py --items 20000 --s3   # the same inputs on moto S3
+    python benchmarks/bench_listing.py --items 100000 --formats coco --coco-order coco2017
 
 Generates synthetic inputs (cached under --workdir, one folder per format and size): a
 Supervisely project (images are empty files, annotations tiny JSONs, 10 datasets), one COCO
@@ -64,17 +65,48 @@ def gen_supervisely(path: str, n: int) -> None:
         json.dump(meta, f)
 
 
+COCO_ORDER = "in-order"  # --coco-order
+COCO2017_CATEGORIES = 80
+_ANN = ('{{"id":{},"image_id":{},"category_id":{},"iscrowd":0,'
+        '"segmentation":[[0.5,0.5,3.5,0.5,2.0,3.5]],"bbox":[0.5,0.5,3,3],"area":4.5}}')
+
+
 def gen_coco(path: str, n: int) -> None:
+    """`in-order` (CVAT / datumaro's layout: one polygon per image, ids and names
+    increasing, the listing's in-order path), `coco2017` (COCO 2017's own layout, the
+    careful path: images in no name order with ids not increasing in name order, 1-5
+    polygons per image (~3) of 80 categories, annotations grouped by category across
+    images, their ids increasing in file order) or `shuffled` (the in-order file's content
+    - one polygon per image, one category - in that layout)."""
+    import random
+
     os.makedirs(os.path.join(path, "annotations"), exist_ok=True)
     names = [f"img_{i:08d}.jpg" for i in range(n)]
+    if COCO_ORDER == "in-order":
+        images = list(enumerate(names))
+        anns = [(i, 1) for i in range(n)]
+        cats = [(1, "car")]
+    else:
+        rnd = random.Random(2017)
+        ids = rnd.sample(range(1, 10 * n + 1), n)  # name k has id ids[k]: unrelated orders
+        images = list(zip(ids, names, strict=True))
+        rnd.shuffle(images)
+        one = COCO_ORDER == "shuffled"
+        cats = [(1, "car")] if one else [(c, f"class{c}")
+                                         for c in range(1, COCO2017_CATEGORIES + 1)]
+        by_cat: list[list[int]] = [[] for _ in cats]
+        for iid, _name in images if one else zip(ids, names, strict=True):
+            for _ in range(1 if one else rnd.randint(1, 5)):
+                by_cat[rnd.randrange(len(cats))].append(iid)
+        anns = [(iid, c + 1) for c, got in enumerate(by_cat) for iid in got]
     with open(os.path.join(path, "annotations", "instances_default.json"), "w") as f:
-        f.write('{"categories":[{"id":1,"name":"car"}],"images":[')
+        f.write('{"categories":[')
+        f.write(",".join(f'{{"id":{c},"name":"{nm}"}}' for c, nm in cats))
+        f.write('],"images":[')
         f.write(",".join(f'{{"id":{i},"file_name":"{nm}","width":4,"height":4}}'
-                         for i, nm in enumerate(names)))
+                         for i, nm in images))
         f.write('],"annotations":[')
-        f.write(",".join(f'{{"id":{i},"image_id":{i},"category_id":1,"iscrowd":0,'
-                         f'"segmentation":[[0.5,0.5,3.5,0.5,2.0,3.5]],"bbox":[0.5,0.5,3,3],'
-                         f'"area":4.5}}' for i in range(n)))
+        f.write(",".join(_ANN.format(k, iid, cid) for k, (iid, cid) in enumerate(anns)))
         f.write("]}")
     _touch_many(os.path.join(path, "images"), names)
 
@@ -176,13 +208,19 @@ def main() -> None:
     ap.add_argument("--workdir", default="/tmp/maskjob-bench-listing")
     ap.add_argument("--no-image-files", action="store_true",
                     help="COCO/CVAT without image files: faster to generate on slow disks")
+    ap.add_argument("--coco-order", choices=("in-order", "coco2017", "shuffled"),
+                    default="in-order",
+                    help="COCO file layout: in order (the in-order path), COCO 2017's "
+                    "(images shuffled, ~3 annotations per image grouped by category: the "
+                    "careful path), or shuffled (the in-order content in that layout)")
     ap.add_argument("--s3", action="store_true",
                     help="list the inputs from a moto S3 server (subprocess on 127.0.0.1)")
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     ap.add_argument("--generate", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    global IMAGE_FILES
+    global IMAGE_FILES, COCO_ORDER
     IMAGE_FILES = not args.no_image_files
+    COCO_ORDER = args.coco_order
     if args.child:
         child(*args.child)
         return
@@ -211,14 +249,16 @@ def main() -> None:
 def run(args: argparse.Namespace, env: dict[str, str], s3: tuple | None) -> None:
     for fmt in args.formats.split(","):
         path = os.path.join(args.workdir, f"{fmt}-{args.items}" + (
-            "-noimg" if args.no_image_files and fmt != "supervisely" else ""))
+            "-noimg" if args.no_image_files and fmt != "supervisely" else "") + (
+            f"-{args.coco_order}" if fmt == "coco" and args.coco_order != "in-order" else ""))
         done = path + ".done"
         if not os.path.exists(done):
             # in a process of its own: a child inherits this process's peak RSS (ru_maxrss
             # survives fork + exec), which generating a large input would raise
             t = time.perf_counter()
             subprocess.run([sys.executable, __file__, "--generate", fmt, path, str(args.items)]
-                           + (["--no-image-files"] if args.no_image_files else []),
+                           + (["--no-image-files"] if args.no_image_files else [])
+                           + ["--coco-order", args.coco_order],
                            check=True, cwd=ROOT)
             open(done, "w").close()
             print(f"# generated {fmt} x {args.items} in {time.perf_counter() - t:.0f} s",

@@ -11,7 +11,9 @@ Each JSON is streamed, never loaded: read once, a block of whole list elements a
 decoded by msgspec (`_Sections`); a file that pass gives up on (NaN, odd numbers or layout) is
 read again with ijson (C backend), a pass per list, and a file ijson refuses (NaN/Infinity,
 which Python's json and pycocotools accept) is loaded whole. Images and annotations go into the
-listing's on-disk spool, SQLite joins them per image, and each item's `ann_inline` is its own
+listing's on-disk spool: images into rows, annotations through an external sort by image id
+(`jobs/runs.py`) into one row per image id (`_groups`: at most `max_annotation_bytes` of it),
+SQLite joins each image with its group, and each item's `ann_inline` is its own
 small JSON (`{"image", "annotations" in file order, "categories" it uses}`, what
 `coco.parse_item` reads), built when the refs are streamed. A file whose records are plain
 (`_plain_images` / `_plain_anns`) and in order - file names, their stems (as `stem + "."`:
@@ -55,6 +57,7 @@ from maskcore.formats import coco
 from maskcore.limits import DEFAULT_LIMITS, Limits
 
 from . import listing
+from .runs import Runs
 from .spool import Spool
 from .storage import Root, common_path, norm_path, rel_path
 
@@ -409,6 +412,8 @@ class _CocoFile:
         self.encode = _json
         self.cats: list[Any] = []
         self.by_id: dict[Any, str] = {}
+        self.cat_json: list[bytes] = []
+        self.cat_at: dict[Any, int] = {}
         self.first: str | None = None
         self.prefix = ""  # of image keys: the images folder relative to `Listing.image_root`
         self.orphans = 0
@@ -421,6 +426,7 @@ class _CocoFile:
         # block is plain and in order (`in_order`), see `_sorted_refs`
         self.blocks = True
         self.stored = False  # some block was stored
+        self.anns: Runs | None = None  # (image id key, category id, JSON) of rows, by key
 
     @property
     def in_order(self) -> bool:
@@ -448,7 +454,7 @@ class _CocoFile:
                 spool.insert(IMAGES_SQL, _image_block_rows(
                     self, (first, _unpack(ids), texts, _unpack(stems)), seq))
             else:
-                spool.insert(ANNS_SQL, _ann_block_rows(self, (_unpack(ids), first, texts), seq))
+                self.ann_rows(spool, _ann_block_rows((_unpack(ids), first, texts)))
         spool.execute("DELETE FROM blocks WHERE ds = ?", (self.dataset,))
 
     def _store(self, spool: Spool, kind: int, *, seq: int, ids: list[int], first: list[Any],
@@ -472,8 +478,10 @@ class _CocoFile:
                 f.seek(at)
                 count = self._load_fast(spool, _Sections(f, self.where))
         except _Slow:
-            for table in ("images", "anns", "blocks"):
+            for table in ("images", "blocks"):
                 spool.execute(f"DELETE FROM {table} WHERE ds = ?", (self.dataset,))
+            if self.anns is not None:
+                self.anns.clear()
             self.cats, self.orphans, self.first = [], 0, None
             self.increasing = dict.fromkeys(ORDERS, False)
             self.blocks = self.stored = False
@@ -486,6 +494,11 @@ class _CocoFile:
                 "categories of a sane nesting depth", "RecursionError")) from None
         self.classes = coco.parse_classes(doc)  # validates ids and names (InputError)
         self.by_id = {c["id"]: c["name"] for c in self.cats}
+        # each category's `[id, name]` JSON, and its position by its id as an item's
+        # `used` ids may hold it (as decoded, or as the anns table keeps it: `_cid_column`)
+        self.cat_json = [_dumps(pair).encode() for pair in self.by_id.items()]
+        self.cat_at = {key: k for k, cid in enumerate(self.by_id)
+                       for key in (cid, _cid_column(cid))}
         return count
 
     def _check_categories(self) -> None:
@@ -514,14 +527,14 @@ class _CocoFile:
                 plain = _plain_anns(self, elements)
                 if plain is None:
                     self._unordered(spool)
-                    spool.insert(ANNS_SQL, _ann_rows(self, elements, seq[key]))
+                    self.ann_rows(spool, _ann_rows(self, elements))
                 elif self.in_order and self.blocks:
                     ids, cids, texts = plain
                     self._store(spool, ANN_BLOCK, seq=seq[key], ids=ids, first=cids,
                                 texts=texts)
                 else:
                     self.demote(spool)
-                    spool.insert(ANNS_SQL, _ann_block_rows(self, plain, seq[key]))
+                    self.ann_rows(spool, _ann_block_rows(plain))
             elif key == CATEGORIES:
                 self.cats.extend(elements)
                 self._check_categories()
@@ -550,8 +563,14 @@ class _CocoFile:
             self.cats = self.doc[CATEGORIES]
         self._check_categories()
         count = spool.insert(IMAGES_SQL, _image_rows(self, self.items(IMAGES)))
-        spool.insert(ANNS_SQL, _ann_rows(self, self.items(ANNOTATIONS)))
+        self.ann_rows(spool, _ann_rows(self, self.items(ANNOTATIONS)))
         return count
+
+    def ann_rows(self, spool: Spool, rows: Iterable[tuple[str, Any, bytes]]) -> None:
+        """Annotation rows of the careful path, added in file order (`_ann_rows`)."""
+        if self.anns is None:
+            self.anns = Runs(spool)
+        self.anns.add(rows)
 
     def items(self, key: str) -> Iterator[Any]:
         """The elements of the file's top-level list `key`, streamed."""
@@ -566,7 +585,7 @@ IMAGE_BLOCK, ANN_BLOCK = 0, 1  # kinds of `blocks` rows
 ORDERS = ("idk", "stem", "name", "ann")  # `_CocoFile.increasing`
 _pack = msgspec.msgpack.Encoder().encode  # a block: a few C calls, not a row per record
 _unpack = msgspec.msgpack.Decoder().decode
-ANNS_SQL = "INSERT INTO anns VALUES (?, ?, ?, ?, ?)"
+GROUPS_SQL = "INSERT INTO groups VALUES (?, ?, ?, ?)"
 
 
 DUP_ID, DUP = "=dup id", "=dup stem"  # problems decided in SQL, worded when streamed
@@ -684,11 +703,11 @@ def _plain_anns(cf: _CocoFile, anns: list[Any]
     return ids, cids, texts
 
 
-def _ann_block_rows(cf: _CocoFile, block: tuple[list[int], list[Any], list[bytes]],
-                    start: int) -> Iterator[tuple[Any, ...]]:
+def _ann_block_rows(block: tuple[list[int], list[Any], list[bytes]]
+                    ) -> Iterator[tuple[Any, ...]]:
     """The `_ann_rows` of a block of plain annotations (`_plain_anns`), built in C."""
     ids, cids, texts = block
-    return zip(itertools.repeat(cf.dataset), map(str, ids), itertools.count(start), cids, texts)
+    return zip(map(str, ids), cids, texts)  # noqa: B905 (equal lengths)
 
 
 TOO_DEEP = b""  # an annotation `_encoded` could not write: its image fails (`_refs`)
@@ -756,17 +775,16 @@ def _worded(spool: Spool, ds: str, name: str, rec: bytes | None, problem: str) -
     return problem
 
 
-def _ann_rows(cf: _CocoFile, anns: Iterable[Any], start: int = 0
-              ) -> Iterator[tuple[Any, ...]]:
-    """(dataset, image id key, seq, category id, annotation JSON) of each annotation."""
-    for k, ann in enumerate(anns, start):
+def _ann_rows(cf: _CocoFile, anns: Iterable[Any]) -> Iterator[tuple[Any, ...]]:
+    """(image id key, category id, annotation JSON) of each annotation."""
+    for ann in anns:
         idk = _key(ann.get("image_id")) if isinstance(ann, dict) else None
         if idk is None:
             cf.orphans += 1
             continue
         cid = ann.get("category_id")
         text = _encoded(cf, ann)
-        yield (cf.dataset, idk, k, _cid_column(cid) if _key(cid) else None,
+        yield (idk, _cid_column(cid) if _key(cid) else None,
                TOO_DEEP if isinstance(text, str) else text)
 
 
@@ -808,41 +826,46 @@ def list_coco(root: Root, images_url: str | None = None, *,
                                                                            images_url))),
                      dict(root.storage_options))
     spool = Spool()
+    cap = limits.max_annotation_bytes
     try:
-        count, image_root = _fill(spool, root, cfs, fixed)
+        count, image_root = _fill(spool, root, cfs, fixed=fixed, cap=cap)
     except BaseException:
         spool.close()
         raise
-    cap = limits.max_annotation_bytes
     return listing.Listing(coco.NAME, cfs[0].classes, count, lambda: _refs(spool, cfs, cap),
                            spool=spool, image_root=image_root)
 
 
-ORPHANS_SQL = ("SELECT count(*) FROM anns a WHERE a.ds = ? AND NOT EXISTS (SELECT 1 FROM images i "
-               "WHERE i.ds = a.ds AND i.idk = a.idk")
+IDS_SQL = "SELECT DISTINCT idk FROM images WHERE ds = ? AND idk IS NOT NULL"  # + ORDER BY idk
 
 
-def _fill(spool: Spool, root: Root, cfs: list[_CocoFile], fixed: Root | None
+def _fill(spool: Spool, root: Root, cfs: list[_CocoFile], *, fixed: Root | None, cap: int
           ) -> tuple[int, Root]:
     """Stream every file into the spool, list each images folder once; returns the count and
-    the root image keys are relative to (the common folder of the images folders)."""
+    the root image keys are relative to (the common folder of the images folders). The
+    annotations of a file read into rows are grouped per image id (`_groups`)."""
     fs = root.fs
     spool.execute("CREATE TABLE images (ds TEXT, name TEXT, seq INT, idk TEXT, rec BLOB, "
                   "problem TEXT, ann_key TEXT, stem TEXT)")
-    spool.execute("CREATE TABLE anns (ds TEXT, idk TEXT, seq INT, cid, ann BLOB)")
+    # inserted in key order (`_groups`): appended to one B-tree, read by one lookup per image
+    spool.execute("CREATE TABLE groups (ds TEXT, idk TEXT, over INT, data BLOB, "
+                  "PRIMARY KEY (ds, idk)) WITHOUT ROWID")
     spool.execute("CREATE TABLE files (key TEXT, tag TEXT)")
     spool.execute("CREATE TABLE blocks (ds TEXT, kind INT, seq INT, ids BLOB, data BLOB, "
                   "stems BLOB)")
-    spool.execute("CREATE TABLE prefixes (ds TEXT PRIMARY KEY, prefix TEXT)")
     count = sum(cf.load(spool) for cf in cfs)
     for cf in cfs[1:]:
         if cf.classes != cfs[0].classes:
             raise InputError(f"{cf.where}: " + expected(
                 f"the categories of {cfs[0].where} (one class list per run)", "other ones"))
     folders = {}
-    # no repeated id: no record is DUP_ID, and the orphan count reads only images_id
-    orphans, dup = (ORPHANS_SQL + " AND i.problem IS NOT ?)", (DUP_ID,)) if _first_wins(
-        spool, cfs) else (ORPHANS_SQL + ")", ())
+    # no repeated id: no record is DUP_ID, and the image ids are read from images_id alone
+    ids, dup = (IDS_SQL + " AND problem IS NOT ? ORDER BY idk", (DUP_ID,)) if _first_wins(
+        spool, cfs) else (IDS_SQL + " ORDER BY idk", ())
+    for cf in cfs:
+        if cf.anns is not None and not cf.blocks:
+            spool.insert(GROUPS_SQL, _groups(cf, cf.anns.merged(), cap=cap, ids=spool.rows(
+                ids, (cf.dataset, *dup))))
     for cf in cfs:
         if cf.blocks:  # `cf.first` is its first record
             folders[cf.dataset] = "" if fixed else _images_dir(fs, cf.path, cf.dataset, cf.first)
@@ -861,7 +884,6 @@ def _fill(spool: Spool, root: Root, cfs: list[_CocoFile], fixed: Root | None
     prefixes = {ds: "" if f in ("", ".") else f + "/" for ds, f in folders.items()}
     for cf in cfs:
         cf.prefix = prefixes[cf.dataset]
-    spool.insert("INSERT INTO prefixes VALUES (?, ?)", prefixes.items())
     listed: list[str] = []
     for prefix in sorted(set(prefixes.values())):  # each images folder listed once
         if any(map(prefix.startswith, listed)):
@@ -870,11 +892,10 @@ def _fill(spool: Spool, root: Root, cfs: list[_CocoFile], fixed: Root | None
         spool.insert("INSERT INTO files VALUES (?, ?)",
                      listing.iter_tags(image_root, prefix.rstrip("/")))
     spool.execute("CREATE INDEX images_order ON images (ds, name, seq)")
-    spool.execute("CREATE INDEX anns_image ON anns (ds, idk, seq, cid, ann)")  # covering: `_refs`
     spool.execute("CREATE INDEX files_key ON files (key, tag)")
     for cf in cfs:
-        cf.orphans += _sorted_orphans(spool, cf.dataset) if cf.blocks else spool.scalar(
-            orphans, (cf.dataset, *dup)) or 0
+        if cf.blocks:
+            cf.orphans += _sorted_orphans(spool, cf.dataset)
         if cf.orphans:
             log.warning("%s: %d annotations name no image of the file; they are not exported",
                         cf.where, cf.orphans)
@@ -935,17 +956,14 @@ def _sorted_refs(spool: Spool, cf: _CocoFile, cats: dict[tuple[str, frozenset[An
     (image ids increasing, theirs never decreasing) and the files are read in key order,
     so one merge of the three gives what `_joined_refs`' join gives, without it."""
     ds, prefix = cf.dataset, cf.prefix
-    files = spool.rows("SELECT key, tag FROM files WHERE key >= ? ORDER BY key", (prefix,))
+    files = _Tags(spool, prefix)
     anns = _ann_stream(spool, ds)
     try:
-        fkey, ftag = next(files, (None, None))
         aid, cid, ann = next(anns, _END)
         for block_ids, data in _blocks(spool, ds, IMAGE_BLOCK):
             names, texts = _unpack(data)
             for name, iid, rec in zip(names, block_ids, texts):  # noqa: B905 (same lengths)
                 key = prefix + name
-                while fkey is not None and fkey < key:
-                    fkey, ftag = next(files, (None, None))
                 while aid is not None and aid < iid:  # an orphan (`_sorted_orphans`)
                     aid, cid, ann = next(anns, _END)
                 group: list[bytes] = []
@@ -958,14 +976,32 @@ def _sorted_refs(spool: Spool, cf: _CocoFile, cats: dict[tuple[str, frozenset[An
                     yield listing.ItemRef(cf.dataset, name, cf.where, None,
                                           _over(cap, len(rec), map(len, group)))
                     continue
-                yield _ref(cf, name, rec, (group, used, key, ftag if fkey == key else None),
-                           cats, cap)
+                yield _ref(cf, name, rec, (group, used, key, files.tag(key)), cats, cap)
     finally:
         files.close()
         anns.close()
 
 
 _END = (None, None, None)
+
+
+class _Tags:
+    """The tags of the files of image keys asked in increasing order (None: no such file):
+    one merge with the files table in key order (SQLite orders text as Python orders valid
+    UTF-8), not a lookup per image."""
+
+    def __init__(self, spool: Spool, prefix: str) -> None:
+        self.rows = spool.rows("SELECT key, tag FROM files WHERE key >= ? ORDER BY key",
+                               (prefix,))
+        self.key, self.got = next(self.rows, (None, None))
+
+    def tag(self, key: str) -> str | None:
+        while self.key is not None and self.key < key:
+            self.key, self.got = next(self.rows, (None, None))
+        return self.got if self.key == key else None
+
+    def close(self) -> None:
+        self.rows.close()
 
 
 def _ann_stream(spool: Spool, ds: str) -> Iterator[tuple[int, Any, bytes]]:
@@ -992,8 +1028,9 @@ def _ref(cf: _CocoFile, name: str, rec: bytes,
     if got is None:
         if len(cats) > 4096:
             cats.clear()
-        got = cats[ckey] = _dumps([[cid, cname] for cid, cname in cf.by_id.items()
-                                   if cid in used or _cid_column(cid) in used]).encode()
+        at = cf.cat_at  # the categories used, in file order: a lookup per id used
+        got = cats[ckey] = b"[" + b",".join(map(cf.cat_json.__getitem__, sorted(
+            {at[cid] for cid in used if cid in at}))) + b"]"
     inline = b"".join((b'{"image":', rec, b',"annotations":[', b",".join(anns),
                        b'],"categories":', got, b"}"))
     if len(inline) > cap:  # its categories tipped it over
@@ -1005,9 +1042,6 @@ def _ref(cf: _CocoFile, name: str, rec: bytes,
             ann_inline=inline, ann_tag=tag)
     return listing.ItemRef(ds, name, cf.where, image_key, ann_inline=inline, ann_tag=tag,
                            image_tag=image_tag)
-
-
-_IMAGE_ROW = operator.itemgetter(0, 1)  # (name, seq): the rows of one image record
 
 
 def _too_big(cap: int, got: str) -> str:
@@ -1034,23 +1068,56 @@ def _too_many(cap: int, n: int) -> str:
     return _too_big(cap, f"more ({n}+ annotations)")
 
 
+def _groups(cf: _CocoFile, rows: Iterator[Any], *, cap: int, ids: Iterator[tuple[str]]
+            ) -> Iterator[tuple[Any, ...]]:
+    """The `GROUPS_SQL` row of each image id of a file's annotation rows (sorted by id,
+    file order kept): the category ids and JSONs of the first ones whose
+    JSONs (and a comma each) fit in `cap` - `over` when more follow (the image fails:
+    `_joined_refs`), so a group never holds more than `cap`. The annotations of an id no
+    image has (`ids`: the ids of the file's images, increasing as SQLite orders text, which
+    is Python's order of valid UTF-8) are counted in `cf.orphans` and not stored."""
+    ds = cf.dataset
+    have = next(ids, None)
+    for idk, group in itertools.groupby(rows, _GROUP_KEY):
+        while have is not None and have[0] < idk:
+            have = next(ids, None)
+        if have is None or have[0] != idk:
+            cf.orphans += sum(1 for _ in group)
+            continue
+        cids, texts, total = [], [], 0
+        for _idk, cid, text in group:
+            total += len(text) + 1
+            if total > cap:
+                break  # the rest of the group is skipped by groupby
+            cids.append(cid)
+            texts.append(text)
+        yield ds, idk, int(total > cap), _pack((cids, texts))
+
+
+_GROUP_KEY = operator.itemgetter(0)
+
+
 def _joined_refs(spool: Spool, cf: _CocoFile, cats: dict[tuple[str, frozenset[Any]], bytes],
                  cap: int) -> Iterator[listing.ItemRef]:
-    """The refs of a file read into rows: images joined with their file and annotations.
-    The driver never holds more than `cap` of one image: rows are summed as they come, and
-    a record or an annotation longer than `cap` is never read from the spool (its length
-    is)."""
+    """The refs of a file read into rows: images joined with their file and their group of
+    annotations (`_groups`). The driver never holds more than `cap` of one image: a group
+    holds at most that, and a record longer than `cap` is never read from the spool (its
+    length is)."""
+    files = _Tags(spool, cf.prefix)
+    try:
+        yield from _joined(spool, cf, cats, cap, files)
+    finally:
+        files.close()
+
+
+def _joined(spool: Spool, cf: _CocoFile, cats: dict[tuple[str, frozenset[Any]], bytes],
+            cap: int, files: _Tags) -> Iterator[listing.ItemRef]:
     rows = spool.rows(
-        f"SELECT i.name, i.seq, CASE WHEN length(i.rec) <= {int(cap)} THEN i.rec END, "
-        "i.problem, p.prefix || i.name, f.tag, "
-        f"a.cid, CASE WHEN length(a.ann) <= {int(cap)} THEN a.ann END, length(a.ann) "
-        "FROM images i JOIN prefixes p ON p.ds = i.ds "
-        "LEFT JOIN files f ON i.problem IS NULL AND f.key = p.prefix || i.name "
-        "LEFT JOIN anns a ON i.problem IS NULL AND a.ds = i.ds AND a.idk = i.idk "
-        "WHERE i.ds = ? ORDER BY i.name, i.seq, a.seq", (cf.dataset,))
-    for _image, group in itertools.groupby(rows, _IMAGE_ROW):
-        first = next(group)
-        name, _seq, rec, problem, image_key, image_tag, cid, ann, size = first
+        f"SELECT i.name, CASE WHEN length(i.rec) <= {int(cap)} THEN i.rec END, "
+        "i.problem, g.data, g.over FROM images i "
+        "LEFT JOIN groups g ON i.problem IS NULL AND g.ds = i.ds AND g.idk = i.idk "
+        "WHERE i.ds = ? ORDER BY i.name, i.seq", (cf.dataset,))
+    for name, rec, problem, data, over in rows:
         if problem is not None:
             yield listing.ItemRef(cf.dataset, name, cf.where, None,
                                   _worded(spool, cf.dataset, name, rec, problem))
@@ -1060,15 +1127,19 @@ def _joined_refs(spool: Spool, cf: _CocoFile, cats: dict[tuple[str, frozenset[An
                                   _too_big(cap, "a longer image record"))
             continue
         anns, used, total = [], set(), len(rec)
-        if size is not None:  # else a LEFT JOIN's null: the image has no annotation (one row)
-            for *_, cid, ann, size in itertools.chain((first,), group):
-                total += size + 1
+        if data is not None:  # else a LEFT JOIN's null: the image has no annotation
+            cids, texts = _unpack(data)
+            for cid, ann in zip(cids, texts):  # noqa: B905 (equal lengths)
+                total += len(ann) + 1
                 if total > cap:
                     break
                 anns.append(ann)
                 used.add(cid)
-        if total > cap:  # the rest of the group is skipped by groupby, never held
+            else:
+                total += over * (cap + 1)  # the next one: over `cap` with no record at all
+        if total > cap:
             yield listing.ItemRef(cf.dataset, name, cf.where, None,
                                   _too_many(cap, len(anns) + 1))
             continue
-        yield _ref(cf, name, rec, (anns, used, image_key, image_tag), cats, cap)
+        image_key = cf.prefix + name
+        yield _ref(cf, name, rec, (anns, used, image_key, files.tag(image_key)), cats, cap)

@@ -263,3 +263,122 @@ def test_an_image_over_the_annotation_cap_fails_alike_on_both_paths(tmp_path, mo
     problems = [r.problem for r in refs]
     assert any(p and "max_annotation_bytes" in p for p in problems) == (cap < 1000)
     assert any(p is None for p in problems) == (cap > 60)
+
+
+# ------------------------------------------------ files not in order: the external sort
+SMALL_RUNS = {"RUN": 3, "CHUNK": 2, "FAN_IN": 2}  # many runs, merged in several rounds
+
+
+def careful_of(url: Path, monkeypatch, *, small: bool, **kw) -> tuple[object, ...]:
+    from jobs import runs
+
+    with monkeypatch.context() as m:
+        for name, value in (SMALL_RUNS.items() if small else ()):
+            m.setattr(runs, name, value)
+        return listing_of(url, monkeypatch, careful=True, block=64, **kw)[:-1]
+
+
+def write_both_orders(root: Path, doc: dict, rnd: random.Random) -> None:
+    """`in/instances_x.json`: the records in order (names and ids increasing, annotations
+    by image); `out/instances_x.json`: the same in COCO 2017's layout - images in no order,
+    annotations grouped by category across images -, each image's annotations in the same
+    order in both (so its per-image JSON is the same); one images/ folder for both."""
+    out = sorted(doc["annotations"], key=lambda a: str(a["category_id"]))
+    write(root / "in" / "instances_x.json",
+          {**doc, "annotations": sorted(out, key=lambda a: a["image_id"])})
+    write(root / "out" / "instances_x.json",
+          {**doc, "images": rnd.sample(doc["images"], len(doc["images"])), "annotations": out})
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_a_file_shuffled_like_coco2017_gives_the_in_order_files_refs(tmp_path, monkeypatch,
+                                                                     seed):
+    """The same images and annotations in order (the merge) and in COCO 2017's layout
+    (the external sort, in one run or in many merged in rounds): the same refs, counts and
+    warnings - orphans, annotations of an image listed later, images with none, missing
+    files."""
+    rnd = random.Random(seed)
+    names = sorted(f"{k:03d}.jpg" for k in rnd.sample(range(500), rnd.randint(1, 40)))
+    ids = sorted(rnd.sample(range(1000), len(names)))
+    anns = sorted(((rnd.choice([*ids, 5000, -1]), rnd.choice([3, 4, "5"]))
+                   for _ in range(rnd.randint(0, 120))), key=lambda a: a[0])
+    write_both_orders(tmp_path, coco_doc(names, ids, anns), rnd)
+    touch(tmp_path, *[f"images/{n}" for k, n in enumerate(names)
+                      if k == 0 or rnd.random() < 0.9])
+    in_order = listing_of(tmp_path / "in", monkeypatch, careful=False, block=64)
+    assert in_order[-1]
+    for small in (False, True):
+        got = careful_of(tmp_path / "out", monkeypatch, small=small)
+        assert got == in_order[:-1]
+
+
+def split_of(path: Path) -> tuple[list[tuple[str, bytes | None]], int]:
+    """(name, per-image JSON or None when the image fails) of each image record, and the
+    orphan count, of the in-memory split (`coco.split_dataset`, what the listing must give)."""
+    from maskcore.formats import coco
+
+    got = coco.split_dataset(path.read_bytes())
+    return sorted(((i.name, i.inline) for i in got.images), key=_by_name), got.orphans
+
+
+def _by_name(image: tuple[str, bytes | None]) -> tuple[str, bytes]:
+    return image[0], image[1] or b""
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_files_not_in_order_equal_the_in_memory_split(tmp_path, monkeypatch, seed):
+    """Out-of-order shapes the merge never takes - repeated ids (the first record wins,
+    annotations of the id go to it), string ids, repeated names / stems, orphans, annotations
+    before their image's record, several files - give each image the per-image JSON of the
+    in-memory split, with one run or many merged in rounds."""
+    rnd = random.Random(seed)
+    files = rnd.choice([1, 2, 3])
+    expect = []
+    for f in range(files):
+        names = rnd.sample(NAMES, rnd.randint(1, 12))
+        ids: list[object] = rnd.sample(range(-5, 40), len(names))
+        if len(ids) > 1 and rnd.random() < 0.4:
+            ids[rnd.randrange(1, len(ids))] = ids[0]  # a repeated id
+        if ids and rnd.random() < 0.4:
+            ids[rnd.randrange(len(ids))] = rnd.choice(["s", "7", "é"])  # a string id
+        if rnd.random() < 0.3:
+            names[-1] = names[0]  # a repeated name
+        pool = [*ids, -9, 41, "x", "7"]
+        anns = sorted(((rnd.choice(pool), rnd.choice([3, 4, "5"]))
+                       for _ in range(rnd.randint(0, 30))), key=lambda a: str(a[1]))
+        path = tmp_path / "annotations" / f"instances_d{f}.json"
+        write(path, coco_doc(names, ids, anns), images_first=rnd.random() < 0.6)
+        touch(tmp_path, *[f"images/d{f}/{n}" for n in names])
+        expect.append(split_of(path))
+    runs = [careful_of(tmp_path, monkeypatch, small=small) for small in (False, True)]
+    assert runs[0] == runs[1]
+    refs, count, _root, warnings = runs[0]
+    assert count == sum(len(images) for images, _orphans in expect)
+    for f, (images, orphans) in enumerate(expect):
+        got = sorted(((r.name, None if r.problem else r.ann_inline)
+                      for r in refs if r.dataset == f"d{f}"), key=_by_name)
+        assert got == images
+        said = [w for w in warnings if w.startswith(f"annotations/instances_d{f}.json:")]
+        assert said == ([f"annotations/instances_d{f}.json: {orphans} annotations name no "
+                         "image of the file; they are not exported"] if orphans else [])
+
+
+@pytest.mark.parametrize("cap", [60, 300, 330, 420, 1000])
+def test_an_image_over_the_cap_fails_alike_in_a_file_not_in_order(tmp_path, monkeypatch, cap):
+    """The annotation cap on the external sort's groups: an image whose annotations come in
+    many runs fails with the in-order file's words (the record alone, or the count of
+    annotations that tipped it), and its group never holds more than the cap."""
+    from maskcore.limits import DEFAULT_LIMITS
+
+    names = ["a.jpg", "b.jpg", "c.jpg"]
+    anns = [(1, 3), *[(2, 3), (2, 4)] * 4, (3, 3)]
+    write_both_orders(tmp_path, coco_doc(names, [1, 2, 3], anns), random.Random(1))
+    touch(tmp_path, *[f"images/{n}" for n in names])
+    limits = dataclasses.replace(DEFAULT_LIMITS, max_annotation_bytes=cap)
+    in_order = listing_of(tmp_path / "in", monkeypatch, careful=False, block=64, limits=limits)
+    assert in_order[-1]
+    for small in (False, True):
+        got = careful_of(tmp_path / "out", monkeypatch, small=small, limits=limits)
+        assert got == in_order[:-1]
+    problems = [r.problem for r in in_order[0]]
+    assert any(p and "max_annotation_bytes" in p for p in problems) == (cap < 1000)
