@@ -14,8 +14,8 @@ for images 1.1 annotations.xml with one box per image and its images/ folder, an
 images with two subset lists. --links makes the Supervisely project's files hard links to
 one inode per 60,000 of them (a 10M project is 20M directory entries, more than the inodes a
 disk has free, at ~1 GB of directory blocks): the walk still finds and stats every entry, but
-the linked files share their size-mtime tags. Several --items are measured in one run, each
-against the first (peak RSS and items per CPU-s ratios). Each measurement
+the linked files share their size-mtime tags. Several --items are measured in one run, in the
+order given, each against the smallest (peak RSS and items per CPU-s ratios). Each measurement
 runs in a fresh subprocess: `list_input` (listing into the spool) then one full `iter_refs()`
 pass; it prints seconds of each, items/s over both, items per CPU-second of both (the child's
 CPU after its imports; `cpu_s_with_imports` adds the ~0.75 CPU-s of interpreter start and
@@ -221,7 +221,8 @@ def child(fmt: str, path: str) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--items", type=int, nargs="+", default=[1_000_000],
-                    help="item counts, each measured in the same run (ratios against the first)")
+                    help="item counts, measured in this order in the same run (ratios against "
+                         "the smallest)")
     ap.add_argument("--formats", default="supervisely,coco,cvat")
     ap.add_argument("--workdir", default="/tmp/maskjob-bench-listing")
     ap.add_argument("--no-image-files", action="store_true",
@@ -264,8 +265,10 @@ def main() -> None:
 def run(args: argparse.Namespace, env: dict[str, str], s3: tuple | None) -> None:
     for fmt in args.formats.split(","):
         results = [measure(args, fmt, items, env, s3) for items in args.items]
-        first = results[0]
-        for r in results[1:]:
+        first = min(results, key=lambda r: r["items"])  # the ratios' base: the smallest
+        for r in results:
+            if r is first:
+                continue
             print(f"# {fmt} {r['items']:,} / {first['items']:,} items: peak RSS "
                   f"{r['peak_rss_mb'] / first['peak_rss_mb']:.2f}x ({r['peak_rss_mb']:.0f} / "
                   f"{first['peak_rss_mb']:.0f} MB), items per CPU-s "
