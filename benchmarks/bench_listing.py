@@ -2,6 +2,7 @@
 
     python benchmarks/bench_listing.py                     # 1M items, every format
     python benchmarks/bench_listing.py --items 10000000    # 10M
+    python benchmarks/bench_listing.py --items 1000000 10000000 --formats supervisely --links
     python benchmarks/bench_listing.py --formats cvat,coco --items 200000 --no-image-files
     python benchmarks/bench_listing.py --items 20000 --s3   # the same inputs on moto S3
     python benchmarks/bench_listing.py --items 100000 --formats coco --coco-order coco2017
@@ -11,7 +12,11 @@ Supervisely project (images are empty files, annotations tiny JSONs, 10 datasets
 instances JSON with one polygon per image and its images folder (empty files), one CVAT
 for images 1.1 annotations.xml with one box per image and its images/ folder, and (format
 `cvatmask`, not in the default list) a CVAT Segmentation Mask 1.1 archive of empty PNGs and
-images with two subset lists. Each measurement
+images with two subset lists. --links makes the Supervisely project's files hard links to
+one inode per 60,000 of them (a 10M project is 20M directory entries, more than the inodes a
+disk has free, at ~1 GB of directory blocks): the walk still finds and stats every entry, but
+the linked files share their size-mtime tags. Several --items are measured in one run, in the
+order given, each against the smallest (peak RSS and items per CPU-s ratios). Each measurement
 runs in a fresh subprocess: `list_input` (listing into the spool) then one full `iter_refs()`
 pass; it prints seconds of each, items/s over both, items per CPU-second of both (the child's
 CPU after its imports; `cpu_s_with_imports` adds the ~0.75 CPU-s of interpreter start and
@@ -52,17 +57,61 @@ def _touch_many(folder: str, names: list[str], data: bytes = IMG) -> None:
                 f.write(data)
 
 
+LINKS = False  # --links: Supervisely files as hard links to a few inodes (see gen_supervisely)
+LINKS_PER_INODE = 60_000  # under ext4's 65,000 links per inode
+
+
+def _link_many(folder: str, src_dir: str, names: list[str], data: bytes) -> None:
+    """`names` in `folder` as hard links to files holding `data`, one source file (in
+    `src_dir`, which the listing never walks) per LINKS_PER_INODE names: real directory
+    entries each listing must find and stat, at one inode per 60,000 of them."""
+    os.makedirs(folder, exist_ok=True)
+    os.makedirs(src_dir, exist_ok=True)
+    link, fd, src_fd = os.link, os.open(folder, os.O_RDONLY), os.open(src_dir, os.O_RDONLY)
+    try:
+        for at in range(0, len(names), LINKS_PER_INODE):
+            src = str(at)
+            with open(os.path.join(src_dir, src), "wb") as f:
+                f.write(data)
+            for n in names[at:at + LINKS_PER_INODE]:  # by descriptors: no lookup of a path
+                link(src, n, src_dir_fd=src_fd, dst_dir_fd=fd)
+    finally:
+        os.close(fd)
+        os.close(src_fd)
+
+
 def gen_supervisely(path: str, n: int) -> None:
+    """A project of DATASETS datasets; with LINKS its files are hard links (their sources
+    under `<path>.src/`, outside the project: the listing sees only the links), the datasets
+    made by one process per core (linking is system time: 20M links take ~20 CPU-min)."""
     meta = {"classes": [{"title": "car", "shape": "polygon", "color": "#FF0000"}], "tags": []}
     os.makedirs(path, exist_ok=True)
-    ann = json.dumps({"size": {"width": 4, "height": 4}, "objects": []}).encode()
-    per = -(-n // DATASETS)
-    for d in range(DATASETS):
-        names = [f"img_{i:08d}.jpg" for i in range(d * per, min(n, (d + 1) * per))]
-        _touch_many(os.path.join(path, f"ds{d}", "img"), names)
-        _touch_many(os.path.join(path, f"ds{d}", "ann"), [x + ".json" for x in names], ann)
+    if LINKS:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(min(DATASETS, os.cpu_count() or 1)) as pool:
+            list(pool.map(_gen_dataset, [path] * DATASETS, [n] * DATASETS, range(DATASETS),
+                          [True] * DATASETS))
+    else:
+        for d in range(DATASETS):
+            _gen_dataset(path, n, d, False)
     with open(os.path.join(path, "meta.json"), "w") as f:
         json.dump(meta, f)
+
+
+def _gen_dataset(path: str, n: int, d: int, links: bool) -> None:
+    """Dataset `ds<d>` of `gen_supervisely`: its share of the `n` images and annotations."""
+    ann = json.dumps({"size": {"width": 4, "height": 4}, "objects": []}).encode()
+    per = -(-n // DATASETS)
+    names = [f"img_{i:08d}.jpg" for i in range(d * per, min(n, (d + 1) * per))]
+    anns = [x + ".json" for x in names]
+    if links:
+        src = os.path.join(path + ".src", f"ds{d}")
+        _link_many(os.path.join(path, f"ds{d}", "img"), src + "/img", names, IMG)
+        _link_many(os.path.join(path, f"ds{d}", "ann"), src + "/ann", anns, ann)
+        return
+    _touch_many(os.path.join(path, f"ds{d}", "img"), names)
+    _touch_many(os.path.join(path, f"ds{d}", "ann"), anns, ann)
 
 
 COCO_ORDER = "in-order"  # --coco-order
@@ -203,7 +252,9 @@ def child(fmt: str, path: str) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--items", type=int, default=1_000_000)
+    ap.add_argument("--items", type=int, nargs="+", default=[1_000_000],
+                    help="item counts, measured in this order in the same run (ratios against "
+                         "the smallest)")
     ap.add_argument("--formats", default="supervisely,coco,cvat")
     ap.add_argument("--workdir", default="/tmp/maskjob-bench-listing")
     ap.add_argument("--no-image-files", action="store_true",
@@ -213,13 +264,16 @@ def main() -> None:
                     help="COCO file layout: in order (the in-order path), COCO 2017's "
                     "(images shuffled, ~3 annotations per image grouped by category: the "
                     "careful path), or shuffled (the in-order content in that layout)")
+    ap.add_argument("--links", action="store_true",
+                    help="Supervisely files as hard links to a few inodes: 20M entries of a 10M "
+                         "project at no inode cost (tags then repeat; the walk and stats do not)")
     ap.add_argument("--s3", action="store_true",
                     help="list the inputs from a moto S3 server (subprocess on 127.0.0.1)")
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     ap.add_argument("--generate", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    global IMAGE_FILES, COCO_ORDER
-    IMAGE_FILES = not args.no_image_files
+    global IMAGE_FILES, LINKS, COCO_ORDER
+    IMAGE_FILES, LINKS = not args.no_image_files, args.links
     COCO_ORDER = args.coco_order
     if args.child:
         child(*args.child)
@@ -248,44 +302,61 @@ def main() -> None:
 
 def run(args: argparse.Namespace, env: dict[str, str], s3: tuple | None) -> None:
     for fmt in args.formats.split(","):
-        path = os.path.join(args.workdir, f"{fmt}-{args.items}" + (
-            "-noimg" if args.no_image_files and fmt != "supervisely" else "") + (
-            f"-{args.coco_order}" if fmt == "coco" and args.coco_order != "in-order" else ""))
-        done = path + ".done"
-        if not os.path.exists(done):
-            # in a process of its own: a child inherits this process's peak RSS (ru_maxrss
-            # survives fork + exec), which generating a large input would raise
-            t = time.perf_counter()
-            subprocess.run([sys.executable, __file__, "--generate", fmt, path, str(args.items)]
-                           + (["--no-image-files"] if args.no_image_files else [])
-                           + ["--coco-order", args.coco_order],
-                           check=True, cwd=ROOT)
-            open(done, "w").close()
-            print(f"# generated {fmt} x {args.items} in {time.perf_counter() - t:.0f} s",
-                  flush=True)
-        requests = 0
-        if s3 is not None:
-            fs, log_path = s3
-            url = f"s3://bench-listing/{os.path.basename(path)}"
-            if not fs.exists("bench-listing"):
-                fs.mkdir("bench-listing")
-            t = time.perf_counter()
-            upload(fs, path, url)
-            print(f"# uploaded {fmt} to {url} in {time.perf_counter() - t:.0f} s", flush=True)
-            path, requests = url, requests_logged(log_path)
-        out = subprocess.run([sys.executable, __file__, "--child", fmt, path], check=True,
-                             capture_output=True, text=True, cwd=ROOT,
-                             env={**env, "PYTHONPATH": ROOT}, timeout=6 * 3600)
-        r = json.loads(out.stdout.strip().splitlines()[-1])
-        if s3 is not None:
-            requests = requests_logged(s3[1]) - requests
-            print(f"# S3 requests during listing + one pass: {requests:,} "
-                  f"({requests / r['items']:.4f} per item)")
-        print(f"{fmt:12s} items={r['items']:>9,d}  listing {r['list_s']:7.1f} s  "
-              f"iterate {r['iter_s']:6.1f} s  {r['items_per_s']:9,.0f} items/s  "
-              f"({r['items_per_cpu_s']:9,.0f} per CPU-s)  "
-              f"peak RSS {r['peak_rss_mb']:4.0f} MB (imports {r['base_rss_mb']:.0f} MB)  "
-              f"problems={r['problems']}", flush=True)
+        results = [measure(args, fmt, items, env, s3) for items in args.items]
+        first = min(results, key=lambda r: r["items"])  # the ratios' base: the smallest
+        for r in results:
+            if r is first:
+                continue
+            print(f"# {fmt} {r['items']:,} / {first['items']:,} items: peak RSS "
+                  f"{r['peak_rss_mb'] / first['peak_rss_mb']:.2f}x ({r['peak_rss_mb']:.0f} / "
+                  f"{first['peak_rss_mb']:.0f} MB), items per CPU-s "
+                  f"{r['items_per_cpu_s'] / first['items_per_cpu_s']:.2f}x", flush=True)
+
+
+def measure(args: argparse.Namespace, fmt: str, items: int, env: dict[str, str],
+            s3: tuple | None) -> dict:
+    """One format at one size: generate (cached), upload with --s3, list in a fresh child."""
+    links = args.links and fmt == "supervisely"
+    path = os.path.join(args.workdir, f"{fmt}-{items}" + (
+        "-noimg" if args.no_image_files and fmt != "supervisely" else "") + (
+        "-links" if links else "") + (
+        f"-{args.coco_order}" if fmt == "coco" and args.coco_order != "in-order" else ""))
+    done = path + ".done"
+    if not os.path.exists(done):
+        # in a process of its own: a child inherits this process's peak RSS (ru_maxrss
+        # survives fork + exec), which generating a large input would raise
+        t = time.perf_counter()
+        subprocess.run([sys.executable, __file__, "--generate", fmt, path, str(items)]
+                       + (["--no-image-files"] if args.no_image_files else [])
+                       + (["--links"] if links else [])
+                       + ["--coco-order", args.coco_order],
+                       check=True, cwd=ROOT)
+        open(done, "w").close()
+        print(f"# generated {fmt} x {items} in {time.perf_counter() - t:.0f} s", flush=True)
+    requests = 0
+    if s3 is not None:
+        fs, log_path = s3
+        url = f"s3://bench-listing/{os.path.basename(path)}"
+        if not fs.exists("bench-listing"):
+            fs.mkdir("bench-listing")
+        t = time.perf_counter()
+        upload(fs, path, url)
+        print(f"# uploaded {fmt} to {url} in {time.perf_counter() - t:.0f} s", flush=True)
+        path, requests = url, requests_logged(log_path)
+    out = subprocess.run([sys.executable, __file__, "--child", fmt, path], check=True,
+                         capture_output=True, text=True, cwd=ROOT,
+                         env={**env, "PYTHONPATH": ROOT}, timeout=6 * 3600)
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    if s3 is not None:
+        requests = requests_logged(s3[1]) - requests
+        print(f"# S3 requests during listing + one pass: {requests:,} "
+              f"({requests / r['items']:.4f} per item)")
+    print(f"{fmt:12s} items={r['items']:>9,d}  listing {r['list_s']:7.1f} s  "
+          f"iterate {r['iter_s']:6.1f} s  {r['items_per_s']:9,.0f} items/s  "
+          f"({r['items_per_cpu_s']:9,.0f} per CPU-s, {r['cpu_s']:.0f} CPU-s)  "
+          f"peak RSS {r['peak_rss_mb']:4.0f} MB (imports {r['base_rss_mb']:.0f} MB)  "
+          f"problems={r['problems']}", flush=True)
+    return r
 
 
 if __name__ == "__main__":
