@@ -117,6 +117,8 @@ _safe = listing.safe_key
 
 # ---------------------------------------------------------------------------- tasks
 _END_TAG = {"image": re.compile(rb"</image\s*>").match, "meta": re.compile(rb"</meta\s*>").match}
+# an empty image element's tag (well-formed: expat has read it); attribute values may hold '>'
+_EMPTY_IMAGE = re.compile(rb"""<image(?:\s+[^\s=/>]+\s*=\s*(?:"[^"]*"|'[^']*'))*\s*/>""")
 
 
 def iter_images(stream: IO[bytes], where: str
@@ -124,12 +126,20 @@ def iter_images(stream: IO[bytes], where: str
     """Stream a CVAT for images 1.1 XML: yields the ClassTable (from `<meta>`) first, then
     `(image attributes, <image> element bytes as they stand in the file)` per image, in file
     order. expat reports byte offsets, so each element is cut from the input bytes, never
-    built as a tree: memory is one read chunk plus the element being read."""
+    built as a tree: memory is one read chunk plus the element being read.
+
+    Inside an `<image>` no start handler runs (`in_image`): expat then builds no attribute
+    list per shape, the largest cost of a pass. The first `</image>` closes it unless the
+    bytes read since its start hold another `<image` (a nested one, or such text in a
+    comment or CDATA): then `nested` counts the depth from those bytes and the element ends
+    as with the start handler on."""
     parser = pyexpat.ParserCreate()
     # the handlers' state (nonlocal: cheaper than a dict per call): element depth, offset and
     # attributes of the open depth-2 element, whether <meta> was seen
     depth, begin, opened, classes = 0, -1, None, False
     done: list[tuple[str, dict[str, str] | None, int, int]] = []
+    buf = bytearray()
+    base = 0  # file offset of buf[0]
 
     def refuse(*_: object) -> None:
         raise InputError(f"{where}: " + expected("XML without a DOCTYPE (CVAT writes none)",
@@ -156,6 +166,8 @@ def iter_images(stream: IO[bytes], where: str
                     "'CVAT for images 1.1'"))
             begin = parser.CurrentByteIndex
             opened = dict(zip(attrs[::2], attrs[1::2], strict=True))
+            if name == "image":
+                parser.StartElementHandler, parser.EndElementHandler = None, in_image
 
     def end(name: str) -> None:
         nonlocal depth
@@ -164,14 +176,50 @@ def iter_images(stream: IO[bytes], where: str
                          parser.CurrentByteIndex))
         depth -= 1
 
+    def in_image(name: str) -> None:  # the end handler inside an <image>: depth is 2 so far
+        nonlocal depth
+        if name != "image":
+            return
+        # without a start handler expat reports an empty element's end at its start tag
+        at = parser.CurrentByteIndex
+        parser.StartElementHandler, parser.EndElementHandler = start, end
+        if at == begin:  # the <image/> itself: it ends where its tag does
+            m = _EMPTY_IMAGE.match(buf, at - base)
+            done.append((name, opened, begin, base + m.end() if m else at))
+            depth = 1
+        elif buf.find(b"<image", begin - base + 1, at - base + len(b"<image")) < 0:
+            done.append((name, opened, begin, at))
+            depth = 1
+        else:  # a nested <image> (or such text): count as the start handler would have
+            depth = 1 + nested(bytes(buf[begin - base:at - base])) + (
+                not buf.startswith(b"</", at - base))  # an empty <image/> is open too
+            end(name)
+
+    def nested(head: bytes) -> int:
+        """The number of elements `head` (the start of an <image> element, well-formed so
+        far, with no element named image closed in it) leaves open."""
+        count = pyexpat.ParserCreate()
+        level = 0
+
+        def down(_name: str, _attrs: object) -> None:
+            nonlocal level
+            level += 1
+
+        def up(_name: str) -> None:
+            nonlocal level
+            level -= 1
+
+        count.StartElementHandler, count.EndElementHandler = down, up
+        count.Parse(head, False)
+        return level
+
     parser.StartDoctypeDeclHandler = refuse
     parser.EntityDeclHandler = refuse
     parser.XmlDeclHandler = declared
     parser.ordered_attributes = True  # a flat list: cheaper than a dict per shape
     parser.StartElementHandler = start
     parser.EndElementHandler = end
-    buf = bytearray()
-    base, first = 0, True  # file offset of buf[0]; whether chunk is the first one
+    first = True  # whether chunk is the first one
     while True:
         chunk = stream.read(1 << 20)
         if first and (chunk[:2] in (b"\xff\xfe", b"\xfe\xff") or b"\x00" in chunk[:4]):
