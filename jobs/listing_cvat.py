@@ -278,7 +278,7 @@ def list_task(root: Root, xmls: list[str], *, moved: bool = False) -> listing.Li
         for key in xmls:
             n += spool.insert("INSERT INTO items VALUES (?, ?, ?, ?, ?, ?)",
                               _task_rows(root, key, found, key != cvat.ANNOTATIONS_FILE, order))
-        spool.insert("INSERT INTO files VALUES (?, ?)", _image_files(root))
+        spool.insert_batches("INSERT INTO files VALUES (?, ?)", _image_files(root))
         # a covering index, built by SQLite's sorter: cheaper than inserting the walk's
         # (unsorted) keys into a b-tree one by one, and the join never reads the table
         spool.execute("CREATE INDEX files_key ON files (key, tag)")
@@ -292,16 +292,16 @@ def list_task(root: Root, xmls: list[str], *, moved: bool = False) -> listing.Li
                            image_root=root if moved else None)
 
 
-def _image_files(root: Root) -> Iterator[tuple[str, str]]:
-    """(key, tag) of every file under images/ whose key is safe: on local disk a folder is
-    checked once and a scandir name only for a backslash (see `listing.iter_folder_batches`)."""
+def _image_files(root: Root) -> Iterator[list[tuple[str, str]]]:
+    """Batches of (key, tag) of the files under images/ whose key is safe: on local disk a
+    folder is checked once and a scandir name only for a backslash (see
+    `listing.iter_folder_batches`): the walk's tuples go to SQLite as they are."""
     local = root.is_local
-    for folder, files in listing.iter_folder_batches(root, cvat.IMAGES_DIR):
-        if local:
-            if _safe(folder + "x"):
-                yield from [(folder + name, tag) for name, tag in files if "\\" not in name]
-        else:
-            yield from [(folder + name, tag) for name, tag in files if _safe(folder + name)]
+    for folder, files in listing.iter_folder_batches(root, cvat.IMAGES_DIR, keys=True):
+        if not local:
+            yield [f for f in files if _safe(f[0])]
+        elif _safe(folder + "x"):
+            yield [f for f in files if "\\" not in f[0]]
 
 
 def _task_rows(root: Root, key: str, found: list[ClassTable], by_file: bool,
