@@ -305,7 +305,7 @@ LINK_OUT = "link-outside"
 def _tag(st: os.stat_result) -> str:
     """A local file's tag: "<size>-<mtime>", the mtime as `repr` of the float `st_mtime`
     (the text manifests hold: an incremental run compares it with the previous one)."""
-    return "%d-%r" % (st.st_size, st.st_mtime)  # f"{size}-{mtime}" to the byte, faster
+    return f"{st.st_size}-{st.st_mtime}"
 
 
 _BY_FD = os.scandir in os.supports_fd  # scandir(fd): stat by dir_fd + name
@@ -335,12 +335,13 @@ def _scan_folder(path: str, rel: str, above: tuple[tuple[int, int], ...],
                  stack: list[tuple[str, str, tuple[tuple[int, int], ...]]], real: str,
                  keys: bool = False) -> Iterator[list[tuple[str, str]]]:
     """The files of one local folder in batches of (name, `_tag`) (`keys`: (rel + name,
-    tag)); its sub-folders go onto `stack`. The folder is scanned through a descriptor where the OS allows: each
-    `stat` is then an `fstatat` of the bare name, not a lookup of the whole path. Symlinked
-    folders are followed, except to a folder of `above` (the (device, inode) of the folders
-    the walk came through: a loop); a folder that cannot be opened (gone, no permission,
-    too many links) is left out. A symlink leading outside the root (`real`, its real path)
-    is one file tagged `LINK_OUT`, never stat'ed through nor entered."""
+    tag)); its sub-folders go onto `stack`. The folder is scanned through a descriptor where
+    the OS allows: each `stat` is then an `fstatat` of the bare name, not a lookup of the
+    whole path. Symlinked folders are followed, except to a folder of `above` (the (device,
+    inode) of the folders the walk came through: a loop); a folder that cannot be opened
+    (gone, no permission, too many links) is left out. A symlink leading outside the root
+    (`real`, its real path) is one file tagged `LINK_OUT`, never stat'ed through nor
+    entered."""
     try:
         fd = os.open(path, _DIR_FLAGS) if _BY_FD else None
     except OSError:
@@ -375,7 +376,7 @@ def _scan_folder(path: str, rel: str, above: tuple[tuple[int, int], ...],
                         st = e.stat()  # the one syscall per file (Linux scandir gives no size)
                         if is_dir(st.st_mode):  # a directory replaced a file meanwhile
                             continue
-                        tag = "%d-%r" % (st.st_size, st.st_mtime)  # `_tag`, inlined
+                        tag = f"{st.st_size}-{st.st_mtime}"  # `_tag`, inlined
                 except OSError:
                     continue
                 append((pre + name, tag))
