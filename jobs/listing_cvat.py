@@ -268,6 +268,7 @@ def list_task(root: Root, xmls: list[str], *, moved: bool = False) -> listing.Li
             raise InputError(f"{key}: " + expected(f"at most {MAX_XML_BYTES} bytes",
                                                    f"{size} bytes"))
     found: list[ClassTable] = []
+    by_subset = [True]  # may an image be at images/<dataset>/<name>? (`fill` tells)
 
     def fill(spool: Spool) -> int:
         spool.execute("CREATE TABLE items (ds TEXT, name TEXT, ann_key TEXT, element BLOB, "
@@ -275,10 +276,14 @@ def list_task(root: Root, xmls: list[str], *, moved: bool = False) -> listing.Li
         spool.execute("CREATE TABLE files (key TEXT, tag TEXT)")
         n = 0
         order: list = [True, ("", "")]  # items already in (dataset, name) order?; the last
+        subsets: set[str] = set()
+        tops: set[str] = set()
         for key in xmls:
-            n += spool.insert("INSERT INTO items VALUES (?, ?, ?, ?, ?, ?)",
-                              _task_rows(root, key, found, key != cvat.ANNOTATIONS_FILE, order))
-        spool.insert_batches("INSERT INTO files VALUES (?, ?)", _image_files(root))
+            n += spool.insert("INSERT INTO items VALUES (?, ?, ?, ?, ?, ?)", _task_rows(
+                root, key, found, key != cvat.ANNOTATIONS_FILE, order, subsets))
+        spool.insert_batches("INSERT INTO files VALUES (?, ?)", _image_files(root, tops))
+        by_subset[0] = len(subsets) > TRACKED or len(tops) > TRACKED or any(
+            s.split("/", 1)[0] in tops for s in subsets)
         # a covering index, built by SQLite's sorter: cheaper than inserting the walk's
         # (unsorted) keys into a b-tree one by one, and the join never reads the table
         spool.execute("CREATE INDEX files_key ON files (key, tag)")
@@ -288,29 +293,39 @@ def list_task(root: Root, xmls: list[str], *, moved: bool = False) -> listing.Li
 
     spool, count = listing.fill_spool(fill)
     classes = found[0]
-    return listing.Listing(cvat.NAME, classes, count, lambda: _task_refs(spool), spool=spool,
-                           image_root=root if moved else None)
+    return listing.Listing(cvat.NAME, classes, count, lambda: _task_refs(spool, by_subset[0]),
+                           spool=spool, image_root=root if moved else None)
 
 
-def _image_files(root: Root) -> Iterator[list[tuple[str, str]]]:
+# distinct datasets, and folders at the top of images/, `list_task` keeps to tell whether an
+# image may be at images/<dataset>/<name>; past that many it assumes so (bounded memory)
+TRACKED = 4096
+
+
+def _image_files(root: Root, tops: set[str]) -> Iterator[list[tuple[str, str]]]:
     """Batches of (key, tag) of the files under images/ whose key is safe: on local disk a
     folder is checked once and a scandir name only for a backslash (see
-    `listing.iter_folder_batches`): the walk's tuples go to SQLite as they are."""
-    local = root.is_local
+    `listing.iter_folder_batches`): the walk's tuples go to SQLite as they are. `tops` gains
+    the first folder under images/ of each batch in a sub-folder (up to TRACKED + 1 names)."""
+    local, start = root.is_local, len(cvat.IMAGES_DIR) + 1
     for folder, files in listing.iter_folder_batches(root, cvat.IMAGES_DIR, keys=True):
+        if len(folder) > start and len(tops) <= TRACKED:
+            tops.add(folder[start:].split("/", 1)[0])
         if not local:
             yield [f for f in files if _safe(f[0])]
         elif _safe(folder + "x"):
             yield [f for f in files if "\\" not in f[0]]
 
 
-def _task_rows(root: Root, key: str, found: list[ClassTable], by_file: bool,
-               order: list) -> Iterator[tuple[str, str, str, bytes, str, str | None]]:
+def _task_rows(root: Root, key: str, found: list[ClassTable], by_file: bool, order: list,
+               subsets: set[str]) -> Iterator[tuple[str, str, str, bytes, str, str | None]]:
     """The items table's rows of one XML file; `order` is [in order so far, last (dataset,
     name)] over all the files: it turns False as soon as an item comes before the one spooled
-    before it (then `fill` builds an index; Python's str order is SQLite's BINARY order)."""
+    before it (then `fill` builds an index; Python's str order is SQLite's BINARY order).
+    `subsets` gains each dataset met (up to TRACKED + 1 of them)."""
     subset_of_file = posixpath.basename(key)[: -len(".xml")]
     prev, default, md5 = order[1], cvat.DEFAULT_SUBSET, hashlib.md5
+    last_subset = None
     with root.fs.open(root.full(key), "rb") as stream:
         for got in iter_images(stream, key):
             if isinstance(got, ClassTable):
@@ -323,6 +338,9 @@ def _task_rows(root: Root, key: str, found: list[ClassTable], by_file: bool,
             attrs, element = got
             name = attrs.get("name", "")
             subset = subset_of_file if by_file else (attrs.get("subset") or default)
+            if subset != last_subset and len(subsets) <= TRACKED:
+                subsets.add(subset)
+                last_subset = subset
             problem = None
             if not name or not _safe(name):
                 problem = expected("an image name inside the task (relative, no '..')", name)
@@ -338,15 +356,17 @@ def _task_rows(root: Root, key: str, found: list[ClassTable], by_file: bool,
 _IMAGES = f"'{cvat.IMAGES_DIR}/'"  # SQL text: the key of an item's image is built in the join
 
 
-def _task_refs(spool: Spool) -> Iterator[listing.ItemRef]:
+def _task_refs(spool: Spool, by_subset: bool = True) -> Iterator[listing.ItemRef]:
     """The items in (dataset, name) order (rowid order when they were spooled in that order),
-    each joined with its image file by two lookups of the files' covering index."""
+    each joined with its image file by two lookups of the files' covering index (one, of
+    images/<name>, when no file is in a folder images/<dataset>/: `by_subset` False)."""
     indexed = spool.scalar("SELECT 1 FROM sqlite_master WHERE name = 'items_order'")
     top, ref = cvat.IMAGES_DIR, listing.ItemRef
     last_ds = last_name = None
-    for ds, name, ann_key, element, tag, problem, t1, t2 in spool.rows(
-            "SELECT i.ds, i.name, i.ann_key, i.element, i.tag, i.problem, f1.tag, f2.tag "
-            f"FROM items i LEFT JOIN files f1 ON f1.key = {_IMAGES} || i.ds || '/' || i.name "
+    first = (f"f1.tag FROM items i LEFT JOIN files f1 ON f1.key = {_IMAGES} || i.ds || '/' "
+             "|| i.name" if by_subset else "NULL FROM items i")
+    for ds, name, ann_key, element, tag, problem, t2, t1 in spool.rows(
+            f"SELECT i.ds, i.name, i.ann_key, i.element, i.tag, i.problem, f2.tag, {first} "
             f"LEFT JOIN files f2 ON f2.key = {_IMAGES} || i.name "
             + ("ORDER BY i.ds, i.name, i.rowid" if indexed else "ORDER BY i.rowid")):
         image_key = image_tag = None

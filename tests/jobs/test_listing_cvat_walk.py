@@ -194,3 +194,31 @@ def test_task_on_a_hostile_tree_lists_every_field_by_the_rules(tmp_path):
         assert r.ann_tag.startswith("md5:")
     a = next(r for r in refs if r.name == "a.jpg")
     assert a.ann_inline.endswith(b'<image name="inner.jpg"/></image>')
+
+
+@pytest.mark.parametrize("files, items", [
+    (["a.jpg", "b.jpg", "other/c.jpg"], [("a.jpg", "x"), ("b.jpg", None), ("other/c.jpg", "y")]),
+    (["a.jpg", "x/a.jpg", "b.jpg"], [("a.jpg", "x"), ("b.jpg", "x"), ("a.jpg", None)]),
+    (["a/b/a.jpg", "a.jpg", "a/c.jpg"], [("a.jpg", "a/b"), ("c.jpg", "a"), ("a.jpg", "a/c")]),
+    ([f"d{i}/a.jpg" for i in range(5)] + ["a.jpg"], [("a.jpg", f"d{i}") for i in range(7)]),
+])
+def test_images_by_dataset_folder_are_looked_up_only_when_such_a_folder_exists(
+        tmp_path, monkeypatch, files, items):
+    """A pass looks an item's image up at images/<name> only when no file is under a folder
+    images/<dataset>/ (`by_subset` False): it lists what the two lookups list, with any
+    number of tracked names (TRACKED 2: past it both lookups run)."""
+    from jobs import listing_cvat
+
+    for tracked in (4096, 2):
+        monkeypatch.setattr(listing_cvat, "TRACKED", tracked)
+        inp = tmp_path / str(tracked)
+        for f in files:
+            (inp / "images" / f).parent.mkdir(parents=True, exist_ok=True)
+            (inp / "images" / f).write_bytes(b"x")
+        body = "".join(f'<image id="{i}" name="{n}" width="8" height="6"'
+                       + (f' subset="{s}"' if s else "") + "/>" for i, (n, s) in enumerate(items))
+        (inp / "annotations.xml").write_text(XML_HEAD + body + "</annotations>\n")
+        with listing.list_input(Root(str(inp)), "cvat") as got:
+            refs = got.refs
+            assert refs == list(listing_cvat._task_refs(got.spool, True))
+        assert [r.image_key for r in refs if r.problem is None]
