@@ -125,8 +125,16 @@ def iter_images(stream: IO[bytes], where: str
                 ) -> Iterator[ClassTable | tuple[dict[str, str], bytes]]:
     """Stream a CVAT for images 1.1 XML: yields the ClassTable (from `<meta>`) first, then
     `(image attributes, <image> element bytes as they stand in the file)` per image, in file
-    order. expat reports byte offsets, so each element is cut from the input bytes, never
-    built as a tree: memory is one read chunk plus the element being read.
+    order (`image_batches`, one by one)."""
+    for batch in image_batches(stream, where):
+        yield from batch
+
+
+def image_batches(stream: IO[bytes], where: str
+                  ) -> Iterator[list[ClassTable | tuple[dict[str, str], bytes]]]:
+    """`iter_images` in lists: what one read of the file completed (callers work per list).
+    expat reports byte offsets, so each element is cut from the input bytes, never built as
+    a tree: memory is one read chunk plus the element being read (and the list of one read).
 
     Inside an `<image>` no start handler runs (`in_image`): expat then builds no attribute
     list per shape, the largest cost of a pass. The first `</image>` closes it unless the
@@ -233,18 +241,21 @@ def iter_images(stream: IO[bytes], where: str
             parser.Parse(chunk, not chunk)
         except pyexpat.ExpatError as e:
             raise InputError(f"{where}: " + expected("well-formed XML", str(e))) from None
+        out: list[ClassTable | tuple[dict[str, str], bytes]] = []
         for name, attrs, s, e in done:
             m = _END_TAG[name](buf, e - base)
             element = bytes(buf[s - base:m.end() if m else e - base])
             if attrs is not None and classes:  # an <image> (the common case)
-                yield attrs, element
+                out.append((attrs, element))
             elif name == "meta":
                 classes = True
-                yield cvat.classes_from_meta(ET.fromstring(element))
+                out.append(cvat.classes_from_meta(ET.fromstring(element)))
             else:
                 raise InputError(f"{where}: " + expected(
                     "<meta> with the labels before the first <image>", "<image>"))
         done.clear()
+        if out:
+            yield out
         # keep the open element, else from the last '<' (a tag expat has not finished)
         last = buf.rfind(b"<")
         keep = begin if depth >= 2 else base + (last if last >= 0 else 0)
@@ -279,8 +290,9 @@ def list_task(root: Root, xmls: list[str], *, moved: bool = False) -> listing.Li
         subsets: set[str] = set()
         tops: set[str] = set()
         for key in xmls:
-            n += spool.insert("INSERT INTO items VALUES (?, ?, ?, ?, ?, ?)", _task_rows(
-                root, key, found, key != cvat.ANNOTATIONS_FILE, order, subsets))
+            n += spool.insert_batches("INSERT INTO items VALUES (?, ?, ?, ?, ?, ?)",
+                                      _task_rows(root, key, found, key != cvat.ANNOTATIONS_FILE,
+                                                 order, subsets))
         spool.insert_batches("INSERT INTO files VALUES (?, ?)", _image_files(root, tops))
         by_subset[0] = len(subsets) > TRACKED or len(tops) > TRACKED or any(
             s.split("/", 1)[0] in tops for s in subsets)
@@ -317,40 +329,49 @@ def _image_files(root: Root, tops: set[str]) -> Iterator[list[tuple[str, str]]]:
             yield [f for f in files if "\\" not in f[0]]
 
 
+_Row = tuple[str, str, str, bytes, str, str | None]
+
+
 def _task_rows(root: Root, key: str, found: list[ClassTable], by_file: bool, order: list,
-               subsets: set[str]) -> Iterator[tuple[str, str, str, bytes, str, str | None]]:
-    """The items table's rows of one XML file; `order` is [in order so far, last (dataset,
-    name)] over all the files: it turns False as soon as an item comes before the one spooled
-    before it (then `fill` builds an index; Python's str order is SQLite's BINARY order).
+               subsets: set[str]) -> Iterator[list[_Row]]:
+    """The items table's rows of one XML file, a list per `image_batches` list; `order` is
+    [in order so far, last (dataset, name)] over all the files: it turns False as soon as an
+    item comes before the one spooled before it (then `fill` builds an index; Python's str
+    order is SQLite's BINARY order).
     `subsets` gains each dataset met (up to TRACKED + 1 of them)."""
     subset_of_file = posixpath.basename(key)[: -len(".xml")]
     prev, default, md5 = order[1], cvat.DEFAULT_SUBSET, hashlib.md5
     last_subset = None
     with root.fs.open(root.full(key), "rb") as stream:
-        for got in iter_images(stream, key):
-            if isinstance(got, ClassTable):
-                if found and got != found[0]:
-                    raise InputError(f"{key}: " + expected(
-                        f"the labels of {cvat.ANNOTATIONS_FILE if not by_file else 'the other'}"
-                        " XML files", "other labels"))
-                found.append(got)
-                continue
-            attrs, element = got
-            name = attrs.get("name", "")
-            subset = subset_of_file if by_file else (attrs.get("subset") or default)
-            if subset != last_subset and len(subsets) <= TRACKED:
-                subsets.add(subset)
-                last_subset = subset
-            problem = None
-            if not name or not _safe(name):
-                problem = expected("an image name inside the task (relative, no '..')", name)
-            tag = "md5:" + md5(element, usedforsecurity=False).hexdigest()
-            if order[0]:  # once out of order, the index is built anyway
-                here = (subset, name)
-                if here < prev:
-                    order[0] = False
-                order[1] = prev = here
-            yield subset, name, key, element, tag, problem
+        for batch in image_batches(stream, key):
+            rows = []
+            add = rows.append
+            for got in batch:
+                if isinstance(got, ClassTable):
+                    if found and got != found[0]:
+                        other = cvat.ANNOTATIONS_FILE if not by_file else "the other"
+                        raise InputError(f"{key}: " + expected(
+                            f"the labels of {other} XML files", "other labels"))
+                    found.append(got)
+                    continue
+                attrs, element = got
+                name = attrs.get("name", "")
+                subset = subset_of_file if by_file else (attrs.get("subset") or default)
+                if subset != last_subset and len(subsets) <= TRACKED:
+                    subsets.add(subset)
+                    last_subset = subset
+                problem = None
+                if not name or not _safe(name):
+                    problem = expected("an image name inside the task (relative, no '..')",
+                                       name)
+                tag = "md5:" + md5(element, usedforsecurity=False).hexdigest()
+                if order[0]:  # once out of order, the index is built anyway
+                    here = (subset, name)
+                    if here < prev:
+                        order[0] = False
+                    order[1] = prev = here
+                add((subset, name, key, element, tag, problem))
+            yield rows
 
 
 _IMAGES = f"'{cvat.IMAGES_DIR}/'"  # SQL text: the key of an item's image is built in the join
