@@ -234,8 +234,8 @@ def iter_tags(root: Root, prefix: str = "") -> Iterator[tuple[str, str]]:
     """(key, tag) of every file under `prefix`, in no particular order, streamed: an
     os.scandir walk on local disk (tags as `Root.list_tags` gives them), else
     `Root.list_tags` (s3fs returns one listing of the prefix already)."""
-    for folder, name, tag in iter_folder_tags(root, prefix):
-        yield folder + name, tag
+    for _folder, files in iter_folder_batches(root, prefix, keys=True):
+        yield from files
 
 
 def iter_folder_tags(root: Root, prefix: str = "") -> Iterator[tuple[str, str, str]]:
@@ -249,13 +249,15 @@ def iter_folder_tags(root: Root, prefix: str = "") -> Iterator[tuple[str, str, s
 WALK_BATCH = 4096  # files per batch of `iter_folder_batches` (bounds what a batch holds)
 
 
-def iter_folder_batches(root: Root, prefix: str = ""
+def iter_folder_batches(root: Root, prefix: str = "", *, keys: bool = False
                         ) -> Iterator[tuple[str, list[tuple[str, str]]]]:
     """`iter_folder_tags` in batches: (folder key ending in '/' or "", [(file name, tag),
     ...]) with at most WALK_BATCH files of that one folder per batch (a folder may come in
     several batches): callers decide once per batch and build rows in C (comprehensions,
     `executemany`) instead of once per file. On local disk the names are scandir's (never
-    empty, '.', '..', nor holding '/' or NUL); elsewhere keys as `Root.list_tags` gives them."""
+    empty, '.', '..', nor holding '/' or NUL); elsewhere keys as `Root.list_tags` gives them.
+    `keys`: each file as (its key: folder + name, tag), built by the walk (no second tuple
+    per file for callers that store keys)."""
     _fs, base = root.fs_path
     if not root.is_local:
         last, batch = None, []
@@ -268,7 +270,7 @@ def iter_folder_batches(root: Root, prefix: str = ""
                 if batch:
                     yield last, batch  # type: ignore[misc]
                 last, batch = folder, []
-            batch.append((name, tag))
+            batch.append((key if keys else name, tag))
         if batch:
             yield last, batch  # type: ignore[misc]
         return
@@ -279,18 +281,18 @@ def iter_folder_batches(root: Root, prefix: str = ""
         return
     if prefix and link_leaves(real, top):
         folder, slash, name = prefix.rstrip("/").rpartition("/")
-        yield folder + slash, [(name, LINK_OUT)]
+        yield folder + slash, [(folder + slash + name if keys else name, LINK_OUT)]
         return
     if not os.path.isdir(top):
         if prefix and os.path.isfile(top):
             st = os.stat(top)
             folder, slash, name = prefix.rpartition("/")
-            yield folder + slash, [(name, f"{st.st_size}-{st.st_mtime}")]
+            yield folder + slash, [(prefix if keys else name, _tag(st))]
         return
     stack = [(top, prefix.rstrip("/") + "/" if prefix else "", ())]
     while stack:
         path, rel, above = stack.pop()
-        for batch in _scan_folder(path, rel, above, stack, real):
+        for batch in _scan_folder(path, rel, above, stack, real, keys):
             yield rel, batch
 
 
@@ -298,6 +300,12 @@ def iter_folder_batches(root: Root, prefix: str = ""
 # size and time that are not the input's), never entered nor read - its item fails at the
 # read ("a link that leads outside it", `storage._read_local`)
 LINK_OUT = "link-outside"
+
+
+def _tag(st: os.stat_result) -> str:
+    """A local file's tag: "<size>-<mtime>", the mtime as `repr` of the float `st_mtime`
+    (the text manifests hold: an incremental run compares it with the previous one)."""
+    return f"{st.st_size}-{st.st_mtime}"
 
 
 _BY_FD = os.scandir in os.supports_fd  # scandir(fd): stat by dir_fd + name
@@ -324,15 +332,16 @@ def _text(name: str) -> str:
 
 
 def _scan_folder(path: str, rel: str, above: tuple[tuple[int, int], ...],
-                 stack: list[tuple[str, str, tuple[tuple[int, int], ...]]], real: str
-                 ) -> Iterator[list[tuple[str, str]]]:
-    """The files of one local folder in batches of (name, "size-mtime"); its sub-folders go
-    onto `stack`. The folder is scanned through a descriptor where the OS allows: each
-    `stat` is then an `fstatat` of the bare name, not a lookup of the whole path. Symlinked
-    folders are followed, except to a folder of `above` (the (device, inode) of the folders
-    the walk came through: a loop); a folder that cannot be opened (gone, no permission,
-    too many links) is left out. A symlink leading outside the root (`real`, its real path)
-    is one file tagged `LINK_OUT`, never stat'ed through nor entered."""
+                 stack: list[tuple[str, str, tuple[tuple[int, int], ...]]], real: str,
+                 keys: bool = False) -> Iterator[list[tuple[str, str]]]:
+    """The files of one local folder in batches of (name, `_tag`) (`keys`: (rel + name,
+    tag)); its sub-folders go onto `stack`. The folder is scanned through a descriptor where
+    the OS allows: each `stat` is then an `fstatat` of the bare name, not a lookup of the
+    whole path. Symlinked folders are followed, except to a folder of `above` (the (device,
+    inode) of the folders the walk came through: a loop); a folder that cannot be opened
+    (gone, no permission, too many links) is left out. A symlink leading outside the root
+    (`real`, its real path) is one file tagged `LINK_OUT`, never stat'ed through nor
+    entered."""
     try:
         fd = os.open(path, _DIR_FLAGS) if _BY_FD else None
     except OSError:
@@ -349,28 +358,32 @@ def _scan_folder(path: str, rel: str, above: tuple[tuple[int, int], ...],
             os.close(fd)
         return
     is_dir = stat.S_ISDIR
+    pre = rel if keys else ""
     batch: list[tuple[str, str]] = []
+    append = batch.append
     try:
         with entries:
             for e in entries:
-                name = e.name if e.name.isascii() else _text(e.name)
+                raw = e.name
+                name = raw if raw.isascii() else _text(raw)
                 try:
-                    if e.is_symlink() and link_leaves(real, os.path.join(path, e.name)):
+                    if e.is_symlink() and link_leaves(real, os.path.join(path, raw)):
                         tag = LINK_OUT
                     elif e.is_dir():  # the entry's type: no stat unless a symlink
-                        stack.append((os.path.join(path, e.name), rel + name + "/", above))
+                        stack.append((os.path.join(path, raw), rel + name + "/", above))
                         continue
                     else:
                         st = e.stat()  # the one syscall per file (Linux scandir gives no size)
                         if is_dir(st.st_mode):  # a directory replaced a file meanwhile
                             continue
-                        tag = f"{st.st_size}-{st.st_mtime}"
+                        tag = f"{st.st_size}-{st.st_mtime}"  # `_tag`, inlined
                 except OSError:
                     continue
-                batch.append((name, tag))
+                append((pre + name, tag))
                 if len(batch) >= WALK_BATCH:
                     yield batch
                     batch = []
+                    append = batch.append
     finally:
         if fd is not None:
             os.close(fd)

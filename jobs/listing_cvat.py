@@ -118,19 +118,37 @@ _safe = listing.safe_key
 
 # ---------------------------------------------------------------------------- tasks
 _END_TAG = {"image": re.compile(rb"</image\s*>").match, "meta": re.compile(rb"</meta\s*>").match}
+# an empty image element's tag (well-formed: expat has read it); attribute values may hold '>'
+_EMPTY_IMAGE = re.compile(rb"""<image(?:\s+[^\s=/>]+\s*=\s*(?:"[^"]*"|'[^']*'))*\s*/>""")
 
 
 def iter_images(stream: IO[bytes], where: str
                 ) -> Iterator[ClassTable | tuple[dict[str, str], bytes]]:
     """Stream a CVAT for images 1.1 XML: yields the ClassTable (from `<meta>`) first, then
     `(image attributes, <image> element bytes as they stand in the file)` per image, in file
-    order. expat reports byte offsets, so each element is cut from the input bytes, never
-    built as a tree: memory is one read chunk plus the element being read."""
+    order (`image_batches`, one by one)."""
+    for batch in image_batches(stream, where):
+        yield from batch
+
+
+def image_batches(stream: IO[bytes], where: str
+                  ) -> Iterator[list[ClassTable | tuple[dict[str, str], bytes]]]:
+    """`iter_images` in lists: what one read of the file completed (callers work per list).
+    expat reports byte offsets, so each element is cut from the input bytes, never built as
+    a tree: memory is one read chunk plus the element being read (and the list of one read).
+
+    Inside an `<image>` no start handler runs (`in_image`): expat then builds no attribute
+    list per shape, the largest cost of a pass. The first `</image>` closes it unless the
+    bytes read since its start hold another `<image` (a nested one, or such text in a
+    comment or CDATA): then `nested` counts the depth from those bytes and the element ends
+    as with the start handler on."""
     parser = pyexpat.ParserCreate()
     # the handlers' state (nonlocal: cheaper than a dict per call): element depth, offset and
     # attributes of the open depth-2 element, whether <meta> was seen
     depth, begin, opened, classes = 0, -1, None, False
     done: list[tuple[str, dict[str, str] | None, int, int]] = []
+    buf = bytearray()
+    base = 0  # file offset of buf[0]
 
     def refuse(*_: object) -> None:
         raise InputError(f"{where}: " + expected("XML without a DOCTYPE (CVAT writes none)",
@@ -157,6 +175,8 @@ def iter_images(stream: IO[bytes], where: str
                     "'CVAT for images 1.1'"))
             begin = parser.CurrentByteIndex
             opened = dict(zip(attrs[::2], attrs[1::2], strict=True))
+            if name == "image":
+                parser.StartElementHandler, parser.EndElementHandler = None, in_image
 
     def end(name: str) -> None:
         nonlocal depth
@@ -165,14 +185,50 @@ def iter_images(stream: IO[bytes], where: str
                          parser.CurrentByteIndex))
         depth -= 1
 
+    def in_image(name: str) -> None:  # the end handler inside an <image>: depth is 2 so far
+        nonlocal depth
+        if name != "image":
+            return
+        # without a start handler expat reports an empty element's end at its start tag
+        at = parser.CurrentByteIndex
+        parser.StartElementHandler, parser.EndElementHandler = start, end
+        if at == begin:  # the <image/> itself: it ends where its tag does
+            m = _EMPTY_IMAGE.match(buf, at - base)
+            done.append((name, opened, begin, base + m.end() if m else at))
+            depth = 1
+        elif buf.find(b"<image", begin - base + 1, at - base + len(b"<image")) < 0:
+            done.append((name, opened, begin, at))
+            depth = 1
+        else:  # a nested <image> (or such text): count as the start handler would have
+            depth = 1 + nested(bytes(buf[begin - base:at - base])) + (
+                not buf.startswith(b"</", at - base))  # an empty <image/> is open too
+            end(name)
+
+    def nested(head: bytes) -> int:
+        """The number of elements `head` (the start of an <image> element, well-formed so
+        far, with no element named image closed in it) leaves open."""
+        count = pyexpat.ParserCreate()
+        level = 0
+
+        def down(_name: str, _attrs: object) -> None:
+            nonlocal level
+            level += 1
+
+        def up(_name: str) -> None:
+            nonlocal level
+            level -= 1
+
+        count.StartElementHandler, count.EndElementHandler = down, up
+        count.Parse(head, False)
+        return level
+
     parser.StartDoctypeDeclHandler = refuse
     parser.EntityDeclHandler = refuse
     parser.XmlDeclHandler = declared
     parser.ordered_attributes = True  # a flat list: cheaper than a dict per shape
     parser.StartElementHandler = start
     parser.EndElementHandler = end
-    buf = bytearray()
-    base, first = 0, True  # file offset of buf[0]; whether chunk is the first one
+    first = True  # whether chunk is the first one
     while True:
         chunk = stream.read(1 << 20)
         if first and (chunk[:2] in (b"\xff\xfe", b"\xfe\xff") or b"\x00" in chunk[:4]):
@@ -186,18 +242,21 @@ def iter_images(stream: IO[bytes], where: str
             parser.Parse(chunk, not chunk)
         except pyexpat.ExpatError as e:
             raise InputError(f"{where}: " + expected("well-formed XML", str(e))) from None
+        out: list[ClassTable | tuple[dict[str, str], bytes]] = []
         for name, attrs, s, e in done:
             m = _END_TAG[name](buf, e - base)
             element = bytes(buf[s - base:m.end() if m else e - base])
             if attrs is not None and classes:  # an <image> (the common case)
-                yield attrs, element
+                out.append((attrs, element))
             elif name == "meta":
                 classes = True
-                yield cvat.classes_from_meta(ET.fromstring(element))
+                out.append(cvat.classes_from_meta(ET.fromstring(element)))
             else:
                 raise InputError(f"{where}: " + expected(
                     "<meta> with the labels before the first <image>", "<image>"))
         done.clear()
+        if out:
+            yield out
         # keep the open element, else from the last '<' (a tag expat has not finished)
         last = buf.rfind(b"<")
         keep = begin if depth >= 2 else base + (last if last >= 0 else 0)
@@ -221,6 +280,7 @@ def list_task(root: Root, xmls: list[str], *, moved: bool = False) -> listing.Li
             raise InputError(f"{key}: " + expected(f"at most {MAX_XML_BYTES} bytes",
                                                    f"{size} bytes"))
     found: list[ClassTable] = []
+    by_subset = [True]  # may an image be at images/<dataset>/<name>? (`fill` tells)
 
     def fill(spool: Spool) -> int:
         spool.execute("CREATE TABLE items (ds TEXT, name TEXT, ann_key TEXT, element BLOB, "
@@ -228,10 +288,15 @@ def list_task(root: Root, xmls: list[str], *, moved: bool = False) -> listing.Li
         spool.execute("CREATE TABLE files (key TEXT, tag TEXT)")
         n = 0
         order: list = [True, ("", "")]  # items already in (dataset, name) order?; the last
+        subsets: set[str] = set()
+        tops: set[str] = set()
         for key in xmls:
-            n += spool.insert("INSERT INTO items VALUES (?, ?, ?, ?, ?, ?)",
-                              _task_rows(root, key, found, key != cvat.ANNOTATIONS_FILE, order))
-        spool.insert("INSERT INTO files VALUES (?, ?)", _image_files(root))
+            n += spool.insert_batches("INSERT INTO items VALUES (?, ?, ?, ?, ?, ?)",
+                                      _task_rows(root, key, found, key != cvat.ANNOTATIONS_FILE,
+                                                 order, subsets))
+        spool.insert_batches("INSERT INTO files VALUES (?, ?)", _image_files(root, tops))
+        by_subset[0] = len(subsets) > TRACKED or len(tops) > TRACKED or any(
+            s.split("/", 1)[0] in tops for s in subsets)
         # a covering index, built by SQLite's sorter: cheaper than inserting the walk's
         # (unsorted) keys into a b-tree one by one, and the join never reads the table
         spool.execute("CREATE INDEX files_key ON files (key, tag)")
@@ -241,65 +306,89 @@ def list_task(root: Root, xmls: list[str], *, moved: bool = False) -> listing.Li
 
     spool, count = listing.fill_spool(fill)
     classes = found[0]
-    return listing.Listing(cvat.NAME, classes, count, lambda: _task_refs(spool), spool=spool,
-                           image_root=root if moved else None)
+    return listing.Listing(cvat.NAME, classes, count, lambda: _task_refs(spool, by_subset[0]),
+                           spool=spool, image_root=root if moved else None)
 
 
-def _image_files(root: Root) -> Iterator[tuple[str, str]]:
-    """(key, tag) of every file under images/ whose key is safe: on local disk a folder is
-    checked once and a scandir name only for a backslash (see `listing.iter_folder_batches`)."""
-    local = root.is_local
-    for folder, files in listing.iter_folder_batches(root, cvat.IMAGES_DIR):
-        if local:
-            if _safe(folder + "x"):
-                yield from [(folder + name, tag) for name, tag in files if "\\" not in name]
-        else:
-            yield from [(folder + name, tag) for name, tag in files if _safe(folder + name)]
+# distinct datasets, and folders at the top of images/, `list_task` keeps to tell whether an
+# image may be at images/<dataset>/<name>; past that many it assumes so (bounded memory)
+TRACKED = 4096
 
 
-def _task_rows(root: Root, key: str, found: list[ClassTable], by_file: bool,
-               order: list) -> Iterator[tuple[str, str, str, bytes, str, str | None]]:
-    """The items table's rows of one XML file; `order` is [in order so far, last (dataset,
-    name)] over all the files: it turns False as soon as an item comes before the one spooled
-    before it (then `fill` builds an index; Python's str order is SQLite's BINARY order)."""
+def _image_files(root: Root, tops: set[str]) -> Iterator[list[tuple[str, str]]]:
+    """Batches of (key, tag) of the files under images/ whose key is safe: on local disk a
+    folder is checked once and a scandir name only for a backslash (see
+    `listing.iter_folder_batches`): the walk's tuples go to SQLite as they are. `tops` gains
+    the first folder under images/ of each batch in a sub-folder (up to TRACKED + 1 names)."""
+    local, start = root.is_local, len(cvat.IMAGES_DIR) + 1
+    for folder, files in listing.iter_folder_batches(root, cvat.IMAGES_DIR, keys=True):
+        if len(folder) > start and len(tops) <= TRACKED:
+            tops.add(folder[start:].split("/", 1)[0])
+        if not local:
+            yield [f for f in files if _safe(f[0])]
+        elif _safe(folder + "x"):
+            yield [f for f in files if "\\" not in f[0]]
+
+
+_Row = tuple[str, str, str, bytes, str, str | None]
+
+
+def _task_rows(root: Root, key: str, found: list[ClassTable], by_file: bool, order: list,
+               subsets: set[str]) -> Iterator[list[_Row]]:
+    """The items table's rows of one XML file, a list per `image_batches` list; `order` is
+    [in order so far, last (dataset, name)] over all the files: it turns False as soon as an
+    item comes before the one spooled before it (then `fill` builds an index; Python's str
+    order is SQLite's BINARY order).
+    `subsets` gains each dataset met (up to TRACKED + 1 of them)."""
     subset_of_file = posixpath.basename(key)[: -len(".xml")]
     prev, default, md5 = order[1], cvat.DEFAULT_SUBSET, hashlib.md5
+    last_subset = None
     with root.fs.open(root.full(key), "rb") as stream:
-        for got in iter_images(stream, key):
-            if isinstance(got, ClassTable):
-                if found and got != found[0]:
-                    raise InputError(f"{key}: " + expected(
-                        f"the labels of {cvat.ANNOTATIONS_FILE if not by_file else 'the other'}"
-                        " XML files", "other labels"))
-                found.append(got)
-                continue
-            attrs, element = got
-            name = attrs.get("name", "")
-            subset = subset_of_file if by_file else (attrs.get("subset") or default)
-            problem = None
-            if not name or not _safe(name):
-                problem = expected("an image name inside the task (relative, no '..')", name)
-            tag = "md5:" + md5(element, usedforsecurity=False).hexdigest()
-            if order[0]:  # once out of order, the index is built anyway
-                here = (subset, name)
-                if here < prev:
-                    order[0] = False
-                order[1] = prev = here
-            yield subset, name, key, element, tag, problem
+        for batch in image_batches(stream, key):
+            rows = []
+            add = rows.append
+            for got in batch:
+                if isinstance(got, ClassTable):
+                    if found and got != found[0]:
+                        other = cvat.ANNOTATIONS_FILE if not by_file else "the other"
+                        raise InputError(f"{key}: " + expected(
+                            f"the labels of {other} XML files", "other labels"))
+                    found.append(got)
+                    continue
+                attrs, element = got
+                name = attrs.get("name", "")
+                subset = subset_of_file if by_file else (attrs.get("subset") or default)
+                if subset != last_subset and len(subsets) <= TRACKED:
+                    subsets.add(subset)
+                    last_subset = subset
+                problem = None
+                if not name or not _safe(name):
+                    problem = expected("an image name inside the task (relative, no '..')",
+                                       name)
+                tag = "md5:" + md5(element, usedforsecurity=False).hexdigest()
+                if order[0]:  # once out of order, the index is built anyway
+                    here = (subset, name)
+                    if here < prev:
+                        order[0] = False
+                    order[1] = prev = here
+                add((subset, name, key, element, tag, problem))
+            yield rows
 
 
 _IMAGES = f"'{cvat.IMAGES_DIR}/'"  # SQL text: the key of an item's image is built in the join
 
 
-def _task_refs(spool: Spool) -> Iterator[listing.ItemRef]:
+def _task_refs(spool: Spool, by_subset: bool = True) -> Iterator[listing.ItemRef]:
     """The items in (dataset, name) order (rowid order when they were spooled in that order),
-    each joined with its image file by two lookups of the files' covering index."""
+    each joined with its image file by two lookups of the files' covering index (one, of
+    images/<name>, when no file is in a folder images/<dataset>/: `by_subset` False)."""
     indexed = spool.scalar("SELECT 1 FROM sqlite_master WHERE name = 'items_order'")
     top, ref = cvat.IMAGES_DIR, listing.ItemRef
     last_ds = last_name = None
-    for ds, name, ann_key, element, tag, problem, t1, t2 in spool.rows(
-            "SELECT i.ds, i.name, i.ann_key, i.element, i.tag, i.problem, f1.tag, f2.tag "
-            f"FROM items i LEFT JOIN files f1 ON f1.key = {_IMAGES} || i.ds || '/' || i.name "
+    first = (f"f1.tag FROM items i LEFT JOIN files f1 ON f1.key = {_IMAGES} || i.ds || '/' "
+             "|| i.name" if by_subset else "NULL FROM items i")
+    for ds, name, ann_key, element, tag, problem, t2, t1 in spool.rows(
+            f"SELECT i.ds, i.name, i.ann_key, i.element, i.tag, i.problem, f2.tag, {first} "
             f"LEFT JOIN files f2 ON f2.key = {_IMAGES} || i.name "
             + ("ORDER BY i.ds, i.name, i.rowid" if indexed else "ORDER BY i.rowid")):
         image_key = image_tag = None

@@ -47,12 +47,14 @@ class Spool:
     def insert(self, sql: str, rows: Iterable[tuple[Any, ...]]) -> int:
         """Run `sql` for every row of an iterable (streamed in batches, one transaction per
         batch unless the caller opened one); returns the number of rows."""
-        n = 0
         it = iter(rows)
-        while True:
-            batch = list(itertools.islice(it, BATCH))
-            if not batch:
-                return n
+        return self.insert_batches(sql, iter(lambda: list(itertools.islice(it, BATCH)), []))
+
+    def insert_batches(self, sql: str, batches: Iterable[list[tuple[Any, ...]]]) -> int:
+        """`insert` of rows that come in lists already (a walk's batches: bounded by their
+        maker), each run by one `executemany` as it stands; returns the number of rows."""
+        n = 0
+        for batch in batches:
             if self.db.in_transaction:  # the caller's transaction
                 self.db.executemany(sql, batch)
             else:
@@ -60,6 +62,7 @@ class Spool:
                 self.db.executemany(sql, batch)
                 self.db.execute("COMMIT")
             n += len(batch)
+        return n
 
     def rows(self, sql: str, params: Iterable[Any] = ()) -> Iterator[tuple[Any, ...]]:
         """The rows of a query, fetched a batch at a time (each call runs the query anew)."""
