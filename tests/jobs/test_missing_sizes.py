@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import struct
+import zipfile
 import zlib
 from pathlib import Path
 
@@ -47,7 +48,7 @@ def write_images(folder: Path) -> None:
         (folder / name).write_bytes(header_only_png(w, h))
 
 
-def cvat_xml(with_sizes: bool) -> str:
+def cvat_xml(with_sizes: bool, bad: bool = True) -> str:
     def image(i: int, name: str, size: str) -> str:
         x0, y0, x1, y1 = BOX
         return (f'<image id="{i}" name="{name}" {size}><box label="car" occluded="0" '
@@ -57,14 +58,14 @@ def cvat_xml(with_sizes: bool) -> str:
     if not with_sizes:
         sizes.update({"nosize.png": "", "empty.jpg": 'width="" height=""',
                       "zero.png": 'height="16"'})  # one of the two missing: both read
-    sizes.update({n: "" for n in (*HUGE, MISSING)})
+    sizes.update({n: "" for n in (*HUGE, MISSING) if bad})
     body = "".join(image(i, n, s) for i, (n, s) in enumerate(sizes.items()))
     return ('<?xml version="1.0" encoding="utf-8"?><annotations><version>1.1</version>'
             "<meta><task><labels><label><name>car</name><color>#33ddff</color></label>"
             f"</labels></task></meta>{body}</annotations>")
 
 
-def coco_json(with_sizes: bool) -> str:
+def coco_json(with_sizes: bool, bad: bool = True) -> str:
     records = [{"id": i + 1, "file_name": n, "width": w, "height": h}
                for i, (n, (w, h, _)) in enumerate(IMAGES.items())]
     if not with_sizes:
@@ -72,7 +73,7 @@ def coco_json(with_sizes: bool) -> str:
         records[2].update(width=None, height=None)  # empty.jpg: null (datumaro: absent)
         records[3].update(width=0)  # zero.png: 0 is absent to datumaro too
     records += [{"id": len(records) + i + 1, "file_name": n}
-                for i, n in enumerate((*HUGE, MISSING))]
+                for i, n in enumerate((*HUGE, MISSING) if bad else ())]
     x0, y0, x1, y1 = BOX
     anns = [{"id": r["id"], "image_id": r["id"], "category_id": 1, "iscrowd": 0,
              "segmentation": [], "bbox": [x0, y0, x1 - x0, y1 - y0]} for r in records]
@@ -80,14 +81,13 @@ def coco_json(with_sizes: bool) -> str:
                        "categories": [{"id": 1, "name": "car"}]})
 
 
-def make_input(root: Path, fmt: str, with_sizes: bool) -> Path:
+def make_input(root: Path, fmt: str, with_sizes: bool, bad: bool = True) -> Path:
+    write_images(root / "images")
     if fmt == "cvat":
-        write_images(root / "images")
-        (root / "annotations.xml").write_text(cvat_xml(with_sizes))
+        (root / "annotations.xml").write_text(cvat_xml(with_sizes, bad))
     else:
-        write_images(root / "images")
         (root / "annotations").mkdir()
-        (root / "annotations" / "instances_default.json").write_text(coco_json(with_sizes))
+        (root / "annotations" / "instances_default.json").write_text(coco_json(with_sizes, bad))
     return root
 
 
@@ -128,6 +128,31 @@ def test_sizes_missing_from_the_annotation_come_from_the_image_header(tmp_path, 
     assert "no such file" in bad["error"]
     for name in (*HUGE, MISSING):  # sized or not, the same failures
         assert control[name]["status"] == "failed", name
+
+
+@pytest.mark.parametrize("fmt", ["cvat", "coco"])
+def test_the_dry_run_reads_sizes_as_the_export_does(tmp_path, fmt):
+    inp = make_input(tmp_path / "in", fmt, with_sizes=False, bad=False)
+    assert run(["validate", str(inp), "--format", "clearml"]) == 0
+    (inp / "images" / "nosize.png").write_bytes(header_only_png(70_000, 5))
+    assert run(["validate", str(inp), "--format", "clearml"]) == 1
+
+
+def test_a_task_zip_and_an_object_store_read_the_header(tmp_path):
+    """The two other read paths of `Root.read_head`: an archive member, a ranged GET."""
+    inp = make_input(tmp_path / "in", "cvat", with_sizes=False, bad=False)
+    archive = tmp_path / "task.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for p in sorted(inp.rglob("*")):
+            if p.is_file():
+                z.write(p, p.relative_to(inp).as_posix())
+    code, items, masks = export(archive, tmp_path / "out")
+    assert code == 0 and set(items) == set(IMAGES) and len(masks) == len(IMAGES)
+    mem = Root("memory://maskjob-sizes")
+    mem.write("a/b.png", header_only_png(70, 9) + b"\0" * (1 << 18))
+    assert read_image_size(mem, "a/b.png", DEFAULT_LIMITS) == (70, 9)
+    with pytest.raises(ItemError, match=r"no image file a/gone\.png"):
+        read_image_size(mem, "a/gone.png", DEFAULT_LIMITS)
 
 
 def test_header_read_fails_alone_naming_size_and_file(tmp_path):
