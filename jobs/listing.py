@@ -33,10 +33,10 @@ from typing import Any
 
 import msgspec
 
-from maskcore.errors import InputError, ItemError
+from maskcore.errors import InputError, ItemError, expected
 from maskcore.formats import supervisely as sly
 from maskcore.formats.base import pack_parts
-from maskcore.limits import DEFAULT_LIMITS, Limits
+from maskcore.limits import DEFAULT_LIMITS, Limits, check_image_header
 from maskcore.model import ClassTable, name_stem
 from maskcore.paths import check_relative
 
@@ -596,6 +596,27 @@ def read_annotation(root: Root, ref: ItemRef) -> bytes:
     if ref.ann_more:
         data = pack_parts([data, *(root.read(k) for k in ref.ann_more)])
     return data
+
+
+HEAD_BYTES = 1 << 16  # an image header (JPEG: markers before the frame) fits, as a rule
+
+
+def read_image_size(root: Root, key: str, limits: Limits) -> tuple[int, int]:
+    """(width, height) of the image at `key` from its header, checked against `limits`
+    (`check_image_header`, before anything is decoded), for an item whose annotation lacks
+    its size (SPEC 3). Reads the first `HEAD_BYTES`, the whole object (bounded as by `read`)
+    only when a longer header needs it. ItemError naming the key when there is no such file."""
+    try:
+        head = root.read_head(key, HEAD_BYTES)
+        try:
+            return check_image_header(head, limits, what=f"image {key}")
+        except ItemError:
+            if len(head) < HEAD_BYTES:
+                raise
+        return check_image_header(root.read(key), limits, what=f"image {key}")
+    except FileNotFoundError:
+        raise ItemError(expected("the image size in the annotation or an image file to read "
+                                 "it from", f"no size and no image file {key}")) from None
 
 
 def list_input(root: Root, input_format: str = "auto", images_url: str | None = None, *,

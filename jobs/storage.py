@@ -178,6 +178,15 @@ class Root:
         return {full[p]: _checked(fs, p, full[p], cap, data)
                 for p, data in zip(paths, got, strict=True)}
 
+    def read_head(self, key: str, n: int) -> bytes:
+        """The first `n` bytes of one object (all of a shorter one), with `open_read`'s checks:
+        one ranged GET on an object store, never a read-ahead block."""
+        fs = self.fs
+        if isinstance(fs, (LocalFileSystem, *ARCHIVE_FILESYSTEMS)):
+            with self.open_read(key) as f:
+                return f.read(n)
+        return fs.cat_file(self.full(key), start=0, end=n)
+
     @contextmanager
     def open_read(self, key: str) -> Iterator[IO[bytes]]:
         """A binary file streaming one object (a large text read in chunks), without `read`'s

@@ -55,11 +55,11 @@ from typing import Any
 from maskcore.errors import ItemError, MaskjobError
 from maskcore.formats import FORMATS, INPUT_FORMATS
 from maskcore.formats.base import Blob, ItemContext, ItemOutput
-from maskcore.limits import Limits
+from maskcore.limits import Limits, SizeReader
 from maskcore.manifest import ManifestEntry, fingerprint
 from maskcore.model import ClassTable
 
-from .listing import ItemRef, read_annotation
+from .listing import ItemRef, read_annotation, read_image_size
 from .manifest_store import PlanSlice, delete_keys, part_key, read_slice, records_key
 from .secrets import redact_text
 from .storage import Root
@@ -307,7 +307,8 @@ def _export_item(ctx: ExportContext, ref: ItemRef, fetched: Fetched | None = Non
     entry.inputs["annotation"] = {**fingerprint(ref.ann_key or "", ann), "tag": ref.ann_tag}
     reader = INPUT_FORMATS[ctx.reader]
     item = reader.parse_item(ann, ctx.classes, dataset=ref.dataset, name=ref.name,
-                             image_key=ref.image_key, ann_key=ref.ann_key, limits=ctx.limits)
+                             image_key=ref.image_key, ann_key=ref.ann_key, limits=ctx.limits,
+                             image_size=_size_reader(ctx, ref.image_key))
 
     def read_image() -> bytes:
         assert ref.image_key is not None
@@ -335,6 +336,14 @@ def _export_item(ctx: ExportContext, ref: ItemRef, fetched: Fetched | None = Non
         entry.not_painted = first.not_painted or {}
     entry.outputs = [fingerprint(b.key, b.data) for b in blobs]
     return entry, blobs, records
+
+
+def _size_reader(ctx: ExportContext, key: str | None) -> SizeReader | None:
+    """What reads the size of an item's image from its header, called by the reader only when
+    the annotation lacks it (SPEC 3); a failed read is a storage or an item fault as any."""
+    if key is None:
+        return None
+    return lambda: _read_input(ctx, read_image_size, ctx.source, key, ctx.limits)
 
 
 def _failed(ref: ItemRef, why: str) -> ManifestEntry:

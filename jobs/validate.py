@@ -23,7 +23,7 @@ from maskcore.formats import INPUT_FORMATS
 
 from . import api
 from .clashes import detect_clashes
-from .listing import Listing, read_annotation
+from .listing import Listing, read_annotation, read_image_size
 from .storage import Root
 
 log = logging.getLogger("maskjob")
@@ -44,8 +44,11 @@ def item_problems(source: Root, listing: Listing, spec: Any) -> int:
                 raise ItemError("Expected an image for this item (the requested outputs need "
                                 "its pixels). Got none instead.")
             ann = read_annotation(source, ref)
+            key = ref.image_key
             reader.parse_item(ann, listing.classes, dataset=ref.dataset, name=ref.name,
-                              image_key=ref.image_key, ann_key=ref.ann_key, limits=spec.limits)
+                              image_key=key, ann_key=ref.ann_key, limits=spec.limits,
+                              image_size=None if key is None else
+                              lambda k=key: read_image_size(source, k, spec.limits))
         except Exception as e:  # anything export would turn into this item's failed line
             bad += 1
             log.warning("bad item %s/%s: %s", ref.dataset, ref.name, api.describe(e))

@@ -9,6 +9,10 @@ and integers are checked in Python before they reach numpy or native code.
   its IHDR, every other type through Pillow's lazy `Image.open`, which parses headers only and
   skips junk between JPEG markers as libjpeg does); `check_image_header` adds the size check.
   Bytes whose size cannot be read are refused: nothing reaches a decoder unchecked.
+- `item_size(width, height, read_size, limits, absent=...)`: an item's checked size, as its
+  annotation declares it or - when the reader's tool counts it absent - from its image's
+  header through the `read_size` callable the job passes in (SPEC 3: the image is read only
+  then; no callable, or no image, fails the item naming both).
 - `Budget`: one item's running totals, charged by readers and the kernel as they go: pixels of
   rasters built (decoded bitmaps, RLE boxes, mask PNGs, rendered stamp windows) and points of
   shapes (per shape and per item).
@@ -28,6 +32,7 @@ import math
 import struct
 import warnings
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,6 +79,23 @@ def check_image_size(width: object, height: object, limits: Limits, what: str = 
                 f"{width}x{height} = {width * height} pixels",
             )
         )
+
+
+SizeReader = Callable[[], tuple[int, int]]  # (width, height) from the item's image header
+
+
+def item_size(width: object, height: object, read_size: SizeReader | None, limits: Limits,
+              *, absent: bool) -> tuple[int, int]:
+    """The item's checked (width, height): the declared pair, or when `absent` (each reader
+    decides as its reference tool does) the image header's, read by `read_size`."""
+    if absent:
+        if read_size is None:
+            raise ItemError("Expected the image size in the annotation or an image file to "
+                            "read it from. Got neither instead.")
+        width, height = read_size()
+    check_image_size(width, height, limits)
+    assert isinstance(width, int) and isinstance(height, int)
+    return width, height
 
 
 def check_coordinate(v: object, limits: Limits, where: str) -> float:

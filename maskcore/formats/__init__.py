@@ -7,7 +7,9 @@ preview_mask. Adding a format = adding its module and one line below; jobs/ neve
 Reader modules (INPUT_FORMATS) offer:
     NAME, RULE                            the pixel rule of its items ("opencv" | "coco")
     parse_classes(bytes) -> ClassTable
-    parse_item(bytes, classes, *, dataset, name, image_key, ann_key, limits) -> Item
+    parse_item(bytes, classes, *, dataset, name, image_key, ann_key, limits,
+               image_size) -> Item          image_size: `limits.SizeReader` or None, called
+                                          only when the annotation lacks the size (SPEC 3)
 Listing an input (I/O) is done per reader in jobs/listing.py.
 """
 

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError, ItemError, expected, shown
-from ..limits import DEFAULT_LIMITS, Budget, Limits, check_image_size, load_json
+from ..limits import DEFAULT_LIMITS, Budget, Limits, SizeReader, item_size, load_json
 from ..model import BACKGROUND, Bitmap, ClassInfo, ClassTable, CocoPolygon, Geometry, Item, Label
 from ..palette import voc_color
 from ..paths import check_relative
@@ -412,16 +412,21 @@ def parse_item(
     image_key: str | None = None,
     ann_key: str | None = None,
     limits: Limits = DEFAULT_LIMITS,
+    image_size: SizeReader | None = None,
 ) -> Item:
-    """One per-image JSON from `split_dataset` -> Item (labels in annotation order)."""
+    """One per-image JSON from `split_dataset` -> Item (labels in annotation order).
+
+    Size as datumaro reads it: a record whose 'width' or 'height' is missing or falsy (null,
+    0, "") takes the size of its image, read by `image_size` from the header; any other value
+    must be a positive int (datumaro refuses a non-int such as 640.0 or "640")."""
     doc = load_json(data, limits, "per-image COCO JSON")
     if not isinstance(doc, dict) or not isinstance(doc.get("image"), dict) or \
             not isinstance(doc.get("annotations"), list):
         raise ItemError(expected("{'image': {...}, 'annotations': [...]}", doc))
     rec = doc["image"]
     width, height = rec.get("width"), rec.get("height")
-    check_image_size(width, height, limits)
-    assert isinstance(width, int) and isinstance(height, int)
+    width, height = item_size(width, height, image_size, limits,
+                              absent=not (width and height))
     anns = doc["annotations"]
     if len(anns) > limits.max_objects:
         raise ItemError(expected(f"at most {limits.max_objects} annotations", len(anns)))

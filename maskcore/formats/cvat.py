@@ -61,9 +61,11 @@ from ..limits import (
     DEFAULT_LIMITS,
     Budget,
     Limits,
+    SizeReader,
     check_annotation_bytes,
     check_coordinate,
     check_image_size,
+    item_size,
     png_header_size,
 )
 from ..model import (
@@ -540,8 +542,13 @@ def _shape(el: ET.Element, budget: Budget, where: str, parsed: np.ndarray | None
 
 
 def parse_image_element(data: bytes, classes: ClassTable, *, dataset: str, name: str,
-                        image_key: str | None, ann_key: str | None, limits: Limits) -> Item:
-    """One `<image>` element of annotations.xml -> Item (labels in CVAT's paint order)."""
+                        image_key: str | None, ann_key: str | None, limits: Limits,
+                        image_size: SizeReader | None = None) -> Item:
+    """One `<image>` element of annotations.xml -> Item (labels in CVAT's paint order).
+
+    Size as datumaro reads it: an element whose 'width' or 'height' is missing or empty takes
+    the size of its image, read by `image_size` from the header; any other text must be an
+    integer (`int()`'s syntax, as datumaro's; a positive one here)."""
     check_annotation_bytes(data, limits, "an <image> element", b"<")
     if b"<!DOCTYPE" in data or b"<!ENTITY" in data:
         raise ItemError(expected("an <image> element without DTD declarations", "a DOCTYPE"))
@@ -552,12 +559,14 @@ def parse_image_element(data: bytes, classes: ClassTable, *, dataset: str, name:
     if el.tag != "image":
         raise ItemError(expected("an <image> element", el.tag))
     where_img = f"<image name={shown(el.get('name'))}>"
+    w_text, h_text = el.get("width"), el.get("height")
+    absent = not (w_text and h_text)
     try:
-        width, height = int(el.get("width", "")), int(el.get("height", ""))
+        width, height = (0, 0) if absent else (int(w_text or ""), int(h_text or ""))
     except ValueError:
-        raise ItemError(expected("integer 'width' and 'height'",
-                                 (el.get("width"), el.get("height"))), where=where_img) from None
-    check_image_size(width, height, limits)
+        raise ItemError(expected("integer 'width' and 'height'", (w_text, h_text)),
+                        where=where_img) from None
+    width, height = item_size(width, height, image_size, limits, absent=absent)
     shapes = list(el)
     if len(shapes) > limits.max_objects:
         raise ItemError(expected(f"at most {limits.max_objects} shapes", len(shapes)))
@@ -886,10 +895,11 @@ def parse_classes(data: bytes) -> ClassTable:
 
 def parse_item(data: bytes, classes: ClassTable, *, dataset: str, name: str,
                image_key: str | None = None, ann_key: str | None = None,
-               limits: Limits = DEFAULT_LIMITS) -> Item:
-    """One item of either CVAT format, told apart by its bytes (see module docstring)."""
+               limits: Limits = DEFAULT_LIMITS, image_size: SizeReader | None = None) -> Item:
+    """One item of either CVAT format, told apart by its bytes (see module docstring);
+    `image_size` reads the image's size when an `<image>` lacks it (a mask's PNG has one)."""
     kwargs: dict[str, Any] = dict(dataset=dataset, name=name, image_key=image_key,
                                   ann_key=ann_key, limits=limits)
     if data.lstrip()[:1] == b"<":
-        return parse_image_element(data, classes, **kwargs)
+        return parse_image_element(data, classes, image_size=image_size, **kwargs)
     return parse_mask_item(data, classes, **kwargs)

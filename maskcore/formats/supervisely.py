@@ -35,6 +35,7 @@ from ..limits import (
     DEFAULT_LIMITS,
     Budget,
     Limits,
+    SizeReader,
     check_annotation_bytes,
     check_coordinate,
     check_image_size,
@@ -385,14 +386,21 @@ def parse_annotation(
     image_key: str | None = None,
     ann_key: str | None = None,
     limits: Limits = DEFAULT_LIMITS,
+    image_size: SizeReader | None = None,
 ) -> Item:
-    """One `ann/<image>.json` -> Item (labels in annotation order, cropped as the SDK does)."""
+    """One `ann/<image>.json` -> Item (labels in annotation order, cropped as the SDK does).
+
+    `size` {height, width} is required, as by the SDK (`Annotation.from_json` indexes both
+    keys): an annotation without it, or with only one of them, fails; `image_size` is never
+    called (the reader protocol passes it to every reader)."""
+    del image_size
     ann = load_json(data, limits, "annotation JSON")
     if not isinstance(ann, dict):
         raise ItemError(expected("an annotation object", ann))
     size = ann.get("size")
     if not isinstance(size, dict):
-        raise ItemError(expected("'size': {'height': H, 'width': W}", size))
+        raise ItemError(expected("'size': {'height': H, 'width': W} (the Supervisely SDK "
+                                 "requires it)", size))
     width, height = size.get("width"), size.get("height")
     check_image_size(width, height, limits)
     assert isinstance(width, int) and isinstance(height, int)

@@ -257,15 +257,61 @@ def test_each_bad_annotation_fails_its_item_naming_it(ann, needle):
     assert "annotations[0] (id 42)" in str(e.value)
 
 
+def parse_record(record: dict, **kw) -> coco.Item:
+    split = coco.split_dataset(doc([{"id": 1, "file_name": "a.jpg", **record}], []))
+    return coco.parse_item(split.images[0].inline, split.classes, dataset="ds", name="a.jpg",
+                           **kw)
+
+
+def never() -> tuple[int, int]:
+    raise AssertionError("the image was read although the annotation gives the size")
+
+
 @pytest.mark.parametrize("record, needle", [
-    ({"width": 0, "height": 10}, "positive integer"),
-    ({"height": 10}, "positive integer"),
+    ({"width": 10.0, "height": 10}, "positive integer"),  # datumaro: not an int, refused
+    ({"width": "10", "height": 10}, "positive integer"),
+    ({"width": -10, "height": 10}, "positive integer"),
+    ({"width": True, "height": 10}, "positive integer"),
+    ({"width": [3], "height": 10}, "positive integer"),
     ({"width": 10 ** 6, "height": 10 ** 6}, "65535"),
 ])
-def test_bad_image_sizes_fail_the_item(record, needle):
-    split = coco.split_dataset(doc([{"id": 1, "file_name": "a.jpg", **record}], []))
+def test_bad_image_sizes_fail_the_item_without_reading_the_image(record, needle):
     with pytest.raises(ItemError, match=needle):
-        coco.parse_item(split.images[0].inline, split.classes, dataset="ds", name="a.jpg")
+        parse_record(record, image_size=never)
+
+
+@pytest.mark.parametrize("record", [
+    {}, {"height": 10}, {"width": 12}, {"width": None, "height": None},
+    {"width": 0, "height": 10}, {"width": 12, "height": 0}, {"width": "", "height": 10},
+])
+def test_a_size_missing_or_falsy_comes_from_the_image_as_in_datumaro(record):
+    """datumaro's `_parse_item`: `if img_info.get("height") and img_info.get("width")`, else
+    the size of the image file (both, even when one is given)."""
+    calls = []
+
+    def header() -> tuple[int, int]:
+        calls.append(1)
+        return 30, 20
+
+    item = parse_record(record, image_size=header)
+    assert (item.width, item.height, len(calls)) == (30, 20, 1)
+    with pytest.raises(ItemError, match="image size in the annotation or an image file"):
+        parse_record(record)  # no image to read it from
+    with pytest.raises(ItemError, match="65535"):  # the header's size meets the same limits
+        parse_record(record, image_size=lambda: (70_000, 20))
+
+
+def test_an_rle_is_checked_against_the_size_read_from_the_image():
+    rle = {"size": [20, 30], "counts": [0, 600]}
+    split = coco.split_dataset(doc([{"id": 1, "file_name": "a.jpg"}],
+                                   [{"id": 1, "image_id": 1, "category_id": 1,
+                                     "segmentation": rle}]))
+    item = coco.parse_item(split.images[0].inline, split.classes, dataset="ds", name="a.jpg",
+                           image_size=lambda: (30, 20))
+    assert (item.width, item.height, len(item.labels)) == (30, 20, 1)
+    with pytest.raises(ItemError, match="RLE 'size'"):
+        coco.parse_item(split.images[0].inline, split.classes, dataset="ds", name="a.jpg",
+                        image_size=lambda: (31, 20))
 
 
 def test_limits_bound_one_item():

@@ -247,6 +247,45 @@ def test_bad_image_elements_fail_the_item():
         cvat.parse_item(b'<image name="x" width="0" height="3"/>', CLASSES, dataset="d", name="x")
 
 
+def never() -> tuple[int, int]:
+    raise AssertionError("the image was read although the annotation gives the size")
+
+
+@pytest.mark.parametrize("attrs, needle", [
+    ('width="0" height="3"', "positive integer"),  # datumaro: int("0"), a 0 size
+    ('width="-4" height="3"', "positive integer"),
+    ('width="4.0" height="3"', "integer 'width' and 'height'"),  # datumaro: int() fails
+    ('width="four" height="3"', "integer 'width' and 'height'"),
+    ('width="70000" height="3"', "65535"),
+])
+def test_bad_sizes_fail_the_item_without_reading_the_image(attrs, needle):
+    with pytest.raises(ItemError, match=needle):
+        cvat.parse_item(f'<image name="x" {attrs}/>'.encode(), CLASSES, dataset="d",
+                        name="x", image_size=never)
+
+
+def test_sizes_parse_as_datumaro_parses_them():
+    item = cvat.parse_item(b'<image name="x" width=" 4 " height="+3"/>', CLASSES,
+                           dataset="d", name="x", image_size=never)  # int()'s syntax
+    assert (item.width, item.height) == (4, 3)
+
+
+@pytest.mark.parametrize("attrs", ["", 'width="4"', 'height="3"', 'width="" height=""',
+                                   'width="" height="3"'])
+def test_a_size_missing_or_empty_comes_from_the_image_as_in_datumaro(attrs):
+    """datumaro's `_load_items`: `if all((height, width))` (attribute text), else the size of
+    the image file (both, even when one is given)."""
+    body = '<box label="car" xtl="1" ytl="1" xbr="5" ybr="4"/>'
+    data = f'<image name="x" {attrs}>{body}</image>'.encode()
+    item = cvat.parse_item(data, CLASSES, dataset="d", name="x", image_size=lambda: (30, 20))
+    assert (item.width, item.height, len(item.labels)) == (30, 20, 1)
+    with pytest.raises(ItemError, match="image size in the annotation or an image file"):
+        cvat.parse_item(data, CLASSES, dataset="d", name="x")
+    with pytest.raises(ItemError, match="100000000 pixels"):  # the header meets the limits
+        cvat.parse_item(data, CLASSES, dataset="d", name="x",
+                        image_size=lambda: (20_000, 20_000))
+
+
 def test_item_id_keeps_folders_and_drops_the_last_extension():
     assert cvat.item_id("dir/sub/img.with.dots.jpg") == "dir/sub/img.with.dots"
     assert cvat.item_id("noext") == "noext" and cvat.item_id("a.b/c") == "a.b/c"

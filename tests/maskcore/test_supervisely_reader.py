@@ -131,6 +131,22 @@ def test_bad_items_fail_with_a_reason(data, needle):
     assert needle in str(e.value)
 
 
+@pytest.mark.parametrize(("data", "needle"), [
+    (b'{"tags": [], "objects": []}', "'size': {'height': H, 'width': W} (the Supervisely SDK"),
+    (b'{"size": {"height": 80}, "tags": [], "objects": []}', "width to be a positive integer"),
+    (b'{"size": {"width": 100}, "tags": [], "objects": []}', "height to be a positive integer"),
+    (b'{"size": {"width": 100.0, "height": 80}, "tags": [], "objects": []}', "positive integer"),
+])
+def test_a_missing_or_partial_size_fails_as_in_the_sdk_never_reading_the_image(data, needle):
+    """`Annotation.from_json` indexes size.height and size.width: no image is read for them."""
+    def never() -> tuple[int, int]:
+        raise AssertionError("the image was read")
+
+    with pytest.raises(ItemError) as e:
+        parse(data, image_size=never)
+    assert needle in str(e.value)
+
+
 def test_png_header_claiming_enormous_size_is_refused_before_decoding():
     """A tiny PNG whose IHDR claims 60000x60000 pixels is refused from its header."""
     png = cv2.imencode(".png", np.ones((2, 2), np.uint8))[1].tobytes()
