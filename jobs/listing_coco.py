@@ -12,10 +12,10 @@ decoded by msgspec (`_Sections`); a file that pass gives up on (NaN, odd numbers
 read again with ijson (C backend), a pass per list, and a file ijson refuses (NaN/Infinity,
 which Python's json and pycocotools accept) is loaded whole. Images and annotations go into the
 listing's on-disk spool: images into rows, annotations through an external sort by image id
-(`jobs/runs.py`) into one row per image id (`_groups`: at most `max_annotation_bytes` of it),
-SQLite joins each image with its group, and each item's `ann_inline` is its own
-small JSON (`{"image", "annotations" in file order, "categories" it uses}`, what
-`coco.parse_item` reads), built when the refs are streamed. A file whose records are plain
+(`jobs/external_sort.py`) into one row per image id (`_groups`: at most
+`max_annotation_bytes` of it), SQLite joins each image with its group, and each item's
+`ann_inline` is its own small JSON (`{"image", "annotations" in file order, "categories"
+it uses}`, what `coco.parse_item` reads), built when the refs are streamed. A file whose records are plain
 (`_plain_images` / `_plain_anns`) and in order - file names, their stems (as `stem + "."`:
 the names' order) and integer image ids increasing, annotations' image ids never decreasing,
 as CVAT and most tools export - skips the join: its decoded blocks are stored as they are
@@ -57,7 +57,7 @@ from maskcore.formats import coco
 from maskcore.limits import DEFAULT_LIMITS, Limits
 
 from . import listing
-from .runs import Runs
+from .external_sort import Runs
 from .spool import Spool
 from .storage import Root, common_path, norm_path, rel_path
 

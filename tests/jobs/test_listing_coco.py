@@ -270,7 +270,7 @@ SMALL_RUNS = {"RUN": 3, "CHUNK": 2, "FAN_IN": 2}  # many runs, merged in several
 
 
 def careful_of(url: Path, monkeypatch, *, small: bool, **kw) -> tuple[object, ...]:
-    from jobs import runs
+    from jobs import external_sort as runs
 
     with monkeypatch.context() as m:
         for name, value in (SMALL_RUNS.items() if small else ()):

@@ -1,5 +1,5 @@
-"""jobs/runs.py: an external sort through a spool - stable, whatever the run size, fan-in and
-number of rounds, and holding one run / one chunk per run, not the rows."""
+"""jobs/external_sort.py: an external sort through a spool - stable, whatever the run size,
+fan-in and number of rounds, and holding one run / one chunk per run, not the rows."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import tracemalloc
 
 import pytest
 
-from jobs import runs
-from jobs.runs import Runs
+from jobs import external_sort as runs
+from jobs.external_sort import Runs
 from jobs.spool import Spool
 
 
