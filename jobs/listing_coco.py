@@ -7,24 +7,24 @@ INPUT is a JSON file, or a folder holding COCO JSONs at its top, else under `ann
 `val2017`); a single JSON of another name is used as well; several JSONs none of which is
 `instances_*` is an InputError (give the file itself).
 
-Each JSON is streamed, never loaded: read once, a block of whole list elements at a time
-decoded by msgspec (`_Sections`); a file that pass gives up on (NaN, odd numbers or layout) is
-read again with ijson (C backend), a pass per list, and a file ijson refuses (NaN/Infinity,
-which Python's json and pycocotools accept) is loaded whole. Images and annotations go into the
+Each JSON is streamed, never loaded: read once, a block of whole list elements at a time decoded
+by msgspec (`_Sections`); a file that pass gives up on (NaN, odd numbers or layout) is read
+again with ijson (C backend), a pass per list, and a file ijson refuses (NaN/Infinity, which
+Python's json and pycocotools accept) is loaded whole. Images and annotations go into the
 listing's on-disk spool: images into rows, annotations through an external sort by image id
-(`jobs/external_sort.py`) into one row per image id (`_groups`: at most
-`max_annotation_bytes` of it), SQLite joins each image with its group, and each item's
-`ann_inline` is its own small JSON (`{"image", "annotations" in file order, "categories"
-it uses}`, what `coco.parse_item` reads), built when the refs are streamed. A file whose records are plain
-(`_plain_images` / `_plain_anns`) and in order - file names, their stems (as `stem + "."`:
-the names' order) and integer image ids increasing, annotations' image ids never decreasing,
-as CVAT and most tools export - skips the join: its decoded blocks are stored as they are
-(msgpack, one spool row per block) and its refs come from one merge of them with the images
-folder's listing in key order (`_sorted_refs`), the same refs the join gives
-(tests/jobs/test_listing_coco.py, tests/jobs/test_listing_toolfiles.py). Per-image
-problems (no id, duplicate id, file name or output stem - the stem rule is `Item.stem` -, a
-name that could escape) fail that image alone; annotations naming no image are counted and
-logged. An images folder inside another one of the run is listed once (with the outer one).
+(`jobs/external_sort.py`) into one row per image id (`_groups`: at most `max_annotation_bytes`
+of it), SQLite joins each image with its group, and each item's `ann_inline` is its own small
+JSON (`{"image", "annotations" in file order, "categories" it uses}`, what `coco.parse_item`
+reads), built when the refs are streamed. A file whose records are plain (`_plain_images` /
+`_plain_anns`) and in order - file names, their stems (as `stem + "."`: the names' order) and
+integer image ids increasing, annotations' image ids never decreasing, as CVAT and most tools
+export - skips the join: its decoded blocks are stored as they are (msgpack, one spool row per
+block) and its refs come from one merge of them with the images folder's listing in key order
+(`_sorted_refs`), the same refs the join gives (tests/jobs/test_listing_coco.py,
+tests/jobs/test_listing_toolfiles.py). Per-image problems (no id, duplicate id, file name or
+output stem - the stem rule is `Item.stem` -, a name that could escape) fail that image alone;
+annotations naming no image are counted and logged. An images folder inside another one of the
+run is listed once (with the outer one).
 
 Images: `file_name` (sub-folders allowed, e.g. `v1.0/a.jpg`) is resolved under the images
 folder of its dataset: the first of `images/` beside the JSON, `images/` beside its folder,
