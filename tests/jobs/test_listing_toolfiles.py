@@ -74,10 +74,10 @@ def cvat_listing(url: Path, monkeypatch, *, careful: bool) -> tuple[object, ...]
     `careful` marks them out of order from the first item (sorted index)."""
     rows, ordered = listing_cvat._task_rows, []
 
-    def spy(root, key, found, by_file, order):
+    def spy(root, key, found, by_file, order, *rest):
         if careful:
             order[0] = False
-        yield from rows(root, key, found, by_file, order)
+        yield from rows(root, key, found, by_file, order, *rest)
         ordered.append(order[0])
 
     with monkeypatch.context() as m:
