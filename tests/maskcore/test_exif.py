@@ -15,9 +15,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from maskcore.encode import decode_image
 from maskcore.errors import ItemError
 from maskcore.formats import coco, cvat, supervisely, supervisely_masks
 from maskcore.formats.base import ItemContext
+from maskcore.limits import Limits, check_image_header, image_header
 from maskcore.model import ClassInfo, ClassTable, Item, Label, Rectangle
 
 W, H = 48, 32  # stored size; orientations 5-8 show it as 32x48
@@ -112,3 +114,28 @@ def test_without_exif_both_decodes_are_the_same():
     data = buf.tobytes()
     assert (context(data, supervisely, W, H).image() == context(data, coco, W, H).image()).all()
     assert context(data, cvat, W, H).image().shape == (H, W, 3)
+
+
+# ---------------------------------------------------------------------------- progressive JPEGs
+def jpeg(progressive: bool, size: tuple[int, int] = (200, 100)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, (10, 120, 200)).save(buf, "JPEG", progressive=progressive)
+    return buf.getvalue()
+
+
+def test_a_progressive_jpeg_is_charged_half_again_before_decoding():
+    """200x100 = 20000 pixels: a baseline JPEG fits 20000, a progressive one counts 30000
+    (libjpeg keeps all its coefficients: ~909 MB peak at 100 MP against ~624 MB)."""
+    limits = Limits(max_image_pixels=20_000)
+    baseline, progressive = jpeg(False), jpeg(True)
+    assert progressive[:2] == b"\xff\xd8" and b"\xff\xc2" in progressive  # SOF2
+    assert image_header(baseline) == (200, 100, False)
+    assert image_header(progressive) == (200, 100, True)
+    assert check_image_header(baseline, limits) == (200, 100)
+    assert decode_image(baseline, limits).shape == (100, 200, 3)
+    with pytest.raises(ItemError, match=r"at most 20000 pixels \(limits\.max_image_pixels; a "
+                                        r"progressive JPEG counts 1\.5x.* 200x100 = 20000 "
+                                        r"pixels, counted as 30000"):
+        decode_image(progressive, limits, name="image a.jpg")
+    assert check_image_header(progressive, Limits(max_image_pixels=30_000)) == (200, 100)
+
