@@ -4,29 +4,17 @@ size its tool would have stored exports, and its human mask shows the pixels the
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-from PIL import Image
 
 from jobs.cli import run
+from tests.conftest import exif_jpeg
 
 W, H = 48, 32  # stored size; orientations 5-8 show it as 32x48
-
-
-def exif_jpeg(orientation: int) -> bytes:
-    rgb = np.zeros((H, W, 3), np.uint8)
-    rgb[:H // 2, :W // 2] = (250, 0, 0)
-    rgb[H // 2:, W // 2:] = (0, 250, 0)
-    exif = Image.Exif()
-    exif[0x0112] = orientation
-    buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, "JPEG", quality=95, exif=exif)
-    return buf.getvalue()
 
 
 def make_input(root: Path, fmt: str, data: bytes, size: tuple[int, int]) -> None:

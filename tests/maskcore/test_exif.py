@@ -21,24 +21,10 @@ from maskcore.formats import coco, cvat, supervisely, supervisely_masks
 from maskcore.formats.base import ItemContext
 from maskcore.limits import Limits, check_image_header, image_header
 from maskcore.model import ClassInfo, ClassTable, Item, Label, Rectangle
+from tests.conftest import exif_jpeg
 
 W, H = 48, 32  # stored size; orientations 5-8 show it as 32x48
 CLASSES = ClassTable((ClassInfo("car", (255, 0, 0)),))
-
-
-def exif_jpeg(orientation: int) -> bytes:
-    """A 48x32 JPEG with distinct quadrants (any turn or flip changes its pixels) and an EXIF
-    Orientation tag, as a phone writes it."""
-    rgb = np.zeros((H, W, 3), np.uint8)
-    rgb[:H // 2, :W // 2] = (250, 0, 0)
-    rgb[:H // 2, W // 2:] = (0, 250, 0)
-    rgb[H // 2:, :W // 2] = (0, 0, 250)
-    rgb[H // 2:, W // 2:] = (250, 250, 250)
-    exif = Image.Exif()
-    exif[0x0112] = orientation
-    buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, "JPEG", quality=95, exif=exif)
-    return buf.getvalue()
 
 
 def reference(data: bytes, reader: object) -> np.ndarray:
