@@ -320,7 +320,7 @@ def _export_item(ctx: ExportContext, ref: ItemRef, fetched: Fetched | None = Non
     # the annotation is copied verbatim only into a project of its own format
     own_ann = ann if ctx.reader == "supervisely" else None
     ictx = ItemContext(item, ctx.classes, read_image if ref.image_key else None, own_ann,
-                       ctx.limits, reader.RULE, ctx.dest.uri, ctx.source.uri)
+                       ctx.limits, reader.RULE, reader.EXIF, ctx.dest.uri, ctx.source.uri)
     blobs: list[Blob] = []
     records: Records = {}
     first: ItemOutput | None = None

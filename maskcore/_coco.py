@@ -26,10 +26,10 @@ def _box_polygon(r: Rectangle) -> np.ndarray:
     return np.array([x0, y0, x1, y0, x1, y1, x0, y1], dtype=np.float64)
 
 
-Charge = Callable[[int], None]  # told a window's pixel count before it is allocated
+Charge = Callable[[int, int], None]  # told (window pixels, trace bytes or draw steps) first
 
 
-def _free(n: int) -> None:
+def _free(pixels: int, work: int) -> None:
     pass
 
 
@@ -130,7 +130,7 @@ def window(g: Geometry, width: int, height: int, charge: Charge = _free
         return None
     left, top, right, bottom = box
     w, h = right - left + 1, bottom - top + 1
-    charge(w * h + trace_bytes([parts], width)[0])
+    charge(w * h, trace_bytes([parts], width)[0])
     # pycocotools on the full frame, as datumaro calls it: a polygon shifted into its window
     # would be rounded differently along steep edges (runs.py)
     from .runs import polygon_runs  # runs.py builds on this module
@@ -150,7 +150,7 @@ def ellipse_window(e: Ellipse, width: int, height: int, charge: Charge = _free
     right, bottom = min(width - 1, cx + reach), min(height - 1, cy + reach)
     if right < left or bottom < top:
         return None
-    charge((bottom - top + 1) * (right - left + 1))
+    charge((bottom - top + 1) * (right - left + 1), 0)
     m = np.zeros((bottom - top + 1, right - left + 1), np.uint8)
     cv2.ellipse(m, (cx - left, cy - top), (rx, ry), e.angle, 0, 360, 1, thickness=-1)
     if not m.any():

@@ -15,9 +15,10 @@ level 1: 8-12x faster than zlib level 1 (what cv2's default PNG uses) on masks, 
 - `png_photo(*images)`: an RGB PNG of photographic content, images side by side (the human
   masks: an image beside its overlay, never copied side by side): rows SUB-filtered with
   numpy, ~5x faster than cv2's default and smaller files.
-- `decode_image`: image decode with OpenCV, as the Supervisely SDK reads images
-  (IMREAD_COLOR: EXIF orientation applied, alpha dropped, 16-bit reduced to 8-bit), only after
-  the size read from the header passed the limits (never a decode of unknown size).
+- `decode_image`: image decode with OpenCV (IMREAD_COLOR: alpha dropped, 16-bit reduced to
+  8-bit), EXIF orientation applied as the Supervisely SDK's `sly.image.read` does, or ignored
+  (`exif=False`) as datumaro's `load_image` (IMREAD_UNCHANGED) does; only after the size read
+  from the header passed the limits (never a decode of unknown size).
 """
 
 from __future__ import annotations
@@ -146,13 +147,18 @@ def png_palettes(index: np.ndarray, palettes: list[np.ndarray]) -> list[bytes]:
     return out
 
 
-def decode_image(data: bytes, limits: Limits, *, name: str = "image") -> np.ndarray:
-    """Image bytes -> (H, W, 3) uint8 BGR. The size is read from the header and checked
-    (`limits.check_image_header`) before OpenCV allocates anything; bytes whose size cannot be
-    read are refused, and the decoded size must be the header's (EXIF rotation aside)."""
+def decode_image(data: bytes, limits: Limits, *, name: str = "image", exif: bool = True
+                 ) -> np.ndarray:
+    """Image bytes -> (H, W, 3) uint8 BGR, turned by its EXIF orientation when `exif` (OpenCV's
+    IMREAD_COLOR, as `sly.image.read`), else as stored (IMREAD_IGNORE_ORIENTATION: the pixels
+    datumaro's IMREAD_UNCHANGED gives, reduced to BGR). The size is read from the header and
+    checked (`limits.check_image_header`) before OpenCV allocates anything; bytes whose size
+    cannot be read are refused, and the decoded size must be the header's (EXIF rotation
+    aside)."""
     w, h = check_image_header(data, limits, what=name)
+    flags = cv2.IMREAD_COLOR if exif else cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
     try:
-        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
     except cv2.error as e:  # OPENCV_IO_MAX_IMAGE_PIXELS (maskcore/__init__.py) and the like
         raise ItemError(expected(f"a decodable {name}",
                                  str(e).strip().splitlines()[-1])) from None

@@ -7,8 +7,11 @@ and integers are checked in Python before they reach numpy or native code.
 
 - `image_header_size(bytes)`: THE function that reads an image's size from its header (PNG by
   its IHDR, every other type through Pillow's lazy `Image.open`, which parses headers only and
-  skips junk between JPEG markers as libjpeg does); `check_image_header` adds the size check.
-  Bytes whose size cannot be read are refused: nothing reaches a decoder unchecked.
+  skips junk between JPEG markers as libjpeg does); `check_image_header` adds the size check,
+  charging a progressive JPEG (SOF2/6/10/14 frame, read from the header) 1.5x its pixels:
+  libjpeg keeps all its DCT coefficients while decoding (100 MP: ~909 MB peak, baseline
+  ~624 MB), so one that fits `max_image_pixels` only uncharged fails instead of OOM-killing
+  its worker. Bytes whose size cannot be read are refused: nothing reaches a decoder unchecked.
 - `item_size(width, height, read_size, limits, absent=...)`: an item's checked size, as its
   annotation declares it or - when the reader's tool counts it absent - from its image's
   header through the `read_size` callable the job passes in (SPEC 3: the image is read only
@@ -126,17 +129,24 @@ def image_header_size(data: bytes) -> tuple[int, int]:
     PNG: its IHDR (libpng requires it first). Anything else: Pillow's lazy `Image.open`, which
     reads headers only (JPEG: markers up to the frame header, junk between markers skipped as
     libjpeg skips it; BMP, TIFF, WebP, GIF, ...). ItemError when no size can be read."""
+    width, height, _ = image_header(data)
+    return width, height
+
+
+def image_header(data: bytes) -> tuple[int, int, bool]:
+    """`image_header_size` and whether the image is a progressive JPEG (its frame marker, as
+    Pillow's header parse reports it)."""
     if data.startswith(PNG_SIGNATURE):
-        return png_header_size(data)
-    size = _pillow_header_size(data)
-    if size is None:
+        return (*png_header_size(data), False)
+    header = _pillow_header(data)
+    if header is None:
         raise ItemError(expected("a readable image whose header gives its size "
                                  "(JPEG, PNG, BMP, TIFF, WebP, GIF)",
                                  f"{len(data)} bytes that do not decode (no image header)"))
-    return size
+    return header
 
 
-def _pillow_header_size(data: bytes) -> tuple[int, int] | None:
+def _pillow_header(data: bytes) -> tuple[int, int, bool] | None:
     """The size Pillow's format plugins read from the header, as `Image.open` finds it, but
     without its decompression-bomb refusal (whose threshold is Pillow's, not `limits`): the
     size of a huge image is read and reported, the caller refuses it."""
@@ -159,14 +169,24 @@ def _pillow_header_size(data: bytes) -> tuple[int, int] | None:
                 continue
             width, height = im.size
             if isinstance(width, int) and isinstance(height, int):
-                return abs(width), abs(height)
+                progressive = im.format in ("JPEG", "MPO") and bool(im.info.get("progressive"))
+                return abs(width), abs(height), progressive
     return None
 
 
 def check_image_header(data: bytes, limits: Limits, what: str = "image") -> tuple[int, int]:
-    """`image_header_size` checked against the limits: the gate before any image decode."""
-    width, height = image_header_size(data)
+    """`image_header_size` checked against the limits: the gate before any image decode. A
+    progressive JPEG is charged 1.5x its pixels against `max_image_pixels` (module doc)."""
+    width, height, progressive = image_header(data)
     check_image_size(width, height, limits, what=what)
+    charged = width * height * 3 // 2
+    if progressive and charged > limits.max_image_pixels:
+        raise ItemError(expected(
+            f"{what} of at most {limits.max_image_pixels} pixels (limits.max_image_pixels; a "
+            "progressive JPEG counts 1.5x its pixels: libjpeg holds all its coefficients "
+            "while decoding)",
+            f"a progressive JPEG of {width}x{height} = {width * height} pixels, "
+            f"counted as {charged}"))
     return width, height
 
 

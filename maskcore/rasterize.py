@@ -37,7 +37,7 @@ from functools import cached_property
 import numpy as np
 
 from . import _coco, _opencv
-from .limits import over_total
+from .errors import ItemError
 from .model import (
     RGB,
     AlphaMask,
@@ -144,18 +144,27 @@ def _next_value(k: int) -> int:
 
 
 class WindowBudget:
-    """The running pixel count of an item's stamp windows, against `max_pixels`."""
+    """The running cost of an item's stamp windows against `max_pixels`
+    (`limits.max_shape_pixels`): each window's pixels plus the `work` (polygon draw steps
+    under the opencv rule, trace bytes under the coco rule) drawing into it takes; the error
+    names both parts."""
 
-    def __init__(self, max_pixels: int | None) -> None:
+    def __init__(self, max_pixels: int | None, work: str = "draw steps") -> None:
         self.max_pixels = max_pixels
-        self.total = 0
+        self.work = work
+        self.pixels = self.steps = 0
         self.label = 0
 
-    def __call__(self, n: int) -> None:
-        self.total += n
-        if self.max_pixels is not None and self.total > self.max_pixels:
-            raise over_total("max_shape_pixels", self.max_pixels, self.total, "pixels",
-                             f"label #{self.label}")
+    def __call__(self, pixels: int, work: int) -> None:
+        self.pixels += pixels
+        self.steps += work
+        total = self.pixels + self.steps
+        if self.max_pixels is not None and total > self.max_pixels:
+            raise ItemError(
+                f"Expected shapes of at most {self.max_pixels} window pixels plus "
+                f"{self.work} in total (limits.max_shape_pixels). Got {total} "
+                f"({self.pixels} window pixels + {self.steps} {self.work}) by label "
+                f"#{self.label} instead.")
 
 
 def _opencv_stamp(index: int, g: Geometry, item: Item, thickness: int,
@@ -166,7 +175,7 @@ def _opencv_stamp(index: int, g: Geometry, item: Item, thickness: int,
         return None
     left, top, right, bottom = box
     rows, cols = bottom - top + 1, right - left + 1
-    charge(rows * cols + _opencv.draw_steps(g, thickness, rows, cols))
+    charge(rows * cols, _opencv.draw_steps(g, thickness, rows, cols))
     colors: tuple[RGB | None, ...] = (None,)
     part_value = None
     dtype = np.uint8
@@ -219,7 +228,7 @@ def render(
     if thickness < 1:
         raise ValueError(f"Expected thickness >= 1. Got {thickness!r} instead.")
     stamps: list[Stamp | None] = []
-    charge = WindowBudget(max_pixels)
+    charge = WindowBudget(max_pixels, "trace bytes" if rule == "coco" else "draw steps")
     for i in range(len(item.labels)):
         charge.label = i
         stamps.append(label_stamp(i, item, classes, rule=rule, thickness=thickness,

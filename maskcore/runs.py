@@ -311,7 +311,7 @@ def bitmap_runs(g: Bitmap, width: int, height: int, charge: WindowBudget) -> Run
     x1, y1 = min(g.left + w, width), min(g.top + h, height)
     if x1 <= x0 or y1 <= y0:
         return None
-    charge((y1 - y0) * (x1 - x0))
+    charge((y1 - y0) * (x1 - x0), 0)
     part = g.mask[y0 - g.top:y1 - g.top, x0 - g.left:x1 - g.left]
     return mask_runs(np.ascontiguousarray(part), x0, y0, height)
 
@@ -393,7 +393,7 @@ def render_runs(item: Item, classes: ClassTable, *, max_pixels: int | None = Non
                                                   item.height), strict=True))
     costs = dict(zip(polygons, _coco.trace_bytes(list(polygons.values()), item.width),
                      strict=True))
-    charge = WindowBudget(max_pixels)
+    charge = WindowBudget(max_pixels, "trace bytes")
     out: list[Runs | None] = [None] * len(item.labels)
     drawn: list[int] = []
     for i in range(len(item.labels)):
@@ -402,7 +402,7 @@ def render_runs(item: Item, classes: ClassTable, *, max_pixels: int | None = Non
             box = boxes[i]
             if box is not None:
                 left, top, right, bottom = box
-                charge((right - left + 1) * (bottom - top + 1) + costs[i])
+                charge((right - left + 1) * (bottom - top + 1), costs[i])
                 drawn.append(i)
             continue
         g = item.labels[i].geometry

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -37,6 +38,24 @@ class ProjectBuilder:
 def rect(cls: str, x0: int, y0: int, x1: int, y1: int) -> dict:
     return {"classTitle": cls, "tags": [], "points": {"exterior": [[x0, y0], [x1, y1]],
                                                       "interior": []}}
+
+
+def exif_jpeg(orientation: int, width: int = 48, height: int = 32) -> bytes:
+    """A JPEG as a phone writes it: stored width x height with an EXIF Orientation tag
+    (5-8 show it turned: height x width), four distinct quadrants (any turn or flip changes
+    its pixels)."""
+    from PIL import Image
+
+    rgb = np.zeros((height, width, 3), np.uint8)
+    rgb[:height // 2, :width // 2] = (250, 0, 0)
+    rgb[:height // 2, width // 2:] = (0, 250, 0)
+    rgb[height // 2:, :width // 2] = (0, 0, 250)
+    rgb[height // 2:, width // 2:] = (250, 250, 250)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "JPEG", quality=95, exif=exif)
+    return buf.getvalue()
 
 
 def poly(cls: str, *pts: tuple[int, int]) -> dict:

@@ -6,6 +6,7 @@ preview_mask. Adding a format = adding its module and one line below; jobs/ neve
 
 Reader modules (INPUT_FORMATS) offer:
     NAME, RULE                            the pixel rule of its items ("opencv" | "coco")
+    EXIF                                  its tool decodes images turned by EXIF orientation
     parse_classes(bytes) -> ClassTable
     parse_item(bytes, classes, *, dataset, name, image_key, ann_key, limits,
                image_size) -> Item          image_size: `limits.SizeReader` or None, called

@@ -117,6 +117,7 @@ class ItemContext:
     ann_bytes: bytes | None = None
     limits: Limits = DEFAULT_LIMITS
     rule: str = "opencv"
+    exif: bool = True  # the reader's tool decodes images turned by EXIF orientation (EXIF)
     output_uri: Callable[[str], str] = str  # output key -> its final URL (for frame lists)
     input_uri: Callable[[str], str] = str  # input key -> its URL (image sources)
     _stamps: dict[tuple[str, int, bool], list[Stamp | None]] = field(default_factory=dict)
@@ -169,11 +170,19 @@ class ItemContext:
         return self._image_bytes
 
     def image(self) -> np.ndarray:
-        """The decoded image (BGR), which must have the annotation's size."""
+        """The decoded image (BGR), which must have the annotation's size: decoded as the
+        reader's tool decodes it (`exif`: EXIF orientation applied or ignored); when only the
+        other orientation has the annotation's size (EXIF 5-8 turn width and height), the
+        annotation was drawn on that one, and it is decoded so (a second decode, only then)."""
         if self._image is None:
-            img = decode_image(self.image_bytes(), self.limits, name=f"image {self.item.name}")
+            name, size = f"image {self.item.name}", (self.item.width, self.item.height)
+            img = decode_image(self.image_bytes(), self.limits, name=name, exif=self.exif)
+            if img.shape[1::-1] != size and img.shape[:2] == size:
+                del img
+                img = decode_image(self.image_bytes(), self.limits, name=name,
+                                   exif=not self.exif)
             h, w = img.shape[:2]
-            if (w, h) != (self.item.width, self.item.height):
+            if (w, h) != size:
                 raise ItemError(
                     f"Expected the image to be {self.item.width}x{self.item.height} as its "
                     f"annotation says. Got {w}x{h} instead."

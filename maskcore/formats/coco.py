@@ -44,6 +44,7 @@ from ..paths import check_relative
 
 NAME = "coco"
 RULE = "coco"
+EXIF = False  # datumaro load_image: cv2 IMREAD_UNCHANGED ignores EXIF orientation
 TOP_KEYS = ("images", "annotations", "categories")
 INSTANCES_PREFIX = "instances_"
 MAX_RLE_GROUP = 12  # characters of one compressed count (60 bits): more is corrupt data

@@ -86,6 +86,7 @@ from .base import PACK_MAGIC, unpack_parts
 
 NAME = "cvat"
 RULE = "coco"  # pycocotools for polygons and boxes; ellipses by OpenCV (SPEC 2.5)
+EXIF = False  # datumaro load_image: cv2 IMREAD_UNCHANGED ignores EXIF orientation
 
 # CVAT for images 1.1 task layout
 ANNOTATIONS_FILE = "annotations.xml"

@@ -65,6 +65,7 @@ from ..model import (
 # ---------------------------------------------------------------------------- layout constants
 NAME = "supervisely"
 RULE = "opencv"  # the pixel rule of items read from Supervisely projects (SPEC 2.5)
+EXIF = True  # sly.image.read: cv2.imread IMREAD_COLOR applies EXIF orientation
 META_FILE = "meta.json"
 IMG_DIR = "img"
 ANN_DIR = "ann"

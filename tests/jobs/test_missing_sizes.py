@@ -22,7 +22,7 @@ from jobs.cli import run
 from jobs.listing import read_image_size
 from jobs.storage import Root
 from maskcore.errors import ItemError
-from maskcore.limits import DEFAULT_LIMITS
+from maskcore.limits import DEFAULT_LIMITS, Limits
 
 # name -> (true width, height, file format); written with or without their size below
 IMAGES = {"sized.png": (40, 30, "PNG"), "nosize.png": (50, 20, "PNG"),
@@ -180,3 +180,12 @@ def test_header_read_is_bounded_and_ignores_exif(tmp_path):
     assert read_image_size(root, "trunc.png", DEFAULT_LIMITS) == (70, 9)
     assert read_image_size(root, "rot.jpg", DEFAULT_LIMITS) == (40, 20)
     assert read_image_size(root, "long.jpg", DEFAULT_LIMITS) == (40, 20)
+
+
+def test_a_progressive_jpeg_fails_its_listing_size_read(tmp_path):
+    """An item without a size reads it from the header (jobs/listing.py): the same charge."""
+    buf = io.BytesIO()
+    Image.new("RGB", (200, 100)).save(buf, "JPEG", progressive=True)
+    (tmp_path / "a.jpg").write_bytes(buf.getvalue())
+    with pytest.raises(ItemError, match=r"limits\.max_image_pixels; a progressive JPEG"):
+        read_image_size(Root(str(tmp_path)), "a.jpg", Limits(max_image_pixels=20_000))

@@ -28,7 +28,16 @@ from maskcore.encode import decode_image, png_bilevel
 from maskcore.errors import InputError, ItemError, expected, shown
 from maskcore.formats import coco, cvat, supervisely
 from maskcore.limits import DEFAULT_LIMITS, Budget, Limits, image_header_size, load_json
-from maskcore.model import ClassInfo, ClassTable, Item, Label, Polygon, Polyline, Rectangle
+from maskcore.model import (
+    ClassInfo,
+    ClassTable,
+    CocoPolygon,
+    Item,
+    Label,
+    Polygon,
+    Polyline,
+    Rectangle,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -407,10 +416,31 @@ def test_full_frame_shapes_on_a_huge_image_fail_before_any_is_drawn():
     labels = tuple(Label(0, Rectangle(0, 0, 9999, 9999)) for _ in range(1000))
     item = Item("d", "a.png", 10000, 10000, labels)
     t = time.process_time()
-    with pytest.raises(ItemError, match=r"limits.max_shape_pixels\). Got 300000000 pixels by "
+    with pytest.raises(ItemError, match=r"limits.max_shape_pixels\). Got 300000000 "
+                                        r"\(300000000 window pixels \+ 0 draw steps\) by "
                                         r"label #2"):
         rasterize.render(item, SLY_CLASSES, max_pixels=DEFAULT_LIMITS.max_shape_pixels)
     assert time.process_time() - t < 10.0
+
+
+ACROSS = np.stack([np.tile([0, 1999], 4000), np.arange(8000) // 4], 1)  # trace bytes
+DOWN = ACROSS[:, ::-1].astype(np.int64)  # fillPoly walks every edge on every row: draw steps
+
+
+@pytest.mark.parametrize(("rule", "geometry", "work"), [
+    ("opencv", Polygon(DOWN), "draw steps"),
+    ("coco", CocoPolygon((ACROSS.ravel().astype(np.float64),)), "trace bytes"),
+])
+def test_the_window_budget_names_what_it_charged(rule, geometry, work):
+    """A zigzag's window is 2000x2000 = 4000000 pixels; drawing or tracing it costs more, and
+    the message says what was charged instead of calling it all pixels."""
+    item = Item("d", "a", 2000, 2000, (Label(0, geometry),))
+    with pytest.raises(ItemError) as e:
+        rasterize.render(item, COCO_CLASSES if rule == "coco" else SLY_CLASSES, rule=rule,
+                         max_pixels=4_000_001)
+    msg = str(e.value)
+    assert f"at most 4000001 window pixels plus {work} in total (limits.max_shape_pixels)" in msg
+    assert "(4000000 window pixels + " in msg and f" {work}) by label #0" in msg
 
 
 def test_budget_messages_name_the_limit():
