@@ -89,7 +89,8 @@ def export(
     meta = {
         "software": {"name": "maskjob", "version": __version__,
                      "python": sys.version.split()[0]},
-        "input": redact({"url": source.url, "storage_options": source.storage_options}),
+        "input": {**redact({"url": source.url, "storage_options": source.storage_options}),
+                  "format": reader},
         "output": {"url": redact(dest.url)},
         "formats": list(spec.formats),
         "classes": [{"index": i, "name": c.name, "color": list(c.color)}

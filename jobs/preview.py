@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 
 from maskcore.errors import ItemError
-from maskcore.formats import FORMATS
+from maskcore.formats import FORMATS, INPUT_FORMATS
 from maskcore.formats.base import FinalEntry, PreviewMask
 from maskcore.limits import DEFAULT_LIMITS, check_image_header
 from maskcore.palette import voc_color
@@ -97,10 +97,12 @@ def thumb_size(height: int, width: int) -> tuple[int, int]:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def _image_of(source: Root | None, entry: Mapping[str, Any], shape: tuple[int, int]
-              ) -> np.ndarray | None:
+def _image_of(source: Root | None, entry: Mapping[str, Any], shape: tuple[int, int],
+              exif: bool = True) -> np.ndarray | None:
     """The entry's input image, decoded at a reduced size (DCT scaling for JPEG) that is still
-    at least the thumbnail's; None when it cannot be read or is not the mask's size."""
+    at least the thumbnail's, turned by its EXIF orientation when the input's tool turns it
+    (`exif`, the reader's EXIF; the other way when only that one has the mask's size, as
+    `ItemContext.image` does); None when it cannot be read or is not the mask's size."""
     key = (entry.get("inputs", {}).get("image") or {}).get("key")
     if source is None or not key:
         return None
@@ -116,14 +118,19 @@ def _image_of(source: Root | None, entry: Mapping[str, Any], shape: tuple[int, i
     factor, flag = next((f, fl) for f, fl in REDUCED if max(h, w) // f >= THUMB or f == 1)
     if data[:2] != b"\xff\xd8" and iw * ih > PREVIEW_DECODE_PIXELS:
         return None  # only JPEG decodes reduced; a big PNG/TIFF/... is not decoded here
-    try:
-        img = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
-    except cv2.error as e:
-        log.info("preview: image %s not decoded (%s)", key, e)
-        return None
-    if img is None or abs(img.shape[0] - h / factor) > 1 or abs(img.shape[1] - w / factor) > 1:
-        return None
-    return img
+    for turned in (exif, not exif):
+        try:
+            img = cv2.imdecode(np.frombuffer(data, np.uint8),
+                               flag if turned else flag | cv2.IMREAD_IGNORE_ORIENTATION)
+        except cv2.error as e:
+            log.info("preview: image %s not decoded (%s)", key, e)
+            return None
+        if img is not None and abs(img.shape[0] - h / factor) <= 1 \
+                and abs(img.shape[1] - w / factor) <= 1:
+            return img
+        if img is None or iw == ih:  # a square image has the mask's size both ways
+            return None
+    return None
 
 
 def _lut(classes: list[dict[str, Any]]) -> np.ndarray:
@@ -258,6 +265,8 @@ def write_preview(dest: Root, meta: Mapping[str, Any], summary: Mapping[str, Any
     lut = _lut(classes)
     order = {c["name"]: c["index"] for c in classes}
     source = _input_root(meta)
+    reader = INPUT_FORMATS.get(meta.get("input", {}).get("format", ""))
+    exif = reader.EXIF if reader is not None else True
     figures = []
     for entry in samples:
         caption = f"{entry.get('dataset', '')}/{entry.get('item', '')}"
@@ -266,7 +275,7 @@ def write_preview(dest: Root, meta: Mapping[str, Any], summary: Mapping[str, Any
             if found is None:
                 continue
             kind, mask = found
-            image = _image_of(source, entry, mask.shape[:2])
+            image = _image_of(source, entry, mask.shape[:2], exif)
             uris = [_data_uri(p) for p in panels(image, kind, mask, lut)]
         except (OSError, ValueError, KeyError, ItemError) as e:  # a bad key: left out
             log.info("preview: %s left out (%s)", caption, e)

@@ -6,6 +6,7 @@ chromium`)."""
 from __future__ import annotations
 
 import base64
+import json
 import re
 import shutil
 import subprocess
@@ -47,6 +48,8 @@ def test_preview_is_self_contained_with_chart_and_samples(tmp_path):
     for name in ("default/b.png", "default/street/a.jpg", "Failed items (4)",
                  "category_id declared"):
         assert name in page
+    # the input's format is in the manifest: the preview decodes images as its tool does
+    assert json.loads((out / "manifest.json").read_text())["input"]["format"] == "coco"
 
 
 def test_preview_escapes_names_and_shows_masks_without_images(project, tmp_path):

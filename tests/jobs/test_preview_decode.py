@@ -47,3 +47,25 @@ def test_a_big_png_is_not_decoded_on_the_driver(tmp_path, monkeypatch):
     monkeypatch.setattr(preview, "PREVIEW_DECODE_PIXELS", 1000)
     cv2.imwrite(str(tmp_path / "b.png"), np.zeros((40, 50, 3), np.uint8))
     assert preview._image_of(Root(str(tmp_path)), _entry("b.png"), (40, 50)) is None
+
+
+def test_exif_photos_are_shown_as_the_input_tool_decodes_them(tmp_path):
+    """The preview shows an EXIF-rotated photo as the worker decoded it for its masks: turned
+    for Supervisely inputs (sly.image.read), as stored for CVAT/COCO (datumaro), and the
+    other way when only that one has the mask's size (EXIF 5-8)."""
+    from tests.conftest import exif_jpeg
+
+    root = Root(str(tmp_path))
+    for orientation in range(1, 9):
+        data = exif_jpeg(orientation)
+        (tmp_path / f"o{orientation}.jpg").write_bytes(data)
+        buf = np.frombuffer(data, np.uint8)
+        turned = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+        stored = cv2.imdecode(buf, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+        for exif, want, other in ((True, turned, stored), (False, stored, turned)):
+            got = preview._image_of(root, _entry(f"o{orientation}.jpg"), want.shape[:2], exif)
+            assert got is not None and np.array_equal(got, want), (orientation, exif)
+            if other.shape != want.shape:  # EXIF 5-8: a mask of the other orientation
+                got = preview._image_of(root, _entry(f"o{orientation}.jpg"),
+                                        other.shape[:2], exif)
+                assert got is not None and np.array_equal(got, other), (orientation, exif)
