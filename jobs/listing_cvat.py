@@ -39,7 +39,7 @@ from xml.parsers import expat as pyexpat
 from xml.sax.saxutils import quoteattr
 
 from maskcore.encode import _jpeg_size
-from maskcore.errors import InputError, expected
+from maskcore.errors import InputError, ItemError, expected
 from maskcore.formats import cvat
 from maskcore.limits import PNG_SIGNATURE
 from maskcore.model import ClassTable
@@ -50,7 +50,6 @@ from .storage import Root
 
 MAX_XML_BYTES = 16 * 1024 ** 3  # an annotations.xml larger than this is refused as absurd
 MAX_LABELMAP_BYTES = 16 * 1024 ** 2
-HEADER_BYTES = 1 << 16
 
 
 XML_HEAD = 1 << 12  # bytes read to tell a CVAT XML (an <annotations> root) from another XML
@@ -596,16 +595,15 @@ def _mask_ref(subset: str, id_: str, class_tag: str | None, object_tag: str | No
 
 
 def _image_size(root: Root, key: str) -> tuple[int, int] | None:
-    """(width, height) from a PNG or JPEG header, reading only the file's first bytes."""
+    """(width, height) from a PNG or JPEG header, reading only the file's first bytes (the
+    whole file, bounded, for a longer JPEG header) through `Root`'s checked reads: a link
+    leading outside the input, a folder or an oversized file tells no size (None)."""
     try:
-        head = root.fs.cat_file(root.full(key), start=0, end=HEADER_BYTES)
-    except (OSError, ValueError):
+        head = root.read_head(key, listing.HEAD_BYTES)
+        if head.startswith(PNG_SIGNATURE) and len(head) >= 24:
+            return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+        if head[:2] == b"\xff\xd8":
+            return _jpeg_size(head) or _jpeg_size(root.read(key))
+    except (OSError, ValueError, ItemError):
         return None
-    if head.startswith(PNG_SIGNATURE) and len(head) >= 24:
-        return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
-    if head[:2] == b"\xff\xd8":
-        size = _jpeg_size(head)
-        if size is None:
-            size = _jpeg_size(root.read(key))
-        return size
     return None

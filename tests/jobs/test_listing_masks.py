@@ -226,6 +226,22 @@ def test_a_list_that_links_outside_the_input_is_never_read(tmp_path):
         list_masks(Root(str(root)))
 
 
+def test_an_image_linked_outside_the_input_never_gives_its_size(tmp_path):
+    """An id without masks takes its size from its image's header; a JPEGImages/ link leading
+    outside the input is not read for it (its size was the outside file's)."""
+    root = tmp_path / "in"
+    put(root, "labelmap.txt", b"background:0,0,0::\ncar:255,0,0::\n")
+    put(root, "ImageSets/Segmentation/train.txt", b"noann\ninside\n")
+    outside = tmp_path / "secret.jpg"
+    outside.write_bytes(cv2.imencode(".jpg", np.zeros((123, 77, 3), np.uint8))[1].tobytes())
+    put(root, "JPEGImages/inside.jpg", JPEG)
+    os.symlink(outside, root / "JPEGImages/noann.jpg")
+    refs = {r.name: r for r in new_refs(Root(str(root)))}
+    assert b'width="7" height="5"' in refs["inside.jpg"].ann_inline
+    assert refs["noann.jpg"].problem and "to know the size" in refs["noann.jpg"].problem
+    assert refs["noann.jpg"].ann_inline is None
+
+
 # ---------------------------------------------------------------------------- memory
 def _archive(root: Path, n: int) -> Root:
     """n items: class PNGs, every other one with an object PNG and an image, one list."""
