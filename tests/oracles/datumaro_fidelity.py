@@ -135,27 +135,40 @@ def ann_mask(coco: COCO, ann: dict, h: int, w: int) -> np.ndarray:
     return coco.annToMask(ann)
 
 
+def class_values(coco: COCO) -> dict[int, int]:
+    """category id -> class index: position (by id) without `background`, from 1; background 0."""
+    value: dict[int, int] = {}
+    for c in sorted(coco.dataset["categories"], key=lambda c: c["id"]):
+        value[c["id"]] = 0 if c["name"] == "background" else len([v for v in value.values()
+                                                                   if v]) + 1
+    return value
+
+
+def coco_maps(coco: COCO, img: dict, value: dict[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """(class, instance) index maps of one image: each annotation in file order painted with
+    its class index and its number (from 1; a background annotation paints 0, keeps its number).
+    Class maps are uint8 up to 255 classes, uint16 beyond; instance maps uint16."""
+    h, w = img["height"], img["width"]
+    cls = np.zeros((h, w), np.uint8 if max(value.values(), default=0) <= 255 else np.uint16)
+    inst = np.zeros((h, w), np.uint16)
+    anns = [a for a in coco.dataset["annotations"] if a["image_id"] == img["id"]]
+    for k, ann in enumerate(anns, start=1):
+        m = ann_mask(coco, ann, h, w).astype(bool)
+        v = value[ann["category_id"]]
+        cls[m] = v
+        inst[m] = k if v else 0
+    return cls, inst
+
+
 def coco_goldens(repo: Path, path: Path) -> None:
     out = repo / GOLDEN / "coco"
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
     coco = COCO(str(path))
-    cats = [c for c in sorted(coco.dataset["categories"], key=lambda c: c["id"])]
-    value = {}
-    for c in cats:
-        value[c["id"]] = 0 if c["name"] == "background" else len([v for v in value.values()
-                                                                   if v]) + 1
+    value = class_values(coco)
     for img in coco.dataset["images"]:
-        h, w = img["height"], img["width"]
-        cls = np.zeros((h, w), np.uint8)
-        inst = np.zeros((h, w), np.uint16)
-        anns = [a for a in coco.dataset["annotations"] if a["image_id"] == img["id"]]
-        for k, ann in enumerate(anns, start=1):
-            m = ann_mask(coco, ann, h, w).astype(bool)
-            v = value[ann["category_id"]]
-            cls[m] = v
-            inst[m] = k if v else 0
+        cls, inst = coco_maps(coco, img, value)
         stem = Path(img["file_name"]).stem
         cv2.imwrite(str(out / f"{stem}.class.png"), cls)
         cv2.imwrite(str(out / f"{stem}.instance.png"), inst)

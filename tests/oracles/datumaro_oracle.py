@@ -109,8 +109,10 @@ def cvat_rle_mask(counts, left, top, width, height, h, w):
     return mask_utils.encode(np.asfortranarray(full))
 
 
-def load_task(task: Path):
-    root = ET.parse(task / "annotations.xml").getroot()
+def load_task(task: Path, xml: Path | None = None):
+    """(labels, items) of `task/annotations.xml` (or of `xml`, e.g. a datumaro `<subset>.xml`);
+    media paths under `task/images` are never read (sizes come from the XML)."""
+    root = ET.parse(xml or task / "annotations.xml").getroot()
     labels = [(el.findtext("name"), hex_rgb(c) if (c := el.findtext("color")) else None)
               for el in root.find("meta/task/labels").findall("label")]  # datumaro: no colour
     names = [n for n, _ in labels]
@@ -164,9 +166,10 @@ def write_labelmap(path: Path, labels, with_colors: bool) -> None:
     path.write_text("\n".join(rows) + "\n")
 
 
-def export_task(task: Path, out: Path, mode: str = "source") -> None:
-    """CVAT's Segmentation Mask export of a task folder into `out`, as CVAT runs it."""
-    labels, items = load_task(task)
+def export_task(task: Path, out: Path, mode: str = "source", xml: Path | None = None) -> None:
+    """CVAT's Segmentation Mask export of a task folder (or of one CVAT XML file) into `out`,
+    as CVAT runs it."""
+    labels, items = load_task(task, xml)
     ds = dm.Dataset.from_iterable(items, categories=[n for n, _ in labels])
     ds.transform(RotatedBoxesToPolygons)
     ds.transform("polygons_to_masks")

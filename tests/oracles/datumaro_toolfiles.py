@@ -20,7 +20,21 @@ colours, background first; ids without a mask are listed but get no PNG).
 
 Default output: tests/data/toolfiles/ (committed, small). `images.txt` lists every image file
 with its size, for the test to create.
-"""
+
+`--goldens` (alone: the committed inputs are read, not rewritten) renders what the vendors'
+own pipelines make of the committed files into tests/golden/toolfiles/:
+- `cvat/`: CVAT's Segmentation mask 1.1 export of each `<subset>.xml`
+  (`datumaro_oracle.export_task`: CVAT's fork points, polygons_to_masks, boxes_to_masks,
+  merge_instance_segments, voc_segmentation with a labelmap without colours - datumaro's labels
+  have none - so VOC colours by line, background first), one export per subset (an item id may
+  be in two subsets; one VOC tree would hold one PNG for both);
+- `coco/`: pycocotools on each `instances_<subset>.json` (`datumaro_fidelity.coco_maps`: every
+  annotation in file order, class index and annotation number), 16-bit.
+To keep them small and their names portable (the inputs' names differ only by case or by
+Unicode normalisation), each subset's masks are stacked top to bottom, left-aligned, into one
+lossless PNG per kind (`<subset>.class.png`, `<subset>.object.png` / `.instance.png`);
+`index.json` gives each image's [name, height, width, top row] in file order, top -1 for an
+image CVAT writes no PNG for (no annotation)."""
 
 from __future__ import annotations
 
@@ -33,6 +47,7 @@ import tempfile
 from importlib import metadata
 from pathlib import Path
 
+import cv2
 import datumaro as dm
 import numpy as np
 
@@ -111,11 +126,111 @@ def dataset(n: int) -> tuple[dm.Dataset, list[tuple[str, int, int]]]:
     return dm.Dataset.from_iterable(items, categories={dm.AnnotationType.label: cats}), images
 
 
+def stack(masks: list[np.ndarray | None], dtype, channels: int) -> np.ndarray:
+    """The masks top to bottom, left-aligned, zero-padded to the widest (None: no rows)."""
+    rows = sum(m.shape[0] for m in masks if m is not None)
+    width = max((m.shape[1] for m in masks if m is not None), default=1)
+    out = np.zeros((rows, width, channels) if channels > 1 else (rows, width), dtype)
+    y = 0
+    for m in masks:
+        if m is not None:
+            out[y:y + m.shape[0], :m.shape[1]] = m
+            y += m.shape[0]
+    return out
+
+
+def tops(sizes: list[tuple[str, int, int]], present: list[bool]) -> list[list]:
+    out, y = [], 0
+    for (name, h, w), has in zip(sizes, present, strict=True):
+        out.append([name, h, w, y if has else -1])
+        y += h if has else 0
+    return out
+
+
+def cvat_goldens(data: Path, out: Path) -> dict[str, list[list]]:
+    import xml.etree.ElementTree as ET
+
+    from datumaro_oracle import export_task
+
+    index = {}
+    (out / "cvat").mkdir(parents=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        for xml in sorted((data / "cvat").glob("*.xml")):
+            subset = xml.stem
+            voc = Path(tmp) / subset
+            export_task(Path(tmp) / "task", voc, mode="voc", xml=xml)
+            sizes = [(el.get("name"), int(el.get("height")), int(el.get("width")))
+                     for el in ET.parse(xml).getroot().iter("image")]
+            kinds = {}
+            for kind, folder in (("class", "SegmentationClass"), ("object", "SegmentationObject")):
+                masks = []
+                for name, _h, _w in sizes:
+                    png = voc / folder / (name.rsplit(".", 1)[0] + ".png")
+                    masks.append(cv2.imread(str(png), cv2.IMREAD_UNCHANGED)
+                                 if png.exists() else None)
+                kinds[kind] = masks
+                cv2.imwrite(str(out / "cvat" / f"{subset}.{kind}.png"),
+                            stack(masks, np.uint8, 3), [cv2.IMWRITE_PNG_COMPRESSION, 9])
+            index[subset] = tops(sizes, [m is not None for m in kinds["class"]])
+            labelmap = (voc / "labelmap.txt").read_text()
+            if (out / "cvat" / "labelmap.txt").exists():
+                assert (out / "cvat" / "labelmap.txt").read_text() == labelmap
+            (out / "cvat" / "labelmap.txt").write_text(labelmap)
+    return index
+
+
+def coco_goldens(data: Path, out: Path) -> dict[str, list[list]]:
+    from datumaro_fidelity import class_values, coco_maps
+    from pycocotools.coco import COCO
+
+    index = {}
+    (out / "coco").mkdir(parents=True)
+    for path in sorted((data / "coco" / "annotations").glob("instances_*.json")):
+        subset = path.stem.removeprefix("instances_")
+        coco = COCO(str(path))
+        value = class_values(coco)
+        maps = [coco_maps(coco, img, value) for img in coco.dataset["images"]]
+        for k, kind in enumerate(("class", "instance")):
+            cv2.imwrite(str(out / "coco" / f"{subset}.{kind}.png"),
+                        stack([m[k] for m in maps], np.uint16, 1),
+                        [cv2.IMWRITE_PNG_COMPRESSION, 9])
+        index[subset] = tops([(img["file_name"], img["height"], img["width"])
+                              for img in coco.dataset["images"]], [True] * len(maps))
+    return index
+
+
+def goldens(repo: Path) -> None:
+    import platform
+
+    from fixture_hash import fixture_sha256
+
+    data, out = repo / "tests/data/toolfiles", repo / "tests/golden/toolfiles"
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    index = {"cvat": cvat_goldens(data, out), "coco": coco_goldens(data, out)}
+    rows = ",\n".join(f"{json.dumps(f)}: {{" + ",\n".join(
+        f"{json.dumps(s)}: [\n" + ",\n".join(json.dumps(r, ensure_ascii=False) for r in rs) + "]"
+        for s, rs in by.items()) + "}" for f, by in index.items())
+    (out / "index.json").write_text("{" + rows + "}\n", encoding="utf-8")  # a row per line
+    info = {"generator": "tests/oracles/run_datumaro_oracle.sh --toolfiles --goldens",
+            "datumaro": metadata.version("datumaro"),
+            "pycocotools": metadata.version("pycocotools"), "opencv": cv2.__version__,
+            "numpy": np.__version__, "python": platform.python_version(),
+            "fixture_trees": ["tests/data/toolfiles"],
+            "fixture_sha256": fixture_sha256(repo, ("tests/data/toolfiles",))}
+    (out / "ORACLE.json").write_text(json.dumps(info, indent=2) + "\n")
+    print(out)
+
+
 def main() -> None:
     logging.disable(logging.WARNING)  # the CVAT writer warns of every is_crowd attribute
     argv = sys.argv
     repo = Path(argv[argv.index("--repo") + 1]) if "--repo" in argv else \
         Path(__file__).resolve().parents[2]
+    if "--goldens" in argv:
+        goldens(repo)
+        return
     n = int(argv[argv.index("--items") + 1]) if "--items" in argv else 150
     out = Path(argv[argv.index("--out") + 1]) if "--out" in argv else \
         repo / "tests/data/toolfiles"

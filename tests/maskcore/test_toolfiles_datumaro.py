@@ -1,0 +1,176 @@
+"""Pixels of maskjob's real export on files WRITTEN by real datumaro 1.13.12 at scale
+(tests/data/toolfiles: 151 images in 4 subsets, 300 labels, messy names, groups, holed and
+crowd RLE masks, boxes, an image with 300 instances, images without annotations, one item id
+in two subsets), against what the vendors' own pipelines make of the same files.
+
+Goldens (tests/golden/toolfiles/, `run_datumaro_oracle.sh --toolfiles --goldens`):
+- `cvat/`: CVAT's Segmentation mask 1.1 export of each `<subset>.xml` (datumaro_oracle's CVAT
+  pipeline: the fork's float64 points, polygons_to_masks, boxes_to_masks,
+  merge_instance_segments, voc_segmentation; datumaro's labels have no colours, so VOC
+  colours by labelmap line);
+- `coco/`: pycocotools' `annToMask` of every annotation of each `instances_<subset>.json`, in
+  file order (class index, annotation number; 16-bit).
+Each subset's masks are stacked into one PNG per kind; `index.json` gives each image's rows.
+
+The CVAT XML runs through `jobs.cli run export --format cvat`; the COCO files through
+`--format cvat --format zarr` (ClearML masks cannot hold 300 classes: refused before work).
+Both with `cvat.instance_overflow=wrap` (CVAT's aliasing of instances past 255).
+
+Known differences, pinned here pixel for pixel rather than skipped:
+- classes past 255: CVAT's `paint_mask` casts the class map to uint8, so labelmap line k >= 256
+  is painted in line k mod 256's colour (c255 as background, c256 as c000, ...), although its
+  labelmap.txt lists a distinct colour for line k; maskjob paints line k's own colour (what the
+  labelmap says, and what an importer maps back to the right class);
+- an item id in two subsets (`img` of val/img.png and test (hold-out)/img.jpg): the
+  Segmentation mask layout has one `SegmentationClass/img.png` for both; maskjob fails both
+  items (no silent overwrite), CVAT's one tree would keep whichever was written last;
+- images without annotations: CVAT lists them without PNGs, maskjob writes all-background PNGs.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from jobs.cli import run
+from maskcore.palette import voc_color
+from tests.jobs.test_listing_toolfiles import DATA, staged
+from tests.maskcore.test_fidelity_datumaro import VOC_INDEX, labelmap_colors, rgb, unpaint
+from tests.oracles.fixture_hash import fixture_sha256
+
+zarr = pytest.importorskip("zarr")
+
+REPO = Path(__file__).resolve().parents[2]
+GOLDEN = REPO / "tests" / "golden" / "toolfiles"
+INDEX = json.loads((GOLDEN / "index.json").read_text(encoding="utf-8"))
+SUBSETS = sorted(INDEX["cvat"])
+# CVAT's class PNG palette: paint_mask builds 256 entries and casts the index map to uint8
+CVAT_CLASS_RGB = np.array([voc_color(k % 256) for k in range(302)], np.uint8)
+
+
+def item_id(name: str) -> str:
+    return name.rsplit(".", 1)[0]
+
+
+def clashing(fmt: str) -> set[tuple[str, str]]:
+    """(subset, name) of the items whose Segmentation mask id is in another subset too."""
+    ids = Counter(item_id(r[0]) for rows in INDEX[fmt].values() for r in rows)
+    return {(s, r[0]) for s, rows in INDEX[fmt].items() for r in rows if ids[item_id(r[0])] > 1}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = staged(DATA, tmp_path_factory.mktemp("toolfiles"))
+    out = {}
+    for fmt, formats in (("cvat", ["cvat"]), ("coco", ["cvat", "zarr"])):
+        dest = root / f"out_{fmt}"
+        rc = run(["export", str(root / fmt), str(dest), "--workers", "0", "--input-format", fmt,
+                  *(a for f in formats for a in ("--format", f)),
+                  "--set", "cvat.instance_overflow=wrap"])
+        assert rc == 1  # the two items of one id fail, every other is written
+        lines = [json.loads(x) for x in (dest / "manifest.jsonl").read_text().splitlines()]
+        out[fmt] = dest, {(e["dataset"], e["item"]): e for e in lines}
+    return out, root
+
+
+def written(entries: dict, fmt: str, subset: str):
+    """The rows of the subset's written items (asserting which failed, and why)."""
+    for name, h, w, top in INDEX[fmt][subset]:
+        entry = entries[(subset, name)]
+        if (subset, name) in clashing(fmt):
+            assert entry["status"] == "failed" and "no silent overwrite" in entry["error"]
+            continue
+        assert entry["status"] == "ok", entry["error"]
+        yield name, h, w, top
+
+
+def test_goldens_cover_every_item_and_the_fixture_is_unchanged():
+    oracle = json.loads((GOLDEN / "ORACLE.json").read_text())
+    assert oracle["datumaro"] == "1.13.12"
+    assert fixture_sha256(REPO, tuple(oracle["fixture_trees"])) == oracle["fixture_sha256"]
+    listed = (DATA / "images.txt").read_text(encoding="utf-8").splitlines()
+    for fmt in ("cvat", "coco"):
+        got = sorted(f"{s}/{r[0]}\t{r[1]}\t{r[2]}" for s, rows in INDEX[fmt].items() for r in rows)
+        assert got == sorted(listed)
+    assert clashing("cvat") == clashing("coco") == {("val", "img.png"),
+                                                    ("test (hold-out)", "img.jpg")}
+
+
+def test_labelmap_lines_are_datumaros(runs):
+    out = runs[0]["cvat"][0]
+    ours = [x.split(":") for x in (out / "cvat/labelmap.txt").read_text().splitlines()[1:]]
+    theirs = [x.split(":") for x in (GOLDEN / "cvat/labelmap.txt").read_text().splitlines()[1:]]
+    assert [x[0] for x in ours] == [x[0] for x in theirs] and len(ours) == 301
+    # datumaro's colourless lines get generate_colormap(301): the VOC colour of the line
+    assert all(c == "" for _, c, *_ in theirs)
+    assert [tuple(map(int, c.split(","))) for _, c, *_ in ours] == [voc_color(k)
+                                                                   for k in range(301)]
+
+
+@pytest.mark.parametrize("subset", SUBSETS)
+def test_cvat_xml_equals_cvats_segmentation_mask_export(runs, subset):
+    out, entries = runs[0]["cvat"]
+    cvat = out / "cvat"
+    want_cls = rgb(GOLDEN / "cvat" / f"{subset}.class.png")
+    want_obj = rgb(GOLDEN / "cvat" / f"{subset}.object.png")
+    colors = labelmap_colors(cvat / "labelmap.txt")
+    painted = 0
+    for name, h, w, top in written(entries, "cvat", subset):
+        cls = rgb(cvat / "SegmentationClass" / f"{item_id(name)}.png")
+        obj = rgb(cvat / "SegmentationObject" / f"{item_id(name)}.png")
+        assert cls.shape == obj.shape == (h, w, 3), name
+        if top < 0:  # no annotation: CVAT writes no PNG, maskjob an all-background one
+            assert not cls.any() and not obj.any(), name
+            continue
+        painted += 1
+        assert np.array_equal(obj, want_obj[top:top + h, :w]), name
+        k = unpaint(cls, colors)
+        low = k < 256
+        assert np.array_equal(cls[low], want_cls[top:top + h, :w][low]), name
+        assert np.array_equal(CVAT_CLASS_RGB[k], want_cls[top:top + h, :w]), name
+    assert painted >= 25
+
+
+def test_classes_past_255_alias_in_cvat_but_not_in_maskjob(runs):
+    out, entries = runs[0]["cvat"]
+    name, h, w, top = next(r for r in INDEX["cvat"]["train-extra"] if r[0] == "img2.jpg")
+    assert entries[("train-extra", name)]["instances"] == 300
+    cls = rgb(out / "cvat/SegmentationClass/img2.png")
+    k = unpaint(cls, labelmap_colors(out / "cvat/labelmap.txt"))
+    want = rgb(GOLDEN / "cvat/train-extra.class.png")[top:top + h, :w]
+    high = k >= 256
+    assert k.max() == 300 and high.sum() > 100
+    assert (cls[high] != want[high]).any(axis=1).all()
+    v = int(k[high].min())  # e.g. line 258 (c257) painted as line 2 (c001)
+    assert (want[k == v] == voc_color(v - 256)).all() and (cls[k == v] == voc_color(v)).all()
+
+
+@pytest.mark.parametrize("subset", SUBSETS)
+def test_coco_json_equals_pycocotools_in_cvat_and_zarr(runs, subset):
+    out, entries = runs[0]["coco"]
+    want_cls = cv2.imread(str(GOLDEN / "coco" / f"{subset}.class.png"), cv2.IMREAD_UNCHANGED)
+    want_inst = cv2.imread(str(GOLDEN / "coco" / f"{subset}.instance.png"), cv2.IMREAD_UNCHANGED)
+    assert want_cls.dtype == want_inst.dtype == np.uint16
+    colors = labelmap_colors(out / "cvat" / "labelmap.txt")
+    group = zarr.open_group(str(out / "zarr"), mode="r")
+    for name, h, w, top in written(entries, "coco", subset):
+        cls, inst = want_cls[top:top + h, :w], want_inst[top:top + h, :w]
+        arrays = group[f"{subset}/{item_id(name)}"]
+        assert np.array_equal(arrays["class"][:], cls), name
+        assert np.array_equal(arrays["instance"][:], inst), name
+        png = f"{item_id(name)}.png"
+        got_cls = unpaint(rgb(out / "cvat/SegmentationClass" / png), colors)
+        got_inst = unpaint(rgb(out / "cvat/SegmentationObject" / png), VOC_INDEX)
+        assert np.array_equal(got_cls, cls) and np.array_equal(got_inst, inst & 0xFF), name
+
+
+def test_clearml_refuses_300_classes_before_work(runs, tmp_path):
+    _, root = runs
+    rc = run(["export", str(root / "coco"), str(tmp_path / "out"), "--workers", "0",
+              "--input-format", "coco", "--format", "clearml"])
+    assert rc == 2 and not (tmp_path / "out" / "manifest.jsonl").exists()
