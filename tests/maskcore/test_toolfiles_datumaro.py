@@ -1,7 +1,8 @@
 """Pixels of maskjob's real export on files WRITTEN by real datumaro 1.13.12 at scale
 (tests/data/toolfiles: 151 images in 4 subsets, 300 labels, messy names, groups, holed and
-crowd RLE masks, boxes, an image with 300 instances, images without annotations, one item id
-in two subsets), against what the vendors' own pipelines make of the same files.
+crowd RLE masks, boxes, rotated boxes, z_order, occluded flags, a text attribute, polylines and
+points, an image with 300 instances, images without annotations, one item id in two subsets),
+against what the vendors' own pipelines make of the same files.
 
 Goldens (tests/golden/toolfiles/, `run_datumaro_oracle.sh --toolfiles --goldens`):
 - `cvat/`: CVAT's Segmentation mask 1.1 export of each `<subset>.xml` (datumaro_oracle's CVAT

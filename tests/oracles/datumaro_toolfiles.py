@@ -12,7 +12,9 @@ dots, nested folders, case pairs, 200-character names, the same stem with two ex
 two subsets: datumaro's item id is the name without its extension, so one subset cannot hold
 both). Subsets whose `<subset>.xml` names sort unlike the subsets ('train-extra.xml' <
 'train.xml', 'train' < 'train-extra'). Annotations: polygons, RLE masks, crowd masks, boxes,
-groups, an image with 300 instances, 300 labels, images with no annotation. Deterministic
+groups, an image with 300 instances, 300 labels, images with no annotation, and (`extras`, a
+random stream of its own) z_order, occluded flags, a text attribute, rotated boxes, polylines
+and points. Deterministic
 for a given --items.
 
 `--voc` adds `voc/`, datumaro's `voc_segmentation` (label_map "source": a labelmap without
@@ -50,8 +52,10 @@ from pathlib import Path
 import cv2
 import datumaro as dm
 import numpy as np
+from datumaro.components.annotation import RotatedBbox
 
 N_LABELS = 300
+KIND_LABELS = 40  # labels that declare the text attribute `kind`
 SUBSETS = ["train", "val", "test (hold-out)", "train-extra"]
 BASES = ["a", "a b", "a-b", "a.b", "a.b.c", "img (1)", "img", "img2", "img10", "Img", "IMG",
          "cat", "Cat", "é", "e\u0301", "\u03a9", "\U0001f600", "\uff21", "z", "_x", "~y",
@@ -94,6 +98,42 @@ def annotations(rnd: random.Random, k: int, h: int, w: int) -> list[dm.Annotatio
     return anns
 
 
+def extras(rnd: random.Random, anns: list[dm.Annotation], h: int,
+           w: int) -> list[dm.Annotation]:
+    """What CVAT users draw besides filled shapes, from a random stream of its own (the items,
+    names and shapes above stay as they were): z_order on some shapes (so CVAT's paint order
+    is not the file order), occluded flags, a declared text attribute, rotated boxes (CVAT
+    turns them into polygons after every other shape; datumaro's COCO writer drops them),
+    polylines and points (no mask shows them). No ellipses: datumaro's CVAT writer drops them
+    and its COCO writer turns each into a polygon of hundreds of float points (the fidelity
+    set has one)."""
+    if rnd.random() < 0.4:
+        return anns
+    out = []
+    for a in anns:
+        if rnd.random() < 0.5:
+            attrs = dict(a.attributes)
+            if rnd.random() < 0.3:
+                attrs["occluded"] = True
+            if rnd.random() < 0.3 and a.label < KIND_LABELS:
+                attrs["kind"] = rnd.choice(["oak", "a b", "é"])
+            a = a.wrap(z_order=rnd.choice([-1, 0, 1, 2]), attributes=attrs)
+        out.append(a)
+    for j in range(100, 100 + rnd.randrange(1, 4)):
+        label, kind = rnd.randrange(N_LABELS), rnd.randrange(3)
+        x, y = rnd.uniform(2, w - 10), rnd.uniform(2, h - 10)
+        z = rnd.choice([-1, 0, 1])
+        if kind == 0:
+            out.append(RotatedBbox(x + 4, y + 4, rnd.uniform(2, 8), rnd.uniform(2, 8),
+                                   rnd.choice([15.0, 30.0, 45.0, 90.0]), label=label, id=j,
+                                   z_order=z, group=rnd.choice([0, 1])))
+        elif kind == 1:
+            out.append(dm.PolyLine([x, y, x + 6.5, y + 3.25, x + 1, y + 7], label=label, id=j))
+        else:
+            out.append(dm.Points([x, y, x + 2, y + 2], label=label, id=j))
+    return out
+
+
 def many(h: int, w: int) -> list[dm.Annotation]:
     """300 instances in one image (one per label): boxes and polygons."""
     out: list[dm.Annotation] = []
@@ -107,7 +147,7 @@ def many(h: int, w: int) -> list[dm.Annotation]:
 
 
 def dataset(n: int) -> tuple[dm.Dataset, list[tuple[str, int, int]]]:
-    rnd = random.Random(n)
+    rnd, more = random.Random(n), random.Random(f"extras {n}")
     files = names(n, rnd)
     by_subset: dict[str, list[str]] = {s: [] for s in SUBSETS}
     for i, f in enumerate(files):
@@ -117,12 +157,15 @@ def dataset(n: int) -> tuple[dm.Dataset, list[tuple[str, int, int]]]:
     for subset in SUBSETS:
         for name in sorted(by_subset[subset]):  # CVAT's default (lexicographical) frame order
             h, w = rnd.choice([(24, 32), (30, 40), (48, 64)])
-            anns = many(h, w) if name == "img2.jpg" else annotations(rnd, len(items), h, w)
+            anns = many(h, w) if name == "img2.jpg" else \
+                extras(more, annotations(rnd, len(items), h, w), h, w)
             stem, _ext = name.rsplit(".", 1)
             media = dm.Image.from_file(path=f"/nonexistent/{subset}/{name}", size=(h, w))
             items.append(dm.DatasetItem(id=stem, subset=subset, annotations=anns, media=media))
             images.append((f"{subset}/{name}", h, w))
-    cats = dm.LabelCategories.from_iterable([f"c{i:03d}" for i in range(N_LABELS)])
+    cats = dm.LabelCategories()
+    for i in range(N_LABELS):  # `kind` declared on a few labels (the XML repeats it per label)
+        cats.add(f"c{i:03d}", attributes={"kind"} if i < KIND_LABELS else set())
     return dm.Dataset.from_iterable(items, categories={dm.AnnotationType.label: cats}), images
 
 

@@ -11,6 +11,10 @@
 #   tests/oracles/run_datumaro_oracle.sh --toolfiles [--items N] [--out DIR]
 #                                                            # messy-named COCO / CVAT XML files
 #                                                            # datumaro writes (datumaro_toolfiles.py)
+#   tests/oracles/run_datumaro_oracle.sh --toolfiles --goldens
+#                                                            # CVAT's / pycocotools' masks of the
+#                                                            # committed tests/data/toolfiles
+#                                                            # -> tests/golden/toolfiles
 #
 # datumaro lives in its own cached venv, never in maskjob's:
 # $MASKJOB_ORACLE_CACHE/datumaro-1.13.12 (default ~/.cache/maskjob/datumaro-1.13.12), created on
@@ -64,6 +68,10 @@ if [ "$fidelity" = 1 ]; then
   exec "$VENV/bin/python" datumaro_fidelity.py --repo "$REPO"
 fi
 if [ "$toolfiles" = 1 ]; then
+  # datumaro iterates subsets in set order, and its COCO writer numbers images in that order:
+  # a fixed hash seed keeps the files (and the orders tests/jobs/test_listing_toolfiles.py
+  # asserts: train-extra, test (hold-out), val, train) the same from run to run
+  export PYTHONHASHSEED="${PYTHONHASHSEED:-81}"
   exec "$VENV/bin/python" datumaro_toolfiles.py --repo "$REPO" ${args[@]+"${args[@]}"}
 fi
 exec "$VENV/bin/python" datumaro_oracle.py --repo "$REPO" ${args[@]+"${args[@]}"}
