@@ -25,7 +25,9 @@ Known differences, pinned here pixel for pixel rather than skipped:
 - an item id in two subsets (`img` of val/img.png and test (hold-out)/img.jpg): the
   Segmentation mask layout has one `SegmentationClass/img.png` for both; maskjob fails both
   items (no silent overwrite), CVAT's one tree would keep whichever was written last;
-- images without annotations: CVAT lists them without PNGs, maskjob writes all-background PNGs.
+- images nothing paints: CVAT writes no PNGs (and lists the image only if it has no annotation
+  at all, not if it has only points or polylines); maskjob writes all-background PNGs and lists
+  every image it writes.
 """
 
 from __future__ import annotations
@@ -83,13 +85,13 @@ def runs(tmp_path_factory):
 
 def written(entries: dict, fmt: str, subset: str):
     """The rows of the subset's written items (asserting which failed, and why)."""
-    for name, h, w, top in INDEX[fmt][subset]:
-        entry = entries[(subset, name)]
-        if (subset, name) in clashing(fmt):
+    for row in INDEX[fmt][subset]:
+        entry = entries[(subset, row[0])]
+        if (subset, row[0]) in clashing(fmt):
             assert entry["status"] == "failed" and "no silent overwrite" in entry["error"]
             continue
         assert entry["status"] == "ok", entry["error"]
-        yield name, h, w, top
+        yield row
 
 
 def test_goldens_cover_every_item_and_the_fixture_is_unchanged():
@@ -102,6 +104,9 @@ def test_goldens_cover_every_item_and_the_fixture_is_unchanged():
         assert got == sorted(listed)
     assert clashing("cvat") == clashing("coco") == {("val", "img.png"),
                                                     ("test (hold-out)", "img.jpg")}
+    # (has PNGs, in CVAT's list): both kinds of unpainted image occur, every painted one listed
+    kinds = Counter((r[3] >= 0, r[4]) for rows in INDEX["cvat"].values() for r in rows)
+    assert kinds[(False, 0)] and kinds[(False, 1)] and not kinds[(True, 0)]
 
 
 def test_labelmap_lines_are_datumaros(runs):
@@ -123,14 +128,19 @@ def test_cvat_xml_equals_cvats_segmentation_mask_export_in_cvat_and_zarr(runs, s
     want_cls = rgb(GOLDEN / "cvat" / f"{subset}.class.png")
     want_obj = rgb(GOLDEN / "cvat" / f"{subset}.object.png")
     colors = labelmap_colors(cvat / "labelmap.txt")
-    painted = 0
-    for name, h, w, top in written(entries, "cvat", subset):
+    painted, ids = 0, []
+    for name, h, w, top, listed in written(entries, "cvat", subset):
+        ids.append(item_id(name))
         cls = rgb(cvat / "SegmentationClass" / f"{item_id(name)}.png")
         obj = rgb(cvat / "SegmentationObject" / f"{item_id(name)}.png")
         assert cls.shape == obj.shape == (h, w, 3), name
-        if top < 0:  # no annotation: CVAT writes no PNG, maskjob an all-background one
+        if top < 0:  # nothing painted: CVAT writes no PNG, maskjob an all-background one;
+            # CVAT lists the image if it has no annotation at all, not if it has only kinds no
+            # mask shows (points, polylines); maskjob lists every image it writes
             assert not cls.any() and not obj.any(), name
+            assert listed == (not entries[(subset, name)]["not_painted"]), name
             continue
+        assert listed, name
         painted += 1
         assert np.array_equal(obj, want_obj[top:top + h, :w]), name
         k = unpaint(cls, colors)
@@ -141,11 +151,13 @@ def test_cvat_xml_equals_cvats_segmentation_mask_export_in_cvat_and_zarr(runs, s
         assert np.array_equal(arrays["class"][:], k), name
         assert np.array_equal(CVAT_OBJECT_RGB[arrays["instance"][:]], obj), name
     assert painted >= 25
+    lines = (cvat / "ImageSets/Segmentation" / f"{subset}.txt").read_text("utf-8").splitlines()
+    assert sorted(lines) == sorted(ids)
 
 
 def test_classes_past_255_alias_in_cvat_but_not_in_maskjob(runs):
     out, entries = runs[0]["cvat"]
-    name, h, w, top = next(r for r in INDEX["cvat"]["train-extra"] if r[0] == "img2.jpg")
+    name, h, w, top, _ = next(r for r in INDEX["cvat"]["train-extra"] if r[0] == "img2.jpg")
     assert entries[("train-extra", name)]["instances"] == 300
     cls = rgb(out / "cvat/SegmentationClass/img2.png")
     k = unpaint(cls, labelmap_colors(out / "cvat/labelmap.txt"))

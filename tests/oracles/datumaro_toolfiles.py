@@ -36,7 +36,8 @@ To keep them small and their names portable (the inputs' names differ only by ca
 Unicode normalisation), each subset's masks are stacked top to bottom, left-aligned, into one
 lossless PNG per kind (`<subset>.class.png`, `<subset>.object.png` / `.instance.png`);
 `index.json` gives each image's [name, height, width, top row] in file order, top -1 for an
-image CVAT writes no PNG for (no annotation)."""
+image CVAT writes no PNG for (no annotation, or none that paints), and for CVAT a fifth field:
+1 if CVAT's subset list names the image."""
 
 from __future__ import annotations
 
@@ -214,7 +215,10 @@ def cvat_goldens(data: Path, out: Path) -> dict[str, list[list]]:
                 kinds[kind] = masks
                 cv2.imwrite(str(out / "cvat" / f"{subset}.{kind}.png"),
                             stack(masks, np.uint8, 3), [cv2.IMWRITE_PNG_COMPRESSION, 9])
-            index[subset] = tops(sizes, [m is not None for m in kinds["class"]])
+            listed = set((voc / "ImageSets/Segmentation/default.txt").read_text(
+                encoding="utf-8").splitlines())
+            index[subset] = [[*row, int(row[0].rsplit(".", 1)[0] in listed)]
+                             for row in tops(sizes, [m is not None for m in kinds["class"]])]
             labelmap = (voc / "labelmap.txt").read_text()
             if (out / "cvat" / "labelmap.txt").exists():
                 assert (out / "cvat" / "labelmap.txt").read_text() == labelmap
