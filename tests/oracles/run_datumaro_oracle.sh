@@ -65,6 +65,8 @@ fi
 
 cd "$HERE"
 if [ "$fidelity" = 1 ]; then
+  # the CVAT writer lists a label's attributes in set order: a fixed hash seed keeps default.xml
+  export PYTHONHASHSEED="${PYTHONHASHSEED:-0}"
   exec "$VENV/bin/python" datumaro_fidelity.py --repo "$REPO"
 fi
 if [ "$toolfiles" = 1 ]; then
