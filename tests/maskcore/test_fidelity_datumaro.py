@@ -41,9 +41,10 @@ def rgb(path: Path) -> np.ndarray:
 
 
 def unpaint(img: np.ndarray, colors: dict[tuple[int, int, int], int]) -> np.ndarray:
-    flat = img.reshape(-1, 3)
-    uniq, inv = np.unique(flat, axis=0, return_inverse=True)
-    lut = np.array([colors[tuple(int(v) for v in u)] for u in uniq])
+    """Index per pixel of an RGB image through {colour: index} (KeyError on any other colour)."""
+    packed = img.astype(np.int64) @ np.array([1 << 16, 1 << 8, 1], np.int64)
+    uniq, inv = np.unique(packed, return_inverse=True)
+    lut = np.array([colors[(int(u) >> 16, int(u) >> 8 & 255, int(u) & 255)] for u in uniq])
     return lut[inv.ravel()].reshape(img.shape[:2])
 
 

@@ -33,6 +33,7 @@ Known differences, pinned here pixel for pixel rather than skipped:
 from __future__ import annotations
 
 import json
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -68,19 +69,40 @@ def clashing(fmt: str) -> set[tuple[str, str]]:
     return {(s, r[0]) for s, rows in INDEX[fmt].items() for r in rows if ids[item_id(r[0])] > 1}
 
 
+def export(inp: Path, dest: Path, fmt: str, *formats: str) -> tuple[int, Path, dict]:
+    rc = run(["export", str(inp), str(dest), "--workers", "0", "--input-format", fmt,
+              *(a for f in formats for a in ("--format", f)),
+              "--set", "cvat.instance_overflow=wrap"])
+    lines = [json.loads(x) for x in (dest / "manifest.jsonl").read_text().splitlines()]
+    return rc, dest, {(e["dataset"], e["item"]): e for e in lines}
+
+
+def only_subsets(src: Path, dst: Path, fmt: str, subsets: set[str]) -> Path:
+    """A copy of a staged input with only these subsets' annotation files and images."""
+    shutil.copytree(src, dst)
+    for path in dst.glob("*.xml" if fmt == "cvat" else "annotations/*.json"):
+        if path.stem.removeprefix("instances_") not in subsets:
+            path.unlink()
+    for folder in (dst / "images").iterdir():
+        if folder.name not in subsets:
+            shutil.rmtree(folder)
+    return dst
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
+    """{input: (output, manifest by (dataset, item))} of the export to cvat + zarr, and of an
+    export to zarr alone of the subsets holding the id in two subsets (no clash there)."""
     root = staged(DATA, tmp_path_factory.mktemp("toolfiles"))
-    out = {}
+    out, alone = {}, {}
     for fmt in ("cvat", "coco"):
-        dest = root / f"out_{fmt}"
-        rc = run(["export", str(root / fmt), str(dest), "--workers", "0", "--input-format", fmt,
-                  "--format", "cvat", "--format", "zarr",
-                  "--set", "cvat.instance_overflow=wrap"])
+        rc, *out[fmt] = export(root / fmt, root / f"out_{fmt}", fmt, "cvat", "zarr")
         assert rc == 1  # the two items of one id fail, every other is written
-        lines = [json.loads(x) for x in (dest / "manifest.jsonl").read_text().splitlines()]
-        out[fmt] = dest, {(e["dataset"], e["item"]): e for e in lines}
-    return out, root
+        inp = only_subsets(root / fmt, root / f"{fmt}_clash", fmt,
+                           {s for s, _ in clashing(fmt)})
+        rc, *alone[fmt] = export(inp, root / f"out_{fmt}_clash", fmt, "zarr")
+        assert rc == 0
+    return out, root, alone
 
 
 def written(entries: dict, fmt: str, subset: str):
@@ -189,7 +211,29 @@ def test_coco_json_equals_pycocotools_in_cvat_and_zarr(runs, subset):
 
 
 def test_clearml_refuses_300_classes_before_work(runs, tmp_path):
-    _, root = runs
+    root = runs[1]
     rc = run(["export", str(root / "coco"), str(tmp_path / "out"), "--workers", "0",
               "--input-format", "coco", "--format", "clearml"])
     assert rc == 2 and not (tmp_path / "out" / "manifest.jsonl").exists()
+
+
+@pytest.mark.parametrize("fmt", ["cvat", "coco"])
+def test_an_id_in_two_subsets_equals_the_goldens_where_it_does_not_clash(runs, fmt):
+    """The two items of id `img` (val/img.png, test (hold-out)/img.jpg; in COCO, val's image
+    repeats the other subset's image id) fail the cvat output; zarr alone writes both."""
+    out, entries = runs[2][fmt]
+    group = zarr.open_group(str(out / "zarr"), mode="r")
+    assert len(entries) == sum(len(INDEX[fmt][s]) for s, _ in clashing(fmt))
+    kinds = ("class", "object") if fmt == "cvat" else ("class", "instance")
+    for subset, name in sorted(clashing(fmt)):
+        assert entries[(subset, name)]["status"] == "ok"
+        h, w, top = next(r[1:4] for r in INDEX[fmt][subset] if r[0] == name)
+        arrays = group[f"{subset}/{item_id(name)}"]
+        got = (arrays["class"][:], arrays["instance"][:])
+        assert got[0].any() and top >= 0
+        if fmt == "cvat":
+            got = (CVAT_CLASS_RGB[got[0]], CVAT_OBJECT_RGB[got[1]])
+        for kind, mine in zip(kinds, got, strict=True):
+            png = cv2.imread(str(GOLDEN / fmt / f"{subset}.{kind}.png"), cv2.IMREAD_UNCHANGED)
+            want = png[top:top + h, :w, ::-1] if fmt == "cvat" else png[top:top + h, :w]
+            assert np.array_equal(mine, want), (subset, name, kind)
