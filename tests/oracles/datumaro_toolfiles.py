@@ -246,6 +246,28 @@ def coco_goldens(data: Path, out: Path) -> dict[str, list[list]]:
     return index
 
 
+def upstream_points_differ(data: Path, out: Path) -> dict[str, int]:
+    """Pixels (per subset) where UPSTREAM datumaro's rendering - shape points through float32,
+    not the CVAT fork's float64 (datumaro_oracle.fork_points) - differs from the goldens: how
+    much the set tells CVAT's pipeline from upstream's."""
+    import datumaro_oracle
+
+    fork = datumaro_oracle.fork_points
+    datumaro_oracle.fork_points = lambda shape, points: shape  # upstream: points as given
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            cvat_goldens(data, Path(tmp))
+            diff = {}
+            for xml in sorted((data / "cvat").glob("*.xml")):
+                a, b = (cv2.imread(str(d / "cvat" / f"{xml.stem}.class.png"))
+                        for d in (Path(tmp), out))
+                assert a.shape == b.shape, xml
+                diff[xml.stem] = int((a != b).any(axis=2).sum())
+    finally:
+        datumaro_oracle.fork_points = fork
+    return diff
+
+
 def goldens(repo: Path) -> None:
     import platform
 
@@ -265,7 +287,8 @@ def goldens(repo: Path) -> None:
             "pycocotools": metadata.version("pycocotools"), "opencv": cv2.__version__,
             "numpy": np.__version__, "python": platform.python_version(),
             "fixture_trees": ["tests/data/toolfiles"],
-            "fixture_sha256": fixture_sha256(repo, ("tests/data/toolfiles",))}
+            "fixture_sha256": fixture_sha256(repo, ("tests/data/toolfiles",)),
+            "upstream_float32_points_differ_px": upstream_points_differ(data, out)}
     (out / "ORACLE.json").write_text(json.dumps(info, indent=2) + "\n")
     print(out)
 
