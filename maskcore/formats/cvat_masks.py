@@ -39,6 +39,11 @@ More than 255 instances in an image: the object PNG cannot number them. `instanc
 error` (default) fails that item with the count; `wrap` writes CVAT's aliasing (index k gets
 the colour of k mod 256; 255 is the VOC void colour).
 
+More than 255 labels: CVAT's `paint_mask` casts the class map to 8 bits, so it paints labelmap
+line k >= 256 in line k mod 256's colour (label 255 as background) although its labelmap.txt
+lists line k's own colour. `class_overflow: keep` (default) paints each line's own colour (the
+masks import back to the right labels); `wrap` writes CVAT's aliasing, pixel for pixel.
+
 Items (a decision on reference A.7 / D.5): CVAT lists images without annotations in the subset
 list but writes no PNG for them, and drops images whose annotations paint nothing (points only)
 from the list. We list every exported item and write both PNGs for all of them (all-background
@@ -94,6 +99,7 @@ from .cvat import (
 NAME = "cvat"
 COLORS = ("source", "voc")
 OVERFLOW = ("error", "wrap")
+CLASS_OVERFLOW = ("keep", "wrap")
 SUBSET_NAMES = ("strict", "safe")
 ZIP_NAME = "segmentation_mask_1.1.zip"
 MAX_INSTANCES = 255
@@ -111,6 +117,7 @@ class CvatOptions:
     thickness: int = 2
     subset_names: str = "strict"
     subsets: Mapping[str, str] = field(default_factory=dict, hash=False)
+    class_overflow: str = "keep"
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any], *, prefix: str, defaults: Mapping[str, Any]
@@ -127,6 +134,10 @@ class CvatOptions:
         if overflow not in OVERFLOW:
             raise ConfigError(expected(f"one of {list(OVERFLOW)}", overflow),
                               key=f"{prefix}.instance_overflow")
+        class_overflow = merged.get("class_overflow", "keep")
+        if class_overflow not in CLASS_OVERFLOW:
+            raise ConfigError(expected(f"one of {list(CLASS_OVERFLOW)}", class_overflow),
+                              key=f"{prefix}.class_overflow")
         zipped = merged.get("zip", False)
         if not isinstance(zipped, bool):
             raise ConfigError(expected("true or false", zipped), key=f"{prefix}.zip")
@@ -135,7 +146,8 @@ class CvatOptions:
             raise ConfigError(expected(f"one of {list(SUBSET_NAMES)}", names),
                               key=f"{prefix}.subset_names")
         return cls(colors, overflow, zipped, check_thickness(merged, prefix), names,
-                   _subset_map(merged.get("subsets") or {}, f"{prefix}.subsets"))
+                   _subset_map(merged.get("subsets") or {}, f"{prefix}.subsets"),
+                   class_overflow=class_overflow)
 
     def needs_image(self) -> bool:
         """Masks need the annotation only."""
@@ -256,6 +268,8 @@ def labelmap_bgr(classes: ClassTable, opts: CvatOptions) -> np.ndarray:
     if last is not None and last[0] is classes and last[1] is opts:
         return last[2]
     table = np.array([c[::-1] for _, c in labelmap(classes, opts)], np.uint8)
+    if opts.class_overflow == "wrap":  # CVAT's 8-bit class map: line k painted as line k % 256
+        table = table[np.arange(len(table)) % 256]
     table.flags.writeable = False
     _LAST_BGR = (classes, opts, table)
     return table

@@ -377,6 +377,28 @@ def test_more_than_255_instances_error_or_wrap():
     assert out.instances == 300
 
 
+def test_more_than_255_labels_keep_their_colours_or_wrap_as_cvat_paints_them():
+    """CVAT's paint_mask casts the class map to 8 bits: labelmap line k >= 256 is painted in
+    line k % 256's colour (line 256 as background) while its labelmap lists line k's own."""
+    many = ClassTable(tuple(ClassInfo(f"c{k:03d}", (k % 256, k // 256, 7)) for k in range(300)))
+    item = parse('<box label="c000" xtl="0" ytl="0" xbr="4" ybr="4"/>'
+                 '<box label="c255" xtl="5" ytl="0" xbr="9" ybr="4"/>'
+                 '<box label="c256" xtl="10" ytl="0" xbr="14" ybr="4"/>'
+                 '<box label="c299" xtl="15" ytl="0" xbr="19" ybr="4"/>', many)
+    keep, _, _ = export(item, many)
+    assert [rgb_at(keep, x, 2) for x in (2, 7, 12, 17)] == [
+        (0, 0, 7), (255, 0, 7), (0, 1, 7), (43, 1, 7)]
+    wrap, obj, out = export(item, many, class_overflow="wrap")
+    # line 256 (c255) as line 0 (black background), line 257 (c256) as line 1 (c000), ...
+    assert [rgb_at(wrap, x, 2) for x in (2, 7, 12, 17)] == [
+        (0, 0, 7), (0, 0, 0), (0, 0, 7), (43, 0, 7)]
+    assert out.class_pixels == {"c000": 16, "c255": 16, "c256": 16, "c299": 16}  # true labels
+    assert rgb_at(obj, 7, 2) == voc_color(2)
+    with pytest.raises(ConfigError, match=r"cvat\.class_overflow"):
+        cvat_masks.CvatOptions.from_mapping({"class_overflow": "error"}, prefix="cvat",
+                                            defaults={})
+
+
 def test_subset_names_that_cvat_cannot_import_fail_the_item():
     item = cvat.parse_item(element(""), CLASSES, dataset="my_train", name="x.jpg")
     with pytest.raises(ItemError, match="without '_'"):
