@@ -149,3 +149,19 @@ def test_small_streams_are_one_put_and_fixed_upload_size_keeps_one_part_size(s3_
     write(r2, "m.jsonl", body)  # growing: 5, 5, 7 MiB
     assert parts_of(fs, f"{s3_bucket}/r2/m.jsonl") == [5 * MIB] * 3 + [2 * MIB]
     assert fs.cat_file(f"{s3_bucket}/r2/m.jsonl") == body
+
+
+@pytest.mark.s3
+@pytest.mark.usefixtures("small_parts")
+def test_the_filesystems_request_arguments_reach_every_upload(s3_bucket):
+    """As `fs.open` would: the filesystem's s3_additional_kwargs (here server-side encryption)
+    go with the multipart upload and with a one-PUT stream."""
+    fs = new_fs()
+    root = Root(f"s3://{s3_bucket}/enc",
+                {"s3_additional_kwargs": {"ServerSideEncryption": "AES256"}})
+    write(root, "big.jsonl", data(6 * MIB))
+    write(root, "small.jsonl", b"x\n")
+    for key in ("big.jsonl", "small.jsonl"):
+        head = fs.call_s3("head_object", Bucket=s3_bucket, Key=f"enc/{key}")
+        assert head.get("ServerSideEncryption") == "AES256", key
+    assert parts_of(fs, f"{s3_bucket}/enc/big.jsonl") == [5 * MIB, MIB]
