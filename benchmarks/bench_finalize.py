@@ -38,6 +38,7 @@ except for `cvat.zip: true` and the 12 preview samples, which are then left out 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -46,6 +47,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -203,21 +205,28 @@ def finalize_run(*, items: int, formats: tuple[str, ...], per_part: int = 50,
 
 
 # ---------------------------------------------------------------------------- on S3
+@contextlib.contextmanager
+def _moto(tmp: str, preload: tuple[str, ...]) -> Iterator[dict[str, str]]:
+    """A moto server (`tests/e2e/moto_s3.py`, BUCKET[/PREFIX]=DIR preloaded) logging into
+    `tmp`, which is removed afterwards; yields the environment a fresh process reaches it by."""
+    from tests.e2e.helpers import MotoServer, s3_env
+
+    moto = MotoServer(Path(tmp, "moto.log"), preload=preload)
+    try:
+        moto.start(600)
+        yield {**s3_env(moto.endpoint), "AWS_EC2_METADATA_DISABLED": "true"}
+    finally:
+        moto.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def s3_runs(*, sizes: list[int], formats: tuple[str, ...], per_part: int = 50,
             workdir: str | None = None) -> list[dict]:
     """Parts of each size preloaded into one moto server; per size, finalize_export onto S3
     with the `old` then the `new` streams' policy, each in a fresh process; their figures."""
-    from tests.e2e.helpers import MotoServer, s3_env
-
     tmp = tempfile.mkdtemp(prefix="bench-finalize-s3-", dir=workdir)
-    moto = None
-    try:
-        n_parts = {}
-        for n in sizes:
-            n_parts[n] = make_parts(Path(tmp, str(n)), n, formats, per_part)
-        moto = MotoServer(Path(tmp, "moto.log"),
-                          preload=tuple(f"bench/p{n}={tmp}/{n}" for n in sizes)).start(600)
-        env = {**s3_env(moto.endpoint), "AWS_EC2_METADATA_DISABLED": "true"}
+    n_parts = {n: make_parts(Path(tmp, str(n)), n, formats, per_part) for n in sizes}
+    with _moto(tmp, tuple(f"bench/p{n}={tmp}/{n}" for n in sizes)) as env:
         out = []
         for n in sizes:
             for policy in ("old", "new"):
@@ -226,10 +235,6 @@ def s3_runs(*, sizes: list[int], formats: tuple[str, ...], per_part: int = 50,
                              "--policy", policy, env=env)
                 out.append({"formats": "+".join(formats), "policy": policy, **res})
         return out
-    finally:
-        if moto is not None:
-            moto.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _print_s3(runs: list[dict]) -> None:
@@ -284,15 +289,9 @@ def stream_runs(*, mib: int, base: str, step: int, rounds: int = 3,
     """One `mib` MiB line stream onto moto's S3 per run, each in a fresh process: the `base`
     checkout, this one, and this one with parts doubling every `step` parts (the part sizes a
     stream reaches past 15.6 GiB, at a size a benchmark can write); rounds interleaved."""
-    from tests.e2e.helpers import MotoServer, new_fs, s3_env
-
     tmp = tempfile.mkdtemp(prefix="bench-stream-", dir=workdir)
-    moto = MotoServer(Path(tmp, "moto.log"))
-    try:
-        moto.start()
-        env = {**s3_env(moto.endpoint), "AWS_EC2_METADATA_DISABLED": "true"}
-        os.environ.update(env)
-        new_fs().mkdir("bench")
+    os.mkdir(Path(tmp, "empty"))
+    with _moto(tmp, (f"bench={tmp}/empty",)) as env:
         out = []
         for r in range(rounds):
             for label, code, grow in (("base", base, 0), ("this", str(ROOT), 0),
@@ -303,9 +302,6 @@ def stream_runs(*, mib: int, base: str, step: int, rounds: int = 3,
                 out.append({"run": label, **res})
                 print(json.dumps(out[-1]), file=sys.stderr, flush=True)
         return out
-    finally:
-        moto.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _print_streams(runs: list[dict]) -> None:

@@ -33,7 +33,8 @@ the masks, at `ARCHIVE_BLOCK` (50 MiB, s3fs's default). S3 takes at most 10,000 
 S3 the part size doubles every 1000 parts (jobs/s3_stream.py): a stream keeps its first size
 up to 15.6 GiB (lines) / 49 GiB (archives) and is capped by S3's 5 TiB object size, not by the
 part count. Other object stores keep the first size (their own part caps apply).
-`move(src, dst)` renames one object (a server-side copy and a delete on S3).
+`move(src, dst)` renames one object (a server-side copy and a delete on S3; a multipart object
+is copied in its own parts, so a copy has no more parts than its original).
 """
 
 from __future__ import annotations
@@ -326,12 +327,18 @@ class Root:
         f.close()
 
     def move(self, src: str, dst: str) -> None:
-        """Rename one object (replacing `dst`)."""
+        """Rename one object (replacing `dst`). On S3 a multipart object is copied part by part
+        as it was uploaded (s3fs's `preserve_etag`): s3fs's own copy cuts 50 MiB parts, so it
+        could not copy an object over 500 GiB (10,000 parts) that a stream wrote."""
         fs, _ = self.fs_path
+        path = self.full(src)
         if isinstance(fs, LocalFileSystem):
-            os.replace(self.full(src), self.full(dst))
+            os.replace(path, self.full(dst))
+        elif _is_s3(fs) and "-" in str(fs.info(path).get("ETag", "")):
+            fs.copy(path, self.full(dst), on_error="raise", preserve_etag=True)  # (fs.mv drops
+            fs.rm(path)  # the copy's arguments)
         else:
-            fs.mv(self.full(src), self.full(dst))
+            fs.mv(path, self.full(dst))
 
     def delete(self, keys: list[str]) -> None:
         if keys:

@@ -165,3 +165,27 @@ def test_the_filesystems_request_arguments_reach_every_upload(s3_bucket):
         head = fs.call_s3("head_object", Bucket=s3_bucket, Key=f"enc/{key}")
         assert head.get("ServerSideEncryption") == "AES256", key
     assert parts_of(fs, f"{s3_bucket}/enc/big.jsonl") == [5 * MIB, MIB]
+
+
+@pytest.mark.s3
+@pytest.mark.usefixtures("small_parts")
+def test_a_moved_stream_keeps_its_parts(s3_bucket, moto_server):
+    """`Root.move` (a Supervisely tar that fits in one piece) copies a multipart object in
+    its own parts, one UploadPartCopy (a PUT) each: a copy never needs more parts than the
+    stream had (s3fs's own copy cuts 50 MiB parts: 10,000 of them end at 500 GiB); one-PUT
+    objects are copied as before (one CopyObject)."""
+    root, fs = Root(f"s3://{s3_bucket}/out"), new_fs()
+    body = data(22 * MIB + 5)
+    write(root, "p.tar.001", body, archive=True)
+    moto_server.counts(reset=True)
+    root.move("p.tar.001", "p.tar")
+    assert moto_server.counts()["PUT"] == 4
+    assert not fs.exists(f"{s3_bucket}/out/p.tar.001")
+    # (S3 keeps the ETag too; moto gives a copied multipart upload a plain md5 ETag)
+    assert parts_of(fs, f"{s3_bucket}/out/p.tar") == [5 * MIB, 5 * MIB, 10 * MIB, 2 * MIB + 5]
+    assert fs.cat_file(f"{s3_bucket}/out/p.tar") == body
+    write(root, "small.tar.001", b"tar")
+    moto_server.counts(reset=True)
+    root.move("small.tar.001", "small.tar")
+    assert moto_server.counts()["PUT"] == 1
+    assert fs.cat_file(f"{s3_bucket}/out/small.tar") == b"tar"
