@@ -334,9 +334,10 @@ class Root:
         path = self.full(src)
         if isinstance(fs, LocalFileSystem):
             os.replace(path, self.full(dst))
-        elif _is_s3(fs) and "-" in str(fs.info(path).get("ETag", "")):
-            fs.copy(path, self.full(dst), on_error="raise", preserve_etag=True)  # (fs.mv drops
-            fs.rm(path)  # the copy's arguments)
+        elif _is_s3(fs) and "-" in str(fs.info(path).get("ETag", "")):  # a multipart object
+            # fs.mv is copy + rm, but drops the copy's arguments
+            fs.copy(path, self.full(dst), on_error="raise", preserve_etag=True)
+            fs.rm(path)
         else:
             fs.mv(path, self.full(dst))
 
