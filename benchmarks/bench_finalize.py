@@ -22,6 +22,12 @@ each finalize in a fresh process: its CPU seconds, RSS before finalize_export an
 `--formats` defaults to clearml there (the stream that grows with the items besides the
 manifest).
 
+`--stream 512 --base ../_base`: one 512 MiB manifest stream through `Root.open_write` onto
+moto's S3, in a fresh process per run, `--rounds` times interleaved: the `--base` checkout, this
+one, and this one with the part size doubling every `--growth-step` parts (default 2: the part
+sizes a real stream reaches past 15.6 GiB - 128 MiB parts at 160 GiB). Reports the parts, the
+largest part, CPU seconds and peak RSS minus the RSS before the stream (medians).
+
 Other benchmarks call `finalize_run(items=..., formats=..., per_part=...)` (one measured
 finalize in a fresh process, returns a dict) and `zarr_open_run(items=...)`.
 Lines look like real ones (same keys and sizes as the writers make, 1% failed items, 7
@@ -32,6 +38,7 @@ except for `cvat.zip: true` and the 12 preview samples, which are then left out 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -40,6 +47,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -197,21 +205,28 @@ def finalize_run(*, items: int, formats: tuple[str, ...], per_part: int = 50,
 
 
 # ---------------------------------------------------------------------------- on S3
+@contextlib.contextmanager
+def _moto(tmp: str, preload: tuple[str, ...]) -> Iterator[dict[str, str]]:
+    """A moto server (`tests/e2e/moto_s3.py`, BUCKET[/PREFIX]=DIR preloaded) logging into
+    `tmp`, which is removed afterwards; yields the environment a fresh process reaches it by."""
+    from tests.e2e.helpers import MotoServer, s3_env
+
+    moto = MotoServer(Path(tmp, "moto.log"), preload=preload)
+    try:
+        moto.start(600)
+        yield {**s3_env(moto.endpoint), "AWS_EC2_METADATA_DISABLED": "true"}
+    finally:
+        moto.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def s3_runs(*, sizes: list[int], formats: tuple[str, ...], per_part: int = 50,
             workdir: str | None = None) -> list[dict]:
     """Parts of each size preloaded into one moto server; per size, finalize_export onto S3
     with the `old` then the `new` streams' policy, each in a fresh process; their figures."""
-    from tests.e2e.helpers import MotoServer, s3_env
-
     tmp = tempfile.mkdtemp(prefix="bench-finalize-s3-", dir=workdir)
-    moto = None
-    try:
-        n_parts = {}
-        for n in sizes:
-            n_parts[n] = make_parts(Path(tmp, str(n)), n, formats, per_part)
-        moto = MotoServer(Path(tmp, "moto.log"),
-                          preload=tuple(f"bench/p{n}={tmp}/{n}" for n in sizes)).start(600)
-        env = {**s3_env(moto.endpoint), "AWS_EC2_METADATA_DISABLED": "true"}
+    n_parts = {n: make_parts(Path(tmp, str(n)), n, formats, per_part) for n in sizes}
+    with _moto(tmp, tuple(f"bench/p{n}={tmp}/{n}" for n in sizes)) as env:
         out = []
         for n in sizes:
             for policy in ("old", "new"):
@@ -220,10 +235,6 @@ def s3_runs(*, sizes: list[int], formats: tuple[str, ...], per_part: int = 50,
                              "--policy", policy, env=env)
                 out.append({"formats": "+".join(formats), "policy": policy, **res})
         return out
-    finally:
-        if moto is not None:
-            moto.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _print_s3(runs: list[dict]) -> None:
@@ -237,6 +248,74 @@ def _print_s3(runs: list[dict]) -> None:
               f"{r['rss_before_mb']:.0f} MB | {r['peak_rss_mb']:.0f} MB | "
               f"{r['peak_rss_mb'] - r['rss_before_mb']:.0f} MB | {r['manifest_mb']:.0f} MB | "
               f"{r['frames_mb']:.0f} MB |", flush=True)
+
+
+# ---------------------------------------------------------------------------- one long stream
+def _stream_step(url: str, mib: int, step: int) -> dict:
+    """Runs in the fresh process: `mib` MiB of manifest lines (~1 KiB each, 64 KiB writes: a
+    committed part's worth each, as finalize writes them) through `Root.open_write` onto S3;
+    `step`: parts per part size (jobs.s3_stream.GROWTH_STEP; 0: the checkout's own)."""
+    import jobs
+    from jobs.storage import Root
+
+    if step:
+        from jobs import s3_stream
+
+        s3_stream.GROWTH_STEP = step
+    dest = Root(url)
+    dest.exists("manifest.jsonl")  # the filesystem opened (client, credentials)
+    lines = [_line(i, 1_000_000, ("clearml",))[2].encode() for i in range(64)]
+    per_write = len(b"".join(lines))
+    before = _rss_mb()
+    t0, c0 = time.perf_counter(), time.process_time()
+    with dest.open_write("manifest.jsonl") as f:
+        for _ in range(mib * 2**20 // per_write):
+            f.write(b"".join(lines))
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    bucket, key = dest.full("manifest.jsonl").split("/", 1)
+    head = dest.fs.call_s3("head_object", Bucket=bucket, Key=key, PartNumber=1)
+    sizes = [dest.fs.call_s3("head_object", Bucket=bucket, Key=key, PartNumber=n)
+             ["ContentLength"] for n in range(1, head.get("PartsCount", 1) + 1)]
+    return {"code": os.path.dirname(os.path.dirname(jobs.__file__)),
+            "seconds": round(seconds, 2), "cpu_seconds": round(cpu, 2),
+            "rss_before_mb": round(before, 1),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "object_mb": round(sum(sizes) / 2**20, 1), "parts": len(sizes),
+            "largest_part_mb": round(max(sizes) / 2**20, 1)}
+
+
+def stream_runs(*, mib: int, base: str, step: int, rounds: int = 3,
+                workdir: str | None = None) -> list[dict]:
+    """One `mib` MiB line stream onto moto's S3 per run, each in a fresh process: the `base`
+    checkout, this one, and this one with parts doubling every `step` parts (the part sizes a
+    stream reaches past 15.6 GiB, at a size a benchmark can write); rounds interleaved."""
+    tmp = tempfile.mkdtemp(prefix="bench-stream-", dir=workdir)
+    os.mkdir(Path(tmp, "empty"))
+    with _moto(tmp, (f"bench={tmp}/empty",)) as env:
+        out = []
+        for r in range(rounds):
+            for label, code, grow in (("base", base, 0), ("this", str(ROOT), 0),
+                                      (f"this, step {step}", str(ROOT), step)):
+                res = _fresh("--step", "stream", "--root", f"s3://bench/r{r}/{len(out)}",
+                             "--stream", str(mib), "--growth-step", str(grow), "--code", code,
+                             env=env)
+                out.append({"run": label, **res})
+                print(json.dumps(out[-1]), file=sys.stderr, flush=True)
+        return out
+
+
+def _print_streams(runs: list[dict]) -> None:
+    import statistics
+
+    print("| run | object | parts | largest part | CPU s (median) | peak RSS - before "
+          "(median) | runs |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for label in dict.fromkeys(r["run"] for r in runs):
+        rs = [r for r in runs if r["run"] == label]
+        cpu = statistics.median(r["cpu_seconds"] for r in rs)
+        grow = statistics.median(r["peak_rss_mb"] - r["rss_before_mb"] for r in rs)
+        print(f"| {label} | {rs[0]['object_mb']:.0f} MiB | {rs[0]['parts']} | "
+              f"{rs[0]['largest_part_mb']:.0f} MiB | {cpu:.2f} | {grow:.0f} MB | {len(rs)} |")
 
 
 # ---------------------------------------------------------------------------- zarr open
@@ -310,14 +389,30 @@ def main() -> None:
                     help="'each' (every format alone), 'all' (the four at once), or a list")
     ap.add_argument("--per-part", type=int, default=50)
     ap.add_argument("--zarr-open", type=int, default=0, help="item groups in the open test")
-    ap.add_argument("--step", choices=["finalize", "zarr-open"])
+    ap.add_argument("--step", choices=["finalize", "zarr-open", "stream"])
     ap.add_argument("--root")
     ap.add_argument("--parts", type=int)
     ap.add_argument("--s3", help="item counts (e.g. 30000,100000): finalize onto moto's S3, "
                                  "old vs new streams' part sizes")
     ap.add_argument("--policy", choices=["old", "new"], default="new")
     ap.add_argument("--workdir", help="where the parts are made (default: the temp folder)")
+    ap.add_argument("--stream", type=int, help="MiB: one line stream onto moto's S3, the "
+                                               "--base checkout vs this one")
+    ap.add_argument("--base", help="a checkout of the baseline (git worktree add ...)")
+    ap.add_argument("--growth-step", type=int, default=2,
+                    help="--stream: parts per part size of the scaled run")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--code", help=argparse.SUPPRESS)  # the checkout a fresh step imports
     a = ap.parse_args()
+    if a.code:
+        sys.path.insert(0, a.code)
+    if a.step == "stream":
+        print(json.dumps(_stream_step(a.root, a.stream, a.growth_step)))
+        return
+    if a.stream:
+        _print_streams(stream_runs(mib=a.stream, base=a.base or str(ROOT),
+                                   step=a.growth_step, rounds=a.rounds, workdir=a.workdir))
+        return
     if a.step == "finalize":
         print(json.dumps(_finalize_step(a.root, a.parts, tuple(a.formats.split(",")),
                                         a.policy)))

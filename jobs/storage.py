@@ -24,14 +24,17 @@ failed write leaves no temporary file. A single PUT on S3 is atomic already.
 `open_write(key, archive=False)` streams one large object (a merged manifest, a list, an
 archive) with bounded memory: on a local disk a temporary file renamed over the key on success;
 on object stores one multipart upload, completed on close and aborted on error, so a reader
-never sees a partial object either way. The part size is this module's policy, by what the
-stream carries (`stream_block`): the writer holds up to one part plus the copies its upload
-makes (measured: ~3.5 parts of driver memory per open stream), and S3 takes at most 10,000
-parts, so the part size also caps the object. Line streams (manifest.jsonl, ClearML
-frames.jsonl, CVAT ImageSets lists) use `LINES_BLOCK` (16 MiB: ~+55 MB per open stream,
-objects up to 160 GiB); archives (`archive=True`: the CVAT zip, Supervisely tar pieces), whose
-size follows the masks, `ARCHIVE_BLOCK` (50 MiB, s3fs's default: up to 500 GiB).
-`move(src, dst)` renames one object (a server-side copy and a delete on S3).
+never sees a partial object either way. The first part size is this module's policy, by what
+the stream carries (`stream_block`): the writer holds up to one part plus the copies its upload
+makes (measured: ~3.5 parts of driver memory per open stream). Line streams (manifest.jsonl,
+ClearML frames.jsonl, CVAT ImageSets lists) start at `LINES_BLOCK` (16 MiB: ~+55 MB per open
+stream); archives (`archive=True`: the CVAT zip, Supervisely tar pieces), whose size follows
+the masks, at `ARCHIVE_BLOCK` (50 MiB, s3fs's default). S3 takes at most 10,000 parts, so on
+S3 the part size doubles every 1000 parts (jobs/s3_stream.py): a stream keeps its first size
+up to 15.6 GiB (lines) / 49 GiB (archives) and is capped by S3's 5 TiB object size, not by the
+part count. Other object stores keep the first size (their own part caps apply).
+`move(src, dst)` renames one object (a server-side copy and a delete on S3; a multipart object
+is copied in its own parts, so a copy has no more parts than its original).
 """
 
 from __future__ import annotations
@@ -307,7 +310,13 @@ class Root:
                 if os.path.exists(tmp):
                     os.remove(tmp)
             return
-        f = fs.open(path, "wb", block_size=stream_block(archive=archive))
+        block = stream_block(archive=archive)
+        if _is_s3(fs):  # parts that grow: never S3's 10,000-part cap (jobs/s3_stream.py)
+            from .s3_stream import open_growing
+
+            f: Any = open_growing(fs, path, start=block)
+        else:
+            f = fs.open(path, "wb", block_size=block)
         try:
             yield f
         except BaseException:
@@ -318,28 +327,34 @@ class Root:
         f.close()
 
     def move(self, src: str, dst: str) -> None:
-        """Rename one object (replacing `dst`)."""
+        """Rename one object (replacing `dst`). On S3 a multipart object is copied part by part
+        as it was uploaded (s3fs's `preserve_etag`): s3fs's own copy cuts 50 MiB parts, so it
+        could not copy an object over 500 GiB (10,000 parts) that a stream wrote."""
         fs, _ = self.fs_path
+        path = self.full(src)
         if isinstance(fs, LocalFileSystem):
-            os.replace(self.full(src), self.full(dst))
+            os.replace(path, self.full(dst))
+        elif _is_s3(fs) and "-" in str(fs.info(path).get("ETag", "")):  # a multipart object
+            # fs.mv is copy + rm, but drops the copy's arguments
+            fs.copy(path, self.full(dst), on_error="raise", preserve_etag=True)
+            fs.rm(path)
         else:
-            fs.mv(self.full(src), self.full(dst))
+            fs.mv(path, self.full(dst))
 
     def delete(self, keys: list[str]) -> None:
         if keys:
             self.fs.rm([self.full(k) for k in keys])
 
 
-# Multipart part sizes of `Root.open_write` on object stores (the module docstring). S3 takes
-# at most S3_MAX_PARTS parts of at least 5 MiB, so part size x 10,000 is the largest object.
-S3_MAX_PARTS = 10_000
-LINES_BLOCK = 16 * 2**20  # 160 GiB: manifest.jsonl ~160M items, frames.jsonl ~300M, lists ~3G
-ARCHIVE_BLOCK = 50 * 2**20  # 500 GiB: a zip or a tar piece of masks
+# First multipart part sizes of `Root.open_write` on object stores (the module docstring); on
+# S3 they grow from there (jobs/s3_stream.py), so no stream meets the 10,000-part cap.
+LINES_BLOCK = 16 * 2**20  # manifest.jsonl ~16M items before its parts grow, frames.jsonl ~30M
+ARCHIVE_BLOCK = 50 * 2**20  # a zip or a tar piece of masks
 
 
 def stream_block(*, archive: bool) -> int:
-    """The multipart part size of a streamed object: ARCHIVE_BLOCK for an archive, LINES_BLOCK
-    for anything else (the driver's line streams)."""
+    """The first multipart part size of a streamed object: ARCHIVE_BLOCK for an archive,
+    LINES_BLOCK for anything else (the driver's line streams)."""
     return ARCHIVE_BLOCK if archive else LINES_BLOCK
 
 
