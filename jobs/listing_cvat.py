@@ -30,8 +30,10 @@ from __future__ import annotations
 
 import codecs
 import hashlib
+import itertools
 import posixpath
 import re
+import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from typing import IO
@@ -284,21 +286,24 @@ def list_task(root: Root, xmls: list[str], *, moved: bool = False) -> listing.Li
     def fill(spool: Spool) -> int:
         spool.execute("CREATE TABLE items (ds TEXT, name TEXT, ann_key TEXT, element BLOB, "
                       "tag TEXT, problem TEXT)")
-        spool.execute("CREATE TABLE files (key TEXT, tag TEXT)")
         n = 0
         order: list = [True, ("", "")]  # items already in (dataset, name) order?; the last
         subsets: set[str] = set()
         tops: set[str] = set()
-        for key in xmls:
-            n += spool.insert_batches("INSERT INTO items VALUES (?, ?, ?, ?, ?, ?)",
-                                      _task_rows(root, key, found, key != cvat.ANNOTATIONS_FILE,
-                                                 order, subsets))
-        spool.insert_batches("INSERT INTO files VALUES (?, ?)", _image_files(root, tops))
+        # the walk of images/ (its stats and SQLite's work release the GIL) overlaps the XML
+        files = spool.aside("files", lambda part, stop: _spool_files(part, root, tops, stop))
+        try:
+            for key in xmls:
+                n += spool.insert_batches("INSERT INTO items VALUES (?, ?, ?, ?, ?, ?)",
+                                          _task_rows(root, key, found,
+                                                     key != cvat.ANNOTATIONS_FILE, order,
+                                                     subsets))
+        except BaseException:
+            files.cancel()
+            raise
+        files.attach()
         by_subset[0] = len(subsets) > TRACKED or len(tops) > TRACKED or any(
             s.split("/", 1)[0] in tops for s in subsets)
-        # a covering index, built by SQLite's sorter: cheaper than inserting the walk's
-        # (unsorted) keys into a b-tree one by one, and the join never reads the table
-        spool.execute("CREATE INDEX files_key ON files (key, tag)")
         if not order[0]:
             spool.execute("CREATE INDEX items_order ON items (ds, name)")
         return n
@@ -312,6 +317,17 @@ def list_task(root: Root, xmls: list[str], *, moved: bool = False) -> listing.Li
 # distinct datasets, and folders at the top of images/, `list_task` keeps to tell whether an
 # image may be at images/<dataset>/<name>; past that many it assumes so (bounded memory)
 TRACKED = 4096
+
+
+def _spool_files(part: Spool, root: Root, tops: set[str], stop: threading.Event) -> None:
+    """Table `files` (key, tag) of `part`: `_image_files` until `stop` is set, then a
+    covering index, built by SQLite's sorter (cheaper than inserting the walk's unsorted
+    keys into a b-tree one by one; the join never reads the table)."""
+    part.execute("CREATE TABLE files (key TEXT, tag TEXT)")
+    part.insert_batches("INSERT INTO files VALUES (?, ?)", itertools.takewhile(
+        lambda _batch: not stop.is_set(), _image_files(root, tops)))
+    if not stop.is_set():
+        part.execute("CREATE INDEX files_key ON files (key, tag)")
 
 
 def _image_files(root: Root, tops: set[str]) -> Iterator[list[tuple[str, str]]]:
