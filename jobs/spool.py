@@ -31,9 +31,11 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 CACHE_KB = 32 * 1024  # SQLite page cache, per connection
+# the page cache of a part (`aside`), in its thread and once attached: what the driver holds
+# grows by this much, not by another CACHE_KB (SQLite's sorter builds its indexes on disk)
+PART_CACHE_KB = CACHE_KB // 4
 BATCH = 4096  # rows per executemany / fetchmany
-PRAGMAS = ("journal_mode=OFF", "synchronous=OFF", f"cache_size=-{CACHE_KB}", "temp_store=FILE",
-           "locking_mode=EXCLUSIVE")
+PRAGMAS = ("journal_mode=OFF", "synchronous=OFF", "temp_store=FILE", "locking_mode=EXCLUSIVE")
 
 
 class Spool:
@@ -50,7 +52,7 @@ class Spool:
             self.dir, self._cleanup = _part_of.dir, lambda: None
         self.path = os.path.join(self.dir, _name + ".db")
         self.db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        for pragma in PRAGMAS:
+        for pragma in (*PRAGMAS, f"cache_size=-{CACHE_KB if _part_of is None else PART_CACHE_KB}"):
             self.db.execute(f"PRAGMA {pragma}")
 
     def aside(self, name: str, fill: Callable[[Spool, threading.Event], object]) -> Aside:
@@ -139,7 +141,7 @@ class Aside:
             error, self.error = self.error, None
             raise error
         self.spool.execute(f"ATTACH DATABASE ? AS {self.name}", (self.part.path,))
-        for pragma in PRAGMAS:
+        for pragma in (*PRAGMAS, f"cache_size=-{PART_CACHE_KB}"):
             self.spool.execute(f"PRAGMA {self.name}.{pragma}")
 
     def cancel(self) -> None:
