@@ -38,7 +38,7 @@ from maskcore.formats import supervisely as sly
 from maskcore.formats.base import pack_parts
 from maskcore.limits import DEFAULT_LIMITS, Limits, check_image_header
 from maskcore.model import ClassTable, name_stem
-from maskcore.paths import check_relative
+from maskcore.paths import _plain, check_relative
 
 from .spool import Spool
 from .storage import Root, link_leaves, real_root
@@ -217,6 +217,8 @@ def spooled_listing(reader: str, classes: ClassTable, fill: Callable[[Spool], in
 
 def safe_key(key: str) -> bool:
     """`check_relative` without raising (it runs once per listed file)."""
+    if _plain(key):  # the common clean key: no call that may raise
+        return True
     try:
         check_relative(key)
     except ItemError:

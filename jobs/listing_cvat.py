@@ -30,8 +30,10 @@ from __future__ import annotations
 
 import codecs
 import hashlib
+import itertools
 import posixpath
 import re
+import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from typing import IO
@@ -136,16 +138,19 @@ def image_batches(stream: IO[bytes], where: str
     expat reports byte offsets, so each element is cut from the input bytes, never built as
     a tree: memory is one read chunk plus the element being read (and the list of one read).
 
-    Inside an `<image>` no start handler runs (`in_image`): expat then builds no attribute
-    list per shape, the largest cost of a pass. The first `</image>` closes it unless the
+    Inside an `<image>` no start handler runs (`in_image`): expat then builds no attributes
+    per shape, the largest cost of a pass. The first `</image>` closes it unless the
     bytes read since its start hold another `<image` (a nested one, or such text in a
     comment or CDATA): then `nested` counts the depth from those bytes and the element ends
-    as with the start handler on."""
+    as with the start handler on. An image is cut in its end handler (its bytes are read by
+    then); a `<meta>` (and an `<image>` before the labels are known) is kept as bytes and
+    settled after the read's `Parse` (`settle`), which may fail on the read's bytes first."""
     parser = pyexpat.ParserCreate()
     # the handlers' state (nonlocal: cheaper than a dict per call): element depth, offset and
-    # attributes of the open depth-2 element, whether <meta> was seen
-    depth, begin, opened, classes = 0, -1, None, False
-    done: list[tuple[str, dict[str, str] | None, int, int]] = []
+    # attributes of the open depth-2 element, whether <meta> was seen (`classes`) or this
+    # read's list needs `settle` (`unsettled`)
+    depth, begin, opened, classes, unsettled = 0, -1, None, False, False
+    out: list = []  # this read's elements: (attributes, bytes) per image, bytes per <meta>
     buf = bytearray()
     base = 0  # file offset of buf[0]
 
@@ -157,50 +162,59 @@ def image_batches(stream: IO[bytes], where: str
         if encoding and encoding.lower().replace("_", "-") not in ("utf-8", "utf8", "us-ascii"):
             raise InputError(f"{where}: " + expected("UTF-8 XML (CVAT writes UTF-8)", encoding))
 
-    def start(name: str, attrs: list[str]) -> None:
+    def start(name: str, attrs: dict[str, str]) -> None:
         nonlocal depth, begin, opened
         depth += 1
-        if depth > 2:  # shapes and their attributes: most elements
-            return
-        if depth == 1:
-            if name != "annotations":
+        if depth != 2:  # shapes and their attributes: most elements
+            if depth == 1 and name != "annotations":
                 raise InputError(f"{where}: " + expected(
                     "<annotations> at the root (CVAT for images 1.1)", name))
-        elif depth == 2:
-            if name == "track":
-                raise InputError(f"{where}: " + expected(
-                    "CVAT for images 1.1 (<image> elements)",
-                    "<track> elements (CVAT for video 1.1); export the task as "
-                    "'CVAT for images 1.1'"))
-            begin = parser.CurrentByteIndex
-            opened = dict(zip(attrs[::2], attrs[1::2], strict=True))
-            if name == "image":
-                parser.StartElementHandler, parser.EndElementHandler = None, in_image
+            return
+        begin, opened = parser.CurrentByteIndex, attrs
+        if name == "image":
+            parser.StartElementHandler, parser.EndElementHandler = None, in_image
+        elif name == "track":
+            raise InputError(f"{where}: " + expected(
+                "CVAT for images 1.1 (<image> elements)",
+                "<track> elements (CVAT for video 1.1); export the task as "
+                "'CVAT for images 1.1'"))
 
     def end(name: str) -> None:
         nonlocal depth
         if depth == 2 and (name == "image" or name == "meta"):
-            done.append((name, opened if name == "image" else None, begin,
-                         parser.CurrentByteIndex))
+            at = parser.CurrentByteIndex
+            m = _END_TAG[name](buf, at - base)
+            cut(name, m.end() + base if m else at)
         depth -= 1
+
+    def cut(name: str, stop: int) -> None:
+        """The depth-2 element from `begin` to file offset `stop`, into `out`."""
+        nonlocal unsettled
+        element = bytes(buf[begin - base:stop - base])
+        if name == "meta" or not classes:
+            unsettled = True
+        out.append(element if name == "meta" else (opened, element))
 
     def in_image(name: str) -> None:  # the end handler inside an <image>: depth is 2 so far
         nonlocal depth
         if name != "image":
             return
         # without a start handler expat reports an empty element's end at its start tag
-        at = parser.CurrentByteIndex
+        at = parser.CurrentByteIndex - base
         parser.StartElementHandler, parser.EndElementHandler = start, end
-        if at == begin:  # the <image/> itself: it ends where its tag does
-            m = _EMPTY_IMAGE.match(buf, at - base)
-            done.append((name, opened, begin, base + m.end() if m else at))
+        if at == begin - base:  # the <image/> itself: it ends where its tag does
+            m = _EMPTY_IMAGE.match(buf, at)
+            cut(name, base + (m.end() if m else at))
             depth = 1
-        elif buf.find(b"<image", begin - base + 1, at - base + len(b"<image")) < 0:
-            done.append((name, opened, begin, at))
+        elif buf.find(b"<image", begin - base + 1, at + len(b"<image")) < 0:
+            if classes:  # the common case, inlined: the end tag is '</image' S? '>'
+                out.append((opened, bytes(buf[begin - base:buf.find(b">", at) + 1])))
+            else:
+                cut(name, base + buf.find(b">", at) + 1)
             depth = 1
         else:  # a nested <image> (or such text): count as the start handler would have
-            depth = 1 + nested(bytes(buf[begin - base:at - base])) + (
-                not buf.startswith(b"</", at - base))  # an empty <image/> is open too
+            depth = 1 + nested(bytes(buf[begin - base:at])) + (
+                not buf.startswith(b"</", at))  # an empty <image/> is open too
             end(name)
 
     def nested(head: bytes) -> int:
@@ -221,10 +235,24 @@ def image_batches(stream: IO[bytes], where: str
         count.Parse(head, False)
         return level
 
+    def settle(got: list) -> list[ClassTable | tuple[dict[str, str], bytes]]:
+        """A read's list with its <meta> made the ClassTable; an image before it fails."""
+        nonlocal classes
+        done: list[ClassTable | tuple[dict[str, str], bytes]] = []
+        for element in got:
+            if isinstance(element, bytes):
+                classes = True
+                done.append(cvat.classes_from_meta(ET.fromstring(element)))
+            elif classes:
+                done.append(element)
+            else:
+                raise InputError(f"{where}: " + expected(
+                    "<meta> with the labels before the first <image>", "<image>"))
+        return done
+
     parser.StartDoctypeDeclHandler = refuse
     parser.EntityDeclHandler = refuse
     parser.XmlDeclHandler = declared
-    parser.ordered_attributes = True  # a flat list: cheaper than a dict per shape
     parser.StartElementHandler = start
     parser.EndElementHandler = end
     first = True  # whether chunk is the first one
@@ -241,21 +269,11 @@ def image_batches(stream: IO[bytes], where: str
             parser.Parse(chunk, not chunk)
         except pyexpat.ExpatError as e:
             raise InputError(f"{where}: " + expected("well-formed XML", str(e))) from None
-        out: list[ClassTable | tuple[dict[str, str], bytes]] = []
-        for name, attrs, s, e in done:
-            m = _END_TAG[name](buf, e - base)
-            element = bytes(buf[s - base:m.end() if m else e - base])
-            if attrs is not None and classes:  # an <image> (the common case)
-                out.append((attrs, element))
-            elif name == "meta":
-                classes = True
-                out.append(cvat.classes_from_meta(ET.fromstring(element)))
-            else:
-                raise InputError(f"{where}: " + expected(
-                    "<meta> with the labels before the first <image>", "<image>"))
-        done.clear()
+        if unsettled:
+            out, unsettled = settle(out), False
         if out:
             yield out
+            out = []
         # keep the open element, else from the last '<' (a tag expat has not finished)
         last = buf.rfind(b"<")
         keep = begin if depth >= 2 else base + (last if last >= 0 else 0)
@@ -284,21 +302,24 @@ def list_task(root: Root, xmls: list[str], *, moved: bool = False) -> listing.Li
     def fill(spool: Spool) -> int:
         spool.execute("CREATE TABLE items (ds TEXT, name TEXT, ann_key TEXT, element BLOB, "
                       "tag TEXT, problem TEXT)")
-        spool.execute("CREATE TABLE files (key TEXT, tag TEXT)")
         n = 0
         order: list = [True, ("", "")]  # items already in (dataset, name) order?; the last
         subsets: set[str] = set()
         tops: set[str] = set()
-        for key in xmls:
-            n += spool.insert_batches("INSERT INTO items VALUES (?, ?, ?, ?, ?, ?)",
-                                      _task_rows(root, key, found, key != cvat.ANNOTATIONS_FILE,
-                                                 order, subsets))
-        spool.insert_batches("INSERT INTO files VALUES (?, ?)", _image_files(root, tops))
+        # the walk of images/ (its stats and SQLite's work release the GIL) overlaps the XML
+        files = spool.aside("files", lambda part, stop: _spool_files(part, root, tops, stop))
+        try:
+            for key in xmls:
+                n += spool.insert_batches("INSERT INTO items VALUES (?, ?, ?, ?, ?, ?)",
+                                          _task_rows(root, key, found,
+                                                     key != cvat.ANNOTATIONS_FILE, order,
+                                                     subsets))
+        except BaseException:
+            files.cancel()
+            raise
+        files.attach()
         by_subset[0] = len(subsets) > TRACKED or len(tops) > TRACKED or any(
             s.split("/", 1)[0] in tops for s in subsets)
-        # a covering index, built by SQLite's sorter: cheaper than inserting the walk's
-        # (unsorted) keys into a b-tree one by one, and the join never reads the table
-        spool.execute("CREATE INDEX files_key ON files (key, tag)")
         if not order[0]:
             spool.execute("CREATE INDEX items_order ON items (ds, name)")
         return n
@@ -312,6 +333,17 @@ def list_task(root: Root, xmls: list[str], *, moved: bool = False) -> listing.Li
 # distinct datasets, and folders at the top of images/, `list_task` keeps to tell whether an
 # image may be at images/<dataset>/<name>; past that many it assumes so (bounded memory)
 TRACKED = 4096
+
+
+def _spool_files(part: Spool, root: Root, tops: set[str], stop: threading.Event) -> None:
+    """Table `files` (key, tag) of `part`: `_image_files` until `stop` is set, then a
+    covering index, built by SQLite's sorter (cheaper than inserting the walk's unsorted
+    keys into a b-tree one by one; the join never reads the table)."""
+    part.execute("CREATE TABLE files (key TEXT, tag TEXT)")
+    part.insert_batches("INSERT INTO files VALUES (?, ?)", itertools.takewhile(
+        lambda _batch: not stop.is_set(), _image_files(root, tops)))
+    if not stop.is_set():
+        part.execute("CREATE INDEX files_key ON files (key, tag)")
 
 
 def _image_files(root: Root, tops: set[str]) -> Iterator[list[tuple[str, str]]]:

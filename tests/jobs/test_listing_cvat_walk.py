@@ -222,3 +222,89 @@ def test_images_by_dataset_folder_are_looked_up_only_when_such_a_folder_exists(
             refs = got.refs
             assert refs == list(listing_cvat._task_refs(got.spool, True))
         assert [r.image_key for r in refs if r.problem is None]
+
+
+def _small_task(tmp: Path, names: list[str], files: list[str]) -> Path:
+    inp = tmp / "in"
+    for f in files:
+        (inp / "images" / f).parent.mkdir(parents=True, exist_ok=True)
+        (inp / "images" / f).write_bytes(b"x")
+    inp.mkdir(exist_ok=True)
+    body = "".join(f'<image id="{i}" name="{n}" width="8" height="6"/>'
+                   for i, n in enumerate(names))
+    (inp / "annotations.xml").write_text(XML_HEAD + body + "</annotations>\n")
+    return inp
+
+
+def _walk_threads() -> list:
+    import threading
+
+    return [t for t in threading.enumerate() if t.name.startswith("spool-")]
+
+
+def test_an_error_of_the_walk_thread_is_raised_by_the_listing(tmp_path, monkeypatch):
+    """The walk of images/ runs in a thread while the XML is parsed: what it raises (a
+    store's listing error) is raised by `list_input` as it was without the thread, the thread
+    is over and the spool's directory removed."""
+    import tempfile
+
+    inp = _small_task(tmp_path, ["a.jpg", "b.jpg"], ["a.jpg", "b.jpg"])
+    made: list[str] = []
+    mkdtemp = tempfile.mkdtemp
+    monkeypatch.setattr(tempfile, "mkdtemp", lambda **kw: made.append(mkdtemp(**kw)) or made[-1])
+
+    def broken(root, prefix="", *, keys=False):
+        yield "images/", [("images/a.jpg", "1-2.0")]
+        raise OSError("the store's listing failed")
+
+    monkeypatch.setattr(listing, "iter_folder_batches", broken)
+    with pytest.raises(OSError, match="the store's listing failed"):
+        listing.list_input(Root(str(inp)), "cvat")
+    assert not _walk_threads()
+    assert made and not any(os.path.exists(d) for d in made)
+
+
+def test_a_bad_xml_stops_the_walk_thread_and_raises_its_own_error(tmp_path, monkeypatch):
+    """The XML fails while the walk still runs (an endless one here): the XML's InputError
+    is raised, the walk stops at its next batch, and its thread is over."""
+    from maskcore.errors import InputError
+
+    inp = _small_task(tmp_path, ["a.jpg"], ["a.jpg"])
+    (inp / "annotations.xml").write_text(XML_HEAD + "<image name='a.jpg'></annotations>")
+    walked = []
+
+    def endless(root, prefix="", *, keys=False):
+        while True:
+            walked.append(1)
+            yield "images/", [(f"images/{len(walked)}.jpg", "1-2.0")]
+
+    monkeypatch.setattr(listing, "iter_folder_batches", endless)
+    with pytest.raises(InputError, match="well-formed XML"):
+        listing.list_input(Root(str(inp)), "cvat")
+    assert not _walk_threads()
+    count = len(walked)
+    assert count > 0 and len(walked) == count  # stopped
+
+
+def test_an_unreadable_images_folder_fails_every_item_and_a_missing_image_its_own(
+        tmp_path, monkeypatch):
+    """A folder the walk cannot open is left out (as before the walk had a thread): its
+    items fail for want of their image; with a readable folder only the missing one fails."""
+    inp = _small_task(tmp_path, ["a.jpg", "gone.jpg", "s/b.jpg"], ["a.jpg", "s/b.jpg"])
+    with listing.list_input(Root(str(inp)), "cvat") as got:
+        assert [(r.name, r.image_key, bool(r.problem)) for r in got.refs] == [
+            ("a.jpg", "images/a.jpg", False), ("gone.jpg", None, True),
+            ("s/b.jpg", "images/s/b.jpg", False)]
+        assert "no such file" in got.refs[1].problem
+    scandir = os.scandir
+
+    def refused(path):
+        if str(path).endswith("images") or isinstance(path, int):
+            raise PermissionError(13, "Permission denied")
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", refused)
+    with listing.list_input(Root(str(inp)), "cvat") as got:
+        refs = got.refs
+    assert [r.image_key for r in refs] == [None] * 3
+    assert all("no such file" in r.problem for r in refs)
