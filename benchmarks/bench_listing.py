@@ -22,10 +22,10 @@ pass; it prints seconds of each, items/s over both, items per CPU-second of both
 CPU after its imports; `cpu_s_with_imports` adds the ~0.75 CPU-s of interpreter start and
 imports a job pays once) and the child's peak RSS (ru_maxrss).
 
---s3 starts a `moto_server` subprocess on 127.0.0.1 (as tests/e2e do), uploads each input to
+--s3 starts the tests' moto server (tests/e2e/moto_s3.py) on 127.0.0.1, uploads each input to
 s3://bench-listing/<format>-<items>/ and lists it there through s3fs; the requests are the
-lines moto's access log gained during the child's run (listing + one pass; the upload is not
-counted), reported per item.
+server's own counts by kind (`/_counts`, reset after the upload: listing + one pass), reported
+per item.
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import resource
 import subprocess
 import sys
@@ -211,14 +210,6 @@ def upload(fs, local: str, url: str) -> None:
     fs.pipe(batch)
 
 
-REQUEST = re.compile(r'"(?:\x1b\[[0-9;]*m)*(?:GET|HEAD|PUT|POST|DELETE) /')  # may be coloured
-
-
-def requests_logged(log_path: str) -> int:
-    with open(log_path, encoding="utf-8", errors="replace") as f:
-        return sum(1 for line in f if REQUEST.search(line))
-
-
 def child(fmt: str, path: str) -> None:
     sys.path.insert(0, ROOT)
     from jobs.listing import list_input
@@ -295,7 +286,7 @@ def main() -> None:
     try:
         env = {**os.environ, **s3_env(server.endpoint)}
         os.environ.update(s3_env(server.endpoint))
-        run(args, env, (new_fs(), str(server.log_path)))
+        run(args, env, (new_fs(), server))
     finally:
         server.stop()
 
@@ -335,22 +326,24 @@ def measure(args: argparse.Namespace, fmt: str, items: int, env: dict[str, str],
         print(f"# generated {fmt} x {items} in {time.perf_counter() - t:.0f} s", flush=True)
     requests = 0
     if s3 is not None:
-        fs, log_path = s3
+        fs, server = s3
         url = f"s3://bench-listing/{os.path.basename(path)}"
         if not fs.exists("bench-listing"):
             fs.mkdir("bench-listing")
         t = time.perf_counter()
         upload(fs, path, url)
         print(f"# uploaded {fmt} to {url} in {time.perf_counter() - t:.0f} s", flush=True)
-        path, requests = url, requests_logged(log_path)
+        path = url
+        server.counts(reset=True)
     out = subprocess.run([sys.executable, __file__, "--child", fmt, path], check=True,
                          capture_output=True, text=True, cwd=ROOT,
                          env={**env, "PYTHONPATH": ROOT}, timeout=6 * 3600)
     r = json.loads(out.stdout.strip().splitlines()[-1])
     if s3 is not None:
-        requests = requests_logged(s3[1]) - requests
+        counts = s3[1].counts()
+        requests = sum(counts.values())
         print(f"# S3 requests during listing + one pass: {requests:,} "
-              f"({requests / r['items']:.4f} per item)")
+              f"({requests / r['items']:.4f} per item; {dict(sorted(counts.items()))})")
     print(f"{fmt:12s} items={r['items']:>9,d}  listing {r['list_s']:7.1f} s  "
           f"iterate {r['iter_s']:6.1f} s  {r['items_per_s']:9,.0f} items/s  "
           f"({r['items_per_cpu_s']:9,.0f} per CPU-s, {r['cpu_s']:.0f} CPU-s)  "
