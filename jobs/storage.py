@@ -137,13 +137,17 @@ class Root:
         return isinstance(self.fs, LocalFileSystem)
 
     def full(self, key: str) -> str:
-        return posixpath.join(self.path, check_relative(key, "key"))
+        return _join(self.path, check_relative(key, "key"))
 
     def uri(self, key: str) -> str:
         """The final URL of an object, to be written into outputs (manifests, ClearML frames,
         zarr attrs): credentials in it (URL userinfo, signed query strings) are redacted."""
         fs, path = self.fs_path
-        full = posixpath.join(path, key)
+        full = _join(path, key)
+        if type(fs) is LocalFileSystem and os.sep == "/" and full.startswith("/"):
+            # LocalFileSystem.unstrip_protocol's own result for an absolute POSIX path,
+            # without its protocol and path normalisation calls (~4 us, twice per item)
+            return redact_text("file://" + (full.rstrip("/") or "/"))
         return redact_text(fs.unstrip_protocol(full))
 
     def read(self, key: str, *, max_bytes: int | None = None) -> bytes:
@@ -278,8 +282,8 @@ class Root:
     def write_many(self, objects: Mapping[str, bytes]) -> None:
         if not objects:
             return
-        fs, _ = self.fs_path
-        full = {self.full(k): v for k, v in objects.items()}
+        fs, base = self.fs_path
+        full = {_join(base, check_relative(k, "key")): v for k, v in objects.items()}
         if isinstance(fs, LocalFileSystem):
             for path, data in full.items():
                 _atomic_local_write(path, data)
@@ -341,6 +345,14 @@ def stream_block(*, archive: bool) -> int:
     """The multipart part size of a streamed object: ARCHIVE_BLOCK for an archive, LINES_BLOCK
     for anything else (the driver's line streams)."""
     return ARCHIVE_BLOCK if archive else LINES_BLOCK
+
+
+def _join(base: str, key: str) -> str:
+    """posixpath.join(base, key) for str paths, without its generic checks (~0.7 us, once per
+    object read or written)."""
+    if key.startswith("/"):
+        return key
+    return base + key if not base or base.endswith("/") else f"{base}/{key}"
 
 
 def _relative(path: str, base: str) -> str:
@@ -450,11 +462,20 @@ def _realpath_of(base: str, _dev: int, _ino: int) -> str:
 def _real_parent(path: str) -> str:
     """`path` with its folder's links resolved (cached like `_realpath_root`); the last
     component as it is (opened with O_NOFOLLOW: a link there is resolved by the caller)."""
-    folder, name = os.path.split(path)
+    folder, name = _split(path)
     try:
-        return os.path.join(_realpath_root(folder), name)
+        return _join(_realpath_root(folder), name)
     except OSError:  # a missing or odd folder: the open names the problem, as for any path
         return os.path.realpath(path)
+
+
+def _split(path: str) -> tuple[str, str]:
+    """os.path.split of a POSIX path, by one rfind when the folder part needs no trailing
+    slashes stripped (the paths of keys under a root)."""
+    i = path.rfind("/")
+    if i > 0 and path[i - 1] != "/" and os.sep == "/":
+        return path[:i], path[i + 1:]
+    return os.path.split(path)
 
 
 def real_root(base: str) -> str:
@@ -612,8 +633,44 @@ def _atomic_local_write(path: str, data: bytes) -> None:
 
 def _make_folders(folder: str) -> None:
     """`folder` and its missing parents, each remembered in _FOLDERS: one mkdir per new level
-    (os.makedirs stats each level first), parents only when the mkdir says they are missing.
-    A file in the way raises (FileExistsError / NotADirectoryError), as makedirs does."""
+    (os.makedirs stats each level first). Below the nearest remembered parent, the levels are
+    made top-down (zarr's `class/c/0` under a remembered item folder: 2 mkdir calls, not 4
+    with 2 failing); without one, bottom-up, parents only when the mkdir says they are
+    missing. A file in the way raises (FileExistsError / NotADirectoryError), as makedirs
+    does."""
+    below = []  # folder and its parents up to the nearest remembered one, deepest first
+    level = folder
+    while level not in _FOLDERS:
+        below.append(level)
+        level = os.path.dirname(level)
+        if not level or level == below[-1] or len(below) > _TOP_DOWN_LEVELS:
+            _make_folders_up(folder)  # nothing remembered on the way
+            return
+    for level in reversed(below):
+        try:
+            os.mkdir(level)
+        except FileExistsError:
+            if not os.path.isdir(level):
+                raise
+        except FileNotFoundError:  # the remembered parent was removed since
+            _FOLDERS.clear()
+            _make_folders_up(folder)
+            return
+        _remember(level)
+
+
+_TOP_DOWN_LEVELS = 16
+
+
+def _remember(folder: str) -> None:
+    if len(_FOLDERS) > 65536:
+        _FOLDERS.clear()
+    _FOLDERS.add(folder)
+
+
+def _make_folders_up(folder: str) -> None:
+    """`_make_folders` bottom-up: mkdir `folder`, its parents only when it says they are
+    missing."""
     try:
         os.mkdir(folder)
     except FileExistsError:
@@ -623,12 +680,10 @@ def _make_folders(folder: str) -> None:
         parent = os.path.dirname(folder)
         if not parent or parent == folder:
             raise
-        _make_folders(parent)
+        _make_folders_up(parent)
         with suppress(FileExistsError):  # made by another process meanwhile
             os.mkdir(folder)
-    if len(_FOLDERS) > 65536:
-        _FOLDERS.clear()
-    _FOLDERS.add(folder)
+    _remember(folder)
 
 
 _TEMP_TRIES = 8
