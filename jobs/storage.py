@@ -513,23 +513,16 @@ def _open_local(base: str, path: str, key: str) -> tuple[int, int]:
     """(descriptor, size) of a regular file inside the root (its real path, links resolved):
     ItemError for a link leading outside it or anything but a regular file."""
     top = _realpath_root(base)
-
-    def inside(real: str) -> str:  # (resolved already: no second realpath per read)
-        if _outside(top, real):
-            raise ItemError(f"{key}: Expected an input file inside the input folder. Got a "
-                            "link that leads outside it instead.")
-        return real
-
-    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | \
-        getattr(os, "O_CLOEXEC", 0)
+    flags = _READ_FLAGS
     try:
-        real = inside(_real_parent(path))
+        real = _inside(top, _real_parent(path), key)
         try:  # non-blocking: opening a FIFO never waits for a writer
             fd = os.open(real, flags)
         except OSError as e:
             if e.errno != errno.ELOOP:
                 raise
-            fd = os.open(inside(os.path.realpath(path)), flags)  # the file is a link: resolved
+            # the file is a link: resolved
+            fd = os.open(_inside(top, os.path.realpath(path), key), flags)
     except FileNotFoundError:
         raise
     except OSError as e:
@@ -547,6 +540,19 @@ def _open_local(base: str, path: str, key: str) -> tuple[int, int]:
         os.close(fd)
         raise
     return fd, info.st_size
+
+
+_READ_FLAGS = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | \
+    getattr(os, "O_CLOEXEC", 0)
+
+
+def _inside(top: str, real: str, key: str) -> str:
+    """`real` (resolved already: no second realpath per read), unless it is outside the root
+    whose real path is `top` (ItemError)."""
+    if _outside(top, real):
+        raise ItemError(f"{key}: Expected an input file inside the input folder. Got a "
+                        "link that leads outside it instead.")
+    return real
 
 
 def _read_fd(fd: int, size: int, cap: int) -> bytes:
@@ -615,7 +621,7 @@ def _atomic_local_write(path: str, data: bytes) -> None:
     """`data` under `path`, never half of it: written to a new temporary name beside it
     (O_EXCL: never someone else's file), then renamed over `path`; on any failure the
     temporary file is removed."""
-    folder = os.path.dirname(path) or "."
+    folder = _split(path)[0] or "."
     if folder not in _FOLDERS:
         _make_folders(folder)
     try:

@@ -439,7 +439,7 @@ def parse_annotation(
         raise ItemError(expected("'objects' as a list", objects))
     if len(objects) > limits.max_objects:
         raise ItemError(expected(f"at most {limits.max_objects} objects", len(objects)))
-    name_to_index = {c.name: i for i, c in enumerate(classes.classes)}
+    name_to_index = classes.positions
     budget = Budget(limits)
     labels: list[Label] = []
     for k, obj in enumerate(objects):
