@@ -205,7 +205,7 @@ def _points(v: object, budget: Budget, where: str, minimum: int) -> np.ndarray:
 
 
 _SMALL_RING = 64  # rings of at most this many points may take `_small_ring`
-_EXACT = float(2**53)  # |int| up to this: float64 holds it exactly, as numpy's path converts
+_FLOAT_EXACT = float(2**53)  # |int| up to this: float64 holds it exactly, as numpy's path converts
 
 
 def _small_ring(v: list[Any], max_coordinate: float) -> np.ndarray | None:
@@ -214,7 +214,7 @@ def _small_ring(v: list[Any], max_coordinate: float) -> np.ndarray | None:
     six (tiny items: two shapes each). The same int64 array as the numpy path gives (floor
     of float64 values, exact there); None for anything else (bools, text, NaN, nesting, ...),
     which takes that path, messages and all."""
-    bound = min(max_coordinate, _EXACT)
+    bound = min(max_coordinate, _FLOAT_EXACT)
     out = []
     for p in v:
         if type(p) is not list or len(p) != 2:

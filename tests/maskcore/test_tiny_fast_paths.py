@@ -115,3 +115,19 @@ def test_class_positions_are_the_per_item_dict_and_pickle():
     assert classes.positions == {c.name: i for i, c in enumerate(classes.classes)}
     again = pickle.loads(pickle.dumps(classes))
     assert again == classes and again.positions == classes.positions
+
+
+@pytest.mark.parametrize("widths", [(8,), (8, 8), (1, 3), (64, 64), (70, 1)])
+@pytest.mark.parametrize("height", [1, 8, 63])
+def test_small_photo_pngs_swap_channels_as_opencv_does(monkeypatch, widths, height):
+    """png_photo's numpy channel swap for small images gives OpenCV's bytes (non-contiguous
+    views too: a crop, a flipped image)."""
+    from maskcore import encode
+
+    rng = np.random.default_rng(height)
+    images = [rng.integers(0, 256, (height + 2, w + 3, 3), dtype=np.uint8)[1:-1, 2:-1]
+              for w in widths]
+    images[-1] = images[-1][:, ::-1]
+    small = encode.png_photo(*images)
+    monkeypatch.setattr(encode, "_SMALL_SWAP", 0)
+    assert small == encode.png_photo(*images)
