@@ -140,13 +140,17 @@ class Root:
         return isinstance(self.fs, LocalFileSystem)
 
     def full(self, key: str) -> str:
-        return posixpath.join(self.path, check_relative(key, "key"))
+        return _join(self.path, check_relative(key, "key"))
 
     def uri(self, key: str) -> str:
         """The final URL of an object, to be written into outputs (manifests, ClearML frames,
         zarr attrs): credentials in it (URL userinfo, signed query strings) are redacted."""
         fs, path = self.fs_path
-        full = posixpath.join(path, key)
+        full = _join(path, key)
+        if type(fs) is LocalFileSystem and os.sep == "/" and full.startswith("/"):
+            # LocalFileSystem.unstrip_protocol's own result for an absolute POSIX path,
+            # without its protocol and path normalisation calls (~4 us, twice per item)
+            return redact_text("file://" + (full.rstrip("/") or "/"))
         return redact_text(fs.unstrip_protocol(full))
 
     def read(self, key: str, *, max_bytes: int | None = None) -> bytes:
@@ -281,8 +285,8 @@ class Root:
     def write_many(self, objects: Mapping[str, bytes]) -> None:
         if not objects:
             return
-        fs, _ = self.fs_path
-        full = {self.full(k): v for k, v in objects.items()}
+        fs, base = self.fs_path
+        full = {_join(base, check_relative(k, "key")): v for k, v in objects.items()}
         if isinstance(fs, LocalFileSystem):
             for path, data in full.items():
                 _atomic_local_write(path, data)
@@ -356,6 +360,14 @@ def stream_block(*, archive: bool) -> int:
     """The first multipart part size of a streamed object: ARCHIVE_BLOCK for an archive,
     LINES_BLOCK for anything else (the driver's line streams)."""
     return ARCHIVE_BLOCK if archive else LINES_BLOCK
+
+
+def _join(base: str, key: str) -> str:
+    """posixpath.join(base, key) for str paths, without its generic checks (~0.7 us, once per
+    object read or written)."""
+    if key.startswith("/"):
+        return key
+    return base + key if not base or base.endswith("/") else f"{base}/{key}"
 
 
 def _relative(path: str, base: str) -> str:
@@ -465,11 +477,20 @@ def _realpath_of(base: str, _dev: int, _ino: int) -> str:
 def _real_parent(path: str) -> str:
     """`path` with its folder's links resolved (cached like `_realpath_root`); the last
     component as it is (opened with O_NOFOLLOW: a link there is resolved by the caller)."""
-    folder, name = os.path.split(path)
+    folder, name = _split(path)
     try:
-        return os.path.join(_realpath_root(folder), name)
+        return _join(_realpath_root(folder), name)
     except OSError:  # a missing or odd folder: the open names the problem, as for any path
         return os.path.realpath(path)
+
+
+def _split(path: str) -> tuple[str, str]:
+    """os.path.split of a POSIX path, by one rfind when the folder part needs no trailing
+    slashes stripped (the paths of keys under a root)."""
+    i = path.rfind("/")
+    if i > 0 and path[i - 1] != "/" and os.sep == "/":
+        return path[:i], path[i + 1:]
+    return os.path.split(path)
 
 
 def real_root(base: str) -> str:
@@ -507,23 +528,16 @@ def _open_local(base: str, path: str, key: str) -> tuple[int, int]:
     """(descriptor, size) of a regular file inside the root (its real path, links resolved):
     ItemError for a link leading outside it or anything but a regular file."""
     top = _realpath_root(base)
-
-    def inside(real: str) -> str:  # (resolved already: no second realpath per read)
-        if _outside(top, real):
-            raise ItemError(f"{key}: Expected an input file inside the input folder. Got a "
-                            "link that leads outside it instead.")
-        return real
-
-    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | \
-        getattr(os, "O_CLOEXEC", 0)
+    flags = _READ_FLAGS
     try:
-        real = inside(_real_parent(path))
+        real = _inside(top, _real_parent(path), key)
         try:  # non-blocking: opening a FIFO never waits for a writer
             fd = os.open(real, flags)
         except OSError as e:
             if e.errno != errno.ELOOP:
                 raise
-            fd = os.open(inside(os.path.realpath(path)), flags)  # the file is a link: resolved
+            # the file is a link: resolved
+            fd = os.open(_inside(top, os.path.realpath(path), key), flags)
     except FileNotFoundError:
         raise
     except OSError as e:
@@ -541,6 +555,19 @@ def _open_local(base: str, path: str, key: str) -> tuple[int, int]:
         os.close(fd)
         raise
     return fd, info.st_size
+
+
+_READ_FLAGS = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | \
+    getattr(os, "O_CLOEXEC", 0)
+
+
+def _inside(top: str, real: str, key: str) -> str:
+    """`real` (resolved already: no second realpath per read), unless it is outside the root
+    whose real path is `top` (ItemError)."""
+    if _outside(top, real):
+        raise ItemError(f"{key}: Expected an input file inside the input folder. Got a "
+                        "link that leads outside it instead.")
+    return real
 
 
 def _read_fd(fd: int, size: int, cap: int) -> bytes:
@@ -609,7 +636,7 @@ def _atomic_local_write(path: str, data: bytes) -> None:
     """`data` under `path`, never half of it: written to a new temporary name beside it
     (O_EXCL: never someone else's file), then renamed over `path`; on any failure the
     temporary file is removed."""
-    folder = os.path.dirname(path) or "."
+    folder = _split(path)[0] or "."
     if folder not in _FOLDERS:
         _make_folders(folder)
     try:
@@ -627,8 +654,44 @@ def _atomic_local_write(path: str, data: bytes) -> None:
 
 def _make_folders(folder: str) -> None:
     """`folder` and its missing parents, each remembered in _FOLDERS: one mkdir per new level
-    (os.makedirs stats each level first), parents only when the mkdir says they are missing.
-    A file in the way raises (FileExistsError / NotADirectoryError), as makedirs does."""
+    (os.makedirs stats each level first). Below the nearest remembered parent, the levels are
+    made top-down (zarr's `class/c/0` under a remembered item folder: 2 mkdir calls, not 4
+    with 2 failing); without one, bottom-up, parents only when the mkdir says they are
+    missing. A file in the way raises (FileExistsError / NotADirectoryError), as makedirs
+    does."""
+    below = []  # folder and its parents up to the nearest remembered one, deepest first
+    level = folder
+    while level not in _FOLDERS:
+        below.append(level)
+        level = os.path.dirname(level)
+        if not level or level == below[-1] or len(below) > _TOP_DOWN_LEVELS:
+            _make_folders_up(folder)  # nothing remembered on the way
+            return
+    for level in reversed(below):
+        try:
+            os.mkdir(level)
+        except FileExistsError:
+            if not os.path.isdir(level):
+                raise
+        except FileNotFoundError:  # the remembered parent was removed since
+            _FOLDERS.clear()
+            _make_folders_up(folder)
+            return
+        _remember(level)
+
+
+_TOP_DOWN_LEVELS = 16
+
+
+def _remember(folder: str) -> None:
+    if len(_FOLDERS) > 65536:
+        _FOLDERS.clear()
+    _FOLDERS.add(folder)
+
+
+def _make_folders_up(folder: str) -> None:
+    """`_make_folders` bottom-up: mkdir `folder`, its parents only when it says they are
+    missing."""
     try:
         os.mkdir(folder)
     except FileExistsError:
@@ -638,12 +701,10 @@ def _make_folders(folder: str) -> None:
         parent = os.path.dirname(folder)
         if not parent or parent == folder:
             raise
-        _make_folders(parent)
+        _make_folders_up(parent)
         with suppress(FileExistsError):  # made by another process meanwhile
             os.mkdir(folder)
-    if len(_FOLDERS) > 65536:
-        _FOLDERS.clear()
-    _FOLDERS.add(folder)
+    _remember(folder)
 
 
 _TEMP_TRIES = 8

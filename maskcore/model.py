@@ -10,6 +10,7 @@ after a reader made them.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -175,6 +176,12 @@ class ClassTable:
         if name == BACKGROUND and self.background is not None:
             return BACKGROUND_CLASS
         raise KeyError(name)
+
+    @functools.cached_property
+    def positions(self) -> dict[str, int]:
+        """{name: position} of the classes (a repeated name: its last position), made once per
+        table - readers look names up per item (read-only)."""
+        return {c.name: i for i, c in enumerate(self.classes)}
 
     def lookup(self) -> dict[str, int]:
         """{name: class index} of every label, the background label included."""

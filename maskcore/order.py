@@ -101,10 +101,15 @@ def draw_order(item: Item, stamps: Sequence[Footprint | None], rule: str) -> lis
     raise ValueError(f"Expected rule 'coco' or 'opencv'. Got {rule!r} instead.")
 
 
+_SMALL_MAP = 1024  # pixels up to which `histogram` takes np.bincount (measured: 2.6 vs 7.9 us)
+
+
 def histogram(index_map: np.ndarray, n: int) -> np.ndarray:
     """Pixel count of every value 0..n-1 (int64). OpenCV's histogram for uint8 maps, several
     times faster than np.bincount (no int64 copy of the frame); exact while counts fit a
     float32 (below 2**24 pixels), so larger frames take bincount."""
+    if index_map.size <= _SMALL_MAP:  # a tiny map: bincount's call costs a third of OpenCV's
+        return np.bincount(index_map.ravel(), minlength=n)[:max(n, 1)]
     if index_map.dtype == np.uint8 and index_map.size < 1 << 24 and n <= 256:
         hist = cv2.calcHist([index_map], [0], None, [256], [0, 256]).ravel()
         return hist[:n].astype(np.int64)

@@ -40,11 +40,12 @@ relative to the output root, bytes) and never touch storage; `jobs/tasks.py` wri
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import IO, Any, NamedTuple, Protocol
+from typing import IO, Any, NamedTuple, Protocol, TypeVar
 
 import msgspec
 import numpy as np
@@ -57,6 +58,8 @@ from ..order import Composition, compose
 from ..paths import Planned
 from ..rasterize import Stamp, render, templates_matter
 from ..runs import Runs, render_runs
+
+T = TypeVar("T")
 
 PACK_MAGIC = b"MJPARTS1"
 MAX_THICKNESS = 1000
@@ -189,6 +192,26 @@ class ItemContext:
                 )
             self._image = img
         return self._image
+
+
+def last_by_identity(fn: Callable[[Any, Any], T]) -> Callable[[Any, Any], T]:
+    """`fn(a, b)` kept for its last arguments, compared by identity: a job's items share one
+    class table and one options object (frozen), so a per-job table is made once, not per
+    item - and hashing those objects per item would cost as much as making it. The result is
+    shared: read-only by convention. A race between threads only makes it twice."""
+    last: tuple[Any, Any, T] | None = None
+
+    @functools.wraps(fn)
+    def cached(a: Any, b: Any) -> T:
+        nonlocal last
+        got = last
+        if got is not None and got[0] is a and got[1] is b:
+            return got[2]
+        out = fn(a, b)
+        last = (a, b, out)
+        return out
+
+    return cached
 
 
 # ---------------------------------------------------------------------------- the protocol

@@ -81,6 +81,7 @@ from .base import (
     PreviewMask,
     check_thickness,
     decode_png,
+    last_by_identity,
     no_record_key,
     template_of,
 )
@@ -256,22 +257,13 @@ def labelmap_text(classes: ClassTable, opts: CvatOptions) -> bytes:
     return ("\n".join(rows) + "\n").encode("utf-8")
 
 
-_LAST_BGR: tuple[ClassTable, CvatOptions, np.ndarray] | None = None
-
-
+@last_by_identity
 def labelmap_bgr(classes: ClassTable, opts: CvatOptions) -> np.ndarray:
-    """The labelmap colours as a BGR table (line i = class index i), made once per job: the last
-    (classes, opts) pair is kept by identity (a job's items share both objects; hashing a class
-    table per item would cost as much as making the table)."""
-    global _LAST_BGR
-    last = _LAST_BGR
-    if last is not None and last[0] is classes and last[1] is opts:
-        return last[2]
+    """The labelmap colours as a BGR table (line i = class index i), made once per job."""
     table = np.array([c[::-1] for _, c in labelmap(classes, opts)], np.uint8)
     if opts.class_overflow == "wrap":  # CVAT's 8-bit class map: line k painted as line k % 256
         table = table[np.arange(len(table)) % 256]
     table.flags.writeable = False
-    _LAST_BGR = (classes, opts, table)
     return table
 
 

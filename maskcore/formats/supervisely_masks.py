@@ -58,6 +58,7 @@ from .base import (
     PreviewMask,
     check_thickness,
     decode_png,
+    last_by_identity,
     no_record_key,
     template_of,
 )
@@ -225,8 +226,10 @@ def _present(stamps: list[Stamp | None], labels: tuple[Label, ...]) -> list[Stam
     return [s for s in stamps if s is not None and labels[s.label].class_index >= 0]
 
 
+@last_by_identity
 def _human_colors(classes: ClassTable, opts: SuperviselyOptions) -> dict[int, RGB]:
-    """Class index -> human colour; DTL draws only mapped classes, black lifted to (1,1,1)."""
+    """Class index -> human colour; DTL draws only mapped classes, black lifted to (1,1,1).
+    Made once per job (read-only)."""
     if opts.human_style == "dtl":
         source = opts.gt_human_color
         if source is None:
