@@ -535,8 +535,9 @@ def _on_overdue(items: list[Item], limit: float, on_worker: bool) -> OnOverdue:
                       "processes, where the item is stopped at the limit", name, took, limit)
             os._exit(WATCHDOG_EXIT)
         log.warning("item %s has run for %.0f s, over limits.max_item_seconds = %g s; in this "
-                    "process (--workers 0) it cannot be stopped: it fails when it ends (on Dask "
-                    "workers it is stopped at the limit)", name, took, limit)
+                    "process it cannot be stopped: it fails when it ends (Dask workers stop it "
+                    "at the limit: interrupt and rerun with --workers N, or without --workers - "
+                    "an unfinished job resumes on a LocalCluster)", name, took, limit)
     return overdue
 
 

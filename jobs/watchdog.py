@@ -6,12 +6,13 @@ per process, shared by every partition the process runs.
   monotonic clock read and one attribute write each - no thread, lock or timer per item.
   `end` returns the seconds the item took when that is over the limit (else None): an item that
   finishes late fails all the same, so the outcome does not depend on where it ran.
-- The watchdog thread (a daemon, started by the first watch of the process, restarted after a
-  fork) wakes every `tick(limit)` (at most 1 s) while watches are registered and sleeps while
-  none is; it calls `on_overdue(i, seconds)` once for an item over its limit. A thread cannot be
-  interrupted inside a native call, so the callers choose what that means: a Dask worker ends
-  its process (the partition goes isolated: jobs/run.py, jobs/tasks.py), a run in the driver's
-  own process (`--workers 0`) only warns - the user's process is never killed.
+- The watchdog thread (a daemon, started by the first watch of the process, and again in a
+  forked child) wakes every `tick(limit)` (at most 1 s) while watches are registered and
+  sleeps while none is; it calls `on_overdue(i, seconds)` once for an item over its limit. A
+  thread cannot be interrupted inside a native call, so the callers choose what that means: a
+  Dask worker ends its process (the partition goes isolated: jobs/run.py, jobs/tasks.py), a
+  run in the driver's own process (`--workers 0`) only warns - the user's process is never
+  killed.
 - The deadman (`deadman=True`, workers only): an item stuck in a C call that holds the GIL
   stops every Python thread, the watchdog too. While such watches have an item running, each
   tick re-arms `faulthandler.dump_traceback_later(limit + tick, exit=True)`, whose C thread
@@ -33,7 +34,7 @@ OnOverdue = Callable[[int, float], None]  # (item index, seconds it has run so f
 
 _COND = threading.Condition()
 _WATCHES: set[Watch] = set()
-_THREAD: tuple[int, threading.Thread] | None = None  # (pid, thread)
+_THREAD: threading.Thread | None = None
 
 
 def tick(limit: float) -> float:
@@ -78,10 +79,18 @@ class Watch:
 
 def _ensure_thread() -> None:
     global _THREAD
-    if _THREAD is None or _THREAD[0] != os.getpid() or not _THREAD[1].is_alive():
-        t = threading.Thread(target=_loop, name="maskjob-watchdog", daemon=True)
-        t.start()
-        _THREAD = (os.getpid(), t)
+    if _THREAD is None or not _THREAD.is_alive():
+        _THREAD = threading.Thread(target=_loop, name="maskjob-watchdog", daemon=True)
+        _THREAD.start()
+
+
+def _after_fork() -> None:  # the parent's watches and thread are not this process's
+    global _COND, _THREAD
+    _COND, _THREAD = threading.Condition(), None
+    _WATCHES.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork)
 
 
 def _loop() -> None:
