@@ -247,6 +247,39 @@ def test_a_poison_item_costs_one_worker_on_an_external_scheduler(tmp_path, proje
         cluster.stop()
 
 
+@pytest.mark.cluster
+@pytest.mark.timeout(240)
+def test_a_hung_item_costs_one_worker_on_an_external_scheduler(tmp_path, project):
+    """An item that never returns (the test-only hang hook) on `dask scheduler` + `dask
+    worker` processes: its worker's watchdog ends that process at limits.max_item_seconds
+    (exit status 124, once), the retry exports the partition item by item and stops the item
+    at the limit; it fails alone with the limit named, the job ends with exit code 1."""
+    from jobs.tasks import HANG_ENV, WATCHDOG_EXIT, overtime
+    from tests.conftest import rect
+
+    p = project()
+    names = [f"i{k}.png" for k in range(6)]
+    for n in names:
+        p.add("ds", n, [rect("car", 1, 1, 5, 5)])
+    cluster = LoopbackCluster(tmp_path / "cluster", nworkers=2,
+                              env={HANG_ENV: "i2.png"}).start()
+    try:
+        cluster.wait_for_workers(2)
+        out = tmp_path / "out"
+        assert run(["export", str(p.root), str(out), "--scheduler", cluster.address,
+                    "--set", "partition_size=4", "--set", "limits.max_item_seconds=2"]) == 1
+        lines = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]
+        assert sorted(e["item"] for e in lines) == names  # each item once
+        assert {e["item"]: (e["status"], e["error"]) for e in lines} == {
+            n: ("failed", overtime(2)) if n == "i2.png" else ("ok", None) for n in names}
+        ended = re.findall(rf"Worker process \d+ exited with status {WATCHDOG_EXIT}",
+                           cluster.log("worker.log", tail=None))
+        assert len(ended) == 1, ended
+        assert run(["verify", str(out)]) == 0
+    finally:
+        cluster.stop()
+
+
 @pytest.mark.timeout(90)
 def test_a_dead_drivers_late_task_stops_before_overwriting_the_rerun_outputs(
         s3, bucket, tmp_path: Path, cluster, moto, monkeypatch):
