@@ -588,9 +588,10 @@ def _read_messages(stream: Any, into: queue.SimpleQueue[Any]) -> None:
 
 def _run_child(ctx: ExportContext, items: list[Item], limit: float
                ) -> tuple[list[tuple[ItemRef, ManifestEntry, Records]], bool]:
-    """Run a child on `items` until it ends, dies, or runs one item over `limit` seconds (it
-    is then killed): the results of the items it finished, and whether it was killed; when
-    fewer than `items`, the child died (or was killed) while exporting the next one."""
+    """Run a child on `items` until it ends, dies, or spends over `limit` seconds reading and
+    rendering one item (it is then killed, never while it writes): the results of the items
+    it finished, and whether it was killed; when fewer than `items`, the child died (or was
+    killed) while exporting the next one."""
     proc = subprocess.Popen([sys.executable, "-m", "jobs.tasks"], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE)
     assert proc.stdin is not None and proc.stdout is not None
@@ -603,11 +604,11 @@ def _run_child(ctx: ExportContext, items: list[Item], limit: float
         proc.stdin.close()
     except BrokenPipeError:
         pass
-    started, results, stopped = 0, [], False
+    started, rendered, results, stopped = 0, 0, [], False
     try:
         while True:
-            try:  # an item's time runs from its "start" (the child's own start-up left out)
-                msg = messages.get(timeout=limit if limit and started > len(results) else None)
+            try:  # an item's time runs from "start" to "rendered" (start-up and writes left out)
+                msg = messages.get(timeout=limit if limit and started > rendered else None)
             except queue.Empty:
                 stopped = True
                 break
@@ -615,6 +616,8 @@ def _run_child(ctx: ExportContext, items: list[Item], limit: float
                 break
             if msg == "start":
                 started += 1
+            elif msg == "rendered":
+                rendered += 1
             elif msg[0] == "fault":  # ("fault", reason): the store failed, not the item
                 raise StorageFault(msg[1])
             else:
@@ -647,6 +650,8 @@ def _child_main() -> None:
         try:
             fetched = _start(ctx, ref, prev, False, lambda fn, *args: fn(*args))
             entry, blobs, records = handle_item(ctx, ref, fetched)
+            pickle.dump("rendered", out)  # its time stops: writes are the store's
+            out.flush()
             if blobs:
                 failed = write_batch(ctx.dest, {b.key: b.data for b in blobs},
                                      {b.key: 0 for b in blobs})
