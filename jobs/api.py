@@ -27,7 +27,9 @@ Contract:
   `MAX_IN_PROCESS_ITEMS` items), else a LocalCluster of CPU-count workers. In process, a native
   crash on an item (segfault in a decoder) ends the run; the rerun of that unfinished job (a plan
   under OUTPUT, no manifest.json) always starts the cluster, whose crash isolation fails that
-  item alone. `workers=N` always wins. The choice and its reason are logged.
+  item alone; an item that never ends (over `limits.max_item_seconds`) is only warned about in
+  process - this process is never killed - and the rerun after an interrupt stops it there.
+  `workers=N` always wins. The choice and its reason are logged.
 - Never configures the root logger; logs to the "maskjob" logger. Error messages are redacted
   (jobs.secrets); the workers of the job get the same redaction on their log handlers.
 """

@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +33,7 @@ import yaml
 from maskcore.errors import ConfigError, expected
 from maskcore.formats import FORMATS, INPUT_FORMATS
 from maskcore.formats.base import check_thickness
-from maskcore.limits import Limits
+from maskcore.limits import OPTIONAL_LIMITS, Limits
 from maskcore.model import ClassTable
 
 BASE_KEYS = ("formats", "input_format", "partition_size", "max_in_flight", "limits",
@@ -285,8 +286,11 @@ def load(path: str | None = None, sets: Sequence[str] = (), formats: Sequence[st
         if k not in Limits.__dataclass_fields__:
             raise ConfigError(expected(f"one of {list(Limits.__dataclass_fields__)}", k),
                               key=f"limits.{k}")
-        if isinstance(v, bool) or not isinstance(v, int | float) or v <= 0:
-            raise ConfigError(expected("a positive number", v), key=f"limits.{k}")
+        off = k in OPTIONAL_LIMITS  # 0 turns it off
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or (
+                v < 0 if off else v <= 0):
+            raise ConfigError(expected("a number >= 0 (0: no limit)" if off
+                                       else "a positive number", v), key=f"limits.{k}")
     images_url = tree.get("images_url")
     if images_url is not None and not isinstance(images_url, str):
         raise ConfigError(expected("a URL string", images_url), key="images_url")

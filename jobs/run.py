@@ -9,8 +9,10 @@
   in-flight futures only.
 - Futures have explicit keys (`maskjob-part-NNNNN-<token>`) and `retries=2` for exceptions; a
   worker that dies is rescheduled by Dask. When Dask gives up on a partition because its workers
-  keep dying (KilledWorker: a native crash on some item), the partition is submitted once more
-  as `process_partition_isolated`, which identifies the poison item and exports the rest.
+  keep dying (KilledWorker: a native crash on some item, or an item over
+  `limits.max_item_seconds`, whose worker ends itself: jobs/watchdog.py), the partition is
+  submitted once more as `process_partition_isolated`, which identifies the poison item and
+  exports the rest.
   Without waiting for Dask to give up: each attempt leaves a marker under `_manifest/attempts/`
   (`manifest_store.start_attempt`), and an attempt that finds its own run's marker knows the
   worker of the previous one died mid-partition and goes isolated at once. So a poison item
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import logging
 import time
@@ -78,7 +81,8 @@ def _run(token: str, part: PlanSlice, isolated: bool = False) -> dict[str, int]:
                     "exporting its items one by one in child processes", part.pid)
         isolated = True
     fence.start()  # after the marker is written (jobs/fence.py); raises Superseded
-    fn = process_partition_isolated if isolated else process_partition
+    fn = process_partition_isolated if isolated else functools.partial(process_partition,
+                                                                        on_worker=True)
     try:
         counts = fn(dataclasses.replace(ctx, dest=FencedRoot.around(ctx.dest, fence)), part)
     except BaseException as e:

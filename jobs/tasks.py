@@ -33,6 +33,14 @@ Error classification (per-item isolation, all the way down):
   partition is re-run by `process_partition_isolated`, which exports its items one by one in a
   child process; an item whose child dies is failed with `WORKER_DIED`, the rest is exported
   and committed in the same part.
+- Time (`limits.max_item_seconds`, 0: none; an item's time runs from the start of its reads to
+  the end of its rendering, its output writes left out): on a Dask worker, the process's
+  watchdog (jobs/watchdog.py) ends the worker process when an item runs over the limit - a
+  thread cannot be stopped inside a native call - so the partition goes isolated as after a
+  crash; there the parent kills the child when an item runs over the limit, fails that item
+  with `overtime(limit)` and goes on in a new child. An item that finishes over the limit
+  fails too (`overtime(limit, took)`): in the driver's own process (`--workers 0`) nothing is
+  killed, the watchdog only warns, and the item fails when it ends.
 Returns only counts: the driver never receives pixels or manifest rows.
 """
 
@@ -43,9 +51,12 @@ import errno
 import logging
 import os
 import pickle
+import queue
 import signal
 import subprocess
 import sys
+import threading
+import time
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -63,6 +74,7 @@ from .listing import ItemRef, read_annotation, read_image_size
 from .manifest_store import PlanSlice, delete_keys, part_key, read_slice, records_key
 from .secrets import redact_text
 from .storage import Root
+from .watchdog import OnOverdue, Watch
 
 log = logging.getLogger("maskjob")
 
@@ -71,9 +83,13 @@ FLUSH_OBJECTS = 256
 READ_AHEAD = 4  # items whose inputs are being read while the current one renders
 MAX_REASON = 300
 WORKER_DIED = "the worker process died while exporting this item"
+WATCHDOG_EXIT = 124  # a worker's exit code when its watchdog ends it (as timeout(1))
 # Test-only: a worker whose environment names an item kills itself with SIGSEGV when it reaches
-# that item (a stand-in for a native crash). Only the process environment can set it.
+# that item (a stand-in for a native crash), or hangs there - sleeping, or in a C call that
+# holds the GIL. Only the process environment can set them (read when the module is imported).
 CRASH_ENV = "MASKJOB_TEST_CRASH_ITEM"
+HANG_ENV = "MASKJOB_TEST_HANG_ITEM"
+HANG_GIL_ENV = "MASKJOB_TEST_HANG_GIL_ITEM"
 
 _ITEM_ERRNOS = {errno.ENOENT, errno.ENAMETOOLONG, errno.ENOTDIR, errno.EISDIR, errno.EINVAL,
                 errno.ELOOP, errno.EILSEQ}
@@ -278,10 +294,30 @@ def _call(fn: Any, *args: Any) -> _Fetched:
     return fn(*args)
 
 
-def _crash_hook(name: str) -> None:
-    target = os.environ.get(CRASH_ENV)
-    if target is not None and name == target:
+# {item name: hook}, read once: workers and isolated children are new processes (an os.environ
+# lookup per item would cost ~0.3 % of a tiny item's time)
+_HOOKS = {os.environ[k]: k for k in (CRASH_ENV, HANG_ENV, HANG_GIL_ENV) if k in os.environ}
+
+
+def _test_hooks(name: str) -> None:
+    hook = _HOOKS.get(name)
+    if hook == CRASH_ENV:
         os.kill(os.getpid(), signal.SIGSEGV)
+    if hook == HANG_ENV:
+        while True:
+            time.sleep(3600)
+    if hook == HANG_GIL_ENV:
+        import ctypes
+
+        while True:
+            ctypes.PyDLL(None).sleep(3600)  # PyDLL: the GIL stays held
+
+
+def overtime(limit: float, took: float | None = None) -> str:
+    """The reason of an item over `limits.max_item_seconds`: stopped, or finished late."""
+    if took is None:
+        return f"took longer than limits.max_item_seconds = {limit:g} s and was stopped"
+    return f"took {took:.1f} s, longer than limits.max_item_seconds = {limit:g} s"
 
 
 Exported = tuple[ManifestEntry, list[Blob], Records]
@@ -293,7 +329,7 @@ def _export_item(ctx: ExportContext, ref: ItemRef, fetched: Fetched | None = Non
         return got.carried, [], got.records
     if got.error is not None:
         raise got.error
-    _crash_hook(ref.name)
+    _test_hooks(ref.name)
     entry = ManifestEntry(dataset=ref.dataset, item=ref.name, status="ok")
     entry.inputs["settings"] = ctx.settings_hash
     if ref.image_key:
@@ -458,26 +494,35 @@ class _PartLines:
         return self.counts()
 
 
-def process_partition(ctx: ExportContext, part: PlanSlice) -> dict[str, int]:
+def process_partition(ctx: ExportContext, part: PlanSlice, *, on_worker: bool = False
+                      ) -> dict[str, int]:
     """Export one partition; write its outputs, then its records, then its manifest part.
-    Returns counts."""
+    Returns counts. `on_worker`: this is a Dask worker, which ends itself when an item runs
+    over `limits.max_item_seconds` (module doc); else the watchdog only warns."""
     items = read_slice(ctx.dest, part)
     out = _PartLines(_record_formats(ctx))
     pending: dict[str, bytes] = {}
     owner: dict[str, int] = {}
     pending_bytes = 0
+    limit = ctx.limits.max_item_seconds
     writer = _BackgroundWriter(ctx.dest)
     try:
-        for ref, fetched in _read_ahead(ctx, items):
-            entry, blobs, records = handle_item(ctx, ref, fetched)
-            idx = out.add(ref, entry, records)
-            for b in blobs:
-                pending[b.key] = b.data
-                owner[b.key] = idx
-                pending_bytes += len(b.data)
-            if pending_bytes >= FLUSH_BYTES or len(pending) >= FLUSH_OBJECTS:
-                out.fail(writer.submit(pending, owner))
-                pending, owner, pending_bytes = {}, {}, 0
+        with Watch(limit, _on_overdue(items, limit, on_worker), deadman=on_worker) as watch:
+            t0 = watch.begin(0)
+            for i, (ref, fetched) in enumerate(_read_ahead(ctx, items)):
+                entry, blobs, records = handle_item(ctx, ref, fetched)
+                took = watch.end(t0)
+                if took is not None:
+                    entry, blobs, records = _failed(ref, overtime(limit, took)), [], {}
+                idx = out.add(ref, entry, records)
+                for b in blobs:
+                    pending[b.key] = b.data
+                    owner[b.key] = idx
+                    pending_bytes += len(b.data)
+                if pending_bytes >= FLUSH_BYTES or len(pending) >= FLUSH_OBJECTS:
+                    out.fail(writer.submit(pending, owner))
+                    pending, owner, pending_bytes = {}, {}, 0
+                t0 = watch.begin(i + 1)  # the next item's reads are its own time
         out.fail(writer.submit(pending, owner))
         out.fail(writer.wait())
     finally:
@@ -486,62 +531,112 @@ def process_partition(ctx: ExportContext, part: PlanSlice) -> dict[str, int]:
     return out.commit(ctx.dest, part.pid, ctx.plan_token)
 
 
+def _on_overdue(items: list[Item], limit: float, on_worker: bool) -> OnOverdue:
+    def overdue(i: int, took: float) -> None:
+        name = "/".join((items[i][0].dataset, items[i][0].name)) if i < len(items) else "?"
+        if on_worker:
+            log.error("item %s has run for %.0f s, over limits.max_item_seconds = %g s: ending "
+                      "this worker process; its partition is re-run item by item in child "
+                      "processes, where the item is stopped at the limit", name, took, limit)
+            os._exit(WATCHDOG_EXIT)
+        log.warning("item %s has run for %.0f s, over limits.max_item_seconds = %g s; in this "
+                    "process it cannot be stopped: it fails when it ends (Dask workers stop it "
+                    "at the limit: interrupt and rerun with --workers N, or without --workers - "
+                    "an unfinished job resumes on a LocalCluster)", name, took, limit)
+    return overdue
+
+
 # -- the safety net for native crashes --------------------------------------------------------
 
 def process_partition_isolated(ctx: ExportContext, part: PlanSlice) -> dict[str, int]:
     """Re-run a partition whose worker died: its items are exported one by one in a child
     process (`python -m jobs.tasks`); an item during which the child dies fails with
-    `WORKER_DIED`, and a new child goes on with the next item. One part is committed."""
+    `WORKER_DIED`, one that runs over `limits.max_item_seconds` is stopped (the child killed)
+    and fails with `overtime`, and a new child goes on with the next item. One part is
+    committed."""
     items = read_slice(ctx.dest, part)
     out = _PartLines(_record_formats(ctx))
+    limit = ctx.limits.max_item_seconds
     i = 0
     while i < len(items):
-        results = _run_child(ctx, items[i:])
+        results, stopped = _run_child(ctx, items[i:], limit)
         for ref, entry, records in results:
             out.add(ref, entry, records)
         i += len(results)
         if i < len(items):  # the child died while exporting items[i] (_run_child checked)
             ref = items[i][0]
-            log.warning("item %s/%s: %s", ref.dataset, ref.name, WORKER_DIED)
-            out.add(ref, _failed(ref, WORKER_DIED), {})
+            why = overtime(limit) if stopped else WORKER_DIED
+            log.warning("item %s/%s: %s", ref.dataset, ref.name, why)
+            out.add(ref, _failed(ref, why), {})
             i += 1
     return out.commit(ctx.dest, part.pid, ctx.plan_token)
 
 
-def _run_child(ctx: ExportContext, items: list[Item]
-               ) -> list[tuple[ItemRef, ManifestEntry, Records]]:
-    """Run a child on `items` until it ends or dies: the results of the items it finished;
-    when fewer than `items`, the child died while exporting the next one."""
+_EOF = object()
+
+
+def _read_messages(stream: Any, into: queue.SimpleQueue[Any]) -> None:
+    """The child's messages, read on a thread so that the parent can wait with a timeout."""
+    try:
+        while True:
+            into.put(pickle.load(stream))
+    except EOFError:
+        into.put(_EOF)
+    except BaseException as e:  # a truncated message: the child died mid-write
+        into.put(e)
+
+
+def _run_child(ctx: ExportContext, items: list[Item], limit: float
+               ) -> tuple[list[tuple[ItemRef, ManifestEntry, Records]], bool]:
+    """Run a child on `items` until it ends, dies, or spends over `limit` seconds reading and
+    rendering one item (it is then killed, never while it writes): the results of the items
+    it finished, and whether it was killed; when fewer than `items`, the child died (or was
+    killed) while exporting the next one."""
     proc = subprocess.Popen([sys.executable, "-m", "jobs.tasks"], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE)
     assert proc.stdin is not None and proc.stdout is not None
+    messages: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    reader = threading.Thread(target=_read_messages, args=(proc.stdout, messages),
+                              name="isolated-reader", daemon=True)
+    reader.start()
     try:
         proc.stdin.write(pickle.dumps((ctx, items), protocol=pickle.HIGHEST_PROTOCOL))
         proc.stdin.close()
     except BrokenPipeError:
         pass
-    started, results = 0, []
+    started, rendered, results, stopped = 0, 0, [], False
     try:
         while True:
-            try:
-                msg = pickle.load(proc.stdout)
-            except EOFError:
+            try:  # an item's time runs from "start" to "rendered" (start-up and writes left out)
+                msg = messages.get(timeout=limit if limit and started > rendered else None)
+            except queue.Empty:
+                stopped = True
+                break
+            if msg is _EOF or isinstance(msg, BaseException):
                 break
             if msg == "start":
                 started += 1
+            elif msg == "rendered":
+                rendered += 1
             elif msg[0] == "fault":  # ("fault", reason): the store failed, not the item
                 raise StorageFault(msg[1])
             else:
                 results.append((items[len(results)][0], *msg))
+    except BaseException:
+        proc.kill()
+        raise
     finally:
-        proc.stdout.close()
+        if stopped:
+            proc.kill()
         rc = proc.wait()
+        reader.join()
+        proc.stdout.close()
     if rc == 0 and len(results) != len(items):
         raise RuntimeError(f"Expected the export child to finish {len(items)} items. Got "
                            f"{len(results)} instead.")
     if rc != 0 and started == len(results):
         raise RuntimeError(f"Expected the export child to run. Got exit code {rc} instead.")
-    return results
+    return results, stopped
 
 
 def _child_main() -> None:
@@ -555,6 +650,8 @@ def _child_main() -> None:
         try:
             fetched = _start(ctx, ref, prev, False, lambda fn, *args: fn(*args))
             entry, blobs, records = handle_item(ctx, ref, fetched)
+            pickle.dump("rendered", out)  # its time stops: writes are the store's
+            out.flush()
             if blobs:
                 failed = write_batch(ctx.dest, {b.key: b.data for b in blobs},
                                      {b.key: 0 for b in blobs})

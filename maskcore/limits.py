@@ -22,6 +22,11 @@ and integers are checked in Python before they reach numpy or native code.
 - `load_json`: bounded bytes, bounded container count, bounded nesting.
 - `inflate`: zlib with a hard output cap (no decompression bombs).
 
+`max_item_seconds` bounds time, not memory: the job enforces it (jobs/watchdog.py), the kernel
+never reads it. Its default, 300 s, is ~10x the slowest item the memory limits let through
+(a 500k-hole polygon, ~23 CPU-s) so that a loaded worker does not stop honest items, while a
+hung one costs minutes, not the job.
+
 Defaults fit 100-megapixel images on a 1 GB worker: a JSON annotation of at most 32 MiB holds
 at most 2M containers (~180 MB of Python objects), shape windows of at most 250 M pixels
 (one byte each), one decoded image of 100 MP (300 MB BGR).
@@ -59,9 +64,12 @@ class Limits:
     max_nodes: int = 2_000_000  # JSON containers / XML elements of one annotation
     max_depth: int = 64  # XML and YAML nesting (JSON: Python's recursion limit)
     max_object_bytes: int = 512 * 1024 * 1024  # one object read from the input
+    # wall seconds of one item, reads and rendering (jobs/tasks.py, jobs/watchdog.py); 0: none
+    max_item_seconds: float = 300.0
 
 
 DEFAULT_LIMITS = Limits()
+OPTIONAL_LIMITS = ("max_item_seconds",)  # the limits that 0 turns off (the others are > 0)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 NODE_COUNT_FROM = 1 << 20  # below this size an annotation cannot hold enough nodes to matter

@@ -211,6 +211,32 @@ def test_transient_s3_failures_cost_retries_not_the_job(s3, bucket, tmp_path, cl
     assert len(lines) == len(items)
 
 
+def _poison_run(tmp_path: Path, project, env: dict[str, str], *sets: str
+                ) -> tuple[Path, dict[str, dict], str]:
+    """Six items, partitions of 4, on `dask scheduler` + 2 `dask worker` processes whose
+    environment is `env` (a test hook on i2.png); the job must end with exit code 1. Returns
+    the output, its manifest lines by item (each item once) and the workers' log."""
+    from tests.conftest import rect
+
+    p = project()
+    names = [f"i{k}.png" for k in range(6)]
+    for n in names:
+        p.add("ds", n, [rect("car", 1, 1, 5, 5)])
+    cluster = LoopbackCluster(tmp_path / "cluster", nworkers=2, env=env).start()
+    try:
+        cluster.wait_for_workers(2)
+        out = tmp_path / "out"
+        assert run(["export", str(p.root), str(out), "--scheduler", cluster.address,
+                    "--set", "partition_size=4", *[a for s in sets for a in ("--set", s)]]) == 1
+        lines = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]
+        assert sorted(e["item"] for e in lines) == names
+        for e in lines:
+            assert e["status"] == ("failed" if e["item"] == "i2.png" else "ok"), e
+        return out, {e["item"]: e for e in lines}, cluster.log("worker.log", tail=None)
+    finally:
+        cluster.stop()
+
+
 @pytest.mark.cluster
 @pytest.mark.timeout(240)
 def test_a_poison_item_costs_one_worker_on_an_external_scheduler(tmp_path, project):
@@ -220,31 +246,29 @@ def test_a_poison_item_costs_one_worker_on_an_external_scheduler(tmp_path, proje
     is exported, and no marker is left behind."""
     from jobs.manifest_store import ATTEMPTS_DIR
     from jobs.tasks import CRASH_ENV, WORKER_DIED
-    from tests.conftest import rect
 
-    p = project()
-    names = [f"i{k}.png" for k in range(6)]
-    for n in names:
-        p.add("ds", n, [rect("car", 1, 1, 5, 5)])
-    cluster = LoopbackCluster(tmp_path / "cluster", nworkers=2,
-                              env={CRASH_ENV: "i2.png"}).start()
-    try:
-        cluster.wait_for_workers(2)
-        out = tmp_path / "out"
-        assert run(["export", str(p.root), str(out), "--scheduler", cluster.address,
-                    "--set", "partition_size=4"]) == 1
-        lines = {e["item"]: e for e in map(json.loads, (out / "manifest.jsonl").read_text()
-                                           .splitlines())}
-        assert lines["i2.png"]["status"] == "failed"
-        assert lines["i2.png"]["error"] == WORKER_DIED
-        assert all(lines[n]["status"] == "ok" for n in names if n != "i2.png")
-        markers = out / ATTEMPTS_DIR
-        assert not markers.exists() or not any(markers.iterdir())
-        deaths = re.findall(r"Worker process \d+ was killed by signal", cluster.log("worker.log",
-                                                                                    tail=None))
-        assert len(deaths) == 1, deaths
-    finally:
-        cluster.stop()
+    out, lines, log = _poison_run(tmp_path, project, {CRASH_ENV: "i2.png"})
+    assert lines["i2.png"]["error"] == WORKER_DIED
+    markers = out / ATTEMPTS_DIR
+    assert not markers.exists() or not any(markers.iterdir())
+    deaths = re.findall(r"Worker process \d+ was killed by signal", log)
+    assert len(deaths) == 1, deaths
+
+
+@pytest.mark.cluster
+@pytest.mark.timeout(240)
+def test_a_hung_item_costs_one_worker_on_an_external_scheduler(tmp_path, project):
+    """An item that never returns (the test-only hang hook): its worker's watchdog ends that
+    process at limits.max_item_seconds (exit status 124, once), the retry exports the partition
+    item by item and stops the item at the limit; it fails alone with the limit named."""
+    from jobs.tasks import HANG_ENV, WATCHDOG_EXIT, overtime
+
+    out, lines, log = _poison_run(tmp_path, project, {HANG_ENV: "i2.png"},
+                                  "limits.max_item_seconds=2")
+    assert lines["i2.png"]["error"] == overtime(2)
+    ended = re.findall(rf"Worker process \d+ exited with status {WATCHDOG_EXIT}", log)
+    assert len(ended) == 1, ended
+    assert run(["verify", str(out)]) == 0
 
 
 @pytest.mark.timeout(90)
