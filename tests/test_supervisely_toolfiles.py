@@ -146,10 +146,10 @@ OTHER_FORMATS = {
         "train/datasets/nested ds": NESTED,
         "train/datasets/nested ds/datasets/leaf": NESTED,
     }),
-    "cvat-safe-wrap": (["--format", "cvat", "--set", "cvat.subset_names=safe",
-                        "--set", "cvat.instance_overflow=wrap"], {}),
-    "clearml": (["--format", "clearml"], {}),
-    "zarr": (["--format", "zarr"], {}),
+    # all three at once (an item's failure in one format fails the item)
+    "cvat-clearml-zarr": (["--format", "cvat", "--format", "clearml", "--format", "zarr",
+                           "--set", "cvat.subset_names=safe",
+                           "--set", "cvat.instance_overflow=wrap"], {}),
 }
 
 

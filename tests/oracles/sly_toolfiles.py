@@ -202,8 +202,8 @@ def to_labels(objs: list[dict], meta: sly.ProjectMeta, r: random.Random) -> list
         g = label.geometry
         extra = {}
         if r.random() < 0.5:
-            g._sly_id, g._labeler_login = 100000 + k, r.choice(["alice", "bob.ü"])
-            g._created_at = g._updated_at = STAMP
+            g.sly_id, g.labeler_login = 100000 + k, r.choice(["alice", "bob.ü"])
+            g.created_at = g.updated_at = STAMP
         if r.random() < 0.3:
             extra["tags"] = [sly.Tag(meta.get_tag_meta("score"), round(r.uniform(0, 1), 3)),
                              sly.Tag(meta.get_tag_meta("difficult"))]
