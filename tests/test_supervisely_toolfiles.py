@@ -6,9 +6,10 @@ img_info) and as copied files; every geometry the SDK draws, an `any` class, tag
 in one image, images without annotation or without objects, odd names).
 
 Goldens (tests/golden/sly_toolfiles/, `run_supervisely_oracle.sh --toolfiles --goldens`): the
-export-as-masks app's masks (tests/data/configs/app.yaml) rendered item by item by the SDK
-(supervisely_oracle.app_item_masks), stacked per dataset and kind; index.json gives each item's
-rows. Compared as decoded pixels, never bytes. No SDK is needed here.
+export-as-masks app's masks (tests/data/configs/app.yaml) and the DTL save_masks layer's
+(dtl_save_masks.json: its mapping lacks the class "Fußgänger ü", skipped) rendered item by item
+by the SDK (supervisely_oracle.app_item_masks / dtl_item_masks), stacked per dataset and kind;
+index.json gives each item's rows. Compared as decoded pixels, never bytes. No SDK is needed here.
 
 Known difference, pinned: `dup.png` and `dup.jpg` of one dataset have one mask stem `dup`;
 the app would overwrite one with the other, maskjob fails both items with a reason.
@@ -32,10 +33,16 @@ from tests.oracles.fixture_hash import fixture_sha256
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "tests" / "data" / "sly_toolfiles"
 GOLDEN = REPO / "tests" / "golden" / "sly_toolfiles"
-CONFIG = REPO / "tests" / "data" / "configs" / "app.yaml"
+CONFIGS = {"app": REPO / "tests" / "data" / "configs" / "app.yaml",
+           "dtl": REPO / "tests" / "data" / "configs" / "dtl_save_masks.json"}
 INDEX = json.loads((GOLDEN / "index.json").read_text(encoding="utf-8"))
 CLASH = {("web export", "dup.png"), ("web export", "dup.jpg")}
-KINDS = {"machine": "masks_machine", "semantic": "masks_semantic_rgb", "human": "masks_human"}
+# mode: {golden kind: (output folder, width in units of the image width, extra columns)}
+KINDS = {
+    "app": {"machine": ("masks_machine", 1, 0), "semantic": ("masks_semantic_rgb", 1, 0),
+            "human": ("masks_human", 2, 0)},
+    "dtl": {"dtl_machine": ("masks_machine", 1, 0), "dtl_human": ("masks_human", 2, 1)},
+}
 
 
 def manifest(out: Path) -> dict:
@@ -57,10 +64,19 @@ def project(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def app_export(project, tmp_path_factory):
-    out = tmp_path_factory.mktemp("sly_toolfiles_out")
-    rc, entries = export(project, out, "--format", "supervisely", "--config", str(CONFIG))
-    return rc, out / "supervisely", entries
+def sly_export(project, tmp_path_factory):
+    """mode -> (exit code, OUTPUT/supervisely, manifest) of maskjob's export, run once each."""
+    cache = {}
+
+    def get(mode: str):
+        if mode not in cache:
+            out = tmp_path_factory.mktemp(f"sly_toolfiles_{mode}")
+            rc, entries = export(project, out, "--format", "supervisely",
+                                 "--config", str(CONFIGS[mode]))
+            cache[mode] = rc, out / "supervisely", entries
+        return cache[mode]
+
+    return get
 
 
 def read(path: Path) -> np.ndarray:
@@ -90,8 +106,9 @@ def test_goldens_cover_every_item_and_the_fixture_is_unchanged():
     assert sum(not r[5] for r in rows) >= 10
 
 
-def test_every_item_exports_but_the_one_stem_clash(app_export):
-    rc, _, entries = app_export
+@pytest.mark.parametrize("mode", sorted(CONFIGS))
+def test_every_item_exports_but_the_one_stem_clash(sly_export, mode):
+    rc, _, entries = sly_export(mode)
     assert rc == 1
     assert len(entries) == 104
     for key, entry in entries.items():
@@ -101,32 +118,37 @@ def test_every_item_exports_but_the_one_stem_clash(app_export):
             assert entry["status"] == "ok", (key, entry["error"])
 
 
-def test_machine_color_table_is_the_apps(app_export):
-    _, out, _ = app_export
+def test_machine_color_table_is_the_apps(sly_export):
+    _, out, _ = sly_export("app")
     got = json.loads((out / "obj_class_to_machine_color.json").read_text(encoding="utf-8"))
     want = json.loads((GOLDEN / "obj_class_to_machine_color.json").read_text(encoding="utf-8"))
     assert list(got.items()) == list(want.items())
 
 
 @pytest.mark.parametrize("ds", sorted(INDEX))
-def test_masks_equal_the_sdk_goldens(app_export, ds):
-    """machine (8-bit gray), semantic and human (RGB) masks and every instance mask
-    (masks_instances/<stem>/<class>[_NN].png, names included) of each item of the dataset."""
-    _, out, _ = app_export
+@pytest.mark.parametrize("mode", sorted(CONFIGS))
+def test_masks_equal_the_sdk_goldens(sly_export, mode, ds):
+    """app: machine (8-bit gray), semantic and human (RGB) masks and every instance mask
+    (masks_instances/<stem>/<class>[_NN].png, names included); dtl: machine (RGB) and human
+    ([image | green column | overlay]) masks; of each item of the dataset."""
+    _, out, _ = sly_export(mode)
     d = INDEX[ds]
-    gold = {k: read(GOLDEN / f"{d['file']}.{k}.png") for k in (*KINDS, "instances")
+    gold = {k: read(GOLDEN / f"{d['file']}.{k}.png") for k in (*KINDS[mode], "instances")
             if (GOLDEN / f"{d['file']}.{k}.png").is_file()}
     checked = 0
     for name, h, w, top, itop, insts in d["items"]:
         if (ds, name) in CLASH:
             continue
         stem = name.rsplit(".", 1)[0]
-        for kind, folder in KINDS.items():
+        for kind, (folder, times, extra) in KINDS[mode].items():
             got = read(out / ds / folder / f"{stem}.png")
-            width = 2 * w if kind == "human" else w
-            want = gold[kind][top:top + h, :width]
+            want = gold[kind][top:top + h, :times * w + extra]
             assert got.shape == want.shape and np.array_equal(got, want), (ds, name, kind)
+        checked += 1
         folder = out / ds / "masks_instances" / stem
+        if mode != "app":
+            assert not folder.exists(), (ds, name)
+            continue
         if not insts:
             assert not folder.exists(), (ds, name)
             continue
@@ -134,21 +156,20 @@ def test_masks_equal_the_sdk_goldens(app_export, ds):
         for k, inst in enumerate(insts):
             want = gold["instances"][itop + k * h:itop + (k + 1) * h, :w]
             assert np.array_equal(read(folder / inst), want), (ds, name, inst)
-        checked += 1
-    assert checked or ds == "train/datasets/nested ds/datasets/leaf"
+    assert checked == len(d["items"]) - sum((ds, r[0]) in CLASH for r in d["items"])
 
 
 NESTED = "subset name usable as a file name"  # cvat: a nested dataset path is no subset name
 OTHER_FORMATS = {
     # run id: (arguments, {dataset or (dataset, item): expected reason}) beside the stem clash
-    "cvat": (["--format", "cvat"], {
+    "cvat": (["--format", "cvat", "--set", "cvat.colors=voc"], {
         ("train", "trai_003.png"): "at most 255 instances",
         "train/datasets/nested ds": NESTED,
         "train/datasets/nested ds/datasets/leaf": NESTED,
     }),
     # all three at once (an item's failure in one format fails the item)
     "cvat-clearml-zarr": (["--format", "cvat", "--format", "clearml", "--format", "zarr",
-                           "--set", "cvat.subset_names=safe",
+                           "--set", "cvat.subset_names=safe", "--set", "cvat.colors=voc",
                            "--set", "cvat.instance_overflow=wrap"], {}),
 }
 
@@ -166,3 +187,12 @@ def test_other_formats_write_every_item_or_fail_it_with_a_reason(project, tmp_pa
             assert entry["status"] == "ok", (key, entry["error"])
         else:
             assert entry["status"] == "failed" and want in entry["error"], (key, entry["error"])
+
+
+def test_cvat_refuses_the_black_class_before_work(project, tmp_path, capsys):
+    """`shadow` is #000000 in meta.json, the colour of CVAT's background line: the default
+    `cvat.colors` (the classes' own) is refused with one line and exit 2, before any work."""
+    rc = run(["export", str(project), str(tmp_path / "out"), "--workers", "0",
+              "--format", "cvat"])
+    assert rc == 2 and not (tmp_path / "out" / "manifest.jsonl").exists()
+    assert "'background' and 'shadow' both [0, 0, 0]" in capsys.readouterr().err

@@ -22,11 +22,13 @@ unicode NFC and NFD, inner dots, case-only differences, `%`, `#`, upper-case ext
 images of one stem), gray/RGBA PNGs and JPEGs. Seeded: a rerun writes the same bytes with the
 same SDK/OpenCV/Pillow.
 
-`goldens`: loads the committed project with the SDK and renders the export-as-masks app's
-masks (tests/data/configs/app.yaml) item by item with supervisely_oracle.app_item_masks (the
-SDK's own draw), stacked per dataset and kind into tests/golden/sly_toolfiles/:
+`goldens`: loads the committed project with the SDK and renders, item by item with the SDK's
+own draw, the export-as-masks app's masks (tests/data/configs/app.yaml,
+supervisely_oracle.app_item_masks) and the DTL save_masks layer's (dtl_save_masks.json,
+supervisely_oracle.dtl_item_masks), stacked per dataset and kind into tests/golden/sly_toolfiles/:
 `d<k>.machine.png` (8-bit), `d<k>.semantic.png`, `d<k>.human.png` (RGB), `d<k>.instances.png`
-(8-bit, every instance mask of the dataset top to bottom), `index.json` (per dataset dir: each
+(8-bit, every instance mask of the dataset top to bottom), `d<k>.dtl_machine.png`,
+`d<k>.dtl_human.png` (RGB, human 2W+1 wide), `index.json` (per dataset dir: each
 item's [name, height, width, top row, first instance row, [instance file names]], file order)
 and ORACLE.json (versions, fixture_sha256).
 
@@ -73,6 +75,7 @@ from supervisely.annotation.label import LabelingStatus
 from supervisely_oracle import (
     SDK_VERSION,
     app_item_masks,
+    dtl_item_masks,
     iter_items,
     load_settings,
     machine_colors,
@@ -84,14 +87,17 @@ SEED = 20261130
 FIXTURE = "tests/data/sly_toolfiles"
 GOLDEN = "tests/golden/sly_toolfiles"
 CONFIG = "tests/data/configs/app.yaml"
+DTL_CONFIG = "tests/data/configs/dtl_save_masks.json"
 STAMP = "2026-11-30T12:00:00.000Z"
 
-# (title, shape, colour) in meta order: sly_project's first 11 (every geometry and `any`) + 2
+# (title, shape, colour) in meta order: sly_project's 15 (every geometry, `any`, a black class;
+# so the DTL config's mapping names classes of this project) + 2
 CLASSES = [
-    *FIXTURE_CLASSES[:11],
+    *FIXTURE_CLASSES,
     ("Fußgänger ü", "polygon", "#00897B"),
     ("never used", "rectangle", "#123456"),
 ]
+USED_CLASSES = [c for c in CLASSES if c[0] not in ("unused", "never used")]
 ANY_SHAPES = ("polygon", "rectangle", "bitmap", "line", "point")
 
 
@@ -116,12 +122,12 @@ def build_meta() -> sly.ProjectMeta:
 # --------------------------------------------------------------------------- random content
 
 
-def image(rng: np.random.Generator, h: int, w: int, kind: str) -> np.ndarray:
-    """Small smooth image (compresses well): gradient + a little noise. kind: rgb|gray|rgba."""
+def image(h: int, w: int, kind: str) -> np.ndarray:
+    """Small smooth gradient image (keeps the human-mask goldens small). kind: rgb|gray|rgba."""
     yy, xx = np.mgrid[0:h, 0:w]
     base = np.stack([xx * 255 // max(w - 1, 1), yy * 255 // max(h - 1, 1),
                      (xx + yy) * 127 // max(h + w - 2, 1)], axis=2)
-    img = np.clip(base + rng.integers(0, 8, base.shape), 0, 255).astype(np.uint8)
+    img = base.astype(np.uint8)
     if kind == "gray":
         return img[:, :, 0].copy()
     if kind == "rgba":
@@ -184,7 +190,7 @@ def random_object(r: random.Random, w: int, h: int, shape: str, cls: str, *, out
 def random_objects(r: random.Random, w: int, h: int, n: int, *, out: int) -> list[dict]:
     objs = []
     for _ in range(n):
-        title, shape, _ = r.choice(CLASSES[:12])
+        title, shape, _ = r.choice(USED_CLASSES)
         if shape == "any":
             shape = r.choice(ANY_SHAPES)
         objs.append(random_object(r, w, h, shape, title, out=out))
@@ -273,7 +279,6 @@ DATASETS = {
 
 def write_project(root: Path) -> None:
     r = random.Random(SEED)
-    rng = np.random.default_rng(SEED)
     meta = build_meta()
     if root.exists():
         shutil.rmtree(root)
@@ -292,11 +297,11 @@ def write_project(root: Path) -> None:
             kind = "rgb" if i % 7 else r.choice(["gray", "rgba", "rgb"])
             if name.lower().endswith((".jpg", ".jpeg")) and kind == "rgba":
                 kind = "rgb"
-            img = image(rng, h, w, kind)
+            img = image(h, w, kind)
             special = i % 10
             if i == 3 and ds_path == "train":  # > 255 objects: boxes, points, lines
                 h, w = 30, 40
-                img = image(rng, h, w, "rgb")
+                img = image(h, w, "rgb")
                 objs = [random_object(r, w, h, r.choice(["rectangle", "point", "line"]),
                                       r.choice(["box", "misc"]) if j % 2 else "pin", out=0)
                         for j in range(300)]
@@ -366,6 +371,7 @@ def write_goldens(repo: Path) -> None:
         shutil.rmtree(out)
     out.mkdir(parents=True)
     settings = load_settings(repo / CONFIG)
+    dtl_settings = load_settings(repo / DTL_CONFIG)
     with tempfile.TemporaryDirectory() as tmp:  # the SDK must never write into the fixture
         src = Path(tmp) / "project"
         shutil.copytree(repo / FIXTURE, src)
@@ -375,7 +381,8 @@ def write_goldens(repo: Path) -> None:
         per_ds: dict[str, dict] = {}
         for ds_rel, name, img_path, ann in iter_items(project):
             d = per_ds.setdefault(ds_rel, {"rows": [], "machine": [], "semantic": [],
-                                           "human": [], "instances": [], "top": 0, "itop": 0})
+                                           "human": [], "instances": [], "dtl_machine": [],
+                                           "dtl_human": [], "top": 0, "itop": 0})
             m = app_item_masks(ann, img_path, settings, colors)
             h, w = ann.img_size
             insts = [n for n, _ in m["instances"]]
@@ -386,10 +393,13 @@ def write_goldens(repo: Path) -> None:
             d["semantic"].append(m["semantic"][:, :, ::-1])
             d["human"].append(m["human"][:, :, ::-1])
             d["instances"].extend(gray(a) for _, a in m["instances"])
+            dtl = dtl_item_masks(ann, img_path, dtl_settings)
+            d["dtl_machine"].append(dtl["machine"][:, :, ::-1])
+            d["dtl_human"].append(dtl["human"][:, :, ::-1])
     index = {}
     for k, (ds_rel, d) in enumerate(sorted(per_ds.items())):
         index[ds_rel] = {"file": f"d{k}", "items": d["rows"]}
-        for kind in ("machine", "semantic", "human", "instances"):
+        for kind in ("machine", "semantic", "human", "instances", "dtl_machine", "dtl_human"):
             if d[kind]:
                 assert cv2.imwrite(str(out / f"d{k}.{kind}.png"), stack(d[kind]))
     write_json(out / "index.json", index)
@@ -398,8 +408,8 @@ def write_goldens(repo: Path) -> None:
         "generator": "tests/oracles/run_supervisely_oracle.sh --toolfiles --goldens",
         "supervisely": sly_version(), "opencv": cv2.__version__, "numpy": np.__version__,
         "pillow": PIL.__version__, "python": platform.python_version(), "seed": SEED,
-        "config": CONFIG, "fixture_trees": [FIXTURE, CONFIG],
-        "fixture_sha256": fixture_sha256(repo, (FIXTURE, CONFIG)),
+        "configs": [CONFIG, DTL_CONFIG], "fixture_trees": [FIXTURE, CONFIG, DTL_CONFIG],
+        "fixture_sha256": fixture_sha256(repo, (FIXTURE, CONFIG, DTL_CONFIG)),
     })
     print(f"goldens: {len(per_ds)} datasets, "
           f"{sum(len(d['rows']) for d in per_ds.values())} items in {out}")

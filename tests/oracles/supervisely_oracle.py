@@ -303,29 +303,36 @@ def dtl_color_mask(ann: sly.Annotation, mapping: dict, *, machine: bool) -> np.n
     return canvas
 
 
+def dtl_item_masks(ann: sly.Annotation, img_path: str, settings: dict) -> dict:
+    """The DTL layer's masks of one item as RGB arrays: {"machine", "human": array or None}."""
+    out: dict = {"machine": None, "human": None}
+    if settings.get("masks_machine"):
+        machine_map = {k: list(v) for k, v in settings.get("gt_machine_color", {}).items()}
+        out["machine"] = dtl_color_mask(ann, machine_map, machine=True)
+    if settings.get("masks_human"):
+        # the DTL's "hack to draw 'black' regions": pure black human colours become (1, 1, 1)
+        human_map = {
+            k: ([1, 1, 1] if max(v) == 0 else list(v))
+            for k, v in settings.get("gt_human_color", {}).items()
+        }
+        fg = dtl_color_mask(ann, human_map, machine=False)
+        orig = sly.image.read(img_path)  # the DTL reads with cv2.imread + BGR2RGB, same
+        comb = (0.5 * fg + (1 - 0.5) * orig).astype(np.uint8)
+        black = (fg[:, :, 0] == 0) & (fg[:, :, 1] == 0) & (fg[:, :, 2] == 0)
+        comb[black] = orig[black]
+        sep = np.zeros((orig.shape[0], 1, 3), np.uint8)
+        sep[:, :, 1] = 255
+        out["human"] = np.hstack([orig, sep, comb])
+    return out
+
+
 def render_dtl(project: sly.Project, settings: dict, out: Path) -> None:
-    machine_map = {k: list(v) for k, v in settings.get("gt_machine_color", {}).items()}
-    # the DTL's "hack to draw 'black' regions": pure black human colours become (1, 1, 1)
-    human_map = {
-        k: ([1, 1, 1] if max(v) == 0 else list(v))
-        for k, v in settings.get("gt_human_color", {}).items()
-    }
     for ds_rel, item, img_path, ann in iter_items(project):
         stem = stem_of(item)
-        if settings.get("masks_machine"):
-            mask = dtl_color_mask(ann, machine_map, machine=True)
-            write_rgb_png(out / ds_rel / "masks_machine" / f"{stem}.png", mask)
-        if settings.get("masks_human"):
-            fg = dtl_color_mask(ann, human_map, machine=False)
-            orig = sly.image.read(img_path)  # the DTL reads with cv2.imread + BGR2RGB, same
-            comb = (0.5 * fg + (1 - 0.5) * orig).astype(np.uint8)
-            black = (fg[:, :, 0] == 0) & (fg[:, :, 1] == 0) & (fg[:, :, 2] == 0)
-            comb[black] = orig[black]
-            sep = np.zeros((orig.shape[0], 1, 3), np.uint8)
-            sep[:, :, 1] = 255
-            write_rgb_png(
-                out / ds_rel / "masks_human" / f"{stem}.png", np.hstack([orig, sep, comb])
-            )
+        masks = dtl_item_masks(ann, img_path, settings)
+        for kind in ("machine", "human"):
+            if masks[kind] is not None:
+                write_rgb_png(out / ds_rel / f"masks_{kind}" / f"{stem}.png", masks[kind])
 
 
 # --------------------------------------------------------------------------- main
