@@ -74,6 +74,6 @@ if [ "$toolfiles" = 1 ]; then
   export PYTHONHASHSEED="${PYTHONHASHSEED:-0}"
   step=write
   [ "$goldens" = 1 ] && step=goldens
-  exec "$VENV/bin/python" sly_toolfiles.py "$step" --repo "$REPO"
+  exec "$VENV/bin/python" sly_toolfiles.py "$step" --repo "$REPO" ${args[@]+"${args[@]}"}
 fi
 exec "$VENV/bin/python" supervisely_oracle.py --repo "$REPO" ${args[@]+"${args[@]}"}

@@ -277,8 +277,9 @@ DATASETS = {
 }
 
 
-def write_project(root: Path) -> None:
-    r = random.Random(SEED)
+def write_project(root: Path, *, seed: int = SEED, scale: int = 1) -> None:
+    """The project; `seed`/`scale` (items per dataset x scale) only for stress runs."""
+    r = random.Random(seed)
     meta = build_meta()
     if root.exists():
         shutil.rmtree(root)
@@ -288,7 +289,7 @@ def write_project(root: Path) -> None:
     counter = 0
     for ds_path, (how, n) in DATASETS.items():
         ds = project.create_dataset(ds_path.rsplit("/", 1)[-1], ds_path)
-        names = [f"{ds_path.rsplit('/', 1)[-1][:4]}_{i:03d}.png" for i in range(n)]
+        names = [f"{ds_path.rsplit('/', 1)[-1][:4]}_{i:03d}.png" for i in range(n * scale)]
         if ds_path == "web export":
             names[: len(ODD_NAMES)] = ODD_NAMES
         for i, name in enumerate(names):
@@ -425,12 +426,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("step", nargs="?", default="write", choices=["write", "goldens"])
     ap.add_argument("--repo", type=Path, default=Path(__file__).resolve().parents[2])
+    ap.add_argument("--seed", type=int, default=SEED, help="stress runs only (not committed)")
+    ap.add_argument("--scale", type=int, default=1, help="stress runs only (not committed)")
     args = ap.parse_args()
     if sly_version() != SDK_VERSION:
         sys.exit(f"needs supervisely=={SDK_VERSION}, found {sly_version()}")
     repo = args.repo.resolve()
     if args.step == "write":
-        write_project(repo / FIXTURE)
+        write_project(repo / FIXTURE, seed=args.seed, scale=args.scale)
         check_with_sdk(repo / FIXTURE)
     else:
         write_goldens(repo)
