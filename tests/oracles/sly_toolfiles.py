@@ -232,7 +232,7 @@ def image_tags(meta: sly.ProjectMeta, r: random.Random) -> list[sly.Tag]:
 
 
 def server_json(h: int, w: int, objs: list[dict], meta: sly.ProjectMeta,
-                r: random.Random, *, floats: bool) -> dict:
+                r: random.Random, *, floats: bool, harsh: bool = False) -> dict:
     """What a download stores for an item: the SDK's JSON of each UNCROPPED label plus the
     fields the server adds, and image tags with ids."""
     objects = []
@@ -244,12 +244,30 @@ def server_json(h: int, w: int, objs: list[dict], meta: sly.ProjectMeta,
             o["instance"] = f"inst-{r.randint(1, 9)}"
         if floats and "points" in o and isinstance(o["points"], dict):
             o["points"]["exterior"] = [[x + 0.5, y + 0.25] for x, y in o["points"]["exterior"]]
+        if harsh:
+            jitter(o, r)
         objects.append(o)
     tags = [dict(t.to_json(), id=700 + i, tagId=800 + i, labelerLogin="carol",
                  createdAt=STAMP, updatedAt=STAMP)
             for i, t in enumerate(image_tags(meta, r))]
     return {"description": "", "size": {"height": h, "width": w}, "tags": tags,
             "objects": objects, "customBigData": {}}
+
+
+def jitter(o: dict, r: random.Random) -> None:
+    """Stress runs only: random fractions on every point, ring, node and vertex location."""
+    def move(pts):
+        return [[x + round(r.uniform(-1, 1), 3), y + round(r.uniform(-1, 1), 3)] for x, y in pts]
+
+    pts = o.get("points")
+    if isinstance(pts, dict):
+        pts["exterior"] = move(pts["exterior"])
+        pts["interior"] = [move(ring) for ring in pts["interior"]]
+    for part in o.get("parts", []):
+        part["exterior"] = move(part["exterior"])
+        part["interior"] = [move(ring) for ring in part["interior"]]
+    for node in (*o.get("nodes", {}).values(), *o.get("vertices", {}).values()):
+        node["loc"] = move([node["loc"]])[0]
 
 
 def img_info(name: str, h: int, w: int, k: int) -> dict:
@@ -277,8 +295,9 @@ DATASETS = {
 }
 
 
-def write_project(root: Path, *, seed: int = SEED, scale: int = 1) -> None:
-    """The project; `seed`/`scale` (items per dataset x scale) only for stress runs."""
+def write_project(root: Path, *, seed: int = SEED, scale: int = 1, harsh: bool = False) -> None:
+    """The project; `seed`, `scale` (items per dataset x scale) and `harsh` (labels up to 20 px
+    outside, random fractions on every coordinate of server items) only for stress runs."""
     r = random.Random(seed)
     meta = build_meta()
     if root.exists():
@@ -315,7 +334,8 @@ def write_project(root: Path, *, seed: int = SEED, scale: int = 1) -> None:
                 objs = [random_object(r, w, h, "polygon", "person", out=2) for _ in range(15)]
             else:
                 objs = random_objects(r, w, h, r.randint(1, 8),
-                                      out=(6 if how != "sdk" or i % 3 == 0 else 0))
+                                      out=20 if harsh else
+                                      (6 if how != "sdk" or i % 3 == 0 else 0))
             if how == "sdk":
                 if special == 5 and i % 20 == 5:
                     ann = None  # SDK writes an empty annotation
@@ -324,7 +344,7 @@ def write_project(root: Path, *, seed: int = SEED, scale: int = 1) -> None:
                                          img_tags=image_tags(meta, r))
                 ds.add_item_np(name, img, ann=ann)
                 continue
-            ann_json = server_json(h, w, objs, meta, r, floats=(i % 4 == 1))
+            ann_json = server_json(h, w, objs, meta, r, floats=(i % 4 == 1), harsh=harsh)
             if how == "server":
                 ds.add_item_np(name, img, ann=ann_json, img_info=img_info(name, h, w, counter))
                 continue
@@ -428,12 +448,14 @@ def main() -> None:
     ap.add_argument("--repo", type=Path, default=Path(__file__).resolve().parents[2])
     ap.add_argument("--seed", type=int, default=SEED, help="stress runs only (not committed)")
     ap.add_argument("--scale", type=int, default=1, help="stress runs only (not committed)")
+    ap.add_argument("--harsh", action="store_true", help="stress runs only (not committed)")
     args = ap.parse_args()
     if sly_version() != SDK_VERSION:
         sys.exit(f"needs supervisely=={SDK_VERSION}, found {sly_version()}")
     repo = args.repo.resolve()
     if args.step == "write":
-        write_project(repo / FIXTURE, seed=args.seed, scale=args.scale)
+        write_project(repo / FIXTURE, seed=args.seed, scale=args.scale,
+                      harsh=args.harsh)
         check_with_sdk(repo / FIXTURE)
     else:
         write_goldens(repo)
