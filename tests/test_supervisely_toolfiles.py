@@ -20,7 +20,7 @@ fails alone with a reason.
 from __future__ import annotations
 
 import json
-import shutil
+import unicodedata
 from pathlib import Path
 
 import cv2
@@ -29,6 +29,7 @@ import pytest
 
 from jobs.cli import run
 from tests.oracles.fixture_hash import fixture_sha256
+from tests.oracles.sly_toolfiles_names import RENAMES, stage
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "tests" / "data" / "sly_toolfiles"
@@ -57,10 +58,8 @@ def export(src: Path, out: Path, *args: str) -> tuple[int, dict]:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
-    """A copy of the fixture, so a faulty exporter cannot touch the repo."""
-    src = tmp_path_factory.mktemp("sly_toolfiles") / "input"
-    shutil.copytree(DATA, src)
-    return src
+    """The project as the SDK wrote it (a copy of the fixture with the SDK's item names)."""
+    return stage(DATA, REPO / RENAMES, tmp_path_factory.mktemp("sly_toolfiles") / "input")
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +84,7 @@ def read(path: Path) -> np.ndarray:
     return img
 
 
-def test_goldens_cover_every_item_and_the_fixture_is_unchanged():
+def test_goldens_cover_every_item_and_the_fixture_is_unchanged(project):
     oracle = json.loads((GOLDEN / "ORACLE.json").read_text(encoding="utf-8"))
     assert oracle["supervisely"] == "6.74.51"
     assert fixture_sha256(REPO, tuple(oracle["fixture_trees"])) == oracle["fixture_sha256"], (
@@ -93,8 +92,8 @@ def test_goldens_cover_every_item_and_the_fixture_is_unchanged():
     )
     listed = {(ds, r[0]) for ds, d in INDEX.items() for r in d["items"]}
     on_disk = {
-        (p.parent.parent.relative_to(DATA).as_posix(), p.name)
-        for p in DATA.rglob("*")
+        (p.parent.parent.relative_to(project).as_posix(), p.name)
+        for p in project.rglob("*")
         if p.is_file() and p.parent.name == "img"
     }
     assert listed == on_disk and len(listed) == 104
@@ -104,6 +103,10 @@ def test_goldens_cover_every_item_and_the_fixture_is_unchanged():
     assert max(len(r[5]) for r in rows) == 300
     assert {"café.png", "cafe\u0301.png", "Case.png", "case.png"} <= {r[0] for r in rows}
     assert sum(not r[5] for r in rows) >= 10
+    # the committed names are portable: none differ only by case or Unicode normalisation
+    for img_dir in DATA.rglob("img"):
+        names = [p.name for p in img_dir.iterdir()]
+        assert len({unicodedata.normalize("NFC", n).casefold() for n in names}) == len(names)
 
 
 @pytest.mark.parametrize("mode", sorted(CONFIGS))

@@ -20,7 +20,8 @@ several geometry types. Also: the same class many times, an image with 300 objec
 with no annotation (`ann=None`), annotations with tags but no objects, odd names (spaces,
 unicode NFC and NFD, inner dots, case-only differences, `%`, `#`, upper-case extension, two
 images of one stem), gray/RGBA PNGs and JPEGs. Seeded: a rerun writes the same bytes with the
-same SDK/OpenCV/Pillow.
+same SDK/OpenCV/Pillow. Items whose names clash on macOS/Windows (case, NFC/NFD) are then stored
+under portable names (sly_toolfiles_names.py); `stage()` restores the SDK's names.
 
 `goldens`: loads the committed project with the SDK and renders, item by item with the SDK's
 own draw, the export-as-masks app's masks (tests/data/configs/app.yaml,
@@ -71,6 +72,7 @@ from build_sly_fixture import (
 )
 from fixture_hash import fixture_sha256
 from PIL import Image
+from sly_toolfiles_names import RENAMES, make_portable, stage
 from supervisely.annotation.label import LabelingStatus
 from supervisely_oracle import (
     SDK_VERSION,
@@ -394,8 +396,7 @@ def write_goldens(repo: Path) -> None:
     settings = load_settings(repo / CONFIG)
     dtl_settings = load_settings(repo / DTL_CONFIG)
     with tempfile.TemporaryDirectory() as tmp:  # the SDK must never write into the fixture
-        src = Path(tmp) / "project"
-        shutil.copytree(repo / FIXTURE, src)
+        src = stage(repo / FIXTURE, repo / RENAMES, Path(tmp) / "project")
         project = sly.Project(str(src), sly.OpenMode.READ)
         colors = machine_colors(project)
         write_json(out / "obj_class_to_machine_color.json", colors)
@@ -429,8 +430,8 @@ def write_goldens(repo: Path) -> None:
         "generator": "tests/oracles/run_supervisely_oracle.sh --toolfiles --goldens",
         "supervisely": sly_version(), "opencv": cv2.__version__, "numpy": np.__version__,
         "pillow": PIL.__version__, "python": platform.python_version(), "seed": SEED,
-        "configs": [CONFIG, DTL_CONFIG], "fixture_trees": [FIXTURE, CONFIG, DTL_CONFIG],
-        "fixture_sha256": fixture_sha256(repo, (FIXTURE, CONFIG, DTL_CONFIG)),
+        "configs": [CONFIG, DTL_CONFIG], "fixture_trees": [FIXTURE, RENAMES, CONFIG, DTL_CONFIG],
+        "fixture_sha256": fixture_sha256(repo, (FIXTURE, RENAMES, CONFIG, DTL_CONFIG)),
     })
     print(f"goldens: {len(per_ds)} datasets, "
           f"{sum(len(d['rows']) for d in per_ds.values())} items in {out}")
@@ -457,6 +458,8 @@ def main() -> None:
         write_project(repo / FIXTURE, seed=args.seed, scale=args.scale,
                       harsh=args.harsh)
         check_with_sdk(repo / FIXTURE)
+        renamed = make_portable(repo / FIXTURE, repo / RENAMES)
+        print(f"{len(renamed)} items stored under portable names ({RENAMES})")
     else:
         write_goldens(repo)
 
