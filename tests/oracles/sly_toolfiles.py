@@ -287,6 +287,7 @@ NFD = unicodedata.normalize("NFD", "café.png")
 ODD_NAMES = ["img with space.png", NFC, NFD, "Case.png", "case.png", "a.b.c.jpeg", "UPPER.PNG",
              "percent%41.png", "hash#1.jpg", "dup.png", "dup.jpg", "emoji 🐱.png",
              "  leading spaces.png", "ünïcödé ñame.jpg"]
+CLASS_OF_SHAPE = {"rectangle": "box", "point": "pin", "line": "lane"}  # the 300-object image
 DATASETS = {
     # dataset path: (how items are added, number of random items)
     "train": ("sdk", 40),
@@ -324,12 +325,8 @@ def write_project(root: Path, *, seed: int = SEED, scale: int = 1, harsh: bool =
             if i == 3 and ds_path == "train":  # > 255 objects: boxes, points, lines
                 h, w = 30, 40
                 img = image(h, w, "rgb")
-                objs = [random_object(r, w, h, r.choice(["rectangle", "point", "line"]),
-                                      r.choice(["box", "misc"]) if j % 2 else "pin", out=0)
-                        for j in range(300)]
-                objs = [dict(o, classTitle="pin") if o["geometryType"] == "point" else
-                        dict(o, classTitle="lane") if o["geometryType"] == "line" else
-                        dict(o, classTitle="box") for o in objs]
+                shapes = [r.choice(list(CLASS_OF_SHAPE)) for _ in range(300)]
+                objs = [random_object(r, w, h, s, CLASS_OF_SHAPE[s], out=0) for s in shapes]
             elif special == 5:  # no objects
                 objs = []
             elif special == 6:  # the same class many times
