@@ -171,6 +171,7 @@ def random_object(r: random.Random, w: int, h: int, shape: str, cls: str, *, out
         return point(cls, *xy(r, w, h, out))
     if shape == "graph":
         nodes = {}
+        out = out if r.random() < 0.3 else 0  # a node outside drops the whole graph at load
         for key in POSE_TEMPLATE_JSON["nodes"]:
             nodes[key] = (*xy(r, w, h, out), *(["disabled"] if r.random() < 0.15 else []))
         return graph(cls, nodes)
