@@ -4,6 +4,8 @@
 #   tests/oracles/run_supervisely_oracle.sh                    # goldens for all modes
 #   tests/oracles/run_supervisely_oracle.sh --mode app         # one mode (app | app16 | dtl)
 #   tests/oracles/run_supervisely_oracle.sh --rebuild-fixture  # rebuild tests/data/sly_* first
+#   tests/oracles/run_supervisely_oracle.sh --toolfiles            # the SDK writes tests/data/sly_toolfiles
+#   tests/oracles/run_supervisely_oracle.sh --toolfiles --goldens  # -> tests/golden/sly_toolfiles
 #
 # The SDK lives in its own cached venv, never in maskjob's: $MASKJOB_ORACLE_CACHE/sly-6.74.51
 # (default ~/.cache/maskjob/sly-6.74.51), created on first use (about 850 MB, a minute or so).
@@ -20,10 +22,14 @@ VENV="$CACHE/sly-$SLY_VERSION"
 PY="${PYTHON:-python3}"
 
 rebuild_fixture=0
+toolfiles=0
+goldens=0
 args=()
 for a in "$@"; do
   case "$a" in
     --rebuild-fixture) rebuild_fixture=1 ;;
+    --toolfiles) toolfiles=1 ;;
+    --goldens) goldens=1 ;;
     *) args+=("$a") ;;
   esac
 done
@@ -63,4 +69,11 @@ if [ "$rebuild_fixture" = 1 ]; then
 fi
 
 cd "$HERE"
+if [ "$toolfiles" = 1 ]; then
+  # seeded; a fixed hash seed too, so nothing can depend on set order
+  export PYTHONHASHSEED="${PYTHONHASHSEED:-0}"
+  step=write
+  [ "$goldens" = 1 ] && step=goldens
+  exec "$VENV/bin/python" sly_toolfiles.py "$step" --repo "$REPO" ${args[@]+"${args[@]}"}
+fi
 exec "$VENV/bin/python" supervisely_oracle.py --repo "$REPO" ${args[@]+"${args[@]}"}

@@ -112,15 +112,20 @@ def stem_of(item_name: str) -> str:
     return os.path.splitext(item_name)[0]
 
 
-def iter_items(project: sly.Project):
-    """(dataset dir relative to the project, item name, img path, Annotation), sorted."""
+def iter_items(project: sly.Project, *, with_raw: bool = False):
+    """(dataset dir relative to the project, item name, img path, Annotation[, raw JSON]),
+    sorted by dataset dir and item name."""
     root = Path(project.directory)
     for ds in sorted(project.datasets, key=lambda d: d.directory):
         rel = Path(ds.directory).relative_to(root).as_posix()
         for name in sorted(ds.get_items_names()):
             paths = ds.get_item_paths(name)
             ann = sly.Annotation.load_json_file(paths.ann_path, project.meta)
-            yield rel, name, paths.img_path, ann
+            if with_raw:
+                raw = json.loads(Path(paths.ann_path).read_text(encoding="utf-8"))
+                yield rel, name, paths.img_path, ann, raw
+            else:
+                yield rel, name, paths.img_path, ann
 
 
 def machine_colors(project: sly.Project) -> dict[str, list[int]]:
@@ -141,8 +146,78 @@ def by_area_desc(labels):
 # --------------------------------------------------------------------------- mode: app
 
 
-def render_app(project: sly.Project, settings: dict, out: Path) -> None:
+def app_item_masks(ann: sly.Annotation, img_path: str, settings: dict, colors: dict) -> dict:
+    """The app's masks of one item as RGB arrays: {"machine", "human", "semantic": array or
+    None (kind off), "instances": [(file name, array)]} (machine/instances before the app's
+    conversion to gray)."""
     t = int(settings["thickness"])
+    h, w = ann.img_size
+    out: dict = {"machine": None, "human": None, "semantic": None, "instances": []}
+
+    if settings.get("masks_machine"):
+        canvas = np.zeros((h, w, 3), np.uint8)
+        for label in by_area_desc(ann.labels):
+            color = colors[label.obj_class.name]
+            g = label.geometry
+            if isinstance(g, sly.Cuboid2d):
+                fill_cuboid_faces(canvas, g, color)  # DEVIATION (a)
+            elif isinstance(g, sly.AlphaMask):
+                fill_alpha_coverage(canvas, g, color)  # DEVIATION (b)
+            else:
+                g.draw(canvas, color=color, thickness=t)  # no config: graphs = nodes only
+        out["machine"] = canvas
+
+    if settings.get("masks_human"):
+        raw = sly.image.read(img_path)  # cv2 IMREAD_COLOR -> RGB, alpha dropped
+        overlay = raw.copy()
+        for label in ann.labels:  # annotation order
+            tmp = overlay.copy()
+            g = label.geometry
+            if isinstance(g, sly.Cuboid2d):
+                fill_cuboid_faces(tmp, g, label.obj_class.color)  # the app's human branch
+            else:
+                g.draw(
+                    tmp,
+                    color=label.obj_class.color,
+                    config=label.obj_class.geometry_config,
+                    thickness=t,
+                )
+            overlay = ((overlay.astype(np.uint16) + tmp.astype(np.uint16)) / 2).astype(np.uint8)
+        out["human"] = np.concatenate([raw, overlay], axis=1)
+
+    if settings.get("masks_semantic_rgb"):
+        canvas = np.zeros((h, w, 3), np.uint8)
+        for label in ann.labels:  # annotation order, no area sort
+            g = label.geometry
+            if isinstance(g, sly.Cuboid2d):
+                fill_cuboid_faces(canvas, g, label.obj_class.color)  # DEVIATION (a)
+            else:
+                g.draw(
+                    canvas,
+                    color=label.obj_class.color,
+                    config=label.obj_class.geometry_config,
+                    thickness=t,
+                )
+        out["semantic"] = canvas
+
+    if settings.get("masks_instances"):
+        used: list[str] = []
+        for label in ann.labels:
+            name = generate_free_name(used, f"{label.obj_class.name}.png", with_ext=True)
+            used.append(name)
+            canvas = np.zeros((h, w, 3), np.uint8)
+            g = label.geometry
+            if isinstance(g, sly.Cuboid2d):
+                fill_cuboid_faces(canvas, g, [255, 255, 255])  # DEVIATION (a)
+            elif isinstance(g, sly.AlphaMask):
+                fill_alpha_coverage(canvas, g, [255, 255, 255])  # DEVIATION (b)
+            else:
+                g.draw(canvas, color=[255, 255, 255], thickness=t)  # no config
+            out["instances"].append((name, canvas))
+    return out
+
+
+def render_app(project: sly.Project, settings: dict, out: Path) -> None:
     colors = machine_colors(project)
     if settings.get("masks_machine"):
         write_json(out / "obj_class_to_machine_color.json", colors)
@@ -150,70 +225,15 @@ def render_app(project: sly.Project, settings: dict, out: Path) -> None:
     for ds_rel, item, img_path, ann in iter_items(project):
         ds_out = out / ds_rel
         stem = stem_of(item)
-        h, w = ann.img_size
-
-        if settings.get("masks_machine"):
-            canvas = np.zeros((h, w, 3), np.uint8)
-            for label in by_area_desc(ann.labels):
-                color = colors[label.obj_class.name]
-                g = label.geometry
-                if isinstance(g, sly.Cuboid2d):
-                    fill_cuboid_faces(canvas, g, color)  # DEVIATION (a)
-                elif isinstance(g, sly.AlphaMask):
-                    fill_alpha_coverage(canvas, g, color)  # DEVIATION (b)
-                else:
-                    g.draw(canvas, color=color, thickness=t)  # no config: graphs = nodes only
-            write_gray_like_app(ds_out / "masks_machine" / f"{stem}.png", canvas)
-
-        if settings.get("masks_human"):
-            raw = sly.image.read(img_path)  # cv2 IMREAD_COLOR -> RGB, alpha dropped
-            overlay = raw.copy()
-            for label in ann.labels:  # annotation order
-                tmp = overlay.copy()
-                g = label.geometry
-                if isinstance(g, sly.Cuboid2d):
-                    fill_cuboid_faces(tmp, g, label.obj_class.color)  # the app's human branch
-                else:
-                    g.draw(
-                        tmp,
-                        color=label.obj_class.color,
-                        config=label.obj_class.geometry_config,
-                        thickness=t,
-                    )
-                overlay = ((overlay.astype(np.uint16) + tmp.astype(np.uint16)) / 2).astype(np.uint8)
-            write_rgb_png(
-                ds_out / "masks_human" / f"{stem}.png", np.concatenate([raw, overlay], axis=1)
-            )
-
-        if settings.get("masks_semantic_rgb"):
-            canvas = np.zeros((h, w, 3), np.uint8)
-            for label in ann.labels:  # annotation order, no area sort
-                g = label.geometry
-                if isinstance(g, sly.Cuboid2d):
-                    fill_cuboid_faces(canvas, g, label.obj_class.color)  # DEVIATION (a)
-                else:
-                    g.draw(
-                        canvas,
-                        color=label.obj_class.color,
-                        config=label.obj_class.geometry_config,
-                        thickness=t,
-                    )
-            write_rgb_png(ds_out / "masks_semantic_rgb" / f"{stem}.png", canvas)
-
-        if settings.get("masks_instances"):
-            used: list[str] = []
-            for label in ann.labels:
-                name = generate_free_name(used, f"{label.obj_class.name}.png", with_ext=True)
-                used.append(name)
-                canvas = np.zeros((h, w, 3), np.uint8)
-                g = label.geometry
-                if isinstance(g, sly.Cuboid2d):
-                    fill_cuboid_faces(canvas, g, [255, 255, 255])  # DEVIATION (a)
-                elif isinstance(g, sly.AlphaMask):
-                    fill_alpha_coverage(canvas, g, [255, 255, 255])  # DEVIATION (b)
-                else:
-                    g.draw(canvas, color=[255, 255, 255], thickness=t)  # no config
-                write_gray_like_app(ds_out / "masks_instances" / stem / name, canvas)
+        masks = app_item_masks(ann, img_path, settings, colors)
+        if masks["machine"] is not None:
+            write_gray_like_app(ds_out / "masks_machine" / f"{stem}.png", masks["machine"])
+        if masks["human"] is not None:
+            write_rgb_png(ds_out / "masks_human" / f"{stem}.png", masks["human"])
+        if masks["semantic"] is not None:
+            write_rgb_png(ds_out / "masks_semantic_rgb" / f"{stem}.png", masks["semantic"])
+        for name, canvas in masks["instances"]:
+            write_gray_like_app(ds_out / "masks_instances" / stem / name, canvas)
 
 
 # --------------------------------------------------------------------------- mode: app16
@@ -283,29 +303,36 @@ def dtl_color_mask(ann: sly.Annotation, mapping: dict, *, machine: bool) -> np.n
     return canvas
 
 
+def dtl_item_masks(ann: sly.Annotation, img_path: str, settings: dict) -> dict:
+    """The DTL layer's masks of one item as RGB arrays: {"machine", "human": array or None}."""
+    out: dict = {"machine": None, "human": None}
+    if settings.get("masks_machine"):
+        machine_map = {k: list(v) for k, v in settings.get("gt_machine_color", {}).items()}
+        out["machine"] = dtl_color_mask(ann, machine_map, machine=True)
+    if settings.get("masks_human"):
+        # the DTL's "hack to draw 'black' regions": pure black human colours become (1, 1, 1)
+        human_map = {
+            k: ([1, 1, 1] if max(v) == 0 else list(v))
+            for k, v in settings.get("gt_human_color", {}).items()
+        }
+        fg = dtl_color_mask(ann, human_map, machine=False)
+        orig = sly.image.read(img_path)  # the DTL reads with cv2.imread + BGR2RGB, same
+        comb = (0.5 * fg + (1 - 0.5) * orig).astype(np.uint8)
+        black = (fg[:, :, 0] == 0) & (fg[:, :, 1] == 0) & (fg[:, :, 2] == 0)
+        comb[black] = orig[black]
+        sep = np.zeros((orig.shape[0], 1, 3), np.uint8)
+        sep[:, :, 1] = 255
+        out["human"] = np.hstack([orig, sep, comb])
+    return out
+
+
 def render_dtl(project: sly.Project, settings: dict, out: Path) -> None:
-    machine_map = {k: list(v) for k, v in settings.get("gt_machine_color", {}).items()}
-    # the DTL's "hack to draw 'black' regions": pure black human colours become (1, 1, 1)
-    human_map = {
-        k: ([1, 1, 1] if max(v) == 0 else list(v))
-        for k, v in settings.get("gt_human_color", {}).items()
-    }
     for ds_rel, item, img_path, ann in iter_items(project):
         stem = stem_of(item)
-        if settings.get("masks_machine"):
-            mask = dtl_color_mask(ann, machine_map, machine=True)
-            write_rgb_png(out / ds_rel / "masks_machine" / f"{stem}.png", mask)
-        if settings.get("masks_human"):
-            fg = dtl_color_mask(ann, human_map, machine=False)
-            orig = sly.image.read(img_path)  # the DTL reads with cv2.imread + BGR2RGB, same
-            comb = (0.5 * fg + (1 - 0.5) * orig).astype(np.uint8)
-            black = (fg[:, :, 0] == 0) & (fg[:, :, 1] == 0) & (fg[:, :, 2] == 0)
-            comb[black] = orig[black]
-            sep = np.zeros((orig.shape[0], 1, 3), np.uint8)
-            sep[:, :, 1] = 255
-            write_rgb_png(
-                out / ds_rel / "masks_human" / f"{stem}.png", np.hstack([orig, sep, comb])
-            )
+        masks = dtl_item_masks(ann, img_path, settings)
+        for kind in ("machine", "human"):
+            if masks[kind] is not None:
+                write_rgb_png(out / ds_rel / f"masks_{kind}" / f"{stem}.png", masks[kind])
 
 
 # --------------------------------------------------------------------------- main
