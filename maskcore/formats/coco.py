@@ -64,6 +64,18 @@ def _is_id(v: object) -> bool:
     return isinstance(v, int | str) and not isinstance(v, bool)
 
 
+def id_alias(v: object) -> int | None:
+    """The integer id an annotation's non-integer `image_id` stands for in pycocotools' and
+    datumaro's dict lookups (Python's `True == 1`, `40.0 == 40`): a bool or an integral float
+    (pandas writes ids as floats); None for anything else. Such an annotation is joined to
+    that image, which then fails by `parse_item`'s rule (never an empty mask marked ok)."""
+    if isinstance(v, bool):
+        return int(v)
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    return None
+
+
 def check_encoding(head: bytes, where: str) -> None:
     """A COCO file is UTF-8 (a BOM allowed): Python's json reads UTF-16/32 bytes by their
     BOM or NULs, but pycocotools opens the file as UTF-8 text and fails, and the streaming
@@ -192,7 +204,9 @@ def split_dataset(data: bytes, where: str = "COCO JSON") -> CocoSplit:
     orphans = 0
     for ann in doc["annotations"]:
         image_id = ann.get("image_id") if isinstance(ann, dict) else None
-        if _is_id(image_id) and image_id in per_image:
+        if not _is_id(image_id):
+            image_id = id_alias(image_id)
+        if image_id is not None and image_id in per_image:
             per_image[image_id].append(ann)
         else:
             orphans += 1
@@ -447,6 +461,9 @@ def parse_item(
             raise ItemError(expected("an annotation object", ann), where=where)
         if "id" in ann:
             where = f"annotations[{k}] (id {shown(ann['id'])})"
+        if not _is_id(ann.get("image_id", 0)):  # joined by `id_alias`
+            raise ItemError(expected("an integer or string image_id", ann["image_id"]),
+                            where=where)
         cid = ann.get("category_id")
         if isinstance(cid, bool) or not isinstance(cid, int) or cid not in category:
             raise ItemError(expected("a category_id declared in 'categories'", cid),

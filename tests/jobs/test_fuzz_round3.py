@@ -1,0 +1,63 @@
+"""Third fuzz round: inputs as an attacker or a messy tool writes them, run through `maskjob
+export` end to end (in process). Each bad item must fail alone with its reason, the others
+export; what the run refuses as a whole stops before any work with one line and exit 2."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from jobs.cli import run
+from maskcore.formats import coco
+
+
+def export(inp: Path, out: Path, *extra: str) -> int:
+    return run(["export", str(inp), str(out), "--workers", "0", *extra])
+
+
+def manifest(out: Path) -> dict[str, dict]:
+    return {e["item"]: e for e in map(json.loads, (out / "manifest.jsonl").read_text()
+                                      .splitlines())}
+
+
+# ---------------------------------------------------------------------------- COCO ids
+def coco_file(tmp_path: Path, image_ids: list[str]) -> Path:
+    """A COCO file whose annotations' image_id are written as given (raw JSON text), one
+    box each, on images with ids 1, 2, ... (as a pandas export writes floats: `1.0`)."""
+    (tmp_path / "images").mkdir()
+    images, anns = [], []
+    for k, text in enumerate(image_ids, 1):
+        cv2.imwrite(str(tmp_path / "images" / f"i{k}.png"), np.zeros((20, 30, 3), np.uint8))
+        images.append(f'{{"id": {k}, "file_name": "i{k}.png", "width": 30, "height": 20}}')
+        anns.append(f'{{"id": {k}, "image_id": {text}, "category_id": 1, '
+                    f'"segmentation": [[2, 2, 9, 2, 9, 9, 2, 9]], "bbox": [2, 2, 7, 7]}}')
+    path = tmp_path / "coco.json"
+    path.write_text(f'{{"images": [{",".join(images)}], "annotations": [{",".join(anns)}], '
+                    '"categories": [{"id": 1, "name": "car"}]}')
+    return path
+
+
+@pytest.mark.parametrize("ids", [["1", "2.0", "3"], ["1", "true", "3"], ["1.0", "2", "3e0"]])
+def test_annotations_naming_an_image_by_a_float_or_bool_fail_that_image(tmp_path, ids):
+    """`"image_id": 2.0` (pandas) or `true`: pycocotools and datumaro join them to image 2
+    (or 1: True == 1) by dict lookup. Such an annotation was counted as naming no image, and
+    its image exported as an EMPTY mask marked ok; now that image fails, naming it."""
+    path = coco_file(tmp_path, ids)
+    out = tmp_path / "out"
+    assert export(path, out) == 1
+    got = manifest(out)
+    bad = {coco.id_alias(v): v for v in map(json.loads, ids) if coco.id_alias(v) is not None}
+    for k in range(1, len(ids) + 1):
+        e = got[f"i{k}.png"]
+        if k in bad:
+            assert e["status"] == "failed", e
+            assert f"Expected an integer or string image_id. Got {bad[k]!r}" in e["error"]
+        else:
+            boxes = {"car": 49} if ids[k - 1] == str(k) else {}  # its own box, or none
+            assert (e["status"], e["class_pixels"]) == ("ok", boxes)
+    split = coco.split_dataset(path.read_bytes())  # the in-memory split joins them too
+    assert split.orphans == 0
