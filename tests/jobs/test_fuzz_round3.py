@@ -61,3 +61,41 @@ def test_annotations_naming_an_image_by_a_float_or_bool_fail_that_image(tmp_path
             assert (e["status"], e["class_pixels"]) == ("ok", boxes)
     split = coco.split_dataset(path.read_bytes())  # the in-memory split joins them too
     assert split.orphans == 0
+
+
+# ---------------------------------------------------------------------------- job files
+SECRET = "wJalrXUtnFEMI-K7MDENG"
+
+
+@pytest.mark.parametrize("text", [
+    f"formats: [supervisely]\nimages_url: s3://AKIAXX:{SECRET}@bucket/x: y\n",
+    f"formats: [supervisely]\ntoken: {SECRET}: y\n",
+    f'formats: [supervisely]\nimages_url: "s3://bucket/x" {SECRET}\n',
+    f'{{"action": "save_masks", "settings": {{"password": "{SECRET}" ',
+    f"formats: [supervisely]\nimages_url: 's3://bucket/{SECRET}\n",
+], ids=["userinfo", "token", "trailing", "dtl-json", "unterminated"])
+def test_a_job_file_that_does_not_parse_is_reported_by_position_never_quoted(
+        tmp_path, capsys, text):
+    """PyYAML's message quotes the offending line with a caret under it: a credential pasted
+    into a job file (or a URL with userinfo next to a typo) was printed, whole or its tail."""
+    config = tmp_path / "job.yaml"
+    config.write_text(text)
+    assert export(tmp_path / "nothing", tmp_path / "out", "--config", str(config)) == 2
+    err = capsys.readouterr().err
+    assert "Expected valid YAML or JSON" in err and " at line " in err, err
+    assert SECRET[-6:] not in err and "\n" not in err.strip(), err
+
+
+def test_a_set_value_that_does_not_parse_is_not_echoed(tmp_path, capsys):
+    assert export(tmp_path / "nothing", tmp_path / "out",
+                  "--set", f"images_url=token: {SECRET}: x") == 2
+    err = capsys.readouterr().err
+    assert "config key 'images_url'" in err and SECRET[-6:] not in err, err
+
+
+def test_a_job_file_in_utf16_is_one_clear_config_line(tmp_path, capsys):
+    config = tmp_path / "job.yaml"
+    config.write_bytes("formats: [supervisely]\n".encode("utf-16"))
+    assert export(tmp_path / "nothing", tmp_path / "out", "--config", str(config)) == 2
+    err = capsys.readouterr().err
+    assert "Expected a job file in UTF-8. Got 'byte 0xff at 0' instead." in err, err
