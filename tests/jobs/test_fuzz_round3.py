@@ -13,6 +13,7 @@ import pytest
 
 from jobs.cli import run
 from maskcore.formats import coco
+from tests.conftest import rect
 
 
 def export(inp: Path, out: Path, *extra: str) -> int:
@@ -61,6 +62,25 @@ def test_annotations_naming_an_image_by_a_float_or_bool_fail_that_image(tmp_path
             assert (e["status"], e["class_pixels"]) == ("ok", boxes)
     split = coco.split_dataset(path.read_bytes())  # the in-memory split joins them too
     assert split.orphans == 0
+
+
+# ---------------------------------------------------------------------------- reasons
+def test_a_reason_quoting_a_lone_surrogate_fails_its_item_not_the_job(project, tmp_path):
+    """`"classTitle": "\\ud800"` (legal JSON, no UTF-8 text holds it): the item's reason
+    quotes the title, and its manifest line could not be encoded - the partition failed on
+    every attempt, the job exited 3 ("rerun to resume") and never finished."""
+    p = project()
+    p.add("ds", "a.png", [rect("car", 1, 1, 5, 5)])
+    p.add("ds", "b.png", ann=b'{"size": {"width": 64, "height": 48}, "tags": [], "objects": '
+                           b'[{"classTitle": "\\ud800", "points": {"exterior": [[1, 1], [5, 5]], '
+                           b'"interior": []}}]}')
+    out = tmp_path / "out"
+    assert export(p.root, out) == 1
+    got = manifest(out)
+    assert got["a.png"]["status"] == "ok"
+    assert got["b.png"]["status"] == "failed"
+    assert "Expected a class declared in meta.json. Got '\\ud800'" in got["b.png"]["error"]
+    assert json.loads((out / "manifest.json").read_text())["summary"]["failed"] == 1
 
 
 # ---------------------------------------------------------------------------- job files
