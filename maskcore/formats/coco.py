@@ -38,7 +38,17 @@ import numpy as np
 
 from ..errors import InputError, ItemError, expected, shown
 from ..limits import DEFAULT_LIMITS, Budget, Limits, SizeReader, item_size, load_json
-from ..model import BACKGROUND, Bitmap, ClassInfo, ClassTable, CocoPolygon, Geometry, Item, Label
+from ..model import (
+    BACKGROUND,
+    Bitmap,
+    ClassInfo,
+    ClassTable,
+    CocoPolygon,
+    Geometry,
+    Item,
+    Label,
+    valid_unicode,
+)
 from ..palette import voc_color
 from ..paths import check_relative
 
@@ -142,8 +152,7 @@ def _classes(categories: list[Any], where: str) -> tuple[ClassTable, dict[int, s
         name = c.get("name")
         if not isinstance(name, str) or not name:
             raise InputError(f"{at}: " + expected("a non-empty category 'name'", name))
-        if not name.isascii() and name.encode("utf-8", "surrogatepass").decode(
-                "utf-8", "replace") != name:  # a lone surrogate (a JSON escape)
+        if not valid_unicode(name):
             raise InputError(f"{at}: " + expected("a category 'name' in valid Unicode",
                                                   ascii(name)))
         if c["id"] in by_id:

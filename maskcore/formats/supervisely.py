@@ -60,6 +60,7 @@ from ..model import (
     Polygon,
     Polyline,
     Rectangle,
+    valid_unicode,
 )
 
 # ---------------------------------------------------------------------------- layout constants
@@ -159,6 +160,9 @@ def parse_meta(data: bytes) -> ClassTable:
         if not isinstance(c, dict) or not isinstance(c.get("title"), str) or not c["title"]:
             raise InputError(f"{where}: " + expected("an object with a non-empty 'title'", c))
         title = c["title"]
+        if not valid_unicode(title):
+            raise InputError(f"{where}: " + expected("a class 'title' in valid Unicode",
+                                                     ascii(title)))
         if title in seen:
             raise InputError(f"{where}: " + expected("unique class titles", title))
         seen.add(title)

@@ -83,6 +83,22 @@ def test_a_reason_quoting_a_lone_surrogate_fails_its_item_not_the_job(project, t
     assert json.loads((out / "manifest.json").read_text())["summary"]["failed"] == 1
 
 
+def test_a_meta_class_title_of_a_lone_surrogate_exits_2_before_any_work(project, tmp_path,
+                                                                       capsys):
+    """A meta.json class `"title": "\\ud800"`: the items exported, then writing the class
+    lists failed and the job exited 3 on every rerun; now one line, as a COCO category."""
+    p = project()
+    p.add("ds", "a.png", [rect("car", 1, 1, 5, 5)])
+    meta = json.loads((p.root / "meta.json").read_text())
+    meta["classes"].insert(0, {"title": "\ud800", "shape": "rectangle", "color": "#0000FF"})
+    (p.root / "meta.json").write_text(json.dumps(meta))  # ensure_ascii: written as \ud800
+    out = tmp_path / "out"
+    assert export(p.root, out) == 2
+    err = capsys.readouterr().err
+    assert "meta.json classes[0]: Expected a class 'title' in valid Unicode." in err, err
+    assert not out.exists()
+
+
 # ---------------------------------------------------------------------------- job files
 SECRET = "wJalrXUtnFEMI-K7MDENG"
 
