@@ -135,3 +135,23 @@ def test_a_job_file_in_utf16_is_one_clear_config_line(tmp_path, capsys):
     assert export(tmp_path / "nothing", tmp_path / "out", "--config", str(config)) == 2
     err = capsys.readouterr().err
     assert "Expected a job file in UTF-8. Got 'byte 0xff at 0' instead." in err, err
+
+
+# ---------------------------------------------------------------------------- OUTPUT
+@pytest.mark.parametrize("linked", ["output", "input"])
+def test_an_output_inside_the_input_through_a_link_is_refused_before_any_work(
+        project, tmp_path, capsys, linked):
+    """OUTPUT a link to a folder inside INPUT (or INPUT a link, OUTPUT inside its target): the
+    check compared the paths as written, and the job wrote its outputs into its input."""
+    p = project()
+    p.add("ds", "a.png", [rect("car", 1, 1, 5, 5)])
+    (p.root / "exports").mkdir()
+    if linked == "output":
+        (tmp_path / "out").symlink_to(p.root / "exports")
+        inp, out = p.root, tmp_path / "out"
+    else:
+        (tmp_path / "in").symlink_to(p.root)
+        inp, out = tmp_path / "in", p.root / "exports" / "out"
+    assert export(inp, out) == 2
+    assert "is inside the input" in capsys.readouterr().err
+    assert list((p.root / "exports").iterdir()) == []
