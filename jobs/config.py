@@ -24,16 +24,17 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import yaml
 
-from maskcore.errors import ConfigError, expected
+from maskcore.errors import ConfigError, ItemError, expected
 from maskcore.formats import FORMATS, INPUT_FORMATS
 from maskcore.formats.base import check_thickness
 from maskcore.limits import Limits
 from maskcore.model import ClassTable
+
+from .storage import read_regular_file
 
 BASE_KEYS = ("formats", "input_format", "partition_size", "max_in_flight", "limits",
              "images_url", "render")
@@ -108,6 +109,7 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
 
 
 MAX_YAML_NODES = 100_000  # a job file, its aliases expanded
+MAX_JOB_FILE_BYTES = 16 << 20  # a job file (a DTL colour map of 65535 classes is ~2 MB)
 
 
 def safe_yaml(text: str) -> Any:
@@ -185,7 +187,9 @@ def parse_set(assignments: Sequence[str]) -> list[tuple[str, Any]]:
 def _load_file(path: str) -> tuple[dict[str, Any], str]:
     """(job tree, source) from a YAML job or a DTL save_masks JSON."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = read_regular_file(path, MAX_JOB_FILE_BYTES).decode("utf-8")
+    except ItemError as e:  # a FIFO (would block), /dev/zero (would fill memory), too big
+        raise ConfigError(f"cannot read config file {e}") from None
     except OSError as e:
         raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
     except UnicodeDecodeError as e:

@@ -5,6 +5,8 @@ export; what the run refuses as a whole stops before any work with one line and 
 from __future__ import annotations
 
 import json
+import os
+import signal
 from pathlib import Path
 
 import cv2
@@ -23,6 +25,18 @@ def export(inp: Path, out: Path, *extra: str) -> int:
 def manifest(out: Path) -> dict[str, dict]:
     return {e["item"]: e for e in map(json.loads, (out / "manifest.jsonl").read_text()
                                       .splitlines())}
+
+
+@pytest.fixture
+def no_hang():
+    """Fail (not block) a test whose run waits on a FIFO: SIGALRM interrupts the open."""
+    def hung(*_):
+        raise TimeoutError("the run blocked")
+    old = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(60)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, old)
 
 
 # ---------------------------------------------------------------------------- COCO ids
@@ -155,3 +169,31 @@ def test_an_output_inside_the_input_through_a_link_is_refused_before_any_work(
     assert export(inp, out) == 2
     assert "is inside the input" in capsys.readouterr().err
     assert list((p.root / "exports").iterdir()) == []
+
+
+# ---------------------------------------------------------------------------- special files
+def test_a_cvat_annotations_xml_that_is_a_fifo_is_one_input_line_not_a_hang(
+        tmp_path, capsys, no_hang):
+    """The CVAT listing opened annotations.xml with fs.open, past Root's checks: a FIFO there
+    blocked the run forever (and a link out of the input was read)."""
+    task = tmp_path / "task"
+    (task / "images").mkdir(parents=True)
+    os.mkfifo(task / "annotations.xml")
+    assert export(task, tmp_path / "out") == 2
+    assert "annotations.xml: Expected a regular file. Got a FIFO instead." in \
+        capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero"])
+def test_a_job_file_that_is_a_fifo_or_dev_zero_is_refused_before_reading(
+        tmp_path, capsys, no_hang, kind):
+    """--config read the file whole: a FIFO blocked the run forever, /dev/zero (or a link to
+    it) filled the memory until MemoryError."""
+    config = tmp_path / "job.yaml"
+    if kind == "fifo":
+        os.mkfifo(config)
+    else:
+        config.symlink_to("/dev/zero")
+    assert export(tmp_path / "nothing", tmp_path / "out", "--config", str(config)) == 2
+    got = "a FIFO" if kind == "fifo" else "a character device"
+    assert f"job.yaml: Expected a regular file. Got {got} instead." in capsys.readouterr().err
