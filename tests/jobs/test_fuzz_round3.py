@@ -197,3 +197,20 @@ def test_a_job_file_that_is_a_fifo_or_dev_zero_is_refused_before_reading(
     assert export(tmp_path / "nothing", tmp_path / "out", "--config", str(config)) == 2
     got = "a FIFO" if kind == "fifo" else "a character device"
     assert f"job.yaml: Expected a regular file. Got {got} instead." in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("block", [64, 1 << 18])
+def test_a_float_image_id_after_plain_blocks_joins_its_image_on_every_listing_path(
+        tmp_path, monkeypatch, block):
+    """The same join on the msgspec pass (plain blocks before the odd one, many blocks) and
+    on ijson's passes: the image of `"image_id": 15.0` carries that annotation."""
+    from tests.jobs.test_listing_stream import coco_refs
+
+    ids = [str(k) for k in range(1, 21)]
+    ids[14] = "15.0"
+    path = coco_file(tmp_path, ids)
+    fast, _ = coco_refs(path, monkeypatch, fast=True, block=block)
+    assert fast == coco_refs(path, monkeypatch, fast=False)[0]
+    inline = {name: json.loads(ann) for _, name, _, ann, *_ in fast}
+    assert [a["image_id"] for a in inline["i15.png"]["annotations"]] == [15.0]
+    assert all(len(inline[f"i{k}.png"]["annotations"]) == 1 for k in range(1, 21))
