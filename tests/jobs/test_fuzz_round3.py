@@ -214,3 +214,52 @@ def test_a_float_image_id_after_plain_blocks_joins_its_image_on_every_listing_pa
     inline = {name: json.loads(ann) for _, name, _, ann, *_ in fast}
     assert [a["image_id"] for a in inline["i15.png"]["annotations"]] == [15.0]
     assert all(len(inline[f"i{k}.png"]["annotations"]) == 1 for k in range(1, 21))
+
+
+# ---------------------------------------------------------------------------- COCO parts
+def test_a_polygon_of_very_many_parts_is_read_in_one_pass_and_paints_as_pycocotools(
+        tmp_path, monkeypatch):
+    """A segmentation of a million two-point parts (nothing to draw, no point budget to stop
+    it) took ~15 CPU s in the reader, one numpy conversion per part (200 000 parts: 3.9 ->
+    1.25 CPU s for the whole export, same run); now one pass over all parts. The pixels stay
+    pycocotools' (annToMask) with tiny, empty and real parts mixed."""
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+
+    rng = np.random.default_rng(3)
+    real = [rng.uniform(0, 60, 2 * rng.integers(3, 7)).round(2).tolist() for _ in range(40)]
+    tiny = [[1.5, 2.5, 7, 3], [], [4, 4]] * 10_000
+    doc = {"images": [{"id": 1, "file_name": "a.png", "width": 64, "height": 48}],
+           "annotations": [{"id": 1, "image_id": 1, "category_id": 1,
+                            "segmentation": real[:20] + tiny + real[20:]}],
+           "categories": [{"id": 1, "name": "car"}]}
+    (tmp_path / "images").mkdir()
+    cv2.imwrite(str(tmp_path / "images" / "a.png"), np.zeros((48, 64, 3), np.uint8))
+    (tmp_path / "coco.json").write_text(json.dumps(doc))
+    per_part = []
+    numbers = coco._numbers
+    monkeypatch.setattr(coco, "_numbers", lambda *a: per_part.append(1) or numbers(*a))
+    out = tmp_path / "out"
+    assert export(tmp_path / "coco.json", out, "--format", "clearml") == 0
+    assert len(per_part) == 0  # was one call per part
+    got = cv2.imread(str(out / "clearml/masks/coco/a.png"), cv2.IMREAD_UNCHANGED)[:, :, 0]
+    api = COCO()  # the real parts only: parts of fewer than 3 points paint nothing there
+    api.dataset = {**doc, "annotations": [{**doc["annotations"][0], "segmentation": real}]}
+    with contextlib.redirect_stdout(io.StringIO()):
+        api.createIndex()
+    want = api.annToMask(api.dataset["annotations"][0])
+    assert want.any() and np.array_equal(got > 0, want > 0)
+
+
+def test_a_bad_part_among_many_is_still_named():
+    """The one-pass read falls back to the per-part loop, which names the offending part."""
+    segm = [[1, 1, 5, 1, 5, 5]] * 100 + [[1, 2, float("nan"), 4, 5, 6]]
+    data = json.dumps({"image": {"id": 1, "file_name": "a.png", "width": 64, "height": 48},
+                       "annotations": [{"id": 1, "category_id": 1, "segmentation": segm}],
+                       "categories": [[1, "car"]]}).encode()
+    classes = coco.parse_classes(b'{"images": [], "annotations": [], '
+                                 b'"categories": [{"id": 1, "name": "car"}]}')
+    with pytest.raises(coco.ItemError, match=r"finite coordinates in segmentation\[100\]"):
+        coco.parse_item(data, classes, dataset="d", name="a.png")
