@@ -263,3 +263,41 @@ def test_a_bad_part_among_many_is_still_named():
                                  b'"categories": [{"id": 1, "name": "car"}]}')
     with pytest.raises(coco.ItemError, match=r"finite coordinates in segmentation\[100\]"):
         coco.parse_item(data, classes, dataset="d", name="a.png")
+
+
+# ---------------------------------------------------------------------------- Supervisely holes
+def test_many_holes_are_read_in_one_pass_exactly_as_ring_by_ring(monkeypatch):
+    """A polygon of very many 1-2 point holes (what a hostile or buggy tool writes) cost ~30 us
+    a ring; one pass now gives the same rings (floored, padded as the SDK pads them) and the
+    same point charges."""
+    from maskcore.formats import supervisely as sly
+    from maskcore.limits import Budget, Limits
+
+    rng = np.random.default_rng(5)
+    rings = [[[float(x), int(y)] for x, y in rng.uniform(-50, 700, (int(n), 2))]
+             for n in rng.integers(1, 7, 3000)]
+    rings[7] = [[3, 4]]
+    points = {"exterior": [[1, 1], [600, 1], [600, 400]], "interior": rings}
+    fast_budget, loop_budget = Budget(Limits()), Budget(Limits())
+    calls = []
+    ring_by_ring = sly._points
+    monkeypatch.setattr(sly, "_points", lambda *a: calls.append(1) or ring_by_ring(*a))
+    fast = sly._polygon_from(points, fast_budget, "objects[0]")
+    assert len(calls) == 1  # the exterior only
+    monkeypatch.setattr(sly, "MANY_RINGS", 1 << 30)
+    loop = sly._polygon_from(points, loop_budget, "objects[0]")
+    assert len(fast.interiors) == len(loop.interiors) == 3000
+    for a, b in zip(fast.interiors, loop.interiors, strict=True):
+        assert a.dtype == b.dtype and np.array_equal(a, b)
+    assert fast_budget.point_total == loop_budget.point_total
+
+
+@pytest.mark.parametrize("bad", [[[1, float("nan")]], [[1, 2, 3]], [], "x", [[2e6, 1]]])
+def test_a_bad_hole_among_many_is_still_named(bad):
+    from maskcore.formats import supervisely as sly
+    from maskcore.limits import Budget, Limits
+
+    rings = [[[5, 5]]] * 100 + [bad]
+    with pytest.raises(coco.ItemError, match=r"objects\[0\] interior\[100\]"):
+        sly._polygon_from({"exterior": [[1, 1], [60, 1], [60, 40]], "interior": rings},
+                          Budget(Limits()), "objects[0]")
