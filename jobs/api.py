@@ -178,16 +178,17 @@ def _sets(settings: Mapping[str, Any] | None, sets: Sequence[str]) -> list[str]:
 
 
 def _location(root: Root) -> tuple[str, str]:
-    """(filesystem protocol, normalized path) of a root; an archive root is its file."""
+    """(filesystem protocol, normalized path) of a root; an archive root is its file; a local
+    path with its links resolved (an OUTPUT that is a link into the input is inside it)."""
     import fsspec
 
     url = root.url
     if url.endswith((".tar", ".zip")) and "::" not in url:
         fs, path = fsspec.core.url_to_fs(url, **dict(root.storage_options))
-        if type(fs).__name__ == "LocalFileSystem":
-            path = os.path.abspath(path)
     else:
         fs, path = root.fs_path
+    if type(fs).__name__ == "LocalFileSystem":
+        path = os.path.realpath(path)
     proto = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
     proto = {"s3a": "s3", "gcs": "gs"}.get(proto, proto)
     return proto, posixpath.normpath(path.rstrip("/") or "/")

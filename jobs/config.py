@@ -25,16 +25,17 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import yaml
 
-from maskcore.errors import ConfigError, expected
+from maskcore.errors import ConfigError, ItemError, expected
 from maskcore.formats import FORMATS, INPUT_FORMATS
 from maskcore.formats.base import check_thickness
 from maskcore.limits import OPTIONAL_LIMITS, Limits
 from maskcore.model import ClassTable
+
+from .storage import read_regular_file
 
 BASE_KEYS = ("formats", "input_format", "partition_size", "max_in_flight", "limits",
              "images_url", "render")
@@ -109,6 +110,7 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
 
 
 MAX_YAML_NODES = 100_000  # a job file, its aliases expanded
+MAX_JOB_FILE_BYTES = 16 << 20  # a job file (a DTL colour map of 65535 classes is ~2 MB)
 
 
 def safe_yaml(text: str) -> Any:
@@ -157,6 +159,19 @@ def _expanded_size(node: yaml.Node, depth: int, memo: dict[int, int], active: se
     return total
 
 
+def yaml_problem(e: yaml.YAMLError) -> str:
+    """What is wrong and where (line, column), never the text around it: a YAML error's own
+    message quotes the offending line, which may hold a credential (a URL with userinfo, a
+    token pasted into the wrong key) - the one line printed must not."""
+    if isinstance(e, yaml.MarkedYAMLError):
+        mark = e.problem_mark or e.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        return f"{e.problem or e.context or type(e).__name__}{where}"
+    if isinstance(e, yaml.reader.ReaderError):
+        return f"{e.reason} at character {e.position}"
+    return type(e).__name__
+
+
 def parse_set(assignments: Sequence[str]) -> list[tuple[str, Any]]:
     out = []
     for a in assignments:
@@ -166,20 +181,26 @@ def parse_set(assignments: Sequence[str]) -> list[tuple[str, Any]]:
         try:
             out.append((key.strip(), safe_yaml(value)))
         except yaml.YAMLError as e:
-            raise ConfigError(expected("a YAML value", value), key=key) from e
+            raise ConfigError(expected("a YAML value", yaml_problem(e)), key=key) from None
     return out
 
 
 def _load_file(path: str) -> tuple[dict[str, Any], str]:
     """(job tree, source) from a YAML job or a DTL save_masks JSON."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = read_regular_file(path, MAX_JOB_FILE_BYTES).decode("utf-8")
+    except ItemError as e:  # a FIFO (would block), /dev/zero (would fill memory), too big
+        raise ConfigError(f"cannot read config file {e}") from None
     except OSError as e:
         raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: " + expected(
+            "a job file in UTF-8", f"byte {e.object[e.start]:#04x} at {e.start}")) from None
     try:
         data = safe_yaml(text)  # YAML is a superset of JSON: one parser for both
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: " + expected("valid YAML or JSON", str(e))) from None
+        raise ConfigError(f"{path}: " + expected("valid YAML or JSON", yaml_problem(e))
+                          ) from None
     if data is None:
         data = {}
     if isinstance(data, list) and len(data) == 1 and isinstance(data[0], dict):

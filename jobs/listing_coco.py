@@ -199,6 +199,15 @@ def _key(v: object) -> str | None:
     return None
 
 
+def _ann_key(v: object) -> str | None:
+    """An annotation's image_id as a join key: `_key`, or the key of the integer id a bool
+    or an integral float stands for (`coco.id_alias`: the item then fails, not an empty mask)."""
+    key = _key(v)
+    if key is None and (alias := coco.id_alias(v)) is not None:
+        return str(alias)
+    return key
+
+
 # ---------------------------------------------------------------------------- fast path
 class _Slow(Exception):
     """The fast reader gives up on this file: the caller re-reads it with ijson."""
@@ -778,7 +787,7 @@ def _worded(spool: Spool, ds: str, name: str, rec: bytes | None, problem: str) -
 def _ann_rows(cf: _CocoFile, anns: Iterable[Any]) -> Iterator[tuple[Any, ...]]:
     """(image id key, category id, annotation JSON) of each annotation."""
     for ann in anns:
-        idk = _key(ann.get("image_id")) if isinstance(ann, dict) else None
+        idk = _ann_key(ann.get("image_id")) if isinstance(ann, dict) else None
         if idk is None:
             cf.orphans += 1
             continue

@@ -374,7 +374,11 @@ def _task_rows(root: Root, key: str, found: list[ClassTable], by_file: bool, ord
     subset_of_file = posixpath.basename(key)[: -len(".xml")]
     prev, default, md5 = order[1], cvat.DEFAULT_SUBSET, hashlib.md5
     last_subset = None
-    with root.fs.open(root.full(key), "rb") as stream:
+    # a local XML through `open_read`'s checks (a FIFO never blocks the listing, a link out of
+    # the input is not read); an archive member as before (open_read would hold the archive's
+    # lock across the yields, while the listing reads image headers from the same archive)
+    opened = root.open_read(key) if root.is_local else root.fs.open(root.full(key), "rb")
+    with opened as stream:
         for batch in image_batches(stream, key):
             rows = []
             add = rows.append

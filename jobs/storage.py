@@ -584,6 +584,24 @@ def _read_fd(fd: int, size: int, cap: int) -> bytes:
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
+def read_regular_file(path: str, cap: int) -> bytes:
+    """A local file the user named (a job file), outside any Root: opened without blocking (a
+    FIFO has no writer to wait for), a regular file only (a FIFO, a device such as /dev/zero,
+    a socket are refused before any read), at most `cap` bytes. ItemError otherwise."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ItemError(f"{path}: Expected a regular file. Got {_file_kind(info.st_mode)} "
+                            "instead.")
+        data = _read_fd(fd, info.st_size, cap)
+    finally:
+        os.close(fd)
+    if len(data) > cap:
+        raise ItemError(f"{path}: Expected a file of at most {cap} bytes. Got more instead.")
+    return data
+
+
 def _file_kind(mode: int) -> str:
     for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
                        (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),

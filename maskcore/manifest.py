@@ -12,6 +12,7 @@ The summary (`manifest.json`) is computed from the merged lines in one streaming
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections import Counter
@@ -48,13 +49,31 @@ class ManifestEntry:
     def to_line(self) -> str:
         """The fields in order, as `json.dumps(..., ensure_ascii=False)` writes them (", " and
         ": " separators, UTF-8 as is; floats, which no line of ours holds, in msgspec's
-        shortest form: 1e-07 as 1e-7), encoded by msgspec ~5x faster."""
-        return msgspec.json.format(_LINE.encode(self), indent=0).decode() + "\n"
+        shortest form: 1e-07 as 1e-7), encoded by msgspec ~5x faster. A lone surrogate
+        (JSON's "\\ud800", which no UTF-8 text holds) in any text of the entry - a reason
+        quoting a hostile class title - is written escaped, as `\\ud800`: the line is always
+        written (else its partition failed on every attempt and the job could never finish)."""
+        try:
+            raw = _LINE.encode(self)
+        except UnicodeEncodeError:
+            raw = _LINE.encode(_valid_text(dataclasses.asdict(self)))
+        return msgspec.json.format(raw, indent=0).decode() + "\n"
 
     @classmethod
     def from_line(cls, line: str) -> ManifestEntry:
         d = json.loads(line)
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+
+def _valid_text(value: Any) -> Any:
+    """`value` with every str in it (keys too) made valid Unicode: surrogates as `\\udXXX`."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_valid_text(k): _valid_text(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_valid_text(v) for v in value]
+    return value
 
 
 def entry_id(dataset: str, item: str) -> str:

@@ -238,6 +238,14 @@ class Item:
         return name_stem(self.name)
 
 
+def valid_unicode(text: str) -> bool:
+    """Whether `text` holds no lone surrogate (JSON's "\\ud800", which no UTF-8 text holds):
+    a class name must be written into outputs and the manifest, so readers of JSON inputs
+    refuse such a name before any work (InputError)."""
+    return text.isascii() or text.encode("utf-8", "surrogatepass").decode(
+        "utf-8", "replace") == text
+
+
 def name_stem(name: str) -> str:
     """The image name without its last extension ('a.b.jpg' -> 'a.b'); a dot in a folder
     name is not an extension ('dir.v2/file' -> 'dir.v2/file')."""

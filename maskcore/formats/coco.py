@@ -28,6 +28,7 @@ fails its item with a message naming the annotation.
 
 from __future__ import annotations
 
+import itertools
 import json
 import posixpath
 from collections import Counter
@@ -38,7 +39,17 @@ import numpy as np
 
 from ..errors import InputError, ItemError, expected, shown
 from ..limits import DEFAULT_LIMITS, Budget, Limits, SizeReader, item_size, load_json
-from ..model import BACKGROUND, Bitmap, ClassInfo, ClassTable, CocoPolygon, Geometry, Item, Label
+from ..model import (
+    BACKGROUND,
+    Bitmap,
+    ClassInfo,
+    ClassTable,
+    CocoPolygon,
+    Geometry,
+    Item,
+    Label,
+    valid_unicode,
+)
 from ..palette import voc_color
 from ..paths import check_relative
 
@@ -62,6 +73,18 @@ def dataset_name(json_name: str) -> str:
 
 def _is_id(v: object) -> bool:
     return isinstance(v, int | str) and not isinstance(v, bool)
+
+
+def id_alias(v: object) -> int | None:
+    """The integer id an annotation's non-integer `image_id` stands for in pycocotools' and
+    datumaro's dict lookups (Python's `True == 1`, `40.0 == 40`): a bool or an integral float
+    (pandas writes ids as floats); None for anything else. Such an annotation is joined to
+    that image, which then fails by `parse_item`'s rule (never an empty mask marked ok)."""
+    if isinstance(v, bool):
+        return int(v)
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    return None
 
 
 def check_encoding(head: bytes, where: str) -> None:
@@ -130,8 +153,7 @@ def _classes(categories: list[Any], where: str) -> tuple[ClassTable, dict[int, s
         name = c.get("name")
         if not isinstance(name, str) or not name:
             raise InputError(f"{at}: " + expected("a non-empty category 'name'", name))
-        if not name.isascii() and name.encode("utf-8", "surrogatepass").decode(
-                "utf-8", "replace") != name:  # a lone surrogate (a JSON escape)
+        if not valid_unicode(name):
             raise InputError(f"{at}: " + expected("a category 'name' in valid Unicode",
                                                   ascii(name)))
         if c["id"] in by_id:
@@ -192,7 +214,9 @@ def split_dataset(data: bytes, where: str = "COCO JSON") -> CocoSplit:
     orphans = 0
     for ann in doc["annotations"]:
         image_id = ann.get("image_id") if isinstance(ann, dict) else None
-        if _is_id(image_id) and image_id in per_image:
+        if not _is_id(image_id):
+            image_id = id_alias(image_id)
+        if image_id is not None and image_id in per_image:
             per_image[image_id].append(ann)
         else:
             orphans += 1
@@ -264,7 +288,13 @@ def _numbers(v: object, limits: Limits, where: str, what: str) -> np.ndarray:
     return arr
 
 
+MANY_PARTS = 64  # parts of one polygon list from which one numpy pass over all of them pays
+
+
 def _polygons(segm: list[Any], budget: Budget, where: str) -> CocoPolygon:
+    plain = _plain_parts(segm, budget) if len(segm) >= MANY_PARTS else None
+    if plain is not None:
+        return CocoPolygon(plain)
     parts = []
     for k, part in enumerate(segm):
         arr = _numbers(part, budget.limits, where, f"segmentation[{k}]")
@@ -274,6 +304,35 @@ def _polygons(segm: list[Any], budget: Budget, where: str) -> CocoPolygon:
                                      arr.size), where=where)
         parts.append(arr)
     return CocoPolygon(tuple(parts))
+
+
+def _plain_parts(segm: list[Any], budget: Budget) -> tuple[np.ndarray, ...] | None:
+    """The parts of a polygon list of many parts checked in one numpy pass - numbers only, even
+    lengths, finite, within max_coordinate, each part within max_shape_points and all within
+    the item's max_points, charged as the per-part loop charges them - with the parts of fewer
+    than 3 points left out (no rasterizer draws them). A million two-point parts cost ~15 s
+    one by one. None when a part needs the per-part loop, which names what is wrong."""
+    limits = budget.limits
+    if set(map(type, segm)) != {list}:
+        return None
+    sizes = list(map(len, segm))
+    if max(sizes) > 2 * limits.max_shape_points or any(n % 2 for n in sizes):
+        return None
+    points = sum(sizes) // 2
+    if budget.point_total + points > limits.max_points:
+        return None
+    flat = list(itertools.chain.from_iterable(segm))
+    if not set(map(type, flat)) <= {int, float}:
+        return None
+    try:
+        arr = np.asarray(flat, dtype=np.float64)
+    except OverflowError:
+        return None
+    if arr.size and not float(np.abs(arr).max()) <= limits.max_coordinate:  # NaN fails too
+        return None
+    budget.point_total += points
+    return tuple(arr[end - n:end] for n, end in zip(sizes, itertools.accumulate(sizes),
+                                                    strict=True) if n >= 6)
 
 
 def _bbox_polygon(bbox: object, limits: Limits, where: str) -> CocoPolygon:
@@ -447,6 +506,9 @@ def parse_item(
             raise ItemError(expected("an annotation object", ann), where=where)
         if "id" in ann:
             where = f"annotations[{k}] (id {shown(ann['id'])})"
+        if not _is_id(ann.get("image_id", 0)):  # joined by `id_alias`
+            raise ItemError(expected("an integer or string image_id", ann["image_id"]),
+                            where=where)
         cid = ann.get("category_id")
         if isinstance(cid, bool) or not isinstance(cid, int) or cid not in category:
             raise ItemError(expected("a category_id declared in 'categories'", cid),

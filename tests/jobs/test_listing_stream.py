@@ -503,7 +503,7 @@ def test_coco_annotations_naming_no_image_are_counted_with_and_without_repeated_
     if repeat:
         doc["images"].append({"id": 1, "file_name": "a2.jpg"})
     doc["annotations"] += [{"id": 7, "image_id": 99, "category_id": 3},
-                           {"id": 8, "image_id": True, "category_id": 3}]
+                           {"id": 8, "image_id": None, "category_id": 3}]  # (True joins 1)
     path = tmp_path / "instances_x.json"
     path.write_text(json.dumps(doc))
     touch(tmp_path, "images/a.jpg", "images/b.jpg", "images/a2.jpg")
