@@ -58,3 +58,21 @@ def test_a_merge_holds_chunks_not_the_rows():
             tracemalloc.stop()
     assert count == n
     assert peak < 8 << 20, peak
+
+
+@pytest.mark.parametrize(("run", "fan_in"), [(1 << 15, 64), (3, 2), (1, 3)])
+def test_kept_rows_are_read_again_sorted_and_stable(monkeypatch, run, fan_in):
+    """`kept()`: the merged rows, as often as asked (runs merged down to FAN_IN, or one run
+    kept in memory); a sorter's own run size (`Runs(spool, run)`) is honoured."""
+    monkeypatch.setattr(runs, "CHUNK", 2)
+    monkeypatch.setattr(runs, "FAN_IN", fan_in)
+    rnd = random.Random(run)
+    rows = [((rnd.choice(["b", "a", "é"]), rnd.randrange(5)), k) for k in range(60)]
+    with Spool() as spool:
+        sorter = Runs(spool, run)
+        sorter.add(iter(rows))
+        want = sorted(rows, key=lambda r: r[0])
+        for _ in range(3):
+            assert [(tuple(k), v) for k, v in sorter.kept()] == want
+        stored = spool.scalar(f"SELECT count(DISTINCT run) FROM {sorter.table}")
+        assert stored == 0 if run > len(rows) else 1 <= stored <= fan_in
