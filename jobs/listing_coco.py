@@ -1346,6 +1346,13 @@ def _sort_joined_refs(spool: Spool, cf: _CocoFile,
                 lost, why = next(losers, (None, None))
             if problem is not None:
                 yield listing.ItemRef(ds, name, where, None, problem)
+            elif rec is not None and group is not None and not over and len(rec) + sum(
+                    map(len, group[1])) + len(group[1]) <= cap and TOO_DEEP not in group[1]:
+                # the usual image: all its annotations fit (their JSONs joined in C, as
+                # `_ref` would join them)
+                key = cf.prefix + name
+                yield _ref(cf, name, rec, ([b",".join(group[1])], frozenset(group[0]), key,
+                                           files.tag(key)), cats, cap)
             else:
                 yield _grouped_ref(cf, name, rec, (group, over), (cats, cap, files))
     finally:
