@@ -496,6 +496,8 @@ class _CocoFile:
         if self.anns is not None:
             self.anns.clear()
             self.anns = None  # its keys may change kind (`ann_block`)
+        if self.join is not None:
+            self.join.images.clear()  # (the other sorts are filled by `join` only)
         self.join = None
         self.cats, self.orphans, self.first = [], 0, None
         self.increasing = dict.fromkeys(ORDERS, True)
