@@ -170,3 +170,34 @@ def test_a_bad_annotation_stays_in_the_sort_join(tmp_path, monkeypatch):
     assert warnings == ["instances_x.json: 4 annotations name no image of the file; they are "
                         "not exported"]
     assert len(json.loads(refs[1].ann_inline)["annotations"]) == 2
+
+
+def test_refs_of_the_sort_join_hold_runs_not_the_file(tmp_path, monkeypatch):
+    """Iterating a shuffled file's refs reads its kept runs a chunk at a time: the memory a
+    pass allocates at its peak stays far below the file's records."""
+    import tracemalloc
+
+    from jobs.listing import list_input
+    from jobs.storage import Root
+
+    n = 40_000
+    names = [f"img_{i:06d}.jpg" for i in range(n)]
+    doc = shuffled_doc(random.Random(5), names, [(i * 7919) % n for i in range(n)],
+                       [(i, 3 + i % 2) for i in range(n)])
+    write(tmp_path / "instances_x.json", doc)
+    size = (tmp_path / "instances_x.json").stat().st_size
+    used = []
+    refs = listing_coco._sort_joined_refs
+    monkeypatch.setattr(listing_coco, "_sort_joined_refs",
+                        lambda *a: used.append(1) or refs(*a))
+    monkeypatch.setattr(listing_coco, "OUT_RUN", 2048)  # ~20 runs kept
+    monkeypatch.setattr(external_sort, "CHUNK", 16)  # of 16 rows each read at a time
+    with list_input(Root(str(tmp_path)), "coco") as got:
+        tracemalloc.start()
+        try:
+            count = sum(1 for _ in got.iter_refs())
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert used and count == n
+    assert peak < size / 2, (peak, size)
