@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import tracemalloc
+from collections.abc import Iterator
 
 import pytest
 
@@ -50,12 +51,7 @@ def test_a_merge_holds_chunks_not_the_rows():
     with Spool() as spool:
         sorter = Runs(spool)
         sorter.add((f"{k * 7919 % n:08d}", b"x" * 100) for k in range(n))
-        tracemalloc.start()
-        try:
-            count = sum(1 for _ in sorter.merged())
-            peak = tracemalloc.get_traced_memory()[1]
-        finally:
-            tracemalloc.stop()
+        count, peak = count_and_peak(sorter.merged())
     assert count == n
     assert peak < 8 << 20, peak
 
@@ -76,3 +72,12 @@ def test_kept_rows_are_read_again_sorted_and_stable(monkeypatch, run, fan_in):
             assert [(tuple(k), v) for k, v in sorter.kept()] == want
         stored = spool.scalar(f"SELECT count(DISTINCT run) FROM {sorter.table}")
         assert stored == 0 if run > len(rows) else 1 <= stored <= fan_in
+
+
+def count_and_peak(rows: Iterator[object]) -> tuple[int, int]:
+    """(number of rows, peak bytes Python allocated while reading them: tracemalloc)."""
+    tracemalloc.start()
+    try:
+        return sum(1 for _ in rows), tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from jobs import external_sort, listing_coco
+from tests.jobs.test_external_sort import count_and_peak
 from tests.jobs.test_listing_coco import NAMES, coco_doc, listing_of, split_of, touch, write
 
 TINY = {"RUN": 3, "CHUNK": 2, "FAN_IN": 2}  # many runs, merged in several rounds
@@ -175,8 +176,6 @@ def test_a_bad_annotation_stays_in_the_sort_join(tmp_path, monkeypatch):
 def test_refs_of_the_sort_join_hold_runs_not_the_file(tmp_path, monkeypatch):
     """Iterating a shuffled file's refs reads its kept runs a chunk at a time: the memory a
     pass allocates at its peak stays far below the file's records."""
-    import tracemalloc
-
     from jobs.listing import list_input
     from jobs.storage import Root
 
@@ -193,11 +192,6 @@ def test_refs_of_the_sort_join_hold_runs_not_the_file(tmp_path, monkeypatch):
     monkeypatch.setattr(listing_coco, "OUT_RUN", 2048)  # ~20 runs kept
     monkeypatch.setattr(external_sort, "CHUNK", 16)  # of 16 rows each read at a time
     with list_input(Root(str(tmp_path)), "coco") as got:
-        tracemalloc.start()
-        try:
-            count = sum(1 for _ in got.iter_refs())
-            peak = tracemalloc.get_traced_memory()[1]
-        finally:
-            tracemalloc.stop()
+        count, peak = count_and_peak(got.iter_refs())
     assert used and count == n
     assert peak < size / 2, (peak, size)
