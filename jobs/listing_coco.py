@@ -21,7 +21,12 @@ integer image ids increasing, annotations' image ids never decreasing, as CVAT a
 export - skips the join: its decoded blocks are stored as they are (msgpack, one spool row per
 block) and its refs come from one merge of them with the images folder's listing in key order
 (`_sorted_refs`), the same refs the join gives (tests/jobs/test_listing_coco.py,
-tests/jobs/test_listing_toolfiles.py). Per-image problems (no id, duplicate id, file name or
+tests/jobs/test_listing_toolfiles.py). A file not in order whose image records are all plain
+with integer ids (COCO 2017's own layout) takes no SQLite row either: `_SortJoin` sorts its
+records and annotations by id (`Runs`), merge-joins them and sorts the records by name
+(tests/jobs/test_listing_coco_sortjoin.py); a later record only rows take (a string id...)
+has the file read again into rows (`_Restart`). The cyclic collector is paused while listing
+(`_gc_paused`). Per-image problems (no id, duplicate id, file name or
 output stem - the stem rule is `Item.stem` -, a name that could escape) fail that image alone;
 annotations naming no image are counted and logged. An images folder inside another one of the
 run is listed once (with the outer one).
