@@ -28,6 +28,7 @@ from .spool import Spool
 RUN = 1 << 15  # rows sorted in memory at a time (~10 MB of small rows)
 CHUNK = 256  # rows per stored chunk: what a merge holds of each run
 FAN_IN = 64  # runs merged at once
+STORE_BATCH = 16  # chunks stored per executemany (~1 MB of small rows)
 _pack = msgspec.msgpack.Encoder().encode
 _unpack = msgspec.msgpack.Decoder().decode
 _KEY = operator.itemgetter(0)
@@ -73,9 +74,12 @@ class Runs:
     def _store(self, rows: Iterable[Any]) -> int:
         run, self.next_run = self.next_run, self.next_run + 1
         it = iter(rows)
-        chunks = iter(lambda: list(itertools.islice(it, CHUNK)), [])
-        self.spool.insert(f"INSERT INTO {self.table} VALUES (?, ?)",
-                          zip(itertools.repeat(run), map(_pack, chunks)))
+        chunks = zip(itertools.repeat(run), map(_pack, iter(
+            lambda: list(itertools.islice(it, CHUNK)), [])))
+        # STORE_BATCH chunks per executemany, not the spool's BATCH rows: a run merged from
+        # FAN_IN runs is thousands of chunks (4096 of them held ~250 MB at 1M COCO images)
+        self.spool.insert_batches(f"INSERT INTO {self.table} VALUES (?, ?)", iter(
+            lambda: list(itertools.islice(chunks, STORE_BATCH)), []))
         return run
 
     def _read(self, run: int) -> Iterator[Any]:

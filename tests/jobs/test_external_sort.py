@@ -81,3 +81,20 @@ def count_and_peak(rows: Iterator[object]) -> tuple[int, int]:
         return sum(1 for _ in rows), tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
+
+
+def test_a_merge_round_stores_its_run_a_few_chunks_at_a_time(monkeypatch):
+    """A run merged from FAN_IN runs is stored STORE_BATCH chunks per executemany, not the
+    spool's BATCH rows of chunks (at 1M COCO images that held ~250 MB)."""
+    for name, value in (("RUN", 50), ("CHUNK", 1), ("FAN_IN", 2)):
+        monkeypatch.setattr(runs, name, value)
+    sizes: list[int] = []
+    store = Spool.insert_batches
+    monkeypatch.setattr(Spool, "insert_batches", lambda self, sql, batches: store(
+        self, sql, (sizes.append(len(b)) or b for b in batches)))
+    rows = [(f"{k * 7 % 400:03d}", k) for k in range(400)]
+    with Spool() as spool:
+        sorter = Runs(spool)
+        sorter.add(iter(rows))
+        assert [tuple(r) for r in sorter.merged()] == sorted(rows, key=lambda r: r[0])
+    assert sum(sizes) > 400 and max(sizes) == runs.STORE_BATCH  # rounds stored 100s of chunks
