@@ -7,8 +7,10 @@ msgpack chunks of `CHUNK` rows, one SQLite row each. `merged()` streams every ro
 `heapq.merge` of the runs, reading one chunk of each at a time; more than `FAN_IN` runs are
 first merged `FAN_IN` at a time into longer runs. So the driver holds one run while adding
 and at most `FAN_IN` chunks while merging, whatever the number of rows; rows come back as
-lists. What it replaces: rows inserted into a table, an index built on them (SQLite's sorter
-copying every row again) and a join reading that index, when each key is read once, in order.
+lists. `merged()` reads the rows once and drops them; `kept()` reads them back as often as
+asked (at most `FAN_IN` runs stay, or one run's rows in memory). What it replaces: rows
+inserted into a table, an index built on them (SQLite's sorter copying every row again) and a
+join reading that index, when each key is read once, in order.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from .spool import Spool
 RUN = 1 << 15  # rows sorted in memory at a time (~10 MB of small rows)
 CHUNK = 256  # rows per stored chunk: what a merge holds of each run
 FAN_IN = 64  # runs merged at once
+STORE_BATCH = 16  # chunks stored per executemany (~1 MB of small rows)
 _pack = msgspec.msgpack.Encoder().encode
 _unpack = msgspec.msgpack.Decoder().decode
 _KEY = operator.itemgetter(0)
@@ -36,8 +39,10 @@ class Runs:
 
     _tables = itertools.count()
 
-    def __init__(self, spool: Spool) -> None:
+    def __init__(self, spool: Spool, run: int | None = None) -> None:
+        """`run`: rows per run (default `RUN`), smaller for large rows."""
         self.spool = spool
+        self.run = run
         self.table = f"runs{next(self._tables)}"
         spool.execute(f"CREATE TABLE {self.table} (run INT, data BLOB)")
         spool.execute(f"CREATE INDEX {self.table}_run ON {self.table} (run)")
@@ -47,9 +52,10 @@ class Runs:
 
     def add(self, rows: Iterable[tuple[Any, ...]]) -> None:
         it = iter(rows)
+        size = self.run or RUN
         while True:
-            self.buf.extend(itertools.islice(it, RUN - len(self.buf)))
-            if len(self.buf) < RUN:
+            self.buf.extend(itertools.islice(it, size - len(self.buf)))
+            if len(self.buf) < size:
                 return
             self._flush()
 
@@ -68,9 +74,12 @@ class Runs:
     def _store(self, rows: Iterable[Any]) -> int:
         run, self.next_run = self.next_run, self.next_run + 1
         it = iter(rows)
-        chunks = iter(lambda: list(itertools.islice(it, CHUNK)), [])
-        self.spool.insert(f"INSERT INTO {self.table} VALUES (?, ?)",
-                          zip(itertools.repeat(run), map(_pack, chunks)))
+        chunks = zip(itertools.repeat(run), map(_pack, iter(
+            lambda: list(itertools.islice(it, CHUNK)), [])))
+        # STORE_BATCH chunks per executemany, not the spool's BATCH rows: a run merged from
+        # FAN_IN runs is thousands of chunks (4096 of them held ~250 MB at 1M COCO images)
+        self.spool.insert_batches(f"INSERT INTO {self.table} VALUES (?, ?)", iter(
+            lambda: list(itertools.islice(chunks, STORE_BATCH)), []))
         return run
 
     def _read(self, run: int) -> Iterator[Any]:
@@ -87,20 +96,35 @@ class Runs:
             return self._read(runs[0])
         return heapq.merge(*map(self._read, runs), key=_KEY)  # ties: the earlier run first
 
-    def merged(self) -> Iterator[Any]:
-        """Every row added, sorted by its first field (stable); the runs are dropped after."""
-        if not self.order:  # all in memory: no run stored
-            self.buf.sort(key=_KEY)
-            rows, self.buf = self.buf, []
-            yield from rows
-            return
-        self._flush()
+    def _rounds(self) -> None:
+        """Store the rows in memory as a run (if some run is stored already) and merge the
+        runs `FAN_IN` at a time until at most `FAN_IN` are left."""
+        if self.order:
+            self._flush()
         while len(self.order) > FAN_IN:
             first = self.order[:FAN_IN]
             self.order[:FAN_IN] = [self._store(self._merge(first))]
             self.spool.execute(f"DELETE FROM {self.table} WHERE run IN "
                                f"({','.join(map(str, first))})")
+
+    def merged(self) -> Iterator[Any]:
+        """Every row added, sorted by its first field (stable); the runs are dropped after."""
+        self._rounds()
+        if not self.order:  # all in memory: no run stored
+            self.buf.sort(key=_KEY)
+            rows, self.buf = self.buf, []
+            yield from rows
+            return
         try:
             yield from self._merge(self.order)
         finally:
             self.clear()
+
+    def kept(self) -> Iterator[Any]:
+        """`merged()` without dropping the rows: call it again for another pass (no row may
+        be added after the first call)."""
+        self._rounds()
+        if not self.order:
+            self.buf.sort(key=_KEY)
+            return iter(self.buf)
+        return self._merge(self.order)

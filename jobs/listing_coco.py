@@ -21,7 +21,12 @@ integer image ids increasing, annotations' image ids never decreasing, as CVAT a
 export - skips the join: its decoded blocks are stored as they are (msgpack, one spool row per
 block) and its refs come from one merge of them with the images folder's listing in key order
 (`_sorted_refs`), the same refs the join gives (tests/jobs/test_listing_coco.py,
-tests/jobs/test_listing_toolfiles.py). Per-image problems (no id, duplicate id, file name or
+tests/jobs/test_listing_toolfiles.py). A file not in order whose image records are all plain
+with integer ids (COCO 2017's own layout) takes no SQLite row either: `_SortJoin` sorts its
+records and annotations by id (`Runs`), merge-joins them and sorts the records by name
+(tests/jobs/test_listing_coco_sortjoin.py); a later record only rows take (a string id...)
+has the file read again into rows (`_Restart`). The cyclic collector is paused while listing
+(`_gc_paused`). Per-image problems (no id, duplicate id, file name or
 output stem - the stem rule is `Item.stem` -, a name that could escape) fail that image alone;
 annotations naming no image are counted and logged. An images folder inside another one of the
 run is listed once (with the outer one).
@@ -39,6 +44,8 @@ from __future__ import annotations
 
 import bisect
 import codecs
+import contextlib
+import gc
 import hashlib
 import itertools
 import json
@@ -211,6 +218,11 @@ def _ann_key(v: object) -> str | None:
 # ---------------------------------------------------------------------------- fast path
 class _Slow(Exception):
     """The fast reader gives up on this file: the caller re-reads it with ijson."""
+
+
+class _Restart(Exception):
+    """A file in the sort join met a record only rows take: the caller reads it again
+    (`_CocoFile.sort_join` off)."""
 
 
 _WS = re.compile(rb"[ \t\n\r]*")
@@ -436,20 +448,36 @@ class _CocoFile:
         self.blocks = True
         self.stored = False  # some block was stored
         self.anns: Runs | None = None  # (image id key, category id, JSON) of rows, by key
+        # a file not in order whose image records are plain with integer ids: images and
+        # annotations sorted by id (integer keys), joined by `_SortJoin`, never SQLite rows
+        self.join: _SortJoin | None = None
+        self.sort_join = SORT_JOIN  # False after `_Restart`: the file goes to rows
 
     @property
     def in_order(self) -> bool:
         return all(self.increasing.values())
 
-    def _unordered(self, spool: Spool) -> None:
-        """Some record is not plain: the file's records go into rows (`demote`)."""
+    def _unordered(self, spool: Spool, *, join: bool = False) -> None:
+        """Some record is not plain: the file's records go into rows (`demote`), or with
+        `join` (an annotation) the sort join if the file may take it."""
         self.increasing = dict.fromkeys(ORDERS, False)
-        self.demote(spool)
+        self.demote(spool, join=join)
 
-    def demote(self, spool: Spool) -> None:
-        """Move the blocks stored so far into the images / anns rows the careful path reads
-        (`_image_block_rows` / `_ann_block_rows`), in file order."""
+    def demote(self, spool: Spool, *, join: bool = False) -> None:
+        """Leave the in-order path: with `join` (every image record so far plain, with an
+        integer id) for the sort join if allowed, else for the images / anns rows the careful
+        path reads (`_image_block_rows` / `_ann_block_rows`); the blocks stored so far are
+        moved there, in file order. A file in the sort join that needs rows is read again
+        (`_Restart`)."""
+        if self.join is not None:
+            if not join:
+                raise _Restart
+            return
+        if not self.blocks:
+            return  # rows already: they stay
         self.blocks = False
+        if join and self.sort_join:
+            self.join = _SortJoin(spool)
         if not self.stored:
             return
         self.stored = False
@@ -460,10 +488,9 @@ class _CocoFile:
             ).fetchone()
             first, texts = _unpack(data)
             if kind == IMAGE_BLOCK:
-                spool.insert(IMAGES_SQL, _image_block_rows(
-                    self, (first, _unpack(ids), texts, _unpack(stems)), seq))
+                self.image_block(spool, (first, _unpack(ids), texts, _unpack(stems)), seq)
             else:
-                self.ann_rows(spool, _ann_block_rows((_unpack(ids), first, texts)))
+                self.ann_block(spool, (_unpack(ids), first, texts))
         spool.execute("DELETE FROM blocks WHERE ds = ?", (self.dataset,))
 
     def _store(self, spool: Spool, kind: int, *, seq: int, ids: list[int], first: list[Any],
@@ -476,24 +503,44 @@ class _CocoFile:
                        None if stems is None else _pack(stems)))
         self.stored = True
 
+    def _reset(self, spool: Spool) -> None:
+        """Forget what a pass stored (before the file is read again)."""
+        for table in ("images", "blocks"):
+            spool.execute(f"DELETE FROM {table} WHERE ds = ?", (self.dataset,))
+        if self.anns is not None:
+            self.anns.clear()
+            self.anns = None  # its keys may change kind (`ann_block`)
+        if self.join is not None:
+            self.join.images.clear()  # (the other sorts are filled by `join` only)
+        self.join = None
+        self.cats, self.orphans, self.first = [], 0, None
+        self.increasing = dict.fromkeys(ORDERS, True)
+        self.last = {}
+        self.blocks, self.stored = True, False
+
+    def _read_fast(self, spool: Spool) -> int:
+        with _open(self.fs, self.path) as f:
+            at = f.tell()  # after a UTF-8 BOM
+            coco.check_encoding(f.read(4), self.where)  # before any pass or whole load
+            f.seek(at)
+            return self._load_fast(spool, _Sections(f, self.where))
+
     def load(self, spool: Spool) -> int:
         """Stream the file's images and annotations into the spool and read its categories;
-        returns the number of image records. One msgspec pass (`_Sections`); a file it gives
-        up on is read again with ijson, a pass per list (`_load_slow`)."""
+        returns the number of image records. One msgspec pass (`_Sections`); a file the sort
+        join cannot take after all is read again for rows (`_Restart`); a file the msgspec
+        pass gives up on is read again with ijson, a pass per list (`_load_slow`)."""
         try:
-            with _open(self.fs, self.path) as f:
-                at = f.tell()  # after a UTF-8 BOM
-                coco.check_encoding(f.read(4), self.where)  # before any pass or whole load
-                f.seek(at)
-                count = self._load_fast(spool, _Sections(f, self.where))
+            try:
+                count = self._read_fast(spool)
+            except _Restart:
+                self._reset(spool)
+                self.sort_join = False
+                count = self._read_fast(spool)
         except _Slow:
-            for table in ("images", "blocks"):
-                spool.execute(f"DELETE FROM {table} WHERE ds = ?", (self.dataset,))
-            if self.anns is not None:
-                self.anns.clear()
-            self.cats, self.orphans, self.first = [], 0, None
+            self._reset(spool)
             self.increasing = dict.fromkeys(ORDERS, False)
-            self.blocks = self.stored = False
+            self.blocks = False
             count = self._load_slow(spool)
         self._check_categories()
         try:
@@ -530,28 +577,47 @@ class _CocoFile:
                     self._store(spool, IMAGE_BLOCK, seq=seq[key], ids=ids, first=names,
                                 texts=texts, stems=stems)
                 else:
-                    self.demote(spool)
-                    spool.insert(IMAGES_SQL, _image_block_rows(self, plain, seq[key]))
+                    self.demote(spool, join=type(plain[1][0]) is int)
+                    self.image_block(spool, plain, seq[key])
             elif key == ANNOTATIONS:
                 plain = _plain_anns(self, elements)
                 if plain is None:
-                    self._unordered(spool)
-                    self.ann_rows(spool, _ann_rows(self, elements))
+                    self._unordered(spool, join=True)
+                    self.ann_rows(spool, _ann_rows(self, elements, ints=self.join is not None))
                 elif self.in_order and self.blocks:
                     ids, cids, texts = plain
                     self._store(spool, ANN_BLOCK, seq=seq[key], ids=ids, first=cids,
                                 texts=texts)
                 else:
-                    self.demote(spool)
-                    self.ann_rows(spool, _ann_block_rows(plain))
+                    self.demote(spool, join=True)
+                    self.ann_block(spool, plain)
             elif key == CATEGORIES:
                 self.cats.extend(elements)
                 self._check_categories()
             if key in seq:
                 seq[key] += len(elements)
         if not self.in_order:
-            self.demote(spool)
+            self.demote(spool, join=True)  # every image record stored is plain, ids int
         return seq[IMAGES]
+
+    def image_block(self, spool: Spool, block: tuple[list[str], list[Any], list[bytes],
+                                                     list[str]], start: int) -> None:
+        """A block of plain image records (`_plain_images`), out of the in-order path: into
+        the sort join (its ids are integers then: `demote`) or into rows."""
+        if self.join is None:
+            spool.insert(IMAGES_SQL, _image_block_rows(self, block, start))
+            return
+        names, ids, texts, _stems = block
+        if self.first is None:
+            self.first = names[0]  # the join's records are plain: the first has no problem
+        self.join.images.add(zip(ids, itertools.count(start), names, texts))
+
+    def ann_block(self, spool: Spool, block: tuple[list[int], list[Any], list[bytes]]
+                  ) -> None:
+        """A block of plain annotations (`_plain_anns`), out of the in-order path: keyed
+        by the integer image id in the sort join, by `_key` for rows."""
+        rows = zip(*block) if self.join is not None else _ann_block_rows(block)  # noqa: B905
+        self.ann_rows(spool, rows)
 
     def _load_slow(self, spool: Spool) -> int:
         try:  # this pass reads the whole file: a lexical error shows here
@@ -784,10 +850,15 @@ def _worded(spool: Spool, ds: str, name: str, rec: bytes | None, problem: str) -
     return problem
 
 
-def _ann_rows(cf: _CocoFile, anns: Iterable[Any]) -> Iterator[tuple[Any, ...]]:
-    """(image id key, category id, annotation JSON) of each annotation."""
+def _ann_rows(cf: _CocoFile, anns: Iterable[Any], *, ints: bool = False
+             ) -> Iterator[tuple[Any, ...]]:
+    """(image id key, category id, annotation JSON) of each annotation; with `ints` (the
+    sort join: every image id is an integer) the key is the integer image id, and an
+    annotation of another id is an orphan already."""
     for ann in anns:
-        idk = _ann_key(ann.get("image_id")) if isinstance(ann, dict) else None
+        iid = ann.get("image_id") if isinstance(ann, dict) else None
+        # (sort join: a bool or an integral float joins the id it stands for, coco.id_alias)
+        idk = (iid if type(iid) is int else coco.id_alias(iid)) if ints else _ann_key(iid)
         if idk is None:
             cf.orphans += 1
             continue
@@ -837,7 +908,8 @@ def list_coco(root: Root, images_url: str | None = None, *,
     spool = Spool()
     cap = limits.max_annotation_bytes
     try:
-        count, image_root = _fill(spool, root, cfs, fixed=fixed, cap=cap)
+        with _gc_paused():
+            count, image_root = _fill(spool, root, cfs, fixed=fixed, cap=cap)
     except BaseException:
         spool.close()
         raise
@@ -872,11 +944,13 @@ def _fill(spool: Spool, root: Root, cfs: list[_CocoFile], *, fixed: Root | None,
     ids, dup = (IDS_SQL + " AND problem IS NOT ? ORDER BY idk", (DUP_ID,)) if _first_wins(
         spool, cfs) else (IDS_SQL + " ORDER BY idk", ())
     for cf in cfs:
-        if cf.anns is not None and not cf.blocks:
+        if cf.join is not None:
+            cf.join.join(cf, cap)
+        elif cf.anns is not None and not cf.blocks:
             spool.insert(GROUPS_SQL, _groups(cf, cf.anns.merged(), cap=cap, ids=spool.rows(
                 ids, (cf.dataset, *dup))))
     for cf in cfs:
-        if cf.blocks:  # `cf.first` is its first record
+        if cf.blocks or cf.join is not None:  # `cf.first` is its first record
             folders[cf.dataset] = "" if fixed else _images_dir(fs, cf.path, cf.dataset, cf.first)
             continue
         # a file's records are inserted in seq order (the ijson re-read after a DELETE
@@ -945,15 +1019,47 @@ def _sorted_orphans(spool: Spool, ds: str) -> int:
     return orphans
 
 
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """The cyclic garbage collector paused (restored after, if it was on): a listing makes
+    no reference cycles (refcounts free what it drops), and the collector's full passes,
+    triggered by the millions of short-lived containers it decodes and sorts, cost ~25% of
+    its CPU (`benchmarks/bench_listing.py --coco-order coco2017`)."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+REFS_BATCH = 2048  # refs made with the collector paused (`_refs`): a few MB
+
+
 def _refs(spool: Spool, cfs: list[_CocoFile], cap: int) -> Iterator[listing.ItemRef]:
+    """`_all_refs`, made a batch at a time with the collector paused (`_gc_paused`); the
+    caller's code between two refs runs with it on."""
+    refs = _all_refs(spool, cfs, cap)
+    while True:
+        with _gc_paused():
+            batch = list(itertools.islice(refs, REFS_BATCH))
+        if not batch:
+            return
+        yield from batch
+
+
+def _all_refs(spool: Spool, cfs: list[_CocoFile], cap: int) -> Iterator[listing.ItemRef]:
     """Every file's refs, in (dataset, name) order: from the stored blocks of a file whose
-    records are in order (`_sorted_refs`), else from the join (`_joined_refs`). An image
-    whose per-image JSON would exceed `cap` (the worker's `max_annotation_bytes`, which
-    would refuse it) fails here."""
+    records are in order (`_sorted_refs`), from the sort join (`_sort_joined_refs`), else
+    from the SQLite join (`_joined_refs`). An image whose per-image JSON would exceed `cap`
+    (the worker's `max_annotation_bytes`, which would refuse it) fails here."""
     cats: dict[tuple[str, frozenset[Any]], bytes] = {}  # the categories of a set of ids
     for cf in sorted(cfs, key=operator.attrgetter("dataset")):
         if cf.blocks:
             yield from _sorted_refs(spool, cf, cats, cap)
+        elif cf.join is not None:
+            yield from _sort_joined_refs(spool, cf, cats, cap)
         else:
             yield from _joined_refs(spool, cf, cats, cap)
 
@@ -1093,14 +1199,22 @@ def _groups(cf: _CocoFile, rows: Iterator[Any], *, cap: int, ids: Iterator[tuple
         if have is None or have[0] != idk:
             cf.orphans += sum(1 for _ in group)
             continue
-        cids, texts, total = [], [], 0
-        for _idk, cid, text in group:
-            total += len(text) + 1
-            if total > cap:
-                break  # the rest of the group is skipped by groupby
-            cids.append(cid)
-            texts.append(text)
-        yield ds, idk, int(total > cap), _pack((cids, texts))
+        cids, texts, over = _capped(group, cap)
+        yield ds, idk, over, _pack((cids, texts))
+
+
+def _capped(group: Iterable[Any], cap: int) -> tuple[list[Any], list[bytes], int]:
+    """(category ids, JSONs, over) of the first annotation rows (key, category id, JSON) of
+    a group whose JSONs (and a comma each) fit in `cap`; `over` is 1 when more follow (the
+    rest of the group is not read)."""
+    cids, texts, total = [], [], 0
+    for _idk, cid, text in group:
+        total += len(text) + 1
+        if total > cap:
+            return cids, texts, 1
+        cids.append(cid)
+        texts.append(text)
+    return cids, texts, 0
 
 
 _GROUP_KEY = operator.itemgetter(0)
@@ -1131,24 +1245,132 @@ def _joined(spool: Spool, cf: _CocoFile, cats: dict[tuple[str, frozenset[Any]], 
             yield listing.ItemRef(cf.dataset, name, cf.where, None,
                                   _worded(spool, cf.dataset, name, rec, problem))
             continue
-        if rec is None:  # the image record alone is longer than cap: never read
-            yield listing.ItemRef(cf.dataset, name, cf.where, None,
-                                  _too_big(cap, "a longer image record"))
-            continue
-        anns, used, total = [], set(), len(rec)
-        if data is not None:  # else a LEFT JOIN's null: the image has no annotation
-            cids, texts = _unpack(data)
-            for cid, ann in zip(cids, texts):  # noqa: B905 (equal lengths)
-                total += len(ann) + 1
-                if total > cap:
-                    break
-                anns.append(ann)
-                used.add(cid)
+        group = _unpack(data) if data is not None else None  # (a LEFT JOIN's null: none)
+        yield _grouped_ref(cf, name, rec, (group, over), (cats, cap, files))
+
+
+def _grouped_ref(cf: _CocoFile, name: str, rec: bytes | None,
+                 group: tuple[tuple[list[Any], list[bytes]] | None, int],
+                 ctx: tuple[dict[tuple[str, frozenset[Any]], bytes], int, _Tags]
+                 ) -> listing.ItemRef:
+    """The ref of an image record without a problem of its own (None: longer than `cap`,
+    never read) and its group ((category ids, JSONs) of its first annotations, None when it
+    has none; `over`: more followed, `_capped`)."""
+    cats, cap, files = ctx
+    if rec is None:
+        return listing.ItemRef(cf.dataset, name, cf.where, None,
+                               _too_big(cap, "a longer image record"))
+    data, over = group
+    anns, used, total = [], set(), len(rec)
+    if data is not None:
+        for cid, ann in zip(*data):  # noqa: B905 (equal lengths)
+            total += len(ann) + 1
+            if total > cap:
+                break
+            anns.append(ann)
+            used.add(cid)
+        else:
+            total += over * (cap + 1)  # the next one: over `cap` with no record at all
+    if total > cap:
+        return listing.ItemRef(cf.dataset, name, cf.where, None,
+                               _too_many(cap, len(anns) + 1))
+    image_key = cf.prefix + name
+    return _ref(cf, name, rec, (anns, used, image_key, files.tag(image_key)), cats, cap)
+
+
+# ------------------------------------------------------------ files not in order: sort join
+SORT_JOIN = True  # tests turn it off to compare with the rows + SQLite join
+OUT_RUN = 1 << 13  # rows per run of `_SortJoin.out` (an image with its annotations each)
+
+
+class _SortJoin:
+    """A file not in order whose image records are all plain with integer ids (COCO 2017's
+    own layout): no SQLite row, no index. Its records (id, seq, name, JSON) and its
+    annotation rows (`_CocoFile.anns`: image id, category id, JSON) are each sorted by
+    integer image id (`Runs`), then `join` merges the two: the first record of an id gets
+    the id's annotations (`_capped`), a later one fails (`_first_wins`' rule), annotations
+    of no record are orphans; each record goes to `out`, sorted by (name, seq), and the
+    stem of each record without a problem to `stems`, sorted by (stem, seq): a later record of a
+    stem fails (`losers`, by (name, seq)). `_sort_joined_refs` reads `out` and `losers`,
+    kept sorted, as often as asked. The driver holds a run of each at most."""
+
+    def __init__(self, spool: Spool) -> None:
+        self.images = Runs(spool)  # (id, seq, name, JSON)
+        self.out = Runs(spool, OUT_RUN)  # ((name, seq), JSON | None, problem, group, over)
+        self.stems = Runs(spool)  # ((stem, seq), name)
+        self.losers = Runs(spool)  # ((name, seq), problem)
+        self.stem_rows: list[tuple[tuple[str, int], str]] = []
+
+    def join(self, cf: _CocoFile, cap: int) -> None:
+        self.out.add(self._records(cf, cap))
+        self.stems.add(self.stem_rows)
+        for _stem, rows in itertools.groupby(self.stems.merged(), _stem_key):
+            first = next(rows)[1]
+            self.losers.add(((name, seq), expected("unique file names", name) if name == first
+                             else expected("one image per file stem (masks are named "
+                                           "<stem>.png)", f"{name} and {first}"))
+                            for (_stem, seq), name in rows)  # noqa: B031 (the rest)
+
+    def _records(self, cf: _CocoFile, cap: int) -> Iterator[tuple[Any, ...]]:
+        """The `out` rows of the records (by id) joined with the annotations (by image id);
+        the `stems` rows go to `stem_rows`, added a batch at a time."""
+        anns = itertools.groupby(cf.anns.merged() if cf.anns is not None else (), _GROUP_KEY)
+        aid, group = next(anns, (None, None))
+        stem, self.stem_rows = listing.stem, []
+        for iid, records in itertools.groupby(self.images.merged(), _GROUP_KEY):
+            while aid is not None and aid < iid:
+                cf.orphans += sum(1 for _ in group)
+                aid, group = next(anns, (None, None))
+            found, over = None, 0
+            if aid == iid:
+                cids, texts, over = _capped(group, cap)
+                found = (cids, texts)
+                aid, group = next(anns, (None, None))
+            _iid, seq, name, rec = next(records)
+            yield (name, seq), rec if len(rec) <= cap else None, None, found, over
+            self.stem_rows.append(((stem(name), seq), name))
+            if len(self.stem_rows) >= STEM_BATCH:
+                self.stems.add(self.stem_rows)
+                self.stem_rows = []
+            for _iid, seq, name, rec in records:  # noqa: B031 (the rest)
+                yield (name, seq), None, expected(
+                    "unique image ids", iid if len(rec) <= cap else "a repeated id"), None, 0
+        while aid is not None:
+            cf.orphans += sum(1 for _ in group)
+            aid, group = next(anns, (None, None))
+
+
+STEM_BATCH = 4096
+
+
+def _stem_key(row: tuple[tuple[str, int], str]) -> str:
+    return row[0][0]
+
+
+def _sort_joined_refs(spool: Spool, cf: _CocoFile,
+                      cats: dict[tuple[str, frozenset[Any]], bytes], cap: int
+                      ) -> Iterator[listing.ItemRef]:
+    """The refs of a file in the sort join (`_SortJoin`), in (name, seq) order."""
+    assert cf.join is not None
+    files = _Tags(spool, cf.prefix)
+    losers = cf.join.losers.kept()
+    try:
+        lost, why = next(losers, (None, None))
+        ds, where = cf.dataset, cf.where
+        for (name, seq), rec, problem, group, over in cf.join.out.kept():
+            if lost is not None and lost[1] == seq:
+                problem = why
+                lost, why = next(losers, (None, None))
+            if problem is not None:
+                yield listing.ItemRef(ds, name, where, None, problem)
+            elif rec is not None and group is not None and not over and len(rec) + sum(
+                    map(len, group[1])) + len(group[1]) <= cap and TOO_DEEP not in group[1]:
+                # the usual image: all its annotations fit (their JSONs joined in C, as
+                # `_ref` would join them)
+                key = cf.prefix + name
+                yield _ref(cf, name, rec, ([b",".join(group[1])], frozenset(group[0]), key,
+                                           files.tag(key)), cats, cap)
             else:
-                total += over * (cap + 1)  # the next one: over `cap` with no record at all
-        if total > cap:
-            yield listing.ItemRef(cf.dataset, name, cf.where, None,
-                                  _too_many(cap, len(anns) + 1))
-            continue
-        image_key = cf.prefix + name
-        yield _ref(cf, name, rec, (anns, used, image_key, files.tag(image_key)), cats, cap)
+                yield _grouped_ref(cf, name, rec, (group, over), (cats, cap, files))
+    finally:
+        files.close()
