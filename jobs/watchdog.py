@@ -14,11 +14,14 @@ per process, shared by every partition the process runs.
   run in the driver's own process (`--workers 0`) only warns - the user's process is never
   killed.
 - The deadman (`deadman=True`, workers only): an item stuck in a C call that holds the GIL
-  stops every Python thread, the watchdog too. While such watches have an item running, each
-  tick re-arms `faulthandler.dump_traceback_later(limit + tick, exit=True)`, whose C thread
-  needs no GIL: if the watchdog itself cannot run for that long, the process dumps its threads'
-  stacks to stderr and exits, as `on_overdue` would have made it. The largest limit of the busy
-  watches is used, so no item is stopped before its own limit.
+  stops every Python thread, the watchdog too. While such a watch is registered (its partition
+  is running, between items too), `faulthandler.dump_traceback_later(limit + tick, exit=True)`
+  is armed - first by `__enter__` itself, in the partition's thread, then re-armed by each tick
+  - and its C thread needs no GIL: if the watchdog cannot run for that long, the process dumps
+  its threads' stacks to stderr and exits, as `on_overdue` would have made it. (Arming only
+  while an item is running raced: an item that took the GIL right after a tick that saw no
+  item running was never stopped.) The largest limit of the registered watches is used, so no
+  item is stopped before its own limit; the timer is cancelled when the last one leaves.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ OnOverdue = Callable[[int, float], None]  # (item index, seconds it has run so f
 _COND = threading.Condition()
 _WATCHES: set[Watch] = set()
 _THREAD: threading.Thread | None = None
+_ARMED = False  # the deadman timer is set (guarded by _COND)
 
 
 def tick(limit: float) -> float:
@@ -67,6 +71,8 @@ class Watch:
         if self.limit:
             with _COND:
                 _WATCHES.add(self)
+                if self.deadman:
+                    _set_deadman()
                 _ensure_thread()
                 _COND.notify()
         return self
@@ -75,6 +81,7 @@ class Watch:
         self.current = None
         with _COND:
             _WATCHES.discard(self)
+            _set_deadman()
 
 
 def _ensure_thread() -> None:
@@ -85,42 +92,45 @@ def _ensure_thread() -> None:
 
 
 def _after_fork() -> None:  # the parent's watches and thread are not this process's
-    global _COND, _THREAD
-    _COND, _THREAD = threading.Condition(), None
+    global _COND, _THREAD, _ARMED
+    _COND, _THREAD, _ARMED = threading.Condition(), None, False
     _WATCHES.clear()
+
+
+def _set_deadman() -> None:
+    """Arm the deadman for the registered deadman watches (largest limit + its tick), or
+    cancel it when there are none. Called with _COND held."""
+    global _ARMED
+    limits = [w.limit for w in _WATCHES if w.deadman]
+    if limits:
+        top = max(limits)
+        _ARMED = _arm(top + tick(top)) or _ARMED
+    elif _ARMED:
+        faulthandler.cancel_dump_traceback_later()
+        _ARMED = False
 
 
 os.register_at_fork(after_in_child=_after_fork)
 
 
 def _loop() -> None:
-    armed = False
     while True:
         with _COND:
             while not _WATCHES:
-                if armed:
-                    faulthandler.cancel_dump_traceback_later()
-                    armed = False
+                _set_deadman()  # (cancels it)
                 _COND.wait()
             watches = list(_WATCHES)
+            _set_deadman()  # re-armed each tick while deadman watches are registered
         step = min(tick(w.limit) for w in watches)
         now = time.monotonic()
-        deadman = 0.0
         for w in watches:
             cur = w.current
             if cur is None:
                 continue
-            if w.deadman:
-                deadman = max(deadman, w.limit)
             if now - cur[1] > w.limit and w.fired != cur:
                 w.fired = cur
                 with contextlib.suppress(Exception):  # a failed warning must not stop it
                     w.on_overdue(cur[0], now - cur[1])
-        if deadman:
-            armed = _arm(deadman + step) or armed
-        elif armed:
-            faulthandler.cancel_dump_traceback_later()
-            armed = False
         time.sleep(step)
 
 

@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
+import textwrap
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -76,6 +80,30 @@ def _partition(project, tmp_path, names, limit):
 def _part(ctx):
     return {e["item"]: e for e in map(json.loads, ctx.dest.read(part_key(0, TOKEN))
                                       .splitlines())}
+
+
+DEADMAN_RACE = textwrap.dedent("""
+    import ctypes, sys, time
+    sys.path.insert(0, sys.argv[1])
+    from jobs.watchdog import Watch
+    w = Watch(1.0, lambda i, s: None, deadman=True)
+    with w:
+        w.end(w.begin(0))
+        time.sleep(0.6)  # several ticks see no item running
+        w.begin(1)
+        ctypes.PyDLL(None).sleep(60)  # takes the GIL at once: the watchdog never runs again
+    """)
+
+
+def test_the_deadman_is_armed_between_items_too():
+    """An item that takes the GIL right after a tick that saw no item running: the deadman
+    armed while the partition's watch is registered ends the process (it used to hang)."""
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, "-c", DEADMAN_RACE, str(Path(__file__).parents[2])],
+                          capture_output=True, text=True, timeout=30)
+    took = time.monotonic() - t0
+    assert proc.returncode == 1 and took < 20, (proc.returncode, took)
+    assert "Timeout" in proc.stderr and "most recent call first" in proc.stderr
 
 
 @pytest.mark.timeout(120)
