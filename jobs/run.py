@@ -38,6 +38,7 @@ import dataclasses
 import functools
 import hashlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -106,6 +107,27 @@ def _adopt(ctx: ExportContext, token: str, parts: Iterable[PlanSlice]) -> HoldBa
     return HoldBack(parts, held, grace=GRACE_S)
 
 
+UNREGISTER_S = 30.0  # the most the cleanup of a run's worker plugin may wait
+
+
+def _forget_plugin(client: Any, name: str) -> None:
+    """Unregister the run's worker plugin, waiting at most UNREGISTER_S: the scheduler waits
+    for every worker's answer, and a wedged worker (or a cluster that is gone) must not keep
+    an interrupted or failed run from ending (it did: Ctrl-C, or a test's timeout, then hung
+    in this cleanup for ever). The plugin is the run's context only; a worker that never
+    answers keeps a small object."""
+    def forget() -> None:
+        with contextlib.suppress(Exception):  # the cluster is gone: nothing left to clean
+            client.unregister_worker_plugin(name)
+
+    worker = threading.Thread(target=forget, name="maskjob-unregister", daemon=True)
+    worker.start()
+    worker.join(UNREGISTER_S)
+    if worker.is_alive():
+        log.warning("a worker did not answer within %.0f s while the run's plugin was removed; "
+                    "going on without it", UNREGISTER_S)
+
+
 def cluster_window(client: Any) -> int:
     threads = sum(client.nthreads().values())
     return max(1, min(MAX_WINDOW, 2 * threads))
@@ -171,5 +193,4 @@ def run_partitions(parts: Iterable[PlanSlice], *, ctx: ExportContext, client: An
     finally:
         for fut in inflight:
             fut.release()
-        with contextlib.suppress(Exception):  # the cluster is gone: nothing left to clean
-            client.unregister_worker_plugin(name)
+        _forget_plugin(client, name)
