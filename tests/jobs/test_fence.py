@@ -211,7 +211,8 @@ def task_env(dest, monkeypatch):
     """_run() on this process with the job context of run `run0` registered."""
     def install(run: str, body):
         monkeypatch.setitem(run_mod._CONTEXTS, run, _context(dest))
-        monkeypatch.setattr(run_mod, "process_partition", body)
+        monkeypatch.setattr(run_mod, "process_partition",
+                            lambda ctx, part, **_: body(ctx, part))  # (on_worker=True)
     return install
 
 
