@@ -30,10 +30,8 @@ from __future__ import annotations
 
 import codecs
 import hashlib
-import itertools
 import posixpath
 import re
-import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from typing import IO
@@ -306,18 +304,14 @@ def list_task(root: Root, xmls: list[str], *, moved: bool = False) -> listing.Li
         order: list = [True, ("", "")]  # items already in (dataset, name) order?; the last
         subsets: set[str] = set()
         tops: set[str] = set()
-        # the walk of images/ (its stats and SQLite's work release the GIL) overlaps the XML
-        files = spool.aside("files", lambda part, stop: _spool_files(part, root, tops, stop))
-        try:
-            for key in xmls:
-                n += spool.insert_batches("INSERT INTO items VALUES (?, ?, ?, ?, ?, ?)",
-                                          _task_rows(root, key, found,
-                                                     key != cvat.ANNOTATIONS_FILE, order,
-                                                     subsets))
-        except BaseException:
-            files.cancel()
-            raise
-        files.attach()
+        for key in xmls:
+            n += spool.insert_batches("INSERT INTO items VALUES (?, ?, ?, ?, ?, ?)",
+                                      _task_rows(root, key, found, key != cvat.ANNOTATIONS_FILE,
+                                                 order, subsets))
+        # the walk of images/ after the XML, in this thread: walked in a second thread while
+        # expat parsed, it cost more CPU and more wall time on a quiet 2-core box (the two
+        # threads contend for the GIL; BENCHMARKS.md, listing round 6)
+        _spool_files(spool, root, tops)
         by_subset[0] = len(subsets) > TRACKED or len(tops) > TRACKED or any(
             s.split("/", 1)[0] in tops for s in subsets)
         if not order[0]:
@@ -335,15 +329,13 @@ def list_task(root: Root, xmls: list[str], *, moved: bool = False) -> listing.Li
 TRACKED = 4096
 
 
-def _spool_files(part: Spool, root: Root, tops: set[str], stop: threading.Event) -> None:
-    """Table `files` (key, tag) of `part`: `_image_files` until `stop` is set, then a
-    covering index, built by SQLite's sorter (cheaper than inserting the walk's unsorted
-    keys into a b-tree one by one; the join never reads the table)."""
-    part.execute("CREATE TABLE files (key TEXT, tag TEXT)")
-    part.insert_batches("INSERT INTO files VALUES (?, ?)", itertools.takewhile(
-        lambda _batch: not stop.is_set(), _image_files(root, tops)))
-    if not stop.is_set():
-        part.execute("CREATE INDEX files_key ON files (key, tag)")
+def _spool_files(spool: Spool, root: Root, tops: set[str]) -> None:
+    """Table `files` (key, tag): `_image_files`, then a covering index, built by SQLite's
+    sorter (cheaper than inserting the walk's unsorted keys into a b-tree one by one; the join
+    never reads the table)."""
+    spool.execute("CREATE TABLE files (key TEXT, tag TEXT)")
+    spool.insert_batches("INSERT INTO files VALUES (?, ?)", _image_files(root, tops))
+    spool.execute("CREATE INDEX files_key ON files (key, tag)")
 
 
 def _image_files(root: Root, tops: set[str]) -> Iterator[list[tuple[str, str]]]:

@@ -11,11 +11,6 @@ at a time. What the driver holds is the cache plus one batch of rows, whatever t
 a spool is also a context manager. The connection may be used
 from another thread than the one that made it (the driver iterates refs from a callback), but
 never from two threads at once.
-
-`aside(name, fill)` fills a second database of the spool in a thread of its own, with its own
-connection (SQLite and the OS calls of a walk release the GIL: the walk overlaps the caller's
-work); `Aside.attach()` waits for it, raises what `fill` raised, and attaches the database to the
-spool's connection as schema `name` (its tables are then found by their bare names).
 """
 
 from __future__ import annotations
@@ -25,41 +20,26 @@ import os
 import shutil
 import sqlite3
 import tempfile
-import threading
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 CACHE_KB = 32 * 1024  # SQLite page cache, per connection
-# the page cache of a part (`aside`), in its thread and once attached: what the driver holds
-# grows by this much, not by another CACHE_KB (SQLite's sorter builds its indexes on disk)
-PART_CACHE_KB = CACHE_KB // 4
 BATCH = 4096  # rows per executemany / fetchmany
-PRAGMAS = ("journal_mode=OFF", "synchronous=OFF", "temp_store=FILE", "locking_mode=EXCLUSIVE")
 
 
 class Spool:
     """A temporary SQLite database (see module docstring)."""
 
-    def __init__(self, directory: str | None = None, *, _part_of: Spool | None = None,
-                 _name: str = "spool") -> None:
-        if _part_of is None:
-            self.dir = tempfile.mkdtemp(prefix="maskjob-spool-", dir=directory)
-            # removed when the spool is garbage-collected or, at the latest, when Python exits
-            self._cleanup: Callable[[], object] = weakref.finalize(self, shutil.rmtree,
-                                                                   self.dir, True)
-        else:  # a part (`aside`): a file of its spool's directory, removed with it
-            self.dir, self._cleanup = _part_of.dir, lambda: None
-        self.path = os.path.join(self.dir, _name + ".db")
-        self.db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        for pragma in (*PRAGMAS, f"cache_size=-{CACHE_KB if _part_of is None else PART_CACHE_KB}"):
+    def __init__(self, directory: str | None = None) -> None:
+        self.dir = tempfile.mkdtemp(prefix="maskjob-spool-", dir=directory)
+        # removed when the spool is garbage-collected or, at the latest, when Python exits
+        self._cleanup = weakref.finalize(self, shutil.rmtree, self.dir, True)
+        self.db = sqlite3.connect(os.path.join(self.dir, "spool.db"), check_same_thread=False,
+                                  isolation_level=None)
+        for pragma in ("journal_mode=OFF", "synchronous=OFF", f"cache_size=-{CACHE_KB}",
+                       "temp_store=FILE", "locking_mode=EXCLUSIVE"):
             self.db.execute(f"PRAGMA {pragma}")
-
-    def aside(self, name: str, fill: Callable[[Spool, threading.Event], object]) -> Aside:
-        """Run `fill(part, stop)` in a thread: `part` is a new database of this spool (a
-        `Spool` with a connection of its own), `stop` is set when the caller gives up (`fill`
-        should then return soon). See `Aside`."""
-        return Aside(Spool(_part_of=self, _name=name), name, fill, self)
 
     def execute(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Cursor:
         return self.db.execute(sql, tuple(params))
@@ -111,42 +91,3 @@ class Spool:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-class Aside:
-    """A spool's part being filled in a thread (`Spool.aside`): `attach()` or `cancel()` it,
-    once (both wait for the thread)."""
-
-    def __init__(self, part: Spool, name: str, fill: Callable[[Spool, threading.Event], object],
-                 spool: Spool) -> None:
-        self.part, self.name, self.spool = part, name, spool
-        self.stop = threading.Event()
-        self.error: BaseException | None = None
-
-        def run() -> None:
-            try:
-                fill(part, self.stop)
-            except BaseException as e:  # raised in the caller's thread by `attach`
-                self.error = e
-
-        self.thread = threading.Thread(target=run, name=f"spool-{name}", daemon=True)
-        self.thread.start()
-
-    def attach(self) -> None:
-        """Wait for `fill`; raise what it raised, else attach its database to the spool's
-        connection as schema `name`."""
-        self.thread.join()
-        self.part.close()
-        if self.error is not None:
-            error, self.error = self.error, None
-            raise error
-        self.spool.execute(f"ATTACH DATABASE ? AS {self.name}", (self.part.path,))
-        for pragma in (*PRAGMAS, f"cache_size=-{PART_CACHE_KB}"):
-            self.spool.execute(f"PRAGMA {self.name}.{pragma}")
-
-    def cancel(self) -> None:
-        """Stop `fill` (at its next check of `stop`) and wait for it; what it raised is
-        dropped (the caller raises its own error)."""
-        self.stop.set()
-        self.thread.join()
-        self.part.close()

@@ -236,16 +236,9 @@ def _small_task(tmp: Path, names: list[str], files: list[str]) -> Path:
     return inp
 
 
-def _walk_threads() -> list:
-    import threading
-
-    return [t for t in threading.enumerate() if t.name.startswith("spool-")]
-
-
-def test_an_error_of_the_walk_thread_is_raised_by_the_listing(tmp_path, monkeypatch):
-    """The walk of images/ runs in a thread while the XML is parsed: what it raises (a
-    store's listing error) is raised by `list_input` as it was without the thread, the thread
-    is over and the spool's directory removed."""
+def test_an_error_of_the_walk_is_raised_by_the_listing(tmp_path, monkeypatch):
+    """What the walk of images/ raises (a store's listing error) is raised by `list_input`,
+    and the spool's directory is removed."""
     import tempfile
 
     inp = _small_task(tmp_path, ["a.jpg", "b.jpg"], ["a.jpg", "b.jpg"])
@@ -260,13 +253,12 @@ def test_an_error_of_the_walk_thread_is_raised_by_the_listing(tmp_path, monkeypa
     monkeypatch.setattr(listing, "iter_folder_batches", broken)
     with pytest.raises(OSError, match="the store's listing failed"):
         listing.list_input(Root(str(inp)), "cvat")
-    assert not _walk_threads()
     assert made and not any(os.path.exists(d) for d in made)
 
 
-def test_a_bad_xml_stops_the_walk_thread_and_raises_its_own_error(tmp_path, monkeypatch):
-    """The XML fails while the walk still runs (an endless one here): the XML's InputError
-    is raised, the walk stops at its next batch, and its thread is over."""
+def test_a_bad_xml_raises_its_own_error_before_any_walk(tmp_path, monkeypatch):
+    """The XML is read first: when it fails, its InputError is raised and images/ (an
+    endless walk here) is never walked."""
     from maskcore.errors import InputError
 
     inp = _small_task(tmp_path, ["a.jpg"], ["a.jpg"])
@@ -281,9 +273,7 @@ def test_a_bad_xml_stops_the_walk_thread_and_raises_its_own_error(tmp_path, monk
     monkeypatch.setattr(listing, "iter_folder_batches", endless)
     with pytest.raises(InputError, match="well-formed XML"):
         listing.list_input(Root(str(inp)), "cvat")
-    assert not _walk_threads()
-    count = len(walked)
-    assert count > 0 and len(walked) == count  # stopped
+    assert walked == []
 
 
 def test_an_unreadable_images_folder_fails_every_item_and_a_missing_image_its_own(
