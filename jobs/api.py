@@ -273,11 +273,9 @@ def prepare(input: str, output: str | None = None, *, formats: Sequence[str] | N
         spec.check_classes(listing.classes)
     except ConfigError as e:
         raise PreflightError(str(e)) from e
-    if "supervisely" in spec.formats and listing.meta_json:
-        options = dict(spec.options)
-        options["supervisely"] = dataclasses.replace(options["supervisely"],
-                                                     meta_json=listing.meta_json)
-        spec = dataclasses.replace(spec, options=options)
+    if listing.meta_json:
+        spec = dataclasses.replace(spec, options={
+            name: opts.with_input_meta(listing.meta_json) for name, opts in spec.options.items()})
     if dest is not None:
         inputs = [source] + ([listing.image_root] if listing.image_root is not None else [])
         try:

@@ -40,9 +40,6 @@ from .storage import read_regular_file
 BASE_KEYS = ("formats", "input_format", "partition_size", "max_in_flight", "limits",
              "images_url", "render")
 TOP_KEYS = BASE_KEYS + tuple(FORMATS)
-APP_DEFAULTS: dict[str, Any] = {"human_style": "app"}
-DTL_DEFAULTS: dict[str, Any] = {"human_style": "dtl", "masks_semantic_rgb": False,
-                                "masks_instances": False}
 APP_RENDER: dict[str, Any] = {"thickness": 2}  # the export-as-masks app's
 DTL_RENDER: dict[str, Any] = {"thickness": 1}  # the DTL save_masks layer's
 RENDER_KEYS = tuple(APP_RENDER)
@@ -294,9 +291,7 @@ def load(path: str | None = None, sets: Sequence[str] = (), formats: Sequence[st
         raw = tree.get(name, {}) or {}
         if not isinstance(raw, dict):
             raise ConfigError(expected(f"a mapping of {name} settings", raw), key=name)
-        defaults: dict[str, Any] = {}
-        if name == "supervisely":
-            defaults = dict(DTL_DEFAULTS if source == "dtl" else APP_DEFAULTS)
+        defaults: dict[str, Any] = dict(module.SOURCE_DEFAULTS.get(source, {}))
         defaults["thickness"] = render.thickness
         own = {k: v for k, v in raw.items() if k not in RENDER_KEYS}
         options[name] = module.Options.from_mapping(own, prefix=name, defaults=defaults)

@@ -193,10 +193,9 @@ def finalize_export(*, dest: Root, n_parts: int, plan_token: str, formats: Seque
         finally:
             errors = []
             for fin in finalizers:  # each closes even if another fails
-                abort = getattr(fin, "abort", None)  # optional: discard instead of commit
                 try:
-                    if failure is not None and abort is not None:
-                        abort(failure)
+                    if failure is not None:
+                        fin.abort(failure)  # discard instead of commit
                     else:
                         fin.close()
                 except Exception as e:

@@ -353,10 +353,9 @@ def _export_item(ctx: ExportContext, ref: ItemRef, fetched: Fetched | None = Non
         entry.inputs["image"] = {**fingerprint(ref.image_key, data), "tag": ref.image_tag}
         return data
 
-    # the annotation is copied verbatim only into a project of its own format
-    own_ann = ann if ctx.reader == "supervisely" else None
-    ictx = ItemContext(item, ctx.classes, read_image if ref.image_key else None, own_ann,
-                       ctx.limits, reader.RULE, reader.EXIF, ctx.dest.uri, ctx.source.uri)
+    ictx = ItemContext(item, ctx.classes, read_image if ref.image_key else None, ann,
+                       ctx.limits, reader.RULE, reader.EXIF, ctx.dest.uri, ctx.source.uri,
+                       reader.ANN_FORMAT)
     blobs: list[Blob] = []
     records: Records = {}
     first: ItemOutput | None = None

@@ -33,8 +33,7 @@ def item_problems(source: Root, listing: Listing, spec: Any) -> int:
     """Log every item that would fail; return their number."""
     bad = 0
     reader = INPUT_FORMATS[listing.reader]
-    needs_image = any(getattr(spec.options[f], "needs_image", lambda: False)()
-                      for f in spec.formats)
+    needs_image = any(spec.options[f].needs_image() for f in spec.formats)
     source = listing.image_root or source  # where the listing's keys resolve
     for ref in listing.iter_refs():
         try:

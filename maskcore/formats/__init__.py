@@ -1,11 +1,14 @@
 """The format registry: one line per format. Readers and writers live beside this file.
 
-Writer modules (FORMATS) satisfy `base.Writer`: NAME, Options (validation, check_classes,
-needs_image), write_item, dataset_files, a streaming finalizer(classes, opts, io) and
-preview_mask. Adding a format = adding its module and one line below; jobs/ never names one.
+Writer modules (FORMATS) satisfy `base.Writer` whole: NAME, Options (validation, check_classes,
+needs_image, with_input_meta), SOURCE_DEFAULTS, write_item, dataset_files, a streaming
+finalizer(classes, opts, io) with take/close/abort, and preview_mask. Adding a format =
+adding its module and one line below; jobs/ never names one.
 
 Reader modules (INPUT_FORMATS) offer:
     NAME, RULE                            the pixel rule of its items ("opencv" | "coco")
+    ANN_FORMAT                            what an item's annotation bytes are (a writer
+                                          copies them only into a project of that format)
     EXIF                                  its tool decodes images turned by EXIF orientation
     parse_classes(bytes) -> ClassTable
     parse_item(bytes, classes, *, dataset, name, image_key, ann_key, limits,

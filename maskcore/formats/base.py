@@ -6,7 +6,11 @@ owns its whole lifecycle, and jobs/ calls only this protocol, never a format by 
 
     NAME                                   the format name, also its output sub-folder
     Options                                frozen dataclass (`WriterOptions`): validation,
-                                           `check_classes`, `needs_image()`
+                                           `check_classes`, `needs_image()`,
+                                           `with_input_meta(meta)` (a Supervisely input's
+                                           meta.json, kept only by the writer that copies it)
+    SOURCE_DEFAULTS                        option defaults by job source ("dtl": a DTL
+                                           save_masks layer); others take the Options' own
     write_item(ctx, opts) -> ItemOutput    the blobs of one item (pure; on a worker)
     PART_RECORDS                           whether write_item gives each item a `record` (one
                                            line of a dataset-level list, e.g. a ClearML frame):
@@ -21,7 +25,9 @@ owns its whole lifecycle, and jobs/ calls only this protocol, never a format by 
     dataset_files(classes, opts)           dataset-level sidecars (labelmap, meta.json, the
                                            zarr root), written once after the finalize pass
     finalizer(classes, opts, io)           a STREAMING `Finalizer`: `take(entry)` per manifest
-                                           line in manifest order, `close()` at the end; I/O
+                                           line in manifest order, `close()` at the end, or
+                                           `abort(exc)` when the pass failed (discard, never
+                                           commit half a stream or archive); I/O
                                            only through `io` (a `FinalizeIO` given by jobs/),
                                            memory bounded whatever the number of items;
                                            `take_records(data)` once per partition (after its
@@ -117,12 +123,14 @@ class ItemContext:
     item: Item
     classes: ClassTable
     read_image: Callable[[], bytes] | None = None
-    ann_bytes: bytes | None = None
+    ann_bytes: bytes | None = None  # the item's annotation as the input holds it
     limits: Limits = DEFAULT_LIMITS
     rule: str = "opencv"
     exif: bool = True  # the reader's tool decodes images turned by EXIF orientation (EXIF)
     output_uri: Callable[[str], str] = str  # output key -> its final URL (for frame lists)
     input_uri: Callable[[str], str] = str  # input key -> its URL (image sources)
+    ann_format: str = ""  # the reader's ANN_FORMAT: what `ann_bytes` is (a writer copies
+    # an annotation verbatim only into a project of the same format)
     _stamps: dict[tuple[str, int, bool], list[Stamp | None]] = field(default_factory=dict)
     _compositions: dict[int, Composition] = field(default_factory=dict)
     _image: np.ndarray | None = None
@@ -287,13 +295,15 @@ class FinalizeIO:
 
 
 class Finalizer(Protocol):
-    """A format's streaming finalize: `take` every manifest line in order, then `close`. A
-    finalizer may also have `abort(exc)`, called instead of `close` when the pass failed
-    (an archive then discards its upload rather than commit a partial one)."""
+    """A format's streaming finalize: `take` every manifest line in order, then `close`; or
+    `abort(exc)` instead of `close` when the pass failed (a stream or an archive is then
+    discarded rather than committed half written; finalize runs again on the rerun)."""
 
     def take(self, entry: FinalEntry) -> None: ...
 
     def close(self) -> None: ...
+
+    def abort(self, exc: BaseException) -> None: ...
 
 
 class RecordsFinalizer(Finalizer, Protocol):
@@ -312,6 +322,9 @@ class NoFinalize:
     def close(self) -> None:
         """Nothing to write."""
 
+    def abort(self, exc: BaseException) -> None:
+        """Nothing to discard."""
+
 
 def no_record_key(dataset: str, name: str, opts: Any) -> None:
     """`record_key` of a writer without PART_RECORDS."""
@@ -328,6 +341,10 @@ class WriterOptions(Protocol):
     def check_classes(self, classes: ClassTable, prefix: str) -> None: ...
 
     def needs_image(self) -> bool: ...
+
+    def with_input_meta(self, meta: bytes) -> Any:
+        """The options for an input that carries its project metadata as it stands (a
+        Supervisely meta.json); a format that does not keep it returns the options unchanged."""
 
 
 PreviewMask = tuple[str, np.ndarray]  # ("index", HxW class indices) | ("bgr", HxWx3)
@@ -351,6 +368,8 @@ class Writer(Protocol):
     NAME: str
     Options: type[WriterOptions]
     PART_RECORDS: bool
+    SOURCE_DEFAULTS: Mapping[str, Mapping[str, Any]]  # option defaults by job source ("dtl":
+    # a Supervisely DTL save_masks layer; "yaml"); a source not named takes the Options' own
 
     def write_item(self, ctx: ItemContext, opts: Any) -> ItemOutput: ...
 

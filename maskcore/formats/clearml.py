@@ -26,6 +26,7 @@ More than 255 classes cannot be written as (i, i, i) in 8 bits: a config error b
 
 from __future__ import annotations
 
+import contextlib
 import json
 import mimetypes
 from collections.abc import Callable, Mapping, Sequence
@@ -61,6 +62,7 @@ LABELS_FILE = "mask_labels.json"
 MASK_ID = "00"
 MAX_CLASSES = 255
 PART_RECORDS = True  # frames.jsonl is the concatenation of the partitions' frames
+SOURCE_DEFAULTS: Mapping[str, Mapping[str, Any]] = {}  # the Options' own for every job source
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,10 @@ class ClearmlOptions:
     def needs_image(self) -> bool:
         """Masks and frames need the annotation only (image size included)."""
         return False
+
+    def with_input_meta(self, meta: bytes) -> Any:
+        """No project metadata is kept from the input: these options as they are."""
+        return self
 
     def check_classes(self, classes: ClassTable, prefix: str) -> None:
         if len(classes) > MAX_CLASSES:
@@ -214,6 +220,11 @@ class FramesFinalizer:
 
     def close(self) -> None:
         self._ctx.__exit__(None, None, None)
+
+    def abort(self, exc: BaseException) -> None:
+        """The pass failed: discard the stream (never commit half of frames.jsonl)."""
+        with contextlib.suppress(type(exc)):
+            self._ctx.__exit__(type(exc), exc, exc.__traceback__)
 
 
 def finalizer(classes: ClassTable, opts: ClearmlOptions, io: FinalizeIO) -> FramesFinalizer:

@@ -54,6 +54,7 @@ from ..palette import voc_color
 from ..paths import check_relative
 
 NAME = "coco"
+ANN_FORMAT = "coco.json"  # an item's bytes: its COCO image record and annotations
 RULE = "coco"
 EXIF = False  # datumaro load_image: cv2 IMREAD_UNCHANGED ignores EXIF orientation
 TOP_KEYS = ("images", "annotations", "categories")

@@ -85,6 +85,7 @@ from ..palette import voc_color
 from .base import PACK_MAGIC, unpack_parts
 
 NAME = "cvat"
+ANN_FORMAT = "cvat"  # an item's bytes: its CVAT <image> element or mask pair
 RULE = "coco"  # pycocotools for polygons and boxes; ellipses by OpenCV (SPEC 2.5)
 EXIF = False  # datumaro load_image: cv2 IMREAD_UNCHANGED ignores EXIF orientation
 

@@ -154,6 +154,10 @@ class CvatOptions:
         """Masks need the annotation only."""
         return False
 
+    def with_input_meta(self, meta: bytes) -> Any:
+        """No project metadata is kept from the input: these options as they are."""
+        return self
+
     @cached_property
     def subset_owners(self) -> dict[str, str]:
         """Explicit subset -> its dataset (one lookup per item, whatever the map's size)."""
@@ -432,6 +436,7 @@ class SubsetListsFinalizer:
 
 
 PART_RECORDS = False  # no per-item records (base.Writer)
+SOURCE_DEFAULTS: Mapping[str, Mapping[str, Any]] = {}  # the Options' own for every job source
 record_key = no_record_key
 
 

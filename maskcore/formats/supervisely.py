@@ -67,6 +67,7 @@ from ..model import (
 
 # ---------------------------------------------------------------------------- layout constants
 NAME = "supervisely"
+ANN_FORMAT = "supervisely.json"  # an item's bytes: a Supervisely annotation JSON (ann/*.json)
 RULE = "opencv"  # the pixel rule of items read from Supervisely projects (SPEC 2.5)
 EXIF = True  # sly.image.read: cv2.imread IMREAD_COLOR applies EXIF orientation
 META_FILE = "meta.json"

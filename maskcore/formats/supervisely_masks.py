@@ -35,7 +35,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any
 
@@ -62,7 +62,7 @@ from .base import (
     no_record_key,
     template_of,
 )
-from .supervisely import MACHINE_COLOR_FILE, META_FILE, SEMANTIC_COLOR_FILE
+from .supervisely import ANN_FORMAT, MACHINE_COLOR_FILE, META_FILE, SEMANTIC_COLOR_FILE
 
 NAME = "supervisely"
 HUMAN_STYLES = ("app", "dtl")
@@ -97,6 +97,11 @@ class SuperviselyOptions:
     def needs_image(self) -> bool:
         """Whether an item's image bytes are needed (read ahead by the task)."""
         return self.masks_human or self.images
+
+    def with_input_meta(self, meta: bytes) -> Any:
+        """A Supervisely input's meta.json as it stands, written verbatim to the output project
+        (its class ids, tags and settings kept)."""
+        return replace(self, meta_json=meta)
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any], *, prefix: str, defaults: Mapping[str, Any]
@@ -316,7 +321,7 @@ def write_item(ctx: ItemContext, opts: SuperviselyOptions) -> ItemOutput:
     if opts.images and item.image_key is not None:
         out.blobs.append(Blob(paths.join(base, "img", paths.component(item.name)),
                               ctx.image_bytes()))
-    if opts.annotations and ctx.ann_bytes is not None:
+    if opts.annotations and ctx.ann_bytes is not None and ctx.ann_format == ANN_FORMAT:
         out.blobs.append(Blob(paths.join(base, "ann", paths.component(item.name) + ".json"),
                               ctx.ann_bytes))
     return out
@@ -506,6 +511,9 @@ class RecordSettings:
     def close(self) -> None:
         self.io.record({"settings": settings_record(self.opts)})
 
+    def abort(self, exc: BaseException) -> None:
+        """Nothing to discard: the settings are recorded only by a pass that ends."""
+
 
 def settings_record(opts: SuperviselyOptions) -> dict[str, Any]:
     """The packaging settings as manifest.json records them (`format_details.supervisely`)."""
@@ -515,6 +523,9 @@ def settings_record(opts: SuperviselyOptions) -> dict[str, Any]:
 
 
 PART_RECORDS = False  # no per-item records (base.Writer)
+# a DTL save_masks layer's defaults (the export-as-masks app's - a YAML job's - are the Options')
+SOURCE_DEFAULTS: Mapping[str, Mapping[str, Any]] = {
+    "dtl": {"human_style": "dtl", "masks_semantic_rgb": False, "masks_instances": False}}
 record_key = no_record_key
 
 

@@ -109,6 +109,10 @@ class ZarrOptions:
         """Masks need the annotation only."""
         return False
 
+    def with_input_meta(self, meta: bytes) -> Any:
+        """No project metadata is kept from the input: these options as they are."""
+        return self
+
     def check_classes(self, classes: ClassTable, prefix: str) -> None:
         """Any number of classes fits (uint16 beyond 255)."""
 
@@ -369,8 +373,14 @@ class GroupsFinalizer:
     def close(self) -> None:
         self._flush()
 
+    def abort(self, exc: BaseException) -> None:
+        """The pass failed: the pending groups are left to the rerun's finalize (each group is
+        made once, never over a node, whichever pass makes it)."""
+        self.pending = []
+
 
 PART_RECORDS = False  # no per-item records (base.Writer)
+SOURCE_DEFAULTS: Mapping[str, Mapping[str, Any]] = {}  # the Options' own for every job source
 record_key = no_record_key
 
 

@@ -295,6 +295,32 @@ def test_jobs_finalize_never_names_a_format():
             assert f'"{name}' not in text and f"'{name}" not in text, (module, name)
 
 
+def test_no_module_of_jobs_tests_a_format_name_or_probes_a_hook():
+    """No `name == "supervisely"`, `reader == ...` or `"zarr" in spec.formats` anywhere in
+    jobs/ (a format's behaviour is its module's: adding one is a module and a registry line),
+    and no optional hooks found by `getattr` on options or finalizers."""
+    import ast
+
+    from maskcore.formats import FORMATS, INPUT_FORMATS
+
+    names = set(FORMATS) | set(INPUT_FORMATS)
+    root = Path(fin_mod.__file__).parent
+    for path in sorted(root.glob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Compare):
+                sides = [node.left, *node.comparators]
+                named = [n.value for n in sides if isinstance(n, ast.Constant)
+                         and n.value in names]
+                assert not named, f"{path.name}:{node.lineno} compares with {named}"
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "getattr" \
+                    and getattr(node.args[0], "id", None) != "os" \
+                    and path.name not in ("storage.py", "s3_stream.py", "__init__.py"):
+                # storage's are fsspec file/filesystem duck types, not format hooks; os's are
+                # platform flags
+                raise AssertionError(f"{path.name}:{node.lineno} probes a hook with getattr")
+
+
 def test_a_failed_pass_commits_no_partial_cvat_zip(tmp_path):
     """A part that cannot be read in the middle of the pass (here: the last one is missing)
     stops finalize; the cvat zip being streamed is discarded, not committed half-written, and
