@@ -34,8 +34,13 @@ string `dataset` / `item`, in strictly increasing (dataset, item) order, whose e
 a clean relative key inside a format tree (`<format>/...`); anything else is skipped with a
 warning and is never followed, carried forward or deleted.
 
-Functions here read and write those objects through a `Root`; `ManifestEntry.from_line`
-(maskcore.manifest) is the one manifest-line parser.
+Functions here read and write those objects through a `Root`. A manifest line is written only
+by `ManifestEntry.to_line` (maskcore.manifest) and read back in three ways, each for its own
+trust level: finalize decodes committed parts into `FinalEntry` (maskcore.formats.base: typed,
+only the fields finalize uses; a line that does not decode is a reported problem),
+`iter_baseline` here reads a previous run's lines as data (validated, never followed), and
+`jobs/verify.py` reads a `manifest.jsonl` that may have been edited (every bad line or entry is
+a problem, nothing raises).
 """
 
 from __future__ import annotations
