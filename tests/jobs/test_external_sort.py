@@ -98,3 +98,36 @@ def test_a_merge_round_stores_its_run_a_few_chunks_at_a_time(monkeypatch):
         sorter.add(iter(rows))
         assert [tuple(r) for r in sorter.merged()] == sorted(rows, key=lambda r: r[0])
     assert sum(sizes) > 400 and max(sizes) == runs.STORE_BATCH  # rounds stored 100s of chunks
+
+
+@pytest.mark.parametrize(("n_runs", "fan_in"), [(100, 4), (17, 4), (5, 4), (4096 + 7, 64)])
+def test_merge_rounds_rewrite_each_row_once_per_level(monkeypatch, n_runs, fan_in):
+    """Runs are merged level by level (groups of FAN_IN consecutive runs), never the first run
+    merged again with the next ones round after round: a row is stored at most once per
+    level (log base FAN_IN of the runs), so storing grows as n log n, not n**2 (the old
+    rounds stored 100 runs of 2 rows, fan-in 4, ~20x over: 4,000+ rows for 200)."""
+    monkeypatch.setattr(runs, "RUN", 2)
+    monkeypatch.setattr(runs, "CHUNK", 2)
+    monkeypatch.setattr(runs, "FAN_IN", fan_in)
+    stored = 0
+    store = Runs._store
+
+    def counting(self, rows):
+        def counted():
+            nonlocal stored
+            for r in rows:
+                stored += 1
+                yield r
+        return store(self, counted())
+
+    monkeypatch.setattr(Runs, "_store", counting)
+    n = 2 * n_runs
+    rows = [(k * 7919 % 13, k) for k in range(n)]  # many ties: the order added must hold
+    with Spool() as spool:
+        sorter = Runs(spool)
+        sorter.add(iter(rows))
+        assert [tuple(r) for r in sorter.merged()] == sorted(rows, key=lambda r: r[0])
+    levels = 1
+    while fan_in ** levels < n_runs:
+        levels += 1
+    assert stored <= n * levels, (stored, n, levels)
