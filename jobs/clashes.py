@@ -47,10 +47,8 @@ from __future__ import annotations
 import dataclasses
 import marshal
 import os
-import shutil
 import sqlite3
 import struct
-import tempfile
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from functools import lru_cache
@@ -65,6 +63,7 @@ from maskcore.formats import FORMATS
 from maskcore.formats.base import NAME_MARK, STEM_MARK, plain_name
 from maskcore.paths import MAX_COMPONENT_BYTES, Planned, key_problem
 
+from . import scratch
 from .listing import ItemRef
 from .manifest_store import MANIFEST_DIR, MANIFEST_LINES, MANIFEST_SUMMARY
 from .preview import PREVIEW_FILE
@@ -141,7 +140,7 @@ class ClashReport:
 
     def close(self) -> None:
         self._db.close()
-        shutil.rmtree(self._folder, ignore_errors=True)
+        scratch.remove(self._folder)
 
     def __enter__(self) -> ClashReport:
         return self
@@ -212,7 +211,7 @@ def detect_clashes(refs: Iterable[ItemRef], *, formats: Sequence[str],
     """Find the items that must fail at plan time (see the module docstring); one pass over
     `refs`, memory bounded by `cache_mib` whatever their number (the rest is on disk under
     `workdir`, default the system's temporary folder; removed by `ClashReport.close`)."""
-    folder = tempfile.mkdtemp(prefix="maskjob-clashes-", dir=workdir)
+    folder = scratch.make("maskjob-clashes-", workdir)
     try:
         db = _open_db(folder, cache_mib)
         keys = _KeyRuns(folder, max_rows=cache_mib * 2**20 // ROW_BYTES)
@@ -225,7 +224,7 @@ def detect_clashes(refs: Iterable[ItemRef], *, formats: Sequence[str],
         db.execute("COMMIT")
         problems = _reasons(db)
     except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)
+        scratch.remove(folder)
         raise
     return ClashReport(db, folder, items=items, problems=problems,
                        spilled_bytes=keys.peak_bytes)

@@ -7,7 +7,8 @@ rebuilt by every run, never shared between processes. Listers stream rows into i
 disk (its external sorter builds indexes; `ORDER BY` walks them), and read results back one row
 at a time. What the driver holds is the cache plus one batch of rows, whatever the item count.
 
-`close()` removes the directory (so does garbage collection, or at the latest Python's exit);
+`close()` removes the directory (so does garbage collection, or at the latest Python's exit;
+the folder of a killed driver is removed by the next one, `jobs/scratch.py`);
 a spool is also a context manager. The connection may be used
 from another thread than the one that made it (the driver iterates refs from a callback), but
 never from two threads at once.
@@ -17,12 +18,12 @@ from __future__ import annotations
 
 import itertools
 import os
-import shutil
 import sqlite3
-import tempfile
 import weakref
 from collections.abc import Iterable, Iterator
 from typing import Any
+
+from . import scratch
 
 CACHE_KB = 32 * 1024  # SQLite page cache, per connection
 BATCH = 4096  # rows per executemany / fetchmany
@@ -32,9 +33,10 @@ class Spool:
     """A temporary SQLite database (see module docstring)."""
 
     def __init__(self, directory: str | None = None) -> None:
-        self.dir = tempfile.mkdtemp(prefix="maskjob-spool-", dir=directory)
-        # removed when the spool is garbage-collected or, at the latest, when Python exits
-        self._cleanup = weakref.finalize(self, shutil.rmtree, self.dir, True)
+        self.dir = scratch.make("maskjob-spool-", directory)
+        # removed when the spool is garbage-collected or, at the latest, when Python exits;
+        # if the process is killed, by the next driver's sweep (jobs/scratch.py)
+        self._cleanup = weakref.finalize(self, scratch.remove, self.dir)
         self.db = sqlite3.connect(os.path.join(self.dir, "spool.db"), check_same_thread=False,
                                   isolation_level=None)
         for pragma in ("journal_mode=OFF", "synchronous=OFF", f"cache_size=-{CACHE_KB}",
