@@ -1,7 +1,7 @@
 """Driver scaling on the REAL code paths (jobs/plan.py, jobs/run.py, jobs/manifest_store.py).
 
     nice .venv/bin/python benchmarks/bench_driver.py [--items 1000000 10000000]
-                          [--dispatch-tasks 4000] [--deletes 10000] [--s3]
+                          [--dispatch-tasks 4000] [--deletes 10000] [--s3] [--all]
 
 Each phase runs in a fresh process (its peak RSS is the driver's for that phase):
 - plan N: a synthetic, lazily generated stream of N sorted ItemRefs -> `write_plan` (plan shards
@@ -18,6 +18,12 @@ Each phase runs in a fresh process (its peak RSS is the driver's for that phase)
   workers do not hide them); dispatch capacity = 1 / the larger of the two. Cores kept busy =
   capacity x seconds of work per partition (auto partition size at 1M and 10M items, 2-4 ms
   per item).
+With --all, the same command also runs, at the same sizes, each in fresh processes:
+- listing: `bench_listing.py` on Supervisely (hard-linked files: 20M entries at 10M), COCO and
+  CVAT inputs (no image files): `list_input` into the spool + one sorted pass of the refs;
+- finalize: `bench_finalize.py --formats each`: the real `finalize_export` of every format
+  alone on N committed manifest lines;
+- zarr: `zarr.open_group` of a layout-2 store of min(N, --zarr-open-max) item groups.
 Ratios and peaks in the table come from the same run. Targets (issue 10): peak <= 500 MB at
 10M, 10M peak within 1.2x of 1M, planning >= 20k items/s, tasks <= 100k at 10M, dispatch for
 >= 1,000 busy cores on tiny items, 10k removed items' outputs deleted in seconds.
@@ -242,6 +248,11 @@ def main() -> None:
     ap.add_argument("--dispatch-tasks", type=int, default=4000)
     ap.add_argument("--deletes", type=int, default=10_000)
     ap.add_argument("--s3", action="store_true")
+    ap.add_argument("--all", action="store_true",
+                    help="also listing (Supervisely, COCO, CVAT inputs), finalize of every "
+                         "format and the zarr open, at the same sizes")
+    ap.add_argument("--zarr-open-max", type=int, default=1_000_000,
+                    help="--all: item groups of the zarr open at most (one folder each)")
     ap.add_argument("--step", choices=["plan", "incremental", "delete", "dispatch"])
     ap.add_argument("--arg", type=int)
     a = ap.parse_args()
@@ -289,6 +300,22 @@ def main() -> None:
         for ms in (2, 4):
             print(f"  at {n:,} items ({size} per partition, {ms} ms/item): "
                   f"{rate * size * ms / 1000:,.0f} cores kept busy")
+    if a.all:
+        run_the_others(a.items, a.zarr_open_max)
+
+
+def run_the_others(items: list[int], zarr_max: int) -> None:
+    """Listing, finalize and the zarr open: the other benchmarks' own commands, in turn."""
+    here = Path(__file__).parent
+    sizes = [str(n) for n in items]
+    commands = [[str(here / "bench_listing.py"), "--items", *sizes, "--no-image-files",
+                 "--links"]]
+    for n in items:
+        commands.append([str(here / "bench_finalize.py"), "--items", str(n), "--formats", "each",
+                         *(["--zarr-open", str(min(n, zarr_max))] if n == max(items) else [])])
+    for cmd in commands:
+        print(f"\n$ {Path(cmd[0]).name} {' '.join(cmd[1:])}", flush=True)
+        subprocess.run([sys.executable, *cmd], check=True, cwd=ROOT)
 
 
 if __name__ == "__main__":
