@@ -44,6 +44,7 @@ from maskcore.formats.base import Blob, FinalEntry, FinalizeIO, Finalizer, Recor
 from maskcore.manifest import Summary
 from maskcore.model import ClassTable
 
+from . import scratch
 from .manifest_store import (
     MANIFEST_LINES,
     MANIFEST_SUMMARY,
@@ -116,6 +117,8 @@ def finalize_io(dest: Root, summary: Summary) -> FinalizeIO:
         exists=dest.exists,
         delete=dest.delete,
         move=dest.move,
+        scratch=lambda: scratch.make("maskjob-finalize-"),
+        drop_scratch=scratch.remove,
     )
 
 

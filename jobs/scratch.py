@@ -1,5 +1,5 @@
-"""Private scratch folders of a driver (listing spools, plan-time clash runs), and the sweep of
-folders a dead driver left behind.
+"""Private scratch folders of a driver (listing spools, plan-time clash runs, finalize's
+spooled lists), and the sweep of folders a dead driver left behind.
 
 `make(prefix, directory)` creates `<directory or TMPDIR>/<prefix>XXXXXXXX/` with an
 `owner.lock` that this process holds locked (`flock`, exclusive) until `remove(path)` or its
@@ -27,7 +27,7 @@ except ImportError:  # pragma: no cover - Windows
 
 log = logging.getLogger("maskjob")
 
-PREFIXES = ("maskjob-spool-", "maskjob-clashes-")  # every scratch folder made here
+PREFIXES = ("maskjob-spool-", "maskjob-clashes-", "maskjob-finalize-")  # every one made here
 LOCK = "owner.lock"
 _FLAGS = getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
 _locks: dict[str, int] = {}  # folder -> the descriptor holding its lock

@@ -48,6 +48,8 @@ from __future__ import annotations
 
 import functools
 import re
+import shutil
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -281,6 +283,9 @@ class FinalizeIO:
                                                   runs (archive pieces)
     record(details)                               what the format wants in manifest.json under
                                                   `format_details.<format>` (small, JSON)
+    scratch() -> path, drop_scratch(path)         a private local folder to spool into, and
+                                                  its removal (jobs/ gives one that the next
+                                                  driver removes if this one is killed)
     """
 
     read: Callable[[str], bytes]
@@ -292,6 +297,8 @@ class FinalizeIO:
     delete: Callable[[list[str]], None] = lambda keys: None
     move: Callable[[str, str], None] = lambda src, dst: _no_io("move")
     record: Callable[[Mapping[str, Any]], None] = lambda details: None
+    scratch: Callable[[], str] = lambda: tempfile.mkdtemp(prefix="maskcore-finalize-")
+    drop_scratch: Callable[[str], None] = lambda path: shutil.rmtree(path, True)
 
 
 class Finalizer(Protocol):

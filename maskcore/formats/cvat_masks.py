@@ -57,7 +57,6 @@ import contextlib
 import os
 import re
 import shutil
-import tempfile
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -342,7 +341,7 @@ class SubsetListsFinalizer:
 
     def __init__(self, classes: ClassTable, opts: CvatOptions, io: FinalizeIO) -> None:
         self.classes, self.opts, self.io = classes, opts, io
-        self.spool = tempfile.TemporaryDirectory(prefix="maskjob-cvat-")
+        self.spool = io.scratch()  # the subset lists' spool files
         self.files: dict[str, str] = {}  # subset -> spool file (one per subset)
         self.current: tuple[str, IO[bytes]] | None = None
         self.zip: zipfile.ZipFile | None = None
@@ -386,7 +385,7 @@ class SubsetListsFinalizer:
             return self.current[1]
         if self.current is not None:
             self.current[1].close()
-        path = self.files.setdefault(subset, os.path.join(self.spool.name, f"{len(self.files)}"))
+        path = self.files.setdefault(subset, os.path.join(self.spool, f"{len(self.files)}"))
         self.current = (subset, open(path, "ab"))  # noqa: SIM115 - kept open across takes
         return self.current[1]
 
@@ -419,7 +418,7 @@ class SubsetListsFinalizer:
             self.io.record({"subset_names": self.opts.subset_names,
                             "subsets": dict(sorted(self.renamed.items()))})
         finally:
-            self.spool.cleanup()
+            self.io.drop_scratch(self.spool)
 
     def abort(self, exc: BaseException) -> None:
         """The pass failed: discard the zip being streamed (never commit half an archive) and
@@ -432,7 +431,7 @@ class SubsetListsFinalizer:
                 with contextlib.suppress(type(exc)):
                     self._zctx.__exit__(type(exc), exc, exc.__traceback__)
         finally:
-            self.spool.cleanup()
+            self.io.drop_scratch(self.spool)
 
 
 PART_RECORDS = False  # no per-item records (base.Writer)

@@ -108,3 +108,19 @@ def test_clash_detection_scratch_is_swept_too(tmp_path):
     finally:
         report.close()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_finalize_gives_formats_a_swept_scratch_folder(tmp_path, monkeypatch):
+    """The folder a format spools into at finalize (CVAT's subset lists) is one of ours: locked
+    while it is used (a sweep keeps it), removed by `drop_scratch`."""
+    from jobs.finalize import finalize_io
+    from jobs.storage import Root
+    from maskcore.manifest import Summary
+
+    monkeypatch.setattr(scratch.tempfile, "tempdir", str(tmp_path))
+    io = finalize_io(Root(str(tmp_path / "out")), Summary())
+    path = Path(io.scratch())
+    assert path.parent == tmp_path and path.name.startswith(scratch.PREFIXES)
+    assert (path / scratch.LOCK).exists() and scratch.sweep(str(tmp_path)) == 0
+    io.drop_scratch(str(path))
+    assert not path.exists()

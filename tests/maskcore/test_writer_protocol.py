@@ -7,6 +7,7 @@ a DTL layer's defaults declared by the writer they apply to)."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 
@@ -116,3 +117,30 @@ def test_a_failed_pass_discards_clearml_frames():
     fin.take_records(0, b'{"id": "ds/a"}')
     fin.close()
     assert store.objects["clearml/frames.jsonl"] == b'{"id": "ds/a"}\n'
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_cvat_spools_its_subset_lists_in_the_scratch_folder_it_is_given(tmp_path, fails):
+    """The subset lists are spooled in `io.scratch()` (jobs/ gives a folder the next driver
+    sweeps if this one is killed) and `drop_scratch` removes it, whether the pass ends or fails."""
+    from maskcore.formats.base import FinalEntry, OutputRef
+
+    made, dropped = [], []
+
+    def scratch() -> str:
+        made.append(tmp_path / f"s{len(made)}")
+        made[-1].mkdir()
+        return str(made[-1])
+
+    store = Store()
+    io_ = dataclasses.replace(store.io(), scratch=scratch, drop_scratch=dropped.append)
+    fin = FORMATS["cvat"].finalizer(CLASSES, opts("cvat"), io_)
+    fin.take(FinalEntry("ds", "a.jpg", "ok", outputs=[
+        OutputRef("cvat/SegmentationClass/a.png"), OutputRef("cvat/SegmentationObject/a.png")]))
+    assert [p.name for p in made[0].iterdir()]  # a subset's ids spooled there
+    if fails:
+        fin.abort(OSError("the pass failed"))
+    else:
+        fin.close()
+        assert store.objects["cvat/ImageSets/Segmentation/ds.txt"] == b"a\n"
+    assert dropped == [str(made[0])]
