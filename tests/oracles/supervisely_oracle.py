@@ -146,6 +146,17 @@ def by_area_desc(labels):
 # --------------------------------------------------------------------------- mode: app
 
 
+def draw_in_class_colour(canvas: np.ndarray, label: sly.Label, thickness: int) -> None:
+    """`label` drawn in its class colour with its class's geometry config (the app's human and
+    semantic masks); a cuboid by its 5 faces filled."""
+    g = label.geometry
+    if isinstance(g, sly.Cuboid2d):
+        fill_cuboid_faces(canvas, g, label.obj_class.color)
+    else:
+        g.draw(canvas, color=label.obj_class.color, config=label.obj_class.geometry_config,
+               thickness=thickness)
+
+
 def app_item_masks(ann: sly.Annotation, img_path: str, settings: dict, colors: dict) -> dict:
     """The app's masks of one item as RGB arrays: {"machine", "human", "semantic": array or
     None (kind off), "instances": [(file name, array)]} (machine/instances before the app's
@@ -172,32 +183,14 @@ def app_item_masks(ann: sly.Annotation, img_path: str, settings: dict, colors: d
         overlay = raw.copy()
         for label in ann.labels:  # annotation order
             tmp = overlay.copy()
-            g = label.geometry
-            if isinstance(g, sly.Cuboid2d):
-                fill_cuboid_faces(tmp, g, label.obj_class.color)  # the app's human branch
-            else:
-                g.draw(
-                    tmp,
-                    color=label.obj_class.color,
-                    config=label.obj_class.geometry_config,
-                    thickness=t,
-                )
+            draw_in_class_colour(tmp, label, t)  # cuboid faces: the app's human branch
             overlay = ((overlay.astype(np.uint16) + tmp.astype(np.uint16)) / 2).astype(np.uint8)
         out["human"] = np.concatenate([raw, overlay], axis=1)
 
     if settings.get("masks_semantic_rgb"):
         canvas = np.zeros((h, w, 3), np.uint8)
         for label in ann.labels:  # annotation order, no area sort
-            g = label.geometry
-            if isinstance(g, sly.Cuboid2d):
-                fill_cuboid_faces(canvas, g, label.obj_class.color)  # DEVIATION (a)
-            else:
-                g.draw(
-                    canvas,
-                    color=label.obj_class.color,
-                    config=label.obj_class.geometry_config,
-                    thickness=t,
-                )
+            draw_in_class_colour(canvas, label, t)  # cuboid faces: DEVIATION (a)
         out["semantic"] = canvas
 
     if settings.get("masks_instances"):
