@@ -6,17 +6,16 @@ a DTL layer's defaults declared by the writer they apply to)."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import io
 import json
 
 import numpy as np
 import pytest
 
 from maskcore.formats import FORMATS, INPUT_FORMATS, coco, cvat, supervisely, supervisely_masks
-from maskcore.formats.base import FinalizeIO, ItemContext
+from maskcore.formats.base import ItemContext
 from maskcore.model import ClassInfo, ClassTable, Item, Label, Polygon
+from tests.maskcore.finalize_store import Store
 
 CLASSES = ClassTable((ClassInfo("car", (255, 0, 0), "polygon"),))
 WRITER_FUNCTIONS = ("write_item", "record_key", "dataset_files", "finalizer", "preview_mask",
@@ -26,27 +25,6 @@ WRITER_FUNCTIONS = ("write_item", "record_key", "dataset_files", "finalizer", "p
 def opts(name: str, **raw):
     module = FORMATS[name]
     return module.Options.from_mapping(raw, prefix=name, defaults={})
-
-
-class Store:
-    """A FinalizeIO over a dict: streams commit on a normal exit, are dropped on an error."""
-
-    def __init__(self) -> None:
-        self.objects: dict[str, bytes] = {}
-        self.problems: list[str] = []
-
-    @contextlib.contextmanager
-    def open_output(self, key: str, *, archive: bool = False):
-        buf = io.BytesIO()
-        yield buf
-        self.objects[key] = buf.getvalue()
-
-    def io(self) -> FinalizeIO:
-        return FinalizeIO(read=self.objects.__getitem__,
-                          read_many=lambda keys, missing_ok: {
-                              k: self.objects[k] for k in keys if k in self.objects},
-                          write_many=self.objects.update, open_output=self.open_output,
-                          problem=self.problems.append, exists=self.objects.__contains__)
 
 
 @pytest.mark.parametrize("name", sorted(FORMATS))
